@@ -1,0 +1,42 @@
+# make run   - the platform on http://127.0.0.1:8000, embedded default (SQLite, in-process serving)
+# make test  - the whole suite against real PostgreSQL, Redis, Celery workers and Chromium
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test lint fmt worker beat up down install
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py modelhub_bootstrap
+	$(VENV)/bin/gunicorn -c platform/gunicorn.conf.py config.wsgi
+
+test: $(VENV)/.installed
+	PYTHON=$(PY) scripts/test.sh
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+worker: $(VENV)/.installed
+	$(VENV)/bin/celery -A workers.celery worker -Q control,batch -l info
+
+beat: $(VENV)/.installed
+	$(VENV)/bin/celery -A workers.celery beat -l info
+
+up:
+	docker compose up --build -d
+
+down:
+	docker compose down

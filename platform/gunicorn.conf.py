@@ -1,0 +1,18 @@
+"""gunicorn settings; each one can be overridden from the environment."""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("MODELHUB_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("MODELHUB_WEB_WORKERS", min(4, multiprocessing.cpu_count())))
+# Threads let one process batch concurrent predictions into a single ONNX Runtime call.
+worker_class = os.environ.get("MODELHUB_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("MODELHUB_WEB_THREADS", 16))
+# Uploads are validated in-process on the embedded default, which can take a while.
+timeout = int(os.environ.get("MODELHUB_WEB_TIMEOUT", 120))
+graceful_timeout = 20
+keepalive = 5
+max_requests = int(os.environ.get("MODELHUB_WEB_MAX_REQUESTS", 0))
+accesslog = os.environ.get("MODELHUB_ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("MODELHUB_LOG_LEVEL", "info").lower()

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from config.errors import Conflict, DomainError
+
+
+class InvalidName(DomainError):
+    code = "invalid_name"
+
+
+class DuplicateArtifact(Conflict):
+    code = "duplicate_artifact"
+
+
+class InvalidTransition(Conflict):
+    code = "invalid_transition"
+
+
+class InvalidMetadata(DomainError):
+    code = "invalid_metadata"

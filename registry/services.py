@@ -1,0 +1,259 @@
+"""Registry rules: registering models, adding versions, recording validation, archiving."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from accounts.models import Team
+from registry import storage
+from registry.audit import audit_record
+from registry.errors import DuplicateArtifact, InvalidMetadata, InvalidName, InvalidTransition
+from registry.models import ModelVersion, RegisteredModel
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,63}$")
+_METADATA_TEXT_FIELDS = ("training_data", "code_commit")
+
+
+def name_check(name: str) -> str:
+    if not NAME_RE.match(name or ""):
+        raise InvalidName(
+            f"name {name!r} is not allowed: use 1-64 lowercase letters, digits, '-' or '_', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+def tags_check(tags: Any) -> list[str]:
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise InvalidMetadata("tags: expected a list of strings")
+    for tag in tags:
+        if not TAG_RE.match(tag):
+            raise InvalidMetadata(f"tag {tag!r} is not allowed: up to 64 letters, digits and _.:=-")
+    return sorted(set(tags))
+
+
+def metadata_check(metadata: Any) -> dict[str, Any]:
+    """Free-form JSON object, with typed well-known keys: metrics (numbers), params."""
+    if not isinstance(metadata, dict):
+        raise InvalidMetadata(f"metadata: expected a JSON object, got {type(metadata).__name__}")
+    metrics = metadata.get("metrics", {})
+    if not isinstance(metrics, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()
+    ):
+        raise InvalidMetadata("metadata.metrics: expected an object of numbers, e.g. {\"accuracy\": 0.93}")
+    if not isinstance(metadata.get("params", {}), dict):
+        raise InvalidMetadata("metadata.params: expected an object")
+    for key in _METADATA_TEXT_FIELDS:
+        if key in metadata and not isinstance(metadata[key], str):
+            raise InvalidMetadata(f"metadata.{key}: expected a string")
+    return metadata
+
+
+def model_register(
+    *,
+    name: str,
+    user: AbstractBaseUser,
+    description: str = "",
+    tags: list[str] | None = None,
+    team: Team | None = None,
+    source_ip: str | None = None,
+) -> RegisteredModel:
+    name_check(name)
+    try:
+        with transaction.atomic():
+            model = RegisteredModel.objects.create(
+                name=name, description=description, tags=tags_check(tags or []), team=team, created_by=user
+            )
+            audit_record(actor=user, action="model.register", obj=model, after={"name": name}, source_ip=source_ip)
+    except IntegrityError:
+        from config.errors import Conflict
+
+        raise Conflict(f"a model named {name!r} already exists") from None
+    return model
+
+
+@transaction.atomic
+def model_update(
+    *, model: RegisteredModel, user: AbstractBaseUser, source_ip: str | None = None, **changes: Any
+) -> RegisteredModel:
+    model = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+    before = {key: getattr(model, key) for key in changes}
+    if "tags" in changes:
+        changes["tags"] = tags_check(changes["tags"])
+    for key, value in changes.items():
+        setattr(model, key, value)
+    model.save(update_fields=[*changes, "updated_at"])
+    audit_record(actor=user, action="model.update", obj=model, before=before, after=changes, source_ip=source_ip)
+    return model
+
+
+def model_version_create(
+    *,
+    model: RegisteredModel,
+    staged: storage.StagedArtifact,
+    user: AbstractBaseUser | None,
+    metadata: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+    description: str = "",
+    source_ip: str | None = None,
+) -> ModelVersion:
+    """Put a staged upload in the store and add it as the next version, pending validation.
+
+    The same bytes twice for one model are refused (409). On any failure the staged file
+    is removed, and so is the stored file if this call created it and no row uses it.
+    """
+    created_file = False
+    try:
+        metadata = metadata_check(metadata or {})
+        tags = tags_check(tags or [])
+        with transaction.atomic():
+            locked = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+            existing = locked.versions.filter(artifact_sha256=staged.sha256).values_list("version", flat=True).first()
+            if existing is not None:
+                raise DuplicateArtifact(
+                    f"this artifact (sha256 {staged.sha256[:12]}…) is already version {existing} of {locked.name}",
+                    details={"version": existing, "sha256": staged.sha256},
+                )
+            _, created_file = storage.commit(staged)
+            number = (locked.versions.aggregate(n=Max("version"))["n"] or 0) + 1
+            version = ModelVersion.objects.create(
+                model=locked,
+                version=number,
+                description=description,
+                artifact_sha256=staged.sha256,
+                artifact_size=staged.size,
+                artifact_filename=staged.filename,
+                metadata=metadata,
+                tags=tags,
+                created_by=user,
+            )
+            audit_record(
+                actor=user,
+                action="version.upload",
+                obj=version,
+                after={"sha256": staged.sha256, "size": staged.size, "filename": staged.filename},
+                source_ip=source_ip,
+            )
+            transaction.on_commit(lambda: _validation_enqueue(version.pk))
+    except BaseException:
+        staged.discard()
+        if created_file and not ModelVersion.objects.filter(artifact_sha256=staged.sha256).exists():
+            storage.artifact_path(staged.sha256).unlink(missing_ok=True)
+        raise
+    return version
+
+
+def _validation_enqueue(version_id: int) -> None:
+    from registry.tasks import model_version_validate
+
+    try:
+        model_version_validate.delay(version_id)
+    except Exception:
+        # The row stays pending; the periodic sweep (registry.tasks) picks it up again.
+        log.exception("could not enqueue validation of version %s", version_id)
+
+
+@transaction.atomic
+def model_version_start_validation(*, version_id: int) -> ModelVersion | None:
+    """Mark a version as validating; None if it was already decided (tasks may run twice)."""
+    version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    if version.status in (ModelVersion.Status.READY, ModelVersion.Status.FAILED):
+        return None
+    version.status = ModelVersion.Status.VALIDATING
+    version.save(update_fields=["status"])
+    return version
+
+
+@transaction.atomic
+def model_version_record_validation(*, version_id: int, report: dict[str, Any]) -> ModelVersion:
+    version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    ok = bool(report.get("ok"))
+    version.status = ModelVersion.Status.READY if ok else ModelVersion.Status.FAILED
+    version.validation_report = report
+    version.validated_at = timezone.now()
+    version.signature = report.get("signature") or {}
+    version.opset = report.get("opset") or {}
+    version.producer = (report.get("producer") or "")[:200]
+    version.ir_version = report.get("ir_version")
+    version.save(
+        update_fields=["status", "validation_report", "validated_at", "signature", "opset", "producer", "ir_version"]
+    )
+    audit_record(
+        actor=None,
+        action="version.validated" if ok else "version.validation_failed",
+        obj=version,
+        before={"status": ModelVersion.Status.VALIDATING},
+        after={"status": version.status, "error": report.get("error", "")},
+    )
+    return version
+
+
+@transaction.atomic
+def model_version_update(
+    *,
+    version: ModelVersion,
+    user: AbstractBaseUser,
+    metadata: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+    description: str | None = None,
+    source_ip: str | None = None,
+) -> ModelVersion:
+    """Attach metadata (merged key by key), replace tags, or change the description."""
+    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    fields = []
+    if metadata is not None:
+        merged = metadata_check({**version.metadata, **metadata})
+        before["metadata"], after["metadata"] = version.metadata, merged
+        version.metadata = merged
+        fields.append("metadata")
+    if tags is not None:
+        before["tags"], after["tags"] = version.tags, tags_check(tags)
+        version.tags = after["tags"]
+        fields.append("tags")
+    if description is not None:
+        before["description"], after["description"] = version.description, description
+        version.description = description
+        fields.append("description")
+    if fields:
+        version.save(update_fields=fields)
+        audit_record(actor=user, action="version.update", obj=version, before=before, after=after, source_ip=source_ip)
+    return version
+
+
+@transaction.atomic
+def model_version_archive(*, version: ModelVersion, user: AbstractBaseUser, source_ip: str | None = None) -> ModelVersion:
+    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    if version.stage == ModelVersion.Stage.ARCHIVED:
+        raise InvalidTransition(f"{version} is already archived")
+    if version.stage == ModelVersion.Stage.PRODUCTION:
+        raise InvalidTransition(
+            f"{version} is in Production: promote another version or ask for a promotion to Archived"
+        )
+    return model_version_set_stage(version=version, stage=ModelVersion.Stage.ARCHIVED, user=user, source_ip=source_ip)
+
+
+def model_version_set_stage(
+    *, version: ModelVersion, stage: str, user: AbstractBaseUser | None, source_ip: str | None = None
+) -> ModelVersion:
+    """Low-level stage change, called inside the caller's transaction with the row locked."""
+    before = version.stage
+    version.stage = stage
+    version.stage_changed_at = timezone.now()
+    version.stage_changed_by = user
+    version.save(update_fields=["stage", "stage_changed_at", "stage_changed_by"])
+    audit_record(
+        actor=user, action="version.stage", obj=version, before={"stage": before}, after={"stage": stage}, source_ip=source_ip
+    )
+    return version
