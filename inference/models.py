@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Endpoint(models.Model):
+    """A stable name applications call; its traffic policy says which versions answer."""
+
+    class Follow(models.TextChoices):
+        NONE = "none", "does not follow promotions"
+        IMMEDIATE = "immediate", "moves to a newly promoted production version at once"
+        CANARY = "canary", "starts a newly promoted production version as a canary"
+
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.TextField(blank=True)
+    team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="endpoints")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    # The model whose Production stage this endpoint follows (see `follow`).
+    follows_model = models.ForeignKey(
+        "registry.RegisteredModel", null=True, blank=True, on_delete=models.SET_NULL, related_name="following_endpoints"
+    )
+    follow = models.CharField(max_length=16, choices=Follow.choices, default=Follow.NONE)
+    canary_weight = models.PositiveSmallIntegerField(default=10)
+    # Pre/post-processing: feature defaults, input scaling, business rules on outputs.
+    preprocessing = models.JSONField(default=dict, blank=True)
+    postprocessing = models.JSONField(default=dict, blank=True)
+    # Limits: max rows per request, per-request deadline.
+    max_rows_per_request = models.PositiveIntegerField(default=1024)
+    timeout_ms = models.PositiveIntegerField(default=5000)
+    # Header whose value pins a caller to one version while the split is unchanged.
+    sticky_header = models.CharField(max_length=64, blank=True, default="X-Routing-Key")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Deployment(models.Model):
+    """A model version placed behind an endpoint, with its role, weight and batching."""
+
+    class Role(models.TextChoices):
+        PRIMARY = "primary"
+        CANARY = "canary"
+        SHADOW = "shadow"
+
+    class Device(models.TextChoices):
+        CPU = "cpu"
+        GPU = "gpu"
+
+    class Placement(models.TextChoices):
+        IN_PROCESS = "in_process", "inside the web processes"
+        WORKER_POOL = "worker_pool", "on inference worker processes"
+
+    class State(models.TextChoices):
+        LOADING = "loading"
+        READY = "ready"
+        FAILED = "failed"
+        RETIRED = "retired"
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="deployments")
+    model_version = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="deployments")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.PRIMARY)
+    weight = models.PositiveSmallIntegerField(default=100)
+    device = models.CharField(max_length=8, choices=Device.choices, default=Device.CPU)
+    placement = models.CharField(max_length=16, choices=Placement.choices, default=Placement.IN_PROCESS)
+    replicas = models.PositiveSmallIntegerField(default=1)
+    max_batch_size = models.PositiveIntegerField(default=32)
+    max_queue_delay_ms = models.FloatField(default=2.0)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.LOADING)
+    state_detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["endpoint__name", "role", "-weight"]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint.name} -> {self.model_version} ({self.role} {self.weight}%)"
+
+
+class TrafficPolicyRevision(models.Model):
+    """Every change of an endpoint's split is a new revision; rollback = go back to N."""
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="revisions")
+    revision = models.PositiveIntegerField()
+    # [{"deployment": id, "model": name, "version": n, "role": ..., "weight": ...}, ...]
+    routes = models.JSONField(default=list)
+    comment = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    is_current = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["endpoint__name", "-revision"]
+        constraints = [models.UniqueConstraint(fields=["endpoint", "revision"], name="unique_revision_per_endpoint")]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint.name} r{self.revision}"
+
+
+class ApiKey(models.Model):
+    """An application's key for prediction calls: hashed, scoped to endpoints, revocable."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, unique=True)
+    hashed = models.CharField(max_length=64)
+    endpoints = models.ManyToManyField(Endpoint, related_name="api_keys")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
