@@ -37,7 +37,16 @@ def _check_redis() -> dict[str, Any]:
         return {"ok": False, "error": str(exc).strip()[:200]}
 
 
-READINESS_CHECKS = {"database": _check_database, "redis": _check_redis}
+def _check_workers() -> dict[str, Any]:
+    """Every worker-pool primary taking traffic is warm on at least one inference worker."""
+    if not settings.REDIS_URL:
+        return {"ok": True, "detail": "embedded mode: no worker pool"}
+    from inference.pool_services import pool_readiness
+
+    return pool_readiness()
+
+
+READINESS_CHECKS = {"database": _check_database, "redis": _check_redis, "workers": _check_workers}
 
 
 @extend_schema(summary="Liveness: the web process answers")
