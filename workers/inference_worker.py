@@ -337,6 +337,20 @@ class InferenceWorker:
             served.close()
 
 
+def preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from the nvidia-* pip wheels (onnxruntime-gpu[cuda,cudnn]) if they are there.
+
+    Without it the CUDA provider only finds libraries on the system's library path and
+    silently falls back to the CPU; the provider really got is reported either way.
+    """
+    import onnxruntime as ort
+
+    try:
+        ort.preload_dlls()
+    except Exception as exc:  # noqa: BLE001 - a system-wide CUDA install needs no preload
+        logger.info("onnxruntime.preload_dlls() did not load the CUDA wheels: %s", exc)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Modelhub inference worker (worker-pool placement)")
     parser.add_argument("--device", choices=["cpu", "gpu"], default=os.environ.get("MODELHUB_WORKER_DEVICE", "cpu"))
@@ -348,6 +362,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default=os.environ.get("MODELHUB_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.device == "gpu":
+        preload_cuda_libraries()
     worker = InferenceWorker(
         device=args.device, redis_url=args.redis_url, pullers=args.pullers,
         intra_op_threads=args.intra_op_threads, worker_id=args.worker_id,
