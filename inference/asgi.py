@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -125,6 +126,8 @@ class EdgeASGI:
                     import logging
 
                     logging.getLogger("modelhub.asgi").exception("warming in-process deployments failed")
+                if os.environ.get("STATS_FILE"):
+                    threading.Thread(target=_write_stats_forever, name="batch-stats", daemon=True).start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.pool.shutdown(wait=False, cancel_futures=True)
@@ -253,3 +256,15 @@ def warm_in_process_deployments() -> int:
     finally:
         close_old_connections()
     return count
+
+
+def _write_stats_forever() -> None:
+    """For bench/harness.py: this process's batcher counters in $STATS_FILE.pid<PID>.json every 0.5 s."""
+    from inference.transport import in_process_transport
+    from workers.inference_worker import write_batch_stats
+
+    transport = in_process_transport()
+    while True:
+        served = dict(transport._served)
+        write_batch_stats({s.model.name: s.batcher.stats() for s in served.values()})
+        time.sleep(0.5)

@@ -293,6 +293,7 @@ class InferenceWorker:
                 pipe.zrem(wire.warm_key(key), self.worker_id)
             pipe.zremrangebyscore(wire.warm_key(key), "-inf", now - 60)
         pipe.execute()
+        write_batch_stats({s.spec.model: s.batcher.stats() for s in self.served.values() if s.batcher is not None})
 
     def _forget_me(self) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -335,6 +336,18 @@ class InferenceWorker:
             pass
         for served in list(self.served.values()):
             served.close()
+
+
+def write_batch_stats(stats: dict[str, Any]) -> None:
+    """For bench/harness.py: $STATS_FILE.pid<PID>.json = {model: {"calls": N, "rows": M}}, if STATS_FILE is set."""
+    path = os.environ.get("STATS_FILE")
+    if not path:
+        return
+    data = {model: {"calls": st.batches, "rows": st.rows} for model, st in stats.items()}
+    tmp = f"{path}.pid{os.getpid()}.tmp"
+    with open(tmp, "wb") as out:
+        out.write(orjson.dumps(data))
+    os.replace(tmp, f"{path}.pid{os.getpid()}.json")
 
 
 def preload_cuda_libraries() -> None:
