@@ -12,10 +12,11 @@ and keeps thousands of requests in flight without a thread each.
 V2 infer never leaves the event loop for an in-process deployment: parse, cached auth and
 route, codec validation, then `DynamicBatcher.submit` and `await` its future (the batcher
 thread wakes the loop once per request), then encode. So concurrency feeds the batcher
-without a thread per request. A worker-pool deployment's `infer` blocks on Redis, so it
-runs in a thread pool (`MODELHUB_ASGI_THREADS`, 64). The other prediction routes (simple
-JSON predict, V2 health/metadata/ready) run inference.edge's functions in that pool too,
-and everything else goes to Django unchanged.
+without a thread per request. A worker-pool deployment is awaited too
+(`WorkerPoolTransport.infer_async`, redis.asyncio, the same single round trip); a
+transport without `infer_async` runs in a thread pool (`MODELHUB_ASGI_THREADS`, 64).
+The other prediction routes (simple JSON predict, V2 health/metadata/ready) run
+inference.edge's functions in that pool, and everything else goes to Django unchanged.
 
 The edge's routing cache reads the database on a miss (once per endpoint and change):
 on the event loop thread that needs DJANGO_ALLOW_ASYNC_UNSAFE, set here. A miss blocks
@@ -208,6 +209,8 @@ class EdgeASGI:
                 # The batcher fails the future itself at the deadline (queued or running).
                 outputs = await asyncio.wrap_future(served.batcher.submit(inputs, timeout_s=timeout_s))
                 result = InferResult(outputs=outputs, provider=served.model.provider)
+            elif hasattr(transport, "infer_async"):
+                result = await transport.infer_async(spec, inputs, timeout_s=timeout_s)
             else:
                 result = await loop.run_in_executor(
                     self.pool, lambda: transport.infer(spec, inputs, timeout_s=timeout_s)

@@ -13,7 +13,7 @@ by a worker that then dies is lost; its caller gets 504 at its deadline. If at t
 deadline the request is still in the queue (LREM removes it), no worker ever took it:
 that answers 503 (no worker serving), which is safe to retry elsewhere.
 
-Redis unreachable: connects are bounded (MODELHUB_POOL_CONNECT_TIMEOUT, default 0.5 s)
+Redis unreachable: connects are bounded (MODELHUB_POOL_CONNECT_TIMEOUT, default 1 s)
 and so is every read, so a request answers 503 with Retry-After instead of hanging.
 """
 
@@ -85,7 +85,7 @@ def redis_client(url: str | None = None) -> redis.Redis:
         with _clients_lock:
             client = _clients.get(key)
             if client is None:
-                connect = _timeout("MODELHUB_POOL_CONNECT_TIMEOUT", 0.5)
+                connect = _timeout("MODELHUB_POOL_CONNECT_TIMEOUT", 1.0)
                 read = _timeout("MODELHUB_POOL_SOCKET_TIMEOUT", 5.0)
                 pool = redis.ConnectionPool.from_url(
                     url,
@@ -97,6 +97,28 @@ def redis_client(url: str | None = None) -> redis.Redis:
                 )
                 client = redis.Redis(connection_pool=pool)
                 _clients[key] = client
+    return client
+
+
+_async_clients: dict[tuple[int, int, str], Any] = {}
+
+
+def _async_client(url: str) -> Any:
+    """One asyncio connection pool per process, event loop and URL."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    key = (os.getpid(), id(asyncio.get_running_loop()), url)
+    client = _async_clients.get(key)
+    if client is None:
+        pool = aioredis.ConnectionPool.from_url(
+            url,
+            socket_connect_timeout=_timeout("MODELHUB_POOL_CONNECT_TIMEOUT", 1.0),
+            socket_timeout=_timeout("MODELHUB_POOL_SOCKET_TIMEOUT", 5.0),
+            max_connections=int(_setting("MODELHUB_POOL_MAX_CONNECTIONS", 256)),
+        )
+        client = _async_clients[key] = aioredis.Redis(connection_pool=pool)
     return client
 
 
@@ -194,6 +216,42 @@ class WorkerPoolTransport:
         return InferResult(
             outputs=outputs,
             batch_rows=header.get("b"),
+            queue_ms=header.get("q"),
+            model_ms=header.get("m"),
+            provider=header.get("p", ""),
+            extra={"worker": header.get("w", ""), "round_trip_ms": (time.monotonic() - started) * 1000.0},
+        )
+
+    async def infer_async(
+        self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float
+    ) -> InferResult:
+        """`infer` for an event loop (inference/asgi.py): the same one round trip, no thread held."""
+        request_id = uuid.uuid4().hex
+        reply = wire.reply_key(request_id)
+        queue = wire.queue_key(spec.key)
+        started = time.monotonic()
+        frame = wire.encode_frame({"id": request_id, "dl": time.time() + timeout_s, "r": reply}, inputs)
+        client = _async_client(self._url or _redis_url())
+        wait_cap = max(float(client.connection_pool.connection_kwargs.get("socket_timeout") or 5.0) - 0.25, 0.05)
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.rpush(queue, frame)
+                pipe.pexpire(queue, int(timeout_s * 1000) + _EXPIRE_GRACE_MS)
+                pipe.blpop([reply], timeout=max(min(timeout_s, wait_cap), 0.001))
+                _, _, popped = await pipe.execute()
+            while popped is None:
+                remaining = timeout_s - (time.monotonic() - started)
+                if remaining <= 0.001:
+                    # The rare path: take the frame back with a blocking client.
+                    raise self._deadline(self.client, queue, frame, spec, timeout_s)
+                popped = await client.blpop([reply], timeout=min(remaining, wait_cap))
+        except _REDIS_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        header, outputs = wire.decode_frame(popped[1])
+        if not header.get("ok"):
+            raise _error_from_reply(header)
+        return InferResult(
+            outputs=outputs,
             queue_ms=header.get("q"),
             model_ms=header.get("m"),
             provider=header.get("p", ""),

@@ -89,3 +89,27 @@ def test_a_malformed_frame_is_dropped_and_the_worker_keeps_serving(transport, in
     assert result.outputs["output"].shape == (1, 3)
     wait_until(lambda: [r for r in deployment_report(spec) if r.get("bad_frames") == 1], timeout=10,
                what="the heartbeat to count the malformed frame")
+
+
+def test_the_async_path_answers_like_the_blocking_one_and_503s_when_redis_is_unreachable(
+    transport, inference_workers, tmp_path
+):
+    import asyncio
+
+    spec = pool_spec(mlp_model(tmp_path / "mlp.onnx"))
+    transport.ensure_loaded(spec)
+    inference_workers()
+    wait_until(lambda: transport.ready(spec), timeout=60, what="the model to be warm")
+    x = np.ones((2, 16), np.float32)
+
+    async def calls():
+        answers = await asyncio.gather(*[transport.infer_async(spec, {"input": x}, timeout_s=5) for _ in range(16)])
+        with pytest.raises(ServiceUnavailable) as caught:
+            await WorkerPoolTransport("redis://127.0.0.1:1/0").infer_async(spec, {"input": x}, timeout_s=30)
+        return answers, caught.value
+
+    answers, refused = asyncio.run(calls())
+    expected = transport.infer(spec, {"input": x}, timeout_s=5).outputs["output"]
+    for answer in answers:
+        np.testing.assert_array_equal(answer.outputs["output"], expected)
+    assert refused.status == 503 and refused.retry_after_s >= 1
