@@ -1,0 +1,96 @@
+"""The raw ASGI front answers V2 infer in the event loop, with the edge's JSON errors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+pytest.importorskip("inference.edge")  # the serving edge (serving branch) this front calls
+
+from inference.asgi import EdgeASGI  # noqa: E402
+
+
+async def _django_not_called(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 418, "headers": []})
+    await send({"type": "http.response.body", "body": b"django"})
+
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def call(method: str, path: str, body: bytes = b"", headers: Headers | None = None) -> tuple[int, dict, bytes]:
+    app = EdgeASGI(_django_not_called)
+    scope = {"type": "http", "method": method, "path": path, "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), *(headers or [])], "client": ("127.0.0.1", 1)}
+    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)] or [b""]
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    start = sent[0]
+    head = {k.decode(): v.decode() for k, v in start["headers"]}
+    return start["status"], head, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def v2_body(rows: list[list[float]]) -> bytes:
+    return orjson.dumps({"inputs": [{"name": "X", "datatype": "FP32", "shape": [len(rows), 4],
+                                     "data": [v for r in rows for v in r]}]})
+
+
+@pytest.fixture
+def open_iris(make_endpoint: Any, iris_v1: Any) -> Any:
+    return make_endpoint(
+        "iris", require_key=False,
+        routes=[{"model": "iris", "version": iris_v1.version, "role": "primary", "weight": 100}],
+    )
+
+
+def test_v2_infer_answers_from_the_in_process_batcher(open_iris):
+    status, headers, body = call("POST", "/v2/models/iris/infer", v2_body([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]))
+    assert status == 200, body
+    answer = orjson.loads(body)
+    assert answer["model_name"] == "iris"
+    assert {o["name"] for o in answer["outputs"]} >= {"label"}
+    assert headers["content-type"] == "application/json"
+
+
+def test_a_wrong_shape_is_a_v2_json_400(open_iris):
+    status, _, body = call("POST", "/v2/models/iris/infer", orjson.dumps(
+        {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}))
+    assert status == 400
+    assert "X" in orjson.loads(body)["error"]
+
+
+def test_an_unknown_model_is_a_v2_json_404(db):
+    status, _, body = call("POST", "/v2/models/nope/infer", v2_body([[1, 2, 3, 4]]))
+    assert status == 404
+    assert "nope" in orjson.loads(body)["error"]
+
+
+def test_invalid_json_is_a_400(open_iris):
+    status, _, body = call("POST", "/v2/models/iris/infer", b"{not json")
+    assert status == 400
+    assert orjson.loads(body)["error"]
+
+
+def test_a_body_over_the_limit_is_a_413_before_it_is_parsed(open_iris, settings):
+    settings.PREDICT_MAX_BODY_BYTES = 1000
+    settings.MODELHUB_MAX_PREDICT_BYTES = 1000
+    status, _, body = call("POST", "/v2/models/iris/infer", b"[" * 5000)
+    assert status == 413
+    assert "limit" in orjson.loads(body)["error"]
+
+
+def test_other_paths_go_to_django_and_liveness_is_answered_here(db):
+    assert call("GET", "/api/v1/models/")[0] == 418
+    status, _, body = call("GET", "/v2/health/live")
+    assert (status, orjson.loads(body)) == (200, {"live": True})
