@@ -233,10 +233,23 @@ class EdgeASGI:
                 model_ms=result.model_ms,
                 inputs=inputs,
                 outputs=result.outputs,
+                **({"payload": body, "response": payload} if _RECORDS_PAYLOADS else {}),
             )
         )
         content_type = headers.pop("Content-Type", edge.JSON)
         return edge.Reply(200, payload, list(headers.items()), content_type)
+
+
+def _records_payloads() -> bool:
+    """Whether the recorder's PredictionRecord takes the bodies (payload sampling), as edge.v2_infer passes them."""
+    import dataclasses
+
+    from monitoring.recorder import PredictionRecord
+
+    return {"payload", "response"} <= {f.name for f in dataclasses.fields(PredictionRecord)}
+
+
+_RECORDS_PAYLOADS = _records_payloads()
 
 
 def warm_in_process_deployments() -> int:
