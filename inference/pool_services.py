@@ -39,6 +39,15 @@ def deployment_spec_build(deployment: Deployment) -> DeploymentSpec:
     )
 
 
+def _provider(spec: DeploymentSpec) -> str:
+    """The execution provider a warm worker's session really got for this deployment."""
+    for beat in worker_status():
+        report = beat.get("deployments", {}).get(spec.key)
+        if report and report.get("ready"):
+            return str(report.get("provider", ""))
+    return ""
+
+
 def _load_failure(spec: DeploymentSpec) -> str:
     """A worker's load error for this deployment, if every reporting worker failed it."""
     errors = []
@@ -52,7 +61,17 @@ def _load_failure(spec: DeploymentSpec) -> str:
     return "; ".join(errors)
 
 
-def _set_state(deployment_id: int, state: str, detail: str) -> Deployment:
+def _set_state(deployment_id: int, state: str, detail: str, provider: str = "") -> Deployment:
+    # The serving edge's service records state + provider, audits and tells every web
+    # process's routing cache; use it where it exists.
+    try:
+        from inference.services import deployment_state_set
+    except ImportError:
+        deployment_state_set = None
+    if deployment_state_set is not None:
+        done = deployment_state_set(deployment_id=deployment_id, state=state, provider=provider, detail=detail)
+        if done is not None:
+            return done
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().get(pk=deployment_id)
         before = {"state": deployment.state, "state_detail": deployment.state_detail}
@@ -60,7 +79,7 @@ def _set_state(deployment_id: int, state: str, detail: str) -> Deployment:
             deployment.state, deployment.state_detail = state, detail
             deployment.save(update_fields=["state", "state_detail", "updated_at"])
             audit_record(
-                actor=None, action=f"deployment.pool_{state}", obj=deployment,
+                actor=None, action=f"deployment.{state}", obj=deployment,
                 before=before, after={"state": state, "state_detail": detail},
             )
     return deployment
@@ -86,7 +105,7 @@ def deployment_pool_load(
     deadline = time.monotonic() + wait_s
     while True:
         if transport.warm_workers(spec) > 0:
-            return _set_state(deployment_id, Deployment.State.READY, "").state
+            return _set_state(deployment_id, Deployment.State.READY, "", provider=_provider(spec)).state
         failure = _load_failure(spec)
         if failure:
             return _set_state(deployment_id, Deployment.State.FAILED, failure[:2000]).state

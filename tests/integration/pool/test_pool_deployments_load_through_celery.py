@@ -48,14 +48,14 @@ def test_a_celery_task_loads_a_pool_deployment_on_every_worker_and_marks_it_read
 
     deployment.refresh_from_db()
     assert deployment.state == Deployment.State.READY
-    assert AuditEvent.objects.filter(action="deployment.pool_ready", object_id=str(deployment.pk)).exists()
+    assert AuditEvent.objects.filter(action="deployment.ready", object_id=str(deployment.pk)).exists()
     spec = deployment_spec_build(deployment)
     wait_until(lambda: transport.warm_workers(spec) == 2, timeout=60, what="both workers to warm it")
     assert READINESS_CHECKS["workers"]()["ok"] is True
 
     # Twice is the same as once.
     assert tasks.deployment_pool_load.delay(deployment.pk).get(timeout=90) == "ready"
-    assert AuditEvent.objects.filter(action="deployment.pool_ready", object_id=str(deployment.pk)).count() == 1
+    assert AuditEvent.objects.filter(action="deployment.ready", object_id=str(deployment.pk)).count() == 1
 
     assert tasks.deployment_pool_unload.delay(deployment.pk).get(timeout=30) == "unloaded"
     wait_until(lambda: not deployment_report(spec) and transport.warm_workers(spec) == 0, timeout=30,
