@@ -11,6 +11,7 @@ table and calls `transport_for(spec).infer(...)`.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -66,3 +67,111 @@ class Transport(Protocol):
         """Run one request (rows along dim 0); raises inference.runtime.errors on failure."""
 
     def unload(self, spec: DeploymentSpec) -> None: ...
+
+
+class InProcessTransport:
+    """Serves deployments inside this process: one warmed session and batcher per deployment.
+
+    Loading is lazy and happens at most once per process and deployment (a lock per key),
+    so the first request a web process gets for a deployment waits for load + warm-up;
+    every later one goes straight to the batcher. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key_locks: dict[str, threading.Lock] = {}
+        self._served: dict[str, _Served] = {}
+
+    def ensure_loaded(self, spec: DeploymentSpec) -> None:
+        self._get(spec)
+
+    def ready(self, spec: DeploymentSpec) -> bool:
+        served = self._served.get(spec.key)
+        return served is not None and served.model.ready
+
+    def provider(self, spec: DeploymentSpec) -> str:
+        """The provider the session really got in this process, "" when not loaded here."""
+        served = self._served.get(spec.key)
+        return served.model.provider if served is not None else ""
+
+    def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
+        served = self._served.get(spec.key)
+        if served is None or served.sha256 != spec.artifact_sha256:
+            served = self._get(spec)
+        outputs = served.batcher.predict(inputs, timeout_s=timeout_s)
+        return InferResult(outputs=outputs, provider=served.model.provider)
+
+    def unload(self, spec: DeploymentSpec) -> None:
+        with self._lock:
+            served = self._served.pop(spec.key, None)
+        if served is not None:
+            served.batcher.close(drain=True, timeout_s=5.0)
+            served.model.unload()
+
+    def loaded_keys(self) -> list[str]:
+        return list(self._served)
+
+    def _get(self, spec: DeploymentSpec) -> _Served:
+        served = self._served.get(spec.key)
+        if served is not None and served.sha256 == spec.artifact_sha256:
+            return served
+        with self._lock:
+            key_lock = self._key_locks.setdefault(spec.key, threading.Lock())
+        with key_lock:
+            served = self._served.get(spec.key)
+            if served is not None and served.sha256 == spec.artifact_sha256:
+                return served
+            from inference.runtime.batcher import DynamicBatcher
+            from inference.runtime.session import LoadedModel
+
+            model = LoadedModel.load(
+                spec.artifact_path,
+                device="gpu" if spec.device == "gpu" else "cpu",
+                name=spec.model,
+                version=str(spec.version),
+                sha256=spec.artifact_sha256,
+            )
+            model.warm()
+            batcher = DynamicBatcher(
+                model, max_batch_size=spec.max_batch_size, max_queue_delay_ms=spec.max_queue_delay_ms
+            )
+            self._served[spec.key] = _Served(model=model, batcher=batcher, sha256=spec.artifact_sha256)
+            return self._served[spec.key]
+
+
+@dataclass
+class _Served:
+    model: Any  # inference.runtime.session.LoadedModel
+    batcher: Any  # inference.runtime.batcher.DynamicBatcher
+    sha256: str
+
+
+_IN_PROCESS: InProcessTransport | None = None
+_POOL: Transport | None = None
+
+
+def in_process_transport() -> InProcessTransport:
+    global _IN_PROCESS
+    if _IN_PROCESS is None:
+        _IN_PROCESS = InProcessTransport()
+    return _IN_PROCESS
+
+
+def transport_for(spec: DeploymentSpec) -> Transport:
+    """The transport serving `spec`, by its placement (one instance of each per process).
+
+    The worker-pool transport lives in `inference.pool` (`WorkerPoolTransport()`), imported
+    on first use so that the in-process path never pays for it.
+    """
+    if spec.placement == "worker_pool":
+        global _POOL
+        if _POOL is None:
+            try:
+                from inference.pool import WorkerPoolTransport  # type: ignore[import-not-found]
+            except ImportError as exc:
+                from inference.runtime.errors import ModelNotReady
+
+                raise ModelNotReady(f"{spec.label}: worker-pool placement is not available here ({exc})") from None
+            _POOL = WorkerPoolTransport()
+        return _POOL
+    return in_process_transport()
