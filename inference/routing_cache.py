@@ -81,6 +81,10 @@ class EdgeCache:
         self._generation: str | None = None
         self._next_check = 0.0
         self._build_lock = threading.Lock()
+        self.warmed = False  # the readiness probe reached the database once
+        # Outside Django's request cycle (the raw WSGI front) nobody closes stale database
+        # connections; do it before a cache miss touches the ORM.
+        self.close_stale_connections = False
 
     def clear(self) -> None:
         self._tables = {}
@@ -97,6 +101,12 @@ class EdgeCache:
                 self.clear()
             self._generation = generation
 
+    def _close_stale(self) -> None:
+        if self.close_stale_connections:
+            from django.db import close_old_connections
+
+            close_old_connections()
+
     def table(self, name: str) -> RoutingTable | None:
         """The endpoint's routing table, None when there is no such endpoint."""
         self._fresh()
@@ -108,6 +118,7 @@ class EdgeCache:
         with self._build_lock:
             if name in self._tables:
                 return self._tables[name]
+            self._close_stale()
             table = table_load(name)
             if len(self._tables) > _MAX_KEYS:
                 self._tables = {}
@@ -123,6 +134,7 @@ class EdgeCache:
             return keys[hashed]
         except KeyError:
             pass
+        self._close_stale()
         entry = key_load(raw)
         if len(self._keys) > _MAX_KEYS:
             self._keys = {}
