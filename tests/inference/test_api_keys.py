@@ -17,7 +17,10 @@ pytestmark = pytest.mark.django_db
 
 def predict(client: Any, key: str, name: str = "iris") -> Any:
     return client.post(
-        f"/api/v1/endpoints/{name}/predict", orjson.dumps({"instances": ROWS}), content_type="application/json", **auth(key)
+        f"/api/v1/endpoints/{name}/predict",
+        orjson.dumps({"instances": ROWS}),
+        content_type="application/json",
+        **auth(key),
     )
 
 

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.django_db
 def post(client: Any, name: str, body: Any, key: str | None = None, path_suffix: str = "", **extra: Any) -> Any:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     headers = auth(key) if key else {}
-    return client.post(f"/api/v1/endpoints/{name}/predict{path_suffix}", data, content_type="application/json", **headers, **extra)
+    return client.post(
+        f"/api/v1/endpoints/{name}/predict{path_suffix}", data, content_type="application/json", **headers, **extra
+    )
 
 
 def test_it_answers_instances_with_outputs_and_the_version(client: Any, app_key: str) -> None:

@@ -50,14 +50,19 @@ def test_it_refuses_an_unknown_version(iris_endpoint: Any, engineer: Any) -> Non
         services.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(9)], user=engineer)
 
 
-def test_each_change_is_a_new_revision_with_a_full_snapshot(iris_endpoint: Any, iris_v2: ModelVersion, engineer: Any) -> None:
+def test_each_change_is_a_new_revision_with_a_full_snapshot(
+    iris_endpoint: Any, iris_v2: ModelVersion, engineer: Any
+) -> None:
     services.traffic_policy_revise(
         endpoint=iris_endpoint, routes=[route(1, weight=80), route(2, "canary", 20)], user=engineer, comment="canary"
     )
     revisions = list(TrafficPolicyRevision.objects.filter(endpoint=iris_endpoint).order_by("revision"))
     assert [r.revision for r in revisions] == [1, 2]
     assert [r.is_current for r in revisions] == [False, True]
-    assert [(r["version"], r["role"], r["weight"]) for r in revisions[1].routes] == [(1, "primary", 80), (2, "canary", 20)]
+    assert [(r["version"], r["role"], r["weight"]) for r in revisions[1].routes] == [
+        (1, "primary", 80),
+        (2, "canary", 20),
+    ]
     assert all("deployment" in r and "placement" in r for r in revisions[1].routes)
     assert AuditEvent.objects.filter(action="traffic.revise").count() == 2
 
@@ -68,7 +73,9 @@ def test_in_process_deployments_are_ready_and_report_their_provider(iris_endpoin
     assert deployment.provider == "CPUExecutionProvider"
 
 
-def test_rollback_goes_to_the_previous_revision_as_a_new_one(iris_endpoint: Any, iris_v2: ModelVersion, engineer: Any) -> None:
+def test_rollback_goes_to_the_previous_revision_as_a_new_one(
+    iris_endpoint: Any, iris_v2: ModelVersion, engineer: Any
+) -> None:
     services.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(2)], user=engineer)
     revision = services.traffic_policy_rollback(endpoint=iris_endpoint, user=engineer)
     assert revision.revision == 3 and revision.is_current
@@ -80,7 +87,9 @@ def test_rollback_goes_to_the_previous_revision_as_a_new_one(iris_endpoint: Any,
 
 def test_rollback_to_a_given_revision(iris_endpoint: Any, iris_v2: ModelVersion, engineer: Any) -> None:
     services.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(2)], user=engineer)
-    services.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(1, weight=50), route(2, "canary", 50)], user=engineer)
+    services.traffic_policy_revise(
+        endpoint=iris_endpoint, routes=[route(1, weight=50), route(2, "canary", 50)], user=engineer
+    )
     revision = services.traffic_policy_rollback(endpoint=iris_endpoint, revision=2, user=engineer)
     assert [(r["version"], r["weight"]) for r in revision.routes] == [(2, 100)]
 
@@ -90,7 +99,9 @@ def test_rollback_without_an_earlier_revision_is_refused(iris_endpoint: Any, eng
         services.traffic_policy_rollback(endpoint=iris_endpoint, user=engineer)
 
 
-def test_a_pool_revision_waits_until_its_deployment_is_warm(iris_endpoint: Any, iris_v2: ModelVersion, engineer: Any) -> None:
+def test_a_pool_revision_waits_until_its_deployment_is_warm(
+    iris_endpoint: Any, iris_v2: ModelVersion, engineer: Any
+) -> None:
     revision = services.traffic_policy_revise(
         endpoint=iris_endpoint, routes=[route(2, placement="worker_pool")], user=engineer
     )
@@ -117,5 +128,3 @@ def test_a_version_that_fails_to_load_is_failed_and_takes_no_traffic(
     deployment = Deployment.objects.get(endpoint=iris_endpoint, model_version=iris_v2)
     assert deployment.state == Deployment.State.FAILED and "cannot load" in deployment.state_detail
     assert edge_cache.table("iris").choose().version == 1
-
-
