@@ -9,7 +9,6 @@ from inference import services
 from inference.models import Deployment, TrafficPolicyRevision
 from inference.routing_cache import edge_cache
 from registry.models import AuditEvent, ModelVersion
-from tests.inference.conftest import iris_variant, version_add
 
 pytestmark = pytest.mark.django_db
 
