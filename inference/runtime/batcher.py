@@ -140,9 +140,7 @@ class DynamicBatcher:
         self._delay_s = max_queue_delay_ms / 1000.0
         self._input_names = model.signature.input_names
         # Only models whose every input has a free first dim can be concatenated.
-        self._batchable = bool(self._input_names) and all(
-            spec.batched for spec in model.signature.inputs
-        )
+        self._batchable = bool(self._input_names) and all(spec.batched for spec in model.signature.inputs)
         self._queue: deque[_Request] = deque()
         self._queued_rows = 0
         self._cond = threading.Condition(threading.Lock())
@@ -167,9 +165,7 @@ class DynamicBatcher:
 
     # ------------------------------------------------------------ submitting
 
-    def submit(
-        self, inputs: Mapping[str, Array], *, timeout_s: float | None = None
-    ) -> Future[Outputs]:
+    def submit(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> Future[Outputs]:
         """Queue one request; its Future resolves to the outputs or to a runtime error."""
         rows, key = self._rows_and_key(inputs)
         now = time.monotonic()
@@ -179,9 +175,7 @@ class DynamicBatcher:
                 raise ModelNotReady(f"{self.model.label}: batcher is closed")
             if len(self._queue) >= self.max_queue_size:
                 self._rejected += 1
-                raise Overloaded(
-                    f"{self.model.label}: queue is full ({self.max_queue_size} requests waiting)"
-                )
+                raise Overloaded(f"{self.model.label}: queue is full ({self.max_queue_size} requests waiting)")
             self._queue.append(request)
             self._queued_rows += rows
             self._requests += 1
@@ -191,9 +185,7 @@ class DynamicBatcher:
                 self._cond.notify()
         return request.future
 
-    def predict(
-        self, inputs: Mapping[str, Array], *, timeout_s: float | None = None
-    ) -> Outputs:
+    def predict(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> Outputs:
         """Submit and wait; DeadlineExceeded if no result arrives within `timeout_s`."""
         future = self.submit(inputs, timeout_s=timeout_s)
         try:
@@ -298,10 +290,7 @@ class DynamicBatcher:
         if len(live) == 1:
             feeds: Mapping[str, Array] = live[0].inputs
         else:
-            feeds = {
-                name: np.concatenate([r.inputs[name] for r in live], axis=0)
-                for name in self._input_names
-            }
+            feeds = {name: np.concatenate([r.inputs[name] for r in live], axis=0) for name in self._input_names}
         rows = sum(r.rows for r in live)
         started = time.perf_counter()
         try:
@@ -310,9 +299,7 @@ class DynamicBatcher:
             self._fail(live, exc, wait_s, time.perf_counter() - started, rows)
             return
         except Exception as exc:  # noqa: BLE001 - a model fault must not kill the worker
-            error = ModelExecutionError(
-                f"{self.model.label}: batch of {len(live)} requests failed: {exc}"
-            )
+            error = ModelExecutionError(f"{self.model.label}: batch of {len(live)} requests failed: {exc}")
             self._fail(live, error, wait_s, time.perf_counter() - started, rows)
             return
         model_s = time.perf_counter() - started
@@ -363,9 +350,7 @@ class DynamicBatcher:
             request.future.set_exception(mine)
         self._record(wait_s, model_s, rows, batches=1, completed=0, failed=len(requests))
 
-    def _record(
-        self, wait_s: float, model_s: float, rows: int, batches: int, completed: int, failed: int
-    ) -> None:
+    def _record(self, wait_s: float, model_s: float, rows: int, batches: int, completed: int, failed: int) -> None:
         with self._stats_lock:
             self._batches += batches
             self._rows += rows

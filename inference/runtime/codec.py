@@ -74,9 +74,7 @@ def _got(arr: Array) -> str:
 
 def _check_declared(spec: TensorSpec, datatype: str, shape: Sequence[int]) -> None:
     if datatype != spec.datatype or not _shape_fits(spec, shape):
-        raise InputError(
-            f'input "{spec.name}": expected {spec.describe()}, got {datatype} {shape_text(shape)}'
-        )
+        raise InputError(f'input "{spec.name}": expected {spec.describe()}, got {datatype} {shape_text(shape)}')
 
 
 def _shape_fits(spec: TensorSpec, shape: Sequence[int]) -> bool:
@@ -96,14 +94,11 @@ def _check_tensor(
         raise InputError(f'input "{spec.name}": expected {spec.describe()}, got {_got(arr)}')
     if max_batch_size is not None and spec.batched and arr.shape[0] > max_batch_size:
         raise InputError(
-            f'input "{spec.name}": batch of {arr.shape[0]} rows exceeds the limit of '
-            f"{max_batch_size} rows"
+            f'input "{spec.name}": batch of {arr.shape[0]} rows exceeds the limit of {max_batch_size} rows'
         )
     if not allow_non_finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
         where = [int(i) for i in np.argwhere(~np.isfinite(arr))[0]]
-        raise InputError(
-            f'input "{spec.name}": NaN or Inf at {where}; non-finite values are not accepted'
-        )
+        raise InputError(f'input "{spec.name}": NaN or Inf at {where}; non-finite values are not accepted')
 
 
 def _check_names(names: Sequence[str] | Mapping[str, Any], signature: Signature) -> None:
@@ -128,8 +123,7 @@ def _check_shared_dims(arrays: Mapping[str, Array], signature: Signature) -> Non
             first = seen.setdefault(dim_name, (spec.name, size))
             if first[1] != size:
                 raise InputError(
-                    f'inputs "{first[0]}" and "{spec.name}" disagree on dim "{dim_name}": '
-                    f"{first[1]} vs {size}"
+                    f'inputs "{first[0]}" and "{spec.name}" disagree on dim "{dim_name}": {first[1]} vs {size}'
                 )
 
 
@@ -146,9 +140,7 @@ def check_inputs(
         arr = inputs[spec.name]
         if not isinstance(arr, np.ndarray):
             raise InputError(f'input "{spec.name}": expected a numpy array, got {type(arr).__name__}')
-        _check_tensor(
-            spec, arr, max_batch_size=max_batch_size, allow_non_finite=allow_non_finite
-        )
+        _check_tensor(spec, arr, max_batch_size=max_batch_size, allow_non_finite=allow_non_finite)
     if len(signature.inputs) > 1:
         _check_shared_dims(inputs, signature)
     return {spec.name: inputs[spec.name] for spec in signature.inputs}
@@ -193,10 +185,7 @@ def _array_from_json(spec: TensorSpec, value: Any, *, max_depth: int) -> Array:
     if target.kind in "iu" and not np.can_cast(arr.dtype, target, "safe"):
         info = np.iinfo(target)
         if int(arr.min()) < info.min or int(arr.max()) > info.max:
-            raise InputError(
-                f'input "{spec.name}": values out of range for {spec.datatype} '
-                f"[{info.min}, {info.max}]"
-            )
+            raise InputError(f'input "{spec.name}": values out of range for {spec.datatype} [{info.min}, {info.max}]')
     with np.errstate(over="ignore"):
         out = arr.astype(target, copy=False)
     if target.kind == "f" and target.itemsize < arr.dtype.itemsize and not np.isfinite(out).all():
@@ -230,21 +219,15 @@ def decode_simple(
     has_instances, has_inputs = "instances" in body, "inputs" in body
     if has_instances == has_inputs:
         raise InputError(
-            'request body needs exactly one of "instances" (a list of rows) or '
-            '"inputs" (tensors by input name)'
+            'request body needs exactly one of "instances" (a list of rows) or "inputs" (tensors by input name)'
         )
     if has_instances:
         columns = _columns_from_instances(body["instances"], signature)
     else:
         columns = _columns_from_inputs(body["inputs"], signature)
     _check_names(columns, signature)
-    arrays = {
-        spec.name: _array_from_json(spec, columns[spec.name], max_depth=spec.rank)
-        for spec in signature.inputs
-    }
-    return check_inputs(
-        arrays, signature, max_batch_size=max_batch_size, allow_non_finite=allow_non_finite
-    )
+    arrays = {spec.name: _array_from_json(spec, columns[spec.name], max_depth=spec.rank) for spec in signature.inputs}
+    return check_inputs(arrays, signature, max_batch_size=max_batch_size, allow_non_finite=allow_non_finite)
 
 
 def simple_request_format(body: Mapping[str, Any]) -> RequestFormat:
@@ -262,8 +245,7 @@ def _columns_from_instances(instances: Any, signature: Signature) -> dict[str, A
         for i, row in enumerate(instances):
             if not isinstance(row, dict) or row.keys() != columns.keys():
                 raise InputError(
-                    f"instance {i} must be an object with the same inputs as instance 0 "
-                    f"({', '.join(names)})"
+                    f"instance {i} must be an object with the same inputs as instance 0 ({', '.join(names)})"
                 )
             for name, value in row.items():
                 columns[name].append(value)
@@ -328,10 +310,7 @@ def encode_simple_response(
         lengths = {arr.shape[0] if arr.ndim else -1 for arr in outputs.values()}
         if len(lengths) == 1 and -1 not in lengths:
             names = list(columns)
-            result["predictions"] = [
-                dict(zip(names, row, strict=True))
-                for row in zip(*columns.values(), strict=True)
-            ]
+            result["predictions"] = [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
             return result
     result["outputs"] = columns
     return result
@@ -393,9 +372,7 @@ def decode_v2_request(
         binary = memoryview(b"")
     else:
         if header_length > len(body):
-            raise InputError(
-                f"{HEADER_LENGTH_HEADER} is {header_length} but the body has {len(body)} bytes"
-            )
+            raise InputError(f"{HEADER_LENGTH_HEADER} is {header_length} but the body has {len(body)} bytes")
         view = memoryview(body)
         header, binary = view[:header_length], view[header_length:]
     request = parse_json(header)
@@ -441,12 +418,8 @@ def decode_v2_request(
         else:
             raise InputError(f'input "{name}" has neither "data" nor binary_data_size')
     if offset != len(binary):
-        raise InputError(
-            f"{len(binary) - offset} bytes of binary data follow the last binary input"
-        )
-    checked = check_inputs(
-        arrays, signature, max_batch_size=max_batch_size, allow_non_finite=allow_non_finite
-    )
+        raise InputError(f"{len(binary) - offset} bytes of binary data follow the last binary input")
+    checked = check_inputs(arrays, signature, max_batch_size=max_batch_size, allow_non_finite=allow_non_finite)
     return checked, _request_info(request, signature)
 
 
@@ -458,9 +431,7 @@ def _tensor_header(tensor: Mapping[str, Any], index: int) -> tuple[str, str, lis
     if datatype not in DATATYPES:
         raise InputError(f'input "{name}": unknown datatype {datatype!r}')
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise InputError(f'input "{name}": "shape" must be a list of non-negative integers')
     return name, str(datatype), shape
 
@@ -471,10 +442,7 @@ def _array_from_v2_json(spec: TensorSpec, shape: list[int], data: Any) -> Array:
     arr = _array_from_json(spec, data, max_depth=max(len(shape), 1))
     expected = math.prod(shape)
     if arr.size != expected:
-        raise InputError(
-            f'input "{spec.name}": shape {shape_text(shape)} needs {expected} values, '
-            f"got {arr.size}"
-        )
+        raise InputError(f'input "{spec.name}": shape {shape_text(shape)} needs {expected} values, got {arr.size}')
     return arr.reshape(shape)
 
 
@@ -521,8 +489,7 @@ def _bytes_elements(spec: TensorSpec, chunk: memoryview, count: int) -> Array:
         i += 1
     if i != count or offset != end:
         raise InputError(
-            f'input "{spec.name}": binary BYTES data does not hold exactly {count} '
-            "length-prefixed elements"
+            f'input "{spec.name}": binary BYTES data does not hold exactly {count} length-prefixed elements'
         )
     return out
 

@@ -16,9 +16,7 @@ from inference.runtime.signature import Signature, TensorSpec, numpy_dtype
 
 def example_shape(spec: TensorSpec, *, batch_size: int = 1) -> tuple[int, ...]:
     """The spec's shape with the batch dim set to `batch_size` and other free dims to 1."""
-    return tuple(
-        (batch_size if i == 0 else 1) if d == -1 else d for i, d in enumerate(spec.shape)
-    )
+    return tuple((batch_size if i == 0 else 1) if d == -1 else d for i, d in enumerate(spec.shape))
 
 
 def example_tensor(
@@ -37,12 +35,7 @@ def example_tensor(
     return rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
 
 
-def example_inputs(
-    signature: Signature, *, batch_size: int = 1, seed: int = 0
-) -> dict[str, np.ndarray[Any, Any]]:
+def example_inputs(signature: Signature, *, batch_size: int = 1, seed: int = 0) -> dict[str, np.ndarray[Any, Any]]:
     """Deterministic inputs for every input of `signature`."""
     rng = np.random.default_rng(seed)
-    return {
-        spec.name: example_tensor(spec, batch_size=batch_size, rng=rng)
-        for spec in signature.inputs
-    }
+    return {spec.name: example_tensor(spec, batch_size=batch_size, rng=rng) for spec in signature.inputs}

@@ -95,9 +95,7 @@ class ServedModel:
     def ready(self) -> bool:
         return self.model.ready and (self.batcher is None or not self.batcher.closed)
 
-    def predict(
-        self, inputs: Mapping[str, Array], *, timeout_s: float | None = None
-    ) -> dict[str, Array]:
+    def predict(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> dict[str, Array]:
         """Run checked inputs, through the batcher when there is one."""
         if self.batcher is not None:
             return self.batcher.predict(inputs, timeout_s=timeout_s)
@@ -105,9 +103,7 @@ class ServedModel:
             raise ModelNotReady(f"{self.model.label} is not ready")
         return self.model.predict(inputs, timeout_s=timeout_s)
 
-    def submit(
-        self, inputs: Mapping[str, Array], *, timeout_s: float | None = None
-    ) -> Future[dict[str, Array]]:
+    def submit(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> Future[dict[str, Array]]:
         """Like `predict` but returns a Future (resolved at once when not batching)."""
         if self.batcher is not None:
             return self.batcher.submit(inputs, timeout_s=timeout_s)

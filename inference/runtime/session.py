@@ -78,9 +78,7 @@ class _DeadlineWatchdog:
         w = _Watch(deadline, run_options)
         with self._cond:
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="ort-deadline-watchdog", daemon=True
-                )
+                self._thread = threading.Thread(target=self._run, name="ort-deadline-watchdog", daemon=True)
                 self._thread.start()
             # Finished runs are only dropped when they reach the top; compact now and then
             # so that long deadlines on fast runs do not pile up.
@@ -257,8 +255,7 @@ class LoadedModel:
         except Exception as exc:
             if watch.fired:
                 raise DeadlineExceeded(
-                    f"{self.label}: inference ran past its deadline of "
-                    f"{timeout_s * 1000:.0f} ms and was stopped"
+                    f"{self.label}: inference ran past its deadline of {timeout_s * 1000:.0f} ms and was stopped"
                 ) from exc
             raise self._run_error(exc) from exc
         finally:

@@ -128,9 +128,7 @@ class TensorSpec:
         if not self.dim_names:
             object.__setattr__(self, "dim_names", (None,) * len(self.shape))
         elif len(self.dim_names) != len(self.shape):
-            raise ValueError(
-                f'tensor "{self.name}": {len(self.dim_names)} dim names for rank {len(self.shape)}'
-            )
+            raise ValueError(f'tensor "{self.name}": {len(self.dim_names)} dim names for rank {len(self.shape)}')
 
     @property
     def rank(self) -> int:
@@ -249,9 +247,7 @@ def _spec_from_node_arg(arg: _NodeArg, role: str) -> TensorSpec:
     try:
         datatype = datatype_from_ort(arg.type)
     except UnsupportedTypeError:
-        raise UnsupportedTypeError(
-            f'{role} "{arg.name}" has type {arg.type}, which has no V2 datatype'
-        ) from None
+        raise UnsupportedTypeError(f'{role} "{arg.name}" has type {arg.type}, which has no V2 datatype') from None
     shape: list[int] = []
     dim_names: list[str | None] = []
     for dim in arg.shape or ():

@@ -16,9 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-KNOWN_DOMAINS = frozenset(
-    {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
-)
+KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"})
 
 CHECKS = (
     "parse",
@@ -55,9 +53,7 @@ def max_supported_ir_version() -> int:
     for ir_version in range(onnx.IR_VERSION + 2, 6, -1):
         model.ir_version = ir_version
         try:
-            ort.InferenceSession(
-                model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-            )
+            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         except Exception:  # noqa: BLE001, S112 - a refusal is the answer we probe for
             continue
         return ir_version
@@ -127,9 +123,7 @@ class _Validation:
         self.model = model
         opset = {imp.domain or "ai.onnx": int(imp.version) for imp in model.opset_import}
         producer = f"{model.producer_name} {model.producer_version}".strip()
-        self.emit(
-            {"event": "model", "opset": opset, "producer": producer, "ir_version": model.ir_version}
-        )
+        self.emit({"event": "model", "opset": opset, "producer": producer, "ir_version": model.ir_version})
         size = os.path.getsize(self.path)
         return f"ONNX model of {size} bytes with {len(model.graph.node)} top-level nodes"
 
@@ -155,8 +149,7 @@ class _Validation:
                 continue
             known = ", ".join(sorted(d or '""' for d in KNOWN_DOMAINS))
             raise CheckFailed(
-                f'operator domain "{node.domain}" (op {node.op_type}) is not supported; '
-                f"known domains: {known}"
+                f'operator domain "{node.domain}" (op {node.op_type}) is not supported; known domains: {known}'
             )
         return "domains: " + (", ".join(sorted(seen)) or "none")
 
@@ -186,9 +179,7 @@ class _Validation:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         self.model = None  # the session holds its own copy; free ours first
-        self.session = ort.InferenceSession(
-            self.path, options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
         return f"loaded on {self.session.get_providers()[0]}"
 
     def _signature(self) -> str:
@@ -210,9 +201,7 @@ class _Validation:
         feeds = example_inputs(self.signature)
         names = list(self.signature.output_names)
         results = self.session.run(names, feeds)
-        shapes = ", ".join(
-            f"{name} {shape_text(r.shape)}" for name, r in zip(names, results, strict=True)
-        )
+        shapes = ", ".join(f"{name} {shape_text(r.shape)}" for name, r in zip(names, results, strict=True))
         return f"ran on generated input; outputs: {shapes}"
 
 

@@ -228,9 +228,7 @@ def _report_from_events(
     )
 
 
-def _death_detail(
-    returncode: int, stderr: bytes, timed_out: bool, timeout_s: float, memory_limit_bytes: int
-) -> str:
+def _death_detail(returncode: int, stderr: bytes, timed_out: bool, timeout_s: float, memory_limit_bytes: int) -> str:
     if timed_out:
         return f"validation took longer than {timeout_s:g} s"
     tail = stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
