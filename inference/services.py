@@ -189,7 +189,7 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
     batch = route.get("max_batch_size", 32)
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 4096:
         raise InvalidPolicy(f"{where}.max_batch_size: expected 1 to 4096")
-    delay = route.get("max_queue_delay_ms", 2.0)
+    delay = route.get("max_queue_delay_ms", 0.0)
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 1000:
         raise InvalidPolicy(f"{where}.max_queue_delay_ms: expected 0 to 1000")
     return {
