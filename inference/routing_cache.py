@@ -99,6 +99,7 @@ class EdgeCache:
         if generation is not None and generation != self._generation:
             if self._generation is not None:
                 self.clear()
+                unload_retired()
             self._generation = generation
 
     def _close_stale(self) -> None:
@@ -145,6 +146,27 @@ class EdgeCache:
 edge_cache = EdgeCache()
 
 
+def unload_retired() -> None:
+    """Drop this process's sessions of deployments that left every split (one query)."""
+    from inference.transport import in_process_transport
+
+    transport = in_process_transport()
+    loaded = {int(key[1:]) for key in transport.loaded_keys()}
+    if not loaded:
+        return
+    try:
+        from inference.models import Deployment
+
+        retired = set(
+            Deployment.objects.filter(pk__in=loaded, state=Deployment.State.RETIRED).values_list("pk", flat=True)
+        )
+    except Exception as exc:  # noqa: BLE001 - a database hiccup must not fail predictions
+        log.warning("could not read retired deployments: %s", exc)
+        return
+    for deployment_id in retired:
+        transport.unload_key(f"d{deployment_id}")
+
+
 def changed() -> None:
     """Called by every service that changes what the edge serves."""
     edge_cache.clear()
@@ -152,6 +174,7 @@ def changed() -> None:
     def after_commit() -> None:
         edge_cache.clear()
         shared_generation_bump()
+        unload_retired()
 
     transaction.on_commit(after_commit)
 
@@ -187,7 +210,13 @@ def table_load(name: str) -> RoutingTable | None:
 
     def ready(route: dict[str, Any]) -> bool:
         d = deployments.get(route["deployment"])
-        return d is not None and d.state == Deployment.State.READY
+        if d is None:
+            return False
+        # A retired in-process deployment loaded fine before and loads again lazily, so an
+        # older revision can still serve while a newer one waits for the pool.
+        return d.state == Deployment.State.READY or (
+            d.state == Deployment.State.RETIRED and d.placement == Deployment.Placement.IN_PROCESS and bool(d.provider)
+        )
 
     effective = None
     if current is not None:

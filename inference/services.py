@@ -326,6 +326,11 @@ def _revise(
                 deployment.save(update_fields=["state", "state_detail", "updated_at"])
             to_load.append(deployment.pk)
         snapshot.append({"deployment": deployment.pk, **route})
+    # Deployments that left the split are retired: workers and web processes unload them.
+    kept = [entry["deployment"] for entry in snapshot]
+    Deployment.objects.filter(endpoint=endpoint).exclude(pk__in=kept).exclude(
+        state__in=[Deployment.State.RETIRED, Deployment.State.FAILED]
+    ).update(state=Deployment.State.RETIRED, weight=0, updated_at=timezone.now())
     number = (endpoint.revisions.order_by("-revision").values_list("revision", flat=True).first() or 0) + 1
     if previous is not None:
         previous.is_current = False

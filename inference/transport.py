@@ -102,8 +102,11 @@ class InProcessTransport:
         return InferResult(outputs=outputs, provider=served.model.provider)
 
     def unload(self, spec: DeploymentSpec) -> None:
+        self.unload_key(spec.key)
+
+    def unload_key(self, key: str) -> None:
         with self._lock:
-            served = self._served.pop(spec.key, None)
+            served = self._served.pop(key, None)
         if served is not None:
             served.batcher.close(drain=True, timeout_s=5.0)
             served.model.unload()

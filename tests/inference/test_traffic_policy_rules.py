@@ -127,3 +127,20 @@ def test_a_version_that_fails_to_load_is_failed_and_takes_no_traffic(
     deployment = Deployment.objects.get(endpoint=iris_endpoint, model_version=iris_v2)
     assert deployment.state == Deployment.State.FAILED and "cannot load" in deployment.state_detail
     assert edge_cache.table("iris").choose().version == 1
+
+
+def test_a_deployment_that_leaves_the_split_is_retired_and_unloaded_here(
+    iris_endpoint: Any, iris_v2: ModelVersion, engineer: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from inference.transport import in_process_transport
+
+    old = Deployment.objects.get(endpoint=iris_endpoint)
+    assert f"d{old.pk}" in in_process_transport().loaded_keys()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(2)], user=engineer)
+    old.refresh_from_db()
+    assert old.state == Deployment.State.RETIRED
+    assert f"d{old.pk}" not in in_process_transport().loaded_keys()
+    services.traffic_policy_rollback(endpoint=iris_endpoint, user=engineer)
+    old.refresh_from_db()
+    assert old.state == Deployment.State.READY  # rolled back: loaded and warmed again
