@@ -61,9 +61,6 @@ _KIND_NAMES = {
 _ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b", "O": "U"}
 
 
-# ---------------------------------------------------------------- tensor checks
-
-
 def _got(arr: Array) -> str:
     try:
         datatype = datatype_from_numpy(arr.dtype)
@@ -90,7 +87,10 @@ def _check_tensor(
     max_batch_size: int | None,
     allow_non_finite: bool,
 ) -> None:
-    if arr.dtype != numpy_dtype(spec.datatype) or not _shape_fits(spec, arr.shape):
+    expected = numpy_dtype(spec.datatype)
+    # ORT takes numpy unicode arrays for string inputs as well as object arrays of str.
+    dtype_ok = arr.dtype == expected or (spec.datatype == "BYTES" and arr.dtype.kind == "U")
+    if not dtype_ok or not _shape_fits(spec, arr.shape):
         raise InputError(f'input "{spec.name}": expected {spec.describe()}, got {_got(arr)}')
     if max_batch_size is not None and spec.batched and arr.shape[0] > max_batch_size:
         raise InputError(
@@ -146,9 +146,6 @@ def check_inputs(
     return {spec.name: inputs[spec.name] for spec in signature.inputs}
 
 
-# ---------------------------------------------------------------- JSON values
-
-
 def _nesting_depth(value: Any) -> int:
     depth = 0
     while isinstance(value, list):
@@ -199,9 +196,6 @@ def parse_json(body: bytes | bytearray | memoryview | str) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InputError(f"request body is not valid JSON: {exc}") from exc
-
-
-# ---------------------------------------------------------------- simple JSON
 
 
 def decode_simple(
@@ -314,9 +308,6 @@ def encode_simple_response(
             return result
     result["outputs"] = columns
     return result
-
-
-# ---------------------------------------------------------------- Open Inference Protocol
 
 
 @dataclass(frozen=True)
