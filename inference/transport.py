@@ -11,7 +11,6 @@ table and calls `transport_for(spec).infer(...)`.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -70,83 +69,61 @@ class Transport(Protocol):
 
 
 class InProcessTransport:
-    """Serves deployments inside this process: one warmed session and batcher per deployment.
+    """Serves deployments inside this process, from an inference.runtime ModelRepository.
 
-    Loading is lazy and happens at most once per process and deployment (a lock per key),
-    so the first request a web process gets for a deployment waits for load + warm-up;
-    every later one goes straight to the batcher. Thread-safe.
+    Loading is lazy and happens at most once per process and deployment (the repository
+    locks per key), so the first request a web process gets for a deployment waits for
+    load + warm-up; every later one goes straight to the session (or its batcher when
+    max_batch_size > 1). A deployment's settings never change (other settings make a new
+    deployment), so the key and the artifact digest say whether what is loaded fits.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._key_locks: dict[str, threading.Lock] = {}
-        self._served: dict[str, _Served] = {}
+    def __init__(self, repository: Any = None) -> None:
+        from inference.runtime.repository import ModelRepository
+
+        self.repository = repository if repository is not None else ModelRepository()
+        self._served: dict[str, tuple[str, Any]] = {}  # key -> (sha256, ServedModel)
 
     def ensure_loaded(self, spec: DeploymentSpec) -> None:
-        self._get(spec)
+        self._load(spec)
 
     def ready(self, spec: DeploymentSpec) -> bool:
-        served = self._served.get(spec.key)
-        return served is not None and served.model.ready
+        entry = self._served.get(spec.key)
+        return entry is not None and entry[1].ready
 
     def provider(self, spec: DeploymentSpec) -> str:
         """The provider the session really got in this process, "" when not loaded here."""
-        served = self._served.get(spec.key)
-        return served.model.provider if served is not None else ""
+        entry = self._served.get(spec.key)
+        return entry[1].model.provider if entry is not None else ""
 
     def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
-        served = self._served.get(spec.key)
-        if served is None or served.sha256 != spec.artifact_sha256:
-            served = self._get(spec)
-        outputs = served.batcher.predict(inputs, timeout_s=timeout_s)
-        return InferResult(outputs=outputs, provider=served.model.provider)
+        entry = self._served.get(spec.key)
+        served = entry[1] if entry is not None and entry[0] == spec.artifact_sha256 else self._load(spec)
+        return InferResult(outputs=served.predict(inputs, timeout_s=timeout_s), provider=served.model.provider)
 
     def unload(self, spec: DeploymentSpec) -> None:
         self.unload_key(spec.key)
 
     def unload_key(self, key: str) -> None:
-        with self._lock:
-            served = self._served.pop(key, None)
-        if served is not None:
-            served.batcher.close(drain=True, timeout_s=5.0)
-            served.model.unload()
+        self._served.pop(key, None)
+        self.repository.unload(key)
 
     def loaded_keys(self) -> list[str]:
         return list(self._served)
 
-    def _get(self, spec: DeploymentSpec) -> _Served:
-        served = self._served.get(spec.key)
-        if served is not None and served.sha256 == spec.artifact_sha256:
-            return served
-        with self._lock:
-            key_lock = self._key_locks.setdefault(spec.key, threading.Lock())
-        with key_lock:
-            served = self._served.get(spec.key)
-            if served is not None and served.sha256 == spec.artifact_sha256:
-                return served
-            from inference.runtime.batcher import DynamicBatcher
-            from inference.runtime.session import LoadedModel
-
-            model = LoadedModel.load(
-                spec.artifact_path,
-                device="gpu" if spec.device == "gpu" else "cpu",
-                name=spec.model,
-                version=str(spec.version),
-                sha256=spec.artifact_sha256,
-            )
-            model.warm()
-            batcher = DynamicBatcher(
-                model, max_batch_size=spec.max_batch_size, max_queue_delay_ms=spec.max_queue_delay_ms
-            )
-            self._served[spec.key] = _Served(model=model, batcher=batcher, sha256=spec.artifact_sha256)
-            return self._served[spec.key]
-
-
-@dataclass
-class _Served:
-    model: Any  # inference.runtime.session.LoadedModel
-    batcher: Any  # inference.runtime.batcher.DynamicBatcher
-    sha256: str
+    def _load(self, spec: DeploymentSpec) -> Any:
+        served = self.repository.load(
+            spec.key,
+            spec.artifact_path,
+            device="gpu" if spec.device == "gpu" else "cpu",
+            max_batch_size=spec.max_batch_size,
+            max_queue_delay_ms=spec.max_queue_delay_ms,
+            name=spec.model,
+            version=str(spec.version),
+            sha256=spec.artifact_sha256,
+        )
+        self._served[spec.key] = (spec.artifact_sha256, served)
+        return served
 
 
 _IN_PROCESS: InProcessTransport | None = None
