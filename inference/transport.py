@@ -121,9 +121,20 @@ class InProcessTransport:
             name=spec.model,
             version=str(spec.version),
             sha256=spec.artifact_sha256,
+            intra_op_threads=_intra_op_threads(),
         )
         self._served[spec.key] = (spec.artifact_sha256, served)
         return served
+
+
+def _intra_op_threads() -> int | None:
+    """ONNX Runtime threads per in-process session (MODELHUB_INTRA_OP_THREADS; unset = ORT's
+    default, all cores). Several web processes each running all-core sessions fight over
+    the cores; 1 per process is usually better with as many processes as cores."""
+    import os
+
+    value = os.environ.get("MODELHUB_INTRA_OP_THREADS", "")
+    return int(value) if value.strip() else None
 
 
 _IN_PROCESS: InProcessTransport | None = None
