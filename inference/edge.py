@@ -184,6 +184,8 @@ def _rows(inputs: Mapping[str, np.ndarray]) -> int:
 
 def _refused(name: str, spec: DeploymentSpec | None, started: float, exc: BaseException) -> tuple[int, str, str, list]:
     status, code, message, headers = _error_parts(exc)
+    if code == "unknown_endpoint":
+        name = "(unknown)"  # any caller-chosen name would grow the counters without bound
     record(
         PredictionRecord(
             endpoint=name,

@@ -128,3 +128,13 @@ def test_it_records_every_prediction_and_refusal(client: Any, app_key: str) -> N
     answered = by_key[("iris", "iris:1", "primary")]
     assert answered.count == 2 and answered.errors == {"invalid_input": 1}
     assert by_key[("iris", "", "")].errors == {"missing_key": 1}
+
+
+def test_calls_to_unknown_endpoints_are_counted_under_one_name(client: Any, app_key: str) -> None:
+    from monitoring.recorder import recorder
+
+    recorder.drain()
+    for i in range(3):
+        post(client, f"made-up-{i}", {"instances": ROWS}, app_key)
+    keys = {key[1:] for key in recorder.drain()}
+    assert keys == {("(unknown)", "", "")}
