@@ -66,6 +66,8 @@ class EndpointListCreate(generics.ListAPIView):
         data = EndpointWriteSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = _endpoint_fields(dict(data.validated_data))
+        if request.data.get("routes"):
+            services.routes_check(request.data["routes"])  # refuse a bad split before creating anything
         endpoint = services.endpoint_create(
             name=data.validated_data["name"], user=request.user, source_ip=client_ip(request), **fields
         )
