@@ -52,7 +52,9 @@ def team_scope(queryset: QuerySet[Any], user: Any, *, team_field: str = "team") 
         return queryset
     if user is None or not user.is_authenticated:
         return queryset.none()
-    return queryset.filter(Q(**{f"{team_field}__isnull": True}) | Q(**{f"{team_field}__members": user})).distinct()
+    # A subquery, not a join: no duplicate rows, no DISTINCT needed.
+    teams = user.teams.values("pk")
+    return queryset.filter(Q(**{f"{team_field}__isnull": True}) | Q(**{f"{team_field}__in": teams}))
 
 
 def visible_models(user: Any, queryset: QuerySet[Any] | None = None) -> QuerySet[Any]:
