@@ -108,7 +108,7 @@ def test_an_override_needs_written_words(engineer, admin_user):
 @pytest.mark.parametrize(
     "gate_settings, message",
     [
-        ([], "expected a JSON object"),
+        ([], "gate_settings: Expected a dictionary"),
         ({"metric": "accuracy", "max_drop": "a lot"}, "max_drop: expected a number"),
         ({"metric": "accuracy", "max_drop": -1}, "expected a number >= 0"),
         ({"metric": "", "min": 1}, "needs a 'metric' name"),
