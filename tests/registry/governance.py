@@ -67,7 +67,9 @@ def team(name: str, *members: Any) -> Team:
     return created
 
 
-def ask(v: ModelVersion, to_stage: str, user: Any, justification: str = "better on last week's data") -> PromotionRequest:
+def ask(
+    v: ModelVersion, to_stage: str, user: Any, justification: str = "better on last week's data"
+) -> PromotionRequest:
     return promotions.promotion_request_create(version=v, to_stage=to_stage, justification=justification, user=user)
 
 

@@ -47,9 +47,15 @@ def test_a_metric_under_the_minimum_fails_its_gate(engineer):
     m = g.model(gates=ACCURACY)
     request = g.ask(g.version(m, 1, stage="Staging", metrics={"accuracy": 0.7}), "Production", engineer)
     threshold = gate(request, "metric:accuracy:threshold")
-    assert threshold == {"name": "metric:accuracy:threshold", "ok": False, "detail": "accuracy = 0.7, expected at least 0.8"}
+    assert threshold == {
+        "name": "metric:accuracy:threshold",
+        "ok": False,
+        "detail": "accuracy = 0.7, expected at least 0.8",
+    }
     assert gate(request, "metric:accuracy:drop") == {
-        "name": "metric:accuracy:drop", "ok": True, "detail": "no production version to compare with"
+        "name": "metric:accuracy:drop",
+        "ok": True,
+        "detail": "no production version to compare with",
     }
 
 
@@ -65,7 +71,9 @@ def test_a_version_without_the_metric_fails_the_gate(engineer):
     m = g.model(gates=ACCURACY)
     request = g.ask(g.version(m, 1, stage="Staging"), "Production", engineer)
     assert gate(request, "metric:accuracy") == {
-        "name": "metric:accuracy", "ok": False, "detail": "the version carries no metadata.metrics.accuracy"
+        "name": "metric:accuracy",
+        "ok": False,
+        "detail": "the version carries no metadata.metrics.accuracy",
     }
 
 

@@ -134,7 +134,9 @@ def test_the_detail_compares_with_production(engineer, approver):
         "inputs": [{"name": "X", "datatype": "FP64", "shape": [-1, 5]}],
         "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]}],
     }
-    request = g.ask(g.version(m, 2, stage="Staging", metrics={"accuracy": 0.93}, signature=changed), "Production", engineer)
+    request = g.ask(
+        g.version(m, 2, stage="Staging", metrics={"accuracy": 0.93}, signature=changed), "Production", engineer
+    )
     body = client_for(approver).get(f"/api/v1/promotions/{request.pk}/").json()
     comparison = body["comparison"]
     assert comparison["candidate"]["version"] == 2 and comparison["production"]["version"] == 1

@@ -51,7 +51,9 @@ def test_only_validated_versions_can_be_promoted(engineer, status):
 def test_a_failed_version_can_still_be_archived(engineer):
     g.version(g.model(), 1, status="failed")
     response = client_for(engineer).post(
-        "/api/v1/models/churn/versions/1/promotions/", {"to_stage": "Archived", "justification": "broken"}, format="json"
+        "/api/v1/models/churn/versions/1/promotions/",
+        {"to_stage": "Archived", "justification": "broken"},
+        format="json",
     )
     assert response.status_code == 201
     assert response.json()["gates"] == []
