@@ -24,9 +24,13 @@ def postgres_only() -> None:
         pytest.skip("row locks need PostgreSQL")
 
 
-def decide_in_thread(name: str, request_id: int, reviewer: Any, outcomes: dict[str, Any]) -> threading.Thread:
+def decide_in_thread(
+    name: str, request_id: int, reviewer: Any, outcomes: dict[str, Any], start: threading.Barrier | None = None
+) -> threading.Thread:
     def run() -> None:
         try:
+            if start is not None:
+                start.wait(30)
             outcomes[name] = promotions.promotion_approve(request_id=request_id, reviewer=reviewer, comment=name)
         except DomainError as exc:
             outcomes[name] = exc
@@ -99,10 +103,7 @@ def test_approvers_racing_on_many_requests_never_make_two_production_versions(dj
         # Each request decided by two approvers at once; two requests at once per model.
         for i, request in enumerate(requests[:2] if rounds % 2 == 0 else requests[2:]):
             for j, approver in enumerate(approvers):
-                thread = decide_in_thread(f"r{i}a{j}", request.pk, approver, outcomes)
-                original_run = thread.run
-                thread.run = lambda original_run=original_run: (start.wait(30), original_run())  # type: ignore[method-assign]
-                threads.append(thread)
+                threads.append(decide_in_thread(f"r{i}a{j}", request.pk, approver, outcomes, start))
         for thread in threads:
             thread.start()
         for thread in threads:
