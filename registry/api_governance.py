@@ -61,10 +61,11 @@ class PromotionCreate(APIView):
         responses={201: PromotionRequestSerializer},
     )
     def post(self, request: Request, name: str, version: int) -> Response:
+        found = selectors.version_get(model_name=name, version=version, user=request.user)
         data = PromotionCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         created = promotions.promotion_request_create(
-            version=selectors.version_get(model_name=name, version=version, user=request.user),
+            version=found,
             to_stage=data.validated_data["to_stage"],
             justification=data.validated_data["justification"],
             user=request.user,
