@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
+from accounts.roles import APPROVER, has_role
 from config.errors import DomainError
 from config.http import client_ip
 from registry import promotions
@@ -149,6 +150,13 @@ class PromotionRequestAdmin(admin.ModelAdmin):
             ((g.get("name"), "ok" if g.get("ok") else "FAILED", g.get("detail")) for g in obj.gates),
         )
         return format_html("<table><tr><th>gate</th><th>result</th><th>detail</th></tr>{}</table>", rows)
+
+    # Approvers and admins (roles, not Django model permissions) review here; staff only.
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return has_role(request.user, APPROVER) or super().has_module_permission(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return has_role(request.user, APPROVER) or super().has_view_permission(request, obj)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
