@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
@@ -11,6 +12,7 @@ from accounts.roles import APPROVER, has_role
 from config.errors import DomainError
 from config.http import client_ip
 from registry import promotions
+from registry.audit import audit_record
 from registry.models import AuditEvent, ModelVersion, PromotionRequest, RegisteredModel, Webhook
 
 
@@ -172,3 +174,26 @@ class PromotionRequestAdmin(admin.ModelAdmin):
 class WebhookAdmin(admin.ModelAdmin):
     list_display = ["url", "team", "events", "active", "created_at"]
     list_filter = ["active", "team"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    def save_model(self, request: HttpRequest, obj: Webhook, form: Any, change: bool) -> None:
+        before = {}
+        if change:
+            before = Webhook.objects.filter(pk=obj.pk).values("url", "events", "team_id", "active").first() or {}
+        super().save_model(request, obj, form, change)
+        after = {"url": obj.url, "events": obj.events, "team_id": obj.team_id, "active": obj.active}
+        action = "webhook.update" if change else "webhook.create"
+        # The secret is never written to the log.
+        audit_record(
+            actor=request.user, action=action, obj=obj, before=before, after=after, source_ip=client_ip(request)
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Webhook) -> None:
+        audit_record(
+            actor=request.user, action="webhook.delete", obj=obj, before={"url": obj.url}, source_ip=client_ip(request)
+        )
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
+        for hook in queryset:
+            self.delete_model(request, hook)

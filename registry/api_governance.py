@@ -316,3 +316,28 @@ class AuditExport(AuditList):
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Any:
         return audit_csv_response(self.get_queryset())
+
+
+class ModelWatch(APIView):
+    """Watchers get an email for every promotion decision on the model."""
+
+    @extend_schema(
+        summary="Watch a model: be emailed its promotion decisions",
+        request=None,
+        responses=inline_serializer("WatchState", {"watching": serializers.BooleanField()}),
+    )
+    def post(self, request: Request, name: str) -> Response:
+        model = selectors.model_get(name=name, user=request.user)
+        return Response(
+            {"watching": promotions.model_watch(model=model, user=request.user, source_ip=client_ip(request))}
+        )
+
+    @extend_schema(
+        summary="Stop watching a model",
+        request=None,
+        responses=inline_serializer("WatchStateOff", {"watching": serializers.BooleanField()}),
+    )
+    def delete(self, request: Request, name: str) -> Response:
+        model = selectors.model_get(name=name, user=request.user)
+        watching = promotions.model_watch(model=model, user=request.user, watch=False, source_ip=client_ip(request))
+        return Response({"watching": watching})

@@ -602,3 +602,23 @@ def _notify_on_commit(request_id: int, event: str) -> None:
             log.exception("could not enqueue notifications for promotion request %s", request_id)
 
     transaction.on_commit(enqueue)
+
+
+@transaction.atomic
+def model_watch(
+    *, model: RegisteredModel, user: AbstractBaseUser, watch: bool = True, source_ip: str | None = None
+) -> bool:
+    """Start (or stop) being told of the model's promotion decisions. Returns the new state."""
+    team_check(user, model.team_id, what=f"model {model.name!r}")
+    watching = model.watchers.filter(pk=user.pk).exists()
+    if watching != watch:
+        (model.watchers.add if watch else model.watchers.remove)(user)
+        audit_record(
+            actor=user,
+            action="model.watch" if watch else "model.unwatch",
+            obj=model,
+            before={"watching": watching},
+            after={"watching": watch},
+            source_ip=source_ip,
+        )
+    return watch

@@ -15,6 +15,7 @@ urlpatterns = [
         api_governance.PromotionCreate.as_view(),
         name="promotion-create",
     ),
+    path("models/<str:name>/watch", api_governance.ModelWatch.as_view(), name="model-watch"),
     path("models/<str:name>/rollback", api_governance.ModelRollback.as_view(), name="model-rollback"),
     path("promotions/", api_governance.PromotionList.as_view(), name="promotion-list"),
     path("promotions/<int:request_id>/", api_governance.PromotionDetail.as_view(), name="promotion-detail"),

@@ -135,3 +135,43 @@ def test_a_tampered_or_old_body_does_not_verify():
     old["X-Modelhub-Signature"] = notifications.signature(SECRET, old["X-Modelhub-Timestamp"], body)
     assert not notifications.signature_verify(SECRET, old, body)
     assert not notifications.signature_verify(SECRET, {**headers, "X-Modelhub-Timestamp": "soon"}, body)
+
+
+def test_a_user_watches_and_unwatches_a_model(people):
+    from tests.conftest import client_for
+
+    _, _, watcher = people
+    m = g.model()
+    api = client_for(watcher)
+    assert api.post("/api/v1/models/churn/watch").json() == {"watching": True}
+    assert list(m.watchers.all()) == [watcher]
+    assert api.delete("/api/v1/models/churn/watch").json() == {"watching": False}
+    assert m.watchers.count() == 0
+    from registry.models import AuditEvent
+
+    assert list(AuditEvent.objects.values_list("action", flat=True).order_by("pk")) == ["model.watch", "model.unwatch"]
+    assert api.post("/api/v1/models/nope/watch").status_code == 404
+
+
+def test_webhook_changes_in_the_admin_are_audited_without_the_secret(admin_user):
+    from django.test import Client
+
+    from registry.models import AuditEvent
+
+    admin_user.is_staff = admin_user.is_superuser = True
+    admin_user.save(update_fields=["is_staff", "is_superuser"])
+    browser = Client()
+    browser.force_login(admin_user)
+    response = browser.post(
+        "/admin/registry/webhook/add/",
+        {
+            "url": "https://hooks.example.com/x",
+            "secret": "topsecret",
+            "events": '["promotion.approved"]',
+            "active": "on",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    event = AuditEvent.objects.get(action="webhook.create")
+    assert event.after["url"] == "https://hooks.example.com/x"
+    assert "topsecret" not in str(event.after)
