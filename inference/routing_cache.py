@@ -96,7 +96,11 @@ class EdgeCache:
             return
         self._next_check = now + self.check_every_s
         generation = shared_generation()
-        if generation is not None and generation != self._generation:
+        if generation is None:
+            # Redis away: keep serving from the cache, and do not pay the socket timeout
+            # on every second's first request.
+            self._next_check = now + 5 * self.check_every_s
+        elif generation != self._generation:
             if self._generation is not None:
                 self.clear()
                 unload_retired()
