@@ -129,3 +129,35 @@ def test_the_simple_json_api_answers_through_gunicorn(served: tuple[str, str]) -
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert orjson.loads(response.read())["outputs"]["label"] == [0, 2]
+
+
+def test_a_revoked_key_is_refused_by_the_server_process_within_the_cache_window(served: tuple[str, str]) -> None:
+    import urllib.error
+    import urllib.request
+
+    import orjson
+
+    from inference import services
+    from inference.models import ApiKey
+
+    url, key = served
+
+    def status() -> int:
+        request = urllib.request.Request(
+            f"http://{url}/api/v1/endpoints/iris/predict",
+            data=orjson.dumps({"instances": ROWS}),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    assert status() == 200  # the server process has the key cached now
+    services.api_key_revoke(key=ApiKey.objects.get(), user=None)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 5
+    while status() != 401:
+        assert time.monotonic() < deadline, "the server kept accepting a revoked key"
+        time.sleep(0.1)
+    assert [status() for _ in range(5)] == [401] * 5
