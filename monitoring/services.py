@@ -439,6 +439,8 @@ def reference_from_traffic(*, now: datetime | None = None) -> int:
         ):
             for name, values in features.items():
                 columns[name].extend(values)
+        if not columns:
+            continue
         outputs: dict[str, dict[str, Any]] = {}
         for part in MetricRollup.objects.filter(deployment=deployment, minute__lt=end).values_list(
             "outputs", flat=True
@@ -518,12 +520,16 @@ def drift_compute(*, now: datetime | None = None, window_minutes: int | None = N
             scores[f"output:{name}"] = {"psi": round(score, 6), "n": sum(cur.values())}
             written += 1
         if scores:
-            MetricRollup.objects.filter(
-                endpoint=endpoint,
-                deployment=deployment,
-                granularity=MetricRollup.Granularity.MINUTE,
-                minute=end - timedelta(minutes=1),
-            ).update(drift_scores=scores)
+            # The latest minute of the window carries the scores too (the dashboard's table).
+            latest = (
+                MetricRollup.objects.filter(
+                    endpoint=endpoint, deployment=deployment, granularity=MetricRollup.Granularity.MINUTE,
+                    minute__gte=start, minute__lt=end,
+                )
+                .order_by("-minute")
+                .values_list("pk", flat=True)[:1]
+            )
+            MetricRollup.objects.filter(pk__in=list(latest)).update(drift_scores=scores)
     return written
 
 
