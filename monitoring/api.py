@@ -348,6 +348,9 @@ def _columns_to_features(
     if len(body) > MAX_REFERENCE_ROWS:
         raise DomainError(f"at most {MAX_REFERENCE_ROWS} reference rows")
     width = len(header)
+    for number, row in enumerate(body, start=1):
+        if row and len(row) != width:
+            raise DomainError(f"every row needs {width} values; row {number} has {len(row)}")
     try:
         matrix = np.array([[float(v) for v in row] for row in body if row], dtype=float)
     except (TypeError, ValueError) as exc:
