@@ -18,7 +18,8 @@ from config.env import env_float, env_str  # noqa: E402
 
 _ALERTS_EVERY = env_float("MODELHUB_ALERT_EVAL_INTERVAL_S", 60.0)
 # Tests point beat at their worker's own queue; normally the default queue.
-_BEAT_OPTIONS = {"queue": env_str("MODELHUB_MONITORING_BEAT_QUEUE")} if env_str("MODELHUB_MONITORING_BEAT_QUEUE") else {}
+_BEAT_QUEUE = env_str("MODELHUB_MONITORING_BEAT_QUEUE")
+_BEAT_OPTIONS = {"queue": _BEAT_QUEUE} if _BEAT_QUEUE else {}
 app.conf.beat_schedule = {
     **(app.conf.beat_schedule or {}),
     "monitoring-rollup-minutes": {"task": "monitoring.rollup_minutes",

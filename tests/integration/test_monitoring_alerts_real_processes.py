@@ -72,15 +72,23 @@ def failing_minutes(deployment: str = "iris:1", errors: int = 50) -> None:
     now = timezone.now()
     for ago in (1, 2):
         MetricRollup.objects.update_or_create(
-            endpoint="iris", deployment=deployment, role="primary", granularity="minute",
+            endpoint="iris",
+            deployment=deployment,
+            role="primary",
+            granularity="minute",
             minute=(now - timedelta(minutes=ago)).replace(second=0, microsecond=0),
-            defaults={"count": 100, "error_count": errors, "errors": {"internal": errors} if errors else {},
-                      "latency_buckets": [100] + [0] * 14},
+            defaults={
+                "count": 100,
+                "error_count": errors,
+                "errors": {"internal": errors} if errors else {},
+                "latency_buckets": [100] + [0] * 14,
+            },
         )
 
 
-def test_a_hanging_webhook_does_not_block_other_rules(short_notify_timeout: None, celery_worker: Any,
-                                                      hooks: tuple[Hook, Hook]) -> None:
+def test_a_hanging_webhook_does_not_block_other_rules(
+    short_notify_timeout: None, celery_worker: Any, hooks: tuple[Hook, Hook]
+) -> None:
     from inference.models import Endpoint
 
     hanging, answering = hooks
@@ -96,8 +104,11 @@ def test_a_hanging_webhook_does_not_block_other_rules(short_notify_timeout: None
     assert hanging.received and not hanging.release.is_set()
     assert b'"state": "firing"' in answering.received[0] or b'"state":"firing"' in answering.received[0]
     wait_for(lambda: AlertEvent.objects.get(rule=second).notification == "sent", timeout=30, what="sent")
-    event = wait_for(lambda: AlertEvent.objects.filter(rule=first, notification="failed").first(), timeout=30,
-                     what="the hanging webhook to time out")
+    event = wait_for(
+        lambda: AlertEvent.objects.filter(rule=first, notification="failed").first(),
+        timeout=30,
+        what="the hanging webhook to time out",
+    )
     assert "timed out" in event.notification_detail.lower()
 
 
@@ -107,11 +118,28 @@ def celery_beat(celery_worker: Any, tmp_path: Path) -> Iterator[WorkerProcess]:
     from workers.celery import app
 
     log = tmp_path / "beat.log"
-    env = {**os.environ, "REDIS_URL": os.environ.get("REDIS_URL", ""), "MODELHUB_CELERY_EAGER": "0",
-           "MODELHUB_ALERT_EVAL_INTERVAL_S": "1", "MODELHUB_MONITORING_BEAT_QUEUE": app.conf.task_default_queue,
-           "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "celery", "-A", "workers.celery", "beat", "-s", str(tmp_path / "beat-schedule"),
-           "--pidfile", str(tmp_path / "beat.pid"), "-l", "info"]
+    env = {
+        **os.environ,
+        "REDIS_URL": os.environ.get("REDIS_URL", ""),
+        "MODELHUB_CELERY_EAGER": "0",
+        "MODELHUB_ALERT_EVAL_INTERVAL_S": "1",
+        "MODELHUB_MONITORING_BEAT_QUEUE": app.conf.task_default_queue,
+        "PYTHONUNBUFFERED": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery",
+        "beat",
+        "-s",
+        str(tmp_path / "beat-schedule"),
+        "--pidfile",
+        str(tmp_path / "beat.pid"),
+        "-l",
+        "info",
+    ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     beat = WorkerProcess(proc, "beat", log)
@@ -125,14 +153,21 @@ def test_real_beat_and_worker_fire_then_resolve_a_rule(celery_beat: WorkerProces
     from inference.models import Endpoint
 
     Endpoint.objects.create(name="iris")
-    rule = services.alert_rule_create(endpoint_name="iris", values={"metric": "error_rate", "threshold": 0.1},
-                                      user=None)
+    rule = services.alert_rule_create(
+        endpoint_name="iris", values={"metric": "error_rate", "threshold": 0.1}, user=None
+    )
     failing_minutes()
-    wait_for(lambda: AlertEvent.objects.filter(rule=rule, kind="firing").exists(), timeout=60,
-             what=f"beat to fire the rule; beat log:\n{celery_beat.output()}")
+    wait_for(
+        lambda: AlertEvent.objects.filter(rule=rule, kind="firing").exists(),
+        timeout=60,
+        what=f"beat to fire the rule; beat log:\n{celery_beat.output()}",
+    )
     failing_minutes(errors=0)
-    wait_for(lambda: AlertEvent.objects.filter(rule=rule, kind="resolved").exists(), timeout=60,
-             what="beat to resolve the rule")
+    wait_for(
+        lambda: AlertEvent.objects.filter(rule=rule, kind="resolved").exists(),
+        timeout=60,
+        what="beat to resolve the rule",
+    )
     kinds = list(AlertEvent.objects.filter(rule=rule).order_by("id").values_list("kind", flat=True))
     assert kinds == ["firing", "resolved"]  # de-duplicated: one firing however many evaluations
     assert "monitoring.evaluate_alerts" in celery_beat.output()

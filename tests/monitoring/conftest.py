@@ -52,8 +52,15 @@ def later(minutes: int = 10) -> Any:
     return timezone.now() + timedelta(minutes=minutes)
 
 
-def rec(latency_ms: float = 3.0, *, ok: bool = True, endpoint: str = "iris", deployment: str = "iris:1",
-        role: str = "primary", **extra: Any) -> PredictionRecord:
+def rec(
+    latency_ms: float = 3.0,
+    *,
+    ok: bool = True,
+    endpoint: str = "iris",
+    deployment: str = "iris:1",
+    role: str = "primary",
+    **extra: Any,
+) -> PredictionRecord:
     return PredictionRecord(endpoint=endpoint, deployment=deployment, role=role, latency_ms=latency_ms, ok=ok, **extra)
 
 
@@ -67,5 +74,6 @@ def make_version(model: str = "iris", version: int = 1, **fields: Any) -> Any:
     from registry.models import ModelVersion, RegisteredModel
 
     registered, _ = RegisteredModel.objects.get_or_create(name=model)
-    return ModelVersion.objects.create(model=registered, version=version, artifact_sha256="0" * 64, artifact_size=1,
-                                       status="ready", **fields)
+    return ModelVersion.objects.create(
+        model=registered, version=version, artifact_sha256="0" * 64, artifact_size=1, status="ready", **fields
+    )

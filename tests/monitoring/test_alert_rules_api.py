@@ -12,8 +12,16 @@ from tests.monitoring.conftest import make_endpoint
 
 pytestmark = pytest.mark.django_db
 
-GOOD = {"endpoint": "iris", "metric": "p99_latency_ms", "comparison": ">", "threshold": 250, "window_minutes": 5,
-        "severity": "critical", "channel": "webhook", "target": "http://127.0.0.1:9/hook"}
+GOOD = {
+    "endpoint": "iris",
+    "metric": "p99_latency_ms",
+    "comparison": ">",
+    "threshold": 250,
+    "window_minutes": 5,
+    "severity": "critical",
+    "channel": "webhook",
+    "target": "http://127.0.0.1:9/hook",
+}
 
 
 def test_an_engineer_creates_changes_and_deletes_a_rule_with_audit(api: Any) -> None:
@@ -27,8 +35,9 @@ def test_an_engineer_creates_changes_and_deletes_a_rule_with_audit(api: Any) -> 
     assert api.get("/api/v1/alerts/rules/?endpoint=iris").json()["count"] == 1
     assert api.delete(f"/api/v1/alerts/rules/{rule['id']}/").status_code == 204
     assert api.get(f"/api/v1/alerts/rules/{rule['id']}/").status_code == 404
-    actions = list(AuditEvent.objects.filter(object_type="monitoring.alertrule").order_by("id")
-                   .values_list("action", flat=True))
+    actions = list(
+        AuditEvent.objects.filter(object_type="monitoring.alertrule").order_by("id").values_list("action", flat=True)
+    )
     assert actions == ["alert_rule.create", "alert_rule.update", "alert_rule.delete"]
     update = AuditEvent.objects.get(action="alert_rule.update")
     assert update.before["threshold"] == 250 and update.after["threshold"] == 300
@@ -44,27 +53,30 @@ def test_viewers_read_but_cannot_write_rules(api: Any, viewer: Any) -> None:
     assert reader.delete(f"/api/v1/alerts/rules/{rule['id']}/").status_code == 403
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"window_minutes": -5}, "window_minutes must be a whole number"),
-    ({"window_minutes": 0}, "window_minutes must be a whole number"),
-    ({"window_minutes": 2.5}, "window_minutes must be a whole number"),
-    ({"threshold": "NaN"}, "threshold must be a finite number"),
-    ({"threshold": "Infinity"}, "threshold must be a finite number"),
-    ({"threshold": "high"}, "threshold must be a finite number"),
-    ({"threshold": None}, "threshold must be a finite number"),
-    ({"metric": "error_rate", "threshold": 1.5}, "rate from 0 to 1"),
-    ({"metric": "throughput_drop", "threshold": -0.2}, "rate from 0 to 1"),
-    ({"metric": "cpu_temperature"}, "metric must be one of"),
-    ({"comparison": "=="}, "comparison must be one of"),
-    ({"severity": "apocalyptic"}, "severity must be one of"),
-    ({"channel": "pager"}, "channel must be one of"),
-    ({"target": "not a url"}, "http(s) URL"),
-    ({"channel": "email", "target": "nobody"}, "e-mail address"),
-    ({"cooldown_minutes": -1}, "cooldown_minutes"),
-    ({"deployment": "iris"}, "model:version"),
-    ({"colour": "red"}, "unknown fields"),
-    ({"endpoint": ""}, "endpoint"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"window_minutes": -5}, "window_minutes must be a whole number"),
+        ({"window_minutes": 0}, "window_minutes must be a whole number"),
+        ({"window_minutes": 2.5}, "window_minutes must be a whole number"),
+        ({"threshold": "NaN"}, "threshold must be a finite number"),
+        ({"threshold": "Infinity"}, "threshold must be a finite number"),
+        ({"threshold": "high"}, "threshold must be a finite number"),
+        ({"threshold": None}, "threshold must be a finite number"),
+        ({"metric": "error_rate", "threshold": 1.5}, "rate from 0 to 1"),
+        ({"metric": "throughput_drop", "threshold": -0.2}, "rate from 0 to 1"),
+        ({"metric": "cpu_temperature"}, "metric must be one of"),
+        ({"comparison": "=="}, "comparison must be one of"),
+        ({"severity": "apocalyptic"}, "severity must be one of"),
+        ({"channel": "pager"}, "channel must be one of"),
+        ({"target": "not a url"}, "http(s) URL"),
+        ({"channel": "email", "target": "nobody"}, "e-mail address"),
+        ({"cooldown_minutes": -1}, "cooldown_minutes"),
+        ({"deployment": "iris"}, "model:version"),
+        ({"colour": "red"}, "unknown fields"),
+        ({"endpoint": ""}, "endpoint"),
+    ],
+)
 def test_invalid_rules_are_refused_with_a_clear_400(api: Any, change: dict[str, Any], message: str) -> None:
     make_endpoint()
     response = api.post("/api/v1/alerts/rules/", {**GOOD, **change}, format="json")
@@ -99,8 +111,11 @@ def test_events_are_listed_with_filters(api: Any) -> None:
     from monitoring.models import MetricRollup
 
     make_endpoint()
-    api.post("/api/v1/alerts/rules/", {**GOOD, "metric": "no_traffic", "comparison": "<", "threshold": 1,
-                                       "channel": "dashboard", "target": ""}, format="json")
+    api.post(
+        "/api/v1/alerts/rules/",
+        {**GOOD, "metric": "no_traffic", "comparison": "<", "threshold": 1, "channel": "dashboard", "target": ""},
+        format="json",
+    )
     services.alerts_evaluate(now=timezone.now())
     assert MetricRollup.objects.count() == 0
     events = api.get("/api/v1/alerts/events/?endpoint=iris&kind=firing").json()

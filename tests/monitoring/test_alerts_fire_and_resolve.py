@@ -22,10 +22,18 @@ def minute(now: Any, minutes_ago: int, *, count: int, errors: int = 0, slow: int
     buckets[2] = count - slow  # (1, 2] ms
     buckets[9] = slow  # (200, 500] ms
     MetricRollup.objects.update_or_create(
-        endpoint="iris", deployment="iris:1", role=role, granularity="minute",
+        endpoint="iris",
+        deployment="iris:1",
+        role=role,
+        granularity="minute",
         minute=(now - timedelta(minutes=minutes_ago)).replace(second=0, microsecond=0),
-        defaults={"count": count, "error_count": errors, "errors": {"internal": errors} if errors else {},
-                  "latency_buckets": buckets, "outputs": {"score": {"kind": "float", "n": count, "sum": 0.9 * count}}},
+        defaults={
+            "count": count,
+            "error_count": errors,
+            "errors": {"internal": errors} if errors else {},
+            "latency_buckets": buckets,
+            "outputs": {"score": {"kind": "float", "n": count, "sum": 0.9 * count}},
+        },
     )
 
 
@@ -78,8 +86,9 @@ def test_each_metric_computes_its_value() -> None:
     drop = rule(metric="throughput_drop", threshold=0.4)
     mean = rule(metric="output_mean", threshold=0.5)
     silent = rule(metric="no_traffic", comparison="<", threshold=1, deployment="iris:9")  # never served
-    DriftScore.objects.create(endpoint="iris", deployment="iris:1", feature="x[0]", window_end=now, window_minutes=60,
-                              psi=0.4)
+    DriftScore.objects.create(
+        endpoint="iris", deployment="iris:1", feature="x[0]", window_end=now, window_minutes=60, psi=0.4
+    )
     drift = rule(metric="drift_score", threshold=0.25)
     evaluate_alerts()  # the task, at the real now
     values = {r.metric: r.last_value for r in AlertRule.objects.all()}

@@ -18,9 +18,17 @@ pytestmark = pytest.mark.django_db
 def minute_row(at: Any, count: int, bucket: int = 3) -> None:
     buckets = [0] * 15
     buckets[bucket] = count
-    MetricRollup.objects.create(endpoint="iris", deployment="iris:1", role="primary", minute=at, count=count,
-                                error_count=1, errors={"internal": 1}, latency_buckets=buckets,
-                                outputs={"label": {"kind": "class", "counts": {"1": count}}})
+    MetricRollup.objects.create(
+        endpoint="iris",
+        deployment="iris:1",
+        role="primary",
+        minute=at,
+        count=count,
+        error_count=1,
+        errors={"internal": 1},
+        latency_buckets=buckets,
+        outputs={"label": {"kind": "class", "counts": {"1": count}}},
+    )
 
 
 def test_old_minutes_become_one_hour_row_and_a_rerun_changes_nothing(settings: Any) -> None:
@@ -46,13 +54,26 @@ def test_hours_samples_and_inputs_past_retention_are_deleted(settings: Any) -> N
     settings.MONITORING_HOUR_RETENTION_DAYS = 30
     settings.MONITORING_SAMPLE_RETENTION_DAYS = 3
     now = timezone.now()
-    MetricRollup.objects.create(endpoint="iris", deployment="iris:1", role="primary", granularity="hour",
-                                minute=now - timedelta(days=40), count=1)
-    MetricRollup.objects.create(endpoint="iris", deployment="iris:1", role="primary", granularity="hour",
-                                minute=now - timedelta(days=20), count=1)
+    MetricRollup.objects.create(
+        endpoint="iris",
+        deployment="iris:1",
+        role="primary",
+        granularity="hour",
+        minute=now - timedelta(days=40),
+        count=1,
+    )
+    MetricRollup.objects.create(
+        endpoint="iris",
+        deployment="iris:1",
+        role="primary",
+        granularity="hour",
+        minute=now - timedelta(days=20),
+        count=1,
+    )
     InputSample.objects.create(endpoint="iris", deployment="iris:1", minute=now - timedelta(days=9), features={})
-    PayloadSample.objects.create(sample_id="a", endpoint="iris", deployment="iris:1", role="primary",
-                                 at=now - timedelta(days=4))
+    PayloadSample.objects.create(
+        sample_id="a", endpoint="iris", deployment="iris:1", role="primary", at=now - timedelta(days=4)
+    )
     PayloadSample.objects.create(sample_id="b", endpoint="iris", deployment="iris:1", role="primary", at=now)
     result = services.compact_rollups(now=now)
     assert result["deleted_hours"] == 1 and result["deleted_inputs"] == 1 and result["deleted_samples"] == 1

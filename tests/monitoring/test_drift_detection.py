@@ -16,9 +16,12 @@ pytestmark = pytest.mark.django_db
 
 def reference(version: Any, rng: np.random.Generator) -> None:
     services.reference_stats_set(
-        model="iris", version=version.version,
+        model="iris",
+        version=version.version,
         features={"x[0]": rng.normal(0, 1, 5000), "x[1]": rng.uniform(0, 10, 5000)},
-        outputs={"label": {"kind": "class", "counts": {"0": 500, "1": 500}}}, source="upload", user=None,
+        outputs={"label": {"kind": "class", "counts": {"0": 500, "1": 500}}},
+        source="upload",
+        user=None,
     )
 
 
@@ -63,8 +66,9 @@ def test_shifted_inputs_and_outputs_give_high_scores(recorder: Any, redis_flushe
     assert latest is not None
 
 
-def test_versions_without_reference_get_one_from_their_first_traffic(recorder: Any, redis_flusher: Any,
-                                                                     settings: Any) -> None:
+def test_versions_without_reference_get_one_from_their_first_traffic(
+    recorder: Any, redis_flusher: Any, settings: Any
+) -> None:
     settings.MONITORING_REFERENCE_FROM_TRAFFIC_HOURS = 1
     version = make_version()
     traffic(recorder, redis_flusher, np.random.default_rng(3), shift=0.0, labels=(0, 1))

@@ -20,15 +20,33 @@ def rows(start: Any) -> None:
         buckets = [0] * 15
         buckets[4] = 60  # (5, 10] ms
         MetricRollup.objects.create(
-            endpoint="iris", deployment="iris:1", role="primary", minute=start + timedelta(minutes=m), count=60,
-            error_count=6 if m == 0 else 0, errors={"internal": 6} if m == 0 else {}, latency_buckets=buckets,
-            batch_rows_sum=240, batch_count=60, queue_ms_sum=30.0, model_ms_sum=120.0,
+            endpoint="iris",
+            deployment="iris:1",
+            role="primary",
+            minute=start + timedelta(minutes=m),
+            count=60,
+            error_count=6 if m == 0 else 0,
+            errors={"internal": 6} if m == 0 else {},
+            latency_buckets=buckets,
+            batch_rows_sum=240,
+            batch_count=60,
+            queue_ms_sum=30.0,
+            model_ms_sum=120.0,
             outputs={"label": {"kind": "class", "counts": {"0": 40, "1": 20}}},
         )
-    MetricRollup.objects.create(endpoint="iris", deployment="iris:2", role="canary", minute=start, count=6,
-                                latency_buckets=[0] * 15)
-    DriftScore.objects.create(endpoint="iris", deployment="iris:1", feature="x[0]", window_end=start + timedelta(minutes=2),
-                              window_minutes=60, psi=0.3, ks_statistic=0.4, ks_p_value=0.001)
+    MetricRollup.objects.create(
+        endpoint="iris", deployment="iris:2", role="canary", minute=start, count=6, latency_buckets=[0] * 15
+    )
+    DriftScore.objects.create(
+        endpoint="iris",
+        deployment="iris:1",
+        feature="x[0]",
+        window_end=start + timedelta(minutes=2),
+        window_minutes=60,
+        psi=0.3,
+        ks_statistic=0.4,
+        ks_p_value=0.001,
+    )
 
 
 def test_series_per_version_with_rates_percentiles_outputs_and_drift() -> None:

@@ -44,10 +44,15 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_a_forked_child_flushes_its_own_records(redis_client: Any, settings: Any) -> None:
-    env = {**os.environ, "REDIS_URL": settings.REDIS_URL, "MODELHUB_MONITORING_FLUSH_INTERVAL_S": "0.1",
-           "DJANGO_SETTINGS_MODULE": "config.settings"}
-    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.REDIS_URL,
+        "MODELHUB_MONITORING_FLUSH_INTERVAL_S": "0.1",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert "child-exit 0" in result.stdout, result.stdout + result.stderr
     assert int(redis_client.hget("mh:tot:child|m:1|primary", "count")) == 1
     assert int(redis_client.hget("mh:tot:parent|m:1|primary", "count")) == 1

@@ -15,7 +15,7 @@ from tests.monitoring.conftest import rec
 
 pytestmark = pytest.mark.django_db
 
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
@@ -80,8 +80,9 @@ def test_metrics_aggregate_every_process_and_parse(client: Any, redis_client: An
 def test_serving_keys_are_exposed_when_present(client: Any, redis_client: Any) -> None:
     redis_client.hset("mh:serving:queue_depth", mapping={"iris:1": 3})
     redis_client.sadd("mh:serving:workers", "gpu-0")
-    redis_client.hset("mh:serving:worker:gpu-0", mapping={"heartbeat": time.time(), "device": "cuda",
-                                                          "models": "iris:1,iris:2"})
+    redis_client.hset(
+        "mh:serving:worker:gpu-0", mapping={"heartbeat": time.time(), "device": "cuda", "models": "iris:1,iris:2"}
+    )
     redis_client.sadd("mh:serving:workers", "gone")  # listed, but its hash expired: skipped
     _, samples = parse(client.get("/metrics").content.decode())
     assert value(samples, "modelhub_queue_depth", deployment="iris:1") == 3

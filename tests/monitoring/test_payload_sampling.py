@@ -48,8 +48,14 @@ def test_nothing_is_sampled_at_rate_zero(api: Any, recorder: Any, redis_flusher:
 
 
 def test_v2_inputs_named_for_redaction_lose_their_data() -> None:
-    body = json.dumps({"inputs": [{"name": "ssn", "datatype": "INT64", "shape": [1], "data": [123]},
-                                  {"name": "x", "datatype": "FP32", "shape": [1], "data": [1.5]}]}).encode()
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "ssn", "datatype": "INT64", "shape": [1], "data": [123]},
+                {"name": "x", "datatype": "FP32", "shape": [1], "data": [1.5]},
+            ]
+        }
+    ).encode()
     text, cut = prepare_payload(body, redact_fields=["ssn"], max_bytes=10_000)
     stored = json.loads(text)
     assert stored["inputs"][0]["data"] == "[redacted]" and stored["inputs"][1]["data"] == [1.5] and not cut
@@ -64,14 +70,17 @@ def test_oversized_and_unparsable_bodies_are_replaced_by_markers() -> None:
     assert text.startswith("[binary body")
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"payload_sample_rate": 1.5}, "from 0 to 1"),
-    ({"drift_sample_rate": -0.1}, "from 0 to 1"),
-    ({"payload_sample_rate": "often"}, "from 0 to 1"),
-    ({"redact_fields": "ssn"}, "list of field names"),
-    ({"max_payload_bytes": 0}, "from 1 to"),
-    ({"sample_everything": True}, "unknown settings"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"payload_sample_rate": 1.5}, "from 0 to 1"),
+        ({"drift_sample_rate": -0.1}, "from 0 to 1"),
+        ({"payload_sample_rate": "often"}, "from 0 to 1"),
+        ({"redact_fields": "ssn"}, "list of field names"),
+        ({"max_payload_bytes": 0}, "from 1 to"),
+        ({"sample_everything": True}, "unknown settings"),
+    ],
+)
 def test_bad_sampling_settings_are_refused(api: Any, changes: dict[str, Any], message: str) -> None:
     response = configure(api, **changes)
     assert response.status_code == 400

@@ -17,8 +17,15 @@ pytestmark = pytest.mark.django_db
 
 def feed(recorder: Any) -> None:
     for _ in range(90):
-        recorder.record(rec(0.8, batch_rows=4, queue_ms=0.2, model_ms=0.5,
-                            outputs={"label": np.array([1]), "score": np.array([0.75])}))
+        recorder.record(
+            rec(
+                0.8,
+                batch_rows=4,
+                queue_ms=0.2,
+                model_ms=0.5,
+                outputs={"label": np.array([1]), "score": np.array([0.75])},
+            )
+        )
     for _ in range(10):
         recorder.record(rec(150.0, batch_rows=8, outputs={"label": np.array([2]), "score": np.array([0.25])}))
     recorder.record(rec(2.0, ok=False, error_kind="invalid_input"))
@@ -76,7 +83,9 @@ def test_without_redis_a_flush_writes_the_database_directly(recorder: Any, db_fl
     assert row.outputs["label"]["counts"] == {"1": 180, "2": 20}
 
 
-def test_several_processes_flushing_the_same_minute_add_up(redis_flusher: Any, redis_client: Any, settings: Any) -> None:
+def test_several_processes_flushing_the_same_minute_add_up(
+    redis_flusher: Any, redis_client: Any, settings: Any
+) -> None:
     from monitoring.flusher import Flusher
     from monitoring.recorder import Recorder
 

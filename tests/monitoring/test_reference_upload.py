@@ -45,15 +45,18 @@ def test_json_rows_with_input_names_keep_their_names(api: Any) -> None:
     assert response.status_code == 201 and set(response.json()["features"]) == {"age", "income"}
 
 
-@pytest.mark.parametrize("body, content_type, message", [
-    ({"rows": [{"a": "x"}]}, None, "must be numbers"),
-    ({"rows": []}, None, "non-empty list"),
-    ({"rows": [[1, 2], [3]]}, None, "every row needs"),
-    ({"inputs": {"x": [["a"]]}}, None, "numeric"),
-    ({"other": 1}, None, "non-empty list"),
-    ("a,b\n", "text/csv", "at least one data row"),
-    ("a,b\n1,zz\n", "text/csv", "must be numbers"),
-])
+@pytest.mark.parametrize(
+    "body, content_type, message",
+    [
+        ({"rows": [{"a": "x"}]}, None, "must be numbers"),
+        ({"rows": []}, None, "non-empty list"),
+        ({"rows": [[1, 2], [3]]}, None, "every row needs"),
+        ({"inputs": {"x": [["a"]]}}, None, "numeric"),
+        ({"other": 1}, None, "non-empty list"),
+        ("a,b\n", "text/csv", "at least one data row"),
+        ("a,b\n1,zz\n", "text/csv", "must be numbers"),
+    ],
+)
 def test_bad_reference_data_is_refused(api: Any, body: Any, content_type: str | None, message: str) -> None:
     make_version(signature=SIGNATURE)
     if content_type:
