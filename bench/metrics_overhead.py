@@ -12,7 +12,11 @@ Variants, interleaved round by round so that the machine's state hits all of the
   sampling-all  + inputs and bodies at 100 % (worst case)
 It also reports record()'s own cost per call (no ORT) for each variant.
 
-Usage: python3 bench/metrics_overhead.py [--rounds 5] [--n 20000] [--threads 1]
+With --served the call goes through the serving core on main (inference.runtime's
+ModelRepository with the dynamic batcher, max batch 8, 1 ms delay) instead of a bare session:
+use it with --threads 4 or more so that batches form.
+
+Usage: python3 bench/metrics_overhead.py [--rounds 5] [--n 20000] [--threads 1] [--served]
 (Set DJANGO_SETTINGS_MODULE=config.settings and REDIS_URL as for the app.)
 """
 
@@ -23,9 +27,11 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -46,7 +52,7 @@ RESPONSE = b'{"outputs": [{"name": "label", "shape": [1], "datatype": "INT64", "
 VARIANTS = {"off": None, "metrics": (0.0, 0.0), "sampling": (0.05, 0.01), "sampling-all": (1.0, 1.0)}
 
 
-def tiny_session() -> ort.InferenceSession:
+def tiny_model_bytes() -> bytes:
     rng = np.random.default_rng(0)
     w = helper.make_tensor("w", TensorProto.FLOAT, [10, 2], rng.normal(size=20).astype(np.float32).tolist())
     graph = helper.make_graph(
@@ -57,12 +63,27 @@ def tiny_session() -> ort.InferenceSession:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    return model.SerializeToString()
+
+
+def session_predict() -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(tiny_model_bytes(), options, providers=["CPUExecutionProvider"])
+    return lambda feeds: session.run(None, feeds)[0]
 
 
-def run(session: ort.InferenceSession, variant: str, n: int, *, with_model: bool) -> float:
+def served_predict(tmp: str) -> Any:
+    from inference.runtime.repository import ModelRepository
+
+    path = Path(tmp) / "tiny.onnx"
+    path.write_bytes(tiny_model_bytes())
+    model = ModelRepository().load("bench", str(path), max_batch_size=8, max_queue_delay_ms=1.0, name="tiny",
+                                   version="1")
+    return lambda feeds: model.predict(feeds, timeout_s=10)["label"]
+
+
+def run(predict: Any, variant: str, n: int, *, with_model: bool) -> float:
     rates = VARIANTS[variant]
     if rates is not None:
         recorder.default_drift_rate, recorder.default_payload_rate = rates
@@ -71,7 +92,7 @@ def run(session: ort.InferenceSession, variant: str, n: int, *, with_model: bool
     started = time.perf_counter()
     for _ in range(n):
         t0 = time.perf_counter()
-        outputs = {"label": session.run(None, {"x": x})[0]} if with_model else {"label": label}
+        outputs = {"label": predict({"x": x})} if with_model else {"label": label}
         if rates is not None:
             recorder.record(PredictionRecord(
                 endpoint="bench", deployment="tiny:1", role="primary", latency_ms=(time.perf_counter() - t0) * 1000,
@@ -86,8 +107,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--served", action="store_true", help="through inference.runtime's batcher")
     args = parser.parse_args()
-    session = tiny_session()
+    tmp = tempfile.mkdtemp(prefix="metrics-overhead-")
+    session = served_predict(tmp) if args.served else session_predict()
     recorder.record(PredictionRecord("bench", "tiny:1", "primary", 0.1, True))  # starts the flusher
     ensure_started()
     rps: dict[str, list[float]] = {v: [] for v in VARIANTS}
@@ -109,7 +132,8 @@ def main() -> None:
             rps[variant].append(args.n * args.threads / (time.perf_counter() - wall))
             cost_us[variant].append(run(session, variant, args.n, with_model=False) / args.n * 1e6)
     flusher.flush()
-    print(f"# metrics overhead: {args.rounds} rounds x {args.n} requests x {args.threads} thread(s); "
+    print(f"# metrics overhead ({'serving core, batcher' if args.served else 'bare ORT session'}): "
+          f"{args.rounds} rounds x {args.n} requests x {args.threads} thread(s); "
           f"flusher mode {'redis' if flusher.redis_url else 'database'}; dropped {flusher.dropped}")
     print("| variant | predictions/s (median) | vs off | loop cost per call, no ORT (median us) |")
     print("| --- | --- | --- | --- |")
