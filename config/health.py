@@ -42,8 +42,7 @@ def _check_monitoring() -> dict[str, Any]:
     from monitoring.flusher import flusher, flusher_state
 
     state = flusher_state()
-    started = flusher._thread is not None
-    return {"ok": not started or state["running"], **state}
+    return {"ok": not flusher.started or state["running"], **state}
 
 
 READINESS_CHECKS = {"database": _check_database, "redis": _check_redis, "monitoring": _check_monitoring}

@@ -43,6 +43,7 @@ class Flusher:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self.dropped = 0  # records lost: Redis or database unwritable, or errors in record()
         self._dropped_unreported = 0
         self._recorder_dropped_seen = 0
@@ -100,11 +101,16 @@ class Flusher:
 
     # --- the thread ----------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="modelhub-monitoring-flusher", daemon=True)
-        self._thread.start()
+        with self._start_lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="modelhub-monitoring-flusher", daemon=True)
+            self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
 
     def stop(self) -> None:
         self._stop.set()
@@ -116,6 +122,7 @@ class Flusher:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
+        self.refresh_config()  # here, not on the request that started the thread
         while not self._stop.wait(self.interval_s):
             if time.monotonic() - self._config_at > CONFIG_REFRESH_S:
                 self.refresh_config()
@@ -237,6 +244,7 @@ class Flusher:
         self._thread = None
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._client = None
         self.dropped = self._dropped_unreported = self._recorder_dropped_seen = 0
         self.flushes = 0
@@ -342,7 +350,6 @@ def ensure_started() -> None:
 
     if float(getattr(settings, "MONITORING_FLUSH_INTERVAL_S", 2.0)) <= 0:
         return
-    flusher.refresh_config()
     flusher.start()
     if not _atexit_registered:
         atexit.register(flusher.flush)

@@ -55,3 +55,27 @@ def _value(text: str, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in /metrics")
+
+
+@pytest.mark.django_db
+def test_a_flusher_thread_that_died_makes_the_process_unready(client: Any) -> None:
+    import threading
+
+    from monitoring import flusher as flusher_module
+
+    default = flusher_module.flusher
+    saved = default._thread
+    dead = threading.Thread(target=lambda: None)
+    dead.start()
+    dead.join()
+    default._thread = dead
+    try:
+        response = client.get("/api/v1/health/ready")
+        assert response.status_code == 503
+        assert response.json()["checks"]["monitoring"] == {
+            **response.json()["checks"]["monitoring"],
+            "ok": False,
+            "running": False,
+        }
+    finally:
+        default._thread = saved
