@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import views
+from dashboard import approvals, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -13,3 +13,16 @@ urlpatterns = [
     path("models/<slug:name>/", views.model_detail, name="dash-model"),
     path("models/<slug:name>/versions/<int:version>/", views.version_detail, name="dash-version"),
 ]
+
+if approvals.AVAILABLE:
+    urlpatterns += [
+        path("approvals/", approvals.approval_list, name="dash-approvals"),
+        path("approvals/<int:request_id>/", approvals.approval_detail, name="dash-approval"),
+        path(
+            "approvals/<int:request_id>/<str:decision>",
+            approvals.approval_decide,
+            name="dash-approval-decide",
+        ),
+        path("models/<slug:name>/versions/<int:version>/promote", approvals.promotion_request, name="dash-promote"),
+        path("models/<slug:name>/rollback", approvals.production_rollback, name="dash-rollback"),
+    ]

@@ -233,6 +233,7 @@ def version_detail(request: HttpRequest, name: str, version: int) -> HttpRespons
     events = AuditEvent.objects.filter(object_type="registry.modelversion", object_id=str(found.pk)).order_by(
         "-created_at", "-id"
     )[:50]
+    promotion = _promotion_context(found)
     deployments = Deployment.objects.filter(model_version=found).select_related("endpoint").order_by("endpoint__name")
     return page(
         request,
@@ -251,5 +252,23 @@ def version_detail(request: HttpRequest, name: str, version: int) -> HttpRespons
             "events": events,
             "deployments": deployments,
             "in_progress": found.status in (ModelVersion.Status.PENDING, ModelVersion.Status.VALIDATING),
+            **promotion,
         },
     )
+
+
+def _promotion_context(version: ModelVersion) -> dict[str, Any]:
+    """The stages this version may be asked to move to, and its requests (once approvals exist)."""
+    from dashboard import approvals
+
+    if not approvals.AVAILABLE:
+        return {"approvals_enabled": False}
+    from registry.promotions import TRANSITIONS
+
+    return {
+        "approvals_enabled": True,
+        "promotion_targets": TRANSITIONS.get(version.stage, ()),
+        "version_requests": version.promotion_requests.select_related("requester", "reviewer").order_by("-created_at")[
+            :10
+        ],
+    }
