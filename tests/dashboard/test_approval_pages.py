@@ -22,8 +22,8 @@ def staged(engineer):
     """iris-like model: v1 in Production, v2 in Staging, both validated with a smoke inference."""
     seed_models(1, 2, user=engineer)
     ModelVersion.objects.update(validation_report=PASSING_REPORT)
-    ModelVersion.objects.filter(version=1).update(stage="Production", metadata={"metrics": {"accuracy": 0.90}})
     ModelVersion.objects.filter(version=2).update(stage="Staging", metadata={"metrics": {"accuracy": 0.93}})
+    ModelVersion.objects.filter(version=1).update(stage="Production", metadata={"metrics": {"accuracy": 0.90}})
     return ModelVersion.objects.get(version=2)
 
 
