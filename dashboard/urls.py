@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import approvals, views
+from dashboard import approvals, endpoints, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -25,4 +25,16 @@ if approvals.AVAILABLE:
         ),
         path("models/<slug:name>/versions/<int:version>/promote", approvals.promotion_request, name="dash-promote"),
         path("models/<slug:name>/rollback", approvals.production_rollback, name="dash-rollback"),
+    ]
+
+if endpoints.AVAILABLE:
+    urlpatterns += [
+        path("endpoints/", endpoints.endpoint_list, name="dash-endpoints"),
+        path("endpoints/new", endpoints.endpoint_create, name="dash-endpoint-create"),
+        path("endpoints/<slug:name>/", endpoints.endpoint_detail, name="dash-endpoint"),
+        path("endpoints/<slug:name>/traffic", endpoints.traffic_update, name="dash-traffic"),
+        path("endpoints/<slug:name>/rollback", endpoints.traffic_rollback, name="dash-traffic-rollback"),
+        path("endpoints/<slug:name>/settings", endpoints.endpoint_settings, name="dash-endpoint-settings"),
+        path("endpoints/<slug:name>/keys", endpoints.key_create, name="dash-key-create"),
+        path("endpoints/<slug:name>/keys/<str:prefix>/revoke", endpoints.key_revoke, name="dash-key-revoke"),
     ]
