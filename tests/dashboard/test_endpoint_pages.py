@@ -20,7 +20,7 @@ def iris(api):
     """Two ready versions of a real model (uploaded and validated through the API)."""
     api.post("/api/v1/models/", {"name": "iris"}, format="json")
     for tag in ("a", "b"):
-        body = upload(api, "iris", iris_bytes() + b"" if tag == "a" else _variant(), metadata='{"metrics": {}}').json()
+        body = upload(api, "iris", iris_bytes() if tag == "a" else _variant(), metadata='{"metrics": {}}').json()
         assert body["status"] == "ready", body
     return "iris"
 
