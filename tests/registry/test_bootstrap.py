@@ -11,9 +11,10 @@ from registry.models import ModelVersion
 pytestmark = pytest.mark.django_db
 
 
-def test_bootstrap_creates_an_admin_and_a_ready_demo_model_and_can_run_again():
+def test_bootstrap_creates_an_admin_and_a_ready_demo_model_and_can_run_again(django_capture_on_commit_callbacks):
     out = io.StringIO()
-    call_command("modelhub_bootstrap", stdout=out)
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("modelhub_bootstrap", stdout=out)
     assert "admin account created: admin / " in out.getvalue()
     assert get_user_model().objects.get(username="admin").is_superuser
     version = ModelVersion.objects.get(model__name="iris-classifier")
