@@ -136,10 +136,10 @@ def drift_chart(
     fig.update_layout(hovermode="closest", showlegend=False)
     fig.update_yaxes(title_text="", autorange="reversed", rangemode="normal")
     fig.update_xaxes(title_text="PSI", rangemode="tozero")
+    if not features:
+        return _empty(fig, "no drift scores yet (needs reference statistics and traffic)")
     for x, text in ((warn, "moderate"), (alert, "shift")):
         fig.add_vline(x=x, line_dash="dot", line_color="#5b6475", annotation_text=text, annotation_position="top")
-    if not features:
-        _empty(fig, "no drift scores yet (needs reference statistics and traffic)")
     return fig
 
 
@@ -153,3 +153,72 @@ def _natural(value: str) -> tuple[int, float | str]:
 def figure_data(fig: go.Figure) -> dict[str, Any]:
     """The figure as plain JSON-able data ({"data": [...], "layout": {...}}) for Plotly.react."""
     return json.loads(pio.to_json(fig, validate=False))
+
+
+def _parse_times(values: Sequence[str]) -> list[datetime]:
+    return [datetime.fromisoformat(v) for v in values]
+
+
+def output_distribution(outputs: Mapping[str, Any]) -> tuple[str, dict[str, float]] | None:
+    """The first summarised output of a version as {category: count}: classes, or float bins."""
+    for name, summary in outputs.items():
+        if not isinstance(summary, Mapping):
+            continue
+        if summary.get("kind") == "class" and summary.get("counts"):
+            return name, {str(k): float(v) for k, v in summary["counts"].items()}
+        if summary.get("kind") == "float" and summary.get("bins"):
+            from monitoring.stats import float_bin_lower
+
+            return name, {f"{float_bin_lower(int(k)):.3g}": float(v) for k, v in summary["bins"].items()}
+    return None
+
+
+def monitoring_figures(timeseries: Mapping[str, Any], *, versions: Sequence[str] | None = None) -> dict[str, go.Figure]:
+    """Every monitoring chart of one endpoint from `endpoint_timeseries` data.
+
+    `versions` picks which deployments ("model:version") to compare; None means all.
+    """
+    picked = {
+        name: data for name, data in (timeseries.get("versions") or {}).items() if versions is None or name in versions
+    }
+
+    def label(name: str, data: Mapping[str, Any]) -> str:
+        return f"{name} ({data['role']})" if data.get("role") else name
+
+    def line(key: str) -> dict[str, list[Point]]:
+        return {
+            label(n, d): list(zip(_parse_times(d["t"]), d.get(key) or [], strict=False))
+            for n, d in picked.items()
+            if key in d
+        }
+
+    latency = {
+        label(n, d): [
+            {"t": t, "p50": a, "p95": b, "p99": c}
+            for t, a, b, c in zip(_parse_times(d["t"]), d["p50_ms"], d["p95_ms"], d["p99_ms"], strict=False)
+        ]
+        for n, d in picked.items()
+        if "p50_ms" in d
+    }
+    distributions: dict[str, dict[str, float]] = {}
+    output_name = ""
+    for n, d in picked.items():
+        found = output_distribution(d.get("outputs") or {})
+        if found:
+            output_name, distributions[label(n, d)] = found
+    drift: dict[str, float | None] = {}
+    for n, d in picked.items():
+        for feature, series in (d.get("drift") or {}).items():
+            if series.get("psi"):
+                key = feature if len(picked) == 1 else f"{n} · {feature}"
+                drift[key] = series["psi"][-1]
+    return {
+        "rps": timeseries_chart(line("rps"), title="Requests per second", y_title="req/s"),
+        "latency": latency_chart(latency, title="Latency p50 / p95 / p99"),
+        "errors": timeseries_chart(line("error_rate"), title="Error rate", percent=True),
+        "batch": timeseries_chart(line("batch_size"), title="Mean batch size", y_title="rows per ONNX call"),
+        "outputs": distribution_chart(
+            distributions, title=f"Output distribution{f' ({output_name})' if output_name else ''}"
+        ),
+        "drift": drift_chart(drift),
+    }

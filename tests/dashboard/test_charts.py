@@ -59,3 +59,57 @@ def test_a_figure_becomes_plain_json_with_dates_as_text():
     assert set(data) >= {"data", "layout"}
     assert isinstance(data["data"][0]["x"][0], str)
     json.dumps(data)
+
+
+def timeseries():
+    t = [(T0 + timedelta(minutes=i)).isoformat() for i in range(3)]
+    return {
+        "versions": {
+            "iris:1": {
+                "role": "primary",
+                "t": t,
+                "rps": [1.0, 1.5, None],
+                "p50_ms": [1, 2, None],
+                "p95_ms": [3, 4, None],
+                "p99_ms": [5, 6, None],
+                "error_rate": [0.0, 0.1, None],
+                "batch_size": [1.0, 2.0, None],
+                "outputs": {"label": {"kind": "class", "counts": {"0": 9, "1": 3}}},
+                "drift": {"x[0]": {"t": t[:2], "psi": [0.01, 0.3], "ks": [0.1, 0.2], "p_value": [0.9, 0.01]}},
+            },
+            "iris:2": {
+                "role": "canary",
+                "t": t,
+                "rps": [0.1, 0.2, 0.1],
+                "p50_ms": [1, 1, 1],
+                "p95_ms": [2, 2, 2],
+                "p99_ms": [3, 3, 3],
+                "error_rate": [0, 0, 0],
+                "batch_size": [1, 1, 1],
+                "outputs": {"label": {"kind": "class", "counts": {"1": 2}}},
+                "drift": {},
+            },
+        }
+    }
+
+
+def test_monitoring_figures_draw_every_chart_per_version():
+    figures = charts.monitoring_figures(timeseries())
+    assert set(figures) == {"rps", "latency", "errors", "batch", "outputs", "drift"}
+    assert [t.name for t in figures["rps"].data] == ["iris:1 (primary)", "iris:2 (canary)"]
+    assert list(figures["rps"].data[0].y) == [1.0, 1.5, None]
+    assert len(figures["latency"].data) == 6
+    assert figures["outputs"].layout.title.text == "Output distribution (label)"
+    assert list(figures["drift"].data[0].y) == ["iris:1 · x[0]"]
+    assert list(figures["drift"].data[0].x) == [0.3]
+
+
+def test_monitoring_figures_compare_only_the_chosen_versions():
+    figures = charts.monitoring_figures(timeseries(), versions=["iris:2"])
+    assert [t.name for t in figures["rps"].data] == ["iris:2 (canary)"]
+    assert "no drift" in figures["drift"].layout.annotations[0].text
+
+
+def test_monitoring_figures_of_an_endpoint_without_traffic_say_so():
+    figures = charts.monitoring_figures({"versions": {}})
+    assert "no traffic" in figures["rps"].layout.annotations[0].text
