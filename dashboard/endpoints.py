@@ -23,7 +23,7 @@ from django.views.decorators.http import require_POST
 from accounts.roles import ML_ENGINEER
 from config.errors import DomainError, NotFound
 from config.http import client_ip
-from dashboard.views import _health, domain_errors_as_messages, page, require_role
+from dashboard.views import _health, domain_errors_as_messages, page, require_role, url_or_none
 from inference.models import ApiKey, Deployment, Endpoint, TrafficPolicyRevision
 from registry.models import AuditEvent, ModelVersion
 
@@ -130,6 +130,7 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         )[:20],
         "payload": payload,
         "predict_url": f"{base}/api/v1/endpoints/{endpoint.name}/predict",
+        "monitoring_url": url_or_none("dash-monitoring-endpoint", endpoint.name),
         **extra,
     }
 

@@ -6,6 +6,7 @@ a refused action comes back as a message on the page, never as a stack trace.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from functools import lru_cache, wraps
 from pathlib import Path
@@ -20,6 +21,7 @@ from django.db.models import CharField, Count, Max, OuterRef, Q, Subquery
 from django.db.models.functions import Cast
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
 from accounts.roles import ML_ENGINEER, has_role, user_role
@@ -54,6 +56,14 @@ def domain_errors_as_messages(view: Callable[..., HttpResponseBase]) -> Callable
             return redirect(request.POST.get("next") or request.META.get("HTTP_REFERER") or "/")
 
     return wrapper
+
+
+def url_or_none(name: str, *args: Any) -> str | None:
+    """The URL of a page, or None when that part of the platform is not installed."""
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return None
 
 
 def require_role(request: HttpRequest, role: str, what: str) -> None:
@@ -100,12 +110,33 @@ def home(request: HttpRequest) -> HttpResponse:
         "version_count": ModelVersion.objects.count(),
         "endpoint_count": Endpoint.objects.count(),
         "endpoints": endpoints,
+        "endpoints_enabled": importlib.util.find_spec("inference.services") is not None,
         "recent_versions": ModelVersion.objects.select_related("model", "created_by").order_by("-created_at")[:8],
         "recent_deployments": Deployment.objects.select_related("endpoint", "model_version__model").order_by(
             "-created_at"
         )[:8],
     }
+    context.update(_home_approvals(request))
+    context.update(_home_alerts())
     return page(request, "dashboard/home.html", context)
+
+
+def _home_approvals(request: HttpRequest) -> dict[str, Any]:
+    if importlib.util.find_spec("registry.promotions") is None:
+        return {}
+    pending = selectors.promotion_list(user=request.user, status="pending")  # type: ignore[attr-defined]
+    return {"approvals_enabled": True, "pending_count": pending.count(), "pending": pending[:5]}
+
+
+def _home_alerts() -> dict[str, Any]:
+    if importlib.util.find_spec("monitoring.models") is None:
+        return {}
+    from monitoring.models import AlertRule
+
+    firing = (
+        AlertRule.objects.filter(state=AlertRule.State.FIRING).select_related("endpoint").order_by("-last_fired_at")
+    )
+    return {"alerts_enabled": True, "firing_count": firing.count(), "firing": firing[:8]}
 
 
 def _health(ready: int, failed: int, loading: int) -> str:
