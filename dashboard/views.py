@@ -43,14 +43,16 @@ def page(request: HttpRequest, template: str, context: dict[str, Any], status: i
 
 
 def domain_errors_as_messages(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
-    """A refused service call (DomainError) becomes a message and a redirect back."""
+    """A refused service call (DomainError) becomes a message and a redirect back.
+
+    Objects named in the URL are looked up before the service is called (a 404 page);
+    a NotFound from the service is about something the form named, so it is a message.
+    """
 
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         try:
             return view(request, *args, **kwargs)
-        except NotFound as exc:
-            raise Http404(exc.message) from None
         except DomainError as exc:
             messages.error(request, exc.message)
             return redirect(request.POST.get("next") or request.META.get("HTTP_REFERER") or "/")
