@@ -121,7 +121,7 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         "revisions": revisions,
         "current": current,
         "routes": routes,
-        "editor_rows": editor + [{"model": "", "version": "", "role": "canary", "weight": 0}] * (2 if editor else 1),
+        "editor_rows": editor + [{"model": "", "version": "", "role": "canary", "weight": 0}] * (2 if editor else 3),
         "roles": ROLES,
         "ready_versions": ready_versions,
         "keys": ApiKey.objects.filter(endpoints=endpoint).order_by("-created_at")[:20],
