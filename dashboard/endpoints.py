@@ -18,6 +18,8 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
 from accounts.roles import ML_ENGINEER
@@ -107,13 +109,13 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
             {**route, "state": deployment.state if deployment else "", "detail": deployment and deployment.state_detail}
         )
     editor = [{"model": r["model"], "version": r["version"], "role": r["role"], "weight": r["weight"]} for r in routes]
+    editor += [{"model": "", "version": "", "role": "canary", "weight": 0}] * (2 if editor else 3)
     primary = next((by_id.get(r.get("deployment")) for r in routes if r["role"] == "primary"), None)
     signature = primary.model_version.signature if primary else {}
-    ready_versions = (
-        ModelVersion.objects.filter(status=ModelVersion.Status.READY)
-        .select_related("model")
-        .order_by("model__name", "-version")[:300]
-    )
+    options = _version_options()
+    for row in editor:
+        picked = format_html('value="{}:{}"', row["model"], row["version"])
+        row["options"] = mark_safe(options.replace(picked, picked + " selected", 1))
     base = request.build_absolute_uri("/").rstrip("/")
     payload = json.dumps(example_payload(signature or {}))
     return {
@@ -121,9 +123,8 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         "revisions": revisions,
         "current": current,
         "routes": routes,
-        "editor_rows": editor + [{"model": "", "version": "", "role": "canary", "weight": 0}] * (2 if editor else 3),
+        "editor_rows": editor,
         "roles": ROLES,
-        "ready_versions": ready_versions,
         "keys": ApiKey.objects.filter(endpoints=endpoint).order_by("-created_at")[:20],
         "events": AuditEvent.objects.filter(object_type="inference.endpoint", object_id=str(endpoint.pk)).order_by(
             "-created_at", "-id"
@@ -133,6 +134,20 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         "monitoring_url": url_or_none("dash-monitoring-endpoint", endpoint.name),
         **extra,
     }
+
+
+def _version_options(limit: int = 300) -> str:
+    """The editor's <option>s for ready versions, built once per page (not once per row)."""
+    rows = (
+        ModelVersion.objects.filter(status=ModelVersion.Status.READY)
+        .order_by("model__name", "-version")
+        .values_list("model__name", "version", "stage")[:limit]
+    )
+    return format_html_join(
+        "",
+        '<option value="{}:{}">{} v{}{}</option>',
+        ((name, n, name, n, f" ({stage})" if stage != "None" else "") for name, n, stage in rows),
+    )
 
 
 @login_required
