@@ -165,7 +165,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
         params["stage"] = ""
     if params["status"] and params["status"] not in ModelVersion.Status.values:
         params["status"] = ""
-    models = selectors.model_list(**params).annotate(
+    models = selectors.model_list(**params, user=request.user).annotate(
         version_count=Subquery(
             ModelVersion.objects.filter(model=OuterRef("pk"))
             .order_by()
@@ -227,7 +227,7 @@ def _model_events(model: RegisteredModel, limit: int = 40) -> list[AuditEvent]:
 @login_required
 def model_detail(request: HttpRequest, name: str) -> HttpResponse:
     try:
-        model = selectors.model_get(name=name)
+        model = selectors.model_get(name=name, user=request.user)
     except NotFound as exc:
         raise Http404(exc.message) from None
     versions = selectors.version_list(model=model)
@@ -254,7 +254,7 @@ def model_detail(request: HttpRequest, name: str) -> HttpResponse:
 @login_required
 def version_detail(request: HttpRequest, name: str, version: int) -> HttpResponse:
     try:
-        found = selectors.version_get(model_name=name, version=version)
+        found = selectors.version_get(model_name=name, version=version, user=request.user)
     except NotFound as exc:
         raise Http404(exc.message) from None
     report = found.validation_report or {}
