@@ -151,6 +151,20 @@ MAX_ARTIFACT_BYTES = env_int("MODELHUB_MAX_ARTIFACT_BYTES", 512 * 1024 * 1024)
 VALIDATION_MEMORY_LIMIT_BYTES = env_int("MODELHUB_VALIDATION_MEMORY_LIMIT_BYTES", 2 * 1024**3)
 VALIDATION_TIMEOUT_S = env_float("MODELHUB_VALIDATION_TIMEOUT_S", 120.0)
 
+# --- Notifications (approvals) -----------------------------------------------------------
+# Console by default: decisions are printed, nothing leaves the machine until configured.
+EMAIL_BACKEND = env_str("MODELHUB_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("MODELHUB_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("MODELHUB_EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("MODELHUB_EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("MODELHUB_EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("MODELHUB_EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("MODELHUB_EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("MODELHUB_EMAIL_FROM", "modelhub@localhost")
+# Webhook deliveries: (connect, read) seconds, and how many retries with back-off.
+WEBHOOK_TIMEOUT_S = (env_float("MODELHUB_WEBHOOK_CONNECT_TIMEOUT_S", 3.0), env_float("MODELHUB_WEBHOOK_READ_TIMEOUT_S", 5.0))
+WEBHOOK_MAX_RETRIES = env_int("MODELHUB_WEBHOOK_MAX_RETRIES", 6)
+
 # --- HTTP ---------------------------------------------------------------------------------
 # Bodies other than artifact uploads (JSON, predictions, forms) are capped here.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MODELHUB_MAX_REQUEST_BYTES", 32 * 1024 * 1024)
