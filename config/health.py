@@ -37,7 +37,15 @@ def _check_redis() -> dict[str, Any]:
         return {"ok": False, "error": str(exc).strip()[:200]}
 
 
-READINESS_CHECKS = {"database": _check_database, "redis": _check_redis}
+def _check_monitoring() -> dict[str, Any]:
+    # Lost metrics never make a process unready; a flusher thread that died does.
+    from monitoring.flusher import flusher, flusher_state
+
+    state = flusher_state()
+    return {"ok": not flusher.started or state["running"], **state}
+
+
+READINESS_CHECKS = {"database": _check_database, "redis": _check_redis, "monitoring": _check_monitoring}
 
 
 @extend_schema(summary="Liveness: the web process answers")
