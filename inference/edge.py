@@ -245,6 +245,8 @@ def predict(
             model_ms=result.model_ms,
             inputs=inputs,
             outputs=result.outputs,
+            payload=body,
+            response=payload,
         )
     )
     return Reply(200, payload, [("X-Model-Version", f"{spec.model}:{spec.version}")])
@@ -290,6 +292,8 @@ def v2_infer(
             model_ms=result.model_ms,
             inputs=inputs,
             outputs=result.outputs,
+            payload=body,
+            response=payload,
         )
     )
     content_type = headers.pop("Content-Type", JSON)
