@@ -8,7 +8,6 @@ are serialised: the second sees the first one's outcome and is refused.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -453,16 +452,10 @@ def _move(
 
 
 def _follow_production_on_commit(version_id: int, previous_id: int | None, user_id: int) -> None:
-    # The hook for endpoints that follow the model's production stage lands with the
-    # serving work (inference.services.endpoints_follow_production); until it is merged
-    # the call is skipped. The lead makes it unconditional at merge.
-    try:
-        services = importlib.import_module("inference.services")
-    except ImportError:
-        return
-    hook = getattr(services, "endpoints_follow_production", None)
-    if hook is None:
-        return
+    """Endpoints that follow the model's production stage move once the approval commits."""
+    from inference import services as inference_services
+
+    hook = inference_services.endpoints_follow_production
 
     def call() -> None:
         from django.contrib.auth import get_user_model
