@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint fmt worker beat up down install
+.PHONY: run test lint fmt worker inference-worker beat up down install
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -31,6 +31,9 @@ fmt: $(VENV)/.installed
 
 worker: $(VENV)/.installed
 	$(VENV)/bin/celery -A workers.celery worker -Q control,batch -l info
+
+inference-worker: $(VENV)/.installed
+	$(PY) -m workers.inference_worker --device $${DEVICE:-cpu}
 
 beat: $(VENV)/.installed
 	$(VENV)/bin/celery -A workers.celery beat -l info

@@ -31,7 +31,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 FEATURES = {"tiny": 10, "mlp": 256}
-DEFAULT_TARGETS = ["raw-ort", "fastapi", "pytriton", "modelhub"]
+DEFAULT_TARGETS = ["raw-ort", "fastapi", "pytriton", "modelhub", "modelhub-pool1", "modelhub-pool2"]
 EXTRA_PEERS = ["mlserver", "bentoml"]
 SKIP_RC = 3  # a start command exiting with this before it is ready = "target not available", skip it
 
@@ -55,7 +55,7 @@ def target_specs(peers, models_dir):
         # Triton's python-backend stub must link the venv interpreter's libpython (see peers README)
         return {"LD_LIBRARY_PATH": libdir, "ORT_INTRA_OP": "2", "INSTANCES": "1", "PORT": str(port)}
 
-    return {
+    specs = {
         "raw-ort": dict(kind="raw", title="raw ORT limit (in-process)"),
         "fastapi": dict(
             kind="server", title="FastAPI + ORT (uvicorn, 2 workers)", port=8001,
@@ -97,6 +97,15 @@ def target_specs(peers, models_dir):
             ready=["/v2/health/ready", "/v2/models/{model}"],
             note=os.environ.get("MODELHUB_NOTE", "bench/start_modelhub.sh"), skippable=True),
     }
+    # Modelhub's worker-pool placement with 1 and 2 inference worker processes (bench/start_modelhub.sh).
+    for n in (1, 2):
+        specs[f"modelhub-pool{n}"] = dict(
+            specs["modelhub"], title=f"Modelhub, worker pool x{n}", port=mh_port + n,
+            env=lambda p, n=n: {"REPO_ROOT": REPO, "MODELHUB_VARIANT": f"pool{n}"},
+            note=f"bench/start_modelhub.sh MODELHUB_VARIANT=pool{n}")
+    specs["modelhub"]["env"] = lambda p: {"REPO_ROOT": REPO, "MODELHUB_VARIANT": "inproc"}
+    specs["modelhub"]["title"] = "Modelhub, in-process"
+    return specs
 
 
 # ----------------------------------------------------------------------------------------------------

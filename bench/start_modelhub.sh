@@ -34,7 +34,42 @@ if [ -n "${MODELHUB_START_CMD:-}" ]; then
   exec bash -c "$MODELHUB_START_CMD"
 fi
 
-# ---- the serving engineer replaces this block with the real start (exec ..., foreground) ----
-echo "start_modelhub.sh: Modelhub serving is not wired into the benchmark yet;" \
-     "set MODELHUB_START_CMD or fill in bench/start_modelhub.sh. Skipping Modelhub." >&2
-exit 3
+# ---- Modelhub: a fresh data dir, the model registered and deployed, then the server in the foreground ----
+# MODELHUB_VARIANT: inproc (default; batcher + ORT inside each web process)
+#                   pool1 / pool2 (worker-pool placement with 1 or 2 inference worker processes)
+# MODELHUB_SERVER:  asgi (default; uvicorn + uvloop + httptools, inference/asgi.py front) or gunicorn (gthread)
+# MODELHUB_WEB_WORKERS (2)  MODELHUB_INTRA_OP (ORT intra-op threads per session; 1)
+# MODELHUB_MAX_BATCH (64)  MODELHUB_QUEUE_DELAY_MS (0: batch what queued while the model ran)  MODELHUB_BENCH_REDIS_URL (redis://127.0.0.1:6379/13, pool only)
+VARIANT="${MODELHUB_VARIANT:-inproc}"
+SERVER="${MODELHUB_SERVER:-asgi}"
+WEB_WORKERS="${MODELHUB_WEB_WORKERS:-2}"
+PY="${MODELHUB_PYTHON:-python3}"
+cd "$REPO_ROOT"
+export DJANGO_SETTINGS_MODULE=config.settings
+export MODELHUB_DATA_DIR="$(mktemp -d /tmp/modelhub-bench.XXXXXX)"
+export MODELHUB_SECRET_KEY="${MODELHUB_SECRET_KEY:-bench-only-secret}"
+export MODELHUB_ARTIFACT_STORE="$MODELHUB_DATA_DIR/artifacts"
+export MODELHUB_CELERY_EAGER=1 MODELHUB_LOG_LEVEL="${MODELHUB_LOG_LEVEL:-WARNING}"
+export MODELHUB_INPROCESS_INTRA_OP="${MODELHUB_INTRA_OP:-1}" OMP_NUM_THREADS=1
+unset DATABASE_URL
+case "$VARIANT" in
+  inproc) PLACEMENT=in_process; unset REDIS_URL ;;
+  pool*)  PLACEMENT=worker_pool; NWORKERS="${VARIANT#pool}"
+          export REDIS_URL="${MODELHUB_BENCH_REDIS_URL:-redis://127.0.0.1:6379/13}"
+          "$PY" -c "import redis,os; c=redis.Redis.from_url(os.environ['REDIS_URL']); [c.delete(k) for k in c.scan_iter('mh:*')]"
+          # the inference workers stay in this process group: the harness stops them with the server
+          for i in $(seq "$NWORKERS"); do
+            "$PY" -m workers.inference_worker --device cpu --redis-url "$REDIS_URL" \
+              --intra-op-threads "${MODELHUB_INTRA_OP:-1}" --pullers "${MODELHUB_PULLERS:-4}" \
+              --log-level WARNING &
+          done ;;
+  *) echo "start_modelhub.sh: unknown MODELHUB_VARIANT=$VARIANT" >&2; exit 2 ;;
+esac
+"$PY" bench/modelhub_setup.py "$MODEL" "$MODELS_DIR/$MODEL.onnx" --placement "$PLACEMENT" \
+  --max-batch-size "${MODELHUB_MAX_BATCH:-64}" --max-queue-delay-ms "${MODELHUB_QUEUE_DELAY_MS:-0}"
+if [ "$SERVER" = gunicorn ]; then
+  exec "$PY" -m gunicorn config.wsgi:application -b "127.0.0.1:$PORT" -w "$WEB_WORKERS" -k gthread \
+    --threads "${MODELHUB_THREADS:-32}" --log-level warning
+fi
+exec "$PY" -m uvicorn config.asgi_edge:application --host 127.0.0.1 --port "$PORT" --workers "$WEB_WORKERS" \
+  --loop uvloop --http httptools --no-access-log --log-level warning --backlog 2048

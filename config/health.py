@@ -45,7 +45,21 @@ def _check_monitoring() -> dict[str, Any]:
     return {"ok": not flusher.started or state["running"], **state}
 
 
-READINESS_CHECKS = {"database": _check_database, "redis": _check_redis, "monitoring": _check_monitoring}
+def _check_workers() -> dict[str, Any]:
+    """Every worker-pool primary taking traffic is warm on at least one inference worker."""
+    if not settings.REDIS_URL:
+        return {"ok": True, "detail": "embedded mode: no worker pool"}
+    from inference.pool_services import pool_readiness
+
+    return pool_readiness()
+
+
+READINESS_CHECKS = {
+    "database": _check_database,
+    "redis": _check_redis,
+    "workers": _check_workers,
+    "monitoring": _check_monitoring,
+}
 
 
 @extend_schema(summary="Liveness: the web process answers")

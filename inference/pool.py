@@ -1,0 +1,302 @@
+"""Worker-pool placement, client side: a direct Redis request/reply path to inference workers.
+
+Not Celery's result backend (a task publish + result poll costs several round trips and
+a JSON/pickle of every float). One request costs ONE round trip from a web process:
+
+    pipeline(RPUSH mh:q:d7 <frame>, PEXPIRE mh:q:d7, BLPOP mh:r:<id> <timeout>)
+
+The frame (inference/pool_protocol.py) carries the request id, its reply key and its
+absolute deadline (epoch seconds: workers drop requests that have expired before they
+run them), then the tensors as raw bytes. Competing workers BLPOP/LPOP the same list,
+so load is balanced and a dead worker simply stops taking requests. A request popped
+by a worker that then dies is lost; its caller gets 504 at its deadline. If at the
+deadline the request is still in the queue (LREM removes it), no worker ever took it:
+that answers 503 (no worker serving), which is safe to retry elsewhere.
+
+Redis unreachable: connects are bounded (MODELHUB_POOL_CONNECT_TIMEOUT, default 1 s)
+and so is every read, so a request answers 503 with Retry-After instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import redis
+
+from config.errors import ServiceUnavailable
+from inference import pool_protocol as wire
+from inference.runtime.errors import (
+    DeadlineExceeded,
+    InputError,
+    ModelExecutionError,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    RuntimeErrorBase,
+)
+from inference.transport import DeploymentSpec, InferResult
+
+_ERRORS: dict[str, type[RuntimeErrorBase]] = {
+    cls.code: cls
+    for cls in (InputError, ModelNotFound, ModelNotReady, Overloaded, DeadlineExceeded, ModelExecutionError)
+}
+_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+# How long a reply or a queue outlives the request deadline before Redis drops it.
+_EXPIRE_GRACE_MS = 5000
+_READY_CACHE_S = 0.5
+
+
+def _setting(name: str, default: Any) -> Any:
+    try:
+        from django.conf import settings
+
+        return getattr(settings, name, default)
+    except Exception:  # settings not configured: a worker, a script
+        return default
+
+
+def _timeout(name: str, default: float) -> float:
+    """Django setting, else environment variable, else the default."""
+    return float(_setting(name, None) or os.environ.get(name) or default)
+
+
+def _redis_url() -> str:
+    url = _setting("MODELHUB_POOL_REDIS_URL", "") or _setting("REDIS_URL", "") or os.environ.get("REDIS_URL", "")
+    if not url:
+        raise ServiceUnavailable("worker-pool placement needs Redis (REDIS_URL is not set)", retry_after_s=5)
+    return url
+
+
+_clients: dict[tuple[int, str], redis.Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def redis_client(url: str | None = None) -> redis.Redis:
+    """One connection pool per process and URL (a forked child builds its own)."""
+    url = url or _redis_url()
+    key = (os.getpid(), url)
+    client = _clients.get(key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                connect = _timeout("MODELHUB_POOL_CONNECT_TIMEOUT", 1.0)
+                read = _timeout("MODELHUB_POOL_SOCKET_TIMEOUT", 5.0)
+                pool = redis.ConnectionPool.from_url(
+                    url,
+                    socket_connect_timeout=connect,
+                    socket_timeout=read,
+                    socket_keepalive=True,
+                    health_check_interval=0,
+                    max_connections=int(_setting("MODELHUB_POOL_MAX_CONNECTIONS", 256)),
+                )
+                client = redis.Redis(connection_pool=pool)
+                _clients[key] = client
+    return client
+
+
+_async_clients: dict[tuple[int, int, str], Any] = {}
+
+
+def _async_client(url: str) -> Any:
+    """One asyncio connection pool per process, event loop and URL."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    key = (os.getpid(), id(asyncio.get_running_loop()), url)
+    client = _async_clients.get(key)
+    if client is None:
+        pool = aioredis.ConnectionPool.from_url(
+            url,
+            socket_connect_timeout=_timeout("MODELHUB_POOL_CONNECT_TIMEOUT", 1.0),
+            socket_timeout=_timeout("MODELHUB_POOL_SOCKET_TIMEOUT", 5.0),
+            max_connections=int(_setting("MODELHUB_POOL_MAX_CONNECTIONS", 256)),
+        )
+        client = _async_clients[key] = aioredis.Redis(connection_pool=pool)
+    return client
+
+
+def _unavailable(exc: BaseException) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        f"the inference worker pool is unreachable (Redis: {str(exc).strip()[:160] or type(exc).__name__})",
+        retry_after_s=2,
+    )
+
+
+def _error_from_reply(header: dict[str, Any]) -> RuntimeErrorBase:
+    cls = _ERRORS.get(header.get("c", ""), ModelExecutionError)
+    return cls(str(header.get("e", "inference worker failed")))
+
+
+class WorkerPoolTransport:
+    """Serves deployments placed on inference workers; one instance per web process is enough."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self._url = url
+        self._ready_cache: dict[str, tuple[float, bool]] = {}
+
+    @property
+    def client(self) -> redis.Redis:
+        return redis_client(self._url)
+
+    # ---------------------------------------------------------------- control
+
+    def ensure_loaded(self, spec: DeploymentSpec) -> None:
+        """Assign the deployment to every worker of its device class (they load and warm it)."""
+        try:
+            self.client.hset(wire.assign_key(spec.device), spec.key, wire.spec_to_json(spec))
+        except _REDIS_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        self._ready_cache.pop(spec.key, None)
+
+    def unload(self, spec: DeploymentSpec) -> None:
+        """Withdraw the assignment; workers unload it within a second, queued requests fail."""
+        try:
+            self.client.hdel(wire.assign_key(spec.device), spec.key)
+        except _REDIS_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        self._ready_cache.pop(spec.key, None)
+
+    def warm_workers(self, spec: DeploymentSpec) -> int:
+        """How many live workers report this deployment loaded and warm."""
+        try:
+            return int(self.client.zcount(wire.warm_key(spec.key), time.time(), "+inf"))
+        except _REDIS_ERRORS as exc:
+            raise _unavailable(exc) from exc
+
+    def ready(self, spec: DeploymentSpec) -> bool:
+        """At least one live heartbeat reports the deployment warm (cached for 0.5 s)."""
+        now = time.monotonic()
+        cached = self._ready_cache.get(spec.key)
+        if cached is not None and now - cached[0] < _READY_CACHE_S:
+            return cached[1]
+        try:
+            ok = self.warm_workers(spec) > 0
+        except ServiceUnavailable:
+            ok = False
+        self._ready_cache[spec.key] = (now, ok)
+        return ok
+
+    # ---------------------------------------------------------------- the hot path
+
+    def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
+        request_id = uuid.uuid4().hex
+        reply = wire.reply_key(request_id)
+        queue = wire.queue_key(spec.key)
+        started = time.monotonic()
+        deadline_epoch = time.time() + timeout_s
+        frame = wire.encode_frame({"id": request_id, "dl": deadline_epoch, "r": reply}, inputs)
+        client = self.client
+        # Block at most until the deadline, and below the socket read timeout.
+        read_timeout = float(client.connection_pool.connection_kwargs.get("socket_timeout") or 5.0)
+        wait_cap = max(read_timeout - 0.25, 0.05)
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.rpush(queue, frame)
+            pipe.pexpire(queue, int(timeout_s * 1000) + _EXPIRE_GRACE_MS)
+            pipe.blpop([reply], timeout=max(min(timeout_s, wait_cap), 0.001))
+            depth, _, popped = pipe.execute()
+            while popped is None:
+                remaining = timeout_s - (time.monotonic() - started)
+                if remaining <= 0.001:
+                    raise self._deadline(client, queue, frame, spec, timeout_s)
+                popped = client.blpop([reply], timeout=min(remaining, wait_cap))
+        except _REDIS_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        del depth
+        header, outputs = wire.decode_frame(popped[1])
+        if not header.get("ok"):
+            raise _error_from_reply(header)
+        return InferResult(
+            outputs=outputs,
+            batch_rows=header.get("b"),
+            queue_ms=header.get("q"),
+            model_ms=header.get("m"),
+            provider=header.get("p", ""),
+            extra={"worker": header.get("w", ""), "round_trip_ms": (time.monotonic() - started) * 1000.0},
+        )
+
+    async def infer_async(
+        self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float
+    ) -> InferResult:
+        """`infer` for an event loop (inference/asgi.py): the same one round trip, no thread held."""
+        request_id = uuid.uuid4().hex
+        reply = wire.reply_key(request_id)
+        queue = wire.queue_key(spec.key)
+        started = time.monotonic()
+        frame = wire.encode_frame({"id": request_id, "dl": time.time() + timeout_s, "r": reply}, inputs)
+        client = _async_client(self._url or _redis_url())
+        wait_cap = max(float(client.connection_pool.connection_kwargs.get("socket_timeout") or 5.0) - 0.25, 0.05)
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.rpush(queue, frame)
+                pipe.pexpire(queue, int(timeout_s * 1000) + _EXPIRE_GRACE_MS)
+                pipe.blpop([reply], timeout=max(min(timeout_s, wait_cap), 0.001))
+                _, _, popped = await pipe.execute()
+            while popped is None:
+                remaining = timeout_s - (time.monotonic() - started)
+                if remaining <= 0.001:
+                    # The rare path: take the frame back with a blocking client.
+                    raise self._deadline(self.client, queue, frame, spec, timeout_s)
+                popped = await client.blpop([reply], timeout=min(remaining, wait_cap))
+        except _REDIS_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        header, outputs = wire.decode_frame(popped[1])
+        if not header.get("ok"):
+            raise _error_from_reply(header)
+        return InferResult(
+            outputs=outputs,
+            queue_ms=header.get("q"),
+            model_ms=header.get("m"),
+            provider=header.get("p", ""),
+            extra={"worker": header.get("w", ""), "round_trip_ms": (time.monotonic() - started) * 1000.0},
+        )
+
+    def _deadline(
+        self, client: redis.Redis, queue: str, frame: bytes, spec: DeploymentSpec, timeout_s: float
+    ) -> RuntimeErrorBase | ServiceUnavailable:
+        # Still queued means no worker ever took it: take it back so it never runs late.
+        try:
+            removed = client.lrem(queue, 1, frame)
+        except _REDIS_ERRORS:
+            removed = 0
+        if removed:
+            return ServiceUnavailable(
+                f'no inference worker took the request for endpoint "{spec.endpoint}" '
+                f"({spec.label}) within its deadline of {timeout_s * 1000:.0f} ms; is a worker "
+                f'for device "{spec.device}" running?',
+                retry_after_s=2,
+            )
+        return DeadlineExceeded(
+            f'endpoint "{spec.endpoint}" ({spec.label}): no answer from the inference worker '
+            f"within the deadline of {timeout_s * 1000:.0f} ms"
+        )
+
+
+_transport: WorkerPoolTransport | None = None
+
+
+def worker_pool_transport() -> WorkerPoolTransport:
+    """The process-wide transport (one Redis connection pool per process)."""
+    global _transport
+    if _transport is None:
+        _transport = WorkerPoolTransport()
+    return _transport
+
+
+def worker_status(client: redis.Redis | None = None) -> list[dict[str, Any]]:
+    """Every live worker's last heartbeat (for health, metrics and the dashboard)."""
+    import orjson
+
+    client = client or redis_client()
+    ids = [i.decode() for i in client.zrangebyscore(wire.WORKERS_KEY, time.time(), "+inf")]
+    if not ids:
+        return []
+    beats = client.mget([wire.heartbeat_key(i) for i in ids])
+    return [orjson.loads(b) for b in beats if b]

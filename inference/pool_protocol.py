@@ -1,0 +1,120 @@
+"""The worker pool's wire format and Redis key names, shared by web and worker processes.
+
+No Django here: the inference worker imports it without settings.
+
+A frame is `<u32 header length><JSON header><raw tensor bytes...>`. The header lists each
+tensor as `[name, numpy dtype string, shape]`; its bytes follow in that order, C-contiguous.
+Tensors of strings (numpy object dtype) travel inside the header as a JSON list instead.
+Floats never go through JSON: a [64, 256] FP32 tensor is 64 KiB of raw bytes, not 400 KB of text.
+
+Redis keys (all prefixed `mh:`; documented in docs/serving-workers.md):
+
+- `mh:q:{deployment key}`   list: request frames (RPUSH by web, LPOP/BLPOP by workers)
+- `mh:r:{request id}`       list: the one reply frame (expires shortly after the deadline)
+- `mh:assign:{device}`      hash: deployment key -> spec JSON, what every worker of a device class serves
+- `mh:hb:{worker id}`       string: the worker's heartbeat JSON, TTL HEARTBEAT_TTL_MS
+- `mh:workers`              sorted set: worker id -> heartbeat expiry (epoch s)
+- `mh:warm:{deployment key}` sorted set: worker id -> expiry (epoch s) of workers holding it warm
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+
+PREFIX = "mh:"
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_TTL_MS = 6000
+_U32 = struct.Struct("<I")
+
+
+def queue_key(deployment_key: str) -> str:
+    return f"{PREFIX}q:{deployment_key}"
+
+
+def reply_key(request_id: str) -> str:
+    return f"{PREFIX}r:{request_id}"
+
+
+def assign_key(device: str) -> str:
+    return f"{PREFIX}assign:{device}"
+
+
+def heartbeat_key(worker_id: str) -> str:
+    return f"{PREFIX}hb:{worker_id}"
+
+
+WORKERS_KEY = f"{PREFIX}workers"
+
+
+def warm_key(deployment_key: str) -> str:
+    return f"{PREFIX}warm:{deployment_key}"
+
+
+class FrameError(ValueError):
+    """A frame that does not parse: a bug or a foreign writer on our keys."""
+
+
+def encode_frame(header: dict[str, Any], tensors: dict[str, np.ndarray] | None = None) -> bytes:
+    """One frame: the header (plus the tensor table) as JSON, then each tensor's raw bytes."""
+    table: list[list[Any]] = []
+    chunks: list[bytes | memoryview] = []
+    for name, arr in (tensors or {}).items():
+        if arr.dtype.kind in "OUS":
+            table.append([name, "json", list(arr.shape), [_text(v) for v in arr.ravel().tolist()]])
+            continue
+        contiguous = np.ascontiguousarray(arr)
+        table.append([name, contiguous.dtype.str, list(contiguous.shape)])
+        chunks.append(memoryview(contiguous.reshape(-1).view(np.uint8)))
+    head = orjson.dumps({**header, "t": table})
+    return b"".join([_U32.pack(len(head)), head, *chunks])
+
+
+def decode_frame(frame: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The header and the tensors of a frame; the arrays are read-only views of `frame`."""
+    if len(frame) < 4:
+        raise FrameError(f"frame of {len(frame)} bytes is shorter than its length prefix")
+    (size,) = _U32.unpack_from(frame, 0)
+    end = 4 + size
+    if end > len(frame):
+        raise FrameError(f"frame header claims {size} bytes, frame has {len(frame) - 4}")
+    try:
+        header = orjson.loads(memoryview(frame)[4:end])
+    except orjson.JSONDecodeError as exc:
+        raise FrameError(f"frame header is not JSON: {exc}") from None
+    tensors: dict[str, np.ndarray] = {}
+    offset = end
+    for entry in header.pop("t", []):
+        name, dtype, shape = entry[0], entry[1], tuple(entry[2])
+        if dtype == "json":
+            tensors[name] = np.array(entry[3], dtype=object).reshape(shape)
+            continue
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        nbytes = count * dt.itemsize
+        if offset + nbytes > len(frame):
+            raise FrameError(f'tensor "{name}" needs {nbytes} bytes, {len(frame) - offset} remain')
+        tensors[name] = np.frombuffer(frame, dtype=dt, count=count, offset=offset).reshape(shape)
+        offset += nbytes
+    return header, tensors
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def spec_to_json(spec: Any) -> bytes:
+    """A DeploymentSpec as JSON (the assignment a worker reads)."""
+    return orjson.dumps(dataclasses.asdict(spec))
+
+
+def spec_from_json(raw: bytes | str) -> Any:
+    from inference.transport import DeploymentSpec
+
+    data = orjson.loads(raw)
+    fields = {f.name for f in dataclasses.fields(DeploymentSpec)}
+    return DeploymentSpec(**{k: v for k, v in data.items() if k in fields})

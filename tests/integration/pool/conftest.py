@@ -1,0 +1,132 @@
+"""Worker-pool test fixtures: real inference worker processes, Redis, small models."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from inference import pool_protocol as wire
+from inference.pool import WorkerPoolTransport, redis_client, worker_status
+from inference.transport import DeploymentSpec
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def mlp_model(path: Path, *, features: int = 16, hidden: int = 32, classes: int = 3, seed: int = 0) -> Path:
+    """A small FP32 MLP [-1, features] -> [-1, classes] with a free batch dim."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.standard_normal((features, hidden)).astype(np.float32)
+    w2 = rng.standard_normal((hidden, classes)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["input", "w1"], ["h"]),
+            helper.make_node("Relu", ["h"], ["hr"]),
+            helper.make_node("MatMul", ["hr", "w2"], ["output"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", classes])],
+        [helper.make_tensor("w1", TensorProto.FLOAT, w1.shape, w1.ravel()),
+         helper.make_tensor("w2", TensorProto.FLOAT, w2.shape, w2.ravel())],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def pool_spec(path: Path, *, deployment_id: int | None = None, **overrides: Any) -> DeploymentSpec:
+    values: dict[str, Any] = dict(
+        deployment_id=deployment_id or random.randint(10_000_000, 99_999_999),
+        endpoint="scores", model="mlp", version=1, role="primary", weight=100,
+        artifact_sha256="0" * 64, artifact_path=str(path), signature={},
+        device="cpu", placement="worker_pool", max_batch_size=32, max_queue_delay_ms=2.0,
+    )
+    values.update(overrides)
+    return DeploymentSpec(**values)
+
+
+class InferenceWorkerProcess:
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.proc, self.log = proc, log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_inference_worker(redis_url: str, log: Path, *, device: str = "cpu") -> InferenceWorkerProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "workers.inference_worker", "--device", device, "--redis-url", redis_url,
+           "--intra-op-threads", "1", "--pullers", "4"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return InferenceWorkerProcess(proc, log)
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def deployment_report(spec: DeploymentSpec) -> list[dict[str, Any]]:
+    """This deployment's entry in every live worker's heartbeat."""
+    return [b["deployments"][spec.key] for b in worker_status() if spec.key in b.get("deployments", {})]
+
+
+@pytest.fixture
+def redis_url(settings: Any) -> str:
+    if not settings.REDIS_URL:
+        pytest.skip("worker-pool tests need Redis (set REDIS_URL)")
+    return settings.REDIS_URL
+
+
+@pytest.fixture
+def transport(redis_url: str) -> Iterator[WorkerPoolTransport]:
+    transport = WorkerPoolTransport(redis_url)
+    yield transport
+    client = redis_client(redis_url)
+    client.delete(wire.assign_key("cpu"), wire.assign_key("gpu"))
+
+
+@pytest.fixture
+def inference_workers(redis_url: str, tmp_path: Path) -> Iterator[Callable[[], InferenceWorkerProcess]]:
+    """A factory of real `python -m workers.inference_worker` processes, all stopped at the end."""
+    started: list[InferenceWorkerProcess] = []
+
+    def start() -> InferenceWorkerProcess:
+        worker = start_inference_worker(redis_url, tmp_path / f"inference-worker-{len(started)}.log")
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
