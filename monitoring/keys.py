@@ -24,9 +24,6 @@ TOTALS_INDEX = "mh:tot:index"
 SAMPLES_INDEX = "mh:samples:index"
 DROPPED = "mh:dropped"
 # Written by the serving side (see docs/monitoring.md); read by /metrics when present.
-SERVING_QUEUE_DEPTH = "mh:serving:queue_depth"  # hash {deployment label: depth}
-SERVING_WORKERS_INDEX = "mh:serving:workers"  # set of worker ids
-SERVING_WORKER = "mh:serving:worker:"  # hash per worker: heartbeat (unix s), device, models (comma list)
 
 N_BUCKETS = len(LATENCY_BUCKETS_MS) + 1
 FLOAT_FIELDS = {"lat_sum_ms", "queue_ms_sum", "model_ms_sum"}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -154,44 +153,42 @@ def _decode(value: Any) -> str:
 
 
 def _write_serving(out: _Writer, client: Any) -> None:
+    """Queue depth, heartbeats and loaded models, from the inference workers' heartbeats."""
+    from inference.pool import worker_status
+
     try:
-        depth = client.hgetall(keys.SERVING_QUEUE_DEPTH)
-        workers = sorted(_decode(w) for w in client.smembers(keys.SERVING_WORKERS_INDEX))
-        pipe = client.pipeline(transaction=False)
-        for worker in workers:
-            pipe.hgetall(keys.SERVING_WORKER + worker)
-        details = pipe.execute() if workers else []
+        beats = worker_status(client)
     except Exception:
         return
-    if depth:
-        out.family("modelhub_queue_depth", "gauge", "Requests queued per deployment (written by the serving side).")
-        for deployment, value in sorted(depth.items()):
-            try:
-                out.sample("modelhub_queue_depth", float(value), deployment=_decode(deployment))
-            except ValueError:
-                continue
-    present = [(w, {_decode(k): _decode(v) for k, v in d.items()}) for w, d in zip(workers, details, strict=True) if d]
-    if not present:
+    if not beats:
         return
     now = time.time()
-    out.family("modelhub_worker_heartbeat_timestamp_seconds", "gauge", "Last heartbeat of each inference worker.")
-    for worker, d in present:
-        if "heartbeat" in d:
-            out.sample(
-                "modelhub_worker_heartbeat_timestamp_seconds",
-                float(d["heartbeat"]),
-                worker=worker,
-                device=d.get("device", ""),
-            )
+    depth: dict[tuple[str, str], int] = {}
     out.family("modelhub_worker_heartbeat_age_seconds", "gauge", "Seconds since each inference worker's heartbeat.")
-    for worker, d in present:
-        if "heartbeat" in d:
-            out.sample("modelhub_worker_heartbeat_age_seconds", round(now - float(d["heartbeat"]), 3), worker=worker)
-    out.family("modelhub_worker_loaded_models", "gauge", "Models loaded by each inference worker (1 per model).")
-    for worker, d in present:
-        for model in _models(d.get("models", "")):
-            out.sample("modelhub_worker_loaded_models", 1, worker=worker, model=model, device=d.get("device", ""))
-
-
-def _models(text: str) -> Iterable[str]:
-    return [m.strip() for m in text.split(",") if m.strip()]
+    for beat in beats:
+        out.sample(
+            "modelhub_worker_heartbeat_age_seconds",
+            round(now - float(beat.get("ts", now)), 3),
+            worker=str(beat.get("worker", "")),
+            device=str(beat.get("device", "")),
+        )
+        for deployment in beat.get("deployments", {}).values():
+            label = (str(deployment.get("endpoint", "")), f"{deployment.get('model')}:{deployment.get('version')}")
+            # Workers share one queue per deployment, so each reports the same depth.
+            depth[label] = max(depth.get(label, 0), int(deployment.get("queue_depth", 0)))
+    out.family("modelhub_queue_depth", "gauge", "Requests waiting in a worker-pool deployment's queue.")
+    for (endpoint, version), value in sorted(depth.items()):
+        out.sample("modelhub_queue_depth", value, endpoint=endpoint, version=version)
+    out.family("modelhub_worker_loaded_models", "gauge", "1 for each deployment a worker holds warm, by provider.")
+    for beat in beats:
+        for deployment in beat.get("deployments", {}).values():
+            if deployment.get("ready"):
+                out.sample(
+                    "modelhub_worker_loaded_models",
+                    1,
+                    worker=str(beat.get("worker", "")),
+                    endpoint=str(deployment.get("endpoint", "")),
+                    version=f"{deployment.get('model')}:{deployment.get('version')}",
+                    device=str(deployment.get("device", "")),
+                    provider=str(deployment.get("provider", "")),
+                )

@@ -77,17 +77,27 @@ def test_metrics_aggregate_every_process_and_parse(client: Any, redis_client: An
     assert "modelhub_queue_depth" not in types  # the serving keys are absent: skipped
 
 
-def test_serving_keys_are_exposed_when_present(client: Any, redis_client: Any) -> None:
-    redis_client.hset("mh:serving:queue_depth", mapping={"iris:1": 3})
-    redis_client.sadd("mh:serving:workers", "gpu-0")
-    redis_client.hset(
-        "mh:serving:worker:gpu-0", mapping={"heartbeat": time.time(), "device": "cuda", "models": "iris:1,iris:2"}
-    )
-    redis_client.sadd("mh:serving:workers", "gone")  # listed, but its hash expired: skipped
+def test_inference_worker_heartbeats_are_exposed(client: Any, redis_client: Any) -> None:
+    import orjson
+
+    from inference import pool_protocol as wire
+
+    def beat(worker: str, ts: float, ready: bool) -> None:
+        deployment = {"endpoint": "iris", "model": "iris", "version": 1, "ready": ready, "device": "gpu"}
+        deployment.update(provider="CUDAExecutionProvider", queue_depth=3)
+        body = {"worker": worker, "device": "gpu", "ts": ts, "deployments": {"d1": deployment}}
+        redis_client.set(wire.heartbeat_key(worker), orjson.dumps(body), ex=60)
+        redis_client.zadd(wire.WORKERS_KEY, {worker: ts + 6})
+
+    beat("gpu-0", time.time(), ready=True)
+    beat("gpu-1", time.time(), ready=False)
+    beat("dead", time.time() - 600, ready=True)  # its heartbeat expired: not listed
     _, samples = parse(client.get("/metrics").content.decode())
-    assert value(samples, "modelhub_queue_depth", deployment="iris:1") == 3
-    assert value(samples, "modelhub_worker_loaded_models", worker="gpu-0") == 2
-    assert value(samples, "modelhub_worker_heartbeat_age_seconds", worker="gpu-0") >= 0
+    assert value(samples, "modelhub_queue_depth", endpoint="iris", version="iris:1") == 3
+    loaded = [lab for n, lab, _ in samples if n == "modelhub_worker_loaded_models"]
+    assert [(lab["worker"], lab["provider"]) for lab in loaded] == [("gpu-0", "CUDAExecutionProvider")]
+    ages = {lab["worker"] for n, lab, _ in samples if n == "modelhub_worker_heartbeat_age_seconds"}
+    assert ages == {"gpu-0", "gpu-1"}
 
 
 def test_label_values_are_escaped(client: Any, redis_client: Any, settings: Any) -> None:
