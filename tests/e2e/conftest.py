@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,10 @@ os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The README's screenshots are refreshed on demand
+# (MODELHUB_SCREENSHOTS_DIR=docs/screenshots scripts/test.sh tests/e2e/test_screenshots.py);
+# an ordinary run writes them to a temporary folder so that it leaves the tree clean.
+SCREENSHOTS = Path(os.environ.get("MODELHUB_SCREENSHOTS_DIR") or Path(tempfile.gettempdir()) / "modelhub-screenshots")
 
 
 @pytest.fixture(scope="session")
