@@ -37,6 +37,14 @@ def _check_redis() -> dict[str, Any]:
         return {"ok": False, "error": str(exc).strip()[:200]}
 
 
+def _check_monitoring() -> dict[str, Any]:
+    # Lost metrics never make a process unready; a flusher thread that died does.
+    from monitoring.flusher import flusher, flusher_state
+
+    state = flusher_state()
+    return {"ok": not flusher.started or state["running"], **state}
+
+
 def _check_workers() -> dict[str, Any]:
     """Every worker-pool primary taking traffic is warm on at least one inference worker."""
     if not settings.REDIS_URL:
@@ -46,7 +54,12 @@ def _check_workers() -> dict[str, Any]:
     return pool_readiness()
 
 
-READINESS_CHECKS = {"database": _check_database, "redis": _check_redis, "workers": _check_workers}
+READINESS_CHECKS = {
+    "database": _check_database,
+    "redis": _check_redis,
+    "workers": _check_workers,
+    "monitoring": _check_monitoring,
+}
 
 
 @extend_schema(summary="Liveness: the web process answers")

@@ -151,10 +151,28 @@ MAX_ARTIFACT_BYTES = env_int("MODELHUB_MAX_ARTIFACT_BYTES", 512 * 1024 * 1024)
 VALIDATION_MEMORY_LIMIT_BYTES = env_int("MODELHUB_VALIDATION_MEMORY_LIMIT_BYTES", 2 * 1024**3)
 VALIDATION_TIMEOUT_S = env_float("MODELHUB_VALIDATION_TIMEOUT_S", 120.0)
 
+# --- Notifications (approvals) -----------------------------------------------------------
+# Console by default: decisions are printed, nothing leaves the machine until configured.
+EMAIL_BACKEND = env_str("MODELHUB_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("MODELHUB_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("MODELHUB_EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("MODELHUB_EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("MODELHUB_EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("MODELHUB_EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("MODELHUB_EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("MODELHUB_EMAIL_FROM", "modelhub@localhost")
+# Webhook deliveries: (connect, read) seconds, and how many retries with back-off.
+WEBHOOK_TIMEOUT_S = (env_float("MODELHUB_WEBHOOK_CONNECT_TIMEOUT_S", 3.0), env_float("MODELHUB_WEBHOOK_READ_TIMEOUT_S", 5.0))
+WEBHOOK_MAX_RETRIES = env_int("MODELHUB_WEBHOOK_MAX_RETRIES", 6)
+
 # --- HTTP ---------------------------------------------------------------------------------
 # Bodies other than artifact uploads (JSON, predictions, forms) are capped here.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MODELHUB_MAX_REQUEST_BYTES", 32 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
+
+# --- Serving (inference app) -----------------------------------------------------------
+# Largest prediction request body (simple JSON or V2, binary tensors included), in bytes.
+PREDICT_MAX_BODY_BYTES = env_int("MODELHUB_MAX_PREDICT_BYTES", 16 * 1024 * 1024)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -224,3 +242,17 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("MODELHUB_LOG_LEVEL", "INFO")},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
+
+# --- Monitoring (issue #5; docs/monitoring.md) -----------------------------------------------
+MONITORING_FLUSH_INTERVAL_S = env_float("MODELHUB_MONITORING_FLUSH_INTERVAL_S", 2.0)
+MONITORING_KEY_TTL_S = env_int("MODELHUB_MONITORING_KEY_TTL_S", 6 * 3600)
+MONITORING_ROLLUP_GRACE_S = env_int("MODELHUB_MONITORING_ROLLUP_GRACE_S", 90)
+MONITORING_MINUTE_RETENTION_DAYS = env_int("MODELHUB_MONITORING_MINUTE_RETENTION_DAYS", 7)
+MONITORING_HOUR_RETENTION_DAYS = env_int("MODELHUB_MONITORING_HOUR_RETENTION_DAYS", 180)
+MONITORING_SAMPLE_RETENTION_DAYS = env_int("MODELHUB_MONITORING_SAMPLE_RETENTION_DAYS", 14)
+MONITORING_SAMPLES_PER_ENDPOINT = env_int("MODELHUB_MONITORING_SAMPLES_PER_ENDPOINT", 1000)
+MONITORING_DEFAULT_DRIFT_SAMPLE_RATE = env_float("MODELHUB_MONITORING_DRIFT_SAMPLE_RATE", 0.05)
+MONITORING_DRIFT_WINDOW_MINUTES = env_int("MODELHUB_MONITORING_DRIFT_WINDOW_MINUTES", 60)
+MONITORING_REFERENCE_FROM_TRAFFIC_HOURS = env_int("MODELHUB_MONITORING_REFERENCE_HOURS", 24)
+MONITORING_ALERT_NOTIFY_TIMEOUT_S = env_float("MODELHUB_ALERT_NOTIFY_TIMEOUT_S", 5.0)
+MONITORING_METRICS_TOKEN = env_str("MODELHUB_METRICS_TOKEN")

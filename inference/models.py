@@ -30,6 +30,9 @@ class Endpoint(models.Model):
     timeout_ms = models.PositiveIntegerField(default=5000)
     # Header whose value pins a caller to one version while the split is unchanged.
     sticky_header = models.CharField(max_length=64, blank=True, default="X-Routing-Key")
+    # Prediction calls need an API key scoped to this endpoint; off only for open demos
+    # and benchmarks (like a KServe server without auth).
+    require_key = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -73,6 +76,9 @@ class Deployment(models.Model):
     max_queue_delay_ms = models.FloatField(default=2.0)
     state = models.CharField(max_length=16, choices=State.choices, default=State.LOADING)
     state_detail = models.TextField(blank=True)
+    # The execution provider ONNX Runtime really gave the session (CPU when a GPU was asked
+    # for and CUDA could not be used), as the runtime reported it.
+    provider = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

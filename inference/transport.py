@@ -66,3 +66,103 @@ class Transport(Protocol):
         """Run one request (rows along dim 0); raises inference.runtime.errors on failure."""
 
     def unload(self, spec: DeploymentSpec) -> None: ...
+
+
+class InProcessTransport:
+    """Serves deployments inside this process, from an inference.runtime ModelRepository.
+
+    Loading is lazy and happens at most once per process and deployment (the repository
+    locks per key), so the first request a web process gets for a deployment waits for
+    load + warm-up; every later one goes straight to the session (or its batcher when
+    max_batch_size > 1). A deployment's settings never change (other settings make a new
+    deployment), so the key and the artifact digest say whether what is loaded fits.
+    """
+
+    def __init__(self, repository: Any = None) -> None:
+        from inference.runtime.repository import ModelRepository
+
+        self.repository = repository if repository is not None else ModelRepository()
+        self._served: dict[str, tuple[str, Any]] = {}  # key -> (sha256, ServedModel)
+
+    def ensure_loaded(self, spec: DeploymentSpec) -> None:
+        self._load(spec)
+
+    def ready(self, spec: DeploymentSpec) -> bool:
+        entry = self._served.get(spec.key)
+        return entry is not None and entry[1].ready
+
+    def provider(self, spec: DeploymentSpec) -> str:
+        """The provider the session really got in this process, "" when not loaded here."""
+        entry = self._served.get(spec.key)
+        return entry[1].model.provider if entry is not None else ""
+
+    def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
+        entry = self._served.get(spec.key)
+        served = entry[1] if entry is not None and entry[0] == spec.artifact_sha256 else self._load(spec)
+        return InferResult(outputs=served.predict(inputs, timeout_s=timeout_s), provider=served.model.provider)
+
+    def unload(self, spec: DeploymentSpec) -> None:
+        self.unload_key(spec.key)
+
+    def unload_key(self, key: str) -> None:
+        self._served.pop(key, None)
+        self.repository.unload(key)
+
+    def loaded_keys(self) -> list[str]:
+        return list(self._served)
+
+    def _load(self, spec: DeploymentSpec) -> Any:
+        served = self.repository.load(
+            spec.key,
+            spec.artifact_path,
+            device="gpu" if spec.device == "gpu" else "cpu",
+            max_batch_size=spec.max_batch_size,
+            max_queue_delay_ms=spec.max_queue_delay_ms,
+            name=spec.model,
+            version=str(spec.version),
+            sha256=spec.artifact_sha256,
+            intra_op_threads=_intra_op_threads(),
+        )
+        self._served[spec.key] = (spec.artifact_sha256, served)
+        return served
+
+
+def _intra_op_threads() -> int | None:
+    """ONNX Runtime threads per in-process session (MODELHUB_INTRA_OP_THREADS; unset = ORT's
+    default, all cores). Several web processes each running all-core sessions fight over
+    the cores; 1 per process is usually better with as many processes as cores."""
+    import os
+
+    value = os.environ.get("MODELHUB_INTRA_OP_THREADS", "")
+    return int(value) if value.strip() else None
+
+
+_IN_PROCESS: InProcessTransport | None = None
+_POOL: Transport | None = None
+
+
+def in_process_transport() -> InProcessTransport:
+    global _IN_PROCESS
+    if _IN_PROCESS is None:
+        _IN_PROCESS = InProcessTransport()
+    return _IN_PROCESS
+
+
+def transport_for(spec: DeploymentSpec) -> Transport:
+    """The transport serving `spec`, by its placement (one instance of each per process).
+
+    The worker-pool transport lives in `inference.pool` (`WorkerPoolTransport()`), imported
+    on first use so that the in-process path never pays for it.
+    """
+    if spec.placement == "worker_pool":
+        global _POOL
+        if _POOL is None:
+            try:
+                from inference.pool import WorkerPoolTransport  # type: ignore[import-not-found]
+            except ImportError as exc:
+                from inference.runtime.errors import ModelNotReady
+
+                raise ModelNotReady(f"{spec.label}: worker-pool placement is not available here ({exc})") from None
+            _POOL = WorkerPoolTransport()
+        return _POOL
+    return in_process_transport()

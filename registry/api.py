@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import Team
-from accounts.permissions import ReadOrEngineerWrites
+from accounts.permissions import ReadOrEngineerWrites, team_check
 from config.errors import NotFound, PayloadTooLarge
 from config.http import client_ip
 from config.parsers import parse_json
@@ -52,6 +52,7 @@ class ModelListCreate(generics.ListAPIView):
             stage=params.get("stage", ""),
             status=params.get("status", ""),
             team=params.get("team", ""),
+            user=self.request.user,
         ).prefetch_related(
             Prefetch("versions", queryset=ModelVersion.objects.order_by("-version"), to_attr="prefetched_versions")
         )
@@ -69,6 +70,7 @@ class ModelListCreate(generics.ListAPIView):
             team = Team.objects.filter(name=data.validated_data["team"]).first()
             if team is None:
                 raise NotFound(f"no team named {data.validated_data['team']!r}")
+            team_check(request.user, team.pk, what=f"a model of team {team.name!r}")
         model = services.model_register(
             name=data.validated_data["name"],
             description=data.validated_data["description"],
@@ -85,14 +87,14 @@ class ModelDetail(APIView):
 
     @extend_schema(summary="One model", responses=RegisteredModelSerializer)
     def get(self, request: Request, name: str) -> Response:
-        return Response(RegisteredModelSerializer(selectors.model_get(name=name)).data)
+        return Response(RegisteredModelSerializer(selectors.model_get(name=name, user=request.user)).data)
 
     @extend_schema(summary="Change a model's description, tags or gates", request=ModelUpdateSerializer, responses=RegisteredModelSerializer)
     def patch(self, request: Request, name: str) -> Response:
         data = ModelUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         model = services.model_update(
-            model=selectors.model_get(name=name), user=request.user, source_ip=client_ip(request), **data.validated_data
+            model=selectors.model_get(name=name, user=request.user), user=request.user, source_ip=client_ip(request), **data.validated_data
         )
         return Response(RegisteredModelSerializer(model).data)
 
@@ -129,7 +131,7 @@ class VersionListCreate(generics.ListAPIView):
     def get_queryset(self) -> Any:
         params = self.request.query_params
         return selectors.version_list(
-            model=selectors.model_get(name=self.kwargs["name"]),
+            model=selectors.model_get(name=self.kwargs["name"], user=self.request.user),
             stage=params.get("stage", ""),
             status=params.get("status", ""),
             tag=params.get("tag", ""),
@@ -145,7 +147,7 @@ class VersionListCreate(generics.ListAPIView):
         responses={201: ModelVersionSerializer},
     )
     def post(self, request: Request, name: str) -> Response:
-        model = selectors.model_get(name=name)
+        model = selectors.model_get(name=name, user=request.user)
         files = request.FILES
         uploaded = files.get("artifact")
         staged_files = [f for f in files.values() if isinstance(f, storage.StagedUploadedFile)]
@@ -182,14 +184,14 @@ class VersionDetail(APIView):
 
     @extend_schema(summary="One version: status, signature, sha256, metadata, validation report", responses=ModelVersionSerializer)
     def get(self, request: Request, name: str, version: int) -> Response:
-        return Response(ModelVersionSerializer(selectors.version_get(model_name=name, version=version)).data)
+        return Response(ModelVersionSerializer(selectors.version_get(model_name=name, version=version, user=request.user)).data)
 
     @extend_schema(summary="Attach metadata (merged), replace tags, change description", request=VersionUpdateSerializer, responses=ModelVersionSerializer)
     def patch(self, request: Request, name: str, version: int) -> Response:
         data = VersionUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         updated = services.model_version_update(
-            version=selectors.version_get(model_name=name, version=version),
+            version=selectors.version_get(model_name=name, version=version, user=request.user),
             user=request.user,
             source_ip=client_ip(request),
             **data.validated_data,
@@ -203,7 +205,7 @@ class VersionArchive(APIView):
     @extend_schema(summary="Archive a version", request=None, responses=ModelVersionSerializer)
     def post(self, request: Request, name: str, version: int) -> Response:
         archived = services.model_version_archive(
-            version=selectors.version_get(model_name=name, version=version), user=request.user, source_ip=client_ip(request)
+            version=selectors.version_get(model_name=name, version=version, user=request.user), user=request.user, source_ip=client_ip(request)
         )
         return Response(ModelVersionSerializer(archived).data)
 
@@ -213,7 +215,7 @@ class VersionArtifact(APIView):
 
     @extend_schema(summary="Download the artifact", responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
     def get(self, request: Request, name: str, version: int) -> FileResponse:
-        found = selectors.version_get(model_name=name, version=version)
+        found = selectors.version_get(model_name=name, version=version, user=request.user)
         path = storage.artifact_path(found.artifact_sha256)
         if not path.exists():
             raise NotFound(f"the artifact of {found} is missing from the store")

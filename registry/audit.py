@@ -30,4 +30,16 @@ def audit_record(
         before=before or {},
         after=after or {},
         source_ip=source_ip,
+        team_id=_team_id_of(obj),
     )
+
+
+def _team_id_of(obj: models.Model) -> int | None:
+    """The owning team of a model, version, promotion request or endpoint, if any."""
+    if hasattr(obj, "team_id"):
+        return obj.team_id  # type: ignore[no-any-return]
+    for parent in ("model", "version", "endpoint"):
+        related = getattr(obj, parent, None)
+        if isinstance(related, models.Model):
+            return _team_id_of(related)
+    return None

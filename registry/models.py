@@ -18,6 +18,8 @@ class RegisteredModel(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # People told of promotion decisions besides the requester.
+    watchers = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="watched_models")
 
     class Meta:
         ordering = ["name"]
@@ -68,7 +70,13 @@ class ModelVersion(models.Model):
 
     class Meta:
         ordering = ["model__name", "-version"]
-        constraints = [models.UniqueConstraint(fields=["model", "version"], name="unique_version_per_model")]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "version"], name="unique_version_per_model"),
+            # The last guard against a double promotion: one Production version per model.
+            models.UniqueConstraint(
+                fields=["model"], condition=models.Q(stage="Production"), name="one_production_version_per_model"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.model.name} v{self.version}"
@@ -86,6 +94,8 @@ class AuditEvent(models.Model):
     before = models.JSONField(default=dict, blank=True)
     after = models.JSONField(default=dict, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
+    # The owning team of the object, so that the log can be scoped like the objects are.
+    team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -101,3 +111,79 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.object_repr}"
+
+
+class PromotionRequest(models.Model):
+    """A request to move a version to another stage, decided by an approver."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        CANCELLED = "cancelled"
+
+    class Kind(models.TextChoices):
+        PROMOTION = "promotion"
+        ROLLBACK = "rollback"
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="promotion_requests")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PROMOTION)
+    from_stage = models.CharField(max_length=16, choices=ModelVersion.Stage.choices)
+    to_stage = models.CharField(max_length=16, choices=ModelVersion.Stage.choices)
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    justification = models.TextField()
+    # [{"name", "ok", "detail"}], computed at request time and again at the decision.
+    gates = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    comment = models.TextField(blank=True)
+    override_reason = models.TextField(blank=True)
+    # The version that was in Production before this approval (what a rollback returns to).
+    replaced_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "to_stage"],
+                condition=models.Q(status="pending"),
+                name="one_pending_request_per_version_and_stage",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.version} {self.from_stage} -> {self.to_stage} ({self.status})"
+
+    @property
+    def gates_ok(self) -> bool:
+        return all(gate.get("ok") for gate in self.gates)
+
+
+class Webhook(models.Model):
+    """An HTTP endpoint told of events; bodies are signed with its secret (HMAC-SHA256)."""
+
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=128)
+    # Event names ("promotion.approved", ...); an empty list means every event.
+    events = models.JSONField(default=list, blank=True)
+    # Events of this team's models only; None: every model's events.
+    team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="webhooks")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return self.url
+
+    def wants(self, event: str, team_id: int | None) -> bool:
+        return self.active and (not self.events or event in self.events) and (
+            self.team_id is None or self.team_id == team_id
+        )

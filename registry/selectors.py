@@ -1,15 +1,21 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import Q, QuerySet
 
+from accounts.permissions import team_scope
 from config.errors import NotFound
-from registry.models import ModelVersion, RegisteredModel
+from registry.models import AuditEvent, ModelVersion, PromotionRequest, RegisteredModel
 
 
 def model_list(
-    *, search: str = "", tag: str = "", stage: str = "", status: str = "", team: str = ""
+    *, search: str = "", tag: str = "", stage: str = "", status: str = "", team: str = "", user: Any = None
 ) -> QuerySet[RegisteredModel]:
+    """Models matching the filters; with `user`, only those the user may see (team scoping)."""
     models = RegisteredModel.objects.select_related("team")
+    if user is not None:
+        models = team_scope(models, user)
     if search:
         models = models.filter(Q(name__icontains=search) | Q(description__icontains=search))
     if tag:
@@ -34,8 +40,12 @@ def _filter_tag(models: QuerySet[RegisteredModel], tag: str) -> QuerySet[Registe
     return models.filter(tags__icontains=f'"{tag}"')
 
 
-def model_get(*, name: str) -> RegisteredModel:
-    model = RegisteredModel.objects.select_related("team").filter(name=name).first()
+def model_get(*, name: str, user: Any = None) -> RegisteredModel:
+    """One model; with `user`, another team's model is answered as not found."""
+    models = RegisteredModel.objects.select_related("team")
+    if user is not None:
+        models = team_scope(models, user)
+    model = models.filter(name=name).first()
     if model is None:
         raise NotFound(f"no model named {name!r}")
     return model
@@ -54,12 +64,70 @@ def version_list(*, model: RegisteredModel, stage: str = "", status: str = "", t
     return versions
 
 
-def version_get(*, model_name: str, version: str | int) -> ModelVersion:
+def version_get(*, model_name: str, version: str | int, user: Any = None) -> ModelVersion:
     try:
         number = int(version)
     except (TypeError, ValueError):
         raise NotFound(f"version must be a number, got {version!r}") from None
-    found = ModelVersion.objects.select_related("model", "created_by").filter(model__name=model_name, version=number).first()
+    versions = ModelVersion.objects.select_related("model", "created_by")
+    if user is not None:
+        versions = team_scope(versions, user, team_field="model__team")
+    found = versions.filter(model__name=model_name, version=number).first()
     if found is None:
         raise NotFound(f"model {model_name!r} has no version {number}")
     return found
+
+
+def promotion_list(
+    *, user: Any, status: str = "", mine: bool = False, model: str = "", to_stage: str = ""
+) -> QuerySet[PromotionRequest]:
+    """The approval queue the user may see (their teams' models and models with no team)."""
+    requests = team_scope(
+        PromotionRequest.objects.select_related("version__model", "requester", "reviewer", "replaced_version"),
+        user,
+        team_field="version__model__team",
+    )
+    if status:
+        requests = requests.filter(status=status)
+    if mine:
+        requests = requests.filter(requester=user)
+    if model:
+        requests = requests.filter(version__model__name=model)
+    if to_stage:
+        requests = requests.filter(to_stage=to_stage)
+    return requests.order_by("-created_at", "-pk")
+
+
+def promotion_get(*, request_id: int, user: Any) -> PromotionRequest:
+    found = promotion_list(user=user).filter(pk=request_id).first()
+    if found is None:
+        raise NotFound(f"no promotion request #{request_id}")
+    return found
+
+
+def audit_list(
+    *,
+    user: Any,
+    actor: str = "",
+    action: str = "",
+    object_type: str = "",
+    object_id: str = "",
+    since: Any = None,
+    until: Any = None,
+) -> QuerySet[AuditEvent]:
+    """Audit events the user may read (events of other teams' objects are left out)."""
+    events = team_scope(AuditEvent.objects.all(), user)
+    if actor:
+        events = events.filter(actor_name=actor)
+    if action:
+        # "promotion" matches every promotion.* action; "promotion.approve" only that one.
+        events = events.filter(Q(action=action) | Q(action__startswith=f"{action}."))
+    if object_type:
+        events = events.filter(object_type=object_type)
+    if object_id:
+        events = events.filter(object_id=object_id)
+    if since is not None:
+        events = events.filter(created_at__gte=since)
+    if until is not None:
+        events = events.filter(created_at__lt=until)
+    return events.order_by("-created_at", "-id")

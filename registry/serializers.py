@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from registry.models import ModelVersion, RegisteredModel
+from registry.models import AuditEvent, ModelVersion, PromotionRequest, RegisteredModel
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -97,3 +97,81 @@ class VersionUpdateSerializer(serializers.Serializer):
     metadata = serializers.DictField(required=False)
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
     description = serializers.CharField(required=False, allow_blank=True)
+
+
+class PromotionRequestSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="version.model.name", read_only=True)
+    version = serializers.IntegerField(source="version.version", read_only=True)
+    requester = serializers.CharField(source="requester.username", read_only=True, default=None)
+    reviewer = serializers.CharField(source="reviewer.username", read_only=True, default=None)
+    replaced_version = serializers.IntegerField(source="replaced_version.version", read_only=True, default=None)
+    gates_ok = serializers.BooleanField(read_only=True)
+    links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PromotionRequest
+        fields = [
+            "id",
+            "kind",
+            "model",
+            "version",
+            "from_stage",
+            "to_stage",
+            "status",
+            "requester",
+            "justification",
+            "gates",
+            "gates_ok",
+            "reviewer",
+            "comment",
+            "override_reason",
+            "replaced_version",
+            "created_at",
+            "decided_at",
+            "links",
+        ]
+        read_only_fields = fields
+
+    def get_links(self, obj: PromotionRequest) -> dict[str, str]:
+        base = f"/api/v1/promotions/{obj.pk}/"
+        return {"self": base, "approve": base + "approve", "reject": base + "reject", "cancel": base + "cancel"}
+
+
+class PromotionCreateSerializer(serializers.Serializer):
+    to_stage = serializers.ChoiceField(choices=["Staging", "Production", "Archived"])
+    justification = serializers.CharField(max_length=10_000)
+
+
+class PromotionDecisionSerializer(serializers.Serializer):
+    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    override_reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=10_000,
+        help_text="admins only: approve despite failed gates, with this written reason (recorded)",
+    )
+
+
+class CommentSerializer(serializers.Serializer):
+    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor_name", read_only=True)
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id",
+            "created_at",
+            "actor",
+            "action",
+            "object_type",
+            "object_id",
+            "object_repr",
+            "before",
+            "after",
+            "source_ip",
+        ]
+        read_only_fields = fields

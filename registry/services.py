@@ -90,6 +90,10 @@ def model_update(
     before = {key: getattr(model, key) for key in changes}
     if "tags" in changes:
         changes["tags"] = tags_check(changes["tags"])
+    if "gate_settings" in changes:
+        from registry.promotions import gate_settings_check
+
+        changes["gate_settings"] = gate_settings_check(changes["gate_settings"])
     for key, value in changes.items():
         setattr(model, key, value)
     model.save(update_fields=[*changes, "updated_at"])

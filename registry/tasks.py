@@ -46,3 +46,67 @@ def validation_sweep() -> int:
     for version_id in stuck:
         model_version_validate.delay(version_id)
     return len(stuck)
+
+
+class WebhookDeliveryFailed(Exception):
+    """The receiver answered with a non-2xx status; the delivery is retried."""
+
+
+@shared_task(name="registry.promotion_notify")
+def promotion_notify(request_id: int, event: str) -> int:
+    """Email the requester and watchers, and queue one signed delivery per webhook."""
+    import uuid
+
+    from registry import notifications
+    from registry.models import PromotionRequest
+
+    request = (
+        PromotionRequest.objects.select_related("version__model", "requester", "reviewer").filter(pk=request_id).first()
+    )
+    if request is None:
+        return 0
+    payload = notifications.promotion_payload(request, event)
+    try:
+        notifications.promotion_email(request, event)
+    except Exception:
+        # A mail outage must not stop the webhooks; the decision itself is already made.
+        log.exception("could not email the decision on promotion request %s", request_id)
+    hooks = notifications.webhooks_for(event, request.version.model.team_id)
+    for hook in hooks:
+        # The delivery id is fixed here, so that a retried or repeated delivery can be
+        # recognised (deduplicated) by the receiver.
+        webhook_deliver.delay(hook.pk, event, payload, f"{request_id}-{event}-{hook.pk}-{uuid.uuid4().hex[:8]}")
+    return len(hooks)
+
+
+@shared_task(
+    name="registry.webhook_deliver",
+    autoretry_for=(WebhookDeliveryFailed, OSError),
+    retry_backoff=2,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=settings.WEBHOOK_MAX_RETRIES,
+)
+def webhook_deliver(webhook_id: int, event: str, payload: dict, delivery_id: str) -> int:
+    """POST one signed event to one webhook; non-2xx and network errors are retried with
+    exponential back-off (2, 4, 8 ... s, capped at 10 min). Short timeouts: nothing hangs."""
+    import requests
+
+    from config.renderers import dumps
+    from registry import notifications
+    from registry.models import Webhook
+
+    hook = Webhook.objects.filter(pk=webhook_id, active=True).first()
+    if hook is None:
+        return 0
+    body = dumps(payload)
+    headers = notifications.signed_headers(hook.secret, body, event=event, delivery_id=delivery_id)
+    try:
+        response = requests.post(
+            hook.url, data=body, headers=headers, timeout=settings.WEBHOOK_TIMEOUT_S, allow_redirects=False
+        )
+    except requests.RequestException as exc:
+        raise WebhookDeliveryFailed(f"webhook {hook.pk} ({hook.url}): {exc}") from exc
+    if not 200 <= response.status_code < 300:
+        raise WebhookDeliveryFailed(f"webhook {hook.pk} ({hook.url}) answered {response.status_code}")
+    return response.status_code

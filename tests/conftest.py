@@ -89,5 +89,8 @@ def upload(api: APIClient, model: str, data: bytes, *, filename: str = "model.on
     with TestCase.captureOnCommitCallbacks(execute=True) as callbacks:
         response = api.post(f"/api/v1/models/{model}/versions/", payload, format="multipart")
     if response.status_code == 201 and callbacks:
-        return api.get(f"/api/v1/models/{model}/versions/{response.json()['version']}/")
+        # Keep the upload's status code, with the version as it is after validation.
+        refreshed = api.get(f"/api/v1/models/{model}/versions/{response.json()['version']}/")
+        refreshed.status_code = response.status_code
+        return refreshed
     return response

@@ -26,6 +26,7 @@ class Command(BaseCommand):
         admin = self._admin()
         if not options["no_demo"]:
             self._demo(admin)
+            self._serving(admin)
 
     def _admin(self) -> Any:
         users = get_user_model()
@@ -38,6 +39,12 @@ class Command(BaseCommand):
         admin = users.objects.create_superuser(username=username, email="", password=password)
         self.stdout.write(self.style.SUCCESS(f"admin account created: {username} / {password}"))
         return admin
+
+    def _serving(self, admin: Any) -> None:
+        # Serving step (inference app): the demo endpoint `iris` and an API key for it.
+        from inference.bootstrap import serving_bootstrap
+
+        serving_bootstrap(admin=admin, write=lambda line: self.stdout.write(self.style.SUCCESS(line)))
 
     def _demo(self, admin: Any) -> None:
         model = RegisteredModel.objects.filter(name=DEMO_MODEL_NAME).first()
@@ -57,4 +64,3 @@ class Command(BaseCommand):
         )
         version.refresh_from_db()
         self.stdout.write(self.style.SUCCESS(f"demo model registered: {version} ({version.status})"))
-

@@ -108,7 +108,12 @@ def test_the_async_path_answers_like_the_blocking_one_and_503s_when_redis_is_unr
             await WorkerPoolTransport("redis://127.0.0.1:1/0").infer_async(spec, {"input": x}, timeout_s=30)
         return answers, caught.value
 
-    answers, refused = asyncio.run(calls())
+    # In a thread of its own: the browser tests' Playwright keeps an event loop running
+    # in the main thread for the whole session, and asyncio.run refuses to nest.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        answers, refused = pool.submit(asyncio.run, calls()).result(timeout=60)
     expected = transport.infer(spec, {"input": x}, timeout_s=5).outputs["output"]
     for answer in answers:
         np.testing.assert_array_equal(answer.outputs["output"], expected)

@@ -1,0 +1,224 @@
+"""Charts as pure functions: plain data in, a Plotly figure out.
+
+No database and no request here, so every chart is tested with literal data. Pages turn
+figures into JSON (`figure_data`) and the browser draws them with the Plotly served by
+the platform itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+# One palette for every page: a version keeps its colour across charts.
+PALETTE = ("#2f5bd3", "#e07b00", "#1f7a3f", "#b42318", "#7a3fb4", "#0f8a8a", "#8a6d0f", "#5b6475")
+PERCENTILE_DASH = {"p50": "solid", "p95": "dash", "p99": "dot"}
+DRIFT_WARN = 0.1
+DRIFT_ALERT = 0.25
+
+Point = tuple[datetime, float | None]
+
+
+def _layout(fig: go.Figure, *, title: str, y_title: str = "", height: int = 300) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0, "font": {"size": 15}},
+        height=height,
+        margin={"l": 56, "r": 16, "t": 44, "b": 40},
+        paper_bgcolor="#ffffff",
+        plot_bgcolor="#ffffff",
+        font={"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 12, "color": "#1d2330"},
+        legend={"orientation": "h", "y": -0.2},
+        hovermode="x unified",
+    )
+    fig.update_xaxes(gridcolor="#eef0f4", zeroline=False)
+    fig.update_yaxes(title_text=y_title, gridcolor="#eef0f4", zeroline=False, rangemode="tozero")
+    return fig
+
+
+def colour(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def _empty(fig: go.Figure, text: str) -> go.Figure:
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"color": "#5b6475"})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def timeseries_chart(
+    series: Mapping[str, Sequence[Point]], *, title: str, y_title: str = "", percent: bool = False
+) -> go.Figure:
+    """One line per series (usually one per version), gaps where a value is None."""
+    fig = go.Figure()
+    for i, (label, points) in enumerate(series.items()):
+        fig.add_trace(
+            go.Scatter(
+                x=[t for t, _ in points],
+                y=[v for _, v in points],
+                name=label,
+                mode="lines+markers" if len(points) < 30 else "lines",
+                line={"color": colour(i), "width": 2},
+                connectgaps=False,
+            )
+        )
+    _layout(fig, title=title, y_title=y_title)
+    if percent:
+        fig.update_yaxes(tickformat=".1%")
+    if not any(series.values()):
+        _empty(fig, "no traffic in this range")
+    return fig
+
+
+def latency_chart(series: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str = "Latency") -> go.Figure:
+    """p50/p95/p99 per version: points are {"t": datetime, "p50": ms, "p95": ms, "p99": ms}."""
+    fig = go.Figure()
+    for i, (label, points) in enumerate(series.items()):
+        for quantile, dash in PERCENTILE_DASH.items():
+            fig.add_trace(
+                go.Scatter(
+                    x=[p["t"] for p in points],
+                    y=[p.get(quantile) for p in points],
+                    name=f"{label} {quantile}",
+                    mode="lines",
+                    line={"color": colour(i), "dash": dash, "width": 2 if quantile == "p50" else 1.5},
+                )
+            )
+    _layout(fig, title=title, y_title="ms")
+    if not any(series.values()):
+        _empty(fig, "no traffic in this range")
+    return fig
+
+
+def distribution_chart(counts: Mapping[str, Mapping[str, float]], *, title: str = "Outputs") -> go.Figure:
+    """Grouped bars: for each series (version), the share of each output class or bin."""
+    fig = go.Figure()
+    categories = sorted({category for per in counts.values() for category in per}, key=_natural)
+    for i, (label, per) in enumerate(counts.items()):
+        total = sum(per.values()) or 1
+        fig.add_trace(
+            go.Bar(
+                x=categories,
+                y=[per.get(c, 0) / total for c in categories],
+                name=label,
+                marker_color=colour(i),
+                customdata=[per.get(c, 0) for c in categories],
+                hovertemplate="%{x}: %{y:.1%} (%{customdata})<extra>" + label + "</extra>",
+            )
+        )
+    _layout(fig, title=title, y_title="share")
+    fig.update_layout(barmode="group", hovermode="closest")
+    fig.update_yaxes(tickformat=".0%")
+    fig.update_xaxes(type="category")
+    if not categories:
+        _empty(fig, "no outputs recorded in this range")
+    return fig
+
+
+def drift_chart(
+    scores: Mapping[str, float | None],
+    *,
+    title: str = "Drift per feature (PSI)",
+    warn: float = DRIFT_WARN,
+    alert: float = DRIFT_ALERT,
+) -> go.Figure:
+    """Horizontal bars, one per feature, coloured by the usual PSI bands."""
+    features = [name for name in scores if scores[name] is not None]
+    values = [float(scores[name]) for name in features]  # type: ignore[arg-type]
+    colours = ["#b42318" if v >= alert else "#e07b00" if v >= warn else "#1f7a3f" for v in values]
+    fig = go.Figure(go.Bar(x=values, y=features, orientation="h", marker_color=colours, name="PSI"))
+    _layout(fig, title=title, height=max(220, 60 + 28 * len(features)))
+    fig.update_layout(hovermode="closest", showlegend=False)
+    fig.update_yaxes(title_text="", autorange="reversed", rangemode="normal")
+    fig.update_xaxes(title_text="PSI", rangemode="tozero")
+    if not features:
+        return _empty(fig, "no drift scores yet (needs reference statistics and traffic)")
+    for x, text in ((warn, "moderate"), (alert, "shift")):
+        fig.add_vline(x=x, line_dash="dot", line_color="#5b6475", annotation_text=text, annotation_position="top")
+    return fig
+
+
+def _natural(value: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(value))
+    except ValueError:
+        return (1, value)
+
+
+def figure_data(fig: go.Figure) -> dict[str, Any]:
+    """The figure as plain JSON-able data ({"data": [...], "layout": {...}}) for Plotly.react."""
+    return json.loads(pio.to_json(fig, validate=False))
+
+
+def _parse_times(values: Sequence[str]) -> list[datetime]:
+    return [datetime.fromisoformat(v) for v in values]
+
+
+def output_distribution(outputs: Mapping[str, Any]) -> tuple[str, dict[str, float]] | None:
+    """The first summarised output of a version as {category: count}: classes, or float bins."""
+    for name, summary in outputs.items():
+        if not isinstance(summary, Mapping):
+            continue
+        if summary.get("kind") == "class" and summary.get("counts"):
+            return name, {str(k): float(v) for k, v in summary["counts"].items()}
+        if summary.get("kind") == "float" and summary.get("bins"):
+            from monitoring.stats import float_bin_lower
+
+            return name, {f"{float_bin_lower(int(k)):.3g}": float(v) for k, v in summary["bins"].items()}
+    return None
+
+
+def monitoring_figures(timeseries: Mapping[str, Any], *, versions: Sequence[str] | None = None) -> dict[str, go.Figure]:
+    """Every monitoring chart of one endpoint from `endpoint_timeseries` data.
+
+    `versions` picks which deployments ("model:version") to compare; None means all.
+    """
+    picked = {
+        name: data for name, data in (timeseries.get("versions") or {}).items() if versions is None or name in versions
+    }
+
+    def label(name: str, data: Mapping[str, Any]) -> str:
+        return f"{name} ({data['role']})" if data.get("role") else name
+
+    def line(key: str) -> dict[str, list[Point]]:
+        return {
+            label(n, d): list(zip(_parse_times(d["t"]), d.get(key) or [], strict=False))
+            for n, d in picked.items()
+            if key in d
+        }
+
+    latency = {
+        label(n, d): [
+            {"t": t, "p50": a, "p95": b, "p99": c}
+            for t, a, b, c in zip(_parse_times(d["t"]), d["p50_ms"], d["p95_ms"], d["p99_ms"], strict=False)
+        ]
+        for n, d in picked.items()
+        if "p50_ms" in d
+    }
+    distributions: dict[str, dict[str, float]] = {}
+    output_name = ""
+    for n, d in picked.items():
+        found = output_distribution(d.get("outputs") or {})
+        if found:
+            output_name, distributions[label(n, d)] = found
+    drift: dict[str, float | None] = {}
+    for n, d in picked.items():
+        for feature, series in (d.get("drift") or {}).items():
+            if series.get("psi"):
+                key = feature if len(picked) == 1 else f"{n} · {feature}"
+                drift[key] = series["psi"][-1]
+    return {
+        "rps": timeseries_chart(line("rps"), title="Requests per second", y_title="req/s"),
+        "latency": latency_chart(latency, title="Latency p50 / p95 / p99"),
+        "errors": timeseries_chart(line("error_rate"), title="Error rate", percent=True),
+        "batch": timeseries_chart(line("batch_size"), title="Mean batch size", y_title="rows per ONNX call"),
+        "outputs": distribution_chart(
+            distributions, title=f"Output distribution{f' ({output_name})' if output_name else ''}"
+        ),
+        "drift": drift_chart(drift),
+    }

@@ -1,0 +1,272 @@
+"""Endpoint pages: health, the traffic split editor, policy history and rollback, API keys,
+a "try it" panel and code snippets.
+
+Writes call inference.services (the same functions the REST API calls) after the same
+role check as the API's permission class; the split's rules (weights add up to 100, one
+primary, shadows weigh 0, ready versions only) are decided there and come back as messages.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_POST
+
+from accounts.roles import ML_ENGINEER
+from config.errors import DomainError, NotFound
+from config.http import client_ip
+from dashboard.views import _health, domain_errors_as_messages, page, require_role, url_or_none
+from inference.models import ApiKey, Deployment, Endpoint, TrafficPolicyRevision
+from registry.models import AuditEvent, ModelVersion
+
+AVAILABLE = importlib.util.find_spec("inference.services") is not None
+ROLES = ("primary", "canary", "shadow")
+MAX_ROUTES = 8
+
+
+@login_required
+def endpoint_list(request: HttpRequest) -> HttpResponse:
+    endpoints = Endpoint.objects.annotate(
+        ready=Count("deployments", filter=Q(deployments__state=Deployment.State.READY)),
+        failed=Count("deployments", filter=Q(deployments__state=Deployment.State.FAILED)),
+        loading=Count("deployments", filter=Q(deployments__state=Deployment.State.LOADING)),
+        keys=Count("api_keys", filter=Q(api_keys__revoked_at__isnull=True), distinct=True),
+    ).order_by("name")
+    page_obj = Paginator(endpoints, 50).get_page(request.GET.get("page"))
+    rows = list(page_obj)
+    current = {
+        r.endpoint_id: r
+        for r in TrafficPolicyRevision.objects.filter(endpoint__in=[e.pk for e in rows], is_current=True)
+    }
+    for endpoint in rows:
+        endpoint.health = _health(endpoint.ready, endpoint.failed, endpoint.loading)
+        endpoint.current = current.get(endpoint.pk)
+    return page(request, "dashboard/endpoints/list.html", {"page_obj": page_obj, "rows": rows})
+
+
+@login_required
+@require_POST
+@domain_errors_as_messages
+def endpoint_create(request: HttpRequest) -> HttpResponse:
+    from inference import services
+
+    require_role(request, ML_ENGINEER, "creating an endpoint")
+    endpoint = services.endpoint_create(
+        name=request.POST.get("name", "").strip(),
+        description=request.POST.get("description", "").strip(),
+        user=request.user,
+        source_ip=client_ip(request),
+    )
+    messages.success(request, f"Endpoint {endpoint.name} created. Give it a traffic split below.")
+    return redirect("dash-endpoint", name=endpoint.name)
+
+
+def _endpoint(name: str) -> Endpoint:
+    from inference import selectors
+
+    try:
+        return selectors.endpoint_get(name=name)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+
+
+def example_payload(signature: dict[str, Any]) -> dict[str, Any]:
+    """A request body the version accepts: one row per input, its shape with -1 as 1."""
+    inputs = signature.get("inputs") or []
+    tensors = {}
+    for tensor in inputs:
+        shape = [1 if not isinstance(d, int) or d < 1 else d for d in tensor.get("shape") or [1]]
+        dtype = str(tensor.get("datatype") or tensor.get("dtype") or "").lower()
+        value: Any = 1 if "int" in dtype else 0.5
+        for size in reversed(shape):
+            value = [value] * size if not isinstance(value, list) else [value for _ in range(size)]
+        tensors[tensor.get("name", "input")] = value
+    if len(tensors) == 1:
+        (only,) = tensors.values()
+        return {"instances": only}
+    return {"inputs": tensors}
+
+
+def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> dict[str, Any]:
+    revisions = list(endpoint.revisions.select_related("created_by").order_by("-revision")[:20])
+    current = next((r for r in revisions if r.is_current), None)
+    ids = [route.get("deployment") for route in (current.routes if current else [])]
+    by_id = {d.pk: d for d in Deployment.objects.filter(pk__in=ids).select_related("model_version__model")}
+    routes = []
+    for route in current.routes if current else []:
+        deployment = by_id.get(route.get("deployment"))
+        routes.append(
+            {**route, "state": deployment.state if deployment else "", "detail": deployment and deployment.state_detail}
+        )
+    editor = [{"model": r["model"], "version": r["version"], "role": r["role"], "weight": r["weight"]} for r in routes]
+    editor += [{"model": "", "version": "", "role": "canary", "weight": 0}] * (2 if editor else 3)
+    primary = next((by_id.get(r.get("deployment")) for r in routes if r["role"] == "primary"), None)
+    signature = primary.model_version.signature if primary else {}
+    options = _version_options()
+    for row in editor:
+        picked = format_html('value="{}:{}"', row["model"], row["version"])
+        row["options"] = mark_safe(options.replace(picked, picked + " selected", 1))
+    base = request.build_absolute_uri("/").rstrip("/")
+    payload = json.dumps(example_payload(signature or {}))
+    return {
+        "endpoint": endpoint,
+        "revisions": revisions,
+        "current": current,
+        "routes": routes,
+        "editor_rows": editor,
+        "roles": ROLES,
+        "keys": ApiKey.objects.filter(endpoints=endpoint).order_by("-created_at")[:20],
+        "events": AuditEvent.objects.filter(object_type="inference.endpoint", object_id=str(endpoint.pk)).order_by(
+            "-created_at", "-id"
+        )[:20],
+        "payload": payload,
+        "predict_url": f"{base}/api/v1/endpoints/{endpoint.name}/predict",
+        "monitoring_url": url_or_none("dash-monitoring-endpoint", endpoint.name),
+        **extra,
+    }
+
+
+def _version_options(limit: int = 300) -> str:
+    """The editor's <option>s for ready versions, built once per page (not once per row)."""
+    rows = (
+        ModelVersion.objects.filter(status=ModelVersion.Status.READY)
+        .order_by("model__name", "-version")
+        .values_list("model__name", "version", "stage")[:limit]
+    )
+    return format_html_join(
+        "",
+        '<option value="{}:{}">{} v{}{}</option>',
+        ((name, n, name, n, f" ({stage})" if stage != "None" else "") for name, n, stage in rows),
+    )
+
+
+@login_required
+def endpoint_detail(request: HttpRequest, name: str) -> HttpResponse:
+    endpoint = _endpoint(name)
+    return page(request, "dashboard/endpoints/detail.html", _detail_context(request, endpoint))
+
+
+def routes_from_form(post: Any) -> list[dict[str, Any]]:
+    """Rows of the split editor as the service's routes; blank rows are skipped.
+
+    Only parsing happens here: whether the split is allowed is the service's decision.
+    """
+    routes = []
+    for i in range(MAX_ROUTES):
+        picked = post.get(f"route-{i}-version", "").strip()
+        if not picked:
+            continue
+        model, _, number = picked.rpartition(":")
+        role = post.get(f"route-{i}-role", "primary")
+        raw_weight = post.get(f"route-{i}-weight", "0").strip() or "0"
+        try:
+            version, weight = int(number), int(raw_weight)
+        except ValueError:
+            raise DomainError(f"row {i + 1}: weight must be a whole number, got {raw_weight!r}") from None
+        routes.append({"model": model, "version": version, "role": role, "weight": 0 if role == "shadow" else weight})
+    return routes
+
+
+@login_required
+@require_POST
+@domain_errors_as_messages
+def traffic_update(request: HttpRequest, name: str) -> HttpResponse:
+    from inference import services
+
+    require_role(request, ML_ENGINEER, "changing the traffic split")
+    endpoint = _endpoint(name)
+    revision = services.traffic_policy_revise(
+        endpoint=endpoint,
+        routes=routes_from_form(request.POST),
+        user=request.user,
+        comment=request.POST.get("comment", "")[:2000],
+        source_ip=client_ip(request),
+    )
+    messages.success(request, f"Revision {revision.revision} is the split of {endpoint.name} now.")
+    return redirect("dash-endpoint", name=name)
+
+
+@login_required
+@require_POST
+@domain_errors_as_messages
+def traffic_rollback(request: HttpRequest, name: str) -> HttpResponse:
+    from inference import services
+
+    require_role(request, ML_ENGINEER, "rolling back the traffic split")
+    raw = request.POST.get("revision", "")
+    revision = services.traffic_policy_rollback(
+        endpoint=_endpoint(name),
+        revision=int(raw) if raw.isdigit() else None,
+        user=request.user,
+        source_ip=client_ip(request),
+    )
+    messages.success(request, f"Rolled back: revision {revision.revision} ({revision.comment}).")
+    return redirect("dash-endpoint", name=name)
+
+
+@login_required
+@require_POST
+@domain_errors_as_messages
+def endpoint_settings(request: HttpRequest, name: str) -> HttpResponse:
+    from inference import services
+
+    require_role(request, ML_ENGINEER, "changing an endpoint")
+    services.endpoint_update(
+        endpoint=_endpoint(name),
+        user=request.user,
+        source_ip=client_ip(request),
+        sticky_header=request.POST.get("sticky_header", "").strip(),
+        description=request.POST.get("description", "").strip(),
+    )
+    messages.success(request, "Settings saved.")
+    return redirect("dash-endpoint", name=name)
+
+
+@login_required
+@require_POST
+@domain_errors_as_messages
+def key_create(request: HttpRequest, name: str) -> HttpResponse:
+    from inference import services
+
+    require_role(request, ML_ENGINEER, "creating an API key")
+    endpoint = _endpoint(name)
+    key, secret = services.api_key_create(
+        name=request.POST.get("key_name", "").strip(),
+        endpoints=[endpoint],
+        user=request.user,
+        source_ip=client_ip(request),
+    )
+    # The secret is rendered into this one response and stored nowhere.
+    response = page(
+        request,
+        "dashboard/endpoints/detail.html",
+        _detail_context(request, endpoint, new_key=key, new_secret=secret),
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+@domain_errors_as_messages
+def key_revoke(request: HttpRequest, name: str, prefix: str) -> HttpResponse:
+    from inference import services
+
+    require_role(request, ML_ENGINEER, "revoking an API key")
+    endpoint = _endpoint(name)
+    key = ApiKey.objects.filter(endpoints=endpoint, prefix=prefix).first()
+    if key is None:
+        raise Http404(f"no key {prefix!r} on {name}")
+    services.api_key_revoke(key=key, user=request.user, source_ip=client_ip(request))
+    messages.success(request, f"Key {key.name} ({prefix}) revoked.")
+    return redirect("dash-endpoint", name=name)

@@ -1,0 +1,469 @@
+"""Dynamic batching: many concurrent requests, fewer ONNX Runtime calls.
+
+Per-request overhead, measured with `python -m inference.runtime.bench_batcher`
+(identity FP32 [1, 16] model, one intra-op thread; CPython 3.11 + ORT 1.31 on the
+2-vCPU development VM, and CPython 3.12 + ORT 1.30 on a 16-core host, CPU only):
+
+- one caller, no queue delay: 25-48 us more per request than calling
+  `LoadedModel.predict` directly (5-9 us). That is two thread hand-offs (caller to
+  worker and back), mostly OS wake-up latency; the numbers vary with VM noise.
+- the submitting thread's own cost, `submit` + `result` pipelined: 6-18 us.
+- 16 callers: 15-20k requests/s through one batcher against 41-48k/s with 16 threads
+  calling ORT directly on 16 cores; on a 512x512 MatMul 17.6k/s against 21.7k/s while
+  the batcher ran 7-15 rows per call on one worker thread. Batching pays where one call
+  of N rows costs much less than N calls (GPUs, larger models); for tiny CPU models,
+  direct calls (`max_batch_size <= 1` in `ModelRepository`) are the better choice.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from inference.runtime.errors import (
+    DeadlineExceeded,
+    InputError,
+    ModelExecutionError,
+    ModelNotReady,
+    Overloaded,
+    RuntimeErrorBase,
+)
+from inference.runtime.session import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+Array = NDArray[Any]
+Outputs = dict[str, Array]
+
+# Worker states, so that submit() only pays for a notify when it can matter.
+_BUSY, _WAITING_FOR_WORK, _WAITING_TO_FILL = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class BatcherStats:
+    """A snapshot of a batcher's cumulative counters (monotonic, like Prometheus counters)."""
+
+    requests: int
+    rejected: int
+    expired: int
+    failed: int
+    completed: int
+    batches: int
+    rows: int
+    queue_depth: int
+    queue_wait_ms_total: float
+    model_ms_total: float
+    batch_size_histogram: Mapping[int, int] = field(default_factory=dict)
+    max_batch_size: int = 0
+    max_queue_delay_ms: float = 0.0
+
+    @property
+    def mean_batch_rows(self) -> float:
+        return self.rows / self.batches if self.batches else 0.0
+
+    @property
+    def mean_queue_wait_ms(self) -> float:
+        started = self.completed + self.failed
+        return self.queue_wait_ms_total / started if started else 0.0
+
+    @property
+    def mean_model_ms(self) -> float:
+        return self.model_ms_total / self.batches if self.batches else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "rejected": self.rejected,
+            "expired": self.expired,
+            "failed": self.failed,
+            "completed": self.completed,
+            "batches": self.batches,
+            "rows": self.rows,
+            "queue_depth": self.queue_depth,
+            "queue_wait_ms_total": self.queue_wait_ms_total,
+            "model_ms_total": self.model_ms_total,
+            "batch_size_histogram": {str(k): v for k, v in sorted(self.batch_size_histogram.items())},
+            "max_batch_size": self.max_batch_size,
+            "max_queue_delay_ms": self.max_queue_delay_ms,
+        }
+
+
+class _Request:
+    """One queued request. `submit` callers get a Future; `predict` callers wait on a bare
+    lock instead, which costs far less than a Future's condition variable."""
+
+    __slots__ = ("cancelled", "deadline", "done", "enqueued", "error", "future", "inputs", "key", "result", "rows")
+
+    def __init__(
+        self,
+        inputs: Mapping[str, Array],
+        rows: int,
+        key: tuple[Any, ...] | None,
+        deadline: float | None,
+        enqueued: float,
+        future: Future[Outputs] | None,
+    ) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.key = key
+        self.deadline = deadline
+        self.enqueued = enqueued
+        self.future = future
+        self.done: threading.Lock | None = None
+        if future is None:
+            self.done = threading.Lock()
+            self.done.acquire()
+        self.cancelled = False
+        self.result: Outputs | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> bool:
+        """Claim the request for running; False if its caller already gave up."""
+        if self.future is not None:
+            return self.future.set_running_or_notify_cancel()
+        return not self.cancelled
+
+    def unfinished(self) -> bool:
+        if self.future is not None:
+            return not self.future.done()
+        return self.result is None and self.error is None and not self.cancelled
+
+    def finish(self, result: Outputs) -> None:
+        if self.future is not None:
+            self.future.set_result(result)
+        else:
+            self.result = result
+            assert self.done is not None
+            self.done.release()
+
+    def fail(self, error: BaseException) -> None:
+        if self.future is not None:
+            self.future.set_exception(error)
+        else:
+            self.error = error
+            assert self.done is not None
+            self.done.release()
+
+
+class DynamicBatcher:
+    """Merges concurrent requests for one deployment into batched ONNX Runtime calls.
+
+    A background thread takes what is queued, up to `max_batch_size` rows (first
+    dimension; a request may bring several rows), waits at most `max_queue_delay_ms`
+    after the oldest request arrived for more, concatenates along dim 0, runs one call
+    and splits the outputs back per request. Requests whose non-batch dims or dtypes
+    differ run in separate calls. A full queue raises Overloaded at `submit`; requests
+    past their deadline are failed with DeadlineExceeded without running; a model
+    error fails only the futures of the call that raised it. Inputs must already be
+    checked against the model's signature (`inference.runtime.codec`).
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        max_batch_size: int,
+        max_queue_delay_ms: float,
+        max_queue_size: int = 1024,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        if max_queue_delay_ms < 0:
+            raise ValueError(f"max_queue_delay_ms must not be negative, got {max_queue_delay_ms}")
+        self.model = model
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_ms = max_queue_delay_ms
+        self.max_queue_size = max_queue_size
+        self._delay_s = max_queue_delay_ms / 1000.0
+        self._input_names = model.signature.input_names
+        # Only models whose every input has a free first dim can be concatenated.
+        self._batchable = bool(self._input_names) and all(spec.batched for spec in model.signature.inputs)
+        self._queue: deque[_Request] = deque()
+        self._queued_rows = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._state = _BUSY
+        self._closed = False
+
+        self._stats_lock = threading.Lock()
+        self._requests = 0
+        self._rejected = 0
+        self._expired = 0
+        self._failed = 0
+        self._completed = 0
+        self._batches = 0
+        self._rows = 0
+        self._queue_wait_s = 0.0
+        self._model_s = 0.0
+        self._histogram: dict[int, int] = {}
+
+        label = model.name or "model"
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{label}", daemon=True)
+        self._thread.start()
+
+    def submit(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> Future[Outputs]:
+        """Queue one request; its Future resolves to the outputs or to a runtime error."""
+        future: Future[Outputs] = Future()
+        self._enqueue(inputs, timeout_s, future)
+        return future
+
+    def predict(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> Outputs:
+        """Queue one request and wait; DeadlineExceeded if no result within `timeout_s`."""
+        request = self._enqueue(inputs, timeout_s, None)
+        assert request.done is not None
+        if not request.done.acquire(timeout=-1 if timeout_s is None else max(timeout_s, 0.0)):
+            request.cancelled = True  # best effort: the worker skips it if not yet started
+            raise DeadlineExceeded(f"{self.model.label}: no result within {(timeout_s or 0) * 1000:.0f} ms")
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def _enqueue(
+        self, inputs: Mapping[str, Array], timeout_s: float | None, future: Future[Outputs] | None
+    ) -> _Request:
+        rows, key = self._rows_and_key(inputs)
+        now = time.monotonic()
+        deadline = None if timeout_s is None else now + timeout_s
+        request = _Request(inputs, rows, key, deadline, now, future)
+        with self._cond:
+            if self._closed:
+                raise ModelNotReady(f"{self.model.label}: batcher is closed")
+            if len(self._queue) >= self.max_queue_size:
+                self._rejected += 1
+                raise Overloaded(f"{self.model.label}: queue is full ({self.max_queue_size} requests waiting)")
+            self._queue.append(request)
+            self._queued_rows += rows
+            self._requests += 1
+            if self._state == _WAITING_FOR_WORK or (
+                self._state == _WAITING_TO_FILL and self._queued_rows >= self.max_batch_size
+            ):
+                self._cond.notify()
+        return request
+
+    def _rows_and_key(self, inputs: Mapping[str, Array]) -> tuple[int, tuple[Any, ...] | None]:
+        try:
+            arrays = [inputs[name] for name in self._input_names]
+        except KeyError as exc:
+            raise InputError(f"missing input {exc}") from None
+        if not self._batchable:
+            return 1, None
+        rows = arrays[0].shape[0] if arrays[0].ndim else 1
+        if any(a.ndim == 0 or a.shape[0] != rows for a in arrays):
+            return rows, None  # inconsistent first dims: cannot be split back, run alone
+        return rows, tuple((a.dtype, a.shape[1:]) for a in arrays)
+
+    def _loop(self) -> None:
+        while True:
+            taken = self._take()
+            if taken is None:
+                return
+            try:
+                self._run(taken)
+            except Exception:  # a bug here must not leave every later caller hanging
+                logger.exception("%s: batcher worker error", self.model.label)
+                for request in taken:
+                    if request.unfinished():
+                        request.fail(ModelExecutionError(f"{self.model.label}: internal batcher error"))
+
+    def _take(self) -> list[_Request] | None:
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._state = _WAITING_FOR_WORK
+                self._cond.wait()
+            if self._delay_s > 0:
+                flush_at = self._queue[0].enqueued + self._delay_s
+                while self._queued_rows < self.max_batch_size and not self._closed:
+                    remaining = flush_at - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._state = _WAITING_TO_FILL
+                    self._cond.wait(remaining)
+            self._state = _BUSY
+            taken: list[_Request] = []
+            rows = 0
+            while self._queue:
+                request = self._queue[0]
+                if taken and rows + request.rows > self.max_batch_size:
+                    break
+                self._queue.popleft()
+                self._queued_rows -= request.rows
+                taken.append(request)
+                rows += request.rows
+                if rows >= self.max_batch_size:
+                    break
+            return taken
+
+    def _run(self, taken: list[_Request]) -> None:
+        groups: dict[Any, list[_Request]] = {}
+        cancelled = 0
+        for request in taken:
+            if not request.start():
+                cancelled += 1  # the caller gave up while it was queued
+                continue
+            # A request that cannot be concatenated gets a group of its own.
+            key = request.key if request.key is not None else id(request)
+            groups.setdefault(key, []).append(request)
+        if cancelled:
+            with self._stats_lock:
+                self._expired += cancelled
+        for group in groups.values():
+            self._run_group(group)
+
+    def _run_group(self, group: list[_Request]) -> None:
+        now = time.monotonic()
+        live: list[_Request] = []
+        wait_s = 0.0
+        expired = 0
+        for request in group:
+            if request.deadline is not None and request.deadline <= now:
+                waited_ms = (now - request.enqueued) * 1000.0
+                request.fail(
+                    DeadlineExceeded(
+                        f"{self.model.label}: request waited {waited_ms:.0f} ms in the queue "
+                        "and passed its deadline before it could run"
+                    )
+                )
+                expired += 1
+                continue
+            wait_s += now - request.enqueued
+            live.append(request)
+        if expired:
+            with self._stats_lock:
+                self._expired += expired
+        if not live:
+            return
+
+        timeout_s = None
+        if all(r.deadline is not None for r in live):
+            timeout_s = max(r.deadline for r in live if r.deadline is not None) - now
+        rows = sum(r.rows for r in live)
+        started = time.perf_counter()
+        try:
+            feeds = live[0].inputs if len(live) == 1 else self._concatenate(live)
+            outputs = self.model.predict(feeds, timeout_s=timeout_s)
+        except RuntimeErrorBase as exc:
+            self._fail(live, exc, wait_s, time.perf_counter() - started, rows)
+            return
+        except Exception as exc:  # noqa: BLE001 - a model fault must not kill the worker
+            error = ModelExecutionError(f"{self.model.label}: batch of {len(live)} requests failed: {exc}")
+            self._fail(live, error, wait_s, time.perf_counter() - started, rows)
+            return
+        model_s = time.perf_counter() - started
+
+        if len(live) == 1:
+            live[0].finish(outputs)
+        elif all(a.ndim and a.shape[0] == rows for a in outputs.values()):
+            start = 0
+            for request in live:
+                end = start + request.rows
+                request.finish({name: a[start:end] for name, a in outputs.items()})
+                start = end
+        else:
+            # Outputs without a batch dim cannot be split: stop batching this model
+            # and answer this group request by request.
+            self._batchable = False
+            self._record(wait_s, model_s, rows, batches=1, completed=0, failed=0)
+            for request in live:
+                self._run_alone(request)
+            return
+        self._record(wait_s, model_s, rows, batches=1, completed=len(live), failed=0)
+
+    def _concatenate(self, requests: list[_Request]) -> dict[str, Array]:
+        return {name: np.concatenate([r.inputs[name] for r in requests], axis=0) for name in self._input_names}
+
+    def _run_alone(self, request: _Request) -> None:
+        started = time.perf_counter()
+        timeout_s = None if request.deadline is None else request.deadline - time.monotonic()
+        try:
+            outputs = self.model.predict(request.inputs, timeout_s=timeout_s)
+        except Exception as exc:  # noqa: BLE001
+            error = exc if isinstance(exc, RuntimeErrorBase) else ModelExecutionError(str(exc))
+            self._fail([request], error, 0.0, time.perf_counter() - started, request.rows)
+            return
+        request.finish(outputs)
+        self._record(0.0, time.perf_counter() - started, request.rows, 1, 1, 0)
+
+    def _fail(
+        self,
+        requests: list[_Request],
+        error: RuntimeErrorBase,
+        wait_s: float,
+        model_s: float,
+        rows: int,
+    ) -> None:
+        for request in requests:
+            # One exception object per future: raising a shared one in several threads
+            # would tangle their tracebacks.
+            mine = copy.copy(error)
+            mine.__cause__ = error.__cause__
+            request.fail(mine)
+        self._record(wait_s, model_s, rows, batches=1, completed=0, failed=len(requests))
+
+    def _record(self, wait_s: float, model_s: float, rows: int, batches: int, completed: int, failed: int) -> None:
+        with self._stats_lock:
+            self._batches += batches
+            self._rows += rows
+            self._completed += completed
+            self._failed += failed
+            self._queue_wait_s += wait_s
+            self._model_s += model_s
+            self._histogram[rows] = self._histogram.get(rows, 0) + batches
+
+    def stats(self) -> BatcherStats:
+        """A consistent snapshot of the counters; cheap enough for every scrape."""
+        with self._cond:
+            requests, rejected, depth = self._requests, self._rejected, len(self._queue)
+        with self._stats_lock:
+            return BatcherStats(
+                requests=requests,
+                rejected=rejected,
+                expired=self._expired,
+                failed=self._failed,
+                completed=self._completed,
+                batches=self._batches,
+                rows=self._rows,
+                queue_depth=depth,
+                queue_wait_ms_total=self._queue_wait_s * 1000.0,
+                model_ms_total=self._model_s * 1000.0,
+                batch_size_histogram=dict(self._histogram),
+                max_batch_size=self.max_batch_size,
+                max_queue_delay_ms=self.max_queue_delay_ms,
+            )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, *, drain: bool = True, timeout_s: float = 10.0) -> None:
+        """Stop taking requests; run what is queued (or fail it if not `drain`); join."""
+        with self._cond:
+            self._closed = True
+            dropped: list[_Request] = []
+            if not drain:
+                dropped = list(self._queue)
+                self._queue.clear()
+                self._queued_rows = 0
+            self._cond.notify_all()
+        for request in dropped:
+            if request.start():
+                request.fail(ModelNotReady(f"{self.model.label}: batcher closed before the request ran"))
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout_s)
+
+    def __enter__(self) -> DynamicBatcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

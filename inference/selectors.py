@@ -1,0 +1,56 @@
+"""Reads of the serving tables that more than one caller needs."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from config.errors import NotFound
+from inference.models import ApiKey, Deployment, Endpoint, TrafficPolicyRevision
+from inference.transport import DeploymentSpec
+from registry import storage
+
+
+def deployment_spec(deployment: Deployment, *, role: str | None = None, weight: int | None = None) -> DeploymentSpec:
+    """The plain values a transport needs to serve a deployment (no ORM object leaks).
+
+    `deployment` should come with select_related("endpoint", "model_version__model").
+    """
+    version = deployment.model_version
+    return DeploymentSpec(
+        deployment_id=deployment.pk,
+        endpoint=deployment.endpoint.name,
+        model=version.model.name,
+        version=version.version,
+        role=role or deployment.role,
+        weight=deployment.weight if weight is None else weight,
+        artifact_sha256=version.artifact_sha256,
+        artifact_path=str(storage.artifact_path(version.artifact_sha256)),
+        signature=version.signature or {},
+        device=deployment.device,
+        placement=deployment.placement,
+        max_batch_size=deployment.max_batch_size,
+        max_queue_delay_ms=deployment.max_queue_delay_ms,
+    )
+
+
+def endpoint_list() -> QuerySet[Endpoint]:
+    return Endpoint.objects.select_related("follows_model", "owner")
+
+
+def endpoint_get(*, name: str) -> Endpoint:
+    endpoint = endpoint_list().filter(name=name).first()
+    if endpoint is None:
+        raise NotFound(f"no endpoint named {name!r}")
+    return endpoint
+
+
+def revision_current(*, endpoint: Endpoint) -> TrafficPolicyRevision | None:
+    return endpoint.revisions.filter(is_current=True).first()
+
+
+def deployments_of(*, endpoint: Endpoint) -> QuerySet[Deployment]:
+    return endpoint.deployments.select_related("endpoint", "model_version__model").order_by("pk")
+
+
+def api_keys_of(*, endpoint: Endpoint) -> QuerySet[ApiKey]:
+    return endpoint.api_keys.prefetch_related("endpoints").order_by("-created_at")

@@ -1,0 +1,550 @@
+"""Endpoint rules: endpoints, traffic policy revisions, rollbacks, API keys, following
+production. Every change writes an audit event and invalidates the serving caches.
+
+Readiness: a deployment starts LOADING and goes READY once warm (in-process: this
+process loaded and warmed it right after the revision committed; worker pool: a worker
+reported it warm through `deployment_state_set`). A revision is accepted at once, but
+it only takes traffic when every non-shadow deployment in it is READY: until then the
+router keeps serving the latest earlier revision that is fully ready ("the revision
+waits"; see inference.routing_cache). A deployment that fails to load is FAILED with
+the reason; its revision never takes traffic until it is rolled back or revised.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.keys import key_generate
+from config.errors import Conflict, DomainError, NotFound
+from inference import routing_cache
+from inference.models import ApiKey, Deployment, Endpoint, TrafficPolicyRevision
+from inference.pipeline import PipelineConfigError, config_check, pipeline_compile
+from registry.audit import audit_record
+from registry.models import ModelVersion, RegisteredModel
+from registry.services import name_check
+
+log = logging.getLogger(__name__)
+
+ROLES = tuple(Deployment.Role.values)
+_ROUTE_KEYS = {"model", "version", "role", "weight", "placement", "device", "max_batch_size", "max_queue_delay_ms"}
+ENDPOINT_FIELDS = (
+    "description",
+    "follows_model",
+    "follow",
+    "canary_weight",
+    "preprocessing",
+    "postprocessing",
+    "max_rows_per_request",
+    "timeout_ms",
+    "sticky_header",
+    "require_key",
+)
+
+
+class InvalidPolicy(DomainError):
+    status = 400
+    code = "invalid_policy"
+
+
+def _endpoint_snapshot(endpoint: Endpoint) -> dict[str, Any]:
+    return {
+        "name": endpoint.name,
+        "description": endpoint.description,
+        "follows_model": endpoint.follows_model.name if endpoint.follows_model else None,
+        "follow": endpoint.follow,
+        "canary_weight": endpoint.canary_weight,
+        "preprocessing": endpoint.preprocessing,
+        "postprocessing": endpoint.postprocessing,
+        "max_rows_per_request": endpoint.max_rows_per_request,
+        "timeout_ms": endpoint.timeout_ms,
+        "sticky_header": endpoint.sticky_header,
+        "require_key": endpoint.require_key,
+    }
+
+
+def _endpoint_check(changes: dict[str, Any]) -> None:
+    if "follow" in changes and changes["follow"] not in Endpoint.Follow.values:
+        raise InvalidPolicy(f"follow: expected one of {', '.join(Endpoint.Follow.values)}, got {changes['follow']!r}")
+    if "canary_weight" in changes and not 1 <= int(changes["canary_weight"]) <= 99:
+        raise InvalidPolicy(f"canary_weight: expected 1 to 99, got {changes['canary_weight']}")
+    if "max_rows_per_request" in changes and not 1 <= int(changes["max_rows_per_request"]) <= 1_000_000:
+        raise InvalidPolicy("max_rows_per_request: expected 1 to 1000000")
+    if "timeout_ms" in changes and not 1 <= int(changes["timeout_ms"]) <= 600_000:
+        raise InvalidPolicy("timeout_ms: expected 1 to 600000")
+    header = changes.get("sticky_header")
+    if header and not all(c.isalnum() or c == "-" for c in header):
+        raise InvalidPolicy(f"sticky_header: {header!r} is not a header name")
+    if "preprocessing" in changes or "postprocessing" in changes:
+        try:
+            config_check(changes.get("preprocessing", {}), changes.get("postprocessing", {}))
+        except PipelineConfigError as exc:
+            raise InvalidPolicy(str(exc)) from None
+
+
+def endpoint_create(*, name: str, user: AbstractBaseUser, source_ip: str | None = None, **fields: Any) -> Endpoint:
+    name_check(name)
+    unknown = set(fields) - set(ENDPOINT_FIELDS)
+    if unknown:
+        raise InvalidPolicy(f"unknown endpoint field {sorted(unknown)[0]!r}")
+    _endpoint_check(fields)
+    try:
+        with transaction.atomic():
+            endpoint = Endpoint.objects.create(name=name, owner=user, **fields)
+            audit_record(
+                actor=user,
+                action="endpoint.create",
+                obj=endpoint,
+                after=_endpoint_snapshot(endpoint),
+                source_ip=source_ip,
+            )
+    except IntegrityError:
+        raise Conflict(f"an endpoint named {name!r} already exists") from None
+    routing_cache.changed()
+    return endpoint
+
+
+@transaction.atomic
+def endpoint_update(
+    *, endpoint: Endpoint, user: AbstractBaseUser, source_ip: str | None = None, **changes: Any
+) -> Endpoint:
+    unknown = set(changes) - set(ENDPOINT_FIELDS)
+    if unknown:
+        raise InvalidPolicy(f"unknown endpoint field {sorted(unknown)[0]!r}")
+    endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+    check = {"preprocessing": endpoint.preprocessing, "postprocessing": endpoint.postprocessing, **changes}
+    _endpoint_check(check)
+    before = _endpoint_snapshot(endpoint)
+    for key, value in changes.items():
+        setattr(endpoint, key, value)
+    if "preprocessing" in changes or "postprocessing" in changes:
+        # The new settings must fit every version the endpoint serves now.
+        for deployment in _current_deployments(endpoint):
+            _pipeline_check(endpoint, deployment.model_version)
+    endpoint.save(update_fields=[*changes, "updated_at"])
+    audit_record(
+        actor=user,
+        action="endpoint.update",
+        obj=endpoint,
+        before=before,
+        after=_endpoint_snapshot(endpoint),
+        source_ip=source_ip,
+    )
+    routing_cache.changed()
+    return endpoint
+
+
+def _current_deployments(endpoint: Endpoint) -> list[Deployment]:
+    current = endpoint.revisions.filter(is_current=True).first()
+    if current is None:
+        return []
+    ids = [route["deployment"] for route in current.routes]
+    return list(Deployment.objects.filter(pk__in=ids).select_related("model_version__model"))
+
+
+def _pipeline_check(endpoint: Endpoint, version: ModelVersion) -> None:
+    from inference.runtime.signature import Signature
+
+    try:
+        pipeline_compile(
+            endpoint.preprocessing,
+            endpoint.postprocessing,
+            signature=Signature.from_dict(version.signature),
+            metadata=version.metadata or {},
+        )
+    except PipelineConfigError as exc:
+        raise InvalidPolicy(f"{version}: {exc}") from None
+
+
+def _route_clean(index: int, route: Any) -> dict[str, Any]:
+    where = f"routes[{index}]"
+    if not isinstance(route, dict):
+        raise InvalidPolicy(f"{where}: expected an object with model, version, role, weight")
+    unknown = set(route) - _ROUTE_KEYS - {"deployment", "state", "provider"}
+    if unknown:
+        raise InvalidPolicy(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    model, version = route.get("model"), route.get("version")
+    if not isinstance(model, str) or not model:
+        raise InvalidPolicy(f"{where}.model: expected a model name")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InvalidPolicy(f"{where}.version: expected a version number")
+    role = route.get("role", Deployment.Role.PRIMARY)
+    if role not in ROLES:
+        raise InvalidPolicy(f"{where}.role: expected one of {', '.join(ROLES)}, got {role!r}")
+    weight = route.get("weight", 0 if role == Deployment.Role.SHADOW else None)
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
+        raise InvalidPolicy(f"{where}.weight: expected an integer from 0 to 100, got {weight!r}")
+    if role == Deployment.Role.SHADOW and weight:
+        raise InvalidPolicy(f"{where}: a shadow takes no traffic, so its weight must be 0 (got {weight})")
+    placement = route.get("placement", Deployment.Placement.IN_PROCESS)
+    if placement not in Deployment.Placement.values:
+        raise InvalidPolicy(f"{where}.placement: expected one of {', '.join(Deployment.Placement.values)}")
+    device = route.get("device", Deployment.Device.CPU)
+    if device not in Deployment.Device.values:
+        raise InvalidPolicy(f"{where}.device: expected one of {', '.join(Deployment.Device.values)}")
+    batch = route.get("max_batch_size", 32)
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 4096:
+        raise InvalidPolicy(f"{where}.max_batch_size: expected 1 to 4096")
+    delay = route.get("max_queue_delay_ms", 0.0)
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 1000:
+        raise InvalidPolicy(f"{where}.max_queue_delay_ms: expected 0 to 1000")
+    return {
+        "model": model,
+        "version": version,
+        "role": role,
+        "weight": weight,
+        "placement": placement,
+        "device": device,
+        "max_batch_size": batch,
+        "max_queue_delay_ms": float(delay),
+    }
+
+
+def routes_check(routes: Any) -> list[dict[str, Any]]:
+    """The split's rules, before anything is looked up; InvalidPolicy names the problem."""
+    if not isinstance(routes, list) or not routes:
+        raise InvalidPolicy("routes: expected a non-empty list of {model, version, role, weight}")
+    clean = [_route_clean(i, route) for i, route in enumerate(routes)]
+    seen: set[tuple[str, int]] = set()
+    for route in clean:
+        key = (route["model"], route["version"])
+        if key in seen:
+            raise InvalidPolicy(
+                f"{route['model']} version {route['version']} appears more than once; a version takes one route"
+            )
+        seen.add(key)
+    primaries = [r for r in clean if r["role"] == Deployment.Role.PRIMARY]
+    if len(primaries) > 1:
+        raise InvalidPolicy(f"at most one primary per endpoint, got {len(primaries)}")
+    taking = [r for r in clean if r["role"] != Deployment.Role.SHADOW]
+    total = sum(r["weight"] for r in taking)
+    if total != 100:
+        raise InvalidPolicy(f"weights of the primary and canary routes must add up to 100, got {total}")
+    return clean
+
+
+def _versions_resolve(routes: list[dict[str, Any]]) -> dict[tuple[str, int], ModelVersion]:
+    found: dict[tuple[str, int], ModelVersion] = {}
+    for route in routes:
+        version = (
+            ModelVersion.objects.select_related("model")
+            .filter(model__name=route["model"], version=route["version"])
+            .first()
+        )
+        if version is None:
+            raise NotFound(f"no version {route['version']} of a model named {route['model']!r}")
+        if version.status != ModelVersion.Status.READY:
+            raise Conflict(
+                f"{version} is {version.status}, not ready: only validated versions can be deployed",
+                details={"status": version.status},
+            )
+        found[(route["model"], route["version"])] = version
+    return found
+
+
+def traffic_policy_revise(
+    *,
+    endpoint: Endpoint,
+    routes: Any,
+    user: AbstractBaseUser | None,
+    comment: str = "",
+    source_ip: str | None = None,
+    action: str = "traffic.revise",
+) -> TrafficPolicyRevision:
+    """Make a new revision of the endpoint's split (a full snapshot) and load what it needs.
+
+    Rules: only validated (ready) model versions; non-shadow weights add up to 100; at
+    most one primary; shadows have weight 0; a version appears once. In-process
+    deployments are loaded and warmed in this process before this returns (READY, or
+    FAILED with the reason); worker-pool ones are asked for on commit and stay LOADING
+    until a worker reports them warm. The revision takes traffic once all its
+    non-shadow deployments are READY.
+    """
+    clean = routes_check(routes)
+    versions = _versions_resolve(clean)
+    for version in versions.values():
+        _pipeline_check(endpoint, version)
+    revision, to_load = _revise(
+        endpoint=endpoint,
+        clean=clean,
+        versions=versions,
+        user=user,
+        comment=comment,
+        source_ip=source_ip,
+        action=action,
+    )
+    deployments_load(deployment_ids=to_load)
+    return revision
+
+
+@transaction.atomic
+def _revise(
+    *,
+    endpoint: Endpoint,
+    clean: list[dict[str, Any]],
+    versions: dict[tuple[str, int], ModelVersion],
+    user: AbstractBaseUser | None,
+    comment: str,
+    source_ip: str | None,
+    action: str,
+) -> tuple[TrafficPolicyRevision, list[int]]:
+    endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+    previous = endpoint.revisions.filter(is_current=True).first()
+    snapshot: list[dict[str, Any]] = []
+    to_load: list[int] = []
+    for route in clean:
+        version = versions[(route["model"], route["version"])]
+        config = {
+            "placement": route["placement"],
+            "device": route["device"],
+            "max_batch_size": route["max_batch_size"],
+            "max_queue_delay_ms": route["max_queue_delay_ms"],
+        }
+        # A deployment is a version with its placement and batching; the same settings
+        # again reuse it (and its warm sessions), other settings make a new one.
+        deployment = (
+            Deployment.objects.select_for_update()
+            .filter(endpoint=endpoint, model_version=version, **config)
+            .order_by("-pk")
+            .first()
+        )
+        if deployment is None:
+            deployment = Deployment.objects.create(
+                endpoint=endpoint, model_version=version, role=route["role"], weight=route["weight"], **config
+            )
+        else:
+            deployment.role, deployment.weight = route["role"], route["weight"]
+            deployment.save(update_fields=["role", "weight", "updated_at"])
+        if deployment.state != Deployment.State.READY:
+            if deployment.state != Deployment.State.LOADING:
+                deployment.state = Deployment.State.LOADING
+                deployment.state_detail = ""
+                deployment.save(update_fields=["state", "state_detail", "updated_at"])
+            to_load.append(deployment.pk)
+        snapshot.append({"deployment": deployment.pk, **route})
+    # Deployments that left the split are retired: workers and web processes unload them.
+    kept = [entry["deployment"] for entry in snapshot]
+    Deployment.objects.filter(endpoint=endpoint).exclude(pk__in=kept).exclude(
+        state__in=[Deployment.State.RETIRED, Deployment.State.FAILED]
+    ).update(state=Deployment.State.RETIRED, weight=0, updated_at=timezone.now())
+    number = (endpoint.revisions.order_by("-revision").values_list("revision", flat=True).first() or 0) + 1
+    if previous is not None:
+        previous.is_current = False
+        previous.save(update_fields=["is_current"])
+    revision = TrafficPolicyRevision.objects.create(
+        endpoint=endpoint, revision=number, routes=snapshot, comment=comment[:2000], created_by=user, is_current=True
+    )
+    audit_record(
+        actor=user,
+        action=action,
+        obj=endpoint,
+        before={"revision": previous.revision, "routes": previous.routes} if previous else {},
+        after={"revision": number, "routes": snapshot, "comment": comment},
+        source_ip=source_ip,
+    )
+    routing_cache.changed()
+    return revision, to_load
+
+
+def deployments_load(*, deployment_ids: list[int]) -> None:
+    """Load and warm in-process deployments here (READY/FAILED); ask the pool for the others."""
+    from inference.selectors import deployment_spec
+    from inference.transport import transport_for
+
+    for deployment in Deployment.objects.filter(pk__in=deployment_ids).select_related(
+        "endpoint", "model_version__model"
+    ):
+        spec = deployment_spec(deployment)
+        if deployment.placement == Deployment.Placement.WORKER_POOL:
+            transaction.on_commit(lambda spec=spec: _pool_ask(spec))
+            continue
+        transport = transport_for(spec)
+        try:
+            transport.ensure_loaded(spec)
+        except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
+            log.warning("deployment %s failed to load: %s", deployment.pk, exc)
+            deployment_state_set(deployment_id=deployment.pk, state=Deployment.State.FAILED, detail=str(exc)[:2000])
+            continue
+        provider = getattr(transport, "provider", lambda s: "")(spec)
+        deployment_state_set(deployment_id=deployment.pk, state=Deployment.State.READY, provider=provider)
+
+
+def _pool_ask(spec: Any) -> None:
+    from inference.transport import transport_for
+
+    try:
+        transport_for(spec).ensure_loaded(spec)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not ask the worker pool to load %s: %s", spec.label, exc)
+        deployment_state_set(deployment_id=spec.deployment_id, state=Deployment.State.FAILED, detail=str(exc)[:2000])
+
+
+@transaction.atomic
+def deployment_state_set(*, deployment_id: int, state: str, provider: str = "", detail: str = "") -> Deployment | None:
+    """Record a deployment's readiness (the pool calls this when a worker reports it warm)."""
+    deployment = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
+    if deployment is None:
+        return None
+    if state not in Deployment.State.values:
+        raise ValueError(f"unknown deployment state {state!r}")
+    if (
+        deployment.state == state
+        and (not provider or provider == deployment.provider)
+        and detail == deployment.state_detail
+    ):
+        return deployment
+    before = {"state": deployment.state, "provider": deployment.provider}
+    deployment.state, deployment.state_detail = state, detail
+    fields = ["state", "state_detail", "updated_at"]
+    if provider:
+        deployment.provider = provider
+        fields.append("provider")
+    deployment.save(update_fields=fields)
+    audit_record(
+        actor=None,
+        action=f"deployment.{state}",
+        obj=deployment,
+        before=before,
+        after={"state": state, "provider": deployment.provider, "detail": detail},
+    )
+    routing_cache.changed()
+    return deployment
+
+
+def traffic_policy_rollback(
+    *,
+    endpoint: Endpoint,
+    revision: int | None = None,
+    user: AbstractBaseUser | None,
+    source_ip: str | None = None,
+) -> TrafficPolicyRevision:
+    """Go back to revision N (or the one before the current) as a new revision."""
+    current = endpoint.revisions.filter(is_current=True).first()
+    if current is None:
+        raise Conflict(f'endpoint "{endpoint.name}" has no traffic policy yet')
+    if revision is None:
+        target = endpoint.revisions.filter(revision__lt=current.revision).order_by("-revision").first()
+        if target is None:
+            raise Conflict(f'endpoint "{endpoint.name}" has no revision before {current.revision} to roll back to')
+    else:
+        target = endpoint.revisions.filter(revision=revision).first()
+        if target is None:
+            raise NotFound(f'endpoint "{endpoint.name}" has no revision {revision}')
+    routes = [{k: v for k, v in route.items() if k in _ROUTE_KEYS} for route in target.routes]
+    return traffic_policy_revise(
+        endpoint=endpoint,
+        routes=routes,
+        user=user,
+        comment=f"rollback to revision {target.revision}",
+        source_ip=source_ip,
+        action="traffic.rollback",
+    )
+
+
+def api_key_create(
+    *, name: str, endpoints: list[Endpoint], user: AbstractBaseUser, source_ip: str | None = None
+) -> tuple[ApiKey, str]:
+    """A new application key scoped to `endpoints`; the secret is returned once, only here."""
+    if not name or len(name) > 100:
+        raise InvalidPolicy("name: expected 1 to 100 characters")
+    if not endpoints:
+        raise InvalidPolicy("a key needs at least one endpoint")
+    new = key_generate("app")
+    with transaction.atomic():
+        key = ApiKey.objects.create(name=name, prefix=new.prefix, hashed=new.hashed, created_by=user)
+        key.endpoints.set(endpoints)
+        audit_record(
+            actor=user,
+            action="apikey.create",
+            obj=key,
+            after={"name": name, "prefix": new.prefix, "endpoints": sorted(e.name for e in endpoints)},
+            source_ip=source_ip,
+        )
+    routing_cache.changed()
+    return key, new.key
+
+
+@transaction.atomic
+def api_key_revoke(*, key: ApiKey, user: AbstractBaseUser, source_ip: str | None = None) -> ApiKey:
+    key = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+        audit_record(actor=user, action="apikey.revoke", obj=key, after={"prefix": key.prefix}, source_ip=source_ip)
+    routing_cache.changed()
+    return key
+
+
+def _scaled(weights: list[int], total: int) -> list[int]:
+    """Integer weights proportional to `weights` that add up to `total` (largest remainder)."""
+    whole = sum(weights) or 1
+    raw = [w * total / whole for w in weights]
+    out = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: raw[i] - out[i], reverse=True)[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def endpoints_follow_production(
+    *, model_version: ModelVersion, previous_version: ModelVersion | None, user: AbstractBaseUser | None
+) -> list[TrafficPolicyRevision]:
+    """A version reached Production: move the endpoints that follow its model.
+
+    follow=immediate: the new version becomes the primary at 100 (shadows kept).
+    follow=canary: it joins as a canary at the endpoint's canary_weight, the other
+    routes scaled down to make room. Each is a new revision; placement and batching are
+    copied from the current primary. Endpoints already serving the version are left alone.
+    """
+    model: RegisteredModel = model_version.model
+    revisions = []
+    for endpoint in Endpoint.objects.filter(follows_model=model).exclude(follow=Endpoint.Follow.NONE):
+        current = endpoint.revisions.filter(is_current=True).first()
+        routes = [{k: v for k, v in r.items() if k in _ROUTE_KEYS} for r in (current.routes if current else [])]
+        if any(
+            r["model"] == model.name and r["version"] == model_version.version and r["role"] != "shadow" for r in routes
+        ):
+            continue
+        routes = [r for r in routes if not (r["model"] == model.name and r["version"] == model_version.version)]
+        template = next((r for r in routes if r["role"] == "primary"), routes[0] if routes else {})
+        settings = {
+            k: template[k] for k in ("placement", "device", "max_batch_size", "max_queue_delay_ms") if k in template
+        }
+        new = {"model": model.name, "version": model_version.version, **settings}
+        shadows = [r for r in routes if r["role"] == "shadow"]
+        taking = [r for r in routes if r["role"] != "shadow"]
+        if endpoint.follow == Endpoint.Follow.IMMEDIATE or not taking:
+            if not taking and previous_version is not None and endpoint.follow == Endpoint.Follow.CANARY:
+                routes = [
+                    {
+                        "model": model.name,
+                        "version": previous_version.version,
+                        "role": "primary",
+                        "weight": 100 - endpoint.canary_weight,
+                        **settings,
+                    },
+                    {**new, "role": "canary", "weight": endpoint.canary_weight},
+                ]
+            else:
+                routes = [{**new, "role": "primary", "weight": 100}, *shadows]
+        else:
+            weights = _scaled([r["weight"] for r in taking], 100 - endpoint.canary_weight)
+            for route, weight in zip(taking, weights, strict=True):
+                route["weight"] = weight
+            taking = [r for r in taking if r["weight"] > 0]
+            routes = [*taking, {**new, "role": "canary", "weight": endpoint.canary_weight}, *shadows]
+        comment = f"follows {model.name}: version {model_version.version} reached Production"
+        if previous_version is not None:
+            comment += f" (was {previous_version.version})"
+        try:
+            revisions.append(
+                traffic_policy_revise(
+                    endpoint=endpoint, routes=routes, user=user, comment=comment, action="traffic.follow"
+                )
+            )
+        except DomainError as exc:
+            log.warning("endpoint %s could not follow %s: %s", endpoint.name, model_version, exc.message)
+    return revisions

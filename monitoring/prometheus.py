@@ -1,0 +1,194 @@
+"""Prometheus text exposition (format 0.0.4), written by hand.
+
+Counters are totals across every process: read from Redis (`mh:tot:*`, incremented by each
+process's flusher), or on the embedded default summed from the roll-up table. Serving keys
+(queue depth, worker heartbeats) are read when the serving side writes them, skipped when absent.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from typing import Any
+
+from django.conf import settings
+
+from monitoring import keys
+from monitoring.flusher import flusher
+from monitoring.recorder import LATENCY_BUCKETS_MS
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**labels: str) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items()) + "}"
+
+
+def _num(value: float) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "+Inf" if value > 0 else "-Inf"
+        return repr(value)
+    return str(value)
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, value: float, **labels: str) -> None:
+        self.lines.append(f"{name}{_labels(**labels)} {_num(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _totals_from_redis(client: Any) -> dict[tuple[str, str, str], dict[str, Any]]:
+    names = sorted(n.decode() for n in client.smembers(keys.TOTALS_INDEX))
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall("mh:tot:" + name)
+    return {keys.split_series(name): keys.decode_hash(raw) for name, raw in zip(names, pipe.execute(), strict=True)}
+
+
+def _totals_from_database() -> dict[tuple[str, str, str], dict[str, Any]]:
+    from monitoring.models import MetricRollup
+    from monitoring.services import ROLLUP_SUMS, add_rollup
+
+    totals: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(dict)
+    for row in MetricRollup.objects.values("endpoint", "deployment", "role", *ROLLUP_SUMS, "errors", "latency_buckets"):
+        add_rollup(totals[(row["endpoint"], row["deployment"], row["role"])], row)
+    return dict(totals)
+
+
+def render_metrics() -> str:
+    """The whole /metrics page."""
+    out = _Writer()
+    client = None
+    redis_error = None
+    totals: dict[tuple[str, str, str], dict[str, Any]] = {}
+    dropped_shared = 0
+    if settings.REDIS_URL:
+        try:
+            import redis
+
+            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+            totals = _totals_from_redis(client)
+            dropped_shared = int(client.get(keys.DROPPED) or 0)
+        except Exception as exc:
+            redis_error, client = str(exc), None
+    else:
+        totals = _totals_from_database()
+    _write_predictions(out, totals)
+    if client is not None:
+        _write_serving(out, client)
+    out.family(
+        "modelhub_monitoring_dropped_records_total",
+        "counter",
+        "Prediction records lost because the metrics store could not be written.",
+    )
+    out.sample("modelhub_monitoring_dropped_records_total", dropped_shared + flusher._dropped_unreported)
+    out.family("modelhub_monitoring_store_up", "gauge", "1 when /metrics could read the shared metrics store.")
+    out.sample("modelhub_monitoring_store_up", 0 if redis_error else 1)
+    return out.text()
+
+
+def _write_predictions(out: _Writer, totals: dict[tuple[str, str, str], dict[str, Any]]) -> None:
+    series = sorted(totals.items())
+    out.family("modelhub_predictions_total", "counter", "Prediction requests answered or refused.")
+    for (endpoint, version, role), t in series:
+        out.sample("modelhub_predictions_total", t["count"], endpoint=endpoint, version=version, role=role)
+    out.family("modelhub_prediction_rows_total", "counter", "Rows (instances) in prediction requests.")
+    for (endpoint, version, role), t in series:
+        out.sample("modelhub_prediction_rows_total", t["rows"], endpoint=endpoint, version=version, role=role)
+    out.family("modelhub_prediction_errors_total", "counter", "Prediction requests that failed, by kind.")
+    for (endpoint, version, role), t in series:
+        for kind, count in sorted(t["errors"].items()):
+            out.sample(
+                "modelhub_prediction_errors_total", count, endpoint=endpoint, version=version, role=role, kind=kind
+            )
+    out.family("modelhub_prediction_latency_seconds", "histogram", "Request latency seen by the serving edge.")
+    for (endpoint, version, role), t in series:
+        cumulative = 0
+        labels = {"endpoint": endpoint, "version": version, "role": role}
+        for edge, count in zip((*LATENCY_BUCKETS_MS, math.inf), t["latency_buckets"], strict=True):
+            cumulative += count
+            le = "+Inf" if math.isinf(edge) else _num(edge / 1000)
+            out.sample("modelhub_prediction_latency_seconds_bucket", cumulative, **labels, le=le)
+        out.sample("modelhub_prediction_latency_seconds_sum", t["latency_sum_ms"] / 1000, **labels)
+        out.sample("modelhub_prediction_latency_seconds_count", t["count"], **labels)
+    out.family("modelhub_batch_rows", "summary", "Rows in the ONNX Runtime call each request ran in.")
+    for (endpoint, version, role), t in series:
+        if t["batch_count"]:
+            labels = {"endpoint": endpoint, "version": version, "role": role}
+            out.sample("modelhub_batch_rows_sum", t["batch_rows_sum"], **labels)
+            out.sample("modelhub_batch_rows_count", t["batch_count"], **labels)
+    out.family("modelhub_queue_wait_seconds_total", "counter", "Time requests waited for a batch, summed.")
+    for (endpoint, version, role), t in series:
+        out.sample(
+            "modelhub_queue_wait_seconds_total", t["queue_ms_sum"] / 1000, endpoint=endpoint, version=version, role=role
+        )
+    out.family("modelhub_model_seconds_total", "counter", "Time spent in ONNX Runtime for requests, summed.")
+    for (endpoint, version, role), t in series:
+        out.sample(
+            "modelhub_model_seconds_total", t["model_ms_sum"] / 1000, endpoint=endpoint, version=version, role=role
+        )
+
+
+def _decode(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _write_serving(out: _Writer, client: Any) -> None:
+    """Queue depth, heartbeats and loaded models, from the inference workers' heartbeats."""
+    from inference.pool import worker_status
+
+    try:
+        beats = worker_status(client)
+    except Exception:
+        return
+    if not beats:
+        return
+    now = time.time()
+    depth: dict[tuple[str, str], int] = {}
+    out.family("modelhub_worker_heartbeat_age_seconds", "gauge", "Seconds since each inference worker's heartbeat.")
+    for beat in beats:
+        out.sample(
+            "modelhub_worker_heartbeat_age_seconds",
+            round(now - float(beat.get("ts", now)), 3),
+            worker=str(beat.get("worker", "")),
+            device=str(beat.get("device", "")),
+        )
+        for deployment in beat.get("deployments", {}).values():
+            label = (str(deployment.get("endpoint", "")), f"{deployment.get('model')}:{deployment.get('version')}")
+            # Workers share one queue per deployment, so each reports the same depth.
+            depth[label] = max(depth.get(label, 0), int(deployment.get("queue_depth", 0)))
+    out.family("modelhub_queue_depth", "gauge", "Requests waiting in a worker-pool deployment's queue.")
+    for (endpoint, version), value in sorted(depth.items()):
+        out.sample("modelhub_queue_depth", value, endpoint=endpoint, version=version)
+    out.family("modelhub_worker_loaded_models", "gauge", "1 for each deployment a worker holds warm, by provider.")
+    for beat in beats:
+        for deployment in beat.get("deployments", {}).values():
+            if deployment.get("ready"):
+                out.sample(
+                    "modelhub_worker_loaded_models",
+                    1,
+                    worker=str(beat.get("worker", "")),
+                    endpoint=str(deployment.get("endpoint", "")),
+                    version=f"{deployment.get('model')}:{deployment.get('version')}",
+                    device=str(deployment.get("device", "")),
+                    provider=str(deployment.get("provider", "")),
+                )

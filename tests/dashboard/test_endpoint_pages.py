@@ -1,0 +1,130 @@
+"""Endpoints from the browser: split editor, rollback, keys (secret once), settings."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from dashboard import endpoints
+from inference.models import ApiKey, Endpoint
+from tests.conftest import iris_bytes, upload
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.skipif(not endpoints.AVAILABLE, reason="the serving work (inference.services) has not landed"),
+]
+
+
+@pytest.fixture
+def iris(api):
+    """Two ready versions of a real model (uploaded and validated through the API)."""
+    api.post("/api/v1/models/", {"name": "iris"}, format="json")
+    for tag in ("a", "b"):
+        body = upload(api, "iris", iris_bytes() if tag == "a" else _variant(), metadata='{"metrics": {}}').json()
+        assert body["status"] == "ready", body
+    return "iris"
+
+
+def _variant() -> bytes:
+    import onnx
+
+    model = onnx.load_from_string(iris_bytes())
+    model.doc_string = "second build"
+    return model.SerializeToString()
+
+
+@pytest.fixture
+def endpoint(browser_client, iris):
+    response = browser_client.post("/endpoints/new", {"name": "flowers", "description": "iris for apps"})
+    assert response.status_code == 302
+    return Endpoint.objects.get(name="flowers")
+
+
+def split(client: Client, rows: list[tuple[str, str, int]], **extra):
+    data = {"comment": "test"}
+    for i, (version, role, weight) in enumerate(rows):
+        data |= {f"route-{i}-version": version, f"route-{i}-role": role, f"route-{i}-weight": str(weight)}
+    return client.post("/endpoints/flowers/traffic", data, follow=True, HTTP_REFERER="/endpoints/flowers/", **extra)
+
+
+def test_the_endpoint_list_shows_health_and_split(browser_client, endpoint):
+    split(browser_client, [("iris:1", "primary", 100)])
+    html = browser_client.get("/endpoints/").content.decode()
+    assert "flowers" in html and "healthy" in html and "iris v1" in html
+
+
+def test_a_90_10_split_becomes_a_new_revision(browser_client, endpoint):
+    split(browser_client, [("iris:1", "primary", 100)])
+    response = split(browser_client, [("iris:1", "primary", 90), ("iris:2", "canary", 10)])
+    assert "Revision 2 is the split of flowers now." in response.content.decode()
+    current = endpoint.revisions.get(is_current=True)
+    assert [(r["version"], r["role"], r["weight"]) for r in current.routes] == [(1, "primary", 90), (2, "canary", 10)]
+
+
+def test_weights_that_do_not_add_up_to_100_are_refused_by_the_service(browser_client, endpoint):
+    response = split(browser_client, [("iris:1", "primary", 80), ("iris:2", "canary", 10)])
+    assert "must add up to 100, got 90" in response.content.decode()
+    assert not endpoint.revisions.exists()
+
+
+def test_a_weight_that_is_not_a_number_is_refused(browser_client, endpoint):
+    response = split(browser_client, [("iris:1", "primary", "ninety")])
+    assert "weight must be a whole number" in response.content.decode()
+
+
+def test_a_shadow_takes_no_weight(browser_client, endpoint):
+    split(browser_client, [("iris:1", "primary", 100), ("iris:2", "shadow", 30)])
+    routes = endpoint.revisions.get(is_current=True).routes
+    assert routes[1]["role"] == "shadow" and routes[1]["weight"] == 0
+
+
+def test_one_click_rollback_goes_back_to_a_revision(browser_client, endpoint):
+    split(browser_client, [("iris:1", "primary", 100)])
+    split(browser_client, [("iris:2", "primary", 100)])
+    response = browser_client.post("/endpoints/flowers/rollback", {"revision": "1"}, follow=True)
+    assert "Rolled back: revision 3" in response.content.decode()
+    assert endpoint.revisions.get(is_current=True).routes[0]["version"] == 1
+
+
+def test_a_new_key_secret_is_shown_once(browser_client, endpoint):
+    response = browser_client.post("/endpoints/flowers/keys", {"key_name": "checkout"})
+    html = response.content.decode()
+    key = ApiKey.objects.get(name="checkout")
+    assert 'id="new-secret"' in html and f"{key.prefix}" in html
+    assert response["Cache-Control"] == "no-store"
+    assert 'id="new-secret"' not in browser_client.get("/endpoints/flowers/").content.decode()
+
+
+def test_a_key_is_revoked_from_the_page(browser_client, endpoint):
+    browser_client.post("/endpoints/flowers/keys", {"key_name": "checkout"})
+    key = ApiKey.objects.get(name="checkout")
+    response = browser_client.post(f"/endpoints/flowers/keys/{key.prefix}/revoke", follow=True)
+    assert "revoked" in response.content.decode()
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+
+
+def test_the_sticky_header_is_saved(browser_client, endpoint):
+    browser_client.post("/endpoints/flowers/settings", {"sticky_header": "X-User-Id", "description": "d"})
+    endpoint.refresh_from_db()
+    assert endpoint.sticky_header == "X-User-Id"
+
+
+def test_a_viewer_cannot_change_the_split(viewer_client, browser_client, endpoint):
+    response = split(viewer_client, [("iris:1", "primary", 100)])
+    assert "needs the ml_engineer role" in response.content.decode()
+    assert not endpoint.revisions.exists()
+
+
+def test_the_try_it_panel_and_snippets_carry_an_example_body_from_the_signature(browser_client, endpoint):
+    split(browser_client, [("iris:1", "primary", 100)])
+    html = browser_client.get("/endpoints/flowers/").content.decode()
+    assert "[[0.5, 0.5, 0.5, 0.5]]" in html.replace("&quot;", '"')
+    assert "/api/v1/endpoints/flowers/predict" in html and "curl -s -X POST" in html
+
+
+def test_the_example_payload_follows_the_signature():
+    one = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]}
+    assert endpoints.example_payload(one) == {"instances": [[0.5, 0.5, 0.5]]}
+    two = {"inputs": [{"name": "a", "datatype": "INT64", "shape": [-1]}, {"name": "b", "dtype": "float", "shape": [2]}]}
+    assert endpoints.example_payload(two) == {"inputs": {"a": [1], "b": [0.5, 0.5]}}
