@@ -10,7 +10,7 @@ and serialises on the GIL with 32+ threads; an event loop parses HTTP in C (http
 and keeps thousands of requests in flight without a thread each.
 
 V2 infer never leaves the event loop for an in-process deployment: parse, cached auth and
-route, codec validation, then `DynamicBatcher.submit` and `await` its future (the batcher
+route, codec validation, then `ServedModel.submit` (the batcher) and `await` its future (the batcher
 thread wakes the loop once per request), then encode. So concurrency feeds the batcher
 without a thread per request. A worker-pool deployment is awaited too
 (`WorkerPoolTransport.infer_async`, redis.asyncio, the same single round trip); a
@@ -203,11 +203,13 @@ class EdgeASGI:
             transport = transport_for(spec)
             loop = asyncio.get_running_loop()
             if isinstance(transport, InProcessTransport):
-                served = transport._served.get(spec.key)
-                if served is None or served.sha256 != spec.artifact_sha256:
-                    served = await loop.run_in_executor(self.pool, transport._get, spec)
+                entry = transport._served.get(spec.key)  # (sha256, runtime ServedModel)
+                if entry is not None and entry[0] == spec.artifact_sha256:
+                    served = entry[1]
+                else:  # first request in this process: load + warm off the loop
+                    served = await loop.run_in_executor(self.pool, transport._load, spec)
                 # The batcher fails the future itself at the deadline (queued or running).
-                outputs = await asyncio.wrap_future(served.batcher.submit(inputs, timeout_s=timeout_s))
+                outputs = await asyncio.wrap_future(served.submit(inputs, timeout_s=timeout_s))
                 result = InferResult(outputs=outputs, provider=served.model.provider)
             elif hasattr(transport, "infer_async"):
                 result = await transport.infer_async(spec, inputs, timeout_s=timeout_s)
@@ -281,6 +283,6 @@ def _write_stats_forever() -> None:
 
     transport = in_process_transport()
     while True:
-        served = dict(transport._served)
-        write_batch_stats({s.model.name: s.batcher.stats() for s in served.values()})
+        served = [entry[1] for entry in list(transport._served.values())]
+        write_batch_stats({s.model.name: s.batcher.stats() for s in served if s.batcher is not None})
         time.sleep(0.5)

@@ -39,7 +39,15 @@ def call(method: str, path: str, body: bytes = b"", headers: Headers | None = No
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(app(scope, receive, send))
+    async def run() -> None:
+        try:
+            await app(scope, receive, send)
+        finally:
+            from django.db import connections
+
+            connections.close_all()  # the loop's own connection, not the test's
+
+    asyncio.run(run())
     start = sent[0]
     head = {k.decode(): v.decode() for k, v in start["headers"]}
     return start["status"], head, b"".join(m.get("body", b"") for m in sent[1:])
