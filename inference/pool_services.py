@@ -14,29 +14,9 @@ from django.db import transaction
 
 from inference.models import Deployment
 from inference.pool import WorkerPoolTransport, worker_pool_transport, worker_status
+from inference.selectors import deployment_spec
 from inference.transport import DeploymentSpec
-from registry import storage
 from registry.audit import audit_record
-
-
-def deployment_spec_build(deployment: Deployment) -> DeploymentSpec:
-    """The plain-value spec of a deployment row (what crosses into workers)."""
-    version = deployment.model_version
-    return DeploymentSpec(
-        deployment_id=deployment.pk,
-        endpoint=deployment.endpoint.name,
-        model=version.model.name,
-        version=version.version,
-        role=deployment.role,
-        weight=deployment.weight,
-        artifact_sha256=version.artifact_sha256,
-        artifact_path=str(storage.artifact_path(version.artifact_sha256)),
-        signature=version.signature or {},
-        device=deployment.device,
-        placement=deployment.placement,
-        max_batch_size=deployment.max_batch_size,
-        max_queue_delay_ms=deployment.max_queue_delay_ms,
-    )
 
 
 def _provider(spec: DeploymentSpec) -> str:
@@ -99,7 +79,7 @@ def deployment_pool_load(
         return deployment.state
     if deployment.state == Deployment.State.RETIRED:
         return deployment.state
-    spec = deployment_spec_build(deployment)
+    spec = deployment_spec(deployment)
     transport = transport or worker_pool_transport()
     transport.ensure_loaded(spec)
     deadline = time.monotonic() + wait_s
@@ -120,7 +100,7 @@ def deployment_pool_load(
 def deployment_pool_unload(*, deployment_id: int, transport: WorkerPoolTransport | None = None) -> None:
     """Withdraw a deployment from the workers (idempotent; the row's state is left as is)."""
     deployment = Deployment.objects.select_related("endpoint", "model_version__model").get(pk=deployment_id)
-    (transport or worker_pool_transport()).unload(deployment_spec_build(deployment))
+    (transport or worker_pool_transport()).unload(deployment_spec(deployment))
 
 
 def pool_readiness() -> dict[str, object]:
@@ -140,7 +120,7 @@ def pool_readiness() -> dict[str, object]:
     try:
         for deployment in deployments:
             checked += 1
-            spec = deployment_spec_build(deployment)
+            spec = deployment_spec(deployment)
             if transport.warm_workers(spec) == 0:
                 cold.append(f"{spec.endpoint} ({spec.label})")
     except Exception as exc:  # Redis down: not ready, with the reason

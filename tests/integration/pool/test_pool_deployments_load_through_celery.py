@@ -10,7 +10,7 @@ from config.health import READINESS_CHECKS
 from inference import tasks
 from inference.models import Deployment, Endpoint
 from inference.pool import worker_pool_transport
-from inference.pool_services import deployment_spec_build
+from inference.selectors import deployment_spec
 from registry import storage
 from registry.models import AuditEvent, ModelVersion, RegisteredModel
 from tests.integration.pool.conftest import deployment_report, mlp_model, wait_until
@@ -49,7 +49,7 @@ def test_a_celery_task_loads_a_pool_deployment_on_every_worker_and_marks_it_read
     deployment.refresh_from_db()
     assert deployment.state == Deployment.State.READY
     assert AuditEvent.objects.filter(action="deployment.ready", object_id=str(deployment.pk)).exists()
-    spec = deployment_spec_build(deployment)
+    spec = deployment_spec(deployment)
     wait_until(lambda: transport.warm_workers(spec) == 2, timeout=60, what="both workers to warm it")
     assert READINESS_CHECKS["workers"]()["ok"] is True
 
@@ -82,4 +82,4 @@ def test_a_deployment_no_worker_can_load_is_marked_failed_with_the_reason(infere
     assert state == "failed"
     deployment.refresh_from_db()
     assert "cannot load" in deployment.state_detail
-    assert worker_pool_transport().warm_workers(deployment_spec_build(deployment)) == 0
+    assert worker_pool_transport().warm_workers(deployment_spec(deployment)) == 0
