@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PY="${PY:-python3}"
 nvidia-smi -L || { echo "gpu_check: nvidia-smi found no GPU" >&2; exit 2; }
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-  # the CUDA 12 runtime + cuDNN 9 wheels onnxruntime-gpu 1.31 loads (onnxruntime.preload_dlls() finds them)
+  # the CUDA 13 runtime + cuDNN 9 (cu13) wheels onnxruntime-gpu 1.31 loads (onnxruntime.preload_dlls() finds them)
   "$PY" -m pip install -q "onnxruntime-gpu[cuda,cudnn]==1.31.1"
 fi
 REDIS_PID=""
