@@ -39,9 +39,11 @@ def mlp(path: Path) -> Path:
             last = f"r{i}"
     nodes.append(helper.make_node("Identity", [last], ["output"]))
     graph = helper.make_graph(
-        nodes, "mlp",
+        nodes,
+        "mlp",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 256])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 10])], inits,
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 10])],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
@@ -92,17 +94,40 @@ def main() -> None:
     workers = []
     for device in ("gpu", "cpu"):
         log = open(tmp / f"worker-{device}.log", "wb")
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "workers.inference_worker", "--device", device, "--redis-url", url,
-             "--pullers", "4"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        ))
+        workers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "workers.inference_worker",
+                    "--device",
+                    device,
+                    "--redis-url",
+                    url,
+                    "--pullers",
+                    "4",
+                ],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
     transport = WorkerPoolTransport(url)
     specs = {
         device: DeploymentSpec(
-            deployment_id=900 + i, endpoint="mlp", model="mlp", version=1, role="primary", weight=100,
-            artifact_sha256="0" * 64, artifact_path=str(path), signature={}, device=device,
-            placement="worker_pool", max_batch_size=256, max_queue_delay_ms=0,
+            deployment_id=900 + i,
+            endpoint="mlp",
+            model="mlp",
+            version=1,
+            role="primary",
+            weight=100,
+            artifact_sha256="0" * 64,
+            artifact_path=str(path),
+            signature={},
+            device=device,
+            placement="worker_pool",
+            max_batch_size=256,
+            max_queue_delay_ms=0,
         )
         for i, device in enumerate(("gpu", "cpu"))
     }
@@ -116,14 +141,18 @@ def main() -> None:
             time.sleep(0.5)
         for beat in worker_status():
             for key, rep in beat["deployments"].items():
-                print(f"worker {beat['worker']} device={beat['device']} deployment {key}: "
-                      f"provider really got = {rep['provider']} (ready={rep['ready']})")
+                print(
+                    f"worker {beat['worker']} device={beat['device']} deployment {key}: "
+                    f"provider really got = {rep['provider']} (ready={rep['ready']})"
+                )
         x = np.ones((1, 256), np.float32)
         answer = transport.infer(specs["gpu"], {"input": x}, timeout_s=10)
         print("one request through the gpu worker: provider =", answer.provider)
         print(f"\nmlp, batch 64, {args.seconds:.0f} s each (rows/s):")
-        for label, providers in (("raw ORT CUDA", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
-                                 ("raw ORT CPU", ["CPUExecutionProvider"])):
+        for label, providers in (
+            ("raw ORT CUDA", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+            ("raw ORT CPU", ["CPUExecutionProvider"]),
+        ):
             got, rate = raw_rows_per_s(path, providers, args.seconds)
             print(f"  {label:<28} {rate:>12,.0f}   ({got})")
         for device in ("gpu", "cpu"):

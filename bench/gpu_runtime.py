@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Device-side proof + measurements for docs/gpu.md (run from the repo root).
 
-  python3 bench/gpu_runtime.py probe MODEL DEVICE      # one LoadedModel.load, no preload_dlls: which provider?
-  python3 bench/gpu_runtime.py main MODELDIR OUTJSON [SECONDS]
+python3 bench/gpu_runtime.py probe MODEL DEVICE      # one LoadedModel.load, no preload_dlls: which provider?
+python3 bench/gpu_runtime.py main MODELDIR OUTJSON [SECONDS]
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,11 @@ def probe(model: str, device: str) -> None:
     from inference.runtime.session import LoadedModel, available_providers
 
     m = LoadedModel.load(model, device=device)
-    print(json.dumps({"preload_dlls": False, "device": device, "available": available_providers(),
-                      "provider": m.provider}))
+    print(
+        json.dumps(
+            {"preload_dlls": False, "device": device, "available": available_providers(), "provider": m.provider}
+        )
+    )
 
 
 def rate(fn, seconds: float) -> tuple[float, float]:
@@ -82,11 +86,12 @@ def batcher_run(model, seconds: float, threads: int = 64) -> dict:
         t.join()
     st1 = b.stats()
     b.close()
-    all_l = sorted(v for l in lats for v in l)
+    all_l = sorted(v for thread_lats in lats for v in thread_lats)
     n = len(all_l)
     batches = st1.batches - st0.batches
     return {
-        "requests": n, "req_per_s": n / seconds,
+        "requests": n,
+        "req_per_s": n / seconds,
         "p50_ms": all_l[n // 2] * 1000 if n else None,
         "p99_ms": all_l[min(n - 1, int(n * 0.99))] * 1000 if n else None,
         "mean_batch_rows": (st1.rows - st0.rows) / batches if batches else None,
@@ -101,8 +106,13 @@ def main(modeldir: str, outjson: str, seconds: float) -> None:
     ort.preload_dlls()
     from inference.runtime.session import LoadedModel, available_providers
 
-    res: dict = {"ort_version": ort.__version__, "ort_file": ort.__file__, "available": available_providers(),
-                 "device_info": ort.get_device(), "cpu_count": os.cpu_count()}
+    res: dict = {
+        "ort_version": ort.__version__,
+        "ort_file": ort.__file__,
+        "available": available_providers(),
+        "device_info": ort.get_device(),
+        "cpu_count": os.cpu_count(),
+    }
     print(json.dumps(res), flush=True)
     models = {}
     for name in ("mlp", "tiny"):
@@ -110,9 +120,15 @@ def main(modeldir: str, outjson: str, seconds: float) -> None:
             m = LoadedModel.load(os.path.join(modeldir, f"{name}.onnx"), device=dev, name=name)
             m.warm()
             models[(name, dev)] = m
-            row = {"model": name, "device_requested": dev, "provider": m.provider,
-                   "session_providers": m._session.get_providers(), "load_ms": round(m.load_ms, 1),
-                   "warm_ms": round(m.warm_ms, 1), "repr": repr(m)}
+            row = {
+                "model": name,
+                "device_requested": dev,
+                "provider": m.provider,
+                "session_providers": m._session.get_providers(),
+                "load_ms": round(m.load_ms, 1),
+                "warm_ms": round(m.warm_ms, 1),
+                "repr": repr(m),
+            }
             res.setdefault("loads", []).append(row)
             print(json.dumps(row), flush=True)
     # correctness: GPU vs CPU on the same batch
@@ -138,8 +154,16 @@ def main(modeldir: str, outjson: str, seconds: float) -> None:
                 feed = {"input": inputs[(name, bsz)]}
                 secs = seconds if name == "mlp" else seconds * 0.6
                 calls, ms = rate(lambda m=m, feed=feed: m.predict(feed), secs)
-                row = {"rep": rep, "model": name, "batch": bsz, "device": dev, "provider": m.provider,
-                       "calls_per_s": calls, "rows_per_s": calls * bsz, "median_call_ms": ms}
+                row = {
+                    "rep": rep,
+                    "model": name,
+                    "batch": bsz,
+                    "device": dev,
+                    "provider": m.provider,
+                    "calls_per_s": calls,
+                    "rows_per_s": calls * bsz,
+                    "median_call_ms": ms,
+                }
                 pred.append(row)
                 print(json.dumps(row), flush=True)
     res["predict"] = pred
@@ -162,11 +186,14 @@ def main(modeldir: str, outjson: str, seconds: float) -> None:
             summ[f"{name} b{bsz} {dev}"] = {
                 "rows_per_s": statistics.median(r["rows_per_s"] for r in rs),
                 "median_call_ms": statistics.median(r["median_call_ms"] for r in rs),
-                "all_rows_per_s": [round(r["rows_per_s"]) for r in rs]}
+                "all_rows_per_s": [round(r["rows_per_s"]) for r in rs],
+            }
     for dev in ("gpu", "cpu"):
         rs = [r for r in bat if r["device"] == dev]
-        summ[f"batcher mlp 64x1 {dev}"] = {k: statistics.median(r[k] for r in rs)
-                                           for k in ("req_per_s", "p50_ms", "p99_ms", "mean_batch_rows", "mean_model_ms")}
+        summ[f"batcher mlp 64x1 {dev}"] = {
+            k: statistics.median(r[k] for r in rs)
+            for k in ("req_per_s", "p50_ms", "p99_ms", "mean_batch_rows", "mean_model_ms")
+        }
         summ[f"batcher mlp 64x1 {dev}"]["all_req_per_s"] = [round(r["req_per_s"]) for r in rs]
     res["summary"] = summ
     print(json.dumps(summ, indent=1), flush=True)

@@ -15,6 +15,7 @@ canary of the machine's state in each round.
 Everything is appended to RESULTS (JSONL, one line per measured point) and the report (report.py)
 is printed at the end and saved next to it.
 """
+
 import argparse
 import fcntl
 import json
@@ -49,60 +50,106 @@ def target_specs(peers, models_dir):
     mh_port = env_int("MODELHUB_PORT", 8010)
 
     def pytriton_env(port):
-        libdir = subprocess.run([vb("pytriton", "python"), "-c",
-                                 "import sysconfig;print(sysconfig.get_config_var('LIBDIR'))"],
-                                capture_output=True, text=True, timeout=60).stdout.strip()
+        libdir = subprocess.run(
+            [vb("pytriton", "python"), "-c", "import sysconfig;print(sysconfig.get_config_var('LIBDIR'))"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
         # Triton's python-backend stub must link the venv interpreter's libpython (see peers README)
         return {"LD_LIBRARY_PATH": libdir, "ORT_INTRA_OP": "2", "INSTANCES": "1", "PORT": str(port)}
 
     specs = {
         "raw-ort": dict(kind="raw", title="raw ORT limit (in-process)"),
         "fastapi": dict(
-            kind="server", title="FastAPI + ORT (uvicorn, 2 workers)", port=8001,
+            kind="server",
+            title="FastAPI + ORT (uvicorn, 2 workers)",
+            port=8001,
             cwd=os.path.join(peers, "peers", "fastapi"),
-            argv=lambda m, p: [vb("base", "uvicorn"), "server:app", "--host", "127.0.0.1", "--port", str(p),
-                               "--workers", "2", "--log-level", "warning", "--no-access-log"],
+            argv=lambda m, p: [
+                vb("base", "uvicorn"),
+                "server:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p),
+                "--workers",
+                "2",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
             env=lambda p: {"ORT_INTRA_OP": "1"},
             ready=["/v2/health/ready", "/v2/models/{model}"],
-            note="uvicorn workers=2 intra_op=1, no batching"),
+            note="uvicorn workers=2 intra_op=1, no batching",
+        ),
         "pytriton": dict(
-            kind="server", title="PyTriton (Triton, dynamic batcher)", port=8002, extra_ports=[8003, 8004],
+            kind="server",
+            title="PyTriton (Triton, dynamic batcher)",
+            port=8002,
+            extra_ports=[8003, 8004],
             cwd=os.path.join(peers, "peers", "pytriton"),
             argv=lambda m, p: [vb("pytriton", "python"), "server.py"],
-            env=pytriton_env, ready_timeout=180,
+            env=pytriton_env,
+            ready_timeout=180,
             ready=["/v2/health/ready", "/v2/models/{model}/ready", "/v2/models/{model}"],
             note="triton dynamic batcher max_batch=64 delay_us=0 instances=1 intra_op=2",
-            shm_glob="pytrtion{pid}-"),  # sic: pytriton's own prefix
+            shm_glob="pytrtion{pid}-",
+        ),  # sic: pytriton's own prefix
         "mlserver": dict(
-            kind="server", title="MLServer (adaptive batching)", port=8006, extra_ports=[8007, 8008],
+            kind="server",
+            title="MLServer (adaptive batching)",
+            port=8006,
+            extra_ports=[8007, 8008],
             cwd=os.path.join(peers, "peers", "mlserver", "repo"),
             argv=lambda m, p: [vb("mlserver", "mlserver"), "start", "."],
-            env=lambda p: {"ORT_INTRA_OP": "2", "MLSERVER_PARALLEL_WORKERS": "1"}, ready_timeout=180,
+            env=lambda p: {"ORT_INTRA_OP": "2", "MLSERVER_PARALLEL_WORKERS": "1"},
+            ready_timeout=180,
             ready=["/v2/health/ready", "/v2/models/{model}/ready", "/v2/models/{model}"],
-            note="mlserver adaptive batching max_batch=64 max_batch_time=2ms parallel_workers=1 intra_op=2"),
+            note="mlserver adaptive batching max_batch=64 max_batch_time=2ms parallel_workers=1 intra_op=2",
+        ),
         "bentoml": dict(
-            kind="server", title="BentoML (adaptive batching, native body)", port=8005,
+            kind="server",
+            title="BentoML (adaptive batching, native body)",
+            port=8005,
             cwd=os.path.join(peers, "peers", "bentoml"),
-            argv=lambda m, p: [vb("bentoml", "bentoml"), "serve", "service:OnnxService",
-                               "--host", "127.0.0.1", "--port", str(p)],
+            argv=lambda m, p: [
+                vb("bentoml", "bentoml"),
+                "serve",
+                "service:OnnxService",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p),
+            ],
             env=lambda p: {"BENTOML_DO_NOT_TRACK": "true", "ORT_INTRA_OP": "2", "BENTO_WORKERS": "1"},
-            ready_timeout=180, ready=["/readyz"],
+            ready_timeout=180,
+            ready=["/readyz"],
             bench_args=lambda m: ["--path", f"/infer_{m}", "--format", "bentoml", "--features", str(FEATURES[m])],
-            note="bentoml native body (not V2); batchable max_batch=64 workers=1 intra_op=2"),
+            note="bentoml native body (not V2); batchable max_batch=64 workers=1 intra_op=2",
+        ),
         "modelhub": dict(
-            kind="server", title="Modelhub", port=mh_port, cwd=REPO,
+            kind="server",
+            title="Modelhub",
+            port=mh_port,
+            cwd=REPO,
             argv=lambda m, p: [os.path.join(HERE, "start_modelhub.sh"), m, str(p)],
             env=lambda p: {"REPO_ROOT": REPO},
             ready_timeout=env_int("MODELHUB_READY_TIMEOUT", 180),
             ready=["/v2/health/ready", "/v2/models/{model}"],
-            note=os.environ.get("MODELHUB_NOTE", "bench/start_modelhub.sh"), skippable=True),
+            note=os.environ.get("MODELHUB_NOTE", "bench/start_modelhub.sh"),
+            skippable=True,
+        ),
     }
     # Modelhub's worker-pool placement with 1 and 2 inference worker processes (bench/start_modelhub.sh).
     for n in (1, 2):
         specs[f"modelhub-pool{n}"] = dict(
-            specs["modelhub"], title=f"Modelhub, worker pool x{n}", port=mh_port + n,
+            specs["modelhub"],
+            title=f"Modelhub, worker pool x{n}",
+            port=mh_port + n,
             env=lambda p, n=n: {"REPO_ROOT": REPO, "MODELHUB_VARIANT": f"pool{n}"},
-            note=f"bench/start_modelhub.sh MODELHUB_VARIANT=pool{n}")
+            note=f"bench/start_modelhub.sh MODELHUB_VARIANT=pool{n}",
+        )
     specs["modelhub"]["env"] = lambda p: {"REPO_ROOT": REPO, "MODELHUB_VARIANT": "inproc"}
     specs["modelhub"]["title"] = "Modelhub, in-process"
     return specs
@@ -118,6 +165,7 @@ def cpu_busy(seconds=1.0):
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:]]
         return sum(v), v[3] + v[4]
+
     t0, i0 = snap()
     time.sleep(seconds)
     t1, i1 = snap()
@@ -184,9 +232,15 @@ class Server:
         env.update(spec["env"](self.port))
         env.update({"MODEL": model, "PORT": str(self.port), "STATS_FILE": stats_file, "MODELHUB_BENCH_TAG": tag})
         self.logf = open(log_path, "ab")
-        self.proc = subprocess.Popen(spec["argv"](model, self.port), cwd=spec["cwd"], env=env,
-                                     stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     start_new_session=True)  # own session + process group (pgid = pid)
+        self.proc = subprocess.Popen(
+            spec["argv"](model, self.port),
+            cwd=spec["cwd"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # own session + process group (pgid = pid)
         self.pgid = self.proc.pid
 
     def wait_ready(self, timeout):
@@ -257,10 +311,13 @@ class Server:
 # ----------------------------------------------------------------------------------------------------
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--peers-dir", default=os.environ.get("PEERS_DIR",
-                                                          os.path.expanduser("~/.cache/modelhub-peers")))
-    ap.add_argument("--all-peers", action="store_true", default=os.environ.get("ALL_PEERS") == "1",
-                    help="also measure MLServer and BentoML (ALL_PEERS=1)")
+    ap.add_argument("--peers-dir", default=os.environ.get("PEERS_DIR", os.path.expanduser("~/.cache/modelhub-peers")))
+    ap.add_argument(
+        "--all-peers",
+        action="store_true",
+        default=os.environ.get("ALL_PEERS") == "1",
+        help="also measure MLServer and BentoML (ALL_PEERS=1)",
+    )
     ap.add_argument("--out-dir", default=os.environ.get("OUT_DIR", os.path.join(HERE, "results")))
     ap.add_argument("--plan", action="store_true", help="print the plan and time estimate, run nothing")
     a = ap.parse_args()
@@ -274,7 +331,8 @@ def main():
     stop_timeout = env_int("STOP_TIMEOUT", 20)
     models = os.environ.get("MODELS", "tiny mlp").replace(",", " ").split()
     targets = os.environ.get("TARGETS", "").replace(",", " ").split() or (
-        DEFAULT_TARGETS + (EXTRA_PEERS if a.all_peers else []))
+        DEFAULT_TARGETS + (EXTRA_PEERS if a.all_peers else [])
+    )
     peers = os.path.abspath(a.peers_dir)
     models_dir = os.path.join(peers, "models")
     specs = target_specs(peers, models_dir)
@@ -296,8 +354,10 @@ def main():
             est += startup.get(t, 10) + warmup + 1 + len(concs) * per_point + 4
     est = (est + len(targets)) * rounds * len(models)
     max_s = env_int("BENCH_MAX_S", int(2 * est + 600))
-    log(f"plan: models={models} targets={targets} rounds={rounds} conc={conc} duration={duration}s "
-        f"warmup={warmup}s -> about {est / 60:.0f} min (hard stop after {max_s / 60:.0f} min)")
+    log(
+        f"plan: models={models} targets={targets} rounds={rounds} conc={conc} duration={duration}s "
+        f"warmup={warmup}s -> about {est / 60:.0f} min (hard stop after {max_s / 60:.0f} min)"
+    )
     if a.plan:
         return 0
 
@@ -324,8 +384,12 @@ def main():
     os.makedirs(os.path.join(run_dir, "stats"), exist_ok=True)
     results = os.path.join(run_dir, "results.jsonl")
     try:
-        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     try:
@@ -338,18 +402,34 @@ def main():
         with open(results, "a") as f:
             f.write(json.dumps(rec) + "\n")
 
-    emit({"kind": "meta", "run_id": run_id, "ts": time.strftime("%Y-%m-%dT%H:%M:%S"), "models": models,
-          "targets": targets, "titles": {t: specs[t]["title"] for t in targets}, "rounds": rounds,
-          "duration_s": duration, "concurrency": concs, "warmup_s": warmup, "raw_seconds": raw_seconds,
-          "repo_commit": commit, "peers_kit": kit, "peers_dir": peers, "nproc": os.cpu_count(),
-          "loadavg": open("/proc/loadavg").read().split()[:3],
-          "modelhub_start_cmd": os.environ.get("MODELHUB_START_CMD")})
+    emit(
+        {
+            "kind": "meta",
+            "run_id": run_id,
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "models": models,
+            "targets": targets,
+            "titles": {t: specs[t]["title"] for t in targets},
+            "rounds": rounds,
+            "duration_s": duration,
+            "concurrency": concs,
+            "warmup_s": warmup,
+            "raw_seconds": raw_seconds,
+            "repo_commit": commit,
+            "peers_kit": kit,
+            "peers_dir": peers,
+            "nproc": os.cpu_count(),
+            "loadavg": open("/proc/loadavg").read().split()[:3],
+            "modelhub_start_cmd": os.environ.get("MODELHUB_START_CMD"),
+        }
+    )
     log(f"results: {results}")
 
     current = {"server": None}
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
@@ -373,8 +453,7 @@ def main():
                         continue
                     spec = specs[t]
                     seq += 1
-                    base = {"run_id": run_id, "target": t, "label": t, "model": model, "round": rnd,
-                            "position": pos}
+                    base = {"run_id": run_id, "target": t, "label": t, "model": model, "round": rnd, "position": pos}
                     bg = cpu_busy(1.0)  # machine busy% with none of our servers up (neighbours)
                     base["bg_busy_pct"] = bg
                     if bg > 25:
@@ -383,22 +462,50 @@ def main():
                     if spec["kind"] == "raw":
                         fd, tmp = tempfile.mkstemp(suffix=".json", dir=run_dir)
                         os.close(fd)
-                        cmd = [os.path.join(peers, "venvs", "base", "bin", "python"),
-                               os.path.join(peers, "raw_ort_bench.py"), "--models-dir", models_dir,
-                               "--threads", os.environ.get("RAW_THREADS", "2"), "--batches", "1,64",
-                               "--seconds", str(raw_seconds), "--json", tmp]
+                        cmd = [
+                            os.path.join(peers, "venvs", "base", "bin", "python"),
+                            os.path.join(peers, "raw_ort_bench.py"),
+                            "--models-dir",
+                            models_dir,
+                            "--threads",
+                            os.environ.get("RAW_THREADS", "2"),
+                            "--batches",
+                            "1,64",
+                            "--seconds",
+                            str(raw_seconds),
+                            "--json",
+                            tmp,
+                        ]
                         try:
-                            rc, out = run_group(cmd, 60 + 4 * raw_seconds, env=dict(os.environ, ONLY=model),
-                                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            rc, out = run_group(
+                                cmd,
+                                60 + 4 * raw_seconds,
+                                env=dict(os.environ, ONLY=model),
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT,
+                                text=True,
+                            )
                             ok = rc == 0
                             if ok:
                                 for r in json.load(open(tmp))["results"]:
-                                    emit(dict(base, kind="raw", status="ok", batch=r["batch"],
-                                              intra_op_threads=r["intra_op_threads"], calls=r["calls"],
-                                              rows_per_s=r["rows_per_s"], p50_ms=r["p50_ms"], p99_ms=r["p99_ms"],
-                                              ts=time.strftime("%Y-%m-%dT%H:%M:%S")))
-                                    log(f"raw-ort {model} batch {r['batch']:>2}: {r['rows_per_s']:,.0f} rows/s "
-                                        f"(p50 {r['p50_ms']:.3f} ms/call)")
+                                    emit(
+                                        dict(
+                                            base,
+                                            kind="raw",
+                                            status="ok",
+                                            batch=r["batch"],
+                                            intra_op_threads=r["intra_op_threads"],
+                                            calls=r["calls"],
+                                            rows_per_s=r["rows_per_s"],
+                                            p50_ms=r["p50_ms"],
+                                            p99_ms=r["p99_ms"],
+                                            ts=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                        )
+                                    )
+                                    log(
+                                        f"raw-ort {model} batch {r['batch']:>2}: {r['rows_per_s']:,.0f} rows/s "
+                                        f"(p50 {r['p50_ms']:.3f} ms/call)"
+                                    )
                             else:
                                 log(f"raw-ort failed rc={rc}: {(out or '')[-800:]}")
                         finally:
@@ -412,10 +519,19 @@ def main():
                     ports = [spec["port"]] + spec.get("extra_ports", [])
                     busy = [p for p in ports if port_open(p)]
                     if busy:
-                        log(f"{t}: port(s) {busy} already in use by a process this run did not start; "
-                            f"skipping {t} this round (free the port or change it)")
+                        log(
+                            f"{t}: port(s) {busy} already in use by a process this run did not start; "
+                            f"skipping {t} this round (free the port or change it)"
+                        )
                         failures += 1
-                        emit(dict(base, kind="server", status="port_busy", reason=f"port(s) {busy} in use by another process"))
+                        emit(
+                            dict(
+                                base,
+                                kind="server",
+                                status="port_busy",
+                                reason=f"port(s) {busy} in use by another process",
+                            )
+                        )
                         continue
                     tag = f"{run_id}-{seq}"
                     stem = f"{model}-r{rnd}-{t}"
@@ -437,17 +553,44 @@ def main():
                             failures += 1
                             tail = open(log_path, errors="replace").read()[-1500:]
                             log(f"{t}: did not become ready ({state}); log {log_path}:\n{tail}")
-                            emit(dict(base, kind="server", status="start_failed", reason=state,
-                                      startup_s=startup_s, log=log_path))
+                            emit(
+                                dict(
+                                    base,
+                                    kind="server",
+                                    status="start_failed",
+                                    reason=state,
+                                    startup_s=startup_s,
+                                    log=log_path,
+                                )
+                            )
                             continue
                         log(f"{t} ready on :{spec['port']} after {startup_s}s")
                         fd, tmp = tempfile.mkstemp(suffix=".jsonl", dir=run_dir)
                         os.close(fd)
-                        cmd = [sys.executable, os.path.join(peers, "run_peer_bench.py"),
-                               "--url", f"http://127.0.0.1:{spec['port']}", "--model", model, "--label", t,
-                               "--repeats", "1", "--duration", str(duration), "--concurrency", conc,
-                               "--warmup", str(warmup), "--out", tmp, "--note", spec.get("note", ""),
-                               "--batch-stats-file", stats] + spec.get("bench_args", lambda m: [])(model)
+                        cmd = [
+                            sys.executable,
+                            os.path.join(peers, "run_peer_bench.py"),
+                            "--url",
+                            f"http://127.0.0.1:{spec['port']}",
+                            "--model",
+                            model,
+                            "--label",
+                            t,
+                            "--repeats",
+                            "1",
+                            "--duration",
+                            str(duration),
+                            "--concurrency",
+                            conc,
+                            "--warmup",
+                            str(warmup),
+                            "--out",
+                            tmp,
+                            "--note",
+                            spec.get("note", ""),
+                            "--batch-stats-file",
+                            stats,
+                        ] + spec.get("bench_args", lambda m: [])(model)
                         bench_timeout = 120 + warmup + len(concs) * (duration + 70)
                         rc, _ = run_group(cmd, bench_timeout)
                         rows = [json.loads(line) for line in open(tmp) if line.strip()]
@@ -461,8 +604,10 @@ def main():
                             emit(dict(base, kind="server", status="bench_failed", reason=str(rc), log=log_path))
                     finally:
                         if not srv.stop(stop_timeout):
-                            log(f"FATAL: {t}'s port(s) still open after stopping it; aborting so that two "
-                                f"servers never share the 2 cores")
+                            log(
+                                f"FATAL: {t}'s port(s) still open after stopping it; aborting so that two "
+                                f"servers never share the 2 cores"
+                            )
                             raise SystemExit(2)
                         current["server"] = None
     except KeyboardInterrupt as e:

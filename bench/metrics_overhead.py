@@ -56,10 +56,14 @@ def tiny_model_bytes() -> bytes:
     rng = np.random.default_rng(0)
     w = helper.make_tensor("w", TensorProto.FLOAT, [10, 2], rng.normal(size=20).astype(np.float32).tolist())
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["logits"]), helper.make_node("ArgMax", ["logits"], ["label"], axis=1,
-                                                                              keepdims=0)],
-        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 10])],
-        [helper.make_tensor_value_info("label", TensorProto.INT64, [None])], [w],
+        [
+            helper.make_node("MatMul", ["x", "w"], ["logits"]),
+            helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 10])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, [None])],
+        [w],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -78,8 +82,9 @@ def served_predict(tmp: str) -> Any:
 
     path = Path(tmp) / "tiny.onnx"
     path.write_bytes(tiny_model_bytes())
-    model = ModelRepository().load("bench", str(path), max_batch_size=8, max_queue_delay_ms=1.0, name="tiny",
-                                   version="1")
+    model = ModelRepository().load(
+        "bench", str(path), max_batch_size=8, max_queue_delay_ms=1.0, name="tiny", version="1"
+    )
     return lambda feeds: model.predict(feeds, timeout_s=10)["label"]
 
 
@@ -94,11 +99,22 @@ def run(predict: Any, variant: str, n: int, *, with_model: bool) -> float:
         t0 = time.perf_counter()
         outputs = {"label": predict({"x": x})} if with_model else {"label": label}
         if rates is not None:
-            recorder.record(PredictionRecord(
-                endpoint="bench", deployment="tiny:1", role="primary", latency_ms=(time.perf_counter() - t0) * 1000,
-                ok=True, batch_rows=1, queue_ms=0.0, model_ms=0.01, inputs={"x": x}, outputs=outputs,
-                payload=BODY, response=RESPONSE,
-            ))
+            recorder.record(
+                PredictionRecord(
+                    endpoint="bench",
+                    deployment="tiny:1",
+                    role="primary",
+                    latency_ms=(time.perf_counter() - t0) * 1000,
+                    ok=True,
+                    batch_rows=1,
+                    queue_ms=0.0,
+                    model_ms=0.01,
+                    inputs={"x": x},
+                    outputs=outputs,
+                    payload=BODY,
+                    response=RESPONSE,
+                )
+            )
     return time.perf_counter() - started
 
 
@@ -116,7 +132,7 @@ def main() -> None:
     rps: dict[str, list[float]] = {v: [] for v in VARIANTS}
     cost_us: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for r in range(args.rounds):
-        order = list(VARIANTS)[r % len(VARIANTS):] + list(VARIANTS)[: r % len(VARIANTS)]
+        order = list(VARIANTS)[r % len(VARIANTS) :] + list(VARIANTS)[: r % len(VARIANTS)]
         for variant in order:
             results: list[float] = []
 
@@ -132,16 +148,20 @@ def main() -> None:
             rps[variant].append(args.n * args.threads / (time.perf_counter() - wall))
             cost_us[variant].append(run(session, variant, args.n, with_model=False) / args.n * 1e6)
     flusher.flush()
-    print(f"# metrics overhead ({'serving core, batcher' if args.served else 'bare ORT session'}): "
-          f"{args.rounds} rounds x {args.n} requests x {args.threads} thread(s); "
-          f"flusher mode {'redis' if flusher.redis_url else 'database'}; dropped {flusher.dropped}")
+    print(
+        f"# metrics overhead ({'serving core, batcher' if args.served else 'bare ORT session'}): "
+        f"{args.rounds} rounds x {args.n} requests x {args.threads} thread(s); "
+        f"flusher mode {'redis' if flusher.redis_url else 'database'}; dropped {flusher.dropped}"
+    )
     print("| variant | predictions/s (median) | vs off | loop cost per call, no ORT (median us) |")
     print("| --- | --- | --- | --- |")
     base = statistics.median(rps["off"])
     for variant in VARIANTS:
         median = statistics.median(rps[variant])
-        print(f"| {variant} | {median:,.0f} | {100 * (median / base - 1):+.1f} % | "
-              f"{statistics.median(cost_us[variant]):.2f} |")
+        print(
+            f"| {variant} | {median:,.0f} | {100 * (median / base - 1):+.1f} % | "
+            f"{statistics.median(cost_us[variant]):.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -61,9 +61,14 @@ def main() -> None:
         name=args.model, user=user, require_key=False
     )
     route = {
-        "model": args.model, "version": version.version, "role": "primary", "weight": 100,
-        "placement": args.placement, "device": args.device,
-        "max_batch_size": args.max_batch_size, "max_queue_delay_ms": args.max_queue_delay_ms,
+        "model": args.model,
+        "version": version.version,
+        "role": "primary",
+        "weight": 100,
+        "placement": args.placement,
+        "device": args.device,
+        "max_batch_size": args.max_batch_size,
+        "max_queue_delay_ms": args.max_queue_delay_ms,
     }
     traffic_policy_revise(endpoint=endpoint, routes=[route], user=user, comment="benchmark")
     deployment = Deployment.objects.filter(endpoint=endpoint).order_by("-pk").first()

@@ -4,10 +4,11 @@
 Usage: python3 bench/report.py bench/results/latest/results.jsonl [more.jsonl ...]
 Stdlib only. Prints markdown.
 """
+
 import json
 import statistics as st
 import sys
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 
 MH, RAW = "modelhub", "raw-ort"
 PEERS_FOR_RATIO = [("fastapi", "FastAPI"), ("pytriton", "PyTriton"), ("mlserver", "MLServer"), ("bentoml", "BentoML")]
@@ -57,23 +58,33 @@ def main(paths):
 
     print(f"# Modelhub side-by-side benchmark, run {meta.get('run_id', '?')}\n")
     if meta:
-        print(f"{meta.get('rounds')} rounds x {meta.get('duration_s')} s per concurrency point, "
-              f"targets interleaved (order rotated each round), one server at a time; "
-              f"{meta.get('nproc')} CPUs, load average at start {' '.join(meta.get('loadavg', []))}; "
-              f"repo {meta.get('repo_commit') or '(no commit)'}, peers kit {meta.get('peers_kit')}.\n")
-    print("Cells: requests/s / p50 ms / p99 ms, median over rounds (1 row per request, so rps = rows/s); "
-          "(±x%) = half the min-max rps range across rounds, as % of the median.\n")
+        print(
+            f"{meta.get('rounds')} rounds x {meta.get('duration_s')} s per concurrency point, "
+            f"targets interleaved (order rotated each round), one server at a time; "
+            f"{meta.get('nproc')} CPUs, load average at start {' '.join(meta.get('loadavg', []))}; "
+            f"repo {meta.get('repo_commit') or '(no commit)'}, peers kit {meta.get('peers_kit')}.\n"
+        )
+    print(
+        "Cells: requests/s / p50 ms / p99 ms, median over rounds (1 row per request, so rps = rows/s); "
+        "(±x%) = half the min-max rps range across rounds, as % of the median.\n"
+    )
 
     for model in models:
         print(f"## {model}\n")
-        b1, b64 = [r["rows_per_s"] for r in raw.get((model, 1), [])], [r["rows_per_s"] for r in raw.get((model, 64), [])]
+        b1, b64 = (
+            [r["rows_per_s"] for r in raw.get((model, 1), [])],
+            [r["rows_per_s"] for r in raw.get((model, 64), [])],
+        )
         if b1 or b64:
             p1 = med([r["p50_ms"] for r in raw.get((model, 1), [])])
             p64 = med([r["p50_ms"] for r in raw.get((model, 64), [])])
-            print(f"Raw ORT limit (in-process, no HTTP, intra_op=2): batch 1 {med(b1) or 0:,.0f} rows/s "
-                  f"(p50 {p1 or 0:.3f} ms/call), batch 64 {med(b64) or 0:,.0f} rows/s (p50 {p64 or 0:.2f} ms/call); "
-                  f"batch-64 per round: {' / '.join(f'{x:,.0f}' for x in b64)}"
-                  + (f" (±{spread(b64):.0f}%)" if spread(b64) is not None else "") + "\n")
+            print(
+                f"Raw ORT limit (in-process, no HTTP, intra_op=2): batch 1 {med(b1) or 0:,.0f} rows/s "
+                f"(p50 {p1 or 0:.3f} ms/call), batch 64 {med(b64) or 0:,.0f} rows/s (p50 {p64 or 0:.2f} ms/call); "
+                f"batch-64 per round: {' / '.join(f'{x:,.0f}' for x in b64)}"
+                + (f" (±{spread(b64):.0f}%)" if spread(b64) is not None else "")
+                + "\n"
+            )
         print("| target | " + " | ".join(f"c={c} rps / p50 / p99" for c in concs) + " | avg batch | errors | n |")
         print("|---|" + "---|" * len(concs) + "---|---|---|")
         for t in order:
@@ -87,8 +98,10 @@ def main(paths):
                     continue
                 rps = [r["rps"] for r in rs]
                 sp = spread(rps)
-                cells.append(f"{med(rps):,.0f}{f' (±{sp:.0f}%)' if sp is not None else ''} / "
-                             f"{med([r['p50_ms'] for r in rs]):.1f} / {med([r['p99_ms'] for r in rs]):.0f}")
+                cells.append(
+                    f"{med(rps):,.0f}{f' (±{sp:.0f}%)' if sp is not None else ''} / "
+                    f"{med([r['p50_ms'] for r in rs]):.1f} / {med([r['p99_ms'] for r in rs]):.0f}"
+                )
                 errs += sum(r.get("errors", 0) for r in rs)
                 ns.append(len(rs))
                 ab += [r["avg_batch"] for r in rs if r.get("avg_batch") is not None]
@@ -98,10 +111,17 @@ def main(paths):
 
         # ---- Modelhub ratios
         if any((model, MH, c) in srv for c in concs):
-            print(f"Modelhub / peer (rps: higher is better for Modelhub; p99: lower is better). "
-                  f"Ratio of medians; in brackets the per-round paired ratios.\n")
-            print("| Modelhub vs | " + " | ".join(f"c={c} rps" for c in concs) + " | "
-                  + " | ".join(f"c={c} p99" for c in concs) + " |")
+            print(
+                "Modelhub / peer (rps: higher is better for Modelhub; p99: lower is better). "
+                "Ratio of medians; in brackets the per-round paired ratios.\n"
+            )
+            print(
+                "| Modelhub vs | "
+                + " | ".join(f"c={c} rps" for c in concs)
+                + " | "
+                + " | ".join(f"c={c} p99" for c in concs)
+                + " |"
+            )
             print("|---|" + "---|" * (2 * len(concs)))
             for peer, name in PEERS_FOR_RATIO:
                 if not any((model, peer, c) in srv for c in concs):
@@ -115,10 +135,14 @@ def main(paths):
                             continue
                         ratio = med([r[key] for r in a]) / med([r[key] for r in b])
                         rb = {r["round"]: r[key] for r in b}
-                        paired = [r[key] / rb[r["round"]] for r in sorted(a, key=lambda r: r["round"])
-                                  if r["round"] in rb and rb[r["round"]]]
-                        cells[key].append(f"{ratio:.2f}x" + (f" [{', '.join(f'{x:.2f}' for x in paired)}]"
-                                                              if len(paired) > 1 else ""))
+                        paired = [
+                            r[key] / rb[r["round"]]
+                            for r in sorted(a, key=lambda r: r["round"])
+                            if r["round"] in rb and rb[r["round"]]
+                        ]
+                        cells[key].append(
+                            f"{ratio:.2f}x" + (f" [{', '.join(f'{x:.2f}' for x in paired)}]" if len(paired) > 1 else "")
+                        )
                 print(f"| {name} | " + " | ".join(cells["rps"]) + " | " + " | ".join(cells["p99_ms"]) + " |")
             print()
         else:
@@ -137,17 +161,26 @@ def main(paths):
                     continue
                 vals = [med([r["rps"] for r in srv[(model, t, c)]]) if (model, t, c) in srv else None for c in concs]
                 best = max(v for v in vals if v is not None)
-                print(f"| {titles.get(t, t)} | " + " | ".join("-" if v is None else pct(v, lim) for v in vals)
-                      + f" | {best:,.0f} rows/s = {pct(best, lim)} |")
+                print(
+                    f"| {titles.get(t, t)} | "
+                    + " | ".join("-" if v is None else pct(v, lim) for v in vals)
+                    + f" | {best:,.0f} rows/s = {pct(best, lim)} |"
+                )
             print()
 
         # ---- noise
-        bgs = [r["bg_busy_pct"] for r in recs if r.get("model") == model and "bg_busy_pct" in r
-               and not (r.get("kind") == "raw" and r.get("batch") != 1)]  # one per measurement
+        bgs = [
+            r["bg_busy_pct"]
+            for r in recs
+            if r.get("model") == model and "bg_busy_pct" in r and not (r.get("kind") == "raw" and r.get("batch") != 1)
+        ]  # one per measurement
         if bgs:
-            print(f"Machine busy before each measurement (no server of ours up): median {med(bgs):.0f}%, "
-                  f"max {max(bgs):.0f}%." + (" Neighbours were busy: treat these numbers as noisy."
-                                           if max(bgs) > 25 else "") + "\n")
+            print(
+                f"Machine busy before each measurement (no server of ours up): median {med(bgs):.0f}%, "
+                f"max {max(bgs):.0f}%."
+                + (" Neighbours were busy: treat these numbers as noisy." if max(bgs) > 25 else "")
+                + "\n"
+            )
 
     if problems:
         print("## Not measured / failures\n")
@@ -157,8 +190,11 @@ def main(paths):
             if p.get("status") == "skipped" and key in seen:
                 continue
             seen.add(key)
-            print(f"- {p.get('model')} round {p.get('round')} {p.get('target')}: {p.get('status')}"
-                  + (f" ({p.get('reason')})" if p.get("reason") else "") + (f", log {p['log']}" if p.get("log") else ""))
+            print(
+                f"- {p.get('model')} round {p.get('round')} {p.get('target')}: {p.get('status')}"
+                + (f" ({p.get('reason')})" if p.get("reason") else "")
+                + (f", log {p['log']}" if p.get("log") else "")
+            )
         print()
 
 

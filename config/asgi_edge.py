@@ -1,6 +1,6 @@
 """ASGI entry point with the raw prediction front (inference/asgi.py) before Django.
 
-    uvicorn config.asgi_edge:application --workers 2 --loop uvloop --http httptools
+uvicorn config.asgi_edge:application --workers 2 --loop uvloop --http httptools
 """
 
 from __future__ import annotations

@@ -162,7 +162,10 @@ EMAIL_USE_TLS = env_bool("MODELHUB_EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_int("MODELHUB_EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("MODELHUB_EMAIL_FROM", "modelhub@localhost")
 # Webhook deliveries: (connect, read) seconds, and how many retries with back-off.
-WEBHOOK_TIMEOUT_S = (env_float("MODELHUB_WEBHOOK_CONNECT_TIMEOUT_S", 3.0), env_float("MODELHUB_WEBHOOK_READ_TIMEOUT_S", 5.0))
+WEBHOOK_TIMEOUT_S = (
+    env_float("MODELHUB_WEBHOOK_CONNECT_TIMEOUT_S", 3.0),
+    env_float("MODELHUB_WEBHOOK_READ_TIMEOUT_S", 5.0),
+)
 WEBHOOK_MAX_RETRIES = env_int("MODELHUB_WEBHOOK_MAX_RETRIES", 6)
 
 # --- HTTP ---------------------------------------------------------------------------------

@@ -146,9 +146,8 @@ def _rule_values(post: Any) -> dict[str, Any]:
 
 @login_required
 def alert_list(request: HttpRequest) -> HttpResponse:
-    from monitoring.models import AlertEvent, AlertRule
-
     from monitoring import selectors
+    from monitoring.models import AlertEvent, AlertRule
 
     endpoint = request.GET.get("endpoint", "")
     rules = selectors.alert_rule_list(endpoint=endpoint).order_by("endpoint__name", "id")

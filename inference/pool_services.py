@@ -37,7 +37,7 @@ def _load_failure(spec: DeploymentSpec) -> str:
             continue
         if report.get("state") != "failed":
             return ""
-        errors.append(f'{beat.get("worker")}: {report.get("error")}')
+        errors.append(f"{beat.get('worker')}: {report.get('error')}")
     return "; ".join(errors)
 
 
@@ -59,8 +59,11 @@ def _set_state(deployment_id: int, state: str, detail: str, provider: str = "") 
             deployment.state, deployment.state_detail = state, detail
             deployment.save(update_fields=["state", "state_detail", "updated_at"])
             audit_record(
-                actor=None, action=f"deployment.{state}", obj=deployment,
-                before=before, after={"state": state, "state_detail": detail},
+                actor=None,
+                action=f"deployment.{state}",
+                obj=deployment,
+                before=before,
+                after={"state": state, "state_detail": detail},
             )
     return deployment
 
@@ -91,7 +94,8 @@ def deployment_pool_load(
             return _set_state(deployment_id, Deployment.State.FAILED, failure[:2000]).state
         if time.monotonic() >= deadline:
             return _set_state(
-                deployment_id, Deployment.State.LOADING,
+                deployment_id,
+                Deployment.State.LOADING,
                 f'no inference worker for device "{spec.device}" reported it warm within {wait_s:.0f} s',
             ).state
         time.sleep(0.25)
@@ -105,15 +109,12 @@ def deployment_pool_unload(*, deployment_id: int, transport: WorkerPoolTransport
 
 def pool_readiness() -> dict[str, object]:
     """Readiness check: every worker-pool primary that takes traffic is warm on a worker."""
-    deployments = (
-        Deployment.objects.filter(
-            placement=Deployment.Placement.WORKER_POOL,
-            role=Deployment.Role.PRIMARY,
-            state=Deployment.State.READY,
-            weight__gt=0,
-        )
-        .select_related("endpoint", "model_version__model")
-    )
+    deployments = Deployment.objects.filter(
+        placement=Deployment.Placement.WORKER_POOL,
+        role=Deployment.Role.PRIMARY,
+        state=Deployment.State.READY,
+        weight__gt=0,
+    ).select_related("endpoint", "model_version__model")
     transport = worker_pool_transport()
     cold = []
     checked = 0

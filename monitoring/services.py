@@ -523,8 +523,11 @@ def drift_compute(*, now: datetime | None = None, window_minutes: int | None = N
             # The latest minute of the window carries the scores too (the dashboard's table).
             latest = (
                 MetricRollup.objects.filter(
-                    endpoint=endpoint, deployment=deployment, granularity=MetricRollup.Granularity.MINUTE,
-                    minute__gte=start, minute__lt=end,
+                    endpoint=endpoint,
+                    deployment=deployment,
+                    granularity=MetricRollup.Granularity.MINUTE,
+                    minute__gte=start,
+                    minute__lt=end,
                 )
                 .order_by("-minute")
                 .values_list("pk", flat=True)[:1]

@@ -22,7 +22,7 @@ from config.errors import NotFound, PayloadTooLarge
 from config.http import client_ip
 from config.parsers import parse_json
 from registry import selectors, services, storage
-from registry.models import ModelVersion, RegisteredModel
+from registry.models import ModelVersion
 from registry.serializers import (
     ModelCreateSerializer,
     ModelUpdateSerializer,
@@ -61,7 +61,9 @@ class ModelListCreate(generics.ListAPIView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(summary="Register a model", request=ModelCreateSerializer, responses={201: RegisteredModelSerializer})
+    @extend_schema(
+        summary="Register a model", request=ModelCreateSerializer, responses={201: RegisteredModelSerializer}
+    )
     def post(self, request: Request) -> Response:
         data = ModelCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -89,12 +91,19 @@ class ModelDetail(APIView):
     def get(self, request: Request, name: str) -> Response:
         return Response(RegisteredModelSerializer(selectors.model_get(name=name, user=request.user)).data)
 
-    @extend_schema(summary="Change a model's description, tags or gates", request=ModelUpdateSerializer, responses=RegisteredModelSerializer)
+    @extend_schema(
+        summary="Change a model's description, tags or gates",
+        request=ModelUpdateSerializer,
+        responses=RegisteredModelSerializer,
+    )
     def patch(self, request: Request, name: str) -> Response:
         data = ModelUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         model = services.model_update(
-            model=selectors.model_get(name=name, user=request.user), user=request.user, source_ip=client_ip(request), **data.validated_data
+            model=selectors.model_get(name=name, user=request.user),
+            user=request.user,
+            source_ip=client_ip(request),
+            **data.validated_data,
         )
         return Response(RegisteredModelSerializer(model).data)
 
@@ -182,11 +191,19 @@ class VersionListCreate(generics.ListAPIView):
 class VersionDetail(APIView):
     permission_classes = [ReadOrEngineerWrites]
 
-    @extend_schema(summary="One version: status, signature, sha256, metadata, validation report", responses=ModelVersionSerializer)
+    @extend_schema(
+        summary="One version: status, signature, sha256, metadata, validation report", responses=ModelVersionSerializer
+    )
     def get(self, request: Request, name: str, version: int) -> Response:
-        return Response(ModelVersionSerializer(selectors.version_get(model_name=name, version=version, user=request.user)).data)
+        return Response(
+            ModelVersionSerializer(selectors.version_get(model_name=name, version=version, user=request.user)).data
+        )
 
-    @extend_schema(summary="Attach metadata (merged), replace tags, change description", request=VersionUpdateSerializer, responses=ModelVersionSerializer)
+    @extend_schema(
+        summary="Attach metadata (merged), replace tags, change description",
+        request=VersionUpdateSerializer,
+        responses=ModelVersionSerializer,
+    )
     def patch(self, request: Request, name: str, version: int) -> Response:
         data = VersionUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
@@ -205,7 +222,9 @@ class VersionArchive(APIView):
     @extend_schema(summary="Archive a version", request=None, responses=ModelVersionSerializer)
     def post(self, request: Request, name: str, version: int) -> Response:
         archived = services.model_version_archive(
-            version=selectors.version_get(model_name=name, version=version, user=request.user), user=request.user, source_ip=client_ip(request)
+            version=selectors.version_get(model_name=name, version=version, user=request.user),
+            user=request.user,
+            source_ip=client_ip(request),
         )
         return Response(ModelVersionSerializer(archived).data)
 
@@ -222,5 +241,3 @@ class VersionArtifact(APIView):
         response = FileResponse(open(path, "rb"), as_attachment=True, filename=f"{name}-v{found.version}.onnx")
         response["X-Content-SHA256"] = found.artifact_sha256
         return response
-
-

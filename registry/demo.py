@@ -18,7 +18,9 @@ def iris_onnx() -> tuple[bytes, dict[str, object]]:
 
     data = load_iris()
     x = data.data.astype(np.float32)
-    x_train, x_test, y_train, y_test = train_test_split(x, data.target, test_size=0.3, random_state=0, stratify=data.target)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, data.target, test_size=0.3, random_state=0, stratify=data.target
+    )
     classifier = LogisticRegression(max_iter=500).fit(x_train, y_train)
     onx = to_onnx(
         classifier,

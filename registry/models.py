@@ -85,7 +85,9 @@ class ModelVersion(models.Model):
 class AuditEvent(models.Model):
     """Append-only record of a state change: who, what, before/after, when, from where."""
 
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     actor_name = models.CharField(max_length=150, blank=True)
     action = models.CharField(max_length=64, db_index=True)
     object_type = models.CharField(max_length=64, db_index=True)
@@ -101,6 +103,9 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
 
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.object_repr}"
+
     def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None:
             raise ValueError("audit events are append-only")
@@ -108,9 +113,6 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise ValueError("audit events are append-only")
-
-    def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.object_repr}"
 
 
 class PromotionRequest(models.Model):
@@ -184,6 +186,8 @@ class Webhook(models.Model):
         return self.url
 
     def wants(self, event: str, team_id: int | None) -> bool:
-        return self.active and (not self.events or event in self.events) and (
-            self.team_id is None or self.team_id == team_id
+        return (
+            self.active
+            and (not self.events or event in self.events)
+            and (self.team_id is None or self.team_id == team_id)
         )

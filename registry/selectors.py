@@ -59,7 +59,9 @@ def version_list(*, model: RegisteredModel, stage: str = "", status: str = "", t
         versions = versions.filter(status=status)
     if tag:
         versions = (
-            versions.filter(tags__contains=[tag]) if _json_contains_supported() else versions.filter(tags__icontains=f'"{tag}"')
+            versions.filter(tags__contains=[tag])
+            if _json_contains_supported()
+            else versions.filter(tags__icontains=f'"{tag}"')
         )
     return versions
 

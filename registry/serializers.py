@@ -88,7 +88,9 @@ class ModelUpdateSerializer(serializers.Serializer):
 
 class VersionUploadSerializer(serializers.Serializer):
     artifact = serializers.FileField(help_text="the ONNX file")
-    metadata = serializers.JSONField(required=False, help_text="JSON object: metrics, params, training_data, code_commit")
+    metadata = serializers.JSONField(
+        required=False, help_text="JSON object: metrics, params, training_data, code_commit"
+    )
     tags = serializers.JSONField(required=False, help_text="JSON list of tags")
     description = serializers.CharField(required=False, allow_blank=True, default="")
 

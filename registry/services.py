@@ -50,7 +50,7 @@ def metadata_check(metadata: Any) -> dict[str, Any]:
     if not isinstance(metrics, dict) or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()
     ):
-        raise InvalidMetadata("metadata.metrics: expected an object of numbers, e.g. {\"accuracy\": 0.93}")
+        raise InvalidMetadata('metadata.metrics: expected an object of numbers, e.g. {"accuracy": 0.93}')
     if not isinstance(metadata.get("params", {}), dict):
         raise InvalidMetadata("metadata.params: expected an object")
     for key in _METADATA_TEXT_FIELDS:
@@ -237,7 +237,9 @@ def model_version_update(
 
 
 @transaction.atomic
-def model_version_archive(*, version: ModelVersion, user: AbstractBaseUser, source_ip: str | None = None) -> ModelVersion:
+def model_version_archive(
+    *, version: ModelVersion, user: AbstractBaseUser, source_ip: str | None = None
+) -> ModelVersion:
     version = ModelVersion.objects.select_for_update().get(pk=version.pk)
     if version.stage == ModelVersion.Stage.ARCHIVED:
         raise InvalidTransition(f"{version} is already archived")
@@ -258,6 +260,11 @@ def model_version_set_stage(
     version.stage_changed_by = user
     version.save(update_fields=["stage", "stage_changed_at", "stage_changed_by"])
     audit_record(
-        actor=user, action="version.stage", obj=version, before={"stage": before}, after={"stage": stage}, source_ip=source_ip
+        actor=user,
+        action="version.stage",
+        obj=version,
+        before={"stage": before},
+        after={"stage": stage},
+        source_ip=source_ip,
     )
     return version

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
-from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 
 from config.errors import PayloadTooLarge
 

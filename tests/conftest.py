@@ -80,7 +80,6 @@ def api(engineer: Any) -> APIClient:
 
 def upload(api: APIClient, model: str, data: bytes, *, filename: str = "model.onnx", **fields: Any) -> Any:
     from django.core.files.uploadedfile import SimpleUploadedFile
-
     from django.test import TestCase
 
     payload = {"artifact": SimpleUploadedFile(filename, data, content_type="application/octet-stream"), **fields}

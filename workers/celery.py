@@ -22,14 +22,21 @@ _BEAT_QUEUE = env_str("MODELHUB_MONITORING_BEAT_QUEUE")
 _BEAT_OPTIONS = {"queue": _BEAT_QUEUE} if _BEAT_QUEUE else {}
 app.conf.beat_schedule = {
     **(app.conf.beat_schedule or {}),
-    "monitoring-rollup-minutes": {"task": "monitoring.rollup_minutes",
-                                  "schedule": env_float("MODELHUB_MONITORING_ROLLUP_INTERVAL_S", 60.0),
-                                  "options": _BEAT_OPTIONS},
+    "monitoring-rollup-minutes": {
+        "task": "monitoring.rollup_minutes",
+        "schedule": env_float("MODELHUB_MONITORING_ROLLUP_INTERVAL_S", 60.0),
+        "options": _BEAT_OPTIONS,
+    },
     "monitoring-persist-samples": {"task": "monitoring.persist_samples", "schedule": 60.0},
-    "monitoring-evaluate-alerts": {"task": "monitoring.evaluate_alerts", "schedule": _ALERTS_EVERY,
-                                   "options": {"expires": _ALERTS_EVERY, **_BEAT_OPTIONS}},
-    "monitoring-compute-drift": {"task": "monitoring.compute_drift",
-                                 "schedule": env_float("MODELHUB_MONITORING_DRIFT_INTERVAL_S", 300.0)},
+    "monitoring-evaluate-alerts": {
+        "task": "monitoring.evaluate_alerts",
+        "schedule": _ALERTS_EVERY,
+        "options": {"expires": _ALERTS_EVERY, **_BEAT_OPTIONS},
+    },
+    "monitoring-compute-drift": {
+        "task": "monitoring.compute_drift",
+        "schedule": env_float("MODELHUB_MONITORING_DRIFT_INTERVAL_S", 300.0),
+    },
     "monitoring-compact-rollups": {"task": "monitoring.compact_rollups", "schedule": 3600.0},
     "monitoring-reference-from-traffic": {"task": "monitoring.reference_from_traffic", "schedule": 3600.0},
 }

@@ -99,7 +99,12 @@ class Served:
         self.state = "ready"
         logger.info(
             "deployment %s (%s) ready on %s (asked for %s) in %.0f ms load + %.0f ms warm",
-            spec.key, spec.label, model.provider, spec.device, model.load_ms, model.warm_ms,
+            spec.key,
+            spec.label,
+            model.provider,
+            spec.device,
+            model.load_ms,
+            model.warm_ms,
         )
 
     def close(self) -> None:
@@ -220,7 +225,12 @@ class Served:
 
 class InferenceWorker:
     def __init__(
-        self, *, device: str, redis_url: str, pullers: int = 4, intra_op_threads: int | None = None,
+        self,
+        *,
+        device: str,
+        redis_url: str,
+        pullers: int = 4,
+        intra_op_threads: int | None = None,
         worker_id: str | None = None,
     ) -> None:
         self.device = device
@@ -229,7 +239,10 @@ class InferenceWorker:
         self.host = socket.gethostname()
         self.worker_id = worker_id or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         pool = redis.ConnectionPool.from_url(
-            redis_url, socket_connect_timeout=2, socket_timeout=5, socket_keepalive=True,
+            redis_url,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            socket_keepalive=True,
             max_connections=64,
         )
         self.client = redis.Redis(connection_pool=pool)
@@ -306,7 +319,10 @@ class InferenceWorker:
     def run(self) -> None:
         logger.info(
             "inference worker %s on device %s (providers %s), %d pullers per deployment",
-            self.worker_id, self.device, ", ".join(available_providers()), self.pullers,
+            self.worker_id,
+            self.device,
+            ", ".join(available_providers()),
+            self.pullers,
         )
         last_beat = 0.0
         while not self.stopping.is_set():
@@ -378,8 +394,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "gpu":
         preload_cuda_libraries()
     worker = InferenceWorker(
-        device=args.device, redis_url=args.redis_url, pullers=args.pullers,
-        intra_op_threads=args.intra_op_threads, worker_id=args.worker_id,
+        device=args.device,
+        redis_url=args.redis_url,
+        pullers=args.pullers,
+        intra_op_threads=args.intra_op_threads,
+        worker_id=args.worker_id,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stopping.set())

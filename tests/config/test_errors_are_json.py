@@ -22,7 +22,9 @@ def test_a_deeply_nested_json_body_is_a_400_not_a_crash(api):
 
 def test_a_body_over_the_limit_is_a_413(api, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
-    response = api.generic("POST", "/api/v1/models/", b'{"name": "' + b"x" * 500 + b'"}', content_type="application/json")
+    response = api.generic(
+        "POST", "/api/v1/models/", b'{"name": "' + b"x" * 500 + b'"}', content_type="application/json"
+    )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
 

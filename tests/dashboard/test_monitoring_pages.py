@@ -23,7 +23,6 @@ def flowers(engineer):
 
 def rollups(endpoint: str, deployment: str, role: str, *, minutes: int = 5, count: int = 60, errors: int = 0):
     from monitoring.models import MetricRollup
-
     from monitoring.recorder import LATENCY_BUCKETS_MS
 
     now = timezone.now().replace(second=0, microsecond=0)

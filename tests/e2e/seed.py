@@ -135,9 +135,8 @@ def seed_extras(user: Any, approver: Any, made: dict[str, Any]) -> dict[str, str
         )
         pages["approval"] = f"/approvals/{request.pk}/"
     if landed("monitoring.models"):
-        from monitoring.models import MetricRollup
-
         from monitoring import services as monitoring_services
+        from monitoring.models import MetricRollup
         from monitoring.recorder import LATENCY_BUCKETS_MS
 
         rng = random.Random(7)

@@ -27,8 +27,14 @@ Headers = list[tuple[bytes, bytes]]
 
 def call(method: str, path: str, body: bytes = b"", headers: Headers | None = None) -> tuple[int, dict, bytes]:
     app = EdgeASGI(_django_not_called)
-    scope = {"type": "http", "method": method, "path": path, "query_string": b"",
-             "headers": [(b"content-type", b"application/json"), *(headers or [])], "client": ("127.0.0.1", 1)}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), *(headers or [])],
+        "client": ("127.0.0.1", 1),
+    }
     chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)] or [b""]
     messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
     sent: list[dict[str, Any]] = []
@@ -54,14 +60,16 @@ def call(method: str, path: str, body: bytes = b"", headers: Headers | None = No
 
 
 def v2_body(rows: list[list[float]]) -> bytes:
-    return orjson.dumps({"inputs": [{"name": "X", "datatype": "FP32", "shape": [len(rows), 4],
-                                     "data": [v for r in rows for v in r]}]})
+    return orjson.dumps(
+        {"inputs": [{"name": "X", "datatype": "FP32", "shape": [len(rows), 4], "data": [v for r in rows for v in r]}]}
+    )
 
 
 @pytest.fixture
 def open_iris(make_endpoint: Any, iris_v1: Any) -> Any:
     return make_endpoint(
-        "iris", require_key=False,
+        "iris",
+        require_key=False,
         routes=[{"model": "iris", "version": iris_v1.version, "role": "primary", "weight": 100}],
     )
 
@@ -76,8 +84,11 @@ def test_v2_infer_answers_from_the_in_process_batcher(open_iris):
 
 
 def test_a_wrong_shape_is_a_v2_json_400(open_iris):
-    status, _, body = call("POST", "/v2/models/iris/infer", orjson.dumps(
-        {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}))
+    status, _, body = call(
+        "POST",
+        "/v2/models/iris/infer",
+        orjson.dumps({"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}),
+    )
     assert status == 400
     assert "X" in orjson.loads(body)["error"]
 

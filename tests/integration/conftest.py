@@ -62,8 +62,26 @@ def celery_worker(transactional_db: Any, settings: Any, tmp_path: Path) -> Itera
         "MODELHUB_CELERY_EAGER": "0",
         "PYTHONUNBUFFERED": "1",
     }
-    cmd = [sys.executable, "-m", "celery", "-A", "workers.celery", "worker", "-Q", queue, "-n", name,
-           "-c", "2", "--pool", "prefork", "--without-gossip", "--without-mingle", "-l", "info"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery",
+        "worker",
+        "-Q",
+        queue,
+        "-n",
+        name,
+        "-c",
+        "2",
+        "--pool",
+        "prefork",
+        "--without-gossip",
+        "--without-mingle",
+        "-l",
+        "info",
+    ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     worker = WorkerProcess(proc, name, log)

@@ -41,7 +41,12 @@ def test_a_pool_child_killed_mid_validation_does_not_lose_the_task(celery_worker
     wait_for(lambda: status_of(version_id) == "validating", timeout=60, what="validation to start")
 
     def busy_child_pid():
-        active = celery_app.control.inspect(destination=[celery_worker.name.replace("%h", os.uname().nodename)], timeout=2).active() or {}
+        active = (
+            celery_app.control.inspect(
+                destination=[celery_worker.name.replace("%h", os.uname().nodename)], timeout=2
+            ).active()
+            or {}
+        )
         pids = [task["worker_pid"] for tasks in active.values() for task in tasks]
         return pids[0] if pids else None
 

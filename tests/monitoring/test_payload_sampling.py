@@ -14,7 +14,9 @@ from tests.monitoring.conftest import make_endpoint, rec
 
 pytestmark = pytest.mark.django_db
 
-BODY = json.dumps({"inputs": {"ssn": [[987650123]], "x": [[1.0, 2.0]]}, "customer": {"email": "a@b.c", "age": 30}}).encode()
+BODY = json.dumps(
+    {"inputs": {"ssn": [[987650123]], "x": [[1.0, 2.0]]}, "customer": {"email": "a@b.c", "age": 30}}
+).encode()
 
 
 def configure(api: Any, **changes: Any) -> Any:

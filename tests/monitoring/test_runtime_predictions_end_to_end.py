@@ -43,10 +43,19 @@ def predict_and_record(model: Any, recorder: Any, x: np.ndarray) -> None:
         ok, kind = True, None
     except Exception as exc:  # refused requests are recorded too
         outputs, ok, kind = None, False, type(exc).__name__
-    recorder.record(PredictionRecord(
-        endpoint="tiny-ep", deployment="tiny:1", role="primary", latency_ms=(time.perf_counter() - started) * 1000,
-        ok=ok, error_kind=kind, rows=x.shape[0], inputs={"x": x}, outputs=outputs,
-    ))
+    recorder.record(
+        PredictionRecord(
+            endpoint="tiny-ep",
+            deployment="tiny:1",
+            role="primary",
+            latency_ms=(time.perf_counter() - started) * 1000,
+            ok=ok,
+            error_kind=kind,
+            rows=x.shape[0],
+            inputs={"x": x},
+            outputs=outputs,
+        )
+    )
 
 
 def test_real_predictions_are_counted_summarised_and_checked_for_drift(
@@ -54,9 +63,13 @@ def test_real_predictions_are_counted_summarised_and_checked_for_drift(
 ) -> None:
     rng = np.random.default_rng(5)
     version = make_version(model="tiny", version=1)
-    services.reference_stats_set(model="tiny", version=version.version,
-                                 features={f"x[{j}]": rng.normal(0, 1, 2000) for j in range(10)},
-                                 source="upload", user=None)
+    services.reference_stats_set(
+        model="tiny",
+        version=version.version,
+        features={f"x[{j}]": rng.normal(0, 1, 2000) for j in range(10)},
+        source="upload",
+        user=None,
+    )
     recorder.default_drift_rate = 1.0
     inputs = [rng.normal(2.0, 1, (2, 10)).astype(np.float32) for _ in range(200)]  # shifted traffic
     inputs.append(np.ones((2, 3), dtype=np.float32))  # wrong shape: refused, recorded as an error

@@ -38,8 +38,10 @@ def mlp_model(path: Path, *, features: int = 16, hidden: int = 32, classes: int 
         "mlp",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", features])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", classes])],
-        [helper.make_tensor("w1", TensorProto.FLOAT, w1.shape, w1.ravel()),
-         helper.make_tensor("w2", TensorProto.FLOAT, w2.shape, w2.ravel())],
+        [
+            helper.make_tensor("w1", TensorProto.FLOAT, w1.shape, w1.ravel()),
+            helper.make_tensor("w2", TensorProto.FLOAT, w2.shape, w2.ravel()),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
@@ -50,9 +52,18 @@ def mlp_model(path: Path, *, features: int = 16, hidden: int = 32, classes: int 
 def pool_spec(path: Path, *, deployment_id: int | None = None, **overrides: Any) -> DeploymentSpec:
     values: dict[str, Any] = dict(
         deployment_id=deployment_id or random.randint(10_000_000, 99_999_999),
-        endpoint="scores", model="mlp", version=1, role="primary", weight=100,
-        artifact_sha256="0" * 64, artifact_path=str(path), signature={},
-        device="cpu", placement="worker_pool", max_batch_size=32, max_queue_delay_ms=2.0,
+        endpoint="scores",
+        model="mlp",
+        version=1,
+        role="primary",
+        weight=100,
+        artifact_sha256="0" * 64,
+        artifact_path=str(path),
+        signature={},
+        device="cpu",
+        placement="worker_pool",
+        max_batch_size=32,
+        max_queue_delay_ms=2.0,
     )
     values.update(overrides)
     return DeploymentSpec(**values)
@@ -80,8 +91,19 @@ class InferenceWorkerProcess:
 
 def start_inference_worker(redis_url: str, log: Path, *, device: str = "cpu") -> InferenceWorkerProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "workers.inference_worker", "--device", device, "--redis-url", redis_url,
-           "--intra-op-threads", "1", "--pullers", "4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "workers.inference_worker",
+        "--device",
+        device,
+        "--redis-url",
+        redis_url,
+        "--intra-op-threads",
+        "1",
+        "--pullers",
+        "4",
+    ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return InferenceWorkerProcess(proc, log)

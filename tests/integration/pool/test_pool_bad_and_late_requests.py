@@ -29,8 +29,10 @@ def test_a_request_that_expired_in_the_queue_is_never_run(transport, inference_w
     late_reply = wire.reply_key(uuid.uuid4().hex)
     x = np.ones((1, 16), np.float32)
     # Queued before any worker exists, with a deadline already past.
-    client.rpush(wire.queue_key(spec.key), wire.encode_frame({"id": "late", "dl": time.time() - 1, "r": late_reply},
-                                                              {"input": x}))
+    client.rpush(
+        wire.queue_key(spec.key),
+        wire.encode_frame({"id": "late", "dl": time.time() - 1, "r": late_reply}, {"input": x}),
+    )
     transport.ensure_loaded(spec)
     inference_workers()
     wait_until(lambda: transport.ready(spec), timeout=60, what="the model to be warm")
@@ -87,8 +89,11 @@ def test_a_malformed_frame_is_dropped_and_the_worker_keeps_serving(transport, in
     redis_client(redis_url).rpush(wire.queue_key(spec.key), b"\xff\xff\xff\x7fgarbage")
     result = transport.infer(spec, {"input": np.ones((1, 16), np.float32)}, timeout_s=5)
     assert result.outputs["output"].shape == (1, 3)
-    wait_until(lambda: [r for r in deployment_report(spec) if r.get("bad_frames") == 1], timeout=10,
-               what="the heartbeat to count the malformed frame")
+    wait_until(
+        lambda: [r for r in deployment_report(spec) if r.get("bad_frames") == 1],
+        timeout=10,
+        what="the heartbeat to count the malformed frame",
+    )
 
 
 def test_the_async_path_answers_like_the_blocking_one_and_503s_when_redis_is_unreachable(

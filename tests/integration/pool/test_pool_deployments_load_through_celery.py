@@ -27,14 +27,23 @@ def pool_deployment(tmp_path, *, name: str = "scores") -> Deployment:
     target.write_bytes(data)
     model = RegisteredModel.objects.create(name=f"{name}-model")
     version = ModelVersion.objects.create(
-        model=model, version=1, artifact_sha256=sha, artifact_size=len(data), status=ModelVersion.Status.READY,
-        signature={"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 16]}],
-                   "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, 3]}]},
+        model=model,
+        version=1,
+        artifact_sha256=sha,
+        artifact_size=len(data),
+        status=ModelVersion.Status.READY,
+        signature={
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 16]}],
+            "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, 3]}],
+        },
     )
     endpoint = Endpoint.objects.create(name=name)
     return Deployment.objects.create(
-        endpoint=endpoint, model_version=version, placement=Deployment.Placement.WORKER_POOL,
-        max_batch_size=16, max_queue_delay_ms=1,
+        endpoint=endpoint,
+        model_version=version,
+        placement=Deployment.Placement.WORKER_POOL,
+        max_batch_size=16,
+        max_queue_delay_ms=1,
     )
 
 
@@ -58,8 +67,11 @@ def test_a_celery_task_loads_a_pool_deployment_on_every_worker_and_marks_it_read
     assert AuditEvent.objects.filter(action="deployment.ready", object_id=str(deployment.pk)).count() == 1
 
     assert tasks.deployment_pool_unload.delay(deployment.pk).get(timeout=30) == "unloaded"
-    wait_until(lambda: not deployment_report(spec) and transport.warm_workers(spec) == 0, timeout=30,
-               what="the workers to unload it")
+    wait_until(
+        lambda: not deployment_report(spec) and transport.warm_workers(spec) == 0,
+        timeout=30,
+        what="the workers to unload it",
+    )
 
 
 def test_readiness_names_the_endpoint_whose_pool_primary_no_worker_holds_warm(transport, tmp_path, db):

@@ -90,5 +90,8 @@ def test_an_unloaded_deployment_is_no_longer_ready(transport, inference_workers,
     inference_workers()
     wait_until(lambda: transport.ready(spec), timeout=60, what="the model to be warm")
     transport.unload(spec)
-    wait_until(lambda: transport.warm_workers(spec) == 0 and not deployment_report(spec), timeout=15,
-               what="the worker to unload the deployment")
+    wait_until(
+        lambda: transport.warm_workers(spec) == 0 and not deployment_report(spec),
+        timeout=15,
+        what="the worker to unload the deployment",
+    )
