@@ -247,6 +247,7 @@ LOGGING = {
 }
 
 # --- Monitoring (issue #5; docs/monitoring.md) -----------------------------------------------
+MONITORING_ENABLED = env_bool("MODELHUB_MONITORING_ENABLED", True)
 MONITORING_FLUSH_INTERVAL_S = env_float("MODELHUB_MONITORING_FLUSH_INTERVAL_S", 2.0)
 MONITORING_KEY_TTL_S = env_int("MODELHUB_MONITORING_KEY_TTL_S", 6 * 3600)
 MONITORING_ROLLUP_GRACE_S = env_int("MODELHUB_MONITORING_ROLLUP_GRACE_S", 90)

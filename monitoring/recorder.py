@@ -110,6 +110,9 @@ class Recorder:
         self.default_drift_rate = 0.0
         self._on_first_use = on_first_use
         self._started = False
+        # MODELHUB_MONITORING_ENABLED=0 turns counting off (set in MonitoringConfig.ready);
+        # it exists to measure what monitoring costs, not for everyday use.
+        self.enabled = True
         self.pid = os.getpid()
         _recorders.add(self)
 
@@ -131,6 +134,8 @@ class Recorder:
                 pass
 
     def record(self, rec: PredictionRecord) -> None:
+        if not self.enabled:
+            return
         try:
             if not self._started:
                 self._first_use()

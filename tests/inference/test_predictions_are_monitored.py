@@ -1,0 +1,53 @@
+"""Predictions sent over HTTP to the prediction API are counted, rolled up and charted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from monitoring import services
+from monitoring.recorder import flush_now, recorder
+from tests.conftest import client_for
+from tests.inference.conftest import ROWS, auth
+from tests.monitoring.conftest import later, redis_client  # noqa: F401 (a fixture)
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("redis_client")]
+
+
+def test_http_predictions_show_up_in_the_endpoint_metrics(client: Any, app_key: str, engineer: Any) -> None:
+    recorder.drain()  # counts left in this process by earlier tests
+    path = "/api/v1/endpoints/iris/predict"
+    for _ in range(12):
+        ok = client.post(path, orjson.dumps({"instances": ROWS}), content_type="application/json", **auth(app_key))
+        assert ok.status_code == 200, ok.content
+    bad = client.post(path, orjson.dumps({"instances": [[1.0, 2.0]]}), content_type="application/json", **auth(app_key))
+    assert bad.status_code == 400
+
+    flush_now()
+    services.rollup_minutes(now=later())
+    body = client_for(engineer).get("/api/v1/endpoints/iris/metrics?step=60").json()
+
+    series = body["versions"]["iris:1"]
+    assert sum(series["requests"]) == 13
+    assert sum(sum((kinds or {}).values()) for kinds in series["errors"]) == 1  # by kind, per bucket
+    assert series["role"] == "primary"
+    assert any(p is not None and p > 0 for p in series["p99_ms"])
+    assert sum(series["outputs"]["label"]["counts"].values()) == 24  # 12 requests x 2 rows
+
+
+def test_counting_can_be_switched_off_to_measure_its_cost(client: Any, app_key: str, engineer: Any) -> None:
+    recorder.drain()
+    recorder.enabled = False
+    try:
+        ok = client.post(
+            "/api/v1/endpoints/iris/predict",
+            orjson.dumps({"instances": ROWS}),
+            content_type="application/json",
+            **auth(app_key),
+        )
+        assert ok.status_code == 200
+        assert recorder.drain() == {}
+    finally:
+        recorder.enabled = True
