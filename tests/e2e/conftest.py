@@ -22,7 +22,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 SCREENSHOTS = Path(os.environ.get("MODELHUB_SCREENSHOTS_DIR") or Path(tempfile.gettempdir()) / "modelhub-screenshots")
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running in the
+# main thread while it is open, and tests collected after the browser tests (asyncio.run
+# in the ASGI front's tests) must find none.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         pytest.skip("end-to-end tests need Chromium at /usr/bin/chromium")
