@@ -39,7 +39,7 @@ fi
 #                   pool1 / pool2 (worker-pool placement with 1 or 2 inference worker processes)
 # MODELHUB_SERVER:  asgi (default; uvicorn + uvloop + httptools, inference/asgi.py front) or gunicorn (gthread)
 # MODELHUB_WEB_WORKERS (2)  MODELHUB_INTRA_OP (ORT intra-op threads per session; 1)
-# MODELHUB_MAX_BATCH (64)  MODELHUB_QUEUE_DELAY_MS (0: batch what queued while the model ran)  MODELHUB_BENCH_REDIS_URL (redis://127.0.0.1:6379/13, pool only)
+# MODELHUB_MAX_BATCH (16: bounds one ORT call, and so the p99 tail)  MODELHUB_QUEUE_DELAY_MS (0: batch what queued while the model ran)  MODELHUB_BENCH_REDIS_URL (redis://127.0.0.1:6379/13, pool only)
 VARIANT="${MODELHUB_VARIANT:-inproc}"
 SERVER="${MODELHUB_SERVER:-asgi}"
 WEB_WORKERS="${MODELHUB_WEB_WORKERS:-2}"
@@ -66,7 +66,7 @@ case "$VARIANT" in
   *) echo "start_modelhub.sh: unknown MODELHUB_VARIANT=$VARIANT" >&2; exit 2 ;;
 esac
 "$PY" bench/modelhub_setup.py "$MODEL" "$MODELS_DIR/$MODEL.onnx" --placement "$PLACEMENT" \
-  --max-batch-size "${MODELHUB_MAX_BATCH:-64}" --max-queue-delay-ms "${MODELHUB_QUEUE_DELAY_MS:-0}"
+  --max-batch-size "${MODELHUB_MAX_BATCH:-16}" --max-queue-delay-ms "${MODELHUB_QUEUE_DELAY_MS:-0}"
 if [ "$SERVER" = gunicorn ]; then
   exec "$PY" -m gunicorn config.wsgi:application -b "127.0.0.1:$PORT" -w "$WEB_WORKERS" -k gthread \
     --threads "${MODELHUB_THREADS:-32}" --log-level warning
