@@ -33,38 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-from onnx import TensorProto, helper  # noqa: E402
+
+# The same model builder as the GPU check (this folder is on sys.path when run as a script).
+from gpu_check import mlp as build_mlp  # noqa: E402
 
 from inference.pool import WorkerPoolTransport, worker_status  # noqa: E402
 from inference.transport import DeploymentSpec  # noqa: E402
-
-
-def build_mlp(path: Path) -> Path:
-    """256 -> 2048 -> 2048 -> 2048 -> 10, ReLU between, FP32, IR version 9 (the peers' mlp shape)."""
-    rng = np.random.default_rng(0)
-    dims = [256, 2048, 2048, 2048, 10]
-    nodes, inits, last = [], [], "input"
-    for i, (a, b) in enumerate(zip(dims, dims[1:], strict=False)):
-        w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
-        inits.append(helper.make_tensor(f"w{i}", TensorProto.FLOAT, w.shape, w.ravel()))
-        nodes.append(helper.make_node("MatMul", [last, f"w{i}"], [f"m{i}"]))
-        last = f"m{i}"
-        if i < len(dims) - 2:
-            nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
-            last = f"r{i}"
-    nodes.append(helper.make_node("Identity", [last], ["output"]))
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 256])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 10])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    return path
 
 
 def free_port() -> int:

@@ -185,7 +185,6 @@ class EdgeASGI:
         """inference.edge.v2_infer with the model call awaited instead of blocking a thread."""
         from inference.runtime import codec
         from inference.transport import InferResult, InProcessTransport, transport_for
-        from monitoring.recorder import PredictionRecord, record
 
         edge = self.edge
         started = time.perf_counter()
@@ -222,36 +221,9 @@ class EdgeASGI:
             payload, headers = codec.encode_v2_response(name, str(spec.version), result.outputs, info)
         except Exception as exc:  # noqa: BLE001 - every refusal is JSON and recorded
             return edge._v2_error(*edge._refused(name, spec, started, exc))
-        record(
-            PredictionRecord(
-                endpoint=name,
-                deployment=spec.label,
-                role=spec.role,
-                latency_ms=(time.perf_counter() - started) * 1000.0,
-                ok=True,
-                rows=edge._rows(inputs),
-                batch_rows=result.batch_rows,
-                queue_ms=result.queue_ms,
-                model_ms=result.model_ms,
-                inputs=inputs,
-                outputs=result.outputs,
-                **({"payload": body, "response": payload} if _RECORDS_PAYLOADS else {}),
-            )
-        )
+        edge._record_ok(name, spec, started, inputs, result, body, payload)
         content_type = headers.pop("Content-Type", edge.JSON)
         return edge.Reply(200, payload, list(headers.items()), content_type)
-
-
-def _records_payloads() -> bool:
-    """Whether the recorder's PredictionRecord takes the bodies (payload sampling), as edge.v2_infer passes them."""
-    import dataclasses
-
-    from monitoring.recorder import PredictionRecord
-
-    return {"payload", "response"} <= {f.name for f in dataclasses.fields(PredictionRecord)}
-
-
-_RECORDS_PAYLOADS = _records_payloads()
 
 
 def warm_in_process_deployments() -> int:

@@ -232,6 +232,20 @@ def predict(
         payload = dumps({"endpoint": name, "model": spec.model, "version": spec.version, "outputs": outputs})
     except Exception as exc:  # noqa: BLE001 - every refusal is JSON and recorded
         return _simple_error(*_refused(name, spec, started, exc))
+    _record_ok(name, spec, started, inputs, result, body, payload)
+    return Reply(200, payload, [("X-Model-Version", f"{spec.model}:{spec.version}")])
+
+
+def _record_ok(
+    name: str,
+    spec: DeploymentSpec,
+    started: float,
+    inputs: dict[str, Any],
+    result: Any,
+    body: bytes | None,
+    payload: bytes,
+) -> None:
+    """Count an answered prediction (refusals are counted in _refused)."""
     record(
         PredictionRecord(
             endpoint=name,
@@ -249,7 +263,6 @@ def predict(
             response=payload,
         )
     )
-    return Reply(200, payload, [("X-Model-Version", f"{spec.model}:{spec.version}")])
 
 
 # ------------------------------------------------------------------ Open Inference Protocol (V2)
@@ -279,23 +292,7 @@ def v2_infer(
         payload, headers = codec.encode_v2_response(name, str(spec.version), result.outputs, info)
     except Exception as exc:  # noqa: BLE001
         return _v2_error(*_refused(name, spec, started, exc))
-    record(
-        PredictionRecord(
-            endpoint=name,
-            deployment=spec.label,
-            role=spec.role,
-            latency_ms=(time.perf_counter() - started) * 1000.0,
-            ok=True,
-            rows=_rows(inputs),
-            batch_rows=result.batch_rows,
-            queue_ms=result.queue_ms,
-            model_ms=result.model_ms,
-            inputs=inputs,
-            outputs=result.outputs,
-            payload=body,
-            response=payload,
-        )
-    )
+    _record_ok(name, spec, started, inputs, result, body, payload)
     content_type = headers.pop("Content-Type", JSON)
     return Reply(200, payload, list(headers.items()), content_type)
 
