@@ -258,17 +258,22 @@ class Flusher:
         for (minute, endpoint, deployment, _role), s in stats.items():
             if not s.inputs:
                 continue
-            parts: dict[str, list[np.ndarray]] = {}
+            # Stack the kept requests' rows per input first, then split into features once:
+            # splitting per request cost one astype per feature per request (8,192 for 32
+            # requests of a 256-feature model), most of a flush's CPU.
+            by_input: dict[str, list[np.ndarray]] = {}
             for inputs in s.inputs:
+                for name, value in inputs.items():
+                    by_input.setdefault(name, []).append(np.asarray(value))
+            stacked: dict[str, np.ndarray] = {}
+            for name, arrays in by_input.items():
                 try:
-                    for name, values in tensor_features(inputs).items():
-                        parts.setdefault(name, []).append(values)
-                except Exception:
+                    stacked[name] = np.concatenate(arrays)[:INPUT_ROWS_CAP]
+                except ValueError:  # scalars, or rows whose shapes differ: not tabular features
                     continue
             columns = out.setdefault((minute, endpoint, deployment), {})
-            for name, arrays in parts.items():
-                merged = np.concatenate(arrays)[:INPUT_ROWS_CAP]
-                columns.setdefault(name, []).extend(float(v) for v in merged if np.isfinite(v))
+            for name, values in tensor_features(stacked).items():
+                columns.setdefault(name, []).extend(values[np.isfinite(values)].tolist())
         return {k: v for k, v in out.items() if v}
 
     def _payload_row(self, sample: PayloadSample) -> dict[str, Any]:

@@ -53,7 +53,13 @@ class MetricRollup(models.Model):
 
 
 class InputSample(models.Model):
-    """Sampled input feature values of one deployment in one minute, for drift."""
+    """Sampled input feature values of one deployment in one minute, for drift.
+
+    A minute may have several rows: on the embedded default each flush of each web process
+    appends one (a flush never reads stored samples back, so it costs the same at the end
+    of a minute as at its start); the Redis roll-up writes one per minute. Readers add up
+    the rows of a window.
+    """
 
     endpoint = models.CharField(max_length=64)
     deployment = models.CharField(max_length=140)
@@ -63,7 +69,6 @@ class InputSample(models.Model):
 
     class Meta:
         ordering = ["deployment", "minute"]
-        constraints = [models.UniqueConstraint(fields=["endpoint", "deployment", "minute"], name="unique_input_minute")]
         indexes = [models.Index(fields=["deployment", "minute"], name="input_sample_time")]
 
     def __str__(self) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from config.errors import DomainError, NotFound
@@ -122,23 +123,31 @@ def monitoring_store_flush(
                 setattr(row, name, value)
             row.save(update_fields=ROLLUP_FIELDS)
     for (minute, endpoint, deployment), columns in inputs:
-        _input_sample_merge(endpoint=endpoint, deployment=deployment, minute=_minute_dt(minute), columns=columns)
+        _input_sample_append(endpoint=endpoint, deployment=deployment, minute=_minute_dt(minute), columns=columns)
     _payloads_store(payloads)
 
 
-def _input_sample_merge(*, endpoint: str, deployment: str, minute: datetime, columns: dict[str, list[float]]) -> None:
-    row, created = InputSample.objects.select_for_update().get_or_create(
-        endpoint=endpoint,
-        deployment=deployment,
-        minute=minute,
-        defaults={"features": {k: v[:INPUT_SAMPLE_CAP] for k, v in columns.items()}, "rows": _rows(columns)},
+def _input_sample_append(*, endpoint: str, deployment: str, minute: datetime, columns: dict[str, list[float]]) -> None:
+    """Store one flush's sampled rows as a new row, up to INPUT_SAMPLE_CAP rows per minute.
+
+    Appending, not merging: a merge read the minute's whole sample back, decoded and
+    re-encoded it on every flush, so a flush late in a minute cost 40-75 ms of CPU in the
+    serving process with the GIL held (for a 256-feature model), which showed up as the
+    p99 tail of every request in flight (docs/benchmarks.md).
+    """
+    stored = (
+        InputSample.objects.filter(endpoint=endpoint, deployment=deployment, minute=minute).aggregate(n=Sum("rows"))[
+            "n"
+        ]
+        or 0
     )
-    if not created:
-        merged = dict(row.features)
-        for name, values in columns.items():
-            merged[name] = (list(merged.get(name, [])) + list(values))[:INPUT_SAMPLE_CAP]
-        row.features, row.rows = merged, _rows(merged)
-        row.save(update_fields=["features", "rows"])
+    room = INPUT_SAMPLE_CAP - stored
+    if room <= 0:
+        return
+    features = {k: v[:room] for k, v in columns.items()}
+    InputSample.objects.create(
+        endpoint=endpoint, deployment=deployment, minute=minute, features=features, rows=_rows(features)
+    )
 
 
 def _rows(columns: Mapping[str, list[float]]) -> int:
@@ -208,14 +217,15 @@ def rollup_minutes(*, now: datetime | None = None) -> int:
                 for feature, values in json.loads(item).items():
                     columns.setdefault(feature, []).extend(values)
             if columns:
-                InputSample.objects.update_or_create(
+                # Replacing the minute's rows, so a rerun is harmless.
+                InputSample.objects.filter(endpoint=endpoint, deployment=deployment, minute=_minute_dt(minute)).delete()
+                features = {k: v[:INPUT_SAMPLE_CAP] for k, v in columns.items()}
+                InputSample.objects.create(
                     endpoint=endpoint,
                     deployment=deployment,
                     minute=_minute_dt(minute),
-                    defaults={
-                        "features": {k: v[:INPUT_SAMPLE_CAP] for k, v in columns.items()},
-                        "rows": _rows(columns),
-                    },
+                    features=features,
+                    rows=_rows(features),
                 )
     pipe = client.pipeline(transaction=False)
     for name in names + input_names:

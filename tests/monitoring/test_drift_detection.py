@@ -90,3 +90,57 @@ def test_inputs_are_not_kept_when_the_sample_rate_is_zero(recorder: Any, redis_f
     redis_flusher.flush()
     services.rollup_minutes(now=later())
     assert InputSample.objects.count() == 0
+
+
+def test_embedded_default_appends_one_sample_row_per_flush_and_drift_reads_them_all(
+    recorder: Any, db_flusher: Any
+) -> None:
+    """Without Redis each flush appends a row; drift adds up every row of the window."""
+    version = make_version()
+    reference(version, np.random.default_rng(11))
+    traffic(recorder, db_flusher, np.random.default_rng(12), shift=1.5, labels=(1, 1))
+    db_flusher.flush()
+    from monitoring.models import InputSample
+
+    samples = list(InputSample.objects.filter(deployment="iris:1"))
+    assert len(samples) >= 4  # one per flush, all in this minute (or two minutes at a boundary)
+    assert sum(s.rows for s in samples) == 120 * 4  # every request kept: 30 per flush, reservoir 32
+    services.drift_compute(now=later(5), window_minutes=30)
+    shifted = DriftScore.objects.get(feature="x[0]")
+    assert shifted.n == 120 * 4
+    assert shifted.psi > 0.25
+
+
+def test_a_database_flush_never_reads_stored_samples_back(recorder: Any, db_flusher: Any) -> None:
+    """A flush late in a minute costs what one early in it does: no SELECT of stored features."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    rng = np.random.default_rng(13)
+    recorder.default_drift_rate = 1.0
+    for _ in range(5):
+        for _ in range(32):
+            recorder.record(rec(inputs={"x": rng.normal(0, 1, (4, 2))}, rows=4))
+        with CaptureQueriesContext(connection) as queries:
+            db_flusher.flush()
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("SELECT")]
+    assert reads, "expected the cap check"
+    assert not any('"features"' in sql for sql in reads), reads
+
+
+def test_database_samples_stop_at_the_per_minute_cap(recorder: Any, db_flusher: Any, monkeypatch: Any) -> None:
+    from monitoring.models import InputSample
+
+    monkeypatch.setattr(services, "INPUT_SAMPLE_CAP", 40)
+    recorder.default_drift_rate = 1.0
+    rng = np.random.default_rng(14)
+    for _ in range(3):  # 3 flushes of 8 requests x 4 rows = 96 rows offered
+        for _ in range(8):
+            recorder.record(rec(inputs={"x": rng.normal(0, 1, (4, 2))}, rows=4))
+        db_flusher.flush()
+    per_minute: dict[Any, int] = {}
+    for s in InputSample.objects.all():
+        per_minute[s.minute] = per_minute.get(s.minute, 0) + s.rows
+        assert all(len(v) == s.rows for v in s.features.values())
+    assert all(n <= 40 for n in per_minute.values()), per_minute
+    assert sum(per_minute.values()) >= 40
