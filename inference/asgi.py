@@ -34,6 +34,8 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from config import heap
+
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 Scope = dict[str, Any]
@@ -127,6 +129,7 @@ class EdgeASGI:
                     import logging
 
                     logging.getLogger("modelhub.asgi").exception("warming in-process deployments failed")
+                heap.settle()  # after imports and warm-up: full GC passes skip all of it
                 if os.environ.get("STATS_FILE"):
                     threading.Thread(target=_write_stats_forever, name="batch-stats", daemon=True).start()
                 await send({"type": "lifespan.startup.complete"})

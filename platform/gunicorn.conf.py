@@ -16,3 +16,10 @@ max_requests = int(os.environ.get("MODELHUB_WEB_MAX_REQUESTS", 0))
 accesslog = os.environ.get("MODELHUB_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("MODELHUB_LOG_LEVEL", "info").lower()
+
+
+def post_worker_init(worker):  # noqa: ARG001 - gunicorn's hook signature
+    """After the app is imported in this worker: freeze the start-up heap (config/heap.py)."""
+    from config import heap
+
+    heap.settle()

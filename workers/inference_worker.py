@@ -36,6 +36,7 @@ import numpy as np
 import orjson
 import redis
 
+from config import heap
 from inference import pool_protocol as wire
 from inference.runtime.batcher import DynamicBatcher
 from inference.runtime.codec import check_inputs
@@ -92,6 +93,7 @@ class Served:
         self.batcher = DynamicBatcher(
             model, max_batch_size=spec.max_batch_size, max_queue_delay_ms=spec.max_queue_delay_ms
         )
+        heap.settle()  # the new session's objects join the frozen start-up heap, before traffic
         for i in range(self.worker.pullers):
             t = threading.Thread(target=self._pull_loop, name=f"pull-{spec.key}-{i}", daemon=True)
             t.start()
@@ -402,6 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stopping.set())
+    heap.settle()
     worker.run()
 
 

@@ -1,0 +1,35 @@
+"""Keep CPython's cyclic garbage collector off the serving path's tail latency.
+
+A serving process holds a few hundred thousand long-lived objects after start-up (Django,
+NumPy, ONNX Runtime's bindings, the routing cache). Requests in flight are promoted into
+the oldest generation while they wait for the batcher, and once enough have been promoted
+CPython runs a full collection, which walks every one of those start-up objects with the
+GIL held: 40-70 ms on the 2-core benchmark machine, during which the event loop answers
+nothing. That was the largest single cause of the mlp p99 tail in bench/ (docs/benchmarks.md).
+
+`settle()` collects once and then moves everything alive into the permanent generation
+(`gc.freeze()`), which later collections skip: a full collection then walks only what was
+allocated after start-up (1-2 ms measured). Objects frozen this way are never collected
+as cycles; start-up objects live as long as the process, so nothing is lost.
+Call it after start-up work (imports, warm-up, a model load), never per request: the
+`gc.collect()` in it costs tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+
+
+def enabled() -> bool:
+    """`MODELHUB_GC_FREEZE=0` turns settling off (to measure what it buys)."""
+    return os.environ.get("MODELHUB_GC_FREEZE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def settle() -> int:
+    """Collect, then freeze what survived; returns the number of frozen objects (0 when off)."""
+    if not enabled():
+        return 0
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
