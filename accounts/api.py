@@ -44,7 +44,17 @@ def _throttled() -> None:
     raise Throttled()
 
 
-@extend_schema(summary="Who am I: user, role and teams")
+@extend_schema(
+    summary="Who am I: user, role and teams",
+    responses=inline_serializer(
+        "Me",
+        {
+            "username": serializers.CharField(),
+            "role": serializers.CharField(allow_null=True),
+            "teams": serializers.ListField(child=serializers.CharField()),
+        },
+    ),
+)
 @api_view(["GET"])
 def me(request: Request) -> Response:
     user = request.user

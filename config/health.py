@@ -7,7 +7,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -62,7 +63,10 @@ READINESS_CHECKS = {
 }
 
 
-@extend_schema(summary="Liveness: the web process answers")
+@extend_schema(
+    summary="Liveness: the web process answers",
+    responses=inline_serializer("Liveness", {"status": serializers.CharField()}),
+)
 @api_view(["GET"])
 @authentication_classes([])
 @permission_classes([])
@@ -70,7 +74,18 @@ def live(request: Request) -> Response:
     return Response({"status": "live"})
 
 
-@extend_schema(summary="Readiness: database, Redis and workers")
+_READINESS = inline_serializer(
+    "Readiness",
+    {
+        "status": serializers.ChoiceField(choices=["ready", "not_ready"]),
+        "checks": serializers.DictField(
+            child=serializers.DictField(), help_text='by name: {"ok": bool, ...what the check found}'
+        ),
+    },
+)
+
+
+@extend_schema(summary="Readiness: database, Redis and workers", responses={200: _READINESS, 503: _READINESS})
 @api_view(["GET"])
 @authentication_classes([])
 @permission_classes([])

@@ -203,6 +203,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Fields of one name with different choice sets (status, kind, stage) get a name per
+    # set; otherwise drf-spectacular names them after a hash and warns.
+    "ENUM_NAME_OVERRIDES": {
+        "ModelVersionStatusEnum": "registry.models.ModelVersion.Status",
+        "PromotionStatusEnum": "registry.models.PromotionRequest.Status",
+        "PromotionKindEnum": "registry.models.PromotionRequest.Kind",
+        "StageEnum": "registry.models.ModelVersion.Stage",
+        "AlertEventKindEnum": "monitoring.models.AlertEvent.Kind",
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -7,7 +7,6 @@ back as a message on the page.
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 from django.contrib import messages
@@ -21,16 +20,14 @@ from accounts.roles import APPROVER, has_role
 from config.errors import NotFound
 from config.http import client_ip
 from dashboard.views import domain_errors_as_messages, page
+from registry import promotions, selectors
+from registry.models import AuditEvent
 
-# The approval workflow lives in registry.promotions; without it there are no approval pages.
-AVAILABLE = importlib.util.find_spec("registry.promotions") is not None
 STATUSES = ("pending", "approved", "rejected", "cancelled")
 
 
 @login_required
 def approval_list(request: HttpRequest) -> HttpResponse:
-    from registry import selectors
-
     status = request.GET.get("status", "pending")
     if status not in (*STATUSES, "all"):
         status = "pending"
@@ -86,9 +83,6 @@ def _describe(tensor: dict[str, Any] | None) -> str:
 
 @login_required
 def approval_detail(request: HttpRequest, request_id: int) -> HttpResponse:
-    from registry import promotions, selectors
-    from registry.models import AuditEvent
-
     try:
         found = selectors.promotion_get(request_id=request_id, user=request.user)
     except NotFound as exc:
@@ -123,8 +117,6 @@ def approval_detail(request: HttpRequest, request_id: int) -> HttpResponse:
 @require_POST
 @domain_errors_as_messages
 def approval_decide(request: HttpRequest, request_id: int, decision: str) -> HttpResponse:
-    from registry import promotions
-
     comment = request.POST.get("comment", "")
     if decision == "approve":
         promotions.promotion_approve(
@@ -154,8 +146,6 @@ def approval_decide(request: HttpRequest, request_id: int, decision: str) -> Htt
 @require_POST
 @domain_errors_as_messages
 def promotion_request(request: HttpRequest, name: str, version: int) -> HttpResponse:
-    from registry import promotions, selectors
-
     found = selectors.version_get(model_name=name, version=version, user=request.user)
     created = promotions.promotion_request_create(
         version=found,
@@ -172,8 +162,6 @@ def promotion_request(request: HttpRequest, name: str, version: int) -> HttpResp
 @require_POST
 @domain_errors_as_messages
 def production_rollback(request: HttpRequest, name: str) -> HttpResponse:
-    from registry import promotions, selectors
-
     done = promotions.production_rollback(
         model=selectors.model_get(name=name, user=request.user),
         user=request.user,

@@ -8,7 +8,6 @@ primary, shadows weigh 0, ready versions only) are decided there and come back a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from typing import Any
 
@@ -25,11 +24,11 @@ from django.views.decorators.http import require_POST
 from accounts.roles import ML_ENGINEER
 from config.errors import DomainError, NotFound
 from config.http import client_ip
-from dashboard.views import _health, domain_errors_as_messages, page, require_role, url_or_none
+from dashboard.views import _health, domain_errors_as_messages, page, require_role
+from inference import selectors, services
 from inference.models import ApiKey, Deployment, Endpoint, TrafficPolicyRevision
 from registry.models import AuditEvent, ModelVersion
 
-AVAILABLE = importlib.util.find_spec("inference.services") is not None
 ROLES = ("primary", "canary", "shadow")
 MAX_ROUTES = 8
 
@@ -58,8 +57,6 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 @domain_errors_as_messages
 def endpoint_create(request: HttpRequest) -> HttpResponse:
-    from inference import services
-
     require_role(request, ML_ENGINEER, "creating an endpoint")
     endpoint = services.endpoint_create(
         name=request.POST.get("name", "").strip(),
@@ -72,8 +69,6 @@ def endpoint_create(request: HttpRequest) -> HttpResponse:
 
 
 def _endpoint(name: str) -> Endpoint:
-    from inference import selectors
-
     try:
         return selectors.endpoint_get(name=name)
     except NotFound as exc:
@@ -131,7 +126,6 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         )[:20],
         "payload": payload,
         "predict_url": f"{base}/api/v1/endpoints/{endpoint.name}/predict",
-        "monitoring_url": url_or_none("dash-monitoring-endpoint", endpoint.name),
         **extra,
     }
 
@@ -181,8 +175,6 @@ def routes_from_form(post: Any) -> list[dict[str, Any]]:
 @require_POST
 @domain_errors_as_messages
 def traffic_update(request: HttpRequest, name: str) -> HttpResponse:
-    from inference import services
-
     require_role(request, ML_ENGINEER, "changing the traffic split")
     endpoint = _endpoint(name)
     revision = services.traffic_policy_revise(
@@ -200,8 +192,6 @@ def traffic_update(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 @domain_errors_as_messages
 def traffic_rollback(request: HttpRequest, name: str) -> HttpResponse:
-    from inference import services
-
     require_role(request, ML_ENGINEER, "rolling back the traffic split")
     raw = request.POST.get("revision", "")
     revision = services.traffic_policy_rollback(
@@ -218,8 +208,6 @@ def traffic_rollback(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 @domain_errors_as_messages
 def endpoint_settings(request: HttpRequest, name: str) -> HttpResponse:
-    from inference import services
-
     require_role(request, ML_ENGINEER, "changing an endpoint")
     services.endpoint_update(
         endpoint=_endpoint(name),
@@ -236,8 +224,6 @@ def endpoint_settings(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 @domain_errors_as_messages
 def key_create(request: HttpRequest, name: str) -> HttpResponse:
-    from inference import services
-
     require_role(request, ML_ENGINEER, "creating an API key")
     endpoint = _endpoint(name)
     key, secret = services.api_key_create(
@@ -260,8 +246,6 @@ def key_create(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 @domain_errors_as_messages
 def key_revoke(request: HttpRequest, name: str, prefix: str) -> HttpResponse:
-    from inference import services
-
     require_role(request, ML_ENGINEER, "revoking an API key")
     endpoint = _endpoint(name)
     key = ApiKey.objects.filter(endpoints=endpoint, prefix=prefix).first()

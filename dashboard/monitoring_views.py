@@ -7,7 +7,6 @@ Charts are built by dashboard.charts from `monitoring.selectors.endpoint_timeser
 
 from __future__ import annotations
 
-import importlib.util
 from datetime import timedelta
 from typing import Any
 
@@ -25,18 +24,17 @@ from accounts.roles import ML_ENGINEER
 from config.errors import DomainError
 from config.http import client_ip
 from dashboard import charts
-from dashboard.views import domain_errors_as_messages, page, require_role, url_or_none
+from dashboard.views import domain_errors_as_messages, page, require_role
 from inference.models import Endpoint
+from monitoring import selectors, services
+from monitoring.models import AlertEvent, AlertRule, MetricRollup
 
-AVAILABLE = importlib.util.find_spec("monitoring.selectors") is not None
 # range -> (minutes, step in seconds): at most a few hundred points per line.
 RANGES = {"15m": (15, 60), "1h": (60, 60), "6h": (360, 300), "24h": (1440, 900), "7d": (10080, 3600)}
 
 
 @login_required
 def monitoring_index(request: HttpRequest) -> HttpResponse:
-    from monitoring.models import AlertRule, MetricRollup
-
     since = timezone.now() - timedelta(hours=1)
     traffic = {
         row["endpoint"]: row
@@ -71,8 +69,6 @@ def _endpoint(name: str) -> Endpoint:
 
 @login_required
 def monitoring_endpoint(request: HttpRequest, name: str) -> HttpResponse:
-    from monitoring.models import MetricRollup
-
     endpoint = _endpoint(name)
     week_ago = timezone.now() - timedelta(days=7)
     deployments = sorted(
@@ -86,7 +82,6 @@ def monitoring_endpoint(request: HttpRequest, name: str) -> HttpResponse:
             "ranges": list(RANGES),
             "deployments": deployments,
             "plotly_version": plotly.__version__,
-            "endpoint_url": url_or_none("dash-endpoint", endpoint.name),
         },
     )
 
@@ -94,8 +89,6 @@ def monitoring_endpoint(request: HttpRequest, name: str) -> HttpResponse:
 @login_required
 def monitoring_charts(request: HttpRequest, name: str) -> JsonResponse:
     """The endpoint's figures as JSON for Plotly.react: ?range=1h&versions=model:1,model:2."""
-    from monitoring import selectors
-
     endpoint = _endpoint(name)
     chosen = request.GET.get("range", "1h")
     if chosen not in RANGES:
@@ -146,9 +139,6 @@ def _rule_values(post: Any) -> dict[str, Any]:
 
 @login_required
 def alert_list(request: HttpRequest) -> HttpResponse:
-    from monitoring import selectors
-    from monitoring.models import AlertEvent, AlertRule
-
     endpoint = request.GET.get("endpoint", "")
     rules = selectors.alert_rule_list(endpoint=endpoint).order_by("endpoint__name", "id")
     events = Paginator(selectors.alert_event_list(endpoint=endpoint).order_by("-created_at", "-id"), 30).get_page(
@@ -177,8 +167,6 @@ def alert_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 @domain_errors_as_messages
 def alert_rule_create(request: HttpRequest) -> HttpResponse:
-    from monitoring import services
-
     require_role(request, ML_ENGINEER, "creating an alert rule")
     rule = services.alert_rule_create(
         endpoint_name=request.POST.get("endpoint", ""),
@@ -194,8 +182,6 @@ def alert_rule_create(request: HttpRequest) -> HttpResponse:
 @require_POST
 @domain_errors_as_messages
 def alert_rule_delete(request: HttpRequest, rule_id: int) -> HttpResponse:
-    from monitoring import services
-
     require_role(request, ML_ENGINEER, "deleting an alert rule")
     services.alert_rule_delete(rule_id=rule_id, user=request.user, source_ip=client_ip(request))
     messages.success(request, "Alert rule deleted.")

@@ -12,39 +12,23 @@ urlpatterns = [
     path("models/new", views.model_create, name="dash-model-create"),
     path("models/<slug:name>/", views.model_detail, name="dash-model"),
     path("models/<slug:name>/versions/<int:version>/", views.version_detail, name="dash-version"),
+    path("approvals/", approvals.approval_list, name="dash-approvals"),
+    path("approvals/<int:request_id>/", approvals.approval_detail, name="dash-approval"),
+    path("approvals/<int:request_id>/<str:decision>", approvals.approval_decide, name="dash-approval-decide"),
+    path("models/<slug:name>/versions/<int:version>/promote", approvals.promotion_request, name="dash-promote"),
+    path("models/<slug:name>/rollback", approvals.production_rollback, name="dash-rollback"),
+    path("endpoints/", endpoints.endpoint_list, name="dash-endpoints"),
+    path("endpoints/new", endpoints.endpoint_create, name="dash-endpoint-create"),
+    path("endpoints/<slug:name>/", endpoints.endpoint_detail, name="dash-endpoint"),
+    path("endpoints/<slug:name>/traffic", endpoints.traffic_update, name="dash-traffic"),
+    path("endpoints/<slug:name>/rollback", endpoints.traffic_rollback, name="dash-traffic-rollback"),
+    path("endpoints/<slug:name>/settings", endpoints.endpoint_settings, name="dash-endpoint-settings"),
+    path("endpoints/<slug:name>/keys", endpoints.key_create, name="dash-key-create"),
+    path("endpoints/<slug:name>/keys/<str:prefix>/revoke", endpoints.key_revoke, name="dash-key-revoke"),
+    path("monitoring/", monitoring_views.monitoring_index, name="dash-monitoring"),
+    path("monitoring/<slug:name>/", monitoring_views.monitoring_endpoint, name="dash-monitoring-endpoint"),
+    path("monitoring/<slug:name>/charts.json", monitoring_views.monitoring_charts, name="dash-monitoring-charts"),
+    path("alerts/", monitoring_views.alert_list, name="dash-alerts"),
+    path("alerts/rules/new", monitoring_views.alert_rule_create, name="dash-alert-create"),
+    path("alerts/rules/<int:rule_id>/delete", monitoring_views.alert_rule_delete, name="dash-alert-delete"),
 ]
-
-if approvals.AVAILABLE:
-    urlpatterns += [
-        path("approvals/", approvals.approval_list, name="dash-approvals"),
-        path("approvals/<int:request_id>/", approvals.approval_detail, name="dash-approval"),
-        path(
-            "approvals/<int:request_id>/<str:decision>",
-            approvals.approval_decide,
-            name="dash-approval-decide",
-        ),
-        path("models/<slug:name>/versions/<int:version>/promote", approvals.promotion_request, name="dash-promote"),
-        path("models/<slug:name>/rollback", approvals.production_rollback, name="dash-rollback"),
-    ]
-
-if endpoints.AVAILABLE:
-    urlpatterns += [
-        path("endpoints/", endpoints.endpoint_list, name="dash-endpoints"),
-        path("endpoints/new", endpoints.endpoint_create, name="dash-endpoint-create"),
-        path("endpoints/<slug:name>/", endpoints.endpoint_detail, name="dash-endpoint"),
-        path("endpoints/<slug:name>/traffic", endpoints.traffic_update, name="dash-traffic"),
-        path("endpoints/<slug:name>/rollback", endpoints.traffic_rollback, name="dash-traffic-rollback"),
-        path("endpoints/<slug:name>/settings", endpoints.endpoint_settings, name="dash-endpoint-settings"),
-        path("endpoints/<slug:name>/keys", endpoints.key_create, name="dash-key-create"),
-        path("endpoints/<slug:name>/keys/<str:prefix>/revoke", endpoints.key_revoke, name="dash-key-revoke"),
-    ]
-
-if monitoring_views.AVAILABLE:
-    urlpatterns += [
-        path("monitoring/", monitoring_views.monitoring_index, name="dash-monitoring"),
-        path("monitoring/<slug:name>/", monitoring_views.monitoring_endpoint, name="dash-monitoring-endpoint"),
-        path("monitoring/<slug:name>/charts.json", monitoring_views.monitoring_charts, name="dash-monitoring-charts"),
-        path("alerts/", monitoring_views.alert_list, name="dash-alerts"),
-        path("alerts/rules/new", monitoring_views.alert_rule_create, name="dash-alert-create"),
-        path("alerts/rules/<int:rule_id>/delete", monitoring_views.alert_rule_delete, name="dash-alert-delete"),
-    ]

@@ -6,7 +6,6 @@ a refused action comes back as a message on the page, never as a stack trace.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from functools import lru_cache, wraps
 from pathlib import Path
@@ -21,15 +20,16 @@ from django.db.models import CharField, Count, Max, OuterRef, Q, Subquery
 from django.db.models.functions import Cast
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
-from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
 from accounts.roles import ML_ENGINEER, has_role, user_role
 from config.errors import DomainError, Forbidden, NotFound
 from config.http import client_ip
 from inference.models import Deployment, Endpoint
+from monitoring.models import AlertRule
 from registry import selectors, services
 from registry.models import AuditEvent, ModelVersion, RegisteredModel
+from registry.promotions import TRANSITIONS
 
 MODELS_PER_PAGE = 25
 VERSIONS_PER_PAGE = 50
@@ -58,14 +58,6 @@ def domain_errors_as_messages(view: Callable[..., HttpResponseBase]) -> Callable
             return redirect(request.POST.get("next") or request.META.get("HTTP_REFERER") or "/")
 
     return wrapper
-
-
-def url_or_none(name: str, *args: Any) -> str | None:
-    """The URL of a page, or None when that part of the platform is not installed."""
-    try:
-        return reverse(name, args=args)
-    except NoReverseMatch:
-        return None
 
 
 def require_role(request: HttpRequest, role: str, what: str) -> None:
@@ -112,7 +104,6 @@ def home(request: HttpRequest) -> HttpResponse:
         "version_count": ModelVersion.objects.count(),
         "endpoint_count": Endpoint.objects.count(),
         "endpoints": endpoints,
-        "endpoints_enabled": importlib.util.find_spec("inference.services") is not None,
         "recent_versions": ModelVersion.objects.select_related("model", "created_by").order_by("-created_at")[:8],
         "recent_deployments": Deployment.objects.select_related("endpoint", "model_version__model").order_by(
             "-created_at"
@@ -124,21 +115,15 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def _home_approvals(request: HttpRequest) -> dict[str, Any]:
-    if importlib.util.find_spec("registry.promotions") is None:
-        return {}
-    pending = selectors.promotion_list(user=request.user, status="pending")  # type: ignore[attr-defined]
-    return {"approvals_enabled": True, "pending_count": pending.count(), "pending": pending[:5]}
+    pending = selectors.promotion_list(user=request.user, status="pending")
+    return {"pending_count": pending.count(), "pending": pending[:5]}
 
 
 def _home_alerts() -> dict[str, Any]:
-    if importlib.util.find_spec("monitoring.models") is None:
-        return {}
-    from monitoring.models import AlertRule
-
     firing = (
         AlertRule.objects.filter(state=AlertRule.State.FIRING).select_related("endpoint").order_by("-last_fired_at")
     )
-    return {"alerts_enabled": True, "firing_count": firing.count(), "firing": firing[:8]}
+    return {"firing_count": firing.count(), "firing": firing[:8]}
 
 
 def _health(ready: int, failed: int, loading: int) -> str:
@@ -291,15 +276,8 @@ def version_detail(request: HttpRequest, name: str, version: int) -> HttpRespons
 
 
 def _promotion_context(version: ModelVersion) -> dict[str, Any]:
-    """The stages this version may be asked to move to, and its requests (once approvals exist)."""
-    from dashboard import approvals
-
-    if not approvals.AVAILABLE:
-        return {"approvals_enabled": False}
-    from registry.promotions import TRANSITIONS
-
+    """The stages this version may be asked to move to, and its requests."""
     return {
-        "approvals_enabled": True,
         "promotion_targets": TRANSITIONS.get(version.stage, ()),
         "version_requests": version.promotion_requests.select_related("requester", "reviewer").order_by("-created_at")[
             :10

@@ -94,7 +94,7 @@ class EndpointWriteSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=64)
     description = serializers.CharField(required=False, allow_blank=True)
     follows_model = serializers.CharField(required=False, allow_null=True)
-    follow = serializers.ChoiceField(choices=Endpoint.Follow.values, required=False)
+    follow = serializers.ChoiceField(choices=Endpoint.Follow.choices, required=False)
     canary_weight = serializers.IntegerField(required=False, min_value=1, max_value=99)
     preprocessing = serializers.JSONField(required=False)
     postprocessing = serializers.JSONField(required=False)

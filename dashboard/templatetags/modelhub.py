@@ -1,16 +1,15 @@
-"""Template helpers: the main navigation (only pages that exist) and small formatters."""
+"""Template helpers: the main navigation and small formatters."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django import template
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 
 register = template.Library()
 
-# (label, url name, path prefix that marks it current). A page appears once its URL exists,
-# so a part of the platform that has not landed simply has no link.
+# (label, url name, path prefix that marks it current)
 NAV = [
     ("Home", "home", "/"),
     ("Models", "dash-models", "/models/"),
@@ -27,12 +26,8 @@ def main_nav(context: dict[str, Any]) -> dict[str, Any]:
     path = request.path if request is not None else ""
     links = []
     for label, name, prefix in NAV:
-        try:
-            url = reverse(name)
-        except NoReverseMatch:
-            continue
         current = path == "/" if prefix == "/" else path.startswith(prefix)
-        links.append({"label": label, "url": url, "current": current})
+        links.append({"label": label, "url": reverse(name), "current": current})
     return {"links": links}
 
 

@@ -5,14 +5,10 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from dashboard import approvals
 from registry.models import ModelVersion
 from tests.dashboard.conftest import seed_models
 
-pytestmark = [
-    pytest.mark.django_db,
-    pytest.mark.skipif(not approvals.AVAILABLE, reason="the approval workflow (registry.promotions) has not landed"),
-]
+pytestmark = pytest.mark.django_db
 
 PASSING_REPORT = {"ok": True, "checks": [{"name": "smoke_inference", "ok": True, "duration_ms": 1.0}]}
 

@@ -9,10 +9,7 @@ from dashboard import endpoints
 from inference.models import ApiKey, Endpoint
 from tests.conftest import iris_bytes, upload
 
-pytestmark = [
-    pytest.mark.django_db,
-    pytest.mark.skipif(not endpoints.AVAILABLE, reason="the serving work (inference.services) has not landed"),
-]
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture

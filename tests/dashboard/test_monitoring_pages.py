@@ -7,13 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from dashboard import monitoring_views
 from inference.models import Endpoint
 
-pytestmark = [
-    pytest.mark.django_db,
-    pytest.mark.skipif(not monitoring_views.AVAILABLE, reason="the monitoring app's selectors have not landed"),
-]
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture

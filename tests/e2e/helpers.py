@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 from tests.conftest import client_for, iris_bytes, upload
-
-
-def landed(*modules: str) -> bool:
-    for name in modules:
-        try:
-            if importlib.util.find_spec(name) is None:
-                return False
-        except ModuleNotFoundError:
-            return False
-    return True
 
 
 def iris_variant() -> bytes:

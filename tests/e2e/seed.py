@@ -91,7 +91,7 @@ def seed_platform(user: Any) -> dict[str, Any]:
 
 
 def seed_extras(user: Any, approver: Any, made: dict[str, Any]) -> dict[str, str]:
-    """Approvals, traffic revisions, an hour of roll-ups and a firing alert, where installed.
+    """Approvals, traffic revisions, an hour of roll-ups and a firing alert.
 
     Returns extra screenshot pages {name: path}.
     """
@@ -99,7 +99,10 @@ def seed_extras(user: Any, approver: Any, made: dict[str, Any]) -> dict[str, str
     import random
 
     from inference.models import TrafficPolicyRevision
-    from tests.e2e.helpers import landed
+    from monitoring import services as monitoring_services
+    from monitoring.models import MetricRollup
+    from monitoring.recorder import LATENCY_BUCKETS_MS
+    from registry import promotions
 
     pages: dict[str, str] = {}
     for endpoint in Endpoint.objects.all():
@@ -124,84 +127,74 @@ def seed_extras(user: Any, approver: Any, made: dict[str, Any]) -> dict[str, str
                 ],
             )
     pages["endpoint"] = "/endpoints/churn/"
-    if landed("registry.promotions"):
-        from registry import promotions
-
-        request = promotions.promotion_request_create(
-            version=made["churn-predictor:7"],
-            to_stage="Production",
-            user=user,
-            justification="+1.2 points of accuracy on the March hold-out; canary ran 48 h without errors",
-        )
-        pages["approval"] = f"/approvals/{request.pk}/"
-    if landed("monitoring.models"):
-        from monitoring import services as monitoring_services
-        from monitoring.models import MetricRollup
-        from monitoring.recorder import LATENCY_BUCKETS_MS
-
-        rng = random.Random(7)
-        now = timezone.now().replace(second=0, microsecond=0)
-        rows = []
-        for deployment, role, share in (("churn-predictor:6", "primary", 0.9), ("churn-predictor:7", "canary", 0.1)):
-            for i in range(60):
-                count = int(share * (1800 + 600 * math.sin(i / 9)) * rng.uniform(0.9, 1.1))
-                buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)
-                for _ in range(40):
-                    buckets[min(len(buckets) - 1, int(abs(rng.gauss(3 if role == "primary" else 4, 1.2))))] += (
-                        count // 40
-                    )
-                errors = int(count * (0.002 if role == "primary" else 0.01))
-                rows.append(
-                    MetricRollup(
-                        endpoint="churn",
-                        deployment=deployment,
-                        role=role,
-                        minute=now - timedelta(minutes=60 - i),
-                        count=count,
-                        rows=count,
-                        error_count=errors,
-                        errors={"invalid_input": errors},
-                        latency_buckets=buckets,
-                        latency_sum_ms=2.5 * count,
-                        batch_rows_sum=count * 3,
-                        batch_count=count // 3 or 1,
-                        outputs={
-                            "label": {
-                                "kind": "class",
-                                "counts": {
-                                    "stays": int(count * (0.8 if role == "primary" else 0.74)),
-                                    "churns": int(count * (0.2 if role == "primary" else 0.26)),
-                                },
-                            }
-                        },
-                    )
+    request = promotions.promotion_request_create(
+        version=made["churn-predictor:7"],
+        to_stage="Production",
+        user=user,
+        justification="+1.2 points of accuracy on the March hold-out; canary ran 48 h without errors",
+    )
+    pages["approval"] = f"/approvals/{request.pk}/"
+    rng = random.Random(7)
+    now = timezone.now().replace(second=0, microsecond=0)
+    rows = []
+    for deployment, role, share in (("churn-predictor:6", "primary", 0.9), ("churn-predictor:7", "canary", 0.1)):
+        for i in range(60):
+            count = int(share * (1800 + 600 * math.sin(i / 9)) * rng.uniform(0.9, 1.1))
+            buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+            for _ in range(40):
+                buckets[min(len(buckets) - 1, int(abs(rng.gauss(3 if role == "primary" else 4, 1.2))))] += count // 40
+            errors = int(count * (0.002 if role == "primary" else 0.01))
+            rows.append(
+                MetricRollup(
+                    endpoint="churn",
+                    deployment=deployment,
+                    role=role,
+                    minute=now - timedelta(minutes=60 - i),
+                    count=count,
+                    rows=count,
+                    error_count=errors,
+                    errors={"invalid_input": errors},
+                    latency_buckets=buckets,
+                    latency_sum_ms=2.5 * count,
+                    batch_rows_sum=count * 3,
+                    batch_count=count // 3 or 1,
+                    outputs={
+                        "label": {
+                            "kind": "class",
+                            "counts": {
+                                "stays": int(count * (0.8 if role == "primary" else 0.74)),
+                                "churns": int(count * (0.2 if role == "primary" else 0.26)),
+                            },
+                        }
+                    },
                 )
-        MetricRollup.objects.bulk_create(rows)
-        rule = monitoring_services.alert_rule_create(
-            endpoint_name="churn",
-            user=user,
-            values={
-                "name": "canary errors",
-                "metric": "error_rate",
-                "comparison": ">",
-                "threshold": 0.005,
-                "window_minutes": 10,
-                "severity": "critical",
-                "deployment": "churn-predictor:7",
-            },
-        )
-        monitoring_services.alert_rule_create(
-            endpoint_name="churn",
-            user=user,
-            values={
-                "name": "p99 budget",
-                "metric": "p99_latency_ms",
-                "comparison": ">",
-                "threshold": 50,
-                "window_minutes": 5,
-            },
-        )
-        monitoring_services.alert_rule_evaluate(rule_id=rule.pk)
-        pages["monitoring"] = "/monitoring/churn/"
-        pages["alerts"] = "/alerts/"
+            )
+    MetricRollup.objects.bulk_create(rows)
+    rule = monitoring_services.alert_rule_create(
+        endpoint_name="churn",
+        user=user,
+        values={
+            "name": "canary errors",
+            "metric": "error_rate",
+            "comparison": ">",
+            "threshold": 0.005,
+            "window_minutes": 10,
+            "severity": "critical",
+            "deployment": "churn-predictor:7",
+        },
+    )
+    monitoring_services.alert_rule_create(
+        endpoint_name="churn",
+        user=user,
+        values={
+            "name": "p99 budget",
+            "metric": "p99_latency_ms",
+            "comparison": ">",
+            "threshold": 50,
+            "window_minutes": 5,
+        },
+    )
+    monitoring_services.alert_rule_evaluate(rule_id=rule.pk)
+    pages["monitoring"] = "/monitoring/churn/"
+    pages["alerts"] = "/alerts/"
     return pages

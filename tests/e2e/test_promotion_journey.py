@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.conftest import sign_in
-from tests.e2e.helpers import landed, ready_iris
+from tests.e2e.helpers import ready_iris
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not landed("registry.promotions", "inference.runtime.validation"), reason="approvals or the validator missing"
-    ),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def sign_out(page) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.conftest import SCREENSHOTS, sign_in
-from tests.e2e.helpers import landed
 from tests.e2e.seed import seed_extras, seed_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -19,9 +18,8 @@ def test_the_main_pages_render_and_are_saved_as_screenshots(page, engineer, appr
         "model": "/models/churn-predictor/",
         "version": "/models/fraud-detector/versions/1/",
     }
-    if landed("inference.services"):
-        shots |= seed_extras(engineer, approver, made)
-    sign_in(page, "alice" if "approval" in shots else "erin")
+    shots |= seed_extras(engineer, approver, made)
+    sign_in(page, "alice")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for name, path in shots.items():
         response = page.goto(path)

@@ -9,16 +9,9 @@ import pytest
 from django.utils import timezone
 
 from tests.e2e.conftest import sign_in
-from tests.e2e.helpers import landed, ready_iris
+from tests.e2e.helpers import ready_iris
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not landed("inference.services", "monitoring.selectors", "inference.runtime.validation"),
-        reason="serving or monitoring has not landed",
-    ),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def test_split_predict_watch_and_alert(page, engineer):

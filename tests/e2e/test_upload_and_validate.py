@@ -13,17 +13,6 @@ from tests.e2e.conftest import sign_in
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-def _validator_landed() -> bool:
-    try:
-        import inference.runtime.validation  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_validator = pytest.mark.skipif(not _validator_landed(), reason="the serving core's validator has not landed")
-
-
 def drop_file(page, selector: str, name: str, data: bytes) -> None:
     """Dispatch a real drop event carrying a File, as a user's drag from the desktop does."""
     page.evaluate(
@@ -39,7 +28,6 @@ def drop_file(page, selector: str, name: str, data: bytes) -> None:
     )
 
 
-@needs_validator
 def test_an_engineer_drops_an_onnx_file_and_sees_it_validate_to_ready(page, engineer):
     services.model_register(name="iris", user=engineer, tags=["tabular"])
     sign_in(page, "erin")
@@ -59,7 +47,6 @@ def test_an_engineer_drops_an_onnx_file_and_sees_it_validate_to_ready(page, engi
     assert "abc1234" in page.content()
 
 
-@needs_validator
 def test_a_broken_file_shows_the_validation_error(page, engineer):
     services.model_register(name="iris", user=engineer)
     sign_in(page, "erin")
