@@ -150,6 +150,15 @@ def target_specs(peers, models_dir):
             env=lambda p, n=n: {"REPO_ROOT": REPO, "MODELHUB_VARIANT": f"pool{n}"},
             note=f"bench/start_modelhub.sh MODELHUB_VARIANT=pool{n}",
         )
+    # In-process, but under `uvicorn --workers 2` (one listening socket shared by the processes)
+    # instead of config.serve's SO_REUSEPORT socket per process: what the choice is worth.
+    specs["modelhub-shared-socket"] = dict(
+        specs["modelhub"],
+        title="Modelhub, in-process, uvicorn --workers",
+        port=mh_port + 3,
+        env=lambda p: {"REPO_ROOT": REPO, "MODELHUB_VARIANT": "inproc", "MODELHUB_SERVER": "uvicorn"},
+        note="bench/start_modelhub.sh MODELHUB_SERVER=uvicorn",
+    )
     specs["modelhub"]["env"] = lambda p: {"REPO_ROOT": REPO, "MODELHUB_VARIANT": "inproc"}
     specs["modelhub"]["title"] = "Modelhub, in-process"
     return specs

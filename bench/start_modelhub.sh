@@ -37,7 +37,8 @@ fi
 # ---- Modelhub: a fresh data dir, the model registered and deployed, then the server in the foreground ----
 # MODELHUB_VARIANT: inproc (default; batcher + ORT inside each web process)
 #                   pool1 / pool2 (worker-pool placement with 1 or 2 inference worker processes)
-# MODELHUB_SERVER:  asgi (default; uvicorn + uvloop + httptools, inference/asgi.py front) or gunicorn (gthread)
+# MODELHUB_SERVER:  asgi (default; config/serve.py: uvicorn + uvloop + httptools, a SO_REUSEPORT socket per process),
+#                   uvicorn (uvicorn --workers: one shared socket) or gunicorn (gthread)
 # MODELHUB_WEB_WORKERS (2)  MODELHUB_INTRA_OP (ORT intra-op threads per session; 1)
 # MODELHUB_MAX_BATCH (16: bounds one ORT call, and so the p99 tail)  MODELHUB_QUEUE_DELAY_MS (0: batch what queued while the model ran)  MODELHUB_BENCH_REDIS_URL (redis://127.0.0.1:6379/13, pool only)
 VARIANT="${MODELHUB_VARIANT:-inproc}"
@@ -71,5 +72,8 @@ if [ "$SERVER" = gunicorn ]; then
   exec "$PY" -m gunicorn config.wsgi:application -b "127.0.0.1:$PORT" -w "$WEB_WORKERS" -k gthread \
     --threads "${MODELHUB_THREADS:-32}" --log-level warning
 fi
-exec "$PY" -m uvicorn config.asgi_edge:application --host 127.0.0.1 --port "$PORT" --workers "$WEB_WORKERS" \
-  --loop uvloop --http httptools --no-access-log --log-level warning --backlog 2048
+if [ "$SERVER" = uvicorn ]; then  # one listening socket shared by the workers (for comparison)
+  exec "$PY" -m uvicorn config.asgi_edge:application --host 127.0.0.1 --port "$PORT" --workers "$WEB_WORKERS" \
+    --loop uvloop --http httptools --no-access-log --log-level warning --backlog 2048
+fi
+exec "$PY" -m config.serve --host 127.0.0.1 --port "$PORT" --workers "$WEB_WORKERS" --log-level warning

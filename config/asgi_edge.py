@@ -1,6 +1,6 @@
 """ASGI entry point with the raw prediction front (inference/asgi.py) before Django.
 
-uvicorn config.asgi_edge:application --workers 2 --loop uvloop --http httptools
+python -m config.serve --workers 2   (uvicorn + uvloop + httptools, a SO_REUSEPORT socket per process)
 """
 
 from __future__ import annotations

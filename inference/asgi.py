@@ -1,8 +1,9 @@
 """A raw ASGI front for the prediction paths, in front of Django's ASGI handler.
 
-Served by uvicorn (uvloop + httptools), `platform/run-asgi.sh` or `bench/start_modelhub.sh`:
+Served by uvicorn (uvloop + httptools) in `python -m config.serve` (config/serve.py says why
+not `uvicorn --workers`), which is also what `bench/start_modelhub.sh` runs:
 
-    uvicorn config.asgi_edge:application --workers 2 --loop uvloop --http httptools
+    python -m config.serve --port 8000 --workers 2
 
 Why: on a 2-core machine the HTTP server's own cost per request decides the small-model
 figures. gunicorn's gthread worker spends a thread hand-off and a WSGI environ per request
@@ -98,12 +99,9 @@ async def _send_reply(send: Send, reply: Any) -> None:
 class EdgeASGI:
     def __init__(self, django_app: ASGIApp) -> None:
         from inference import edge
-        from inference.wsgi import _PREDICT, _V2_MODEL
 
         self.django_app = django_app
         self.edge = edge
-        self._v2_model = _V2_MODEL
-        self._predict = _PREDICT
         self.pool = ThreadPoolExecutor(int(os.environ.get("MODELHUB_ASGI_THREADS", "64")), thread_name_prefix="edge")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -143,13 +141,13 @@ class EdgeASGI:
         method = scope["method"]
         loop = asyncio.get_running_loop()
         if method == "POST":
-            match = self._v2_model.match(path) if path.startswith("/v2") else self._predict.match(path)
+            match = edge.V2_MODEL_PATH.match(path) if path.startswith("/v2") else edge.PREDICT_PATH.match(path)
             if match is None or (path.startswith("/v2") and match.group(3) != "/infer"):
                 return False
             body = await _read_body(receive, edge.max_body_bytes())
             if body is None:
                 message = f"request body is over the limit of {edge.max_body_bytes()} bytes"
-                error = edge._v2_error if path.startswith("/v2") else edge._simple_error
+                error = edge.v2_error if path.startswith("/v2") else edge.simple_error
                 reply = error(413, "payload_too_large", message)
                 await _send_reply(send, reply)
                 return True
@@ -174,7 +172,7 @@ class EdgeASGI:
         elif path == "/v2/health/ready":
             reply = await loop.run_in_executor(self.pool, edge.v2_ready)
         else:
-            match = self._v2_model.match(path)
+            match = edge.V2_MODEL_PATH.match(path)
             if match is None or match.group(3) == "/infer":
                 return False
             name, version, tail = match.groups()
@@ -186,47 +184,29 @@ class EdgeASGI:
 
     async def _v2_infer(self, name: str, version: str | None, environ: dict[str, Any], body: bytes) -> Any:
         """inference.edge.v2_infer with the model call awaited instead of blocking a thread."""
-        from inference.runtime import codec
         from inference.transport import InferResult, InProcessTransport, transport_for
 
-        edge = self.edge
-        started = time.perf_counter()
-        spec = None
+        call = self.edge.V2Infer(name, version, environ, body)
         try:
-            table = edge._table(name)
-            edge._authorize(table, environ)
-            spec = edge._route(table, environ, version)
-            signature = table.signature_for(spec)
-            header_length = codec.parse_header_length(environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"))
-            inputs, info = codec.decode_v2_request(
-                body, environ.get("CONTENT_TYPE"), header_length, signature, max_batch_size=table.max_rows
-            )
-            timeout_s = min(info.timeout_s or table.timeout_s, table.timeout_s)
+            call.prepare()
+            spec = call.spec
             transport = transport_for(spec)
-            loop = asyncio.get_running_loop()
             if isinstance(transport, InProcessTransport):
-                entry = transport._served.get(spec.key)  # (sha256, runtime ServedModel)
-                if entry is not None and entry[0] == spec.artifact_sha256:
-                    served = entry[1]
-                else:  # first request in this process: load + warm off the loop
-                    served = await loop.run_in_executor(self.pool, transport._load, spec)
+                served = transport.served(spec)
+                if served is None:  # first request in this process: load + warm off the loop
+                    served = await asyncio.get_running_loop().run_in_executor(self.pool, transport.load, spec)
                 # The batcher fails the future itself at the deadline (queued or running).
-                outputs = await asyncio.wrap_future(served.submit(inputs, timeout_s=timeout_s))
+                outputs = await asyncio.wrap_future(served.submit(call.inputs, timeout_s=call.timeout_s))
                 result = InferResult(outputs=outputs, provider=served.model.provider)
             elif hasattr(transport, "infer_async"):
-                result = await transport.infer_async(spec, inputs, timeout_s=timeout_s)
+                result = await transport.infer_async(spec, call.inputs, timeout_s=call.timeout_s)
             else:
-                result = await loop.run_in_executor(
-                    self.pool, lambda: transport.infer(spec, inputs, timeout_s=timeout_s)
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self.pool, lambda: transport.infer(spec, call.inputs, timeout_s=call.timeout_s)
                 )
-            if table.shadows:
-                edge._shadow(table, spec, inputs, result.outputs)
-            payload, headers = codec.encode_v2_response(name, str(spec.version), result.outputs, info)
+            return call.answer(result)
         except Exception as exc:  # noqa: BLE001 - every refusal is JSON and recorded
-            return edge._v2_error(*edge._refused(name, spec, started, exc))
-        edge._record_ok(name, spec, started, inputs, result, body, payload)
-        content_type = headers.pop("Content-Type", edge.JSON)
-        return edge.Reply(200, payload, list(headers.items()), content_type)
+            return call.refuse(exc)
 
 
 def warm_in_process_deployments() -> int:
@@ -258,6 +238,6 @@ def _write_stats_forever() -> None:
 
     transport = in_process_transport()
     while True:
-        served = [entry[1] for entry in list(transport._served.values())]
+        served = transport.served_models()
         write_batch_stats({s.model.name: s.batcher.stats() for s in served if s.batcher is not None})
         time.sleep(0.5)

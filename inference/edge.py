@@ -3,15 +3,17 @@
 parse -> cached auth -> cached route -> codec validate -> transport.infer -> encode.
 
 Each function takes the WSGI environ (Django's request.META is the same mapping), the
-body bytes and the path values, and returns a `Reply`. Both the plain Django views
-(inference/views.py) and the raw WSGI front (inference/wsgi.py, in front of Django
-under gunicorn) call them, so they behave the same. Nothing here touches the ORM once
+body bytes and the path values, and returns a `Reply`. The plain Django views
+(inference/views.py), the raw WSGI front (inference/wsgi.py, in front of Django under
+gunicorn) and the ASGI front (inference/asgi.py, under uvicorn) all call them, so they
+behave the same; the ASGI front awaits the model call between `V2Infer`'s steps. Nothing here touches the ORM once
 the edge cache is warm (tests/inference/test_predict_runs_no_sql.py).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +38,9 @@ SERVER_NAME = "modelhub"
 SERVER_VERSION = "1.0.0"
 V2_EXTENSIONS = ["binary_tensor_data"]
 PIN_HEADER = "HTTP_X_MODEL_VERSION"
+# The prediction paths the fronts answer without Django (names and versions as the API allows).
+PREDICT_PATH = re.compile(r"^/api/v1/endpoints/([A-Za-z0-9_-]{1,64})/predict$")
+V2_MODEL_PATH = re.compile(r"^/v2/models/([A-Za-z0-9_-]{1,64})(?:/versions/([A-Za-z0-9_:.-]{1,64}))?(/infer|/ready)?$")
 
 
 @dataclass(slots=True)
@@ -80,12 +85,12 @@ def read_body(environ: Mapping[str, Any], stream: Any) -> bytes:
 # ------------------------------------------------------------------ errors
 
 
-def _simple_error(status: int, code: str, message: str, headers: list[tuple[str, str]] | None = None) -> Reply:
+def simple_error(status: int, code: str, message: str, headers: list[tuple[str, str]] | None = None) -> Reply:
     body = orjson.dumps({"error": {"code": code, "message": message, "details": {}}})
     return Reply(status, body, headers or [])
 
 
-def _v2_error(status: int, code: str, message: str, headers: list[tuple[str, str]] | None = None) -> Reply:
+def v2_error(status: int, code: str, message: str, headers: list[tuple[str, str]] | None = None) -> Reply:
     return Reply(status, orjson.dumps({"error": message, "code": code}), headers or [])
 
 
@@ -231,7 +236,7 @@ def predict(
             outputs = pipeline.finish(outputs)
         payload = dumps({"endpoint": name, "model": spec.model, "version": spec.version, "outputs": outputs})
     except Exception as exc:  # noqa: BLE001 - every refusal is JSON and recorded
-        return _simple_error(*_refused(name, spec, started, exc))
+        return simple_error(*_refused(name, spec, started, exc))
     _record_ok(name, spec, started, inputs, result, body, payload)
     return Reply(200, payload, [("X-Model-Version", f"{spec.model}:{spec.version}")])
 
@@ -268,33 +273,78 @@ def _record_ok(
 # ------------------------------------------------------------------ Open Inference Protocol (V2)
 
 
+class V2Infer:
+    """One V2 infer request, in the steps every front shares.
+
+    `prepare()` authorizes, routes and checks the inputs (raising on a refusal); the front
+    then runs the model call the way that suits it (a blocking `transport.infer` on a WSGI
+    thread, an awaited batcher future on the ASGI event loop) and finishes with
+    `answer(result)` or, for any exception on the way, `refuse(exc)`. Both build the reply
+    and count the request for monitoring.
+    """
+
+    __slots__ = (
+        "body",
+        "environ",
+        "info",
+        "inputs",
+        "name",
+        "spec",
+        "started",
+        "stream",
+        "table",
+        "timeout_s",
+        "version",
+    )
+
+    def __init__(
+        self, name: str, version: str | None, environ: Mapping[str, Any], body: bytes | None, *, stream: Any = None
+    ) -> None:
+        self.started = time.perf_counter()
+        self.name, self.version, self.environ, self.body, self.stream = name, version, environ, body, stream
+        self.spec: DeploymentSpec | None = None
+
+    def prepare(self) -> None:
+        table = self.table = _table(self.name)
+        _authorize(table, self.environ)
+        if self.body is None:
+            self.body = read_body(self.environ, self.stream)
+        spec = self.spec = _route(table, self.environ, self.version)
+        header_length = codec.parse_header_length(self.environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"))
+        self.inputs, self.info = codec.decode_v2_request(
+            self.body,
+            self.environ.get("CONTENT_TYPE"),
+            header_length,
+            table.signature_for(spec),
+            max_batch_size=table.max_rows,
+        )
+        self.timeout_s = min(self.info.timeout_s or table.timeout_s, table.timeout_s)
+
+    def answer(self, result: Any) -> Reply:
+        spec = self.spec
+        assert spec is not None, "prepare() first"
+        if self.table.shadows:
+            _shadow(self.table, spec, self.inputs, result.outputs)
+        payload, headers = codec.encode_v2_response(self.name, str(spec.version), result.outputs, self.info)
+        _record_ok(self.name, spec, self.started, self.inputs, result, self.body, payload)
+        content_type = headers.pop("Content-Type", JSON)
+        return Reply(200, payload, list(headers.items()), content_type)
+
+    def refuse(self, exc: BaseException) -> Reply:
+        return v2_error(*_refused(self.name, self.spec, self.started, exc))
+
+
 def v2_infer(
     name: str, version: str | None, environ: Mapping[str, Any], body: bytes | None, *, stream: Any = None
 ) -> Reply:
     """POST /v2/models/{name}[/versions/{version}]/infer (JSON or binary tensors)."""
-    started = time.perf_counter()
-    spec: DeploymentSpec | None = None
+    call = V2Infer(name, version, environ, body, stream=stream)
     try:
-        table = _table(name)
-        _authorize(table, environ)
-        if body is None:
-            body = read_body(environ, stream)
-        spec = _route(table, environ, version)
-        signature = table.signature_for(spec)
-        header_length = codec.parse_header_length(environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"))
-        inputs, info = codec.decode_v2_request(
-            body, environ.get("CONTENT_TYPE"), header_length, signature, max_batch_size=table.max_rows
-        )
-        timeout_s = min(info.timeout_s or table.timeout_s, table.timeout_s)
-        result = transport_for(spec).infer(spec, inputs, timeout_s=timeout_s)
-        if table.shadows:
-            _shadow(table, spec, inputs, result.outputs)
-        payload, headers = codec.encode_v2_response(name, str(spec.version), result.outputs, info)
-    except Exception as exc:  # noqa: BLE001
-        return _v2_error(*_refused(name, spec, started, exc))
-    _record_ok(name, spec, started, inputs, result, body, payload)
-    content_type = headers.pop("Content-Type", JSON)
-    return Reply(200, payload, list(headers.items()), content_type)
+        call.prepare()
+        assert call.spec is not None
+        return call.answer(transport_for(call.spec).infer(call.spec, call.inputs, timeout_s=call.timeout_s))
+    except Exception as exc:  # noqa: BLE001 - every refusal is JSON and recorded
+        return call.refuse(exc)
 
 
 def _tensor_meta(specs: Any) -> list[dict[str, Any]]:
@@ -327,7 +377,7 @@ def v2_model_metadata(name: str, version: str | None, environ: Mapping[str, Any]
         }
     except Exception as exc:  # noqa: BLE001
         status, code, message, headers = _error_parts(exc)
-        return _v2_error(status, code, message, headers)
+        return v2_error(status, code, message, headers)
     return Reply(200, orjson.dumps(body))
 
 
@@ -338,7 +388,7 @@ def v2_model_ready(name: str, version: str | None, environ: Mapping[str, Any]) -
         spec = _default_spec(table, version)
     except Exception as exc:  # noqa: BLE001
         status, code, message, headers = _error_parts(exc)
-        return _v2_error(status, code, message, headers)
+        return v2_error(status, code, message, headers)
     return Reply(200, orjson.dumps({"name": name, "version": str(spec.version), "ready": True}))
 
 
@@ -360,7 +410,7 @@ def v2_ready() -> Reply:
                 cursor.execute("SELECT 1")
             edge_cache.warmed = True
     except Exception as exc:  # noqa: BLE001
-        return _v2_error(503, "not_ready", f"not ready: {exc}", [("Retry-After", "1")])
+        return v2_error(503, "not_ready", f"not ready: {exc}", [("Retry-After", "1")])
     return Reply(200, orjson.dumps({"ready": True}))
 
 

@@ -85,7 +85,16 @@ class InProcessTransport:
         self._served: dict[str, tuple[str, Any]] = {}  # key -> (sha256, ServedModel)
 
     def ensure_loaded(self, spec: DeploymentSpec) -> None:
-        self._load(spec)
+        self.load(spec)
+
+    def served(self, spec: DeploymentSpec) -> Any:
+        """The runtime ServedModel loaded here for this deployment, or None (not loaded, or
+        loaded from other bytes): then `load(spec)` it, which blocks for load + warm-up."""
+        entry = self._served.get(spec.key)
+        return entry[1] if entry is not None and entry[0] == spec.artifact_sha256 else None
+
+    def served_models(self) -> list[Any]:
+        return [entry[1] for entry in list(self._served.values())]
 
     def ready(self, spec: DeploymentSpec) -> bool:
         entry = self._served.get(spec.key)
@@ -97,8 +106,7 @@ class InProcessTransport:
         return entry[1].model.provider if entry is not None else ""
 
     def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
-        entry = self._served.get(spec.key)
-        served = entry[1] if entry is not None and entry[0] == spec.artifact_sha256 else self._load(spec)
+        served = self.served(spec) or self.load(spec)
         return InferResult(outputs=served.predict(inputs, timeout_s=timeout_s), provider=served.model.provider)
 
     def unload(self, spec: DeploymentSpec) -> None:
@@ -111,7 +119,8 @@ class InProcessTransport:
     def loaded_keys(self) -> list[str]:
         return list(self._served)
 
-    def _load(self, spec: DeploymentSpec) -> Any:
+    def load(self, spec: DeploymentSpec) -> Any:
+        """Load and warm (once per process and deployment; the repository locks per key)."""
         served = self.repository.load(
             spec.key,
             spec.artifact_path,

@@ -49,7 +49,7 @@ def predict(request: HttpRequest, name: str) -> HttpResponse:
     try:
         body = edge.read_body(request.META, request)
     except edge.EdgeError as exc:
-        return _respond(edge._simple_error(exc.status, exc.code, exc.message))
+        return _respond(edge.simple_error(exc.status, exc.code, exc.message))
     return _respond(edge.predict(name, request.META, body, pin=request.GET.get("version")))
 
 
@@ -60,7 +60,7 @@ def v2_infer(request: HttpRequest, name: str, version: str | None = None) -> Htt
     try:
         body = edge.read_body(request.META, request)
     except edge.EdgeError as exc:
-        return _respond(edge._v2_error(exc.status, exc.code, exc.message))
+        return _respond(edge.v2_error(exc.status, exc.code, exc.message))
     return _respond(edge.v2_infer(name, version, request.META, body))
 
 

@@ -8,15 +8,11 @@ else goes to Django.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
 from inference import edge
-
-_PREDICT = re.compile(r"^/api/v1/endpoints/([A-Za-z0-9_-]{1,64})/predict$")
-_V2_MODEL = re.compile(r"^/v2/models/([A-Za-z0-9_-]{1,64})(?:/versions/([A-Za-z0-9_:.-]{1,64}))?(/infer|/ready)?$")
 
 _STATUS = {
     200: "200 OK",
@@ -56,7 +52,7 @@ class EdgeWSGI:
             if reply is not None:
                 return _send(reply, start_response)
         elif method == "POST" and path.endswith("/predict"):
-            match = _PREDICT.match(path)
+            match = edge.PREDICT_PATH.match(path)
             if match is not None:
                 pin = None
                 query = environ.get("QUERY_STRING")
@@ -69,7 +65,7 @@ class EdgeWSGI:
 
     def _v2(self, path: str, method: str, environ: dict[str, Any]) -> edge.Reply | None:
         if path.endswith("/infer") and method == "POST":
-            match = _V2_MODEL.match(path)
+            match = edge.V2_MODEL_PATH.match(path)
             if match is not None and match.group(3) == "/infer":
                 return edge.v2_infer(match.group(1), match.group(2), environ, None, stream=environ["wsgi.input"])
             return None
@@ -81,7 +77,7 @@ class EdgeWSGI:
             return edge.v2_live()
         if path == "/v2/health/ready":
             return edge.v2_ready()
-        match = _V2_MODEL.match(path)
+        match = edge.V2_MODEL_PATH.match(path)
         if match is None:
             return None
         name, version, tail = match.groups()

@@ -1,0 +1,157 @@
+"""The ASGI front in N processes, each with its own listening socket (SO_REUSEPORT).
+
+    python -m config.serve --port 8000 --workers 2
+
+Why not `uvicorn --workers N`: there the processes share one listening socket, and the
+one whose event loop wakes first accepts every connection that is waiting. A client that
+opens its keep-alive connections at once (a load balancer's pool, wrk) can land most or
+all of them on one process: 64/0, 48/16 and 38/26 were seen in three runs of the mlp
+benchmark at concurrency 64. That process then queues up to twice its share while the
+other idles, and the p99 follows the busier one. Here every process binds its own socket
+to the same port with SO_REUSEPORT, and the kernel spreads new connections over them by
+a hash of the address pair (Linux 3.9+), independent of which process happens to be awake.
+
+The parent only supervises: it starts the workers (spawned, not forked: each imports
+Django and loads its models itself), restarts one that dies, and stops them all on
+SIGTERM/SIGINT. It never listens itself; a listening socket nobody accepts on would get
+its share of connections and leave them hanging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+APP = "config.asgi_edge:application"
+log = logging.getLogger("modelhub.serve")
+
+
+def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    return sock
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail before starting anything when the port is taken.
+
+    SO_REUSEPORT lets any process of the same user join a port that is already served
+    the same way, and the kernel would then split connections between the old server and
+    this one. So a port something answers on counts as taken, not only one bind refuses.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            raise OSError(f"something already answers on {host}:{port} (an earlier server still running?)")
+    except (ConnectionRefusedError, TimeoutError):
+        pass
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((host, port))
+
+
+def run_worker(host: str, port: int, options: dict[str, Any]) -> None:
+    import uvicorn
+
+    sock = listening_socket(host, port, options["backlog"])
+    config = uvicorn.Config(
+        APP,
+        loop="uvloop",
+        http="httptools",
+        access_log=options["access_log"],
+        log_level=options["log_level"],
+        backlog=options["backlog"],
+        timeout_keep_alive=options["keep_alive"],
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default=os.environ.get("MODELHUB_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("MODELHUB_PORT", "8000")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("MODELHUB_WEB_WORKERS", "2")))
+    parser.add_argument("--backlog", type=int, default=2048)
+    parser.add_argument("--keep-alive", type=int, default=5, help="seconds an idle connection is kept")
+    parser.add_argument("--log-level", default=os.environ.get("MODELHUB_LOG_LEVEL", "info").lower())
+    parser.add_argument("--access-log", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = {
+        "backlog": args.backlog,
+        "keep_alive": args.keep_alive,
+        "log_level": args.log_level,
+        "access_log": args.access_log,
+    }
+    try:
+        check_port(args.host, args.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
+        return 2
+    if args.workers <= 1:
+        run_worker(args.host, args.port, options)
+        return 0
+    return Supervisor(args.host, args.port, args.workers, options).run()
+
+
+class Supervisor:
+    RESTART_BACKOFF_S = 1.0
+
+    def __init__(self, host: str, port: int, workers: int, options: dict[str, Any]) -> None:
+        self.host, self.port, self.options = host, port, options
+        self.context = multiprocessing.get_context("spawn")
+        self.procs: list[Any] = [None] * workers
+        self.stopping = False
+
+    def _start(self, slot: int) -> None:
+        proc = self.context.Process(
+            target=run_worker, args=(self.host, self.port, self.options), name=f"modelhub-web-{slot}"
+        )
+        proc.start()
+        self.procs[slot] = proc
+        log.info("web worker %d started (pid %s) on %s:%d", slot, proc.pid, self.host, self.port)
+
+    def _stop(self, *_: Any) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for slot in range(len(self.procs)):
+            self._start(slot)
+        started = {slot: time.monotonic() for slot in range(len(self.procs))}
+        while not self.stopping:
+            time.sleep(0.2)
+            for slot, proc in enumerate(self.procs):
+                if proc.is_alive() or self.stopping:
+                    continue
+                log.warning("web worker %d (pid %s) exited with %s; restarting", slot, proc.pid, proc.exitcode)
+                if time.monotonic() - started[slot] < self.RESTART_BACKOFF_S:
+                    time.sleep(self.RESTART_BACKOFF_S)  # one crashing at start-up must not spin
+                self._start(slot)
+                started[slot] = time.monotonic()
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()  # uvicorn finishes requests in flight on SIGTERM
+        deadline = time.monotonic() + 30
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
