@@ -15,6 +15,12 @@ The parent only supervises: it starts the workers (spawned, not forked: each imp
 Django and loads its models itself), restarts one that dies, and stops them all on
 SIGTERM/SIGINT. It never listens itself; a listening socket nobody accepts on would get
 its share of connections and leave them hanging.
+
+The price of a socket per process: connections waiting in a worker's own accept queue at
+the moment it dies are reset (with one shared socket the other process would take them).
+Clients see a connection reset for those, not a hang; a new connection goes to the live
+workers as soon as the dead one's socket is closed, and the restarted worker joins once it
+is warm. Linux 5.14+ can hand such connections over instead (`net.ipv4.tcp_migrate_req=1`).
 """
 
 from __future__ import annotations
@@ -33,13 +39,15 @@ APP = "config.asgi_edge:application"
 log = logging.getLogger("modelhub.serve")
 
 
-def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+def bound_socket(host: str, port: int) -> socket.socket:
+    """Bound, not listening: uvicorn listens once the app has started (lifespan, warm-up
+    done), so a restarted worker joins the port's group only when it can answer; a
+    listening socket would get its share of connections while Django still imports."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(backlog)
     return sock
 
 
@@ -65,7 +73,7 @@ def check_port(host: str, port: int) -> None:
 def run_worker(host: str, port: int, options: dict[str, Any]) -> None:
     import uvicorn
 
-    sock = listening_socket(host, port, options["backlog"])
+    sock = bound_socket(host, port)
     config = uvicorn.Config(
         APP,
         loop="uvloop",
