@@ -25,7 +25,12 @@ class LoginThrottle(AnonRateThrottle):
 @extend_schema(
     summary="Get an API token from username and password (shown once)",
     request=TokenRequest,
-    responses=inline_serializer("TokenResponse", {"token": serializers.CharField(), "prefix": serializers.CharField()}),
+    responses={
+        201: inline_serializer(
+            "TokenResponse",
+            {"token": serializers.CharField(), "prefix": serializers.CharField(), "user": serializers.CharField()},
+        )
+    },
 )
 @api_view(["POST"])
 @authentication_classes([])

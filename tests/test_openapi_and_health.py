@@ -57,3 +57,18 @@ def test_readiness_fails_with_the_reason_when_redis_is_unreachable(client, setti
     response = client.get("/api/v1/health/ready")
     assert response.status_code == 503
     assert response.json()["checks"]["redis"]["ok"] is False
+
+
+def test_the_token_response_schema_matches_what_the_endpoint_returns(client, django_user_model):
+    schema = client.get("/api/schema/?format=json").json()
+    documented = schema["paths"]["/api/v1/auth/token/"]["post"]["responses"]
+    assert set(documented) == {"201"}
+    django_user_model.objects.create_user("schema-check", password="long-enough-pass-1")
+    answer = client.post(
+        "/api/v1/auth/token/",
+        {"username": "schema-check", "password": "long-enough-pass-1"},
+        content_type="application/json",
+    )
+    assert answer.status_code == 201, answer.content
+    ref = documented["201"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert set(answer.json()) == set(schema["components"]["schemas"][ref]["properties"])
