@@ -46,6 +46,19 @@ def version_add(model_name: str, data: bytes, user: Any, metadata: dict[str, Any
 IRIS_META = {"class_names": ["setosa", "versicolor", "virginica"]}
 
 
+def iris_served_with_key(user: Any, key_name: str) -> str:
+    """The demo iris v1 as the "iris" endpoint's primary, and a new app key for it (returned)."""
+    from inference import services
+
+    version_add("iris", iris_variant(0), user, IRIS_META)
+    endpoint = services.endpoint_create(name="iris", user=user)
+    services.traffic_policy_revise(
+        endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=user
+    )
+    _, key = services.api_key_create(name=key_name, endpoints=[endpoint], user=user)
+    return key
+
+
 @pytest.fixture(autouse=True)
 def fresh_edge_cache() -> Iterator[None]:
     edge_cache.clear()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.inference.conftest import ROWS
+from tests.inference.conftest import ROWS, iris_served_with_key
 from tests.inference.test_tritonclient_against_gunicorn import ROOT, free_port
 from tests.integration.conftest import database_url
 
@@ -93,15 +93,7 @@ def start(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def served(transactional_db: Any, settings: Any, tmp_path: Path, engineer: Any) -> Iterator[Served]:
-    from inference import services
-    from tests.inference.conftest import IRIS_META, iris_variant, version_add
-
-    version_add("iris", iris_variant(0), engineer, IRIS_META)
-    endpoint = services.endpoint_create(name="iris", user=engineer)
-    services.traffic_policy_revise(
-        endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=engineer
-    )
-    _, key = services.api_key_create(name="serve", endpoints=[endpoint], user=engineer)
+    key = iris_served_with_key(engineer, "serve")
     port = free_port()
     env = {
         **os.environ,

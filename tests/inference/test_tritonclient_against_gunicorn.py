@@ -16,7 +16,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.inference.conftest import ROWS
+from tests.inference.conftest import ROWS, iris_served_with_key
 from tests.integration.conftest import database_url
 
 pytestmark = [pytest.mark.integration]
@@ -32,15 +32,7 @@ def free_port() -> int:
 @pytest.fixture
 def served(transactional_db: Any, settings: Any, tmp_path: Path, engineer: Any) -> Iterator[tuple[str, str]]:
     """The demo iris endpoint behind `gunicorn -c platform/gunicorn.conf.py config.wsgi`."""
-    from inference import services
-    from tests.inference.conftest import IRIS_META, iris_variant, version_add
-
-    version_add("iris", iris_variant(0), engineer, IRIS_META)
-    endpoint = services.endpoint_create(name="iris", user=engineer)
-    services.traffic_policy_revise(
-        endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=engineer
-    )
-    _, key = services.api_key_create(name="triton", endpoints=[endpoint], user=engineer)
+    key = iris_served_with_key(engineer, "triton")
     port = free_port()
     log = tmp_path / "gunicorn.log"
     env = {
