@@ -9,9 +9,10 @@ nothing. That was the largest single cause of the mlp p99 tail in bench/ (docs/b
 
 `settle()` collects once and then moves everything alive into the permanent generation
 (`gc.freeze()`), which later collections skip: a full collection then walks only what was
-allocated after start-up (1-2 ms measured). Objects frozen this way are never collected
-as cycles; start-up objects live as long as the process, so nothing is lost.
-Call it after start-up work (imports, warm-up, a model load), never per request: the
+allocated after start-up (1-2 ms measured). Frozen objects are not collected as cycles
+until the next `settle()`, which unfreezes first: an inference worker settles after each
+model load, and what an earlier unload left in cycles is collected then, not kept forever.
+Call it after start-up work (imports, warm-up, a model load), never per request: the full
 `gc.collect()` in it costs tens of milliseconds.
 """
 
@@ -27,9 +28,10 @@ def enabled() -> bool:
 
 
 def settle() -> int:
-    """Collect, then freeze what survived; returns the number of frozen objects (0 when off)."""
+    """Unfreeze, collect, then freeze what survived; returns the frozen count (0 when off)."""
     if not enabled():
         return 0
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()

@@ -6,8 +6,8 @@ Each function takes the WSGI environ (Django's request.META is the same mapping)
 body bytes and the path values, and returns a `Reply`. The plain Django views
 (inference/views.py), the raw WSGI front (inference/wsgi.py, in front of Django under
 gunicorn) and the ASGI front (inference/asgi.py, under uvicorn) all call them, so they
-behave the same; the ASGI front awaits the model call between `V2Infer`'s steps. Nothing here touches the ORM once
-the edge cache is warm (tests/inference/test_predict_runs_no_sql.py).
+behave the same; the ASGI front awaits the model call between `V2Infer`'s steps.
+Nothing here touches the ORM once the edge cache is warm (tests/inference/test_predict_runs_no_sql.py).
 """
 
 from __future__ import annotations

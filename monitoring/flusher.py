@@ -261,15 +261,15 @@ class Flusher:
             # Stack the kept requests' rows per input first, then split into features once:
             # splitting per request cost one astype per feature per request (8,192 for 32
             # requests of a 256-feature model), most of a flush's CPU.
-            by_input: dict[str, list[np.ndarray]] = {}
+            by_input: dict[str, list[Any]] = {}
             for inputs in s.inputs:
                 for name, value in inputs.items():
-                    by_input.setdefault(name, []).append(np.asarray(value))
+                    by_input.setdefault(name, []).append(value)
             stacked: dict[str, np.ndarray] = {}
             for name, arrays in by_input.items():
                 try:
-                    stacked[name] = np.concatenate(arrays)[:INPUT_ROWS_CAP]
-                except ValueError:  # scalars, or rows whose shapes differ: not tabular features
+                    stacked[name] = np.concatenate([np.asarray(a) for a in arrays])[:INPUT_ROWS_CAP]
+                except (ValueError, TypeError):  # scalars, or rows whose shapes differ: not tabular features
                     continue
             columns = out.setdefault((minute, endpoint, deployment), {})
             for name, values in tensor_features(stacked).items():

@@ -131,9 +131,9 @@ def _input_sample_append(*, endpoint: str, deployment: str, minute: datetime, co
     """Store one flush's sampled rows as a new row, up to INPUT_SAMPLE_CAP rows per minute.
 
     Appending, not merging: a merge read the minute's whole sample back, decoded and
-    re-encoded it on every flush, so a flush late in a minute cost 40-75 ms of CPU in the
-    serving process with the GIL held (for a 256-feature model), which showed up as the
-    p99 tail of every request in flight (docs/benchmarks.md).
+    re-encoded it on every flush, so a flush late in a minute cost 240-260 ms of CPU in
+    the serving process with the GIL held (256-feature model, `bench/flush_cost.py`), which
+    showed up as the p99 tail of every request in flight (docs/benchmarks.md).
     """
     stored = (
         InputSample.objects.filter(endpoint=endpoint, deployment=deployment, minute=minute).aggregate(n=Sum("rows"))[

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,21 @@ def test_settle_moves_what_is_alive_out_of_the_collected_generations() -> None:
     assert frozen >= len(survivors)
     assert gc.get_freeze_count() == frozen
     assert not any(s is survivors[0] for s in gc.get_objects(generation=2))
+
+
+def test_a_later_settle_collects_cycles_dropped_since_the_last_one() -> None:
+    """A worker settles after every model load: what an unload left in cycles must not stay frozen."""
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the cyclic collector can free it
+    probe = weakref.ref(a)
+    heap.settle()  # the cycle is alive here, so it is frozen
+    del a, b
+    heap.settle()
+    assert probe() is None
 
 
 def test_settle_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -144,3 +144,16 @@ def test_database_samples_stop_at_the_per_minute_cap(recorder: Any, db_flusher: 
         assert all(len(v) == s.rows for v in s.features.values())
     assert all(n <= 40 for n in per_minute.values()), per_minute
     assert sum(per_minute.values()) >= 40
+
+
+def test_inputs_whose_shapes_differ_are_skipped_without_losing_the_flush(recorder: Any, db_flusher: Any) -> None:
+    """An input whose rows cannot be stacked gives no drift columns; the counts still land."""
+    from monitoring.models import InputSample
+
+    recorder.default_drift_rate = 1.0
+    recorder.record(rec(inputs={"x": np.ones((4, 2)), "z": np.ones((4, 1))}, rows=4))
+    recorder.record(rec(inputs={"x": np.ones((4, 3)), "z": np.zeros((4, 1))}, rows=4))  # x: 3 columns now
+    assert db_flusher.flush() == 2
+    assert MetricRollup.objects.get(deployment="iris:1").count == 2
+    (sample,) = InputSample.objects.all()
+    assert set(sample.features) == {"z"} and sample.rows == 8
