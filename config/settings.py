@@ -176,6 +176,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 # --- Serving (inference app) -----------------------------------------------------------
 # Largest prediction request body (simple JSON or V2, binary tensors included), in bytes.
 PREDICT_MAX_BODY_BYTES = env_int("MODELHUB_MAX_PREDICT_BYTES", 16 * 1024 * 1024)
+# Threads the ASGI front (inference/asgi.py) runs blocking prediction-path calls in.
+ASGI_THREADS = env_int("MODELHUB_ASGI_THREADS", 64)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -11,6 +11,7 @@ table and calls `transport_for(spec).infer(...)`.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -65,6 +66,11 @@ class Transport(Protocol):
     def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
         """Run one request (rows along dim 0); raises inference.runtime.errors on failure."""
 
+    async def infer_async(
+        self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float
+    ) -> InferResult:
+        """`infer` for an event loop (the ASGI front): the model call awaited, no thread held."""
+
     def unload(self, spec: DeploymentSpec) -> None: ...
 
 
@@ -108,6 +114,16 @@ class InProcessTransport:
     def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
         served = self.served(spec) or self.load(spec)
         return InferResult(outputs=served.predict(inputs, timeout_s=timeout_s), provider=served.model.provider)
+
+    async def infer_async(
+        self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float
+    ) -> InferResult:
+        served = self.served(spec)
+        if served is None:  # first request in this process: load + warm off the loop
+            served = await asyncio.get_running_loop().run_in_executor(None, self.load, spec)
+        # The batcher fails the future itself at the deadline (queued or running).
+        outputs = await asyncio.wrap_future(served.submit(inputs, timeout_s=timeout_s))
+        return InferResult(outputs=outputs, provider=served.model.provider)
 
     def unload(self, spec: DeploymentSpec) -> None:
         self.unload_key(spec.key)
