@@ -2,43 +2,61 @@
 
 With no environment at all this is the embedded default: SQLite and the artifact store
 under ./var, Celery tasks run in-process, models served inside the web process.
+
+Every environment variable Modelhub reads is read here (or, for the processes that start
+before Django, in config/serve.py and platform/gunicorn.conf.py) through the typed readers
+of config/env.py, and listed in .env.example (tests/config/test_env_example.py checks both
+ways). Importing this module writes nothing: the data folders are created at Django's
+start-up (config/apps.py), the generated secret key on its first use.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.utils.functional import SimpleLazyObject
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("MODELHUB_DATA_DIR", str(BASE_DIR / "var")))
-DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _secret_key() -> str:
     """The configured key, or one generated once per installation and kept in DATA_DIR.
 
-    There is deliberately no key in the code: a fresh install makes its own.
+    There is deliberately no key in the code: a fresh install makes its own, the first
+    time anything signs (several processes may race: the file is linked into place, so
+    exactly one key wins and every process reads that one).
     """
     configured = env_str("MODELHUB_SECRET_KEY")
     if configured:
         return configured
     path = DATA_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        staged = path.with_name(f".secret_key.{os.getpid()}")
+        staged.write_text(secrets.token_urlsafe(50))
+        staged.chmod(0o600)
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            pass
+        finally:
+            staged.unlink()
     return path.read_text().strip()
 
 
-SECRET_KEY = _secret_key()
+SECRET_KEY = SimpleLazyObject(_secret_key)
 DEBUG = env_bool("MODELHUB_DEBUG", False)
 ALLOWED_HOSTS = env_list("MODELHUB_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("MODELHUB_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    "config.apps.ModelhubConfig",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -178,6 +196,17 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 PREDICT_MAX_BODY_BYTES = env_int("MODELHUB_MAX_PREDICT_BYTES", 16 * 1024 * 1024)
 # Threads the ASGI front (inference/asgi.py) runs blocking prediction-path calls in.
 ASGI_THREADS = env_int("MODELHUB_ASGI_THREADS", 64)
+# ONNX Runtime threads per in-process session; 0 = ORT's default (all cores).
+INTRA_OP_THREADS = env_int("MODELHUB_INTRA_OP_THREADS", 0)
+# Worker-pool placement (docs/serving-workers.md); the names are the ones inference/pool.py reads.
+MODELHUB_POOL_REDIS_URL = env_str("MODELHUB_POOL_REDIS_URL")  # "" = REDIS_URL
+MODELHUB_POOL_CONNECT_TIMEOUT = env_float("MODELHUB_POOL_CONNECT_TIMEOUT", 1.0)
+MODELHUB_POOL_SOCKET_TIMEOUT = env_float("MODELHUB_POOL_SOCKET_TIMEOUT", 5.0)
+MODELHUB_POOL_MAX_CONNECTIONS = env_int("MODELHUB_POOL_MAX_CONNECTIONS", 256)
+
+# --- First run (manage.py modelhub_bootstrap) ------------------------------------------------
+BOOTSTRAP_ADMIN_USER = env_str("MODELHUB_ADMIN_USER", "admin")
+BOOTSTRAP_ADMIN_PASSWORD = env_str("MODELHUB_ADMIN_PASSWORD")  # "" = generated and printed once
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -230,8 +259,7 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = DATA_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT = DATA_DIR / "static"  # created at start-up (config/apps.py)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

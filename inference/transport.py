@@ -156,10 +156,9 @@ def _intra_op_threads() -> int | None:
     """ONNX Runtime threads per in-process session (MODELHUB_INTRA_OP_THREADS; unset = ORT's
     default, all cores). Several web processes each running all-core sessions fight over
     the cores; 1 per process is usually better with as many processes as cores."""
-    import os
+    from django.conf import settings
 
-    value = os.environ.get("MODELHUB_INTRA_OP_THREADS", "")
-    return int(value) if value.strip() else None
+    return settings.INTRA_OP_THREADS or None
 
 
 _IN_PROCESS: InProcessTransport | None = None
