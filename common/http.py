@@ -129,7 +129,3 @@ class Reply:
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = JSON
-
-
-def error_response(exc: BaseException, shape: Shape = "simple") -> Reply:
-    return Reply(*error_reply(exc, shape))

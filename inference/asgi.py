@@ -41,6 +41,7 @@ from django.conf import settings
 from common.http import PredictRequest, Reply
 from config import heap
 from inference.dataplane import DATAPLANE, server_started, warm_in_process_deployments
+from inference.transport import in_process_transport
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -139,8 +140,6 @@ class EdgeASGI:
 
 def _write_stats_forever() -> None:
     """For bench/harness.py: this process's batcher counters in $STATS_FILE.pid<PID>.json every 0.5 s."""
-    from inference.transport import in_process_transport
-
     # Imported here, not at the top: only the benchmark harness sets STATS_FILE, and
     # workers/ sits above inference/ (the one writer of the stats format lives there).
     from workers.inference_worker import write_batch_stats

@@ -31,6 +31,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+
 from common.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -41,6 +44,8 @@ from common.errors import (
 )
 from common.http import PredictRequest, Reply, Shape, error_reply
 from inference import edge
+from inference.routing_cache import edge_cache
+from inference.transport import transport_for
 
 BodyKind = Literal["json", "v2"]
 Handler = Callable[[PredictRequest, dict[str, str | None]], "Reply | edge.InferCall"]
@@ -131,9 +136,6 @@ class Dispatcher:
     # ---------------------------------------------------------------- checks before the body
 
     def _host_allowed(self, host: str) -> bool:
-        from django.conf import settings
-        from django.http.request import split_domain_port, validate_host
-
         allowed = settings.ALLOWED_HOSTS
         if allowed is not self._hosts_for:  # settings changed (tests): start over
             self._hosts, self._hosts_for = {}, allowed
@@ -250,8 +252,6 @@ def server_started() -> None:
     cache closes them before a cache miss touches the ORM (after a PostgreSQL restart an
     old connection would otherwise fail every miss).
     """
-    from inference.routing_cache import edge_cache
-
     edge_cache.close_stale_connections = True
 
 
@@ -259,9 +259,10 @@ def warm_in_process_deployments() -> int:
     """Load and warm, in this process, every ready in-process deployment (before traffic)."""
     from django.db import close_old_connections
 
+    # The ORM models need Django's app registry, and the fronts import this module before
+    # Django has set up (config/wsgi.py, config/asgi_edge.py): imported at start-up, here.
     from inference.models import Deployment
-    from inference.selectors import deployment_spec
-    from inference.transport import transport_for
+    from inference.selectors import deployment_spec  # (the same: it imports the models)
 
     count = 0
     try:
