@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from config.errors import ServiceUnavailable
 from config.renderers import dumps
 from inference.router import RoutingError, RoutingTable
 from inference.routing_cache import KeyEntry, edge_cache
@@ -107,6 +108,8 @@ def _error_parts(exc: BaseException) -> tuple[int, str, str, list[tuple[str, str
         elif exc.status == 503:
             headers.append(("Retry-After", "1"))
         return exc.status, exc.code, exc.message, headers
+    if isinstance(exc, ServiceUnavailable):  # the worker pool or the database is away: retry later
+        return 503, exc.code, exc.message, [("Retry-After", str(max(1, round(exc.retry_after_s))))]
     if isinstance(exc, RecursionError):
         return 400, "invalid_input", "request is nested too deeply", []
     log.exception("unexpected error on the prediction path")
@@ -401,16 +404,13 @@ def v2_live() -> Reply:
 
 
 def v2_ready() -> Reply:
-    """Ready once this process can reach its routing data (the database, on a cache miss)."""
-    try:
-        from django.db import connection
+    """The same answer as /api/v1/health/ready (config.health.readiness), in the V2 shape."""
+    from config.health import READY_RETRY_AFTER_S, readiness
 
-        if not edge_cache.warmed:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            edge_cache.warmed = True
-    except Exception as exc:  # noqa: BLE001
-        return v2_error(503, "not_ready", f"not ready: {exc}", [("Retry-After", "1")])
+    ok, checks = readiness()
+    if not ok:
+        failed = ", ".join(f"{name}: {c.get('error', 'failed')}" for name, c in checks.items() if not c["ok"])
+        return v2_error(503, "not_ready", f"not ready ({failed})", [("Retry-After", str(READY_RETRY_AFTER_S))])
     return Reply(200, orjson.dumps({"ready": True}))
 
 
