@@ -386,16 +386,15 @@ def v2_live() -> Reply:
 
 
 def v2_ready() -> Reply:
-    """Ready once this process can reach its routing data (the database, on a cache miss)."""
-    try:
-        from django.db import connection
+    """The same answer as /api/v1/health/ready (config.health.readiness), in the V2 shape."""
+    from config.health import READY_RETRY_AFTER_S, readiness
 
-        if not edge_cache.warmed:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            edge_cache.warmed = True
-    except Exception as exc:  # noqa: BLE001
-        return Reply(*error_reply(EdgeError(503, "not_ready", f"not ready: {exc}"), "v2"))
+    ok, checks = readiness()
+    if not ok:
+        failed = ", ".join(f"{name}: {c.get('error', 'failed')}" for name, c in checks.items() if not c["ok"])
+        refusal = EdgeError(503, "not_ready", f"not ready ({failed})")
+        refusal.retry_after = READY_RETRY_AFTER_S
+        return Reply(*error_reply(refusal, "v2"))
     return Reply(200, orjson.dumps({"ready": True}))
 
 

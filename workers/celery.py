@@ -40,3 +40,12 @@ app.conf.beat_schedule = {
     "monitoring-compact-rollups": {"task": "monitoring.compact_rollups", "schedule": 3600.0},
     "monitoring-reference-from-traffic": {"task": "monitoring.reference_from_traffic", "schedule": 3600.0},
 }
+
+# --- The worker pool's reconciler (inference/reconcile.py): re-assigns worker-pool deployments
+# from the database after Redis or a worker lost them, and records which are really warm.
+_RECONCILE_EVERY = env_float("MODELHUB_POOL_RECONCILE_INTERVAL_S", 10.0)
+app.conf.beat_schedule["inference-pool-reconcile"] = {
+    "task": "inference.pool_reconcile",
+    "schedule": _RECONCILE_EVERY,
+    "options": {"expires": _RECONCILE_EVERY, **_BEAT_OPTIONS},
+}
