@@ -176,6 +176,14 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 # --- Serving (inference app) -----------------------------------------------------------
 # Largest prediction request body (simple JSON or V2, binary tensors included), in bytes.
 PREDICT_MAX_BODY_BYTES = env_int("MODELHUB_MAX_PREDICT_BYTES", 16 * 1024 * 1024)
+# Admission control in each in-process batcher (docs/operations.md, "Overload"): a request
+# whose expected wait (queued batches x the recent time per batch) is over this fraction
+# of its deadline, or over the longest queue wait, is refused at once with 503 +
+# Retry-After instead of queueing until it times out.
+SERVING_ADMISSION_CONTROL = env_bool("MODELHUB_ADMISSION_CONTROL", True)
+SERVING_ADMISSION_DEADLINE_FRACTION = env_float("MODELHUB_ADMISSION_DEADLINE_FRACTION", 0.5)
+SERVING_MAX_QUEUE_WAIT_MS = env_float("MODELHUB_MAX_QUEUE_WAIT_MS", 5000.0)
+SERVING_MAX_QUEUE_SIZE = env_int("MODELHUB_MAX_QUEUE_SIZE", 1024)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
