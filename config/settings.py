@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
 
@@ -150,6 +151,20 @@ ARTIFACT_STORE = Path(env_str("MODELHUB_ARTIFACT_STORE", str(DATA_DIR / "artifac
 MAX_ARTIFACT_BYTES = env_int("MODELHUB_MAX_ARTIFACT_BYTES", 512 * 1024 * 1024)
 VALIDATION_MEMORY_LIMIT_BYTES = env_int("MODELHUB_VALIDATION_MEMORY_LIMIT_BYTES", 2 * 1024**3)
 VALIDATION_TIMEOUT_S = env_float("MODELHUB_VALIDATION_TIMEOUT_S", 120.0)
+# Validation leases (docs/operations.md, "Jobs"): the running task renews its lease every
+# third of VALIDATION_LEASE_S; registry.validation_sweep, every VALIDATION_SWEEP_INTERVAL_S,
+# re-enqueues a version whose lease lapsed (its worker died) or that stayed pending past
+# the grace, and fails it after VALIDATION_MAX_ATTEMPTS starts.
+VALIDATION_LEASE_S = env_float("MODELHUB_VALIDATION_LEASE_S", 30.0)
+VALIDATION_SWEEP_INTERVAL_S = env_float("MODELHUB_VALIDATION_SWEEP_INTERVAL_S", 30.0)
+VALIDATION_PENDING_GRACE_S = env_float("MODELHUB_VALIDATION_PENDING_GRACE_S", 60.0)
+VALIDATION_MAX_ATTEMPTS = env_int("MODELHUB_VALIDATION_MAX_ATTEMPTS", 3)
+# A task still running when the visibility timeout passes is delivered a second time.
+if CELERY_VISIBILITY_TIMEOUT <= VALIDATION_TIMEOUT_S + 60:
+    raise ImproperlyConfigured(
+        f"MODELHUB_CELERY_VISIBILITY_TIMEOUT ({CELERY_VISIBILITY_TIMEOUT} s) must stay above the longest task, "
+        f"the validation's MODELHUB_VALIDATION_TIMEOUT_S ({VALIDATION_TIMEOUT_S:g} s) plus a minute"
+    )
 
 # --- Notifications (approvals) -----------------------------------------------------------
 # Console by default: decisions are printed, nothing leaves the machine until configured.
