@@ -145,6 +145,11 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_DEFAULT_QUEUE = "control"
+# The embedded scheduler (workers/embedded_scheduler.py): with no Redis there is no beat, so
+# one thread in one serving process (an fcntl lock in DATA_DIR) runs the beat schedule; the
+# other processes retry the lock every EMBEDDED_SCHEDULER_RETRY_S and take over if it dies.
+EMBEDDED_SCHEDULER = env_bool("MODELHUB_EMBEDDED_SCHEDULER") if env_str("MODELHUB_EMBEDDED_SCHEDULER") else EMBEDDED
+EMBEDDED_SCHEDULER_RETRY_S = env_float("MODELHUB_EMBEDDED_SCHEDULER_RETRY_S", 5.0)
 
 # --- Model registry ---------------------------------------------------------------------
 ARTIFACT_STORE = Path(env_str("MODELHUB_ARTIFACT_STORE", str(DATA_DIR / "artifacts")))
