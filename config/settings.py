@@ -94,6 +94,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A database that is away for a moment must give an error quickly, not a hang.
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("MODELHUB_DB_CONNECT_TIMEOUT", 5)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default: several web processes (and their threads) write one file.
+    # WAL lets readers go on while one writes; `timeout` is the busy timeout a writer
+    # waits for the lock; IMMEDIATE takes the write lock at BEGIN, so that two
+    # transactions never both read and then fail to upgrade (which no timeout helps).
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": env_float("MODELHUB_SQLITE_BUSY_TIMEOUT_S", 30.0),
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+    }
 # Parallel test runs on one server each need their own test database.
 if env_str("MODELHUB_TEST_DB_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": env_str("MODELHUB_TEST_DB_NAME")}

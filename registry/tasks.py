@@ -12,6 +12,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.db import connection
 
+from config.db import retry_if_locked
 from registry import services, storage
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,10 @@ def model_version_validate(self: Task, version_id: int) -> str:
 
     owner = self.request.id or uuid.uuid4().hex
     lease_s = settings.VALIDATION_LEASE_S
-    version = services.model_version_start_validation(
-        version_id=version_id, owner=owner, lease_s=lease_s, max_attempts=settings.VALIDATION_MAX_ATTEMPTS
+    version = retry_if_locked(
+        lambda: services.model_version_start_validation(
+            version_id=version_id, owner=owner, lease_s=lease_s, max_attempts=settings.VALIDATION_MAX_ATTEMPTS
+        )
     )
     if version is None:
         return "nothing to do"
@@ -38,7 +41,10 @@ def model_version_validate(self: Task, version_id: int) -> str:
             memory_limit_bytes=settings.VALIDATION_MEMORY_LIMIT_BYTES,
             timeout_s=settings.VALIDATION_TIMEOUT_S,
         )
-    version = services.model_version_record_validation(version_id=version_id, report=report.to_dict())
+    # The result of seconds of work: a lost race for SQLite's write lock must not drop it.
+    version = retry_if_locked(
+        lambda: services.model_version_record_validation(version_id=version_id, report=report.to_dict())
+    )
     log.info("validated %s: %s", version, version.status)
     return version.status
 
