@@ -55,11 +55,12 @@ class AdmissionPolicy:
     """When the batcher refuses a request at once instead of queueing it (load shedding).
 
     A request is refused with Overloaded when its expected completion (the batches
-    queued ahead of it plus its own, times the recent time per batch, an EWMA, plus
-    what is left of the batch running now) exceeds `deadline_fraction` of its remaining
-    deadline, or `max_queue_wait_s` whatever its deadline. Refusing early keeps the
-    queue short enough that what is admitted still answers in time: without it an
-    overload fills the queue with requests that all wait out their deadline and 504.
+    queued ahead of it plus its own, times the recent time per batch, an EWMA that
+    prefers batches at least half full, plus what is left of the batch running now)
+    exceeds `deadline_fraction` of its remaining deadline, or `max_queue_wait_s`
+    whatever its deadline. Refusing early keeps the queue short enough that what is
+    admitted still answers in time: without it an overload fills the queue with
+    requests that all wait out their deadline and 504.
     `enabled=False` keeps only the count bound (`max_queue_size`).
     """
 
@@ -97,7 +98,7 @@ class BatcherStats:
     max_queue_delay_ms: float = 0.0
     # Of `rejected`, those refused because their expected wait was too long (not a full queue).
     shed: int = 0
-    # The EWMA of the time one batch takes, what admission control plans with.
+    # The time one batch takes (EWMA), what admission control plans with.
     batch_ms_ewma: float = 0.0
 
     @property
@@ -233,8 +234,11 @@ class DynamicBatcher:
         self._state = _BUSY
         self._closed = False
         # Admission control's view of the service time, guarded by _cond: the EWMA of
-        # seconds per batch (0 until a batch ran) and when the running batch started.
+        # seconds per batch (0 until a batch ran), the same over batches at least half
+        # full (what the batches of a long queue will be; a queue builds up after quiet
+        # times of small batches), and when the running batch started.
         self._batch_s_ewma = 0.0
+        self._full_batch_s_ewma = 0.0
         self._running_since: float | None = None
         self._shed = 0
 
@@ -304,7 +308,7 @@ class DynamicBatcher:
             return self._expected_wait_locked(rows, time.monotonic())
 
     def _expected_wait_locked(self, rows: int, now: float) -> float:
-        per_batch = self._batch_s_ewma
+        per_batch = max(self._batch_s_ewma, self._full_batch_s_ewma)
         batches = math.ceil((self._queued_rows + rows) / self.max_batch_size)
         running_left = 0.0
         if self._running_since is not None:
@@ -356,19 +360,20 @@ class DynamicBatcher:
                 for request in taken:
                     if request.unfinished():
                         request.fail(ModelExecutionError(f"{self.model.label}: internal batcher error"))
-            self._service_time(time.monotonic() - started if ran else None)
+            self._service_time(time.monotonic() - started if ran else None, sum(r.rows for r in taken))
 
-    def _service_time(self, elapsed_s: float | None) -> None:
-        """Fold one batch's time into the EWMA (None: nothing ran, e.g. all expired)."""
+    def _service_time(self, elapsed_s: float | None, rows: int) -> None:
+        """Fold one batch's time into the EWMAs (None: nothing ran, e.g. all expired)."""
         with self._cond:
             self._running_since = None
             if elapsed_s is None:
                 return
-            if self._batch_s_ewma == 0.0:
-                self._batch_s_ewma = elapsed_s
-            else:
-                alpha = self.admission.ewma_alpha
-                self._batch_s_ewma += alpha * (elapsed_s - self._batch_s_ewma)
+            self._batch_s_ewma = self._ewma(self._batch_s_ewma, elapsed_s)
+            if 2 * rows >= self.max_batch_size:
+                self._full_batch_s_ewma = self._ewma(self._full_batch_s_ewma, elapsed_s)
+
+    def _ewma(self, average: float, sample: float) -> float:
+        return sample if average == 0.0 else average + self.admission.ewma_alpha * (sample - average)
 
     def _take(self) -> list[_Request] | None:
         with self._cond:
@@ -525,7 +530,7 @@ class DynamicBatcher:
         """A consistent snapshot of the counters; cheap enough for every scrape."""
         with self._cond:
             requests, rejected, depth = self._requests, self._rejected, len(self._queue)
-            shed, batch_s = self._shed, self._batch_s_ewma
+            shed, batch_s = self._shed, max(self._batch_s_ewma, self._full_batch_s_ewma)
         with self._stats_lock:
             return BatcherStats(
                 requests=requests,

@@ -125,3 +125,23 @@ def test_the_expected_wait_follows_the_queue_and_the_time_per_batch(floor_model:
         assert per_batch >= CALL_S
         assert batcher.expected_wait_s(rows=1) == pytest.approx(per_batch)
         assert batcher.expected_wait_s(rows=9) == pytest.approx(3 * per_batch)  # ceil(9 / 4) batches
+
+
+def test_a_queue_is_planned_with_the_time_of_full_batches_not_of_the_quiet_ones_before(
+    floor_model: FloorModel,
+) -> None:
+    """Quiet traffic runs 1-row batches; a long queue runs full ones, which take longer."""
+
+    class RowCost(FloorModel):
+        def predict(self, inputs: Mapping[str, Any], *, timeout_s: float | None = None) -> dict[str, Any]:
+            outputs = self.model.predict(inputs, timeout_s=timeout_s)
+            time.sleep(CALL_S * int(next(iter(inputs.values())).shape[0]))  # cost grows with the rows
+            return outputs
+
+    model = RowCost(floor_model.model)
+    with DynamicBatcher(model, max_batch_size=BATCH, max_queue_delay_ms=0) as batcher:  # type: ignore[arg-type]
+        batcher.submit(rows(BATCH), timeout_s=30).result(timeout=30)  # one full batch
+        prime(batcher)  # then quiet: 1-row batches
+        per_batch = batcher.stats().batch_ms_ewma / 1000.0
+
+    assert per_batch >= BATCH * CALL_S  # the full batch's time, not the last 1-row ones'
