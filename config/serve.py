@@ -74,7 +74,10 @@ def check_port(host: str, port: int) -> None:
 def run_worker(host: str, port: int, options: dict[str, Any]) -> None:
     import uvicorn
 
+    from workers.embedded_scheduler import start_embedded
+
     sock = bound_socket(host, port)
+    start_embedded()  # beat's jobs when there is no Redis, in one of the processes
     config = uvicorn.Config(
         APP,
         loop="uvloop",

@@ -147,6 +147,7 @@ class InProcessTransport:
             version=str(spec.version),
             sha256=spec.artifact_sha256,
             intra_op_threads=_intra_op_threads(),
+            **_admission_options(),
         )
         self._served[spec.key] = (spec.artifact_sha256, served)
         return served
@@ -159,6 +160,23 @@ def _intra_op_threads() -> int | None:
     from django.conf import settings
 
     return settings.INTRA_OP_THREADS or None
+
+
+def _admission_options() -> dict[str, Any]:
+    """The batcher's queue bounds and admission policy, from settings (config/settings.py)."""
+    from django.conf import settings
+
+    from inference.runtime.batcher import AdmissionPolicy
+
+    wait_ms = settings.SERVING_MAX_QUEUE_WAIT_MS
+    return {
+        "max_queue_size": settings.SERVING_MAX_QUEUE_SIZE,
+        "admission": AdmissionPolicy(
+            enabled=settings.SERVING_ADMISSION_CONTROL,
+            deadline_fraction=settings.SERVING_ADMISSION_DEADLINE_FRACTION,
+            max_queue_wait_s=wait_ms / 1000.0 if wait_ms > 0 else None,
+        ),
+    }
 
 
 _IN_PROCESS: InProcessTransport | None = None

@@ -25,7 +25,11 @@ loglevel = env_str("MODELHUB_LOG_LEVEL", "info").lower()
 
 
 def post_worker_init(worker):  # noqa: ARG001 - gunicorn's hook signature
-    """After the app is imported in this worker: freeze the start-up heap (config/heap.py)."""
+    """After the app is imported in this worker: freeze the start-up heap (config/heap.py),
+    then start the embedded scheduler (beat's jobs when there is no Redis; one process
+    of all the workers runs them, workers/embedded_scheduler.py)."""
     from config import heap
+    from workers.embedded_scheduler import start_embedded
 
     heap.settle()
+    start_embedded()
