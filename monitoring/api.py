@@ -26,6 +26,7 @@ from accounts.permissions import (
     ReadOrEngineerWrites,
     endpoint_for_user_or_404,
     get_visible_or_404,
+    is_admin,
     scope_by_endpoint_name,
     team_scope,
 )
@@ -82,6 +83,14 @@ def _int(value: str | None, name: str, default: int) -> int:
         raise DomainError(f"{name} must be a whole number, got {value!r}") from None
 
 
+def _history_of(request: Request, name: str) -> str:
+    """The endpoint name whose monitoring history the caller may read: one they may see
+    (another team's is a 404); admins also read the history of a deleted endpoint."""
+    if is_admin(request.user):
+        return name
+    return str(endpoint_for_user_or_404(request.user, name).name)
+
+
 class EndpointMetrics(APIView):
     permission_classes = [ReadOrEngineerWrites]
 
@@ -95,12 +104,12 @@ class EndpointMetrics(APIView):
         responses=OpenApiTypes.OBJECT,
     )
     def get(self, request: Request, name: str) -> Response:
-        endpoint = endpoint_for_user_or_404(request.user, name)
+        endpoint = _history_of(request, name)
         now = timezone.now()
         until = _time(request.query_params.get("until"), "until", now)
         since = _time(request.query_params.get("since"), "since", until - timedelta(hours=1))
         step = _int(request.query_params.get("step"), "step", 60)
-        return Response(selectors.endpoint_timeseries(endpoint.name, since, until, step))
+        return Response(selectors.endpoint_timeseries(endpoint, since, until, step))
 
 
 class AlertRuleListCreate(generics.ListAPIView):
@@ -243,9 +252,9 @@ class EndpointSamples(generics.ListAPIView):
     permission_classes = [ReadOrEngineerWrites]
 
     def get_queryset(self) -> Any:
-        endpoint = endpoint_for_user_or_404(self.request.user, self.kwargs["name"])
         return selectors.payload_sample_list(
-            endpoint=endpoint.name, deployment=self.request.query_params.get("deployment", "")
+            endpoint=_history_of(self.request, self.kwargs["name"]),
+            deployment=self.request.query_params.get("deployment", ""),
         )
 
     @extend_schema(
