@@ -41,8 +41,23 @@ def _first_message(detail: Any) -> str:
     return str(detail)
 
 
+NUL_MESSAGE = "text may not contain a NUL byte (\\x00 or \\u0000): the database cannot store it"
+
+
+def is_nul_error(exc: BaseException) -> bool:
+    """The database driver refused a NUL in text or JSON (a client's bad data, not a bug)."""
+    from django.db import DataError
+
+    text = str(exc)
+    if isinstance(exc, ValueError) and "NUL (0x00)" in text:
+        return True  # psycopg: "PostgreSQL text fields cannot contain NUL (0x00) bytes"
+    return isinstance(exc, DataError) and ("\\u0000" in text or "0x00" in text)
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     headers: dict[str, str] = {}
+    if is_nul_error(exc):
+        return Response(error_body("invalid", NUL_MESSAGE), status=400)
     if isinstance(exc, ServiceUnavailable):
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, DomainError):
