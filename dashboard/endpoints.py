@@ -17,11 +17,11 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from accounts.roles import ML_ENGINEER
+from accounts.roles import APPROVER, ML_ENGINEER, has_role
 from config.errors import DomainError, NotFound
 from config.http import client_ip
 from dashboard.views import _health, domain_errors_as_messages, page, require_role
@@ -107,7 +107,7 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
     editor += [{"model": "", "version": "", "role": "canary", "weight": 0}] * (2 if editor else 3)
     primary = next((by_id.get(r.get("deployment")) for r in routes if r["role"] == "primary"), None)
     signature = primary.model_version.signature if primary else {}
-    options = _version_options()
+    options = _version_options(endpoint.environment)
     for row in editor:
         picked = format_html('value="{}:{}"', row["model"], row["version"])
         row["options"] = mark_safe(options.replace(picked, picked + " selected", 1))
@@ -120,6 +120,9 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         "routes": routes,
         "editor_rows": editor,
         "roles": ROLES,
+        "environment_rule": services.ENVIRONMENT_RULES[endpoint.environment],
+        "can_change_traffic": endpoint.environment != Endpoint.Environment.PRODUCTION
+        or has_role(request.user, APPROVER),
         "keys": ApiKey.objects.filter(endpoints=endpoint).order_by("-created_at")[:20],
         "events": AuditEvent.objects.filter(object_type="inference.endpoint", object_id=str(endpoint.pk)).order_by(
             "-created_at", "-id"
@@ -130,18 +133,42 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
     }
 
 
-def _version_options(limit: int = 300) -> str:
-    """The editor's <option>s for ready versions, built once per page (not once per row)."""
+def _version_options(environment: str, limit: int = 300) -> str:
+    """The editor's <option>s for ready versions, built once per page (not once per row).
+
+    Versions the endpoint's environment forbids are greyed out (disabled) with the reason
+    in their label; a version allowed only as a shadow says so. The service decides again
+    on save (services.environment_rule_check): this only spares people a refusal.
+    """
     rows = (
         ModelVersion.objects.filter(status=ModelVersion.Status.READY)
         .order_by("model__name", "-version")
         .values_list("model__name", "version", "stage")[:limit]
     )
-    return format_html_join(
-        "",
-        '<option value="{}:{}">{} v{}{}</option>',
-        ((name, n, name, n, f" ({stage})" if stage != "None" else "") for name, n, stage in rows),
-    )
+    options = []
+    for name, n, stage in rows:
+        taking = services.version_allowed(environment=environment, stage=stage, role=Deployment.Role.PRIMARY)
+        shadow = services.version_allowed(environment=environment, stage=stage, role=Deployment.Role.SHADOW)
+        if taking:
+            options.append(format_html('<option value="{}:{}">{} v{} ({})</option>', name, n, name, n, stage))
+        elif shadow:
+            options.append(
+                format_html('<option value="{}:{}">{} v{} ({}: shadow only)</option>', name, n, name, n, stage)
+            )
+        else:
+            options.append(
+                format_html(
+                    '<option value="{}:{}" disabled title="{}">{} v{} ({}: not allowed on a {} endpoint)</option>',
+                    name,
+                    n,
+                    services.ENVIRONMENT_RULES[environment],
+                    name,
+                    n,
+                    stage,
+                    environment,
+                )
+            )
+    return mark_safe("".join(options))  # every part went through format_html
 
 
 @login_required

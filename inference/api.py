@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
@@ -68,17 +69,19 @@ class EndpointListCreate(generics.ListAPIView):
         fields = _endpoint_fields(dict(data.validated_data))
         if request.data.get("routes"):
             services.routes_check(request.data["routes"])  # refuse a bad split before creating anything
-        endpoint = services.endpoint_create(
-            name=data.validated_data["name"], user=request.user, source_ip=client_ip(request), **fields
-        )
-        if request.data.get("routes"):
-            services.traffic_policy_revise(
-                endpoint=endpoint,
-                routes=request.data["routes"],
-                user=request.user,
-                comment="initial split",
-                source_ip=client_ip(request),
+        # One transaction: a split the environment refuses leaves no endpoint behind.
+        with transaction.atomic():
+            endpoint = services.endpoint_create(
+                name=data.validated_data["name"], user=request.user, source_ip=client_ip(request), **fields
             )
+            if request.data.get("routes"):
+                services.traffic_policy_revise(
+                    endpoint=endpoint,
+                    routes=request.data["routes"],
+                    user=request.user,
+                    comment="initial split",
+                    source_ip=client_ip(request),
+                )
         return Response(EndpointDetailSerializer(endpoint).data, status=status.HTTP_201_CREATED)
 
 

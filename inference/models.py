@@ -12,10 +12,20 @@ class Endpoint(models.Model):
         IMMEDIATE = "immediate", "moves to a newly promoted production version at once"
         CANARY = "canary", "starts a newly promoted production version as a canary"
 
+    class Environment(models.TextChoices):
+        # What the endpoint may serve (inference.services.environment_rule_check):
+        # production takes Production versions only, staging Staging or Production,
+        # development any validated version. Development is the default so that trying a
+        # model needs no approval; production is chosen explicitly, at creation.
+        PRODUCTION = "production"
+        STAGING = "staging"
+        DEVELOPMENT = "development"
+
     name = models.SlugField(max_length=64, unique=True)
     description = models.TextField(blank=True)
     team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="endpoints")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    environment = models.CharField(max_length=16, choices=Environment.choices, default=Environment.DEVELOPMENT)
     # The model whose Production stage this endpoint follows (see `follow`).
     follows_model = models.ForeignKey(
         "registry.RegisteredModel", null=True, blank=True, on_delete=models.SET_NULL, related_name="following_endpoints"

@@ -50,6 +50,7 @@ class EndpointSerializer(serializers.ModelSerializer):
         fields = [
             "name",
             "description",
+            "environment",
             "owner",
             "follows_model",
             "follow",
@@ -93,6 +94,11 @@ class EndpointDetailSerializer(EndpointSerializer):
 class EndpointWriteSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=64)
     description = serializers.CharField(required=False, allow_blank=True)
+    environment = serializers.ChoiceField(
+        choices=Endpoint.Environment.choices,
+        required=False,
+        help_text="what the endpoint may serve (default development); changing it later is an admin's action",
+    )
     follows_model = serializers.CharField(required=False, allow_null=True)
     follow = serializers.ChoiceField(choices=Endpoint.Follow.choices, required=False)
     canary_weight = serializers.IntegerField(required=False, min_value=1, max_value=99)
