@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from inference import api, views
+from inference import api, api_rollouts, views
 
 _V = r"(?P<version>[A-Za-z0-9_:.-]{1,64})"
 _N = r"(?P<name>[A-Za-z0-9_-]{1,64})"
@@ -16,6 +16,17 @@ urlpatterns = [
     path("api/v1/endpoints/<slug:name>/keys/", api.KeyListCreate.as_view(), name="endpoint-keys"),
     path("api/v1/endpoints/<slug:name>/keys/<str:prefix>", api.KeyRevoke.as_view(), name="endpoint-key-revoke"),
     path("api/v1/endpoints/<slug:name>/predict", views.predict, name="endpoint-predict"),
+    path("api/v1/endpoints/<slug:name>/rollouts", api_rollouts.RolloutListCreate.as_view(), name="endpoint-rollouts"),
+    path(
+        "api/v1/endpoints/<slug:name>/rollouts/<int:rollout_id>",
+        api_rollouts.RolloutDetail.as_view(),
+        name="endpoint-rollout",
+    ),
+    path(
+        "api/v1/endpoints/<slug:name>/rollouts/<int:rollout_id>/<str:action>",
+        api_rollouts.RolloutAction.as_view(),
+        name="endpoint-rollout-action",
+    ),
     path("v2", views.v2_server, name="v2-server"),
     path("v2/", views.v2_server),
     path("v2/health/live", views.v2_live, name="v2-live"),
