@@ -19,6 +19,7 @@ from django.conf import settings as django_settings  # noqa: E402
 from config.env import env_float, env_str  # noqa: E402
 
 _ALERTS_EVERY = env_float("MODELHUB_ALERT_EVAL_INTERVAL_S", 60.0)
+_ROLLOUTS_EVERY = env_float("MODELHUB_ROLLOUT_EVAL_INTERVAL_S", 10.0)
 # Tests point beat at their worker's own queue; normally the default queue.
 _BEAT_QUEUE = env_str("MODELHUB_MONITORING_BEAT_QUEUE")
 _BEAT_OPTIONS = {"queue": _BEAT_QUEUE} if _BEAT_QUEUE else {}
@@ -46,6 +47,12 @@ app.conf.beat_schedule = {
         "task": "registry.validation_sweep",
         "schedule": django_settings.VALIDATION_SWEEP_INTERVAL_S,
         "options": {"expires": django_settings.VALIDATION_SWEEP_INTERVAL_S, **_BEAT_OPTIONS},
+    },
+    # Progressive rollouts (inference/rollouts.py): a failed check rolls back within one interval.
+    "inference-rollouts-advance": {
+        "task": "inference.rollouts_advance",
+        "schedule": _ROLLOUTS_EVERY,
+        "options": {"expires": _ROLLOUTS_EVERY, **_BEAT_OPTIONS},
     },
 }
 
