@@ -196,8 +196,16 @@ class EdgeASGI:
                 if served is None:  # first request in this process: load + warm off the loop
                     served = await asyncio.get_running_loop().run_in_executor(self.pool, transport.load, spec)
                 # The batcher fails the future itself at the deadline (queued or running).
-                outputs = await asyncio.wrap_future(served.submit(call.inputs, timeout_s=call.timeout_s))
-                result = InferResult(outputs=outputs, provider=served.model.provider)
+                future = served.submit(call.inputs, timeout_s=call.timeout_s)
+                outputs = await asyncio.wrap_future(future)
+                batch_rows, queue_ms, model_ms = future.timing or (None, None, None)
+                result = InferResult(
+                    outputs=outputs,
+                    batch_rows=batch_rows,
+                    queue_ms=queue_ms,
+                    model_ms=model_ms,
+                    provider=served.model.provider,
+                )
             elif hasattr(transport, "infer_async"):
                 result = await transport.infer_async(spec, call.inputs, timeout_s=call.timeout_s)
             else:

@@ -107,7 +107,14 @@ class InProcessTransport:
 
     def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
         served = self.served(spec) or self.load(spec)
-        return InferResult(outputs=served.predict(inputs, timeout_s=timeout_s), provider=served.model.provider)
+        outputs, (batch_rows, queue_ms, model_ms) = served.predict_timed(inputs, timeout_s=timeout_s)
+        return InferResult(
+            outputs=outputs,
+            batch_rows=batch_rows,
+            queue_ms=queue_ms,
+            model_ms=model_ms,
+            provider=served.model.provider,
+        )
 
     def unload(self, spec: DeploymentSpec) -> None:
         self.unload_key(spec.key)

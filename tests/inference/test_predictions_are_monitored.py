@@ -51,3 +51,32 @@ def test_counting_can_be_switched_off_to_measure_its_cost(client: Any, app_key: 
         assert recorder.drain() == {}
     finally:
         recorder.enabled = True
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 8])
+def test_in_process_predictions_record_batch_size_queue_and_model_time(
+    client: Any, engineer: Any, make_endpoint: Any, iris_v1: Any, max_batch_size: int
+) -> None:
+    """Both in-process paths (the batcher, and direct calls when max_batch_size is 1) say
+    how each request ran, so the batch-size and model-time charts are not empty."""
+    from inference import services as inference_services
+
+    endpoint = make_endpoint(
+        "iris",
+        [{"model": "iris", "version": 1, "role": "primary", "weight": 100, "max_batch_size": max_batch_size}],
+    )
+    _, key = inference_services.api_key_create(name="app", endpoints=[endpoint], user=engineer)
+    recorder.drain()
+    for _ in range(5):
+        ok = client.post(
+            "/api/v1/endpoints/iris/predict",
+            orjson.dumps({"instances": ROWS}),
+            content_type="application/json",
+            **auth(key),
+        )
+        assert ok.status_code == 200, ok.content
+    (stats,) = recorder.drain().values()
+    assert stats.batch_count == 5 and stats.batch_rows_sum >= 5 * len(ROWS)  # every request, >= its own rows
+    assert stats.model_ms_sum > 0 and stats.queue_ms_sum >= 0
+    if max_batch_size == 1:
+        assert stats.queue_ms_sum == 0 and stats.batch_rows_sum == 5 * len(ROWS)

@@ -183,7 +183,6 @@ def test_a_one_minute_rule_fires_on_real_traffic_before_any_roll_up(celery_beat:
     from inference.routing_cache import edge_cache
     from monitoring.recorder import flush_now
     from tests.inference.conftest import ROWS, iris_served_with_key
-
     from workers.celery import app
 
     edge_cache.clear()
