@@ -216,7 +216,7 @@ def predict(
     spec: DeploymentSpec | None = None
     try:
         table = _table(name)
-        _authorize(table, environ)
+        key = _authorize(table, environ)
         if body is None:
             body = read_body(environ, stream)
         spec = _route(table, environ, pin)
@@ -237,8 +237,10 @@ def predict(
         payload = dumps({"endpoint": name, "model": spec.model, "version": spec.version, "outputs": outputs})
     except Exception as exc:  # noqa: BLE001 - every refusal is JSON and recorded
         return simple_error(*_refused(name, spec, started, exc))
-    _record_ok(name, spec, started, inputs, result, body, payload)
-    return Reply(200, payload, [("X-Model-Version", f"{spec.model}:{spec.version}")])
+    _record_ok(name, spec, started, inputs, result, body, payload, key)
+    # As docs/serving.md says: the answering version (what the X-Model-Version request
+    # header pins), and the model it belongs to.
+    return Reply(200, payload, [("X-Model-Version", str(spec.version)), ("X-Model-Name", spec.model)])
 
 
 def _record_ok(
@@ -249,6 +251,7 @@ def _record_ok(
     result: Any,
     body: bytes | None,
     payload: bytes,
+    key: KeyEntry | None = None,
 ) -> None:
     """Count an answered prediction (refusals are counted in _refused)."""
     record(
@@ -266,6 +269,7 @@ def _record_ok(
             outputs=result.outputs,
             payload=body,
             response=payload,
+            api_key=key.prefix if key is not None else None,
         )
     )
 
@@ -288,6 +292,7 @@ class V2Infer:
         "environ",
         "info",
         "inputs",
+        "key",
         "name",
         "spec",
         "started",
@@ -303,10 +308,11 @@ class V2Infer:
         self.started = time.perf_counter()
         self.name, self.version, self.environ, self.body, self.stream = name, version, environ, body, stream
         self.spec: DeploymentSpec | None = None
+        self.key: KeyEntry | None = None
 
     def prepare(self) -> None:
         table = self.table = _table(self.name)
-        _authorize(table, self.environ)
+        self.key = _authorize(table, self.environ)
         if self.body is None:
             self.body = read_body(self.environ, self.stream)
         spec = self.spec = _route(table, self.environ, self.version)
@@ -326,7 +332,7 @@ class V2Infer:
         if self.table.shadows:
             _shadow(self.table, spec, self.inputs, result.outputs)
         payload, headers = codec.encode_v2_response(self.name, str(spec.version), result.outputs, self.info)
-        _record_ok(self.name, spec, self.started, self.inputs, result, self.body, payload)
+        _record_ok(self.name, spec, self.started, self.inputs, result, self.body, payload, self.key)
         content_type = headers.pop("Content-Type", JSON)
         return Reply(200, payload, list(headers.items()), content_type)
 

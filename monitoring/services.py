@@ -173,6 +173,26 @@ def _payloads_store(payloads: Iterable[dict[str, Any]]) -> int:
     return len(rows)
 
 
+def api_keys_last_used_store(uses: Mapping[str, float]) -> int:
+    """Set application keys' `last_used_at` (the flusher calls this; never per request).
+
+    `uses` maps key prefixes to unix times; a later time already stored is kept."""
+    from django.db.models import Q
+
+    from inference.models import ApiKey
+
+    updated = 0
+    with transaction.atomic():
+        for prefix, at in sorted(uses.items()):
+            when = datetime.fromtimestamp(at, tz=UTC)
+            updated += (
+                ApiKey.objects.filter(prefix=prefix)
+                .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=when))
+                .update(last_used_at=when)
+            )
+    return updated
+
+
 # --- beat: Redis minutes into PostgreSQL ----------------------------------------------------------
 def rollup_minutes(*, now: datetime | None = None) -> int:
     """Copy closed minutes from Redis into MetricRollup (replacing, so a rerun is harmless).
