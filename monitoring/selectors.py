@@ -40,10 +40,26 @@ def endpoint_timeseries(endpoint: str, since: datetime, until: datetime, step: i
     rows = MetricRollup.objects.filter(endpoint=endpoint, minute__gte=start, minute__lt=until).values(
         "deployment", "role", "minute", "granularity", *ROLLUP_SUMS, "errors", "latency_buckets", "outputs"
     )
+    # One cell per (granularity, bucket start, deployment, role); the live minutes still in
+    # Redis replace the same minute's roll-up (see endpoint_window_stats), so a fresh
+    # endpoint's first minute is on the chart within a flush, not after the roll-up.
+    cells: dict[tuple[str, datetime, str, str], dict[str, Any]] = {}
+    for row in rows:
+        cells[(row["granularity"], row["minute"], row["deployment"], row["role"])] = row
+    first = int(start.timestamp() // 60)
+    last = math.ceil(until.timestamp() / 60) - 1
+    live, _error = _live_minutes(endpoint, first, max(first, last), None)
+    for (minute, deployment, role), values in live.items():
+        cells[(MetricRollup.Granularity.MINUTE, _minute_dt(minute), deployment, role)] = {
+            **values,
+            "deployment": deployment,
+            "role": role,
+            "minute": _minute_dt(minute),
+        }
     buckets: dict[str, list[dict[str, Any]]] = {}
     roles: dict[str, str] = {}
     outputs: dict[str, dict[str, Any]] = defaultdict(dict)
-    for row in rows:
+    for row in cells.values():
         deployment = row["deployment"]
         roles.setdefault(deployment, row["role"])
         series = buckets.setdefault(deployment, [{} for _ in times])
@@ -100,6 +116,36 @@ def _point(values: dict[str, Any], step: int) -> dict[str, Any]:
         "queue_ms": round(values.get("queue_ms_sum", 0) / count, 3) if count else None,
         "model_ms": round(values.get("model_ms_sum", 0) / count, 3) if count else None,
     }
+
+
+def endpoint_annotations(endpoint: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    """What happened to an endpoint between two times, for markers on its charts.
+
+    [{"t": iso time, "kind": "traffic" | "alert", "text": one line}], oldest first: every
+    traffic revision (a deploy, a split change, a rollback) and every alert firing or
+    resolving.
+    """
+    from inference.models import TrafficPolicyRevision
+
+    out: list[tuple[datetime, str, str]] = []
+    for rev in TrafficPolicyRevision.objects.filter(
+        endpoint__name=endpoint, created_at__gte=since, created_at__lte=until
+    ).only("revision", "routes", "comment", "created_at"):
+        split = ", ".join(
+            f"{r.get('model')}:{r.get('version')} {r.get('role')} {r.get('weight')}%" for r in rev.routes or []
+        )
+        text = f"traffic r{rev.revision}: {split or 'no routes'}"
+        if rev.comment:
+            text += f" ({rev.comment[:80]})"
+        out.append((rev.created_at, "traffic", text))
+    events = AlertEvent.objects.filter(endpoint=endpoint, created_at__gte=since, created_at__lte=until)
+    for event in events.select_related("rule"):
+        rule = event.rule
+        name = rule.name or f"{rule.metric} {rule.comparison} {rule.threshold:g}"
+        value = "no data" if event.value is None else f"{event.value:.4g}"
+        out.append((event.created_at, "alert", f"alert {event.kind}: {name} ({value})"))
+    out.sort(key=lambda item: item[0])
+    return [{"t": t.isoformat(), "kind": kind, "text": text} for t, kind, text in out]
 
 
 def endpoint_summary(endpoint: str, *, now: datetime, minutes: int = 60) -> dict[str, Any]:
