@@ -98,6 +98,7 @@ def monitoring_endpoint(request: HttpRequest, name: str) -> HttpResponse:
             "default_range": default_range(endpoint, now),
             "deployments": [{"value": d, "label": charts.version_label(d)} for d in deployments],
             "plotly_version": plotly.__version__,
+            "scheduler": selectors.scheduler_status(),
         },
     )
 
@@ -219,6 +220,8 @@ def alert_list(request: HttpRequest) -> HttpResponse:
             "channels": AlertRule.Channel.values,
             "firing_count": sum(1 for r in rules if r.state == AlertRule.State.FIRING),
             "event_kinds": AlertEvent.Kind.values,
+            # Rules fire only while the periodic jobs run: say so when nothing runs them.
+            "scheduler": selectors.scheduler_status(),
         },
     )
 

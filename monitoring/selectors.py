@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from config.errors import DomainError
 from monitoring import keys
-from monitoring.models import AlertEvent, AlertRule, DriftScore, MetricRollup, PayloadSample
+from monitoring.models import AlertEvent, AlertRule, DriftScore, MetricRollup, PayloadSample, SchedulerHeartbeat
 from monitoring.services import ROLLUP_SUMS, _minute_dt, _redis, add_rollup
 from monitoring.stats import latency_percentiles
 
@@ -352,3 +352,28 @@ def _live_minutes(
             minute, _ep, deployment, role = keys.parse_minute_key(name)
             out[(minute, deployment, role)] = keys.decode_hash(raw)
     return out, None
+
+
+def scheduler_status(*, now: datetime | None = None) -> dict[str, Any]:
+    """Whether the periodic jobs (roll-ups, drift, alert evaluation) are running, from the
+    heartbeat the `monitoring-scheduler-heartbeat` job of the beat schedule writes.
+
+    {"running", "last_run_at" (iso or None), "age_s", "runner", "stale_after_s"}: running
+    means a heartbeat within three of its intervals (at least 90 s).
+    """
+    from workers.celery import app
+
+    entry = app.conf.beat_schedule.get("monitoring-scheduler-heartbeat") or {}
+    schedule = entry.get("schedule", 30.0)
+    interval = schedule if isinstance(schedule, int | float) else schedule.run_every.total_seconds()
+    stale_after = max(90.0, 3 * float(interval))
+    now = now or timezone.now()
+    row = SchedulerHeartbeat.objects.filter(name="scheduler").first()
+    age = (now - row.last_run_at).total_seconds() if row is not None else None
+    return {
+        "running": age is not None and age <= stale_after,
+        "last_run_at": row.last_run_at.isoformat() if row is not None else None,
+        "age_s": age,
+        "runner": row.runner if row is not None else "",
+        "stale_after_s": stale_after,
+    }

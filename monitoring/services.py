@@ -31,6 +31,7 @@ from monitoring.models import (
     MetricRollup,
     MonitoringSettings,
     PayloadSample,
+    SchedulerHeartbeat,
 )
 from monitoring.stats import (
     bin_counts,
@@ -191,6 +192,21 @@ def api_keys_last_used_store(uses: Mapping[str, float]) -> int:
                 .update(last_used_at=when)
             )
     return updated
+
+
+SCHEDULER_HEARTBEAT = "scheduler"
+
+
+def scheduler_heartbeat(*, now: datetime | None = None) -> datetime:
+    """Record that the periodic jobs are running (the `monitoring.scheduler_heartbeat` job)."""
+    import os
+    import socket
+
+    now = now or timezone.now()
+    SchedulerHeartbeat.objects.update_or_create(
+        name=SCHEDULER_HEARTBEAT, defaults={"last_run_at": now, "runner": f"{socket.gethostname()}:{os.getpid()}"}
+    )
+    return now
 
 
 # --- beat: Redis minutes into PostgreSQL ----------------------------------------------------------

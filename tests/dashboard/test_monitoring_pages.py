@@ -229,3 +229,25 @@ def test_the_charts_show_the_live_minute_before_it_is_rolled_up(browser_client, 
     finally:
         for key in client.scan_iter("mh:*"):
             client.delete(key)
+
+
+def test_the_alerts_page_says_when_no_scheduler_evaluates_rules(browser_client, flowers):
+    from monitoring.models import SchedulerHeartbeat
+    from monitoring.tasks import scheduler_heartbeat
+
+    html = browser_client.get("/alerts/").content.decode()
+    assert 'id="scheduler-notice"' in html and "No scheduler has run the periodic jobs yet" in html
+    assert 'id="scheduler-notice"' in browser_client.get("/monitoring/flowers/").content.decode()
+    scheduler_heartbeat()  # what beat (through a worker) or the embedded scheduler runs every 30 s
+    assert 'id="scheduler-notice"' not in browser_client.get("/alerts/").content.decode()
+    assert 'id="scheduler-notice"' not in browser_client.get("/monitoring/flowers/").content.decode()
+    SchedulerHeartbeat.objects.update(last_run_at=timezone.now() - timedelta(minutes=5))  # it stopped
+    html = browser_client.get("/alerts/").content.decode()
+    assert 'id="scheduler-notice"' in html and "The periodic jobs last ran 300 s ago" in html
+
+
+def test_the_heartbeat_is_a_job_of_the_one_beat_schedule():
+    from workers.celery import app
+
+    entry = app.conf.beat_schedule["monitoring-scheduler-heartbeat"]
+    assert entry["task"] == "monitoring.scheduler_heartbeat" and entry["schedule"] <= 30
