@@ -8,6 +8,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("assets/plotly-<str:version>.min.js", views.plotly_js, name="plotly-js"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("models/", views.model_list, name="dash-models"),
     path("models/new", views.model_create, name="dash-model-create"),
     path("models/<slug:name>/", views.model_detail, name="dash-model"),

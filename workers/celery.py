@@ -41,6 +41,13 @@ app.conf.beat_schedule = {
         "schedule": env_float("MODELHUB_MONITORING_DRIFT_INTERVAL_S", 300.0),
     },
     "monitoring-compact-rollups": {"task": "monitoring.compact_rollups", "schedule": 3600.0},
+    # Says the periodic jobs run at all (beat and a worker, or the embedded scheduler): the
+    # Alerts page warns when it is stale (monitoring.selectors.scheduler_status).
+    "monitoring-scheduler-heartbeat": {
+        "task": "monitoring.scheduler_heartbeat",
+        "schedule": min(30.0, _ALERTS_EVERY),
+        "options": {"expires": min(30.0, _ALERTS_EVERY), **_BEAT_OPTIONS},
+    },
     "monitoring-reference-from-traffic": {"task": "monitoring.reference_from_traffic", "schedule": 3600.0},
     # A validation whose worker died comes back within about a lease + an interval.
     "registry-validation-sweep": {
