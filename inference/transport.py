@@ -136,14 +136,13 @@ class InProcessTransport:
         return served
 
 
-def _intra_op_threads() -> int | None:
-    """ONNX Runtime threads per in-process session (MODELHUB_INTRA_OP_THREADS; unset = ORT's
-    default, all cores). Several web processes each running all-core sessions fight over
-    the cores; 1 per process is usually better with as many processes as cores."""
-    import os
+def _intra_op_threads() -> int:
+    """ONNX Runtime threads per in-process session: derived in config/serving.py from the
+    cores and the web processes (MODELHUB_INTRA_OP_THREADS overrides), so processes do not
+    fight over the cores."""
+    from config.serving import intra_op_threads
 
-    value = os.environ.get("MODELHUB_INTRA_OP_THREADS", "")
-    return int(value) if value.strip() else None
+    return intra_op_threads()
 
 
 _IN_PROCESS: InProcessTransport | None = None

@@ -1,10 +1,25 @@
-"""gunicorn settings; each one can be overridden from the environment."""
+"""gunicorn settings; each one can be overridden from the environment.
 
-import multiprocessing
+gunicorn is the alternative server, not the default: `python -m config.serve` (the ASGI
+front, a SO_REUSEPORT socket per process) serves `make run`, docker-compose and the
+Kubernetes web Deployment, and measured about twice gunicorn's requests/s on the mlp model
+(docs/benchmarks.md). Keep gunicorn where an ASGI server is not wanted (a platform that
+only runs WSGI, or to compare). Processes, bind address and ONNX Runtime threads come from
+config/serving.py, the same derivation config.serve uses.
+"""
+
 import os
+import sys
 
-bind = os.environ.get("MODELHUB_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("MODELHUB_WEB_WORKERS", min(4, multiprocessing.cpu_count())))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from config import serving  # noqa: E402
+
+_host, _port = serving.bind_address()
+bind = f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"
+workers = serving.web_processes()
+# The forked workers inherit it: their sessions split the cores between this many processes.
+os.environ["MODELHUB_WEB_WORKERS"] = str(workers)
 # Threads let one process batch concurrent predictions into a single ONNX Runtime call.
 worker_class = os.environ.get("MODELHUB_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("MODELHUB_WEB_THREADS", 16))
