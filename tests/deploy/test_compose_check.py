@@ -92,6 +92,11 @@ BROKEN = {
         DOCKERFILE,
         "waits for redis to be healthy, but it has no health check",
     ),
+    "a web server without a readiness health check": (
+        COMPOSE.replace("/api/v1/health/ready", "/api/v1/health/live"),
+        DOCKERFILE,
+        "the web server has no health check on /api/v1/health/ready",
+    ),
     "a dependency cycle": (
         COMPOSE.replace(
             '    command: ["redis-server"',
