@@ -14,11 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "platform" / "compose-check"
 
 
-def check(compose: str, dockerfile: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def check(
+    compose: str, dockerfile: str, tmp_path: Path, env_example: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the script on copies in tmp_path (the build context is the compose file's folder)."""
     (tmp_path / "platform").mkdir(exist_ok=True)
     (tmp_path / "docker-compose.yml").write_text(compose)
     (tmp_path / "platform" / "Dockerfile").write_text(dockerfile)
+    (tmp_path / ".env.example").write_text(env_example if env_example is not None else ENV_EXAMPLE)
     return subprocess.run(
         [
             sys.executable,
@@ -29,6 +32,8 @@ def check(compose: str, dockerfile: str, tmp_path: Path) -> subprocess.Completed
             str(tmp_path / "platform" / "Dockerfile"),
             "--root",
             str(ROOT),
+            "--env-example",
+            str(tmp_path / ".env.example"),
         ],
         capture_output=True,
         text=True,
@@ -37,6 +42,7 @@ def check(compose: str, dockerfile: str, tmp_path: Path) -> subprocess.Completed
 
 
 COMPOSE = (ROOT / "docker-compose.yml").read_text()
+ENV_EXAMPLE = (ROOT / ".env.example").read_text()
 DOCKERFILE = (ROOT / "platform" / "Dockerfile").read_text()
 
 
@@ -127,3 +133,22 @@ def test_an_unchanged_copy_passes(tmp_path: Path) -> None:
     """The broken cases above fail because of their change, not because they are copies."""
     done = check(COMPOSE, DOCKERFILE, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_an_empty_setting_that_the_code_parses_as_a_number_fails(tmp_path: Path) -> None:
+    """`int(os.environ.get("MODELHUB_WORKER_PULLERS", "4"))` stops the worker on the '' an empty .env line gives."""
+    env_example = ENV_EXAMPLE.replace("MODELHUB_WORKER_PULLERS=4", "MODELHUB_WORKER_PULLERS=")
+    assert env_example != ENV_EXAMPLE
+    done = check(COMPOSE, DOCKERFILE, tmp_path, env_example)
+    assert done.returncode == 1, done.stdout
+    assert "leaves MODELHUB_WORKER_PULLERS empty" in done.stdout
+    assert "workers/inference_worker.py" in done.stdout
+
+
+def test_a_setting_the_code_needs_missing_from_env_example_fails(tmp_path: Path) -> None:
+    """MODELHUB_ADMIN_PASSWORD is read without a default: it must reach the containers."""
+    env_example = ENV_EXAMPLE.replace("MODELHUB_ADMIN_PASSWORD=\n", "")
+    assert env_example != ENV_EXAMPLE
+    done = check(COMPOSE, DOCKERFILE, tmp_path, env_example)
+    assert done.returncode == 1, done.stdout
+    assert "reads MODELHUB_ADMIN_PASSWORD without a default" in done.stdout
