@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run run-gunicorn test lint fmt worker inference-worker beat up down install
+.PHONY: run run-gunicorn deploy-check test lint fmt worker inference-worker beat up down install
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -44,6 +44,12 @@ inference-worker: $(VENV)/.installed
 
 beat: $(VENV)/.installed
 	$(VENV)/bin/celery -A workers.celery beat -l info
+
+# The deployment files, checked without Docker or a cluster (CI runs the same through tests/deploy).
+deploy-check: $(VENV)/.installed
+	$(PY) platform/compose-check
+	$(VENV)/bin/kubernetes-validate --strict --quiet -k 1.33.0 $$(ls platform/k8s/*.yaml | grep -v kustomization)
+	$(PY) -m pytest -q -p no:cacheprovider tests/deploy/test_k8s_manifests.py -k "committed_keda_schema or scale_real_deployments"
 
 up:
 	docker compose up --build -d
