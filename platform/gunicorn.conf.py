@@ -2,8 +2,10 @@
 
 gunicorn is the alternative server, not the default: `python -m config.serve` (the ASGI
 front, a SO_REUSEPORT socket per process) serves `make run`, docker-compose and the
-Kubernetes web Deployment, and measured about twice gunicorn's requests/s on the mlp model
-(docs/benchmarks.md). Keep gunicorn where an ASGI server is not wanted (a platform that
+Kubernetes web Deployment. Issue #13 measured the full stack on the mlp model at c=64:
+gunicorn with this file 1,861-2,293 requests/s, config.serve 2,328-2,789 with ONNX Runtime's
+all-core default and 5,138-5,603 with one intra-op thread per process (what config/serving.py
+now derives on 2 cores). Keep gunicorn where an ASGI server is not wanted (a platform that
 only runs WSGI, or to compare). Processes, bind address and ONNX Runtime threads come from
 config/serving.py, the same derivation config.serve uses.
 """
