@@ -168,13 +168,13 @@ class InProcessTransport:
         return served
 
 
-def _intra_op_threads() -> int | None:
-    """ONNX Runtime threads per in-process session (MODELHUB_INTRA_OP_THREADS; unset = ORT's
-    default, all cores). Several web processes each running all-core sessions fight over
-    the cores; 1 per process is usually better with as many processes as cores."""
-    from django.conf import settings
+def _intra_op_threads() -> int:
+    """ONNX Runtime threads per in-process session: derived in config/serving.py from the
+    cores and the web processes (MODELHUB_INTRA_OP_THREADS overrides), so processes do not
+    fight over the cores."""
+    from config.serving import intra_op_threads
 
-    return settings.INTRA_OP_THREADS or None
+    return intra_op_threads()
 
 
 def _admission_options() -> dict[str, Any]:

@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=["cpu", "gpu"], default=os.environ.get("MODELHUB_WORKER_DEVICE", "cpu"))
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--pullers", type=int, default=int(os.environ.get("MODELHUB_WORKER_PULLERS", "4")))
-    intra = int(os.environ.get("MODELHUB_WORKER_INTRA_OP", "0")) or None
+    intra = int(os.environ.get("MODELHUB_WORKER_INTRA_OP") or 0) or None  # empty (from a .env) = unset
     parser.add_argument("--intra-op-threads", type=int, default=intra, help="ORT intra-op threads (default: ORT's)")
     parser.add_argument("--worker-id", default=os.environ.get("MODELHUB_WORKER_ID") or None)
     parser.add_argument("--log-level", default=os.environ.get("MODELHUB_LOG_LEVEL", "INFO"))
