@@ -40,3 +40,18 @@ app.conf.beat_schedule = {
     "monitoring-compact-rollups": {"task": "monitoring.compact_rollups", "schedule": 3600.0},
     "monitoring-reference-from-traffic": {"task": "monitoring.reference_from_traffic", "schedule": 3600.0},
 }
+
+from django.conf import settings  # noqa: E402
+
+# --- Batch jobs (docs/batch.md): chunks run on the `batch` queue; the sweep re-queues
+# chunks whose lease expired and enforces retention and the disk budget.
+app.conf.task_routes = {
+    **(app.conf.task_routes or {}),
+    "batch.job_plan": {"queue": "batch"},
+    "batch.chunk_run": {"queue": "batch"},
+    "batch.job_finalize": {"queue": "batch"},
+}
+app.conf.beat_schedule["batch-sweep"] = {
+    "task": "batch.sweep",
+    "schedule": settings.BATCH_SWEEP_INTERVAL_S,
+}
