@@ -50,3 +50,27 @@ def job_progress(job: BatchJob, *, now: Any = None) -> dict[str, Any]:
         "running_s": round(seconds, 3),
         "fraction": round(min(fraction, 1.0), 4),
     }
+
+
+def job_error_sample(job: BatchJob, *, limit: int = 10) -> list[dict[str, str]]:
+    """The first bad rows (row, column, reason): from the errors file, or from the parts so far."""
+    import csv
+    import itertools
+
+    from inference.batch import storage
+
+    if job.files_deleted_at is not None:
+        return []
+    final = storage.errors_path(job.pk)
+    sources = [final] if final.exists() else sorted(storage.job_dir(job.pk).glob("parts/errors-*.csv"))
+    sample: list[dict[str, str]] = []
+    for source in sources:
+        with open(source, newline="") as handle:
+            reader = csv.reader(handle)
+            for record in itertools.islice(reader, limit + 1):
+                if record == ["row", "column", "reason"] or len(record) != 3:
+                    continue
+                sample.append({"row": record[0], "column": record[1], "reason": record[2]})
+                if len(sample) >= limit:
+                    return sample
+    return sample
