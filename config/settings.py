@@ -276,7 +276,7 @@ MONITORING_ALERT_NOTIFY_TIMEOUT_S = env_float("MODELHUB_ALERT_NOTIFY_TIMEOUT_S",
 MONITORING_METRICS_TOKEN = env_str("MODELHUB_METRICS_TOKEN")
 
 # --- Batch inference jobs (issue #15; docs/batch.md) ------------------------------------------
-BATCH_STORE = Path(env_str("MODELHUB_BATCH_STORE", str(DATA_DIR / "batch")))
+BATCH_STORE = Path(env_str("MODELHUB_BATCH_STORE") or str(DATA_DIR / "batch"))
 # Jobs may read files inside this folder by path (never outside it); empty: uploads only.
 BATCH_DATA_DIR = env_str("MODELHUB_BATCH_DATA_DIR", "")
 BATCH_MAX_INPUT_BYTES = env_int("MODELHUB_BATCH_MAX_INPUT_BYTES", 2 * 1024**3)
