@@ -602,7 +602,8 @@ def _chunk_execute(job: BatchJob, chunk: BatchChunk, token: str) -> tuple[int, l
     result = _result_table(kept, job.passthrough, outputs)
     tables.write_part(result, storage.part_path(job.pk, chunk.index, job.output_format), job.output_format)
     tables.errors_part(bad, storage.errors_part_path(job.pk, chunk.index))
-    if not job.output_columns:
+    if not job.output_columns and result.num_rows:
+        # A chunk whose rows all failed has no output columns: the first with rows names them.
         BatchJob.objects.filter(pk=job.pk, output_columns=[]).update(output_columns=result.column_names)
     return n, bad
 

@@ -409,6 +409,8 @@ def concatenate(parts: Sequence[Path], out: Path, fmt: str, *, header: bytes = b
             writer: pq.ParquetWriter | None = None
             for part in parts:
                 source = pq.ParquetFile(part)
+                if source.metadata.num_rows == 0:
+                    continue  # a chunk whose rows all failed: no output columns to match
                 for group in range(source.num_row_groups):
                     table = source.read_row_group(group)
                     if writer is None:

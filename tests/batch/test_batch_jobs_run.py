@@ -145,3 +145,15 @@ def test_a_chunk_run_twice_is_counted_once(mlp4, engineer, tmp_path):
     assert services.chunk_run(job_id=job_id, index=0).status == "done"
     assert services.chunk_run(job_id=job_id, index=0).status == "skipped"
     assert BatchJob.objects.get(pk=job_id).rows_done == 30
+
+
+def test_a_chunk_whose_rows_all_fail_leaves_the_result_columns_intact(mlp4, engineer, tmp_path):
+    api = client_for(engineer)
+    records = rows(40)
+    for record in records[:10]:
+        record["f0"] = "bad"
+    source = write_csv(tmp_path / "input.csv", records)
+    job = run(start(api, source, chunk_rows="10", max_error_pct="50", output_format="parquet").json()["id"])
+    assert job.state == "succeeded", job.error
+    assert job.output_columns == ["id", "y_0", "y_1", "y_2"]
+    assert [r["id"] for r in result_rows(api, job)] == [f"k{i}" for i in range(10, 40)]
