@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import approvals, endpoints, monitoring_views, people, views
+from dashboard import approvals, batch_views, endpoints, monitoring_views, people, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -34,5 +34,7 @@ urlpatterns = [
     path("monitoring/<slug:name>/charts.json", monitoring_views.monitoring_charts, name="dash-monitoring-charts"),
     path("alerts/", monitoring_views.alert_list, name="dash-alerts"),
     path("alerts/rules/new", monitoring_views.alert_rule_create, name="dash-alert-create"),
+    path("batch/", batch_views.batch_list, name="dash-batch"),
+    path("batch/<int:job_id>/", batch_views.batch_detail, name="dash-batch-job"),
     path("alerts/rules/<int:rule_id>/delete", monitoring_views.alert_rule_delete, name="dash-alert-delete"),
 ]

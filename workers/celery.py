@@ -71,3 +71,18 @@ app.conf.beat_schedule["inference-pool-reconcile"] = {
     "schedule": _RECONCILE_EVERY,
     "options": {"expires": _RECONCILE_EVERY, **_BEAT_OPTIONS},
 }
+
+from django.conf import settings  # noqa: E402
+
+# --- Batch jobs (docs/batch.md): chunks run on the `batch` queue; the sweep re-queues
+# chunks whose lease expired and enforces retention and the disk budget.
+app.conf.task_routes = {
+    **(app.conf.task_routes or {}),
+    "batch.job_plan": {"queue": "batch"},
+    "batch.chunk_run": {"queue": "batch"},
+    "batch.job_finalize": {"queue": "batch"},
+}
+app.conf.beat_schedule["batch-sweep"] = {
+    "task": "batch.sweep",
+    "schedule": settings.BATCH_SWEEP_INTERVAL_S,
+}

@@ -18,6 +18,7 @@ NAV = [
     ("Monitoring", "dash-monitoring", "/monitoring/"),
     ("Alerts", "dash-alerts", "/alerts/"),
     ("People", "dash-people", "/people/"),
+    ("Batch", "dash-batch", "/batch/"),
 ]
 
 
