@@ -73,7 +73,8 @@ class Route:
 def _predict(request: PredictRequest, args: dict[str, str | None]) -> edge.InferCall:
     pin = None
     if request.query:
-        pin = (parse_qs(request.query).get("version") or [None])[0]
+        pins = parse_qs(request.query).get("version")
+        pin = pins[0] if pins else None
     return edge.SimplePredict(args["name"] or "", request, pin=pin)
 
 

@@ -201,6 +201,9 @@ class InferCall:
 
     __slots__ = ("inputs", "name", "request", "spec", "started", "table", "timeout_s")
     shape: Shape = "simple"
+    inputs: dict[str, np.ndarray]
+    table: RoutingTable
+    timeout_s: float
 
     def __init__(self, name: str, request: PredictRequest) -> None:
         self.started = time.perf_counter()

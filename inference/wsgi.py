@@ -20,7 +20,7 @@ _STATUS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 
 def _host(environ: dict[str, Any]) -> str | None:
-    host = environ.get("HTTP_HOST")
+    host: str | None = environ.get("HTTP_HOST")
     if host:
         return host
     name = environ.get("SERVER_NAME")
