@@ -257,7 +257,8 @@ DATAPLANE = Dispatcher()
 
 
 def server_started() -> None:
-    """What a server front does once per process before traffic (inference/wsgi.py, asgi.py).
+    """What a server does once per process before traffic: config/wsgi.py (gunicorn) and
+    the ASGI front's lifespan start-up (uvicorn); not the Django views, not a test.
 
     Outside Django's request cycle nobody closes stale database connections: the edge
     cache closes them before a cache miss touches the ORM (after a PostgreSQL restart an

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -165,6 +165,7 @@ def _record_ok(
     result: Any,
     body: bytes | None,
     payload: bytes,
+    key: KeyEntry | None = None,
 ) -> None:
     """Count an answered prediction (refusals are counted in _refused)."""
     record(
@@ -182,6 +183,7 @@ def _record_ok(
             outputs=result.outputs,
             payload=body,
             response=payload,
+            api_key=key.prefix if key is not None else None,
         )
     )
 
@@ -199,7 +201,7 @@ class InferCall:
     Both count the request for monitoring.
     """
 
-    __slots__ = ("inputs", "name", "request", "spec", "started", "table", "timeout_s")
+    __slots__ = ("inputs", "key", "name", "request", "spec", "started", "table", "timeout_s")
     shape: Shape = "simple"
     inputs: dict[str, np.ndarray]
     table: RoutingTable
@@ -209,6 +211,7 @@ class InferCall:
         self.started = time.perf_counter()
         self.name, self.request = name, request
         self.spec: DeploymentSpec | None = None
+        self.key: KeyEntry | None = None
 
     def prepare(self) -> None:
         raise NotImplementedError
@@ -272,7 +275,7 @@ class SimplePredict(InferCall):
     def prepare(self) -> None:
         request = self.request
         table = self.table = _table(self.name)
-        _authorize(table, request.headers)
+        self.key = _authorize(table, request.headers)
         spec = self.spec = _route(table, request.headers, self.pin)
         signature = table.signature_for(spec)
         pipeline = self.pipeline = table.pipeline_for(spec)
@@ -294,8 +297,10 @@ class SimplePredict(InferCall):
         if self.pipeline is not None:
             outputs = self.pipeline.finish(outputs)
         payload = dumps({"endpoint": self.name, "model": spec.model, "version": spec.version, "outputs": outputs})
-        _record_ok(self.name, spec, self.started, self.inputs, result, self.request.body, payload)
-        return Reply(200, payload, [("X-Model-Version", f"{spec.model}:{spec.version}")])
+        _record_ok(self.name, spec, self.started, self.inputs, result, self.request.body, payload, self.key)
+        # As docs/serving.md says: the answering version (what the X-Model-Version request
+        # header pins), and the model it belongs to.
+        return Reply(200, payload, [("X-Model-Version", str(spec.version)), ("X-Model-Name", spec.model)])
 
 
 class V2Infer(InferCall):
@@ -311,7 +316,7 @@ class V2Infer(InferCall):
     def prepare(self) -> None:
         request = self.request
         table = self.table = _table(self.name)
-        _authorize(table, request.headers)
+        self.key = _authorize(table, request.headers)
         spec = self.spec = _route(table, request.headers, self.version)
         header_length = codec.parse_header_length(request.headers.get("inference-header-content-length"))
         self.inputs, self.info = codec.decode_v2_request(
@@ -329,7 +334,7 @@ class V2Infer(InferCall):
         if self.table.shadows:
             _shadow(self.table, spec, self.inputs, result.outputs)
         payload, headers = codec.encode_v2_response(self.name, str(spec.version), result.outputs, self.info)
-        _record_ok(self.name, spec, self.started, self.inputs, result, self.request.body, payload)
+        _record_ok(self.name, spec, self.started, self.inputs, result, self.request.body, payload, self.key)
         content_type = headers.pop("Content-Type", JSON)
         return Reply(200, payload, list(headers.items()), content_type)
 
@@ -388,17 +393,29 @@ def v2_live() -> Reply:
     return Reply(200, orjson.dumps({"live": True}))
 
 
-def v2_ready() -> Reply:
-    """Ready once this process can reach its routing data (the database, on a cache miss)."""
-    try:
-        from django.db import connection
+ReadinessProbe = Callable[[], tuple[bool, dict[str, dict[str, Any]]]]
+# THE readiness answer (config.health.readiness: the database, Redis, the flusher, the
+# worker pool) belongs to the project's wiring, above this app: config/apps.py installs it
+# here at Django's start-up, so this module imports nothing upward.
+_readiness: tuple[ReadinessProbe, float] | None = None
 
-        if not edge_cache.warmed:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            edge_cache.warmed = True
-    except Exception as exc:  # noqa: BLE001
-        return Reply(*error_reply(EdgeError(503, "not_ready", f"not ready: {exc}"), "v2"))
+
+def readiness_probe_install(probe: ReadinessProbe, *, retry_after_s: float) -> None:
+    global _readiness
+    _readiness = (probe, retry_after_s)
+
+
+def v2_ready() -> Reply:
+    """The same answer as /api/v1/health/ready (config.health.readiness), in the V2 shape."""
+    if _readiness is None:
+        return Reply(*error_reply(EdgeError(503, "not_ready", "not ready (Django has not started)"), "v2"))
+    probe, retry_after_s = _readiness
+    ok, checks = probe()
+    if not ok:
+        failed = ", ".join(f"{name}: {c.get('error', 'failed')}" for name, c in checks.items() if not c["ok"])
+        refusal = EdgeError(503, "not_ready", f"not ready ({failed})")
+        refusal.retry_after = retry_after_s
+        return Reply(*error_reply(refusal, "v2"))
     return Reply(200, orjson.dumps({"ready": True}))
 
 
