@@ -28,12 +28,13 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
-import os
 import signal
 import socket
 import sys
 import time
 from typing import Any
+
+from config.env import env_int, env_str
 
 APP = "config.asgi_edge:application"
 log = logging.getLogger("modelhub.serve")
@@ -73,7 +74,10 @@ def check_port(host: str, port: int) -> None:
 def run_worker(host: str, port: int, options: dict[str, Any]) -> None:
     import uvicorn
 
+    from workers.embedded_scheduler import start_embedded
+
     sock = bound_socket(host, port)
+    start_embedded()  # beat's jobs when there is no Redis, in one of the processes
     config = uvicorn.Config(
         APP,
         loop="uvloop",
@@ -88,12 +92,12 @@ def run_worker(host: str, port: int, options: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default=os.environ.get("MODELHUB_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("MODELHUB_PORT", "8000")))
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("MODELHUB_WEB_WORKERS", "2")))
+    parser.add_argument("--host", default=env_str("MODELHUB_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=env_int("MODELHUB_PORT", 8000))
+    parser.add_argument("--workers", type=int, default=env_int("MODELHUB_WEB_WORKERS", 2))
     parser.add_argument("--backlog", type=int, default=2048)
     parser.add_argument("--keep-alive", type=int, default=5, help="seconds an idle connection is kept")
-    parser.add_argument("--log-level", default=os.environ.get("MODELHUB_LOG_LEVEL", "info").lower())
+    parser.add_argument("--log-level", default=env_str("MODELHUB_LOG_LEVEL", "info").lower())
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
 
 from config.errors import DomainError
+from monitoring import keys
 from monitoring.models import AlertEvent, AlertRule, DriftScore, MetricRollup, PayloadSample
 from monitoring.services import ROLLUP_SUMS, add_rollup
-from monitoring.stats import latency_percentiles
+from monitoring.stats import categorical_psi, latency_percentiles, summary_distribution
 
+log = logging.getLogger(__name__)
 MAX_POINTS = 2000
 
 
@@ -147,3 +151,95 @@ def alert_event_list(
 def payload_sample_list(*, endpoint: str, deployment: str = "") -> QuerySet[PayloadSample]:
     samples = PayloadSample.objects.filter(endpoint=endpoint)
     return samples.filter(deployment=deployment) if deployment else samples
+
+
+# --- one read of recent minutes: rolled up, plus the live counters not rolled up yet -----
+
+
+def endpoint_window_stats(
+    *, endpoint: str, since: datetime, until: datetime, include_shadow: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Totals per deployment ("model:version") over the minutes that overlap [since, until).
+
+    Reads the rolled-up minutes (MetricRollup) and, on the full stack, the per-minute
+    Redis hashes that beat has not rolled up yet (the current minute and the grace
+    period): where a minute is in both, Redis wins, as the roll-up itself would replace
+    the row with it. So a window of a minute, or of seconds, sees requests a few seconds
+    old (the flusher's interval). Rollout analysis (inference.rollouts) reads through this;
+    alert evaluation over short windows should too. Values are roll-up sums (`count`,
+    `error_count`, `latency_buckets`, `outputs`, ...) plus "role"; `window_point` turns
+    them into rates. A Redis that cannot be read leaves the rolled-up minutes only.
+    """
+    first = since.replace(second=0, microsecond=0)
+    buckets: dict[tuple[int, str, str], dict[str, Any]] = {}
+    rows = MetricRollup.objects.filter(
+        endpoint=endpoint, granularity=MetricRollup.Granularity.MINUTE, minute__gte=first, minute__lt=until
+    )
+    if not include_shadow:
+        rows = rows.exclude(role="shadow")
+    for row in rows.values("deployment", "role", "minute", *ROLLUP_SUMS, "errors", "latency_buckets", "outputs"):
+        minute = int(row["minute"].timestamp() // 60)
+        buckets[(minute, row["deployment"], row["role"])] = row
+    for key, values in _live_minutes(endpoint, int(first.timestamp() // 60), int(until.timestamp() // 60)).items():
+        if include_shadow or key[2] != "shadow":
+            buckets[key] = values
+    totals: dict[str, dict[str, Any]] = {}
+    for (_, deployment, role), values in buckets.items():
+        total = totals.setdefault(deployment, {"role": role})
+        add_rollup(total, values)
+    return totals
+
+
+def _live_minutes(endpoint: str, first: int, last: int) -> dict[tuple[int, str, str], dict[str, Any]]:
+    if not settings.REDIS_URL:
+        return {}  # the embedded default writes minutes to the database as it flushes
+    import redis
+
+    client = redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
+    )
+    try:
+        names = [k.decode() for k in client.zrangebyscore(keys.MINUTES_INDEX, first, last)]
+        names = [n for n in names if keys.parse_minute_key(n)[1] == endpoint]
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(name)
+        hashes = pipe.execute() if names else []
+    except redis.RedisError as exc:
+        log.warning("live counters unreadable, using rolled-up minutes only: %s", exc)
+        return {}
+    out = {}
+    for name, raw in zip(names, hashes, strict=True):
+        if raw:
+            minute, _, deployment, role = keys.parse_minute_key(name)
+            out[(minute, deployment, role)] = keys.decode_hash(raw)
+    return out
+
+
+def window_point(values: dict[str, Any]) -> dict[str, Any]:
+    """Requests, errors, error rate and p99 (ms) of one deployment's window totals."""
+    count = values.get("count", 0)
+    return {
+        "requests": count,
+        "errors": values.get("error_count", 0),
+        "error_rate": values.get("error_count", 0) / count if count else None,
+        "p99_ms": latency_percentiles(values.get("latency_buckets") or [], (0.99,))["p99"],
+    }
+
+
+def output_psi(candidate: dict[str, Any], stable: dict[str, Any]) -> tuple[float | None, str]:
+    """The largest PSI of an output's distribution, candidate against stable, and its name."""
+    worst: tuple[float | None, str] = (None, "")
+    for name, part in (candidate.get("outputs") or {}).items():
+        other = (stable.get("outputs") or {}).get(name)
+        if not other or other.get("kind") != part.get("kind"):
+            continue
+        cur, ref = summary_distribution(part), summary_distribution(other)
+        if not sum(cur.values()) or not sum(ref.values()):
+            continue
+        value = categorical_psi(ref, cur)
+        if worst[0] is None or value > worst[0]:
+            worst = (round(value, 6), name)
+    return worst
