@@ -41,6 +41,13 @@ app.conf.beat_schedule = {
         "schedule": env_float("MODELHUB_MONITORING_DRIFT_INTERVAL_S", 300.0),
     },
     "monitoring-compact-rollups": {"task": "monitoring.compact_rollups", "schedule": 3600.0},
+    # Says the periodic jobs run at all (beat and a worker, or the embedded scheduler): the
+    # Alerts page warns when it is stale (monitoring.selectors.scheduler_status).
+    "monitoring-scheduler-heartbeat": {
+        "task": "monitoring.scheduler_heartbeat",
+        "schedule": min(30.0, _ALERTS_EVERY),
+        "options": {"expires": min(30.0, _ALERTS_EVERY), **_BEAT_OPTIONS},
+    },
     "monitoring-reference-from-traffic": {"task": "monitoring.reference_from_traffic", "schedule": 3600.0},
     # A validation whose worker died comes back within about a lease + an interval.
     "registry-validation-sweep": {
@@ -63,4 +70,19 @@ app.conf.beat_schedule["inference-pool-reconcile"] = {
     "task": "inference.pool_reconcile",
     "schedule": _RECONCILE_EVERY,
     "options": {"expires": _RECONCILE_EVERY, **_BEAT_OPTIONS},
+}
+
+from django.conf import settings  # noqa: E402
+
+# --- Batch jobs (docs/batch.md): chunks run on the `batch` queue; the sweep re-queues
+# chunks whose lease expired and enforces retention and the disk budget.
+app.conf.task_routes = {
+    **(app.conf.task_routes or {}),
+    "batch.job_plan": {"queue": "batch"},
+    "batch.chunk_run": {"queue": "batch"},
+    "batch.job_finalize": {"queue": "batch"},
+}
+app.conf.beat_schedule["batch-sweep"] = {
+    "task": "batch.sweep",
+    "schedule": settings.BATCH_SWEEP_INTERVAL_S,
 }

@@ -184,7 +184,11 @@ class Served:
             if future is not None:
                 try:
                     outputs = future.result(timeout=max(deadline - time.time(), 0) + 1.0)
-                    body = wire.encode_frame({"ok": 1, "p": provider, "w": self.worker.worker_id}, outputs)
+                    reply: dict[str, Any] = {"ok": 1, "p": provider, "w": self.worker.worker_id}
+                    timing = getattr(future, "timing", None)
+                    if timing is not None:  # rows in the ORT call, queue ms, model ms: for monitoring
+                        reply["b"], reply["q"], reply["m"] = timing[0], round(timing[1], 3), round(timing[2], 3)
+                    body = wire.encode_frame(reply, outputs)
                 except RuntimeErrorBase as exc:
                     error = exc
                 except Exception as exc:  # noqa: BLE001 - includes the future's own timeout
@@ -404,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=["cpu", "gpu"], default=os.environ.get("MODELHUB_WORKER_DEVICE", "cpu"))
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--pullers", type=int, default=int(os.environ.get("MODELHUB_WORKER_PULLERS", "4")))
-    intra = int(os.environ.get("MODELHUB_WORKER_INTRA_OP", "0")) or None
+    intra = int(os.environ.get("MODELHUB_WORKER_INTRA_OP") or 0) or None  # empty (from a .env) = unset
     parser.add_argument("--intra-op-threads", type=int, default=intra, help="ORT intra-op threads (default: ORT's)")
     parser.add_argument("--worker-id", default=os.environ.get("MODELHUB_WORKER_ID") or None)
     parser.add_argument("--log-level", default=os.environ.get("MODELHUB_LOG_LEVEL", "INFO"))
