@@ -150,9 +150,8 @@ class EdgeCache:
         if self.close_stale_connections:
             from django.db import close_old_connections, connection
 
-            # A connection inside a transaction belongs to whoever opened it (a Django
-            # view under ATOMIC_REQUESTS, a test case): closing it would break that
-            # transaction, which Django's own request signal never does either.
+            # Inside a transaction (a test's, or a caller's atomic block) closing would
+            # break it; a dead connection is still caught by _from_database's retry.
             if not connection.in_atomic_block:
                 close_old_connections()
 
