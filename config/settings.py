@@ -212,6 +212,8 @@ SPECTACULAR_SETTINGS = {
         "StageEnum": "registry.models.ModelVersion.Stage",
         "AlertEventKindEnum": "monitoring.models.AlertEvent.Kind",
     },
+    # Every /api/ operation documents its 4xx answers with the one error schema.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.document_errors"],
 }
 
 AUTH_PASSWORD_VALIDATORS = [
