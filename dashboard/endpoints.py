@@ -17,12 +17,12 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
 from accounts.permissions import endpoint_for_user_or_404, team_scope, visible_endpoints
-from accounts.roles import ML_ENGINEER
+from accounts.roles import APPROVER, ML_ENGINEER, has_role
 from config.errors import DomainError, NotFound
 from config.http import client_ip
 from dashboard.views import _health, domain_errors_as_messages, page, require_role
@@ -127,6 +127,9 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         "routes": routes,
         "editor_rows": editor,
         "roles": ROLES,
+        "environment_rule": services.ENVIRONMENT_RULES[endpoint.environment],
+        "can_change_traffic": endpoint.environment != Endpoint.Environment.PRODUCTION
+        or has_role(request.user, APPROVER),
         "keys": ApiKey.objects.filter(endpoints=endpoint).order_by("-created_at")[:20],
         "events": AuditEvent.objects.filter(object_type="inference.endpoint", object_id=str(endpoint.pk)).order_by(
             "-created_at", "-id"
@@ -141,16 +144,39 @@ def _version_options(user: Any, endpoint: Endpoint, limit: int = 300) -> str:
     """The editor's <option>s for ready versions, built once per page (not once per row).
 
     Only versions the user may see and the endpoint may serve (its team's or no team's).
+    Versions the endpoint's environment forbids are greyed out (disabled) with the reason
+    in their label; a version allowed only as a shadow says so. The service decides again
+    on save (services.environment_rule_check): this only spares people a refusal.
     """
+    environment = endpoint.environment
     versions = team_scope(ModelVersion.objects.filter(status=ModelVersion.Status.READY), user, team_field="model__team")
     if endpoint.team_id is not None:
         versions = versions.filter(Q(model__team__isnull=True) | Q(model__team=endpoint.team_id))
     rows = versions.order_by("model__name", "-version").values_list("model__name", "version", "stage")[:limit]
-    return format_html_join(
-        "",
-        '<option value="{}:{}">{} v{}{}</option>',
-        ((name, n, name, n, f" ({stage})" if stage != "None" else "") for name, n, stage in rows),
-    )
+    options = []
+    for name, n, stage in rows:
+        taking = services.version_allowed(environment=environment, stage=stage, role=Deployment.Role.PRIMARY)
+        shadow = services.version_allowed(environment=environment, stage=stage, role=Deployment.Role.SHADOW)
+        if taking:
+            options.append(format_html('<option value="{}:{}">{} v{} ({})</option>', name, n, name, n, stage))
+        elif shadow:
+            options.append(
+                format_html('<option value="{}:{}">{} v{} ({}: shadow only)</option>', name, n, name, n, stage)
+            )
+        else:
+            options.append(
+                format_html(
+                    '<option value="{}:{}" disabled title="{}">{} v{} ({}: not allowed on a {} endpoint)</option>',
+                    name,
+                    n,
+                    services.ENVIRONMENT_RULES[environment],
+                    name,
+                    n,
+                    stage,
+                    environment,
+                )
+            )
+    return mark_safe("".join(options))  # every part went through format_html
 
 
 @login_required

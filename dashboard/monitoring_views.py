@@ -32,7 +32,7 @@ from config.errors import DomainError, NotFound
 from config.http import client_ip
 from dashboard import charts
 from dashboard.views import domain_errors_as_messages, page, require_role
-from inference.models import Endpoint
+from inference.models import Deployment, Endpoint
 from monitoring import selectors, services
 from monitoring.models import AlertEvent, AlertRule, MetricRollup
 
@@ -76,28 +76,50 @@ def _endpoint(request: HttpRequest, name: str) -> Endpoint:
     return endpoint
 
 
+def default_range(endpoint: Endpoint, now: Any) -> str:
+    """A range that fits the data: the last 15 minutes for an endpoint younger than an hour
+    (an hour would squeeze its first minutes into the right edge), else the last hour."""
+    return "15m" if endpoint.created_at and now - endpoint.created_at < timedelta(hours=1) else "1h"
+
+
 @login_required
 def monitoring_endpoint(request: HttpRequest, name: str) -> HttpResponse:
     endpoint = _endpoint(request, name)
-    week_ago = timezone.now() - timedelta(days=7)
-    deployments = sorted(
-        set(MetricRollup.objects.filter(endpoint=name, minute__gte=week_ago).values_list("deployment", flat=True))
+    now = timezone.now()
+    week_ago = now - timedelta(days=7)
+    recorded = set(
+        MetricRollup.objects.filter(endpoint=name, minute__gte=week_ago).values_list("deployment", flat=True)
     )
+    served = {
+        f"{model}:{version}"
+        for model, version in endpoint.deployments.exclude(state=Deployment.State.RETIRED).values_list(
+            "model_version__model__name", "model_version__version"
+        )
+    }
+    # Versions first, then requests refused before a version was chosen ("").
+    deployments = sorted(recorded | served, key=lambda d: (d == "", d))
     return page(
         request,
         "dashboard/monitoring/endpoint.html",
         {
             "endpoint": endpoint,
             "ranges": list(RANGES),
-            "deployments": deployments,
+            "default_range": default_range(endpoint, now),
+            "deployments": [{"value": d, "label": charts.version_label(d)} for d in deployments],
             "plotly_version": plotly.__version__,
+            "scheduler": selectors.scheduler_status(),
         },
     )
 
 
 @login_required
 def monitoring_charts(request: HttpRequest, name: str) -> JsonResponse:
-    """The endpoint's figures as JSON for Plotly.react: ?range=1h&versions=model:1,model:2."""
+    """The endpoint's figures as JSON for Plotly.react: ?range=1h&versions=model:1,model:2.
+
+    Figures come from `endpoint_timeseries` (roll-ups and the live minutes), marked with
+    the endpoint's traffic changes and alerts (`endpoint_annotations`); `summary` is the
+    per-version table over the same range from `endpoint_window_stats`.
+    """
     endpoint = _endpoint(request, name)
     chosen = request.GET.get("range", "1h")
     if chosen not in RANGES:
@@ -106,24 +128,63 @@ def monitoring_charts(request: HttpRequest, name: str) -> JsonResponse:
         )
     minutes, step = RANGES[chosen]
     until = timezone.now()
+    since = until - timedelta(minutes=minutes)
     try:
-        data = selectors.endpoint_timeseries(endpoint.name, until - timedelta(minutes=minutes), until, step)
+        data = selectors.endpoint_timeseries(endpoint.name, since, until, step)
     except DomainError as exc:
         return JsonResponse({"error": {"message": exc.message}}, status=400)
-    versions = [v for v in request.GET.get("versions", "").split(",") if v] or None
-    figures = charts.monitoring_figures(data, versions=versions)
+    versions = _chosen_versions(request.GET.get("versions"))
+    annotations = selectors.endpoint_annotations(endpoint.name, since, until)
+    figures = charts.monitoring_figures(data, versions=versions, annotations=annotations)
     totals = {
         deployment: sum(series.get("requests") or []) for deployment, series in (data.get("versions") or {}).items()
     }
+    try:
+        window = selectors.endpoint_window_stats(endpoint.name, window_s=minutes * 60, now=until, include_shadow=True)
+        summary = [
+            {"version": charts.version_label(d, v["role"]), **_summary_row(v)}
+            for d, v in window["versions"].items()
+            if versions is None or d in versions
+        ]
+    except DomainError:  # a range longer than the minute retention: the charts still show it
+        summary = []
     return JsonResponse(
         {
             "range": chosen,
             "step": step,
             "until": until.isoformat(),
             "requests": totals,
+            "summary": summary,
+            "annotations": annotations,
             "figures": {key: charts.figure_data(fig) for key, fig in figures.items()},
         }
     )
+
+
+def _chosen_versions(raw: str | None) -> list[str] | None:
+    """?versions=iris:1,refused -> ["iris:1", ""]; "-" is none of them; absent is all."""
+    if raw is None or raw == "":
+        return None
+    return [REFUSED_PARAM_VALUES.get(v, v) for v in raw.split(",") if v and v != "-"]
+
+
+REFUSED_PARAM_VALUES = {"refused": ""}  # refused requests have no version ("")
+
+
+def _summary_row(stats: dict[str, Any]) -> dict[str, Any]:
+    def r(value: Any, digits: int = 2) -> Any:
+        return None if value is None else round(float(value), digits)
+
+    return {
+        "requests": stats["count"],
+        "error_rate": r(stats["error_rate"], 4),
+        "p50_ms": r(stats["p50_ms"]),
+        "p95_ms": r(stats["p95_ms"]),
+        "p99_ms": r(stats["p99_ms"]),
+        "batch_size": r(stats["batch_size"]),
+        "model_ms": r(stats["model_ms"], 3),
+        "queue_ms": r(stats["queue_ms"], 3),
+    }
 
 
 # --- alerts ---------------------------------------------------------------------------------
@@ -168,6 +229,8 @@ def alert_list(request: HttpRequest) -> HttpResponse:
             "channels": AlertRule.Channel.values,
             "firing_count": sum(1 for r in rules if r.state == AlertRule.State.FIRING),
             "event_kinds": AlertEvent.Kind.values,
+            # Rules fire only while the periodic jobs run: say so when nothing runs them.
+            "scheduler": selectors.scheduler_status(),
         },
     )
 

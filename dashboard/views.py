@@ -86,6 +86,16 @@ def plotly_js(request: HttpRequest, version: str) -> HttpResponse:
     return response
 
 
+FAVICON = Path(__file__).resolve().parent / "static" / "dashboard" / "favicon.ico"
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """/favicon.ico, which browsers ask for on every page (the admin and API docs too)."""
+    response = HttpResponse(FAVICON.read_bytes(), content_type="image/x-icon")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
 # --- home -----------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
@@ -79,22 +80,24 @@ class EndpointListCreate(generics.ListAPIView):
         if request.data.get("routes"):
             # Refuse a bad split, or one naming a model the caller may not see, before creating anything.
             serves = services.route_models(services.routes_check(request.data["routes"]), user=request.user)
-        endpoint = services.endpoint_create(
-            name=data.validated_data["name"],
-            user=request.user,
-            source_ip=client_ip(request),
-            team=team,
-            serves=serves,
-            **fields,
-        )
-        if request.data.get("routes"):
-            services.traffic_policy_revise(
-                endpoint=endpoint,
-                routes=request.data["routes"],
+        # One transaction: a split the environment refuses leaves no endpoint behind.
+        with transaction.atomic():
+            endpoint = services.endpoint_create(
+                name=data.validated_data["name"],
                 user=request.user,
-                comment="initial split",
                 source_ip=client_ip(request),
+                team=team,
+                serves=serves,
+                **fields,
             )
+            if request.data.get("routes"):
+                services.traffic_policy_revise(
+                    endpoint=endpoint,
+                    routes=request.data["routes"],
+                    user=request.user,
+                    comment="initial split",
+                    source_ip=client_ip(request),
+                )
         return Response(EndpointDetailSerializer(endpoint).data, status=status.HTTP_201_CREATED)
 
 

@@ -52,6 +52,7 @@ class EndpointSerializer(serializers.ModelSerializer):
             "name",
             "description",
             "team",
+            "environment",
             "owner",
             "follows_model",
             "follow",
@@ -100,6 +101,11 @@ class EndpointWriteSerializer(serializers.Serializer):
         allow_null=True,
         help_text="the owning team (you must be a member); default: the team of the model the first split "
         "serves or follows, else your only team, else none",
+    )
+    environment = serializers.ChoiceField(
+        choices=Endpoint.Environment.choices,
+        required=False,
+        help_text="what the endpoint may serve (default development); changing it later is an admin's action",
     )
     follows_model = serializers.CharField(required=False, allow_null=True)
     follow = serializers.ChoiceField(choices=Endpoint.Follow.choices, required=False)

@@ -17,6 +17,8 @@ NAV = [
     ("Endpoints", "dash-endpoints", "/endpoints/"),
     ("Monitoring", "dash-monitoring", "/monitoring/"),
     ("Alerts", "dash-alerts", "/alerts/"),
+    ("People", "dash-people", "/people/"),
+    ("Batch", "dash-batch", "/batch/"),
 ]
 
 
@@ -26,6 +28,8 @@ def main_nav(context: dict[str, Any]) -> dict[str, Any]:
     path = request.path if request is not None else ""
     links = []
     for label, name, prefix in NAV:
+        if name == "dash-people" and context.get("user_role") != "admin":
+            continue  # admins only
         current = path == "/" if prefix == "/" else path.startswith(prefix)
         links.append({"label": label, "url": reverse(name), "current": current})
     return {"links": links}
