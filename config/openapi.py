@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "Every error of /api/: what went wrong, in words, with machine-readable details.",
@@ -48,17 +51,35 @@ def _error(code: str) -> dict[str, Any]:
     }
 
 
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.DictField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The `Error` component (document_errors writes its final form)."""
+
+    error = ErrorDetailSerializer()
+
+
+def ERROR_RESPONSE(description: str) -> OpenApiResponse:  # noqa: N802 - reads like the constant it stands for
+    """An error answer for `extend_schema(responses={401: ERROR_RESPONSE("why")})`."""
+    return OpenApiResponse(response=ErrorSerializer, description=description)
+
+
 def _applicable(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     codes = ["400"]
     security = operation.get("security")
-    if security and {} not in security:
+    signed_in = bool(security) and {} not in security
+    if signed_in:
         codes += ["401", "403"]
     names = {p.get("name") for p in operation.get("parameters", [])}
     # 404: the path names an object; a write names others (a team, a model, a version);
     # a list's ?page is past its end; ?format names no known format.
-    if "{" in path or method in WRITES or names & {"page", "format"}:
+    if "{" in path or (signed_in and method in WRITES) or names & {"page", "format"}:
         codes.append("404")
-    if method in WRITES:
+    if signed_in and method in WRITES:
         codes.append("409")
     if "requestBody" in operation:
         codes.append("413")
@@ -67,7 +88,9 @@ def _applicable(path: str, method: str, operation: dict[str, Any]) -> list[str]:
 
 def document_errors(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     """drf-spectacular POSTPROCESSING_HOOKS entry: add `Error` and the 4xx answers."""
-    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = ERROR_SCHEMA
+    schemas.pop("ErrorDetail", None)  # ErrorSerializer's nested part, inline in ERROR_SCHEMA
     for path, operations in result.get("paths", {}).items():
         if not path.startswith("/api/"):
             continue  # /v2 answers in the Open Inference Protocol's own error shape
