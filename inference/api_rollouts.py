@@ -12,10 +12,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import ReadOrEngineerWrites, team_scope
+from accounts.permissions import ReadOrEngineerWrites, endpoint_for_user_or_404, team_scope
 from config.errors import NotFound
 from config.http import client_ip
-from inference import rollouts, selectors
+from inference import rollouts
 from inference.models import Rollout
 
 ACTIONS = {
@@ -71,7 +71,7 @@ def rollout_dict(rollout: Rollout, *, events: bool = False) -> dict[str, Any]:
 
 
 def _rollouts(request: Request, name: str) -> Any:
-    endpoint = selectors.endpoint_get(name=name)
+    endpoint = endpoint_for_user_or_404(request.user, name)
     scoped = team_scope(Rollout.objects.filter(endpoint=endpoint), request.user)
     return endpoint, scoped.select_related("endpoint", "candidate__model", "started_by", "confirmed_by")
 
@@ -101,7 +101,7 @@ class RolloutListCreate(APIView):
         data = RolloutStartSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         rollout = rollouts.rollout_start(
-            endpoint=selectors.endpoint_get(name=name),
+            endpoint=endpoint_for_user_or_404(request.user, name),
             version=data.validated_data["version"],
             model=data.validated_data.get("model"),
             plan=data.validated_data.get("plan"),

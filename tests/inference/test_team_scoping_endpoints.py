@@ -126,6 +126,8 @@ def test_the_attack_in_the_issue_now_fails(world):
         ("delete", "/api/v1/alerts/rules/{rule}/", None),
         ("post", "/api/v1/alerts/rules/", {"endpoint": "alpha-ep", "metric": "p99_latency_ms", "threshold": 1}),
         ("get", "/api/v1/models/alpha-model/versions/1/reference", None),
+        ("get", "/api/v1/endpoints/alpha-ep/rollouts", None),
+        ("post", "/api/v1/endpoints/alpha-ep/rollouts", {"model": "alpha-model", "version": 1}),
     ],
 )
 def test_another_teams_endpoint_is_not_found(world, method, path, body):
