@@ -155,6 +155,16 @@ def test_lists_show_only_visible_endpoints_rules_and_events(world):
     assert len(al.get("/api/v1/alerts/events/").json()["results"]) == 1
 
 
+def test_another_teams_key_events_are_left_out_of_the_audit_log(world, django_user_model):
+    """Key names, prefixes and endpoint names of alpha do not reach beta's approvers."""
+    beta_approver = make_user(django_user_model, "bea", "approver")
+    world["beta"].members.add(beta_approver)
+    event = AuditEvent.objects.get(action="apikey.create")
+    assert event.team == world["alpha"]
+    actions = [e["action"] for e in client_for(beta_approver).get("/api/v1/audit/").json()["results"]]
+    assert "apikey.create" not in actions and "endpoint.create" not in actions
+
+
 def test_a_route_names_only_models_the_endpoints_team_may_serve(world, django_user_model):
     """Even a member of both teams cannot make alpha's endpoint serve beta's model (or the reverse)."""
     both = make_user(django_user_model, "bi", ML_ENGINEER)
