@@ -259,3 +259,17 @@ def test_an_alert_rule_cannot_be_made_for_another_teams_endpoint_from_the_dashbo
     form = {"endpoint": "alpha-ep", "name": "x", "metric": "p99_latency_ms", "comparison": ">", "threshold": "1"}
     browser(world["bo"]).post("/alerts/rules/new", form)
     assert AlertRule.objects.count() == 1
+
+
+def test_a_member_of_two_teams_picks_the_endpoints_team_in_the_dashboard(world, django_user_model):
+    both = make_user(django_user_model, "bi", ML_ENGINEER)
+    world["alpha"].members.add(both)
+    world["beta"].members.add(both)
+    page = browser(both).get("/endpoints/").content.decode()
+    assert '<option value="alpha">alpha</option>' in page and '<option value="beta">beta</option>' in page
+    browser(both).post("/endpoints/new", {"name": "picked", "team": "beta"})
+    assert Endpoint.objects.get(name="picked").team == world["beta"]
+    # bo (beta only) is offered no choice and cannot name alpha.
+    assert 'name="team"' not in browser(world["bo"]).get("/endpoints/").content.decode()
+    browser(world["bo"]).post("/endpoints/new", {"name": "sneaky", "team": "alpha"})
+    assert not Endpoint.objects.filter(name="sneaky").exists()
