@@ -103,6 +103,18 @@ def test_the_attack_in_the_issue_now_fails(world):
     assert TrafficPolicyRevision.objects.count() == revisions
     assert ApiKey.objects.count() == keys
     assert Endpoint.objects.get(name="beta-ep").team == world["beta"]
+    # 4. V2 infer: bo's endpoint can serve a model of no team, never alpha's; bo's key
+    # does not open alpha's endpoint.
+    open_route = {"model": "open-model", "version": 1, "role": "primary", "weight": 100}
+    assert bo.put("/api/v1/endpoints/beta-ep/traffic", {"routes": [open_route]}, format="json").status_code == 200
+    key = bo.post("/api/v1/endpoints/beta-ep/keys/", {"name": "mine"}, format="json").json()["key"]
+    body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
+    v2 = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
+    answer = v2.post("/v2/models/beta-ep/infer", body, content_type="application/json")
+    assert answer.status_code == 200 and answer.json()["model_name"] == "beta-ep", answer.content
+    simple = v2.post("/api/v1/endpoints/beta-ep/predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}, "application/json")
+    assert simple.json()["model"] == "open-model"
+    assert v2.post("/v2/models/alpha-ep/infer", body, content_type="application/json").status_code == 403
 
 
 @pytest.mark.parametrize(
