@@ -265,6 +265,9 @@ def test_dashboard_lists_leave_out_another_teams_endpoint_and_models(world):
     page = bo.get("/endpoints/beta-ep/").content
     assert b"open-model:1" in page and b"alpha-model:1" not in page
     assert b"alpha-model:1" in al.get("/endpoints/alpha-ep/").content
+    assert b'id="team" title="the team that owns it; only its members (and admins) see it">team alpha<' in (
+        al.get("/endpoints/alpha-ep/").content
+    )
 
 
 def test_an_alert_rule_cannot_be_made_for_another_teams_endpoint_from_the_dashboard(world):
