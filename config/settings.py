@@ -285,6 +285,8 @@ SPECTACULAR_SETTINGS = {
         "BatchChunkStateEnum": "inference.batch.models.BatchChunk.State",
         "BatchFormatEnum": "inference.batch.models.BatchJob.Format",
     },
+    # Every /api/ operation documents its 4xx answers with the one error schema.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.document_errors"],
 }
 
 AUTH_PASSWORD_VALIDATORS = [

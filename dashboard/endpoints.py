@@ -21,7 +21,8 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from accounts.permissions import endpoint_for_user_or_404, team_scope, visible_endpoints
+from accounts.models import Team
+from accounts.permissions import endpoint_for_user_or_404, is_admin, team_for_user, team_scope, visible_endpoints
 from accounts.roles import APPROVER, ML_ENGINEER, has_role
 from config.errors import DomainError, NotFound
 from config.http import client_ip
@@ -55,7 +56,11 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
     for endpoint in rows:
         endpoint.health = _health(endpoint.ready, endpoint.failed, endpoint.loading)
         endpoint.current = current.get(endpoint.pk)
-    return page(request, "dashboard/endpoints/list.html", {"page_obj": page_obj, "rows": rows})
+    teams = Team.objects.all() if is_admin(request.user) else request.user.teams.all()
+    team_choices = list(teams.order_by("name").values_list("name", flat=True))
+    return page(
+        request, "dashboard/endpoints/list.html", {"page_obj": page_obj, "rows": rows, "team_choices": team_choices}
+    )
 
 
 @login_required
@@ -63,9 +68,11 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
 @domain_errors_as_messages
 def endpoint_create(request: HttpRequest) -> HttpResponse:
     require_role(request, ML_ENGINEER, "creating an endpoint")
+    team_name = request.POST.get("team", "").strip()
     endpoint = services.endpoint_create(
         name=request.POST.get("name", "").strip(),
         description=request.POST.get("description", "").strip(),
+        team=team_for_user(request.user, team_name) if team_name else None,
         user=request.user,
         source_ip=client_ip(request),
     )

@@ -69,9 +69,13 @@ def _time(value: str | None, name: str, default: datetime) -> datetime:
             parsed = datetime.fromtimestamp(float(value), tz=UTC)
         except (ValueError, OverflowError, OSError):
             raise DomainError(f"{name} must be an ISO 8601 time or unix seconds, got {value!r}") from None
-    if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
-    return parsed
+    try:
+        if timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
+        # In UTC: PostgreSQL refuses offsets past +-15:59 that Python parses.
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise DomainError(f"{name} is out of range: {value!r}") from None
 
 
 def _int(value: str | None, name: str, default: int) -> int:
