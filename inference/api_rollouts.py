@@ -87,7 +87,9 @@ def _rollout(request: Request, name: str, rollout_id: int) -> Rollout:
 class RolloutListCreate(APIView):
     permission_classes = [ReadOrEngineerWrites]
 
-    @extend_schema(summary="The endpoint's rollouts, newest first", responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        summary="The endpoint's rollouts, newest first", responses=OpenApiTypes.OBJECT, operation_id="rollout_list"
+    )
     def get(self, request: Request, name: str) -> Response:
         _, rows = _rollouts(request, name)
         return Response({"results": [rollout_dict(r) for r in rows[:100]]})
@@ -96,6 +98,7 @@ class RolloutListCreate(APIView):
         summary="Start a progressive rollout of a candidate version (the first step moves traffic now)",
         request=RolloutStartSerializer,
         responses={201: OpenApiTypes.OBJECT},
+        operation_id="rollout_start",
     )
     def post(self, request: Request, name: str) -> Response:
         data = RolloutStartSerializer(data=request.data)
@@ -114,7 +117,11 @@ class RolloutListCreate(APIView):
 class RolloutDetail(APIView):
     permission_classes = [ReadOrEngineerWrites]
 
-    @extend_schema(summary="One rollout with its timeline (steps, analyses and their values)")
+    @extend_schema(
+        summary="One rollout with its timeline (steps, analyses and their values)",
+        responses=OpenApiTypes.OBJECT,
+        operation_id="rollout_get",
+    )
     def get(self, request: Request, name: str, rollout_id: int) -> Response:
         return Response(rollout_dict(_rollout(request, name, rollout_id), events=True))
 
@@ -126,6 +133,7 @@ class RolloutAction(APIView):
         summary="pause, resume, abort (stable routes back) or promote (an approver: 100 % now)",
         request=None,
         responses=OpenApiTypes.OBJECT,
+        operation_id="rollout_action",
     )
     def post(self, request: Request, name: str, rollout_id: int, action: str) -> Response:
         act = ACTIONS.get(action)
