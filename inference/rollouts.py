@@ -35,6 +35,7 @@ from accounts.roles import APPROVER, ML_ENGINEER, has_role
 from config.errors import Conflict, DomainError, NotFound
 from inference import services
 from inference.models import Deployment, Endpoint, Rollout, RolloutEvent
+from monitoring.models import AlertEvent
 from monitoring.selectors import endpoint_window_stats, output_psi, window_point
 from monitoring.services import add_rollup
 from registry.audit import audit_record
@@ -531,3 +532,49 @@ def rollout_promote(
     rollout.state = State.RUNNING
     _step_apply(rollout, len(rollout.plan["steps"]) - 1, now or timezone.now(), actor=user)
     return rollout
+
+
+# --- alert rules with the rollback action ------------------------------------------------
+
+
+def alert_rollback(*, endpoint_id: int, event_id: int, now: datetime | None = None) -> str:
+    """An alert rule with action "rollback" fired on the endpoint: roll back its running
+    rollout (stable routes), else drop its canary routes (the primary takes their weight).
+    Returns what was done; safe to run twice (a finished rollout or no canary: nothing)."""
+    event = AlertEvent.objects.select_related("rule").filter(pk=event_id).first()
+    if event is None:
+        return "nothing"
+    detail = f"alert rule #{event.rule_id} fired: {event.message}"
+    analysis = {
+        "alert": {
+            "rule": event.rule_id,
+            "metric": event.rule.metric,
+            "value": event.value,
+            "threshold": event.threshold,
+            "comparison": event.rule.comparison,
+            "window_minutes": event.rule.window_minutes,
+        }
+    }
+    with transaction.atomic():
+        rollout = (
+            Rollout.objects.select_for_update(of=("self",))
+            .select_related("endpoint", "candidate__model")
+            .filter(endpoint_id=endpoint_id, state__in=Rollout.ACTIVE)
+            .first()
+        )
+        if rollout is not None:
+            _roll_back(rollout, now or timezone.now(), "rollback", detail, analysis=analysis)
+            return "rollout_rolled_back"
+        endpoint = Endpoint.objects.get(pk=endpoint_id)
+        current = endpoint.revisions.filter(is_current=True).first()
+        routes = [
+            {k: v for k, v in r.items() if k in services._ROUTE_KEYS} for r in (current.routes if current else [])
+        ]
+        primary = next((r for r in routes if r["role"] == Deployment.Role.PRIMARY), None)
+        if primary is None or not any(r["role"] == Deployment.Role.CANARY for r in routes):
+            return "nothing"
+        kept = [{**primary, "weight": 100}, *(r for r in routes if r["role"] == Deployment.Role.SHADOW)]
+        services.traffic_policy_revise(
+            endpoint=endpoint, routes=kept, user=None, comment=detail[:2000], action="traffic.alert_rollback"
+        )
+    return "canary_removed"

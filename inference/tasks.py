@@ -27,3 +27,9 @@ def deployment_pool_unload(deployment_id: int) -> str:
 def rollouts_advance() -> dict[int, str]:
     """Beat: one evaluation of every running rollout (each under its row lock: safe twice)."""
     return rollouts.rollouts_advance()
+
+
+@shared_task(name="inference.alert_rollback")
+def alert_rollback(endpoint_id: int, event_id: int) -> str:
+    """An alert rule with the rollback action fired: roll back the rollout or the canary."""
+    return rollouts.alert_rollback(endpoint_id=endpoint_id, event_id=event_id)
