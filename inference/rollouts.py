@@ -36,7 +36,7 @@ from config.errors import Conflict, DomainError, NotFound
 from inference import services
 from inference.models import Deployment, Endpoint, Rollout, RolloutEvent
 from monitoring.models import AlertEvent
-from monitoring.selectors import endpoint_window_stats, output_psi, window_point
+from monitoring.selectors import deployment_window_totals, output_psi, window_point
 from monitoring.services import add_rollup
 from registry.audit import audit_record
 from registry.models import ModelVersion
@@ -310,7 +310,7 @@ def rollout_analyse(rollout: Rollout, *, since: datetime, until: datetime) -> di
     """Candidate against stable on the same minutes: each check pass, fail or inconclusive
     (too few requests), with the values that decided it; the verdict is fail if any
     failed, else inconclusive if any was, else pass."""
-    stats = endpoint_window_stats(endpoint=rollout.endpoint.name, since=since, until=until, include_shadow=False)
+    stats = deployment_window_totals(endpoint=rollout.endpoint.name, since=since, until=until, include_shadow=False)
     label = _label(rollout.candidate)
     candidate = stats.get(label, {})
     stable: dict[str, Any] = {}

@@ -34,7 +34,7 @@ def deployment_spec(deployment: Deployment, *, role: str | None = None, weight: 
 
 
 def endpoint_list() -> QuerySet[Endpoint]:
-    return Endpoint.objects.select_related("follows_model", "owner")
+    return Endpoint.objects.select_related("follows_model", "owner", "team")
 
 
 def endpoint_get(*, name: str) -> Endpoint:

@@ -13,6 +13,7 @@ the reason; its revision never takes traffic until it is rolled back or revised.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -20,9 +21,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.keys import key_generate
-from accounts.permissions import role_check
+from accounts.models import Team
+from accounts.permissions import can_access_team, default_team, role_check, team_scope
 from accounts.roles import ADMIN, APPROVER
-from config.errors import Conflict, DomainError, NotFound
+from config.errors import Conflict, DomainError, Forbidden, NotFound
 from inference import routing_cache
 from inference.models import ApiKey, Deployment, Endpoint, TrafficPolicyRevision
 from inference.pipeline import PipelineConfigError, config_check, pipeline_compile
@@ -132,6 +134,7 @@ def routes_summary(routes: list[dict[str, Any]]) -> str:
 def _endpoint_snapshot(endpoint: Endpoint) -> dict[str, Any]:
     return {
         "name": endpoint.name,
+        "team": endpoint.team.name if endpoint.team_id else None,
         "description": endpoint.description,
         "follows_model": endpoint.follows_model.name if endpoint.follows_model else None,
         "follow": endpoint.follow,
@@ -169,15 +172,90 @@ def _endpoint_check(changes: dict[str, Any]) -> None:
             raise InvalidPolicy(str(exc)) from None
 
 
-def endpoint_create(*, name: str, user: AbstractBaseUser, source_ip: str | None = None, **fields: Any) -> Endpoint:
+# --- Teams ------------------------------------------------------------------------------
+# An endpoint belongs to a team (or to none: then every signed-in user sees it). It may
+# serve only models of its own team or of no team, so a key for it never reaches another
+# team's model; and a route may name only a version the caller may see.
+
+
+def endpoint_team_choose(
+    *, user: AbstractBaseUser | None, team: Team | None = None, models: Sequence[RegisteredModel | None] = ()
+) -> Team | None:
+    """The team of a new endpoint: the one asked for, else the team of a model it serves
+    or follows, else the creator's only team, else none. The creator must belong to it
+    (admins excepted): Forbidden otherwise."""
+    if team is None:
+        team = next((m.team for m in models if m is not None and m.team_id is not None), None)
+    if team is None:
+        team = default_team(user)
+    if team is not None and user is not None and not can_access_team(user, team.pk):
+        raise Forbidden(f"you are not a member of team {team.name!r}")
+    return team
+
+
+def route_models(routes: list[dict[str, Any]], *, user: AbstractBaseUser | None) -> list[RegisteredModel]:
+    """The models the routes name; a model the user may not see is a NotFound naming the
+    version, worded like a missing one. `user=None` is the system (following production)."""
+    models = RegisteredModel.objects.select_related("team")
+    if user is not None:
+        models = team_scope(models, user)
+    found = {m.name: m for m in models.filter(name__in={r["model"] for r in routes})}
+    for route in routes:
+        if route["model"] not in found:
+            raise NotFound(f"no version {route['version']} of a model named {route['model']!r}")
+    return list(found.values())
+
+
+def team_fit_check(*, endpoint_name: str, team: Team | None, models: Sequence[RegisteredModel | None]) -> None:
+    """An endpoint serves (and follows) only models of its own team or of no team."""
+    for model in models:
+        if model is None or model.team_id is None or (team is not None and model.team_id == team.pk):
+            continue
+        owner = "belongs to no team" if team is None else f"belongs to team {team.name!r}"
+        raise InvalidPolicy(
+            f"endpoint {endpoint_name!r} {owner}, so it cannot serve model {model.name!r} of team "
+            f"{model.team.name!r}: an endpoint serves only its own team's models (or models of no team)",
+            details={"model": model.name, "model_team": model.team.name, "endpoint_team": team and team.name},
+        )
+
+
+def _team_adopt(*, endpoint: Endpoint, models: list[RegisteredModel], user: AbstractBaseUser | None) -> None:
+    """An endpoint with no team and no split yet takes the team of the first models it
+    serves (the dashboard creates an endpoint first and routes it next)."""
+    teams = {m.team_id: m.team for m in models if m.team_id is not None}
+    if endpoint.team_id is not None or len(teams) != 1 or endpoint.revisions.exists():
+        return
+    (team,) = teams.values()
+    if user is not None and not can_access_team(user, team.pk):
+        return
+    before = _endpoint_snapshot(endpoint)
+    endpoint.team = team
+    endpoint.save(update_fields=["team", "updated_at"])
+    audit_record(actor=user, action="endpoint.update", obj=endpoint, before=before, after=_endpoint_snapshot(endpoint))
+
+
+def endpoint_create(
+    *,
+    name: str,
+    user: AbstractBaseUser,
+    source_ip: str | None = None,
+    team: Team | None = None,
+    serves: Sequence[RegisteredModel] = (),
+    **fields: Any,
+) -> Endpoint:
+    """A new endpoint. Its team: `team`, else that of the models it `serves` (the models of
+    its first split) or follows, else the creator's only team (see endpoint_team_choose)."""
     name_check(name)
     unknown = set(fields) - set(ENDPOINT_FIELDS)
     if unknown:
         raise InvalidPolicy(f"unknown endpoint field {sorted(unknown)[0]!r}")
     _endpoint_check(fields)
+    followed = fields.get("follows_model")
+    team = endpoint_team_choose(user=user, team=team, models=[*serves, followed])
+    team_fit_check(endpoint_name=name, team=team, models=[*serves, followed])
     try:
         with transaction.atomic():
-            endpoint = Endpoint.objects.create(name=name, owner=user, **fields)
+            endpoint = Endpoint.objects.create(name=name, owner=user, team=team, **fields)
             audit_record(
                 actor=user,
                 action="endpoint.create",
@@ -195,12 +273,19 @@ def endpoint_create(*, name: str, user: AbstractBaseUser, source_ip: str | None 
 def endpoint_update(
     *, endpoint: Endpoint, user: AbstractBaseUser, source_ip: str | None = None, **changes: Any
 ) -> Endpoint:
-    unknown = set(changes) - set(ENDPOINT_FIELDS)
+    unknown = set(changes) - {*ENDPOINT_FIELDS, "team"}
     if unknown:
         raise InvalidPolicy(f"unknown endpoint field {sorted(unknown)[0]!r}")
     endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
     check = {"preprocessing": endpoint.preprocessing, "postprocessing": endpoint.postprocessing, **changes}
     _endpoint_check(check)
+    if "team" in changes or "follows_model" in changes:
+        team = changes.get("team", endpoint.team)
+        if "team" in changes and team is not None and not can_access_team(user, team.pk):
+            raise Forbidden(f"you are not a member of team {team.name!r}")
+        served = [d.model_version.model for d in _current_deployments(endpoint)]
+        followed = changes.get("follows_model", endpoint.follows_model)
+        team_fit_check(endpoint_name=endpoint.name, team=team, models=[*served, followed])
     if changes.get("environment", endpoint.environment) == endpoint.environment:
         changes.pop("environment", None)
     else:
@@ -392,9 +477,12 @@ def traffic_policy_revise(
     """
     _traffic_role_check(endpoint, user)  # refused before anything is looked up (and again under the lock)
     clean = routes_check(routes)
+    models = route_models(clean, user=user)
     versions = _versions_resolve(clean)
     for version in versions.values():
         _pipeline_check(endpoint, version)
+    _team_adopt(endpoint=endpoint, models=models, user=user)
+    team_fit_check(endpoint_name=endpoint.name, team=endpoint.team, models=models)
     revision, to_load = _revise(
         endpoint=endpoint,
         clean=clean,
@@ -605,6 +693,9 @@ def api_key_create(
         raise InvalidPolicy("name: expected 1 to 100 characters")
     if not endpoints:
         raise InvalidPolicy("a key needs at least one endpoint")
+    for endpoint in endpoints:
+        if not can_access_team(user, endpoint.team_id):
+            raise NotFound(f"no endpoint named {endpoint.name!r}")
     new = key_generate("app")
     with transaction.atomic():
         key = ApiKey.objects.create(name=name, prefix=new.prefix, hashed=new.hashed, created_by=user)

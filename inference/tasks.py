@@ -23,6 +23,14 @@ def deployment_pool_unload(deployment_id: int) -> str:
     return "unloaded"
 
 
+@shared_task(name="inference.pool_reconcile")
+def pool_reconcile() -> dict[str, object]:
+    """Re-assign worker-pool deployments from the database and record which are really warm (beat)."""
+    from inference.reconcile import pool_reconcile as reconcile
+
+    return reconcile().to_dict()
+
+
 @shared_task(name="inference.rollouts_advance")
 def rollouts_advance() -> dict[int, str]:
     """Beat: one evaluation of every running rollout (each under its row lock: safe twice)."""

@@ -366,6 +366,16 @@ def _reviewer_check(request: PromotionRequest, reviewer: AbstractBaseUser, verb:
         raise Forbidden(f"you asked for promotion request #{request.pk}: someone else must decide it")
 
 
+def promotion_can_decide(*, request: PromotionRequest, user: AbstractBaseUser) -> bool:
+    """Whether `user` may approve or reject `request` (the same checks the decisions make),
+    so that pages offer only the buttons that can work."""
+    try:
+        _reviewer_check(request, user, "decide")
+    except DomainError:
+        return False
+    return True
+
+
 @_refusals_audited("promotion.approve")
 @transaction.atomic
 def promotion_approve(

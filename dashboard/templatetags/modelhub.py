@@ -17,6 +17,7 @@ NAV = [
     ("Endpoints", "dash-endpoints", "/endpoints/"),
     ("Monitoring", "dash-monitoring", "/monitoring/"),
     ("Alerts", "dash-alerts", "/alerts/"),
+    ("Batch", "dash-batch", "/batch/"),
 ]
 # Shown to admins only.
 ADMIN_NAV = [("People", "dash-people", "/people/")]

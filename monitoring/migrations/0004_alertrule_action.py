@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('monitoring', '0002_input_samples_per_flush'),
+        ('monitoring', '0003_scheduler_heartbeat'),
     ]
 
     operations = [
