@@ -35,7 +35,6 @@ from accounts.roles import APPROVER, ML_ENGINEER, has_role
 from config.errors import Conflict, DomainError, NotFound
 from inference import services
 from inference.models import Deployment, Endpoint, Rollout, RolloutEvent
-from monitoring.models import AlertEvent
 from monitoring.selectors import deployment_window_totals, output_psi, window_point
 from monitoring.services import add_rollup
 from registry.audit import audit_record
@@ -537,24 +536,14 @@ def rollout_promote(
 # --- alert rules with the rollback action ------------------------------------------------
 
 
-def alert_rollback(*, endpoint_id: int, event_id: int, now: datetime | None = None) -> str:
+def alert_rollback(*, endpoint_id: int, alert: dict[str, Any], now: datetime | None = None) -> str:
     """An alert rule with action "rollback" fired on the endpoint: roll back its running
     rollout (stable routes), else drop its canary routes (the primary takes their weight).
-    Returns what was done; safe to run twice (a finished rollout or no canary: nothing)."""
-    event = AlertEvent.objects.select_related("rule").filter(pk=event_id).first()
-    if event is None:
-        return "nothing"
-    detail = f"alert rule #{event.rule_id} fired: {event.message}"
-    analysis = {
-        "alert": {
-            "rule": event.rule_id,
-            "metric": event.rule.metric,
-            "value": event.value,
-            "threshold": event.threshold,
-            "comparison": event.rule.comparison,
-            "window_minutes": event.rule.window_minutes,
-        }
-    }
+    `alert` is the firing as plain values (rule, metric, value, threshold, message), kept
+    in the audit record. Returns what was done; safe to run twice (a finished rollout or
+    no canary: nothing)."""
+    detail = f"alert rule #{alert.get('rule')} fired: {alert.get('message', '')}"
+    analysis = {"alert": alert}
     with transaction.atomic():
         rollout = (
             Rollout.objects.select_for_update(of=("self",))

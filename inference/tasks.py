@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
 from inference import pool_services, rollouts
@@ -38,6 +40,6 @@ def rollouts_advance() -> dict[int, str]:
 
 
 @shared_task(name="inference.alert_rollback")
-def alert_rollback(endpoint_id: int, event_id: int) -> str:
+def alert_rollback(endpoint_id: int, alert: dict[str, Any]) -> str:
     """An alert rule with the rollback action fired: roll back the rollout or the canary."""
-    return rollouts.alert_rollback(endpoint_id=endpoint_id, event_id=event_id)
+    return rollouts.alert_rollback(endpoint_id=endpoint_id, alert=alert)

@@ -882,11 +882,21 @@ def alert_rule_evaluate(*, rule_id: int, now: datetime | None = None) -> AlertEv
             event_id = event.pk
             transaction.on_commit(lambda: alert_notify.delay(event_id))
         if kind == AlertEvent.Kind.FIRING and rule.action == AlertRule.Action.ROLLBACK:
-            _alert_rollback_on_commit(rule.endpoint_id, event.pk)
+            alert = {
+                "rule": rule.pk,
+                "event": event.pk,
+                "metric": rule.metric,
+                "value": value,
+                "comparison": rule.comparison,
+                "threshold": rule.threshold,
+                "window_minutes": rule.window_minutes,
+                "message": event.message,
+            }
+            _alert_rollback_on_commit(rule.endpoint_id, alert)
     return event
 
 
-def _alert_rollback_on_commit(endpoint_id: int, event_id: int) -> None:
+def _alert_rollback_on_commit(endpoint_id: int, alert: dict[str, Any]) -> None:
     """Roll back the endpoint's rollout or canary after commit, in inference's task.
 
     Looked up by name in the app's task registry (which imports every app's tasks):
@@ -898,9 +908,9 @@ def _alert_rollback_on_commit(endpoint_id: int, event_id: int) -> None:
     def enqueue() -> None:
         try:
             app.loader.import_default_modules()  # every app's tasks.py, as a worker does at start
-            app.tasks["inference.alert_rollback"].delay(endpoint_id, event_id)
+            app.tasks["inference.alert_rollback"].delay(endpoint_id, alert)
         except Exception:
-            log.exception("could not enqueue the rollback of alert event %s", event_id)
+            log.exception("could not enqueue the rollback of alert event %s", alert["event"])
 
     transaction.on_commit(enqueue)
 
