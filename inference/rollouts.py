@@ -370,6 +370,13 @@ def _full_blocked(rollout: Rollout) -> str:
     return ""
 
 
+def _candidate_serves_all(rollout: Rollout) -> bool:
+    current = rollout.endpoint.revisions.filter(is_current=True).first()
+    taking = [r for r in (current.routes if current else []) if r["role"] != Deployment.Role.SHADOW]
+    label = (rollout.candidate.model.name, rollout.candidate.version)
+    return len(taking) == 1 and (taking[0]["model"], taking[0]["version"]) == label
+
+
 @transaction.atomic
 def rollout_advance(*, rollout_id: int, now: datetime | None = None) -> str:
     """One evaluation of one rollout: returns what was decided ("baking", "step",
@@ -384,6 +391,14 @@ def rollout_advance(*, rollout_id: int, now: datetime | None = None) -> str:
     if rollout is None or rollout.state not in (State.RUNNING, State.WAITING):
         return "idle"
     plan = rollout.plan
+    if _candidate_serves_all(rollout):
+        # Someone else finished it: approving the candidate to Production moved the
+        # production endpoint's stable share to it (registry.promotions), or a person did.
+        rollout.state, rollout.finished_at = State.SUCCEEDED, now
+        rollout.reason = "the candidate already serves all the traffic"
+        rollout.save(update_fields=["state", "finished_at", "reason", "updated_at"])
+        _record(rollout, "succeeded", rollout.reason)
+        return "succeeded"
     if rollout.state == State.WAITING:
         if _full_blocked(rollout):
             return "waiting"

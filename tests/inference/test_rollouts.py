@@ -329,3 +329,25 @@ def test_an_evaluation_waits_for_another_schedulers_step_and_does_not_repeat_it(
     assert waited == [True]  # it waited on the row lock ...
     assert decided == "baking"  # ... and then saw the step already taken
     assert TrafficPolicyRevision.objects.filter(endpoint=endpoint).count() == 2  # initial and step 1 only
+
+
+def test_approving_the_candidate_to_production_mid_rollout_finishes_it(
+    v2: ModelVersion, engineer: Any, approver: Any, t0: datetime
+) -> None:
+    from registry import promotions
+
+    ModelVersion.objects.filter(model__name="iris", version=1).update(stage="Production")
+    ModelVersion.objects.filter(pk=v2.pk).update(stage="Staging")
+    endpoint = services.endpoint_create(name="flowers", user=engineer, environment="production")
+    services.traffic_policy_revise(
+        endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=approver
+    )
+    rollout = start(endpoint, approver, t0)
+    request = promotions.promotion_request_create(
+        version=v2, to_stage="Production", justification="rollout looks good", user=engineer
+    )
+    promotions.promotion_approve(request_id=request.pk, reviewer=approver)
+    assert split(endpoint) == [(2, "primary", 100)]  # v1 was archived: its share moved to v2
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=5)) == "succeeded"
+    rollout.refresh_from_db()
+    assert rollout.state == "succeeded" and "already serves all the traffic" in rollout.reason
