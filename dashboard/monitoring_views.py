@@ -20,8 +20,15 @@ from django.shortcuts import redirect
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from accounts.permissions import (
+    endpoint_for_user_or_404,
+    get_visible_or_404,
+    scope_by_endpoint_name,
+    team_scope,
+    visible_endpoints,
+)
 from accounts.roles import ML_ENGINEER
-from config.errors import DomainError
+from config.errors import DomainError, NotFound
 from config.http import client_ip
 from dashboard import charts
 from dashboard.views import domain_errors_as_messages, page, require_role
@@ -43,7 +50,7 @@ def monitoring_index(request: HttpRequest) -> HttpResponse:
         .annotate(requests=Sum("count"), errors=Sum("error_count"))
     }
     firing = set(AlertRule.objects.filter(state=AlertRule.State.FIRING).values_list("endpoint__name", flat=True))
-    page_obj = Paginator(Endpoint.objects.order_by("name"), 50).get_page(request.GET.get("page"))
+    page_obj = Paginator(visible_endpoints(request.user).order_by("name"), 50).get_page(request.GET.get("page"))
     rows = []
     for endpoint in page_obj:
         t = traffic.get(endpoint.name) or {}
@@ -60,10 +67,12 @@ def monitoring_index(request: HttpRequest) -> HttpResponse:
     return page(request, "dashboard/monitoring/index.html", {"rows": rows, "page_obj": page_obj})
 
 
-def _endpoint(name: str) -> Endpoint:
-    endpoint = Endpoint.objects.filter(name=name).first()
-    if endpoint is None:
-        raise Http404(f"no endpoint named {name!r}")
+def _endpoint(request: HttpRequest, name: str) -> Endpoint:
+    """The endpoint if the user's teams may see it; another team's is a 404."""
+    try:
+        endpoint: Endpoint = endpoint_for_user_or_404(request.user, name)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
     return endpoint
 
 
@@ -75,7 +84,7 @@ def default_range(endpoint: Endpoint, now: Any) -> str:
 
 @login_required
 def monitoring_endpoint(request: HttpRequest, name: str) -> HttpResponse:
-    endpoint = _endpoint(name)
+    endpoint = _endpoint(request, name)
     now = timezone.now()
     week_ago = now - timedelta(days=7)
     recorded = set(
@@ -111,7 +120,7 @@ def monitoring_charts(request: HttpRequest, name: str) -> JsonResponse:
     the endpoint's traffic changes and alerts (`endpoint_annotations`); `summary` is the
     per-version table over the same range from `endpoint_window_stats`.
     """
-    endpoint = _endpoint(name)
+    endpoint = _endpoint(request, name)
     chosen = request.GET.get("range", "1h")
     if chosen not in RANGES:
         return JsonResponse(
@@ -201,10 +210,10 @@ def _rule_values(post: Any) -> dict[str, Any]:
 @login_required
 def alert_list(request: HttpRequest) -> HttpResponse:
     endpoint = request.GET.get("endpoint", "")
-    rules = selectors.alert_rule_list(endpoint=endpoint).order_by("endpoint__name", "id")
-    events = Paginator(selectors.alert_event_list(endpoint=endpoint).order_by("-created_at", "-id"), 30).get_page(
-        request.GET.get("page")
-    )
+    rules = team_scope(selectors.alert_rule_list(endpoint=endpoint), request.user, team_field="endpoint__team")
+    rules = rules.order_by("endpoint__name", "id")
+    events = scope_by_endpoint_name(selectors.alert_event_list(endpoint=endpoint), request.user)
+    events = Paginator(events.order_by("-created_at", "-id"), 30).get_page(request.GET.get("page"))
     return page(
         request,
         "dashboard/monitoring/alerts.html",
@@ -213,7 +222,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
             "page_obj": events,
             "endpoint_filter": endpoint,
             "query": f"endpoint={endpoint}" if endpoint else "",
-            "endpoints": Endpoint.objects.order_by("name").values_list("name", flat=True),
+            "endpoints": visible_endpoints(request.user).order_by("name").values_list("name", flat=True),
             "metrics": AlertRule.Metric.values,
             "comparisons": AlertRule.Comparison.values,
             "severities": AlertRule.Severity.values,
@@ -231,6 +240,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
 @domain_errors_as_messages
 def alert_rule_create(request: HttpRequest) -> HttpResponse:
     require_role(request, ML_ENGINEER, "creating an alert rule")
+    endpoint_for_user_or_404(request.user, request.POST.get("endpoint", ""))
     rule = services.alert_rule_create(
         endpoint_name=request.POST.get("endpoint", ""),
         values=_rule_values(request.POST),
@@ -246,6 +256,10 @@ def alert_rule_create(request: HttpRequest) -> HttpResponse:
 @domain_errors_as_messages
 def alert_rule_delete(request: HttpRequest, rule_id: int) -> HttpResponse:
     require_role(request, ML_ENGINEER, "deleting an alert rule")
+    try:
+        get_visible_or_404(AlertRule.objects.all(), request.user, team_field="endpoint__team", pk=rule_id)
+    except NotFound:
+        raise Http404(f"no alert rule {rule_id}") from None
     services.alert_rule_delete(rule_id=rule_id, user=request.user, source_ip=client_ip(request))
     messages.success(request, "Alert rule deleted.")
     return redirect("dash-alerts")

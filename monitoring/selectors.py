@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -15,8 +16,9 @@ from config.errors import DomainError
 from monitoring import keys
 from monitoring.models import AlertEvent, AlertRule, DriftScore, MetricRollup, PayloadSample, SchedulerHeartbeat
 from monitoring.services import ROLLUP_SUMS, _minute_dt, _redis, add_rollup
-from monitoring.stats import latency_percentiles
+from monitoring.stats import categorical_psi, latency_percentiles, summary_distribution
 
+log = logging.getLogger(__name__)
 MAX_POINTS = 2000
 
 
@@ -264,20 +266,7 @@ def endpoint_window_stats(
     window_s = check_window(window_s)
     now = now or timezone.now()
     first, last = window_minutes(window_s, now)
-    buckets: dict[tuple[int, str, str], dict[str, Any]] = {}
-    rows = MetricRollup.objects.filter(
-        endpoint=endpoint,
-        granularity=MetricRollup.Granularity.MINUTE,
-        minute__gte=_minute_dt(first),
-        minute__lte=_minute_dt(last),
-    )
-    if version:
-        rows = rows.filter(deployment=version)
-    for row in rows.values("deployment", "role", "minute", *ROLLUP_SUMS, "errors", "latency_buckets", "outputs"):
-        minute = int(row["minute"].timestamp() // 60)
-        buckets[(minute, row["deployment"], row["role"])] = row
-    live, live_error = _live_minutes(endpoint, first, last, version)
-    buckets.update(live)
+    buckets, live_count, live_error = _window_buckets(endpoint, first, last, version)
     per_version: dict[str, dict[str, Any]] = {}
     roles: dict[str, str] = {}
     total: dict[str, Any] = {}
@@ -297,9 +286,76 @@ def endpoint_window_stats(
             deployment: {"role": roles[deployment], **_window_point(values, now.timestamp() - first * 60)}
             for deployment, values in sorted(per_version.items())
         },
-        "live_minutes": len(live),
+        "live_minutes": live_count,
         "live_error": live_error,
     }
+
+
+def _window_buckets(
+    endpoint: str, first: int, last: int, version: str | None = None
+) -> tuple[dict[tuple[int, str, str], dict[str, Any]], int, str | None]:
+    """Roll-up sums per (unix minute, deployment, role) between two unix minutes (inclusive):
+    the rolled-up rows, overlaid by the live minutes still in Redis (Redis wins: the roll-up
+    copies its hash). Also how many live minutes were read, and why Redis could not be."""
+    buckets: dict[tuple[int, str, str], dict[str, Any]] = {}
+    rows = MetricRollup.objects.filter(
+        endpoint=endpoint,
+        granularity=MetricRollup.Granularity.MINUTE,
+        minute__gte=_minute_dt(first),
+        minute__lte=_minute_dt(last),
+    )
+    if version:
+        rows = rows.filter(deployment=version)
+    for row in rows.values("deployment", "role", "minute", *ROLLUP_SUMS, "errors", "latency_buckets", "outputs"):
+        minute = int(row["minute"].timestamp() // 60)
+        buckets[(minute, row["deployment"], row["role"])] = row
+    live, live_error = _live_minutes(endpoint, first, last, version)
+    buckets.update(live)
+    return buckets, len(live), live_error
+
+
+def deployment_window_totals(
+    *, endpoint: str, since: datetime, until: datetime, include_shadow: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Roll-up sums per deployment ("model:version", plus its "role") over the minutes that
+    overlap [since, until), rolled-up and live alike (the same read as endpoint_window_stats,
+    kept as sums so callers can add deployments together: rollout analysis adds the stable
+    routes). `window_point` turns sums into rates."""
+    first = int(since.timestamp() // 60)
+    last = max(first, math.ceil(until.timestamp() / 60) - 1)
+    buckets, _, _ = _window_buckets(endpoint, first, last)
+    totals: dict[str, dict[str, Any]] = {}
+    for (_minute, deployment, role), values in buckets.items():
+        if include_shadow or role != "shadow":
+            add_rollup(totals.setdefault(deployment, {"role": role}), values)
+    return totals
+
+
+def window_point(values: dict[str, Any]) -> dict[str, Any]:
+    """Requests, errors, error rate and p99 (ms) of one deployment's window sums."""
+    count = values.get("count", 0)
+    return {
+        "requests": count,
+        "errors": values.get("error_count", 0),
+        "error_rate": values.get("error_count", 0) / count if count else None,
+        "p99_ms": latency_percentiles(values.get("latency_buckets") or [], (0.99,))["p99"],
+    }
+
+
+def output_psi(candidate: dict[str, Any], stable: dict[str, Any]) -> tuple[float | None, str]:
+    """The largest PSI of an output's distribution, candidate against stable, and its name."""
+    worst: tuple[float | None, str] = (None, "")
+    for name, part in (candidate.get("outputs") or {}).items():
+        other = (stable.get("outputs") or {}).get(name)
+        if not other or other.get("kind") != part.get("kind"):
+            continue
+        cur, ref = summary_distribution(part), summary_distribution(other)
+        if not sum(cur.values()) or not sum(ref.values()):
+            continue
+        value = categorical_psi(ref, cur)
+        if worst[0] is None or value > worst[0]:
+            worst = (round(value, 6), name)
+    return worst
 
 
 def _window_point(values: dict[str, Any], seconds: float) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The README runs itself: every shell and Python block in README.md, in order, against a
-server started the way `make run` starts it (SQLite, no Redis, gunicorn, the bootstrap).
+server started the way `make run` starts it (SQLite, no Redis, the bootstrap, config.serve).
 
 The blocks run in ONE bash session, as a reader pastes them into one terminal: shell
 variables carry from block to block, Python blocks run as `python - <<EOF` from that shell
@@ -119,7 +119,7 @@ def server_env(data_dir: Path, port: int) -> dict[str, str]:
 
 @pytest.fixture
 def made_run(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
-    """What `make run` does: migrate, bootstrap (admin, demo model, `iris` endpoint), gunicorn."""
+    """What `make run` does: migrate, bootstrap (admin, demo model, `iris` endpoint), serve."""
     port = free_port()
     env = server_env(tmp_path / "var", port)
     python = sys.executable
@@ -127,10 +127,9 @@ def made_run(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
         done = subprocess.run([python, *step], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, f"{' '.join(step)} failed:\n{done.stdout}\n{done.stderr}"
     log = tmp_path / "server.log"
-    gunicorn = Path(python).parent / "gunicorn"
     with open(log, "wb") as out:
         server = subprocess.Popen(
-            [str(gunicorn), "-c", "platform/gunicorn.conf.py", "config.wsgi"],
+            [python, "-m", "config.serve"],  # what `make run` serves with
             cwd=ROOT,
             env=env,
             stdout=out,
