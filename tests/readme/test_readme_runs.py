@@ -207,3 +207,16 @@ def test_the_readme_runs_against_a_fresh_make_run(made_run: tuple[str, dict[str,
         f"the README failed at {failed_at}:\n{output}\n--- server log ---\n{log.read_text(errors='replace')[-3000:]}"
     )
     assert ">>> README done" in done.stderr
+
+    # make run's embedded scheduler runs beat's jobs, heartbeat included: the Alerts page
+    # has nothing to warn about (it would if rules could never fire).
+    check = "from monitoring.selectors import scheduler_status; print(scheduler_status()['running'])"
+    deadline = time.monotonic() + 90
+    while True:
+        status = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", check], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        if status.stdout.strip().endswith("True"):  # after the shell's "N objects imported" line
+            break
+        assert time.monotonic() < deadline, f"no scheduler heartbeat on make run:\n{status.stderr[-2000:]}"
+        time.sleep(3)
