@@ -423,12 +423,7 @@ def scheduler_status(*, now: datetime | None = None) -> dict[str, Any]:
     {"running", "last_run_at" (iso or None), "age_s", "runner", "stale_after_s"}: running
     means a heartbeat within three of its intervals (at least 90 s).
     """
-    from workers.celery import app
-
-    entry = app.conf.beat_schedule.get("monitoring-scheduler-heartbeat") or {}
-    schedule = entry.get("schedule", 30.0)
-    interval = schedule if isinstance(schedule, int | float) else schedule.run_every.total_seconds()
-    stale_after = max(90.0, 3 * float(interval))
+    stale_after = max(90.0, 3 * float(settings.MONITORING_SCHEDULER_HEARTBEAT_S))
     now = now or timezone.now()
     row = SchedulerHeartbeat.objects.filter(name="scheduler").first()
     age = (now - row.last_run_at).total_seconds() if row is not None else None
