@@ -614,11 +614,7 @@ def min_window_minutes(metric: str) -> int:
     a score only now and then)."""
     if metric != AlertRule.Metric.DRIFT_SCORE:
         return 1
-    from workers.celery import app
-
-    entry = app.conf.beat_schedule.get("monitoring-compute-drift") or {}
-    schedule = entry.get("schedule", 60.0)
-    seconds = schedule if isinstance(schedule, int | float) else schedule.run_every.total_seconds()
+    seconds = settings.MONITORING_DRIFT_INTERVAL_S
     return max(1, math.ceil(float(seconds) / 60))
 
 

@@ -12,16 +12,20 @@ from monitoring.recorder import PredictionRecord, Recorder
 
 
 @pytest.fixture(autouse=True)
-def no_live_minutes_from_earlier_tests(settings: Any) -> None:
-    """Alert evaluation and the window selector read the live minutes still in Redis: start
-    every monitoring test without those an earlier test of the run left behind."""
-    if settings.REDIS_URL:
-        import redis
+def no_live_minutes_from_other_tests(settings: Any) -> None:
+    """Alert evaluation and the window selector read the live minutes in Redis too: start
+    every monitoring test without the ones other tests' predictions left there."""
+    if not settings.REDIS_URL:
+        return
+    import redis
 
-        client = redis.Redis.from_url(settings.REDIS_URL)
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
         names = list(client.scan_iter("mh:*", count=1000))
         if names:
             client.delete(*names)
+    finally:
+        client.close()
 
 
 @pytest.fixture
