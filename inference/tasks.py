@@ -21,3 +21,11 @@ def deployment_pool_unload(deployment_id: int) -> str:
     """Withdraw a deployment from the inference workers."""
     pool_services.deployment_pool_unload(deployment_id=deployment_id)
     return "unloaded"
+
+
+@shared_task(name="inference.pool_reconcile")
+def pool_reconcile() -> dict[str, object]:
+    """Re-assign worker-pool deployments from the database and record which are really warm (beat)."""
+    from inference.reconcile import pool_reconcile as reconcile
+
+    return reconcile().to_dict()

@@ -229,14 +229,13 @@ class Flusher:
         inputs: dict[tuple[int, str, str], dict[str, list[float]]],
         payloads: list[dict[str, Any]],
     ) -> None:
+        from config.db import retry_if_locked
         from monitoring import services
 
-        services.monitoring_store_flush(
-            rollups=[
-                ((minute, ep, dep, role), keys.stats_to_rollup(s)) for (minute, ep, dep, role), s in stats.items()
-            ],
-            inputs=list(inputs.items()),
-            payloads=payloads,
+        rollups = [((minute, ep, dep, role), keys.stats_to_rollup(s)) for (minute, ep, dep, role), s in stats.items()]
+        # One short transaction, run again if it lost the race for SQLite's write lock.
+        retry_if_locked(
+            lambda: services.monitoring_store_flush(rollups=rollups, inputs=list(inputs.items()), payloads=payloads)
         )
 
     def after_fork(self) -> None:

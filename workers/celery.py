@@ -14,6 +14,8 @@ app.autodiscover_tasks()
 
 # --- Monitoring beat schedule (docs/monitoring.md). Intervals in seconds, from the
 # environment so that tests can run a real beat on a short schedule.
+from django.conf import settings as django_settings  # noqa: E402
+
 from config.env import env_float, env_str  # noqa: E402
 
 _ALERTS_EVERY = env_float("MODELHUB_ALERT_EVAL_INTERVAL_S", 60.0)
@@ -39,4 +41,19 @@ app.conf.beat_schedule = {
     },
     "monitoring-compact-rollups": {"task": "monitoring.compact_rollups", "schedule": 3600.0},
     "monitoring-reference-from-traffic": {"task": "monitoring.reference_from_traffic", "schedule": 3600.0},
+    # A validation whose worker died comes back within about a lease + an interval.
+    "registry-validation-sweep": {
+        "task": "registry.validation_sweep",
+        "schedule": django_settings.VALIDATION_SWEEP_INTERVAL_S,
+        "options": {"expires": django_settings.VALIDATION_SWEEP_INTERVAL_S, **_BEAT_OPTIONS},
+    },
+}
+
+# --- The worker pool's reconciler (inference/reconcile.py): re-assigns worker-pool deployments
+# from the database after Redis or a worker lost them, and records which are really warm.
+_RECONCILE_EVERY = env_float("MODELHUB_POOL_RECONCILE_INTERVAL_S", 10.0)
+app.conf.beat_schedule["inference-pool-reconcile"] = {
+    "task": "inference.pool_reconcile",
+    "schedule": _RECONCILE_EVERY,
+    "options": {"expires": _RECONCILE_EVERY, **_BEAT_OPTIONS},
 }

@@ -8,7 +8,10 @@ pickle per request. Celery still orchestrates: the control tasks in inference/ta
 write the desired assignment (`mh:assign:{device}`, a hash of deployment specs) and wait
 for the heartbeats to report it warm. Every worker of the device class reconciles with
 that hash every 0.5 s, so a broadcast is never missed, a worker started later loads what
-is assigned, and load/unload are idempotent.
+is assigned, and load/unload are idempotent. When the hash is gone altogether (Redis
+restarted without persistence), a worker keeps serving what it has loaded: the periodic
+reconciler (inference/reconcile.py) writes the assignment back from the database, and a
+worker that lost its deployments (restarted) loads them again from there.
 
 Per deployment a worker holds a LoadedModel (CUDA when device=gpu and it is really there;
 the provider it got is reported) and a DynamicBatcher, and runs `--pullers` threads that
@@ -251,10 +254,24 @@ class InferenceWorker:
         self.served: dict[str, Served] = {}
         self.started_at = time.time()
         self.stopping = threading.Event()
+        self.orphaned = False  # serving without a desired state in Redis (see reconcile)
 
     def reconcile(self) -> None:
         raw = self.client.hgetall(wire.assign_key(self.device))
-        wanted = {k.decode(): v for k, v in raw.items()}
+        if wire.ASSIGN_MARKER.encode() not in raw:
+            # No desired state in Redis (it restarted empty, or nothing was ever assigned):
+            # keep serving what is loaded; inference/reconcile.py rewrites the assignment
+            # from the database, and then this worker follows it again.
+            if self.served and not self.orphaned:
+                logger.warning(
+                    "the assignment %s is gone (Redis restarted empty?): keeping %d deployments until it is restored",
+                    wire.assign_key(self.device),
+                    len(self.served),
+                )
+            self.orphaned = True
+            return
+        self.orphaned = False
+        wanted = {k.decode(): v for k, v in raw.items() if not k.startswith(b"_")}
         for key, served in list(self.served.items()):
             if key not in wanted or wanted[key] != served.spec_json:
                 logger.info("unloading deployment %s (%s)", key, served.spec.label)

@@ -11,7 +11,7 @@ from typing import Any
 
 from numpy.typing import NDArray
 
-from inference.runtime.batcher import BatcherStats, DynamicBatcher
+from inference.runtime.batcher import AdmissionPolicy, BatcherStats, DynamicBatcher
 from inference.runtime.errors import ModelNotFound, ModelNotReady
 from inference.runtime.session import Device, LoadedModel
 from inference.runtime.signature import Signature
@@ -28,6 +28,7 @@ class LoadSpec:
     max_batch_size: int = 0
     max_queue_delay_ms: float = 0.0
     max_queue_size: int = 1024
+    admission: AdmissionPolicy | None = None  # None: the batcher's default policy
     intra_op_threads: int | None = None
     warm_runs: int = 3
     name: str = ""
@@ -85,6 +86,7 @@ class ServedModel:
                 max_batch_size=spec.max_batch_size,
                 max_queue_delay_ms=spec.max_queue_delay_ms,
                 max_queue_size=spec.max_queue_size,
+                admission=spec.admission,
             )
 
     @property
@@ -167,6 +169,7 @@ class ModelRepository:
         max_batch_size: int = 0,
         max_queue_delay_ms: float = 0.0,
         max_queue_size: int = 1024,
+        admission: AdmissionPolicy | None = None,
         intra_op_threads: int | None = None,
         warm_runs: int = 3,
         name: str = "",
@@ -180,6 +183,7 @@ class ModelRepository:
             max_batch_size=max_batch_size,
             max_queue_delay_ms=max_queue_delay_ms,
             max_queue_size=max_queue_size,
+            admission=admission,
             intra_op_threads=intra_op_threads,
             warm_runs=warm_runs,
             name=name,
