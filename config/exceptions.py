@@ -53,10 +53,25 @@ def _first_message(detail: Any) -> str:
     return str(detail)
 
 
+NUL_MESSAGE = "text may not contain a NUL byte (\\x00 or \\u0000): the database cannot store it"
+
+
+def is_nul_error(exc: BaseException) -> bool:
+    """The database driver refused a NUL in text or JSON (a client's bad data, not a bug)."""
+    from django.db import DataError
+
+    text = str(exc)
+    if isinstance(exc, ValueError) and "NUL (0x00)" in text:
+        return True  # psycopg: "PostgreSQL text fields cannot contain NUL (0x00) bytes"
+    return isinstance(exc, DataError) and ("\\u0000" in text or "0x00" in text)
+
+
 def as_error(exc: BaseException) -> ModelhubError | None:
     """DRF's and Django's exceptions as the one error base; None for an unexpected one."""
     if isinstance(exc, ModelhubError):
         return exc
+    if is_nul_error(exc):
+        return ModelhubError(NUL_MESSAGE, status=400, code="invalid")
     if isinstance(exc, Http404):
         return ModelhubError(str(exc) or "not found", status=404, code="not_found")
     if isinstance(exc, DjangoPermissionDenied):

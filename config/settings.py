@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "accounts",
     "registry",
     "inference",
+    "inference.batch",
     "monitoring",
     "dashboard",
 ]
@@ -282,6 +283,9 @@ SPECTACULAR_SETTINGS = {
         "PromotionKindEnum": "registry.models.PromotionRequest.Kind",
         "StageEnum": "registry.models.ModelVersion.Stage",
         "AlertEventKindEnum": "monitoring.models.AlertEvent.Kind",
+        "BatchJobStateEnum": "inference.batch.models.BatchJob.State",
+        "BatchChunkStateEnum": "inference.batch.models.BatchChunk.State",
+        "BatchFormatEnum": "inference.batch.models.BatchJob.Format",
     },
 }
 
@@ -339,3 +343,25 @@ MONITORING_DRIFT_WINDOW_MINUTES = env_int("MODELHUB_MONITORING_DRIFT_WINDOW_MINU
 MONITORING_REFERENCE_FROM_TRAFFIC_HOURS = env_int("MODELHUB_MONITORING_REFERENCE_HOURS", 24)
 MONITORING_ALERT_NOTIFY_TIMEOUT_S = env_float("MODELHUB_ALERT_NOTIFY_TIMEOUT_S", 5.0)
 MONITORING_METRICS_TOKEN = env_str("MODELHUB_METRICS_TOKEN")
+
+# --- Batch inference jobs (issue #15; docs/batch.md) ------------------------------------------
+BATCH_STORE = Path(env_str("MODELHUB_BATCH_STORE") or str(DATA_DIR / "batch"))
+# Jobs may read files inside this folder by path (never outside it); empty: uploads only.
+BATCH_DATA_DIR = env_str("MODELHUB_BATCH_DATA_DIR", "")
+BATCH_MAX_INPUT_BYTES = env_int("MODELHUB_BATCH_MAX_INPUT_BYTES", 2 * 1024**3)
+BATCH_QUEUE = env_str("MODELHUB_BATCH_QUEUE", "batch")
+BATCH_CHUNK_ROWS = env_int("MODELHUB_BATCH_CHUNK_ROWS", 50_000)
+# The cap keeps a chunk well inside CELERY_VISIBILITY_TIMEOUT at any sane model speed.
+BATCH_MAX_CHUNK_ROWS = env_int("MODELHUB_BATCH_MAX_CHUNK_ROWS", 200_000)
+BATCH_INFER_ROWS = env_int("MODELHUB_BATCH_INFER_ROWS", 1024)
+BATCH_LEASE_S = env_float("MODELHUB_BATCH_LEASE_S", 60.0)
+BATCH_CHUNK_MAX_ATTEMPTS = env_int("MODELHUB_BATCH_CHUNK_MAX_ATTEMPTS", 3)
+BATCH_STALL_S = env_float("MODELHUB_BATCH_STALL_S", 600.0)
+BATCH_SWEEP_INTERVAL_S = env_float("MODELHUB_BATCH_SWEEP_INTERVAL_S", 60.0)
+BATCH_RETENTION_DAYS = env_int("MODELHUB_BATCH_RETENTION_DAYS", 7)
+BATCH_DISK_BUDGET_BYTES = env_int("MODELHUB_BATCH_DISK_BUDGET_BYTES", 20 * 1024**3)
+BATCH_DRY_RUN_MAX_ROWS = env_int("MODELHUB_BATCH_DRY_RUN_MAX_ROWS", 1000)
+BATCH_INTRA_OP_THREADS = env_int("MODELHUB_BATCH_INTRA_OP_THREADS", 0)
+BATCH_MODELS_KEPT = env_int("MODELHUB_BATCH_MODELS_KEPT", 2)
+if BATCH_LEASE_S * 2 > CELERY_VISIBILITY_TIMEOUT:
+    raise ImproperlyConfigured("MODELHUB_BATCH_LEASE_S must be under half of MODELHUB_CELERY_VISIBILITY_TIMEOUT")

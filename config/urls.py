@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/v1/health/ready", health.ready, name="health-ready"),
     path("api/v1/", include("accounts.urls")),
     path("api/v1/", include("registry.urls")),
+    path("api/v1/", include("inference.batch.urls")),
     path("", include("inference.urls")),
     path("", include("monitoring.urls")),
     path("", include("dashboard.urls")),

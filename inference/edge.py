@@ -165,6 +165,7 @@ def _record_ok(
     result: Any,
     body: bytes | None,
     payload: bytes,
+    key: KeyEntry | None = None,
 ) -> None:
     """Count an answered prediction (refusals are counted in _refused)."""
     record(
@@ -182,6 +183,7 @@ def _record_ok(
             outputs=result.outputs,
             payload=body,
             response=payload,
+            api_key=key.prefix if key is not None else None,
         )
     )
 
@@ -199,13 +201,14 @@ class InferCall:
     Both count the request for monitoring.
     """
 
-    __slots__ = ("inputs", "name", "request", "spec", "started", "table", "timeout_s")
+    __slots__ = ("inputs", "key", "name", "request", "spec", "started", "table", "timeout_s")
     shape: Shape = "simple"
 
     def __init__(self, name: str, request: PredictRequest) -> None:
         self.started = time.perf_counter()
         self.name, self.request = name, request
         self.spec: DeploymentSpec | None = None
+        self.key: KeyEntry | None = None
 
     def prepare(self) -> None:
         raise NotImplementedError
@@ -269,7 +272,7 @@ class SimplePredict(InferCall):
     def prepare(self) -> None:
         request = self.request
         table = self.table = _table(self.name)
-        _authorize(table, request.headers)
+        self.key = _authorize(table, request.headers)
         spec = self.spec = _route(table, request.headers, self.pin)
         signature = table.signature_for(spec)
         pipeline = self.pipeline = table.pipeline_for(spec)
@@ -291,8 +294,10 @@ class SimplePredict(InferCall):
         if self.pipeline is not None:
             outputs = self.pipeline.finish(outputs)
         payload = dumps({"endpoint": self.name, "model": spec.model, "version": spec.version, "outputs": outputs})
-        _record_ok(self.name, spec, self.started, self.inputs, result, self.request.body, payload)
-        return Reply(200, payload, [("X-Model-Version", f"{spec.model}:{spec.version}")])
+        _record_ok(self.name, spec, self.started, self.inputs, result, self.request.body, payload, self.key)
+        # As docs/serving.md says: the answering version (what the X-Model-Version request
+        # header pins), and the model it belongs to.
+        return Reply(200, payload, [("X-Model-Version", str(spec.version)), ("X-Model-Name", spec.model)])
 
 
 class V2Infer(InferCall):
@@ -308,7 +313,7 @@ class V2Infer(InferCall):
     def prepare(self) -> None:
         request = self.request
         table = self.table = _table(self.name)
-        _authorize(table, request.headers)
+        self.key = _authorize(table, request.headers)
         spec = self.spec = _route(table, request.headers, self.version)
         header_length = codec.parse_header_length(request.headers.get("inference-header-content-length"))
         self.inputs, self.info = codec.decode_v2_request(
@@ -326,7 +331,7 @@ class V2Infer(InferCall):
         if self.table.shadows:
             _shadow(self.table, spec, self.inputs, result.outputs)
         payload, headers = codec.encode_v2_response(self.name, str(spec.version), result.outputs, self.info)
-        _record_ok(self.name, spec, self.started, self.inputs, result, self.request.body, payload)
+        _record_ok(self.name, spec, self.started, self.inputs, result, self.request.body, payload, self.key)
         content_type = headers.pop("Content-Type", JSON)
         return Reply(200, payload, list(headers.items()), content_type)
 

@@ -299,6 +299,7 @@ class WorkerPoolTransport:
             raise _error_from_reply(header)
         return InferResult(
             outputs=outputs,
+            batch_rows=header.get("b"),
             queue_ms=header.get("q"),
             model_ms=header.get("m"),
             provider=header.get("p", ""),

@@ -113,7 +113,14 @@ class InProcessTransport:
 
     def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
         served = self.served(spec) or self.load(spec)
-        return InferResult(outputs=served.predict(inputs, timeout_s=timeout_s), provider=served.model.provider)
+        outputs, (batch_rows, queue_ms, model_ms) = served.predict_timed(inputs, timeout_s=timeout_s)
+        return InferResult(
+            outputs=outputs,
+            batch_rows=batch_rows,
+            queue_ms=queue_ms,
+            model_ms=model_ms,
+            provider=served.model.provider,
+        )
 
     async def infer_async(
         self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float
@@ -122,8 +129,16 @@ class InProcessTransport:
         if served is None:  # first request in this process: load + warm off the loop
             served = await asyncio.get_running_loop().run_in_executor(None, self.load, spec)
         # The batcher fails the future itself at the deadline (queued or running).
-        outputs = await asyncio.wrap_future(served.submit(inputs, timeout_s=timeout_s))
-        return InferResult(outputs=outputs, provider=served.model.provider)
+        future = served.submit(inputs, timeout_s=timeout_s)
+        outputs = await asyncio.wrap_future(future)
+        batch_rows, queue_ms, model_ms = future.timing or (None, None, None)
+        return InferResult(
+            outputs=outputs,
+            batch_rows=batch_rows,
+            queue_ms=queue_ms,
+            model_ms=model_ms,
+            provider=served.model.provider,
+        )
 
     def unload(self, spec: DeploymentSpec) -> None:
         self.unload_key(spec.key)

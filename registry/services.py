@@ -334,6 +334,10 @@ def model_version_archive(
         raise InvalidTransition(
             f"{version} is in Production: promote another version or ask for a promotion to Archived"
         )
+    # Late: promotions imports this module (registry.services is the lower layer).
+    from registry.promotions import serving_refuse
+
+    serving_refuse(version=version)
     return model_version_set_stage(version=version, stage=ModelVersion.Stage.ARCHIVED, user=user, source_ip=source_ip)
 
 

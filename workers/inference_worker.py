@@ -184,7 +184,11 @@ class Served:
             if future is not None:
                 try:
                     outputs = future.result(timeout=max(deadline - time.time(), 0) + 1.0)
-                    body = wire.encode_frame({"ok": 1, "p": provider, "w": self.worker.worker_id}, outputs)
+                    reply: dict[str, Any] = {"ok": 1, "p": provider, "w": self.worker.worker_id}
+                    timing = getattr(future, "timing", None)
+                    if timing is not None:  # rows in the ORT call, queue ms, model ms: for monitoring
+                        reply["b"], reply["q"], reply["m"] = timing[0], round(timing[1], 3), round(timing[2], 3)
+                    body = wire.encode_frame(reply, outputs)
                 except RuntimeErrorBase as exc:
                     error = exc
                 except Exception as exc:  # noqa: BLE001 - includes the future's own timeout

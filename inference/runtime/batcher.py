@@ -45,6 +45,16 @@ logger = logging.getLogger(__name__)
 
 Array = NDArray[Any]
 Outputs = dict[str, Array]
+# What one request's model call looked like, for monitoring: (rows in the ONNX Runtime call
+# it ran in, ms it waited in the queue, ms the call took).
+Timing = tuple[int, float, float]
+
+
+class TimedFuture(Future[Outputs]):
+    """A batcher future that also says how its request ran (`timing`, set before the result)."""
+
+    timing: Timing | None = None
+
 
 # Worker states, so that submit() only pays for a notify when it can matter.
 _BUSY, _WAITING_FOR_WORK, _WAITING_TO_FILL = 0, 1, 2
@@ -138,7 +148,19 @@ class _Request:
     """One queued request. `submit` callers get a Future; `predict` callers wait on a bare
     lock instead, which costs far less than a Future's condition variable."""
 
-    __slots__ = ("cancelled", "deadline", "done", "enqueued", "error", "future", "inputs", "key", "result", "rows")
+    __slots__ = (
+        "cancelled",
+        "deadline",
+        "done",
+        "enqueued",
+        "error",
+        "future",
+        "inputs",
+        "key",
+        "result",
+        "rows",
+        "timing",
+    )
 
     def __init__(
         self,
@@ -147,7 +169,7 @@ class _Request:
         key: tuple[Any, ...] | None,
         deadline: float | None,
         enqueued: float,
-        future: Future[Outputs] | None,
+        future: TimedFuture | None,
     ) -> None:
         self.inputs = inputs
         self.rows = rows
@@ -162,6 +184,7 @@ class _Request:
         self.cancelled = False
         self.result: Outputs | None = None
         self.error: BaseException | None = None
+        self.timing: Timing | None = None
 
     def start(self) -> bool:
         """Claim the request for running; False if its caller already gave up."""
@@ -174,10 +197,12 @@ class _Request:
             return not self.future.done()
         return self.result is None and self.error is None and not self.cancelled
 
-    def finish(self, result: Outputs) -> None:
+    def finish(self, result: Outputs, timing: Timing | None = None) -> None:
         if self.future is not None:
+            self.future.timing = timing
             self.future.set_result(result)
         else:
+            self.timing = timing
             self.result = result
             assert self.done is not None
             self.done.release()
@@ -258,14 +283,19 @@ class DynamicBatcher:
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{label}", daemon=True)
         self._thread.start()
 
-    def submit(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> Future[Outputs]:
-        """Queue one request; its Future resolves to the outputs or to a runtime error."""
-        future: Future[Outputs] = Future()
+    def submit(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> TimedFuture:
+        """Queue one request; its Future resolves to the outputs or to a runtime error
+        (and carries the request's `timing` once resolved)."""
+        future = TimedFuture()
         self._enqueue(inputs, timeout_s, future)
         return future
 
     def predict(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> Outputs:
         """Queue one request and wait; DeadlineExceeded if no result within `timeout_s`."""
+        return self.predict_timed(inputs, timeout_s=timeout_s)[0]
+
+    def predict_timed(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> tuple[Outputs, Timing]:
+        """`predict`, and how the request ran: (rows in its ONNX Runtime call, queue ms, model ms)."""
         request = self._enqueue(inputs, timeout_s, None)
         assert request.done is not None
         if not request.done.acquire(timeout=-1 if timeout_s is None else max(timeout_s, 0.0)):
@@ -274,11 +304,9 @@ class DynamicBatcher:
         if request.error is not None:
             raise request.error
         assert request.result is not None
-        return request.result
+        return request.result, request.timing or (request.rows, 0.0, 0.0)
 
-    def _enqueue(
-        self, inputs: Mapping[str, Array], timeout_s: float | None, future: Future[Outputs] | None
-    ) -> _Request:
+    def _enqueue(self, inputs: Mapping[str, Array], timeout_s: float | None, future: TimedFuture | None) -> _Request:
         rows, key = self._rows_and_key(inputs)
         now = time.monotonic()
         deadline = None if timeout_s is None else now + timeout_s
@@ -465,14 +493,18 @@ class DynamicBatcher:
             self._fail(live, error, wait_s, time.perf_counter() - started, rows)
             return True
         model_s = time.perf_counter() - started
+        model_ms = model_s * 1000.0
 
         if len(live) == 1:
-            live[0].finish(outputs)
+            live[0].finish(outputs, (rows, (now - live[0].enqueued) * 1000.0, model_ms))
         elif all(a.ndim and a.shape[0] == rows for a in outputs.values()):
             start = 0
             for request in live:
                 end = start + request.rows
-                request.finish({name: a[start:end] for name, a in outputs.items()})
+                request.finish(
+                    {name: a[start:end] for name, a in outputs.items()},
+                    (rows, (now - request.enqueued) * 1000.0, model_ms),
+                )
                 start = end
         else:
             # Outputs without a batch dim cannot be split: stop batching this model
@@ -489,6 +521,7 @@ class DynamicBatcher:
         return {name: np.concatenate([r.inputs[name] for r in requests], axis=0) for name in self._input_names}
 
     def _run_alone(self, request: _Request) -> None:
+        started_at = time.monotonic()
         started = time.perf_counter()
         timeout_s = None if request.deadline is None else request.deadline - time.monotonic()
         try:
@@ -497,8 +530,9 @@ class DynamicBatcher:
             error = exc if isinstance(exc, RuntimeErrorBase) else ModelExecutionError(str(exc))
             self._fail([request], error, 0.0, time.perf_counter() - started, request.rows)
             return
-        request.finish(outputs)
-        self._record(0.0, time.perf_counter() - started, request.rows, 1, 1, 0)
+        model_s = time.perf_counter() - started
+        request.finish(outputs, (request.rows, (started_at - request.enqueued) * 1000.0, model_s * 1000.0))
+        self._record(0.0, model_s, request.rows, 1, 1, 0)
 
     def _fail(
         self,

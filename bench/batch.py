@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Batch jobs vs raw ONNX Runtime vs a naive pandas script, on the mlp model (issue #15).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/batch_bench REDIS_URL=redis://127.0.0.1:6379/8 \
+        python3 bench/batch.py --rows 100000,1000000 --workers 2 --out /tmp/batch_bench.json
+
+For each row count N it writes N rows of `id` + 256 FP32 features as Parquet (and as CSV
+for the naive script), then measures, one after the other on the same cores:
+
+- raw-ort: one ORT session, batch 256, features already in memory (the ceiling);
+- job: a batch job (Parquet in, Parquet out) on `--workers` Celery worker processes
+  (`-c 1` each, one ORT thread each) on a queue of its own; rows/s from the job's start to
+  its result (planning and finalizing included), and the peak RSS of the worker processes;
+- naive: pandas.read_csv + one ORT session over the whole frame + DataFrame.to_csv.
+
+`--model small` swaps the mlp (256 -> 3x2048 -> 10, about 36 MB) for a 256 -> 64 -> 10
+one, for a quick smoke run. The database is migrated and a user, a model and a ready
+version are created in it: point DATABASE_URL at a database of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.csv as pa_csv  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
+
+FEATURES = 256
+
+
+def build_model(path: Path, kind: str) -> Path:
+    """mlp: 256 -> 2048 -> 2048 -> 2048 -> 10 (the peers' shape); small: 256 -> 64 -> 10."""
+    dims = [FEATURES, 2048, 2048, 2048, 10] if kind == "mlp" else [FEATURES, 64, 10]
+    rng = np.random.default_rng(0)
+    nodes, inits, last = [], [], "x"
+    for i, (a, b) in enumerate(zip(dims, dims[1:], strict=False)):
+        w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
+        inits.append(helper.make_tensor(f"w{i}", TensorProto.FLOAT, w.shape, w.ravel()))
+        nodes.append(helper.make_node("MatMul", [last, f"w{i}"], [f"m{i}"]))
+        last = f"m{i}"
+        if i < len(dims) - 2:
+            nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
+            last = f"r{i}"
+    nodes.append(helper.make_node("Identity", [last], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def write_inputs(folder: Path, rows: int) -> tuple[Path, Path]:
+    """`rows` rows as Parquet and CSV, written 50,000 rows at a time."""
+    parquet, csv = folder / f"in-{rows}.parquet", folder / f"in-{rows}.csv"
+    names = ["id", *[f"f{i}" for i in range(FEATURES)]]
+    rng = np.random.default_rng(rows)
+    writer = None
+    with open(csv, "wb") as csv_out:
+        for start in range(0, rows, 50_000):
+            n = min(50_000, rows - start)
+            x = rng.standard_normal((n, FEATURES)).astype(np.float32)
+            table = pa.table([pa.array(np.arange(start, start + n)), *x.T], names=names)
+            if writer is None:
+                writer = pq.ParquetWriter(parquet, table.schema)
+            writer.write_table(table)
+            pa_csv.write_csv(table, csv_out, pa_csv.WriteOptions(include_header=start == 0))
+    assert writer is not None
+    writer.close()
+    return parquet, csv
+
+
+def raw_ort(model: Path, rows: int, threads: int) -> float:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((min(rows, 100_000), FEATURES)).astype(np.float32)
+    session.run(None, {"x": x[:256]})
+    done, started = 0, time.perf_counter()
+    while done < rows:
+        for i in range(0, len(x), 256):
+            batch = x[i : i + 256]
+            session.run(None, {"x": batch})
+            done += len(batch)
+            if done >= rows:
+                break
+    return rows / (time.perf_counter() - started)
+
+
+def naive(model: Path, csv: Path, out: Path, threads: int) -> float:
+    import pandas as pd
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    started = time.perf_counter()
+    frame = pd.read_csv(csv)
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    y = session.run(None, {"x": frame[[f"f{i}" for i in range(FEATURES)]].to_numpy(np.float32)})[0]
+    result = pd.DataFrame(y, columns=[f"y_{j}" for j in range(y.shape[1])])
+    result.insert(0, "id", frame["id"])
+    result.to_csv(out, index=False)
+    return len(frame) / (time.perf_counter() - started)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its children (the Celery pool), from /proc."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        pending.extend(int(c) for c in children)
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", default="100000,1000000", help="comma-separated row counts")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--chunk-rows", type=int, default=50_000)
+    parser.add_argument("--model", choices=["mlp", "small"], default="mlp")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="ORT threads for raw and naive")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if not os.environ.get("REDIS_URL") or not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        sys.exit("set DATABASE_URL (PostgreSQL, a database of its own) and REDIS_URL")
+
+    work = Path(tempfile.mkdtemp(prefix="modelhub-batch-bench-"))
+    data = work / "data"
+    data.mkdir()
+    os.environ.update(
+        {
+            "MODELHUB_DATA_DIR": str(work / "var"),
+            "MODELHUB_BATCH_DATA_DIR": str(data),
+            "MODELHUB_BATCH_QUEUE": f"bench-batch-{uuid.uuid4().hex[:6]}",
+            "MODELHUB_BATCH_INTRA_OP_THREADS": "1",
+            "MODELHUB_CELERY_EAGER": "0",
+        }
+    )
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from inference.batch import services
+    from inference.batch.models import BatchJob
+    from inference.runtime.session import LoadedModel
+    from registry import storage as registry_storage
+    from registry.models import ModelVersion, RegisteredModel
+
+    call_command("migrate", verbosity=0)
+    model_path = build_model(work / "model.onnx", args.model)
+    staged = registry_storage.stage_bytes(model_path.read_bytes(), filename="mlp.onnx")
+    registry_storage.commit(staged)
+    name = f"bench-{args.model}-{uuid.uuid4().hex[:6]}"
+    ModelVersion.objects.create(
+        model=RegisteredModel.objects.create(name=name),
+        version=1,
+        artifact_sha256=staged.sha256,
+        artifact_size=staged.size,
+        status=ModelVersion.Status.READY,
+        signature=LoadedModel.load(str(model_path)).signature.to_dict(),
+    )
+    user, _ = get_user_model().objects.get_or_create(username="batch-bench", defaults={"is_superuser": True})
+
+    queue = os.environ["MODELHUB_BATCH_QUEUE"]
+    workers = []
+    for i in range(args.workers):
+        cmd = [sys.executable, "-m", "celery", "-A", "workers.celery", "worker", "-Q", queue, "-c", "1"]
+        cmd += ["-n", f"{queue}-{i}@%h", "--without-gossip", "--without-mingle", "-l", "warning"]
+        log = open(work / f"worker-{i}.log", "wb")  # noqa: SIM115 - closed with the process
+        workers.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    time.sleep(5)
+    results = []
+    try:
+        for rows in [int(r) for r in args.rows.split(",")]:
+            parquet, csv = write_inputs(data, rows)
+            row: dict[str, object] = {"rows": rows, "model": args.model, "workers": args.workers}
+            row["raw_ort_rows_per_s"] = round(raw_ort(model_path, rows, args.threads), 1)
+            request = services.JobRequest(
+                model=name, version=1, passthrough=["id"], chunk_rows=args.chunk_rows, output_format="parquet"
+            )
+            job = services.job_create(request=request, user=user, input_path=parquet.name)
+            peak = 0
+            while True:
+                job.refresh_from_db()
+                peak = max(peak, sum(rss_bytes(w.pid) for w in workers))
+                if job.state in BatchJob.TERMINAL:
+                    break
+                time.sleep(0.5)
+            if job.state != "succeeded":
+                raise SystemExit(f"job failed: {job.error}")
+            seconds = (job.finished_at - job.created_at).total_seconds()
+            row["job_rows_per_s"] = round(rows / seconds, 1)
+            row["job_worker_peak_rss_mb"] = round(peak / 2**20, 1)
+            row["naive_rows_per_s"] = round(naive(model_path, csv, work / "naive-out.csv", args.threads), 1)
+            row["job_vs_raw"] = round(row["job_rows_per_s"] / row["raw_ort_rows_per_s"], 3)  # type: ignore[operator]
+            row["job_vs_naive"] = round(row["job_rows_per_s"] / row["naive_rows_per_s"], 3)  # type: ignore[operator]
+            print(json.dumps(row), flush=True)
+            results.append(row)
+            for path in (parquet, csv):
+                path.unlink()
+    finally:
+        for worker in workers:
+            os.killpg(worker.pid, 15)
+        for worker in workers:
+            worker.wait(30)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class BatchConfig(AppConfig):
+    name = "inference.batch"
+    label = "batch"
+    verbose_name = "Batch inference"

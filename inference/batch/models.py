@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class BatchJob(models.Model):
+    """A table scored by one model version; its chunks (BatchChunk) are the manifest."""
+
+    class State(models.TextChoices):
+        PLANNING = "planning"  # reading the input, splitting it into chunk files
+        RUNNING = "running"
+        FINALIZING = "finalizing"  # every chunk done: parts are being joined
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Format(models.TextChoices):
+        CSV = "csv"
+        PARQUET = "parquet"
+        JSONL = "jsonl"
+
+    class InputKind(models.TextChoices):
+        UPLOAD = "upload"
+        PATH = "path"
+
+    class ErrorPolicy(models.TextChoices):
+        SKIP = "skip"  # bad rows go to the errors file, up to max_error_pct of all rows
+        FAIL = "fail"  # the first bad row fails the job
+
+    TERMINAL = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+
+    team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    model_version = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="batch_jobs")
+    # What the user asked for ("churn@production" or "churn/3"), and the digest that ran.
+    model_ref = models.CharField(max_length=100)
+    model_sha256 = models.CharField(max_length=64)
+    device = models.CharField(max_length=8, default="cpu")
+
+    input_kind = models.CharField(max_length=8, choices=InputKind.choices)
+    # upload: the store-relative path of the content-addressed copy; path: relative to
+    # MODELHUB_BATCH_DATA_DIR (checked again whenever it is opened).
+    input_path = models.CharField(max_length=1000)
+    input_filename = models.CharField(max_length=255, blank=True)
+    input_format = models.CharField(max_length=8, choices=Format.choices)
+    input_sha256 = models.CharField(max_length=64, blank=True)
+    input_size = models.BigIntegerField(default=0)
+
+    # {input name: [column, ...]}: the columns that feed each model input, in order.
+    column_mapping = models.JSONField(default=dict)
+    passthrough = models.JSONField(default=list)
+    output_format = models.CharField(max_length=8, choices=Format.choices)
+    chunk_rows = models.PositiveIntegerField()
+    error_policy = models.CharField(max_length=8, choices=ErrorPolicy.choices, default=ErrorPolicy.SKIP)
+    max_error_pct = models.FloatField(default=5.0)
+
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PLANNING, db_index=True)
+    error = models.TextField(blank=True)
+    rows_total = models.BigIntegerField(null=True, blank=True)
+    rows_done = models.BigIntegerField(default=0)
+    rows_failed = models.BigIntegerField(default=0)
+    chunks_total = models.PositiveIntegerField(default=0)
+    # Columns of the result, in order (known once the first chunk has run).
+    output_columns = models.JSONField(default=list, blank=True)
+    result_sha256 = models.CharField(max_length=64, blank=True)
+    result_size = models.BigIntegerField(default=0)
+    errors_sha256 = models.CharField(max_length=64, blank=True)
+    # Bad rows found while reading the input (unparseable lines), before any chunk ran.
+    plan_failed_rows = models.BigIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_progress_at = models.DateTimeField(null=True, blank=True)
+    # Seconds spent running before the last resume, so rows/s ignores the pause.
+    active_seconds_before = models.FloatField(default=0.0)
+    files_deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"batch job #{self.pk} ({self.model_ref})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in self.TERMINAL
+
+
+class BatchChunk(models.Model):
+    """One row range of a job: claimed under a lease, run, its part renamed into place."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+
+    job = models.ForeignKey(BatchJob, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    row_start = models.BigIntegerField()
+    row_count = models.PositiveIntegerField()
+    state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires = models.DateTimeField(null=True, blank=True, db_index=True)
+    worker = models.CharField(max_length=200, blank=True)
+    rows_done = models.PositiveIntegerField(default=0)
+    rows_failed = models.PositiveIntegerField(default=0)
+    part_size = models.BigIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="one_chunk_per_job_and_index")]
+
+    def __str__(self) -> str:
+        return f"chunk {self.index} of job #{self.job_id}"

@@ -1,0 +1,854 @@
+"""Batch job rules: create (and dry-run), plan, run chunks, finalize, cancel, resume, sweep.
+
+A job's life: PLANNING (the input is read once and split into Parquet chunk files) ->
+RUNNING (each chunk is claimed under a lease, run, its part renamed into place, and
+marked done in the manifest exactly once) -> FINALIZING (parts joined in order) ->
+SUCCEEDED. FAILED and CANCELLED can be resumed; chunks already done are kept.
+
+Lock order: the job row, then its chunk rows. Every step is safe to run twice: a step
+checks the state it expects under the lock and does nothing otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from config.errors import Conflict, DomainError, PayloadTooLarge
+from inference.batch import executor, storage, tables
+from inference.batch.models import BatchChunk, BatchJob
+from inference.batch.runner import LocalRunner
+from inference.runtime.errors import InputError, ModelExecutionError
+from inference.runtime.signature import Signature
+from registry import selectors as registry_selectors
+from registry.audit import audit_record
+from registry.models import ModelVersion
+from registry.storage import StagedArtifact
+from workers.celery import app as celery_app
+
+log = logging.getLogger(__name__)
+
+_ALIASES = {"production": ModelVersion.Stage.PRODUCTION, "staging": ModelVersion.Stage.STAGING}
+
+
+class BatchInputError(DomainError):
+    code = "invalid_batch_input"
+
+
+class VersionNotReady(Conflict):
+    code = "version_not_ready"
+
+
+class JobStateConflict(Conflict):
+    code = "invalid_transition"
+
+
+class _RowError(Exception):
+    """A bad row under error_policy=fail, or the model failing on rows it accepted."""
+
+
+class _Stop(Exception):
+    """A running chunk stops: the job was cancelled or failed, or its lease was taken."""
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What a user asked for, parsed but not yet checked against the model or the file."""
+
+    model: str
+    version: int | None = None
+    input_format: str | None = None
+    output_format: str | None = None
+    column_mapping: Mapping[str, Any] | None = None
+    passthrough: Sequence[str] = ()
+    chunk_rows: int | None = None
+    error_policy: str = BatchJob.ErrorPolicy.SKIP
+    max_error_pct: float = 5.0
+    device: str = "cpu"
+    dry_run_rows: int = 100
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- what to run ------------------------------------------------------------------------------
+
+
+def model_version_resolve(*, model: str, version: int | None, user: Any) -> ModelVersion:
+    """The version a job runs: `name` + `version`, or `name@production` / `name@staging`.
+
+    Another team's model is not found; a version that is not ready is a 409.
+    """
+    if "@" in model:
+        name, alias = model.split("@", 1)
+        stage = _ALIASES.get(alias.lower())
+        if stage is None:
+            raise BatchInputError(f"model: unknown alias @{alias}; use @production or @staging")
+        if version is not None:
+            raise BatchInputError("give either a version or a stage alias, not both")
+        found_model = registry_selectors.model_get(name=name, user=user)
+        found = found_model.versions.select_related("model").filter(stage=stage).order_by("-version").first()
+        if found is None:
+            raise VersionNotReady(f"model {name!r} has no version in {stage}")
+    else:
+        if version is None:
+            raise BatchInputError("version: required (or name a stage alias such as model@production)")
+        found = registry_selectors.version_get(model_name=model, version=version, user=user)
+    if found.status != ModelVersion.Status.READY:
+        raise VersionNotReady(
+            f"{found} is {found.status}; a batch job needs a ready (validated) version",
+            details={"status": found.status},
+        )
+    return found
+
+
+def _signature(version: ModelVersion) -> Signature:
+    return Signature.from_dict(version.signature)
+
+
+# --- columns ----------------------------------------------------------------------------------
+
+
+def column_mapping_resolve(
+    *,
+    signature: Signature,
+    metadata: Mapping[str, Any],
+    columns: Sequence[str],
+    mapping: Mapping[str, Any] | None,
+    passthrough: Sequence[str],
+) -> dict[str, list[str]]:
+    """{input: [column, ...]}: the given mapping checked, or the default one.
+
+    Default: a single 2-D input takes the version's `feature_names` metadata (the
+    signature's feature order) when the file has those columns, else every column that
+    is not passed through, in file order, when their number fits; inputs of width 1
+    take the column of the same name.
+    """
+    available = set(columns)
+    for name in passthrough:
+        if name not in available:
+            raise BatchInputError(f'passthrough: the input has no column "{name}"', details={"columns": list(columns)})
+    for spec in signature.inputs:
+        try:
+            tables.input_width(spec)
+        except ValueError as exc:
+            raise BatchInputError(str(exc)) from None
+    if mapping is None:
+        mapping = _default_mapping(signature, metadata, columns, passthrough)
+    resolved: dict[str, list[str]] = {}
+    for name, value in mapping.items():
+        if not signature.has_input(name):
+            known = list(signature.input_names)
+            raise BatchInputError(f'column_mapping: the model has no input "{name}"; inputs are {known}')
+        cols = [value] if isinstance(value, str) else value
+        if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
+            raise BatchInputError(f'column_mapping["{name}"]: expected a column name or a list of them')
+        missing = [c for c in cols if c not in available]
+        if missing:
+            raise BatchInputError(
+                f'column_mapping["{name}"]: the input has no column "{missing[0]}"',
+                details={"missing": missing, "columns": list(columns)},
+            )
+        spec = signature.input(name)
+        width = tables.input_width(spec)
+        if width is not None and len(cols) != width:
+            raise BatchInputError(
+                f'column_mapping["{name}"]: input "{name}" is {spec.describe()}: expected {width} columns, '
+                f"got {len(cols)}"
+            )
+        resolved[name] = list(cols)
+    unmapped = [name for name in signature.input_names if name not in resolved]
+    if unmapped:
+        raise BatchInputError(f'column_mapping: no columns for input "{unmapped[0]}"')
+    return resolved
+
+
+def _default_mapping(
+    signature: Signature, metadata: Mapping[str, Any], columns: Sequence[str], passthrough: Sequence[str]
+) -> dict[str, Any]:
+    inputs = signature.inputs
+    rest = [c for c in columns if c not in set(passthrough)]
+    if len(inputs) == 1 and inputs[0].rank == 2 and tables.input_width(inputs[0]) != 1:
+        spec = inputs[0]
+        width = tables.input_width(spec)
+        names = metadata.get("feature_names")
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            if set(names) <= set(columns):
+                return {spec.name: list(names)}
+            missing = [n for n in names if n not in set(columns)]
+            raise BatchInputError(
+                f'the input has no column "{missing[0]}" (the model\'s features are {names})',
+                details={"missing": missing, "columns": list(columns)},
+            )
+        if width is None or len(rest) == width:
+            return {spec.name: rest}
+        raise BatchInputError(
+            f'column_mapping: required: input "{spec.name}" is {spec.describe()} and the file has {len(rest)} '
+            "columns that are not passed through",
+            details={"columns": list(columns)},
+        )
+    if all(name in set(columns) for name in signature.input_names):
+        return {name: [name] for name in signature.input_names}
+    raise BatchInputError(
+        f"column_mapping: required: the file's columns do not name the model's inputs {list(signature.input_names)}",
+        details={"columns": list(columns)},
+    )
+
+
+# --- create and dry run ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Checked:
+    version: ModelVersion
+    path: Path
+    fmt: str
+    output_format: str
+    mapping: dict[str, list[str]]
+    passthrough: list[str]
+    chunk_rows: int
+
+
+def _check(*, request: JobRequest, user: Any, path: Path, filename: str, size: int) -> _Checked:
+    """Every check a job gets before it is accepted: cheap, reads only the file's start."""
+    version = model_version_resolve(model=request.model, version=request.version, user=user)
+    fmt = request.input_format or tables.format_from_name(filename)
+    if fmt is None:
+        raise BatchInputError(
+            f"input_format: required: cannot tell the format from {filename!r}; one of {', '.join(tables.FORMATS)}"
+        )
+    if fmt not in tables.FORMATS:
+        raise BatchInputError(f"input_format: expected one of {', '.join(tables.FORMATS)}, got {fmt!r}")
+    output_format = request.output_format or fmt
+    if output_format not in tables.FORMATS:
+        raise BatchInputError(f"output_format: expected one of {', '.join(tables.FORMATS)}, got {output_format!r}")
+    if size > settings.BATCH_MAX_INPUT_BYTES:
+        raise PayloadTooLarge(f"the input is larger than the limit of {settings.BATCH_MAX_INPUT_BYTES} bytes")
+    if size == 0:
+        raise BatchInputError("the input file is empty")
+    chunk_rows = request.chunk_rows or settings.BATCH_CHUNK_ROWS
+    if not 1 <= chunk_rows <= settings.BATCH_MAX_CHUNK_ROWS:
+        raise BatchInputError(
+            f"chunk_rows: expected 1 to {settings.BATCH_MAX_CHUNK_ROWS} (a chunk must finish well inside the "
+            f"queue's visibility timeout), got {chunk_rows}"
+        )
+    if request.error_policy not in BatchJob.ErrorPolicy.values:
+        raise BatchInputError(f"error_policy: expected skip or fail, got {request.error_policy!r}")
+    if not 0.0 <= request.max_error_pct <= 100.0:
+        raise BatchInputError(f"max_error_pct: expected 0 to 100, got {request.max_error_pct}")
+    if request.device not in ("cpu", "gpu"):
+        raise BatchInputError(f"device: expected cpu or gpu, got {request.device!r}")
+    passthrough = list(request.passthrough)
+    if not passthrough:
+        raise BatchInputError("passthrough: name at least one column (a key) to copy to the output")
+    try:
+        columns = tables.column_names(path, fmt)
+        first = tables.head(path, fmt, rows=1)
+    except tables.TableFormatError as exc:
+        raise BatchInputError(f"input: {exc}") from None
+    if first.num_rows == 0:
+        raise BatchInputError("the input has no rows")
+    mapping = column_mapping_resolve(
+        signature=_signature(version),
+        metadata=version.metadata or {},
+        columns=columns,
+        mapping=request.column_mapping,
+        passthrough=passthrough,
+    )
+    return _Checked(version, path, fmt, output_format, mapping, passthrough, chunk_rows)
+
+
+def job_dry_run(*, request: JobRequest, user: Any, path: Path, filename: str, size: int) -> dict[str, Any]:
+    """Check the first N rows against the signature and run the model on them; nothing is kept."""
+    checked = _check(request=request, user=user, path=path, filename=filename, size=size)
+    rows = max(1, min(request.dry_run_rows, settings.BATCH_DRY_RUN_MAX_ROWS))
+    columns = _needed_columns(checked.mapping, checked.passthrough)
+    try:
+        table = tables.head(path, checked.fmt, rows=rows, columns=columns)
+    except tables.TableFormatError as exc:
+        raise BatchInputError(f"input: {exc}") from None
+    signature = _signature(checked.version)
+    feeds, good, bad = tables.model_feeds(table, checked.mapping, signature)
+    output_columns: list[str] = []
+    sample: list[dict[str, Any]] = []
+    if good.any():
+        model = executor.model_for(
+            sha256=checked.version.artifact_sha256,
+            name=checked.version.model.name,
+            version=str(checked.version.version),
+            device=request.device,
+        )
+        try:
+            outputs = model.predict(feeds)
+        except (InputError, ModelExecutionError) as exc:
+            raise BatchInputError(f"the model failed on the first rows: {exc}") from None
+        result = _result_table(table.filter(pa.array(good)), checked.passthrough, outputs)
+        output_columns = result.column_names
+        sample = result.slice(0, 5).to_pylist()
+    return {
+        "dry_run": True,
+        "ok": not bad,
+        "model_version": {"model": checked.version.model.name, "version": checked.version.version},
+        "rows_checked": table.num_rows,
+        "bad_rows": len(bad),
+        "errors": [{"row": b.row, "column": b.column, "reason": b.reason} for b in bad[:20]],
+        "column_mapping": checked.mapping,
+        "passthrough": checked.passthrough,
+        "output_columns": output_columns,
+        "sample": sample,
+    }
+
+
+def _needed_columns(mapping: Mapping[str, Sequence[str]], passthrough: Sequence[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for name in passthrough:
+        seen[name] = None
+    for cols in mapping.values():
+        for name in cols:
+            seen[name] = None
+    return list(seen)
+
+
+def job_create(
+    *,
+    request: JobRequest,
+    user: Any,
+    upload: StagedArtifact | None = None,
+    input_path: str = "",
+    source_ip: str | None = None,
+) -> BatchJob:
+    """Accept a job (the upload is moved into the batch store) and queue its planning."""
+    try:
+        if upload is not None:
+            path, filename, size = upload.tmp_path, upload.filename, upload.size
+        else:
+            path = storage.data_path_resolve(input_path)
+            filename, size = path.name, path.stat().st_size
+        checked = _check(request=request, user=user, path=path, filename=filename, size=size)
+        if upload is not None:
+            kind, stored = BatchJob.InputKind.UPLOAD, storage.input_commit(upload, checked.fmt)
+            sha256 = upload.sha256
+        else:
+            kind, stored, sha256 = BatchJob.InputKind.PATH, input_path, ""
+    except BaseException:
+        if upload is not None:
+            upload.discard()
+        raise
+    version = checked.version
+    ref = request.model if "@" in request.model else f"{version.model.name}/{version.version}"
+    with transaction.atomic():
+        job = BatchJob.objects.create(
+            team_id=version.model.team_id,
+            created_by=user if getattr(user, "is_authenticated", False) else None,
+            model_version=version,
+            model_ref=ref,
+            model_sha256=version.artifact_sha256,
+            device=request.device,
+            input_kind=kind,
+            input_path=stored,
+            input_filename=filename,
+            input_format=checked.fmt,
+            input_sha256=sha256,
+            input_size=size,
+            column_mapping=checked.mapping,
+            passthrough=checked.passthrough,
+            output_format=checked.output_format,
+            chunk_rows=checked.chunk_rows,
+            error_policy=request.error_policy,
+            max_error_pct=request.max_error_pct,
+        )
+        audit_record(
+            actor=user,
+            action="batch_job.create",
+            obj=job,
+            after={"model": ref, "model_sha256": job.model_sha256, "input": filename, "input_sha256": sha256},
+            source_ip=source_ip,
+        )
+        transaction.on_commit(lambda: _dispatch("plan", job.pk))
+    return job
+
+
+# --- dispatch -----------------------------------------------------------------------------------
+
+
+def _job_drive(job_id: int) -> None:
+    """The embedded runner's loop for one job: plan, every chunk in order, finalize."""
+    while True:
+        job = BatchJob.objects.filter(pk=job_id).first()
+        if job is None or job.is_terminal:
+            return
+        if job.state == BatchJob.State.PLANNING:
+            job_plan(job_id=job_id)
+        elif job.state == BatchJob.State.FINALIZING:
+            job_finalize(job_id=job_id)
+        else:
+            now = timezone.now()
+            chunk = (
+                job.chunks.filter(
+                    Q(state=BatchChunk.State.PENDING) | Q(state=BatchChunk.State.RUNNING, lease_expires__lt=now)
+                )
+                .order_by("index")
+                .first()
+            )
+            if chunk is None:
+                # A chunk still leased by a process that died: the sweep submits the job again.
+                return
+            chunk_run(job_id=job_id, index=chunk.index)
+
+
+RUNNER = LocalRunner(_job_drive)
+
+_TASKS = {"plan": "batch.job_plan", "chunk": "batch.chunk_run", "finalize": "batch.job_finalize"}
+
+
+def _dispatch(kind: str, job_id: int, indexes: Sequence[int] = (), *, countdown: float | None = None) -> None:
+    """Queue the next step: Celery tasks on the batch queue, or the embedded runner thread."""
+    if celery_app.conf.task_always_eager:
+        RUNNER.submit(job_id)
+        return
+    try:
+        if kind == "chunk":
+            for index in indexes:
+                celery_app.send_task(
+                    _TASKS[kind], args=[job_id, index], queue=settings.BATCH_QUEUE, countdown=countdown
+                )
+        else:
+            celery_app.send_task(_TASKS[kind], args=[job_id], queue=settings.BATCH_QUEUE, countdown=countdown)
+    except Exception:
+        # The job's state is in PostgreSQL: the sweep queues what is stalled again.
+        log.exception("batch job %s: could not queue %s; the sweep will retry", job_id, kind)
+
+
+# --- plan ----------------------------------------------------------------------------------------
+
+
+def job_plan(*, job_id: int) -> str:
+    """Read the input once into Parquet chunk files and write the manifest; then queue the chunks."""
+    job = BatchJob.objects.select_related("model_version").get(pk=job_id)
+    if job.state != BatchJob.State.PLANNING:
+        return f"job is {job.state}"
+    bad_lines: list[tables.BadRow] = []
+
+    def on_bad_line(reason: str) -> None:
+        if job.error_policy == BatchJob.ErrorPolicy.FAIL:
+            raise tables.TableFormatError(f"{reason} (error_policy is fail)")
+        bad_lines.append(tables.BadRow(None, "", reason))
+
+    folder = storage.chunks_dir(job.pk)
+    building = folder.with_name(f"chunks.{uuid.uuid4().hex}.tmp")
+    try:
+        path = storage.input_file(job.input_kind, job.input_path)
+        sha256, size = (job.input_sha256, job.input_size)
+        if job.input_kind == BatchJob.InputKind.PATH:
+            sha256, size = storage.file_sha256(path)
+        counts = tables.split_into_chunks(
+            path,
+            job.input_format,
+            columns=_needed_columns(job.column_mapping, job.passthrough),
+            chunk_rows=job.chunk_rows,
+            out_dir=building,
+            on_bad_line=on_bad_line,
+        )
+        if bad_lines:
+            tables.errors_part(bad_lines, storage.plan_errors_path(job.pk))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(building, folder)
+    except (tables.TableFormatError, DomainError, OSError) as exc:
+        shutil.rmtree(building, ignore_errors=True)
+        message = exc.message if isinstance(exc, DomainError) else str(exc)
+        job_fail(job_id=job.pk, reason=f"reading the input failed: {message}", expect=BatchJob.State.PLANNING)
+        return "failed"
+    with transaction.atomic():
+        job = BatchJob.objects.select_for_update().get(pk=job_id)
+        if job.state != BatchJob.State.PLANNING:
+            return f"job is {job.state}"
+        start = 0
+        chunks = []
+        for index, count in enumerate(counts):
+            chunks.append(BatchChunk(job=job, index=index, row_start=start, row_count=count))
+            start += count
+        job.chunks.all().delete()
+        BatchChunk.objects.bulk_create(chunks)
+        now = timezone.now()
+        job.rows_total = start + len(bad_lines)
+        job.rows_failed = job.plan_failed_rows = len(bad_lines)
+        job.chunks_total = len(chunks)
+        job.input_sha256, job.input_size = sha256, size
+        job.started_at = job.last_progress_at = now
+        job.state = BatchJob.State.RUNNING
+        fields = ["rows_total", "rows_failed", "plan_failed_rows", "chunks_total", "input_sha256", "input_size"]
+        job.save(update_fields=[*fields, "started_at", "last_progress_at", "state"])
+        if not chunks:
+            _fail_locked(job, "the input has no readable rows")
+            return "failed"
+        if _over_error_budget(job):
+            return "failed"
+        indexes = [c.index for c in chunks]
+        transaction.on_commit(lambda: _dispatch("chunk", job_id, indexes))
+    return f"planned {len(chunks)} chunks"
+
+
+def _over_error_budget(job: BatchJob) -> bool:
+    """Fail a locked job whose failed rows passed its threshold; True if it did."""
+    total = job.rows_total or 0
+    if job.rows_failed and job.error_policy == BatchJob.ErrorPolicy.SKIP:
+        if job.rows_failed * 100.0 > job.max_error_pct * total:
+            _fail_locked(
+                job,
+                f"{job.rows_failed} of {total} rows failed, more than max_error_pct={job.max_error_pct}% "
+                "(see the errors file)",
+            )
+            return True
+    return False
+
+
+# --- chunks ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    status: str  # done, skipped, leased, stopped, error
+    detail: str = ""
+    retry_in_s: float = 0.0
+
+
+def _worker_label() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def chunk_run(*, job_id: int, index: int) -> ChunkOutcome:
+    """Claim chunk `index` under a lease, run it, rename its part in, mark it done once."""
+    token = uuid.uuid4().hex
+    lease = timedelta(seconds=settings.BATCH_LEASE_S)
+    with transaction.atomic():
+        job = BatchJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.state != BatchJob.State.RUNNING:
+            return ChunkOutcome("skipped", f"job is {job.state if job else 'gone'}")
+        chunk = BatchChunk.objects.select_for_update().get(job_id=job_id, index=index)
+        now = timezone.now()
+        if chunk.state == BatchChunk.State.DONE:
+            return ChunkOutcome("skipped", "chunk already done")
+        if chunk.state == BatchChunk.State.RUNNING and chunk.lease_expires and chunk.lease_expires > now:
+            return ChunkOutcome("leased", chunk.worker, (chunk.lease_expires - now).total_seconds() + 0.5)
+        if chunk.attempts >= settings.BATCH_CHUNK_MAX_ATTEMPTS:
+            _fail_locked(job, f"chunk {index} failed {chunk.attempts} times; last error: {chunk.last_error}")
+            return ChunkOutcome("error", "too many attempts")
+        chunk.state = BatchChunk.State.RUNNING
+        chunk.attempts += 1
+        chunk.lease_owner = token
+        chunk.lease_expires = now + lease
+        chunk.worker = _worker_label()
+        chunk.started_at = now
+        chunk.save(update_fields=["state", "attempts", "lease_owner", "lease_expires", "worker", "started_at"])
+    started = time.monotonic()
+    try:
+        good_rows, bad = _chunk_execute(job, chunk, token)
+    except _Stop as stop:
+        _chunk_release(chunk.pk, token, error="")
+        return ChunkOutcome("stopped", str(stop))
+    except _RowError as exc:
+        _chunk_release(chunk.pk, token, error=str(exc))
+        job_fail(job_id=job_id, reason=str(exc))
+        return ChunkOutcome("error", str(exc))
+    except Exception as exc:
+        log.exception("batch job %s chunk %s: attempt %s failed", job_id, index, chunk.attempts)
+        _chunk_release(chunk.pk, token, error=f"{type(exc).__name__}: {exc}")
+        _dispatch("chunk", job_id, [index], countdown=2.0)
+        return ChunkOutcome("error", str(exc))
+    return _chunk_complete(job_id, index, token, good_rows, len(bad), time.monotonic() - started)
+
+
+def _chunk_execute(job: BatchJob, chunk: BatchChunk, token: str) -> tuple[int, list[tables.BadRow]]:
+    renew = _lease_renewer(chunk.pk, token)
+    version = job.model_version
+    signature = _signature(version)
+    model = executor.model_for(
+        sha256=job.model_sha256, name=version.model.name, version=str(version.version), device=job.device
+    )
+    table = tables.read_chunk(tables.chunk_file(storage.chunks_dir(job.pk), chunk.index))
+    feeds, good, bad = tables.model_feeds(table, job.column_mapping, signature)
+    if bad and job.error_policy == BatchJob.ErrorPolicy.FAIL:
+        first = bad[0]
+        raise _RowError(f'row {first.row}, column "{first.column}": {first.reason} (error_policy is fail)')
+    n = int(good.sum())
+    step = settings.BATCH_INFER_ROWS
+    pieces: dict[str, list[np.ndarray[Any, Any]]] = {name: [] for name in signature.output_names}
+    for start in range(0, n, step):
+        renew()
+        batch = {name: values[start : start + step] for name, values in feeds.items()}
+        try:
+            outputs = model.predict(batch)
+        except (InputError, ModelExecutionError) as exc:
+            raise _RowError(f"the model failed on rows of chunk {chunk.index}: {exc}") from exc
+        for name, values in outputs.items():
+            pieces[name].append(values)
+    renew(force=True)
+    outputs = {name: np.concatenate(values) for name, values in pieces.items() if values}
+    kept = table.filter(pa.array(good)) if bad else table
+    result = _result_table(kept, job.passthrough, outputs)
+    tables.write_part(result, storage.part_path(job.pk, chunk.index, job.output_format), job.output_format)
+    tables.errors_part(bad, storage.errors_part_path(job.pk, chunk.index))
+    if not job.output_columns and result.num_rows:
+        # A chunk whose rows all failed has no output columns: the first with rows names them.
+        BatchJob.objects.filter(pk=job.pk, output_columns=[]).update(output_columns=result.column_names)
+    return n, bad
+
+
+def _result_table(table: pa.Table, passthrough: Sequence[str], outputs: Mapping[str, Any]) -> pa.Table:
+    columns: dict[str, Any] = {name: table.column(name) for name in passthrough}
+    if table.num_rows == 0:
+        return pa.table(columns)
+    for name, values in tables.output_columns(outputs).items():
+        columns[name if name not in columns else f"{name}_output"] = values
+    return pa.table(columns)
+
+
+def _lease_renewer(chunk_pk: int, token: str) -> Callable[..., None]:
+    """A callable run between model calls: renews the lease every lease/3 seconds and
+    stops the chunk when the job left RUNNING (cancelled, failed) or the lease was lost."""
+    every = settings.BATCH_LEASE_S / 3.0
+    last = [time.monotonic()]
+
+    def renew(force: bool = False) -> None:
+        if not force and time.monotonic() - last[0] < every:
+            return
+        last[0] = time.monotonic()
+        expires = timezone.now() + timedelta(seconds=settings.BATCH_LEASE_S)
+        updated = BatchChunk.objects.filter(
+            pk=chunk_pk, lease_owner=token, state=BatchChunk.State.RUNNING, job__state=BatchJob.State.RUNNING
+        ).update(lease_expires=expires)
+        if not updated:
+            raise _Stop("the job is no longer running or the lease was taken over")
+
+    return renew
+
+
+def _chunk_release(chunk_pk: int, token: str, *, error: str) -> None:
+    fields: dict[str, Any] = {"state": BatchChunk.State.PENDING, "lease_owner": "", "lease_expires": None}
+    if error:
+        fields["last_error"] = error[:2000]
+    BatchChunk.objects.filter(pk=chunk_pk, lease_owner=token).exclude(state=BatchChunk.State.DONE).update(**fields)
+
+
+def _chunk_complete(job_id: int, index: int, token: str, good: int, failed: int, seconds: float) -> ChunkOutcome:
+    with transaction.atomic():
+        job = BatchJob.objects.select_for_update().get(pk=job_id)
+        chunk = BatchChunk.objects.select_for_update().get(job_id=job_id, index=index)
+        if chunk.state == BatchChunk.State.DONE:
+            # Another attempt finished first; its part (the same rows) is already in place.
+            return ChunkOutcome("skipped", "done by another attempt")
+        now = timezone.now()
+        chunk.state = BatchChunk.State.DONE
+        chunk.rows_done, chunk.rows_failed = good, failed
+        chunk.lease_owner, chunk.lease_expires = "", None
+        chunk.finished_at, chunk.seconds = now, seconds
+        chunk.part_size = storage.part_path(job_id, index, job.output_format).stat().st_size
+        chunk.save(
+            update_fields=[
+                "state",
+                "rows_done",
+                "rows_failed",
+                "lease_owner",
+                "lease_expires",
+                "finished_at",
+                "seconds",
+                "part_size",
+            ]
+        )
+        BatchJob.objects.filter(pk=job_id).update(
+            rows_done=F("rows_done") + good, rows_failed=F("rows_failed") + failed, last_progress_at=now
+        )
+        job.refresh_from_db()
+        if job.state != BatchJob.State.RUNNING:
+            return ChunkOutcome("done", f"job is {job.state}")
+        if _over_error_budget(job):
+            return ChunkOutcome("done", "job failed: too many bad rows")
+        if not job.chunks.exclude(state=BatchChunk.State.DONE).exists():
+            job.state = BatchJob.State.FINALIZING
+            job.save(update_fields=["state"])
+            transaction.on_commit(lambda: _dispatch("finalize", job_id))
+    return ChunkOutcome("done", f"{good} rows, {failed} failed")
+
+
+# --- finalize, fail, cancel, resume ----------------------------------------------------------------
+
+
+def job_finalize(*, job_id: int) -> str:
+    """Join the parts in chunk order into the result and the errors file, with their digests."""
+    job = BatchJob.objects.get(pk=job_id)
+    if job.state != BatchJob.State.FINALIZING:
+        return f"job is {job.state}"
+    indexes = list(job.chunks.order_by("index").values_list("index", flat=True))
+    parts = [storage.part_path(job.pk, i, job.output_format) for i in indexes]
+    result = storage.result_path(job.pk, job.output_format)
+    header = tables.csv_header(job.output_columns) if job.output_format == "csv" else b""
+    tables.concatenate(parts, result, job.output_format, header=header)
+    error_parts = [storage.plan_errors_path(job.pk)] if job.plan_failed_rows else []
+    error_parts += [storage.errors_part_path(job.pk, i) for i in indexes]
+    errors = storage.errors_path(job.pk)
+    tables.concatenate(error_parts, errors, "csv", header=b"row,column,reason\n")
+    result_sha, result_size = storage.file_sha256(result)
+    errors_sha, _ = storage.file_sha256(errors)
+    with transaction.atomic():
+        job = BatchJob.objects.select_for_update().get(pk=job_id)
+        if job.state != BatchJob.State.FINALIZING:
+            return f"job is {job.state}"
+        job.state = BatchJob.State.SUCCEEDED
+        job.result_sha256, job.result_size, job.errors_sha256 = result_sha, result_size, errors_sha
+        job.finished_at = job.last_progress_at = timezone.now()
+        job.save(
+            update_fields=["state", "result_sha256", "result_size", "errors_sha256", "finished_at", "last_progress_at"]
+        )
+    # The chunk files were only needed to run: the result and parts stay until retention.
+    shutil.rmtree(storage.chunks_dir(job_id), ignore_errors=True)
+    return "succeeded"
+
+
+def _fail_locked(job: BatchJob, reason: str) -> None:
+    job.state = BatchJob.State.FAILED
+    job.error = reason[:5000]
+    job.finished_at = timezone.now()
+    job.save(update_fields=["state", "error", "finished_at"])
+
+
+def job_fail(*, job_id: int, reason: str, expect: str | None = None) -> None:
+    with transaction.atomic():
+        job = BatchJob.objects.select_for_update().get(pk=job_id)
+        if job.is_terminal or (expect is not None and job.state != expect):
+            return
+        _fail_locked(job, reason)
+
+
+def job_cancel(*, job: BatchJob, user: Any, source_ip: str | None = None) -> BatchJob:
+    """Stop a job: running chunks notice at their next model call and release themselves."""
+    with transaction.atomic():
+        locked = BatchJob.objects.select_for_update().get(pk=job.pk)
+        if locked.is_terminal:
+            raise JobStateConflict(f"{locked} is already {locked.state}; only a running job can be cancelled")
+        before = locked.state
+        locked.state = BatchJob.State.CANCELLED
+        locked.finished_at = timezone.now()
+        locked.save(update_fields=["state", "finished_at"])
+        audit_record(actor=user, action="batch_job.cancel", obj=locked, before={"state": before}, source_ip=source_ip)
+    return locked
+
+
+def job_resume(*, job: BatchJob, user: Any, source_ip: str | None = None) -> BatchJob:
+    """Run a cancelled or failed job again from where it stopped: done chunks are kept."""
+    with transaction.atomic():
+        locked = BatchJob.objects.select_for_update().get(pk=job.pk)
+        if locked.state not in (BatchJob.State.CANCELLED, BatchJob.State.FAILED):
+            raise JobStateConflict(f"{locked} is {locked.state}; only a cancelled or failed job can be resumed")
+        if locked.files_deleted_at is not None:
+            raise JobStateConflict(f"the files of {locked} were removed by the retention sweep; start a new job")
+        before = locked.state
+        if locked.started_at and locked.finished_at:
+            locked.active_seconds_before += (locked.finished_at - locked.started_at).total_seconds()
+        now = timezone.now()
+        locked.started_at = locked.last_progress_at = now
+        locked.finished_at = None
+        locked.error = ""
+        if locked.rows_total is None:
+            locked.state, step, indexes = BatchJob.State.PLANNING, "plan", []
+        else:
+            pending = locked.chunks.exclude(state=BatchChunk.State.DONE)
+            indexes = list(pending.values_list("index", flat=True))
+            # Attempts count again from zero after a person resumed the job.
+            pending.update(state=BatchChunk.State.PENDING, lease_owner="", lease_expires=None, attempts=0)
+            if indexes:
+                locked.state, step = BatchJob.State.RUNNING, "chunk"
+            else:
+                locked.state, step = BatchJob.State.FINALIZING, "finalize"
+        locked.save(
+            update_fields=["state", "started_at", "last_progress_at", "finished_at", "error", "active_seconds_before"]
+        )
+        audit_record(actor=user, action="batch_job.resume", obj=locked, before={"state": before}, source_ip=source_ip)
+        transaction.on_commit(lambda: _dispatch(step, locked.pk, indexes))
+    return locked
+
+
+# --- the periodic sweep ---------------------------------------------------------------------------
+
+
+def batch_sweep(*, now: Any = None) -> dict[str, int]:
+    """Re-queue expired leases and stalled jobs; enforce retention and the disk budget.
+
+    Idempotent and short: a chunk queued twice runs once (the lease and the done flag).
+    """
+    now = now or timezone.now()
+    stall = now - timedelta(seconds=settings.BATCH_STALL_S)
+    counts = {"expired": 0, "stalled": 0, "deleted": 0}
+    expired = BatchChunk.objects.filter(
+        state=BatchChunk.State.RUNNING, lease_expires__lt=now, job__state=BatchJob.State.RUNNING
+    )
+    for job_id, index in list(expired.values_list("job_id", "index")):
+        updated = BatchChunk.objects.filter(
+            job_id=job_id, index=index, state=BatchChunk.State.RUNNING, lease_expires__lt=now
+        ).update(state=BatchChunk.State.PENDING, lease_owner="", lease_expires=None, last_error="lease expired")
+        if updated:
+            counts["expired"] += 1
+            _dispatch("chunk", job_id, [index])
+    stalled = BatchJob.objects.filter(
+        Q(state=BatchJob.State.PLANNING, created_at__lt=stall, started_at__isnull=True)
+        | Q(state=BatchJob.State.PLANNING, started_at__lt=stall)
+        | Q(state__in=[BatchJob.State.RUNNING, BatchJob.State.FINALIZING], last_progress_at__lt=stall)
+    )
+    for job in stalled:
+        counts["stalled"] += 1
+        BatchJob.objects.filter(pk=job.pk).update(last_progress_at=now)
+        if job.state == BatchJob.State.PLANNING:
+            _dispatch("plan", job.pk)
+        elif job.state == BatchJob.State.FINALIZING:
+            _dispatch("finalize", job.pk)
+        else:
+            pending = job.chunks.filter(state=BatchChunk.State.PENDING).values_list("index", flat=True)
+            _dispatch("chunk", job.pk, list(pending))
+    counts["deleted"] = _retention(now)
+    return counts
+
+
+def _retention(now: Any) -> int:
+    finished = BatchJob.objects.filter(state__in=BatchJob.TERMINAL, files_deleted_at__isnull=True)
+    old = finished.filter(finished_at__lt=now - timedelta(days=settings.BATCH_RETENTION_DAYS))
+    deleted = 0
+    for job_id in list(old.values_list("pk", flat=True)):
+        _job_files_remove(job_id, now)
+        deleted += 1
+    # Over the disk budget: the oldest finished jobs go first, whatever their age.
+    used = storage.tree_size(storage.store_root())
+    for job_id in list(finished.exclude(pk__in=old.values("pk")).order_by("finished_at").values_list("pk", flat=True)):
+        if used <= settings.BATCH_DISK_BUDGET_BYTES:
+            break
+        used -= _job_files_remove(job_id, now)
+        deleted += 1
+    return deleted
+
+
+def _job_files_remove(job_id: int, now: Any) -> int:
+    job = BatchJob.objects.get(pk=job_id)
+    freed = storage.job_files_delete(job_id)
+    BatchJob.objects.filter(pk=job_id).update(files_deleted_at=now)
+    if job.input_kind == BatchJob.InputKind.UPLOAD:
+        still_used = BatchJob.objects.filter(input_path=job.input_path, files_deleted_at__isnull=True).exists()
+        if not still_used:
+            target = storage.store_root() / job.input_path
+            try:
+                freed += target.stat().st_size
+                target.unlink()
+            except FileNotFoundError:
+                pass
+    return freed
