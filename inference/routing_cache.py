@@ -148,9 +148,13 @@ class EdgeCache:
 
     def _close_stale(self) -> None:
         if self.close_stale_connections:
-            from django.db import close_old_connections
+            from django.db import close_old_connections, connection
 
-            close_old_connections()
+            # A connection inside a transaction belongs to whoever opened it (a Django
+            # view under ATOMIC_REQUESTS, a test case): closing it would break that
+            # transaction, which Django's own request signal never does either.
+            if not connection.in_atomic_block:
+                close_old_connections()
 
     def table(self, name: str) -> RoutingTable | None:
         """The endpoint's routing table, None when there is no such endpoint."""

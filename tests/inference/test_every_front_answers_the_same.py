@@ -237,4 +237,4 @@ def test_a_pin_picks_the_version_and_the_split_the_other(served: None) -> None:
         _, pinned, _ = call("POST", "/api/v1/endpoints/iris/predict", SIMPLE, {"host": HOST, **JSON}, "version=1")
         _, split, head = call("POST", "/api/v1/endpoints/iris/predict", SIMPLE, {"host": HOST, **JSON})
         assert (orjson.loads(pinned)["version"], orjson.loads(split)["version"]) == (1, 2), front
-        assert _relevant(head)["x-model-version"] == "iris:2"
+        assert _relevant(head)["x-model-version"] == "2"

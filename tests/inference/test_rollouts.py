@@ -13,7 +13,7 @@ from config.errors import Forbidden
 from inference import rollouts, services
 from inference.models import Endpoint, Rollout, RolloutEvent, TrafficPolicyRevision
 from monitoring.models import MetricRollup
-from monitoring.selectors import endpoint_window_stats
+from monitoring.selectors import deployment_window_totals
 from registry.models import AuditEvent, ModelVersion
 from tests.conftest import client_for, make_user
 from tests.inference.conftest import IRIS_META, iris_variant, version_add
@@ -267,7 +267,7 @@ def test_the_window_selector_adds_live_redis_minutes_to_rolled_up_ones(settings:
     try:
         client.hset(name, mapping={"count": 7, "e|model_error": 2, "b1": 7})
         client.zadd(keys.MINUTES_INDEX, {name: minute})
-        stats = endpoint_window_stats(
+        stats = deployment_window_totals(
             endpoint="sel-test", since=t0 - timedelta(minutes=1), until=t0 + timedelta(seconds=5)
         )
         assert stats["iris:1"]["count"] == 17 and stats["iris:1"]["error_count"] == 2

@@ -11,6 +11,19 @@ from monitoring.flusher import Flusher
 from monitoring.recorder import PredictionRecord, Recorder
 
 
+@pytest.fixture(autouse=True)
+def no_live_minutes_from_earlier_tests(settings: Any) -> None:
+    """Alert evaluation and the window selector read the live minutes still in Redis: start
+    every monitoring test without those an earlier test of the run left behind."""
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        names = list(client.scan_iter("mh:*", count=1000))
+        if names:
+            client.delete(*names)
+
+
 @pytest.fixture
 def redis_client(settings: Any) -> Iterator[Any]:
     """The test Redis db, with monitoring's keys removed before and after."""
