@@ -20,6 +20,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.functional import SimpleLazyObject
 
+from config import serving
 from config.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -227,8 +228,9 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 PREDICT_MAX_BODY_BYTES = env_int("MODELHUB_MAX_PREDICT_BYTES", 16 * 1024 * 1024)
 # Threads the ASGI front (inference/asgi.py) runs blocking prediction-path calls in.
 ASGI_THREADS = env_int("MODELHUB_ASGI_THREADS", 64)
-# ONNX Runtime threads per in-process session; 0 = ORT's default (all cores).
-INTRA_OP_THREADS = env_int("MODELHUB_INTRA_OP_THREADS", 0)
+# ONNX Runtime threads per in-process session: MODELHUB_INTRA_OP_THREADS, else the cores
+# shared out between the web processes (config/serving.py derives it for every server).
+INTRA_OP_THREADS = serving.intra_op_threads()
 # Worker-pool placement (docs/serving-workers.md); the names are the ones inference/pool.py reads.
 MODELHUB_POOL_REDIS_URL = env_str("MODELHUB_POOL_REDIS_URL")  # "" = REDIS_URL
 MODELHUB_POOL_CONNECT_TIMEOUT = env_float("MODELHUB_POOL_CONNECT_TIMEOUT", 1.0)

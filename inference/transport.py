@@ -168,13 +168,13 @@ class InProcessTransport:
         return served
 
 
-def _intra_op_threads() -> int:
-    """ONNX Runtime threads per in-process session: derived in config/serving.py from the
-    cores and the web processes (MODELHUB_INTRA_OP_THREADS overrides), so processes do not
-    fight over the cores."""
-    from config.serving import intra_op_threads
+def _intra_op_threads() -> int | None:
+    """ONNX Runtime threads per in-process session: settings.INTRA_OP_THREADS, derived in
+    config/serving.py from the cores and the web processes (MODELHUB_INTRA_OP_THREADS
+    overrides), so the processes do not fight over the cores."""
+    from django.conf import settings
 
-    return intra_op_threads()
+    return settings.INTRA_OP_THREADS or None
 
 
 def _admission_options() -> dict[str, Any]:

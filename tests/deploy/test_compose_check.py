@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.machinery
+import importlib.util
+import io
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -14,31 +19,37 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "platform" / "compose-check"
 
 
-def check(
-    compose: str, dockerfile: str, tmp_path: Path, env_example: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the script on copies in tmp_path (the build context is the compose file's folder)."""
+def load_script() -> types.ModuleType:
+    loader = importlib.machinery.SourceFileLoader("compose_check", str(SCRIPT))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+COMPOSE_CHECK = load_script()
+
+
+def check(compose: str, dockerfile: str, tmp_path: Path, env_example: str | None = None) -> types.SimpleNamespace:
+    """Run the script's main() in this process on copies in tmp_path (the build context is the
+    compose file's folder); the shipped files are also checked through the executable below."""
     (tmp_path / "platform").mkdir(exist_ok=True)
     (tmp_path / "docker-compose.yml").write_text(compose)
     (tmp_path / "platform" / "Dockerfile").write_text(dockerfile)
     (tmp_path / ".env.example").write_text(env_example if env_example is not None else ENV_EXAMPLE)
-    return subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--compose",
-            str(tmp_path / "docker-compose.yml"),
-            "--dockerfile",
-            str(tmp_path / "platform" / "Dockerfile"),
-            "--root",
-            str(ROOT),
-            "--env-example",
-            str(tmp_path / ".env.example"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    argv = [
+        "--compose",
+        str(tmp_path / "docker-compose.yml"),
+        "--dockerfile",
+        str(tmp_path / "platform" / "Dockerfile"),
+        "--root",
+        str(ROOT),
+        "--env-example",
+        str(tmp_path / ".env.example"),
+    ]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        returncode = COMPOSE_CHECK.main(argv)
+    return types.SimpleNamespace(returncode=returncode, stdout=out.getvalue(), stderr="")
 
 
 COMPOSE = (ROOT / "docker-compose.yml").read_text()
@@ -62,9 +73,7 @@ def test_the_compose_file_is_valid_yaml_with_every_service_built_or_pulled() -> 
 BROKEN = {
     "a volume folder the image never creates": (
         COMPOSE,
-        DOCKERFILE.replace(
-            "mkdir -p /var/lib/modelhub/artifacts /var/lib/modelhub/static", "mkdir -p /var/lib/modelhub"
-        ),
+        DOCKERFILE.replace("mkdir -p /var/lib/modelhub/artifacts ", "mkdir -p "),
         "which the image never creates",
     ),
     "a volume folder owned by root": (
@@ -115,6 +124,11 @@ BROKEN = {
         COMPOSE.replace("    - artifacts:/var/lib/modelhub/artifacts", "    - artifacts:/var/lib/modelhub/static"),
         DOCKERFILE,
         "no volume at MODELHUB_ARTIFACT_STORE",
+    ),
+    "no shared volume for batch jobs (web and worker would each have their own folder)": (
+        COMPOSE.replace("    - batch:/var/lib/modelhub/batch\n", ""),
+        DOCKERFILE,
+        "no volume at MODELHUB_BATCH_STORE=/var/lib/modelhub/batch",
     ),
     "not YAML": (COMPOSE.replace("services:", "services: [", 1), DOCKERFILE, "not valid YAML"),
 }

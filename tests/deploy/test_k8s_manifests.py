@@ -153,6 +153,17 @@ def test_every_pod_that_reads_artifacts_mounts_the_shared_claim() -> None:
         assert store in [m["mountPath"] for m in mounts], name
 
 
+def test_web_and_celery_workers_share_the_batch_store() -> None:
+    claim = by_kind("PersistentVolumeClaim")["modelhub-batch"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    store = by_kind("ConfigMap")["modelhub-env"]["data"]["MODELHUB_BATCH_STORE"]
+    for name in ("modelhub-web", "modelhub-worker"):  # uploads in, chunks scored, results out
+        pod = by_kind("Deployment")[name]["spec"]["template"]["spec"]
+        mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
+        assert any(path == store and claims[volume] == "modelhub-batch" for volume, path in mounts.items()), name
+
+
 def load_script(path: Path) -> types.ModuleType:
     loader = importlib.machinery.SourceFileLoader(path.name.replace("-", "_"), str(path))
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))

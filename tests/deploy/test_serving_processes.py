@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import runpy
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -57,12 +60,24 @@ def test_a_cgroup_cpu_quota_caps_the_cores(tmp_path: Path) -> None:
     assert serving.available_cores(cpu_max) == len(os.sched_getaffinity(0))
 
 
-def test_the_in_process_transport_uses_the_derivation(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_take_the_derivation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """settings.INTRA_OP_THREADS, computed when a process imports its settings, is the derivation."""
+    env = {
+        **os.environ,
+        "MODELHUB_WEB_WORKERS": "1",
+        "MODELHUB_INTRA_OP_THREADS": "",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    read = "from django.conf import settings; print(settings.INTRA_OP_THREADS)"
+    out = subprocess.run([sys.executable, "-c", read], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == serving.available_cores()  # one process: every core
+
+
+def test_the_in_process_transport_uses_the_setting(settings: Any) -> None:
     from inference import transport
 
-    monkeypatch.setenv("MODELHUB_WEB_WORKERS", "1")
-    assert transport._intra_op_threads() == serving.available_cores()
-    monkeypatch.setenv("MODELHUB_INTRA_OP_THREADS", "7")
+    settings.INTRA_OP_THREADS = 7
     assert transport._intra_op_threads() == 7
 
 
