@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import csv
+import itertools
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from accounts.permissions import team_scope
 from config.errors import NotFound
+from inference.batch import storage
 from inference.batch.models import BatchJob
 
 
@@ -31,8 +35,6 @@ def job_get(*, job_id: int, user: Any) -> BatchJob:
 
 def job_progress(job: BatchJob, *, now: Any = None) -> dict[str, Any]:
     """Rows per second over the time the job ran (pauses left out), and the ETA."""
-    from django.utils import timezone
-
     now = now or timezone.now()
     seconds = job.active_seconds_before
     if job.started_at is not None:
@@ -54,11 +56,6 @@ def job_progress(job: BatchJob, *, now: Any = None) -> dict[str, Any]:
 
 def job_error_sample(job: BatchJob, *, limit: int = 10) -> list[dict[str, str]]:
     """The first bad rows (row, column, reason): from the errors file, or from the parts so far."""
-    import csv
-    import itertools
-
-    from inference.batch import storage
-
     if job.files_deleted_at is not None:
         return []
     final = storage.errors_path(job.pk)
