@@ -1,9 +1,10 @@
-# make run   - the platform on http://127.0.0.1:8000, embedded default (SQLite, in-process serving)
+# make run   - the platform on http://127.0.0.1:8000, embedded default (SQLite, in-process serving),
+#              served by `python -m config.serve` (processes and ONNX Runtime threads: config/serving.py)
 # make test  - the whole suite against real PostgreSQL, Redis, Celery workers and Chromium
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint fmt worker inference-worker beat up down install
+.PHONY: run run-gunicorn deploy-check test lint fmt worker inference-worker beat up down install
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -14,6 +15,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py modelhub_bootstrap
+	$(PY) -m config.serve
+
+# The same platform under gunicorn (WSGI) instead of the default ASGI front; see platform/gunicorn.conf.py.
+run-gunicorn: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py modelhub_bootstrap
 	$(VENV)/bin/gunicorn -c platform/gunicorn.conf.py config.wsgi
@@ -37,6 +44,12 @@ inference-worker: $(VENV)/.installed
 
 beat: $(VENV)/.installed
 	$(VENV)/bin/celery -A workers.celery beat -l info
+
+# The deployment files, checked without Docker or a cluster (CI runs the same through tests/deploy).
+deploy-check: $(VENV)/.installed
+	$(PY) platform/compose-check
+	$(VENV)/bin/kubernetes-validate --strict --quiet -k 1.33.0 $$(ls platform/k8s/*.yaml | grep -v kustomization)
+	$(PY) -m pytest -q -p no:cacheprovider tests/deploy/test_k8s_manifests.py -k "committed_keda_schema or scale_real_deployments"
 
 up:
 	docker compose up --build -d

@@ -7,7 +7,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
 from accounts.roles import ADMIN, APPROVER, ML_ENGINEER, has_role
-from config.errors import Forbidden
+from config.errors import Forbidden, NotFound
 
 
 class ReadOrEngineerWrites(BasePermission):
@@ -69,6 +69,67 @@ def visible_endpoints(user: Any, queryset: QuerySet[Any] | None = None) -> Query
     from inference.models import Endpoint
 
     return team_scope(queryset if queryset is not None else Endpoint.objects.all(), user)
+
+
+def get_visible_or_404(queryset: QuerySet[Any], user: Any, *, team_field: str = "team", **lookup: Any) -> Any:
+    """The one row of `queryset` matching `lookup` that the user may see, else NotFound (404).
+
+    Another team's object is answered exactly like a missing one, so its existence does
+    not leak. `team_field` names the path to the owning team (e.g. "endpoint__team" for a
+    resource that belongs to an endpoint). Every team-owned resource's detail lookups go
+    through this (or a thin wrapper such as `endpoint_for_user_or_404`).
+    """
+    found = team_scope(queryset, user, team_field=team_field).filter(**lookup).first()
+    if found is None:
+        what = queryset.model._meta.verbose_name
+        shown = ", ".join(f"{key.split('__')[0]} {value!r}" for key, value in lookup.items())
+        raise NotFound(f"no {what} with {shown}" if shown else f"no such {what}")
+    return found
+
+
+def endpoint_for_user_or_404(user: Any, name: str, queryset: QuerySet[Any] | None = None) -> Any:
+    """The endpoint called `name` if the user may see it; NotFound (404) otherwise."""
+    from inference.models import Endpoint
+
+    endpoints = queryset if queryset is not None else Endpoint.objects.select_related("follows_model", "owner", "team")
+    found = team_scope(endpoints, user).filter(name=name).first()
+    if found is None:
+        raise NotFound(f"no endpoint named {name!r}")
+    return found
+
+
+def scope_by_endpoint_name(queryset: QuerySet[Any], user: Any, *, field: str = "endpoint") -> QuerySet[Any]:
+    """Rows keyed by an endpoint's name (roll-ups, samples, alert events) the user may see.
+
+    Monitoring history is kept by name so that it outlives the endpoint; admins see all of
+    it, others only the rows of endpoints they can see now.
+    """
+    if is_admin(user):
+        return queryset
+    return queryset.filter(**{f"{field}__in": visible_endpoints(user).values("name")})
+
+
+def team_for_user(user: Any, name: str) -> Any:
+    """The team called `name`, if the user may put things in it (a member, or an admin).
+
+    NotFound when there is no such team, Forbidden when the user is not a member of it.
+    """
+    from accounts.models import Team
+
+    team = Team.objects.filter(name=name).first()
+    if team is None:
+        raise NotFound(f"no team named {name!r}")
+    if not can_access_team(user, team.pk):
+        raise Forbidden(f"you are not a member of team {team.name!r}")
+    return team
+
+
+def default_team(user: Any) -> Any:
+    """The team a user's new object belongs to when nothing else decides: their only team, else none."""
+    if user is None or not user.is_authenticated:
+        return None
+    teams = list(user.teams.all()[:2])
+    return teams[0] if len(teams) == 1 else None
 
 
 def can_access_team(user: Any, team_id: int | None) -> bool:

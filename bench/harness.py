@@ -159,6 +159,17 @@ def target_specs(peers, models_dir):
         env=lambda p: {"REPO_ROOT": REPO, "MODELHUB_VARIANT": "inproc", "MODELHUB_SERVER": "uvicorn"},
         note="bench/start_modelhub.sh MODELHUB_SERVER=uvicorn",
     )
+    # As shipped (issue #13): started by `make run`'s own command lines (SQLite, no Redis) and by
+    # docker-compose.yml's migrate + web commands (PostgreSQL + Redis), with no tuning knob set.
+    # Compare with `modelhub` (tuned) in the same run: TARGETS="modelhub modelhub-make-run modelhub-compose".
+    for offset, variant in ((4, "make-run"), (5, "compose")):
+        specs[f"modelhub-{variant}"] = dict(
+            specs["modelhub"],
+            title=f"Modelhub as shipped ({variant})",
+            port=mh_port + offset,
+            env=lambda p, v=variant: {"REPO_ROOT": REPO, "MODELHUB_VARIANT": v},
+            note=f"bench/start_modelhub.sh MODELHUB_VARIANT={variant}",
+        )
     specs["modelhub"]["env"] = lambda p: {"REPO_ROOT": REPO, "MODELHUB_VARIANT": "inproc"}
     specs["modelhub"]["title"] = "Modelhub, in-process"
     return specs

@@ -35,13 +35,20 @@ if [ -n "${MODELHUB_START_CMD:-}" ]; then
 fi
 
 # ---- Modelhub: a fresh data dir, the model registered and deployed, then the server in the foreground ----
-# MODELHUB_VARIANT: inproc (default; batcher + ORT inside each web process)
+# MODELHUB_VARIANT: inproc (default; batcher + ORT inside each web process, tuned: 2 workers, intra-op 1)
 #                   pool1 / pool2 (worker-pool placement with 1 or 2 inference worker processes)
+#                   make-run (as shipped: the commands of `make run`, read from `make -n run`, with its
+#                             defaults: SQLite, no Redis, processes and threads derived by config/serving.py)
+#                   compose (as shipped: docker-compose.yml's migrate and web commands with .env.example's
+#                            settings, on PostgreSQL (MODELHUB_BENCH_DATABASE_URL, a database it recreates)
+#                            and Redis (MODELHUB_BENCH_REDIS_URL); container host names become local ones)
+#                   The as-shipped variants set nothing the user would not: no thread or process knobs.
 # MODELHUB_SERVER:  asgi (default; config/serve.py: uvicorn + uvloop + httptools, a SO_REUSEPORT socket per process),
 #                   uvicorn (uvicorn --workers: one shared socket) or gunicorn (gthread)
 # MODELHUB_WEB_WORKERS (2)  MODELHUB_INTRA_OP (ORT intra-op threads per session; 1)
 # MODELHUB_MAX_BATCH (16: bounds one ORT call, and so the p99 tail)  MODELHUB_QUEUE_DELAY_MS (0: batch what queued while the model ran)  MODELHUB_BENCH_REDIS_URL (redis://127.0.0.1:6379/13, pool only)
 VARIANT="${MODELHUB_VARIANT:-inproc}"
+case "$VARIANT" in make-run|compose) exec "$(dirname "$0")/start_modelhub_shipped.sh" "$VARIANT" ;; esac
 SERVER="${MODELHUB_SERVER:-asgi}"
 WEB_WORKERS="${MODELHUB_WEB_WORKERS:-2}"
 PY="${MODELHUB_PYTHON:-python3}"

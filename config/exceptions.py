@@ -1,4 +1,7 @@
-"""Every error of the API is JSON: {"error": {"code", "message", "details"}}."""
+"""Every error of the API is JSON: {"error": {"code", "message", "details"}} (V2's shape
+under /v2). DRF's exceptions and Django's error views are translated to the one error
+base (`common.errors.ModelhubError`) and rendered by the one function the prediction edge
+uses too (`common.http.error_reply`)."""
 
 from __future__ import annotations
 
@@ -6,14 +9,14 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from config.errors import DomainError, ServiceUnavailable
-from config.renderers import dumps
+from common.errors import ModelhubError, host_not_allowed
+from common.http import error_parts, error_reply, shape_for_path
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +27,17 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+def respond(exc: BaseException, path: str = "") -> HttpResponse:
+    """The JSON answer to a refusal, in the shape the path's clients expect."""
+    status, body, headers = error_reply(exc, shape_for_path(path))
+    response = HttpResponse(body, status=status, content_type="application/json")
+    for name, value in headers:
+        response[name] = value
+    return response
+
+
 def json_error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> HttpResponse:
-    return HttpResponse(dumps(error_body(code, message, details)), status=status, content_type="application/json")
+    return respond(ModelhubError(message, status=status, code=code, details=details))
 
 
 def is_api_path(path: str) -> bool:
@@ -41,43 +53,64 @@ def _first_message(detail: Any) -> str:
     return str(detail)
 
 
-def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    headers: dict[str, str] = {}
-    if isinstance(exc, ServiceUnavailable):
-        headers["Retry-After"] = str(exc.retry_after_s)
-    if isinstance(exc, DomainError):
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status, headers=headers)
+NUL_MESSAGE = "text may not contain a NUL byte (\\x00 or \\u0000): the database cannot store it"
+
+
+def is_nul_error(exc: BaseException) -> bool:
+    """The database driver refused a NUL in text or JSON (a client's bad data, not a bug)."""
+    from django.db import DataError
+
+    text = str(exc)
+    if isinstance(exc, ValueError) and "NUL (0x00)" in text:
+        return True  # psycopg: "PostgreSQL text fields cannot contain NUL (0x00) bytes"
+    return isinstance(exc, DataError) and ("\\u0000" in text or "0x00" in text)
+
+
+def as_error(exc: BaseException) -> ModelhubError | None:
+    """DRF's and Django's exceptions as the one error base; None for an unexpected one."""
+    if isinstance(exc, ModelhubError):
+        return exc
+    if is_nul_error(exc):
+        return ModelhubError(NUL_MESSAGE, status=400, code="invalid")
     if isinstance(exc, Http404):
-        return Response(error_body("not_found", str(exc) or "not found"), status=404)
+        return ModelhubError(str(exc) or "not found", status=404, code="not_found")
     if isinstance(exc, DjangoPermissionDenied):
-        return Response(error_body("forbidden", str(exc) or "permission denied"), status=403)
+        return ModelhubError(str(exc) or "permission denied", status=403, code="forbidden")
     if isinstance(exc, RequestDataTooBig):
-        return Response(error_body("payload_too_large", "request body is too large"), status=413)
+        return ModelhubError("request body is too large", status=413, code="payload_too_large")
+    if isinstance(exc, DisallowedHost):
+        return host_not_allowed(str(exc).partition("'")[2].partition("'")[0])
     if isinstance(exc, RecursionError):
-        return Response(error_body("invalid", "request is nested too deeply"), status=400)
+        return ModelhubError("request is nested too deeply", status=400, code="invalid")
     if isinstance(exc, drf.ValidationError):
-        return Response(
-            error_body("invalid", _first_message(exc.detail), {"fields": exc.detail}),
-            status=exc.status_code,
-        )
+        return ModelhubError(_first_message(exc.detail), status=exc.status_code, details={"fields": exc.detail})
     if isinstance(exc, drf.APIException):
-        if getattr(exc, "wait", None):
-            headers["Retry-After"] = str(int(exc.wait or 1))
         code = exc.get_codes()
-        return Response(
-            error_body(code if isinstance(code, str) else "error", _first_message(exc.detail)),
+        wait = getattr(exc, "wait", None)
+        return ModelhubError(
+            _first_message(exc.detail),
             status=exc.status_code,
-            headers=headers,
+            code=code if isinstance(code, str) else "error",
+            retry_after=float(int(wait or 1)) if wait else None,
         )
-    return None  # unexpected: JsonErrorMiddleware logs it and answers a JSON 500
+    return None
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    error = as_error(exc)
+    if error is None:
+        return None  # unexpected: JsonErrorMiddleware logs it and answers a JSON 500
+    request = context.get("request")
+    status, data, headers = error_parts(error, shape_for_path(getattr(request, "path", "")))
+    return Response(data, status=status, headers=dict(headers))
 
 
 def _handler(status: int, code: str, message: str):  # type: ignore[no-untyped-def]
     def view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
         if is_api_path(request.path):
-            if isinstance(exception, RequestDataTooBig):
-                return json_error(413, "payload_too_large", "request body is too large")
-            return json_error(status, code, message)
+            if isinstance(exception, (DisallowedHost, RequestDataTooBig)):
+                return respond(as_error(exception) or exception, request.path)
+            return respond(ModelhubError(message, status=status, code=code), request.path)
         from django.views import defaults
 
         if status == 404:

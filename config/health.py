@@ -1,4 +1,8 @@
-"""Liveness and readiness. Readiness checks what a request needs: the database and Redis."""
+"""Liveness and readiness. Readiness checks what a request needs: the database, Redis, warm workers.
+
+`readiness()` is the one answer; /api/v1/health/ready (here) and /v2/health/ready
+(inference/edge.py) both return it.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +19,21 @@ from rest_framework.response import Response
 
 
 def _check_database() -> dict[str, Any]:
+    """SELECT 1; a connection that died with a database restart is dropped and tried once more."""
     started = time.perf_counter()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 2)}
-    except Exception as exc:  # any driver error means "not ready", with the reason
-        return {"ok": False, "error": str(exc).strip()[:200]}
+    error = ""
+    for _ in range(2):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 2)}
+        except Exception as exc:  # any driver error means "not ready", with the reason
+            error = str(exc).strip()[:200] or type(exc).__name__
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is dropped anyway
+                connection.connection = None
+    return {"ok": False, "error": error}
 
 
 def _check_redis() -> dict[str, Any]:
@@ -61,6 +73,24 @@ READINESS_CHECKS = {
     "workers": _check_workers,
     "monitoring": _check_monitoring,
 }
+READY_RETRY_AFTER_S = 2
+
+
+def readiness() -> tuple[bool, dict[str, dict[str, Any]]]:
+    """THE readiness answer, for /api/v1/health/ready and /v2/health/ready alike.
+
+    Ready when: the database answers (a dead connection is replaced first), Redis answers
+    when REDIS_URL is set, every worker-pool primary that takes traffic (state ready,
+    weight > 0) is warm on a live inference worker, and the monitoring flusher runs.
+    Computed afresh on every call, nothing cached (docs/operations.md, "Readiness").
+    """
+    checks: dict[str, dict[str, Any]] = {}
+    for name, check in READINESS_CHECKS.items():
+        try:
+            checks[name] = check()
+        except Exception as exc:  # noqa: BLE001 - a check that breaks means "not ready", with the reason
+            checks[name] = {"ok": False, "error": str(exc).strip()[:200] or type(exc).__name__}
+    return all(result["ok"] for result in checks.values()), checks
 
 
 @extend_schema(
@@ -90,6 +120,8 @@ _READINESS = inline_serializer(
 @authentication_classes([])
 @permission_classes([])
 def ready(request: Request) -> Response:
-    checks = {name: check() for name, check in READINESS_CHECKS.items()}
-    ok = all(result["ok"] for result in checks.values())
-    return Response({"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503)
+    ok, checks = readiness()
+    headers = None if ok else {"Retry-After": str(READY_RETRY_AFTER_S)}
+    return Response(
+        {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503, headers=headers
+    )

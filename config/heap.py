@@ -19,12 +19,13 @@ Call it after start-up work (imports, warm-up, a model load), never per request:
 from __future__ import annotations
 
 import gc
-import os
+
+from config.env import env_bool
 
 
 def enabled() -> bool:
     """`MODELHUB_GC_FREEZE=0` turns settling off (to measure what it buys)."""
-    return os.environ.get("MODELHUB_GC_FREEZE", "1").strip().lower() not in ("0", "false", "no", "off")
+    return env_bool("MODELHUB_GC_FREEZE", True)
 
 
 def settle() -> int:

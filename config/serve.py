@@ -1,6 +1,13 @@
 """The ASGI front in N processes, each with its own listening socket (SO_REUSEPORT).
 
+    python -m config.serve                      # MODELHUB_BIND, MODELHUB_WEB_WORKERS (config/serving.py)
     python -m config.serve --port 8000 --workers 2
+
+This is the default server (`make run`, docker-compose, the Kubernetes web Deployment):
+the raw prediction front (config/asgi_edge.py) answers predictions in the event loop and
+hands every other path (dashboard, admin, static files, the REST API) to Django's ASGI
+application. The process count and each process's ONNX Runtime threads come from
+config/serving.py, the one place they are derived.
 
 Why not `uvicorn --workers N`: there the processes share one listening socket, and the
 one whose event loop wakes first accepts every connection that is waiting. A client that
@@ -34,6 +41,8 @@ import socket
 import sys
 import time
 from typing import Any
+
+from config.env import env_str
 
 APP = "config.asgi_edge:application"
 log = logging.getLogger("modelhub.serve")
@@ -73,7 +82,10 @@ def check_port(host: str, port: int) -> None:
 def run_worker(host: str, port: int, options: dict[str, Any]) -> None:
     import uvicorn
 
+    from workers.embedded_scheduler import start_embedded
+
     sock = bound_socket(host, port)
+    start_embedded()  # beat's jobs when there is no Redis, in one of the processes
     config = uvicorn.Config(
         APP,
         loop="uvloop",
@@ -87,16 +99,23 @@ def run_worker(host: str, port: int, options: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from config import serving
+
+    host, port = serving.bind_address()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default=os.environ.get("MODELHUB_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("MODELHUB_PORT", "8000")))
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("MODELHUB_WEB_WORKERS", "2")))
+    parser.add_argument("--host", default=host, help="default: MODELHUB_BIND's host")
+    parser.add_argument("--port", type=int, default=port, help="default: MODELHUB_BIND's port")
+    parser.add_argument("--workers", type=int, default=serving.web_processes(), help="default: MODELHUB_WEB_WORKERS")
     parser.add_argument("--backlog", type=int, default=2048)
     parser.add_argument("--keep-alive", type=int, default=5, help="seconds an idle connection is kept")
-    parser.add_argument("--log-level", default=os.environ.get("MODELHUB_LOG_LEVEL", "info").lower())
+    parser.add_argument("--log-level", default=env_str("MODELHUB_LOG_LEVEL", "info").lower())
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The spawned workers inherit the environment: their sessions derive their threads
+    # from the process count actually started (config.serving.intra_op_threads).
+    os.environ["MODELHUB_WEB_WORKERS"] = str(max(1, args.workers))
+    log.info("serving on %s:%d: %s", args.host, args.port, serving.describe(max(1, args.workers)))
     options = {
         "backlog": args.backlog,
         "keep_alive": args.keep_alive,

@@ -2,44 +2,62 @@
 
 With no environment at all this is the embedded default: SQLite and the artifact store
 under ./var, Celery tasks run in-process, models served inside the web process.
+
+Every environment variable Modelhub reads is read here (or, for the processes that start
+before Django, in config/serve.py and platform/gunicorn.conf.py) through the typed readers
+of config/env.py, and listed in .env.example (tests/config/test_env_example.py checks both
+ways). Importing this module writes nothing: the data folders are created at Django's
+start-up (config/apps.py), the generated secret key on its first use.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.functional import SimpleLazyObject
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("MODELHUB_DATA_DIR", str(BASE_DIR / "var")))
-DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _secret_key() -> str:
     """The configured key, or one generated once per installation and kept in DATA_DIR.
 
-    There is deliberately no key in the code: a fresh install makes its own.
+    There is deliberately no key in the code: a fresh install makes its own, the first
+    time anything signs (several processes may race: the file is linked into place, so
+    exactly one key wins and every process reads that one).
     """
     configured = env_str("MODELHUB_SECRET_KEY")
     if configured:
         return configured
     path = DATA_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        staged = path.with_name(f".secret_key.{os.getpid()}")
+        staged.write_text(secrets.token_urlsafe(50))
+        staged.chmod(0o600)
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            pass
+        finally:
+            staged.unlink()
     return path.read_text().strip()
 
 
-SECRET_KEY = _secret_key()
+SECRET_KEY = SimpleLazyObject(_secret_key)
 DEBUG = env_bool("MODELHUB_DEBUG", False)
 ALLOWED_HOSTS = env_list("MODELHUB_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("MODELHUB_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    "config.apps.ModelhubConfig",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -95,6 +113,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A database that is away for a moment must give an error quickly, not a hang.
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("MODELHUB_DB_CONNECT_TIMEOUT", 5)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default: several web processes (and their threads) write one file.
+    # WAL lets readers go on while one writes; `timeout` is the busy timeout a writer
+    # waits for the lock; IMMEDIATE takes the write lock at BEGIN, so that two
+    # transactions never both read and then fail to upgrade (which no timeout helps).
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": env_float("MODELHUB_SQLITE_BUSY_TIMEOUT_S", 30.0),
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+    }
 # Parallel test runs on one server each need their own test database.
 if env_str("MODELHUB_TEST_DB_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": env_str("MODELHUB_TEST_DB_NAME")}
@@ -146,12 +174,31 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_DEFAULT_QUEUE = "control"
+# The embedded scheduler (workers/embedded_scheduler.py): with no Redis there is no beat, so
+# one thread in one serving process (an fcntl lock in DATA_DIR) runs the beat schedule; the
+# other processes retry the lock every EMBEDDED_SCHEDULER_RETRY_S and take over if it dies.
+EMBEDDED_SCHEDULER = env_bool("MODELHUB_EMBEDDED_SCHEDULER") if env_str("MODELHUB_EMBEDDED_SCHEDULER") else EMBEDDED
+EMBEDDED_SCHEDULER_RETRY_S = env_float("MODELHUB_EMBEDDED_SCHEDULER_RETRY_S", 5.0)
 
 # --- Model registry ---------------------------------------------------------------------
 ARTIFACT_STORE = Path(env_str("MODELHUB_ARTIFACT_STORE", str(DATA_DIR / "artifacts")))
 MAX_ARTIFACT_BYTES = env_int("MODELHUB_MAX_ARTIFACT_BYTES", 512 * 1024 * 1024)
 VALIDATION_MEMORY_LIMIT_BYTES = env_int("MODELHUB_VALIDATION_MEMORY_LIMIT_BYTES", 2 * 1024**3)
 VALIDATION_TIMEOUT_S = env_float("MODELHUB_VALIDATION_TIMEOUT_S", 120.0)
+# Validation leases (docs/operations.md, "Jobs"): the running task renews its lease every
+# third of VALIDATION_LEASE_S; registry.validation_sweep, every VALIDATION_SWEEP_INTERVAL_S,
+# re-enqueues a version whose lease lapsed (its worker died) or that stayed pending past
+# the grace, and fails it after VALIDATION_MAX_ATTEMPTS starts.
+VALIDATION_LEASE_S = env_float("MODELHUB_VALIDATION_LEASE_S", 30.0)
+VALIDATION_SWEEP_INTERVAL_S = env_float("MODELHUB_VALIDATION_SWEEP_INTERVAL_S", 30.0)
+VALIDATION_PENDING_GRACE_S = env_float("MODELHUB_VALIDATION_PENDING_GRACE_S", 60.0)
+VALIDATION_MAX_ATTEMPTS = env_int("MODELHUB_VALIDATION_MAX_ATTEMPTS", 3)
+# A task still running when the visibility timeout passes is delivered a second time.
+if CELERY_VISIBILITY_TIMEOUT <= VALIDATION_TIMEOUT_S + 60:
+    raise ImproperlyConfigured(
+        f"MODELHUB_CELERY_VISIBILITY_TIMEOUT ({CELERY_VISIBILITY_TIMEOUT} s) must stay above the longest task, "
+        f"the validation's MODELHUB_VALIDATION_TIMEOUT_S ({VALIDATION_TIMEOUT_S:g} s) plus a minute"
+    )
 
 # --- Notifications (approvals) -----------------------------------------------------------
 # Console by default: decisions are printed, nothing leaves the machine until configured.
@@ -178,6 +225,27 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 # --- Serving (inference app) -----------------------------------------------------------
 # Largest prediction request body (simple JSON or V2, binary tensors included), in bytes.
 PREDICT_MAX_BODY_BYTES = env_int("MODELHUB_MAX_PREDICT_BYTES", 16 * 1024 * 1024)
+# Threads the ASGI front (inference/asgi.py) runs blocking prediction-path calls in.
+ASGI_THREADS = env_int("MODELHUB_ASGI_THREADS", 64)
+# ONNX Runtime threads per in-process session; 0 = ORT's default (all cores).
+INTRA_OP_THREADS = env_int("MODELHUB_INTRA_OP_THREADS", 0)
+# Worker-pool placement (docs/serving-workers.md); the names are the ones inference/pool.py reads.
+MODELHUB_POOL_REDIS_URL = env_str("MODELHUB_POOL_REDIS_URL")  # "" = REDIS_URL
+MODELHUB_POOL_CONNECT_TIMEOUT = env_float("MODELHUB_POOL_CONNECT_TIMEOUT", 1.0)
+MODELHUB_POOL_SOCKET_TIMEOUT = env_float("MODELHUB_POOL_SOCKET_TIMEOUT", 5.0)
+MODELHUB_POOL_MAX_CONNECTIONS = env_int("MODELHUB_POOL_MAX_CONNECTIONS", 256)
+
+# --- First run (manage.py modelhub_bootstrap) ------------------------------------------------
+BOOTSTRAP_ADMIN_USER = env_str("MODELHUB_ADMIN_USER", "admin")
+BOOTSTRAP_ADMIN_PASSWORD = env_str("MODELHUB_ADMIN_PASSWORD")  # "" = generated and printed once
+# Admission control in each in-process batcher (docs/operations.md, "Overload"): a request
+# whose expected wait (queued batches x the recent time per batch) is over this fraction
+# of its deadline, or over the longest queue wait, is refused at once with 503 +
+# Retry-After instead of queueing until it times out.
+SERVING_ADMISSION_CONTROL = env_bool("MODELHUB_ADMISSION_CONTROL", True)
+SERVING_ADMISSION_DEADLINE_FRACTION = env_float("MODELHUB_ADMISSION_DEADLINE_FRACTION", 0.5)
+SERVING_MAX_QUEUE_WAIT_MS = env_float("MODELHUB_MAX_QUEUE_WAIT_MS", 5000.0)
+SERVING_MAX_QUEUE_SIZE = env_int("MODELHUB_MAX_QUEUE_SIZE", 1024)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -233,8 +301,7 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = DATA_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT = DATA_DIR / "static"  # created at start-up (config/apps.py)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

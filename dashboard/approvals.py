@@ -109,6 +109,9 @@ def approval_detail(request: HttpRequest, request_id: int) -> HttpResponse:
             "is_approver": is_approver,
             "is_admin": has_role(request.user, "admin"),
             "own_request": found.requester_id == request.user.pk,
+            # Only the buttons that can work: the requester (or anyone the decision's own
+            # checks refuse) never sees Approve/Reject.
+            "can_decide": promotions.promotion_can_decide(request=found, user=request.user),
         },
     )
 

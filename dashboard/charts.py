@@ -22,6 +22,33 @@ DRIFT_WARN = 0.1
 DRIFT_ALERT = 0.25
 
 Point = tuple[datetime, float | None]
+# Markers for what changed, on every chart with a time axis: {"t", "kind", "text"}.
+ANNOTATION_STYLE = {
+    "traffic": ("Traffic changes", "#1d2330", "triangle-down"),
+    "rollout": ("Rollouts", "#7a3fb4", "diamond"),
+    "alert": ("Alerts", "#b42318", "x"),
+}
+REFUSED_LABEL = "refused (no version)"
+
+
+def version_label(deployment: str, role: str = "") -> str:
+    """A series' name: "iris:2 (canary)"; requests refused before any version was chosen
+    (unknown key, bad body, overload...) are recorded without one and named as such."""
+    if not deployment:
+        return REFUSED_LABEL
+    return f"{deployment} ({role})" if role else deployment
+
+
+def line_mode(values: Sequence[float | None]) -> str:
+    """Lines, plus markers when a line alone would not show every value: few points, or a
+    value with no neighbour (a single minute of traffic draws nothing as a line)."""
+    present = [v is not None for v in values]
+    if sum(present) < 30:
+        return "lines+markers"
+    for i, here in enumerate(present):
+        if here and not (i > 0 and present[i - 1]) and not (i + 1 < len(present) and present[i + 1]):
+            return "lines+markers"
+    return "lines"
 
 
 def _layout(fig: go.Figure, *, title: str, y_title: str = "", height: int = 300) -> go.Figure:
@@ -57,13 +84,15 @@ def timeseries_chart(
     """One line per series (usually one per version), gaps where a value is None."""
     fig = go.Figure()
     for i, (label, points) in enumerate(series.items()):
+        values = [v for _, v in points]
         fig.add_trace(
             go.Scatter(
                 x=[t for t, _ in points],
-                y=[v for _, v in points],
+                y=values,
                 name=label,
-                mode="lines+markers" if len(points) < 30 else "lines",
+                mode=line_mode(values),
                 line={"color": colour(i), "width": 2},
+                marker={"size": 6},
                 connectgaps=False,
             )
         )
@@ -80,19 +109,90 @@ def latency_chart(series: Mapping[str, Sequence[Mapping[str, Any]]], *, title: s
     fig = go.Figure()
     for i, (label, points) in enumerate(series.items()):
         for quantile, dash in PERCENTILE_DASH.items():
+            values = [p.get(quantile) for p in points]
             fig.add_trace(
                 go.Scatter(
                     x=[p["t"] for p in points],
-                    y=[p.get(quantile) for p in points],
+                    y=values,
                     name=f"{label} {quantile}",
-                    mode="lines",
+                    mode=line_mode(values),
                     line={"color": colour(i), "dash": dash, "width": 2 if quantile == "p50" else 1.5},
+                    marker={"size": 5},
                 )
             )
     _layout(fig, title=title, y_title="ms")
     if not any(series.values()):
         _empty(fig, "no traffic in this range")
     return fig
+
+
+def timing_chart(
+    series: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str = "Model and queue time"
+) -> go.Figure:
+    """Mean ms per request in ONNX Runtime (solid) and waiting for a batch (dashed), per
+    version: points are {"t": datetime, "model_ms": ms, "queue_ms": ms}."""
+    fig = go.Figure()
+    for i, (label, points) in enumerate(series.items()):
+        for key, name, dash in (("model_ms", "model", "solid"), ("queue_ms", "queue", "dash")):
+            values = [p.get(key) for p in points]
+            fig.add_trace(
+                go.Scatter(
+                    x=[p["t"] for p in points],
+                    y=values,
+                    name=f"{label} {name}",
+                    mode=line_mode(values),
+                    line={"color": colour(i), "dash": dash, "width": 2},
+                    marker={"size": 5},
+                )
+            )
+    _layout(fig, title=title, y_title="ms per request")
+    if not any(series.values()):
+        _empty(fig, "no traffic in this range")
+    return fig
+
+
+def annotate(fig: go.Figure, annotations: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """Mark each change on a time chart: a dotted vertical line, and a marker at the top
+    whose hover says what happened (one legend entry per kind, so they can be hidden)."""
+    by_kind: dict[str, list[Mapping[str, Any]]] = {}
+    for note in annotations:
+        by_kind.setdefault(str(note.get("kind", "traffic")), []).append(note)
+    if not by_kind:
+        return fig
+    for kind, notes in by_kind.items():
+        name, color, symbol = ANNOTATION_STYLE.get(kind, (kind, "#5b6475", "circle"))
+        times = [_time(n["t"]) for n in notes]
+        for t in times:
+            fig.add_shape(
+                type="line",
+                x0=t,
+                x1=t,
+                xref="x",
+                y0=0,
+                y1=1,
+                yref="paper",
+                line={"color": color, "width": 1, "dash": "dot"},
+                layer="below",
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=times,
+                y=[1.0] * len(times),
+                yaxis="y2",
+                name=name,
+                mode="markers",
+                marker={"symbol": symbol, "size": 10, "color": color},
+                text=[str(n.get("text", "")) for n in notes],
+                hovertemplate="%{text}<extra></extra>",
+                showlegend=True,
+            )
+        )
+    fig.update_layout(yaxis2={"overlaying": "y", "range": [0, 1.05], "visible": False, "fixedrange": True})
+    return fig
+
+
+def _time(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
 def distribution_chart(counts: Mapping[str, Mapping[str, float]], *, title: str = "Outputs") -> go.Figure:
@@ -173,17 +273,25 @@ def output_distribution(outputs: Mapping[str, Any]) -> tuple[str, dict[str, floa
     return None
 
 
-def monitoring_figures(timeseries: Mapping[str, Any], *, versions: Sequence[str] | None = None) -> dict[str, go.Figure]:
+def monitoring_figures(
+    timeseries: Mapping[str, Any],
+    *,
+    versions: Sequence[str] | None = None,
+    annotations: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, go.Figure]:
     """Every monitoring chart of one endpoint from `endpoint_timeseries` data.
 
-    `versions` picks which deployments ("model:version") to compare; None means all.
+    `versions` picks which deployments ("model:version", "" for refused requests) to
+    compare; None means all. `annotations` ({"t", "kind", "text"}: traffic changes,
+    rollouts, alerts) are marked on every chart with a time axis, and the time axis spans
+    the whole range asked for, so a single fresh minute sits where it happened.
     """
     picked = {
         name: data for name, data in (timeseries.get("versions") or {}).items() if versions is None or name in versions
     }
 
     def label(name: str, data: Mapping[str, Any]) -> str:
-        return f"{name} ({data['role']})" if data.get("role") else name
+        return version_label(name, str(data.get("role") or ""))
 
     def line(key: str) -> dict[str, list[Point]]:
         return {
@@ -192,13 +300,19 @@ def monitoring_figures(timeseries: Mapping[str, Any], *, versions: Sequence[str]
             if key in d
         }
 
+    def points(*keys: str) -> dict[str, list[dict[str, Any]]]:
+        return {
+            label(n, d): [
+                {"t": t, **dict(zip(keys, values, strict=True))}
+                for t, *values in zip(_parse_times(d["t"]), *(d[k] for k in keys), strict=False)
+            ]
+            for n, d in picked.items()
+            if all(k in d for k in keys)
+        }
+
     latency = {
-        label(n, d): [
-            {"t": t, "p50": a, "p95": b, "p99": c}
-            for t, a, b, c in zip(_parse_times(d["t"]), d["p50_ms"], d["p95_ms"], d["p99_ms"], strict=False)
-        ]
-        for n, d in picked.items()
-        if "p50_ms" in d
+        name: [{"t": p["t"], "p50": p["p50_ms"], "p95": p["p95_ms"], "p99": p["p99_ms"]} for p in series]
+        for name, series in points("p50_ms", "p95_ms", "p99_ms").items()
     }
     distributions: dict[str, dict[str, float]] = {}
     output_name = ""
@@ -212,11 +326,20 @@ def monitoring_figures(timeseries: Mapping[str, Any], *, versions: Sequence[str]
             if series.get("psi"):
                 key = feature if len(picked) == 1 else f"{n} · {feature}"
                 drift[key] = series["psi"][-1]
-    return {
+    timed = {
         "rps": timeseries_chart(line("rps"), title="Requests per second", y_title="req/s"),
         "latency": latency_chart(latency, title="Latency p50 / p95 / p99"),
         "errors": timeseries_chart(line("error_rate"), title="Error rate", percent=True),
         "batch": timeseries_chart(line("batch_size"), title="Mean batch size", y_title="rows per ONNX call"),
+        "timing": timing_chart(points("model_ms", "queue_ms")),
+    }
+    since, until = timeseries.get("since"), timeseries.get("until")
+    for fig in timed.values():
+        annotate(fig, annotations)
+        if since and until:
+            fig.update_xaxes(range=[_time(since), _time(until)])
+    return {
+        **timed,
         "outputs": distribution_chart(
             distributions, title=f"Output distribution{f' ({output_name})' if output_name else ''}"
         ),

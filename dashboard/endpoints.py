@@ -17,11 +17,12 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from accounts.roles import ML_ENGINEER
+from accounts.permissions import endpoint_for_user_or_404, team_scope, visible_endpoints
+from accounts.roles import APPROVER, ML_ENGINEER, has_role
 from config.errors import DomainError, NotFound
 from config.http import client_ip
 from dashboard.views import _health, domain_errors_as_messages, page, require_role
@@ -35,12 +36,16 @@ MAX_ROUTES = 8
 
 @login_required
 def endpoint_list(request: HttpRequest) -> HttpResponse:
-    endpoints = Endpoint.objects.annotate(
-        ready=Count("deployments", filter=Q(deployments__state=Deployment.State.READY)),
-        failed=Count("deployments", filter=Q(deployments__state=Deployment.State.FAILED)),
-        loading=Count("deployments", filter=Q(deployments__state=Deployment.State.LOADING)),
-        keys=Count("api_keys", filter=Q(api_keys__revoked_at__isnull=True), distinct=True),
-    ).order_by("name")
+    endpoints = (
+        visible_endpoints(request.user)
+        .annotate(
+            ready=Count("deployments", filter=Q(deployments__state=Deployment.State.READY)),
+            failed=Count("deployments", filter=Q(deployments__state=Deployment.State.FAILED)),
+            loading=Count("deployments", filter=Q(deployments__state=Deployment.State.LOADING)),
+            keys=Count("api_keys", filter=Q(api_keys__revoked_at__isnull=True), distinct=True),
+        )
+        .order_by("name")
+    )
     page_obj = Paginator(endpoints, 50).get_page(request.GET.get("page"))
     rows = list(page_obj)
     current = {
@@ -68,11 +73,13 @@ def endpoint_create(request: HttpRequest) -> HttpResponse:
     return redirect("dash-endpoint", name=endpoint.name)
 
 
-def _endpoint(name: str) -> Endpoint:
+def _endpoint(request: HttpRequest, name: str) -> Endpoint:
+    """The endpoint if the user's teams may see it; another team's is a 404 page."""
     try:
-        return selectors.endpoint_get(name=name)
+        endpoint: Endpoint = endpoint_for_user_or_404(request.user, name, selectors.endpoint_list())
     except NotFound as exc:
         raise Http404(exc.message) from None
+    return endpoint
 
 
 def example_payload(signature: dict[str, Any]) -> dict[str, Any]:
@@ -107,7 +114,7 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
     editor += [{"model": "", "version": "", "role": "canary", "weight": 0}] * (2 if editor else 3)
     primary = next((by_id.get(r.get("deployment")) for r in routes if r["role"] == "primary"), None)
     signature = primary.model_version.signature if primary else {}
-    options = _version_options()
+    options = _version_options(request.user, endpoint)
     for row in editor:
         picked = format_html('value="{}:{}"', row["model"], row["version"])
         row["options"] = mark_safe(options.replace(picked, picked + " selected", 1))
@@ -120,6 +127,9 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         "routes": routes,
         "editor_rows": editor,
         "roles": ROLES,
+        "environment_rule": services.ENVIRONMENT_RULES[endpoint.environment],
+        "can_change_traffic": endpoint.environment != Endpoint.Environment.PRODUCTION
+        or has_role(request.user, APPROVER),
         "keys": ApiKey.objects.filter(endpoints=endpoint).order_by("-created_at")[:20],
         "events": AuditEvent.objects.filter(object_type="inference.endpoint", object_id=str(endpoint.pk)).order_by(
             "-created_at", "-id"
@@ -130,23 +140,48 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
     }
 
 
-def _version_options(limit: int = 300) -> str:
-    """The editor's <option>s for ready versions, built once per page (not once per row)."""
-    rows = (
-        ModelVersion.objects.filter(status=ModelVersion.Status.READY)
-        .order_by("model__name", "-version")
-        .values_list("model__name", "version", "stage")[:limit]
-    )
-    return format_html_join(
-        "",
-        '<option value="{}:{}">{} v{}{}</option>',
-        ((name, n, name, n, f" ({stage})" if stage != "None" else "") for name, n, stage in rows),
-    )
+def _version_options(user: Any, endpoint: Endpoint, limit: int = 300) -> str:
+    """The editor's <option>s for ready versions, built once per page (not once per row).
+
+    Only versions the user may see and the endpoint may serve (its team's or no team's).
+    Versions the endpoint's environment forbids are greyed out (disabled) with the reason
+    in their label; a version allowed only as a shadow says so. The service decides again
+    on save (services.environment_rule_check): this only spares people a refusal.
+    """
+    environment = endpoint.environment
+    versions = team_scope(ModelVersion.objects.filter(status=ModelVersion.Status.READY), user, team_field="model__team")
+    if endpoint.team_id is not None:
+        versions = versions.filter(Q(model__team__isnull=True) | Q(model__team=endpoint.team_id))
+    rows = versions.order_by("model__name", "-version").values_list("model__name", "version", "stage")[:limit]
+    options = []
+    for name, n, stage in rows:
+        taking = services.version_allowed(environment=environment, stage=stage, role=Deployment.Role.PRIMARY)
+        shadow = services.version_allowed(environment=environment, stage=stage, role=Deployment.Role.SHADOW)
+        if taking:
+            options.append(format_html('<option value="{}:{}">{} v{} ({})</option>', name, n, name, n, stage))
+        elif shadow:
+            options.append(
+                format_html('<option value="{}:{}">{} v{} ({}: shadow only)</option>', name, n, name, n, stage)
+            )
+        else:
+            options.append(
+                format_html(
+                    '<option value="{}:{}" disabled title="{}">{} v{} ({}: not allowed on a {} endpoint)</option>',
+                    name,
+                    n,
+                    services.ENVIRONMENT_RULES[environment],
+                    name,
+                    n,
+                    stage,
+                    environment,
+                )
+            )
+    return mark_safe("".join(options))  # every part went through format_html
 
 
 @login_required
 def endpoint_detail(request: HttpRequest, name: str) -> HttpResponse:
-    endpoint = _endpoint(name)
+    endpoint = _endpoint(request, name)
     return page(request, "dashboard/endpoints/detail.html", _detail_context(request, endpoint))
 
 
@@ -176,7 +211,7 @@ def routes_from_form(post: Any) -> list[dict[str, Any]]:
 @domain_errors_as_messages
 def traffic_update(request: HttpRequest, name: str) -> HttpResponse:
     require_role(request, ML_ENGINEER, "changing the traffic split")
-    endpoint = _endpoint(name)
+    endpoint = _endpoint(request, name)
     revision = services.traffic_policy_revise(
         endpoint=endpoint,
         routes=routes_from_form(request.POST),
@@ -195,7 +230,7 @@ def traffic_rollback(request: HttpRequest, name: str) -> HttpResponse:
     require_role(request, ML_ENGINEER, "rolling back the traffic split")
     raw = request.POST.get("revision", "")
     revision = services.traffic_policy_rollback(
-        endpoint=_endpoint(name),
+        endpoint=_endpoint(request, name),
         revision=int(raw) if raw.isdigit() else None,
         user=request.user,
         source_ip=client_ip(request),
@@ -210,7 +245,7 @@ def traffic_rollback(request: HttpRequest, name: str) -> HttpResponse:
 def endpoint_settings(request: HttpRequest, name: str) -> HttpResponse:
     require_role(request, ML_ENGINEER, "changing an endpoint")
     services.endpoint_update(
-        endpoint=_endpoint(name),
+        endpoint=_endpoint(request, name),
         user=request.user,
         source_ip=client_ip(request),
         sticky_header=request.POST.get("sticky_header", "").strip(),
@@ -225,7 +260,7 @@ def endpoint_settings(request: HttpRequest, name: str) -> HttpResponse:
 @domain_errors_as_messages
 def key_create(request: HttpRequest, name: str) -> HttpResponse:
     require_role(request, ML_ENGINEER, "creating an API key")
-    endpoint = _endpoint(name)
+    endpoint = _endpoint(request, name)
     key, secret = services.api_key_create(
         name=request.POST.get("key_name", "").strip(),
         endpoints=[endpoint],
@@ -247,7 +282,7 @@ def key_create(request: HttpRequest, name: str) -> HttpResponse:
 @domain_errors_as_messages
 def key_revoke(request: HttpRequest, name: str, prefix: str) -> HttpResponse:
     require_role(request, ML_ENGINEER, "revoking an API key")
-    endpoint = _endpoint(name)
+    endpoint = _endpoint(request, name)
     key = ApiKey.objects.filter(endpoints=endpoint, prefix=prefix).first()
     if key is None:
         raise Http404(f"no key {prefix!r} on {name}")

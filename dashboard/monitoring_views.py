@@ -20,12 +20,19 @@ from django.shortcuts import redirect
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from accounts.permissions import (
+    endpoint_for_user_or_404,
+    get_visible_or_404,
+    scope_by_endpoint_name,
+    team_scope,
+    visible_endpoints,
+)
 from accounts.roles import ML_ENGINEER
-from config.errors import DomainError
+from config.errors import DomainError, NotFound
 from config.http import client_ip
 from dashboard import charts
 from dashboard.views import domain_errors_as_messages, page, require_role
-from inference.models import Endpoint
+from inference.models import Deployment, Endpoint
 from monitoring import selectors, services
 from monitoring.models import AlertEvent, AlertRule, MetricRollup
 
@@ -43,7 +50,7 @@ def monitoring_index(request: HttpRequest) -> HttpResponse:
         .annotate(requests=Sum("count"), errors=Sum("error_count"))
     }
     firing = set(AlertRule.objects.filter(state=AlertRule.State.FIRING).values_list("endpoint__name", flat=True))
-    page_obj = Paginator(Endpoint.objects.order_by("name"), 50).get_page(request.GET.get("page"))
+    page_obj = Paginator(visible_endpoints(request.user).order_by("name"), 50).get_page(request.GET.get("page"))
     rows = []
     for endpoint in page_obj:
         t = traffic.get(endpoint.name) or {}
@@ -60,36 +67,60 @@ def monitoring_index(request: HttpRequest) -> HttpResponse:
     return page(request, "dashboard/monitoring/index.html", {"rows": rows, "page_obj": page_obj})
 
 
-def _endpoint(name: str) -> Endpoint:
-    endpoint = Endpoint.objects.filter(name=name).first()
-    if endpoint is None:
-        raise Http404(f"no endpoint named {name!r}")
+def _endpoint(request: HttpRequest, name: str) -> Endpoint:
+    """The endpoint if the user's teams may see it; another team's is a 404."""
+    try:
+        endpoint: Endpoint = endpoint_for_user_or_404(request.user, name)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
     return endpoint
+
+
+def default_range(endpoint: Endpoint, now: Any) -> str:
+    """A range that fits the data: the last 15 minutes for an endpoint younger than an hour
+    (an hour would squeeze its first minutes into the right edge), else the last hour."""
+    return "15m" if endpoint.created_at and now - endpoint.created_at < timedelta(hours=1) else "1h"
 
 
 @login_required
 def monitoring_endpoint(request: HttpRequest, name: str) -> HttpResponse:
-    endpoint = _endpoint(name)
-    week_ago = timezone.now() - timedelta(days=7)
-    deployments = sorted(
-        set(MetricRollup.objects.filter(endpoint=name, minute__gte=week_ago).values_list("deployment", flat=True))
+    endpoint = _endpoint(request, name)
+    now = timezone.now()
+    week_ago = now - timedelta(days=7)
+    recorded = set(
+        MetricRollup.objects.filter(endpoint=name, minute__gte=week_ago).values_list("deployment", flat=True)
     )
+    served = {
+        f"{model}:{version}"
+        for model, version in endpoint.deployments.exclude(state=Deployment.State.RETIRED).values_list(
+            "model_version__model__name", "model_version__version"
+        )
+    }
+    # Versions first, then requests refused before a version was chosen ("").
+    deployments = sorted(recorded | served, key=lambda d: (d == "", d))
     return page(
         request,
         "dashboard/monitoring/endpoint.html",
         {
             "endpoint": endpoint,
             "ranges": list(RANGES),
-            "deployments": deployments,
+            "default_range": default_range(endpoint, now),
+            "deployments": [{"value": d, "label": charts.version_label(d)} for d in deployments],
             "plotly_version": plotly.__version__,
+            "scheduler": selectors.scheduler_status(),
         },
     )
 
 
 @login_required
 def monitoring_charts(request: HttpRequest, name: str) -> JsonResponse:
-    """The endpoint's figures as JSON for Plotly.react: ?range=1h&versions=model:1,model:2."""
-    endpoint = _endpoint(name)
+    """The endpoint's figures as JSON for Plotly.react: ?range=1h&versions=model:1,model:2.
+
+    Figures come from `endpoint_timeseries` (roll-ups and the live minutes), marked with
+    the endpoint's traffic changes and alerts (`endpoint_annotations`); `summary` is the
+    per-version table over the same range from `endpoint_window_stats`.
+    """
+    endpoint = _endpoint(request, name)
     chosen = request.GET.get("range", "1h")
     if chosen not in RANGES:
         return JsonResponse(
@@ -97,24 +128,63 @@ def monitoring_charts(request: HttpRequest, name: str) -> JsonResponse:
         )
     minutes, step = RANGES[chosen]
     until = timezone.now()
+    since = until - timedelta(minutes=minutes)
     try:
-        data = selectors.endpoint_timeseries(endpoint.name, until - timedelta(minutes=minutes), until, step)
+        data = selectors.endpoint_timeseries(endpoint.name, since, until, step)
     except DomainError as exc:
         return JsonResponse({"error": {"message": exc.message}}, status=400)
-    versions = [v for v in request.GET.get("versions", "").split(",") if v] or None
-    figures = charts.monitoring_figures(data, versions=versions)
+    versions = _chosen_versions(request.GET.get("versions"))
+    annotations = selectors.endpoint_annotations(endpoint.name, since, until)
+    figures = charts.monitoring_figures(data, versions=versions, annotations=annotations)
     totals = {
         deployment: sum(series.get("requests") or []) for deployment, series in (data.get("versions") or {}).items()
     }
+    try:
+        window = selectors.endpoint_window_stats(endpoint.name, window_s=minutes * 60, now=until, include_shadow=True)
+        summary = [
+            {"version": charts.version_label(d, v["role"]), **_summary_row(v)}
+            for d, v in window["versions"].items()
+            if versions is None or d in versions
+        ]
+    except DomainError:  # a range longer than the minute retention: the charts still show it
+        summary = []
     return JsonResponse(
         {
             "range": chosen,
             "step": step,
             "until": until.isoformat(),
             "requests": totals,
+            "summary": summary,
+            "annotations": annotations,
             "figures": {key: charts.figure_data(fig) for key, fig in figures.items()},
         }
     )
+
+
+def _chosen_versions(raw: str | None) -> list[str] | None:
+    """?versions=iris:1,refused -> ["iris:1", ""]; "-" is none of them; absent is all."""
+    if raw is None or raw == "":
+        return None
+    return [REFUSED_PARAM_VALUES.get(v, v) for v in raw.split(",") if v and v != "-"]
+
+
+REFUSED_PARAM_VALUES = {"refused": ""}  # refused requests have no version ("")
+
+
+def _summary_row(stats: dict[str, Any]) -> dict[str, Any]:
+    def r(value: Any, digits: int = 2) -> Any:
+        return None if value is None else round(float(value), digits)
+
+    return {
+        "requests": stats["count"],
+        "error_rate": r(stats["error_rate"], 4),
+        "p50_ms": r(stats["p50_ms"]),
+        "p95_ms": r(stats["p95_ms"]),
+        "p99_ms": r(stats["p99_ms"]),
+        "batch_size": r(stats["batch_size"]),
+        "model_ms": r(stats["model_ms"], 3),
+        "queue_ms": r(stats["queue_ms"], 3),
+    }
 
 
 # --- alerts ---------------------------------------------------------------------------------
@@ -140,10 +210,10 @@ def _rule_values(post: Any) -> dict[str, Any]:
 @login_required
 def alert_list(request: HttpRequest) -> HttpResponse:
     endpoint = request.GET.get("endpoint", "")
-    rules = selectors.alert_rule_list(endpoint=endpoint).order_by("endpoint__name", "id")
-    events = Paginator(selectors.alert_event_list(endpoint=endpoint).order_by("-created_at", "-id"), 30).get_page(
-        request.GET.get("page")
-    )
+    rules = team_scope(selectors.alert_rule_list(endpoint=endpoint), request.user, team_field="endpoint__team")
+    rules = rules.order_by("endpoint__name", "id")
+    events = scope_by_endpoint_name(selectors.alert_event_list(endpoint=endpoint), request.user)
+    events = Paginator(events.order_by("-created_at", "-id"), 30).get_page(request.GET.get("page"))
     return page(
         request,
         "dashboard/monitoring/alerts.html",
@@ -152,13 +222,15 @@ def alert_list(request: HttpRequest) -> HttpResponse:
             "page_obj": events,
             "endpoint_filter": endpoint,
             "query": f"endpoint={endpoint}" if endpoint else "",
-            "endpoints": Endpoint.objects.order_by("name").values_list("name", flat=True),
+            "endpoints": visible_endpoints(request.user).order_by("name").values_list("name", flat=True),
             "metrics": AlertRule.Metric.values,
             "comparisons": AlertRule.Comparison.values,
             "severities": AlertRule.Severity.values,
             "channels": AlertRule.Channel.values,
             "firing_count": sum(1 for r in rules if r.state == AlertRule.State.FIRING),
             "event_kinds": AlertEvent.Kind.values,
+            # Rules fire only while the periodic jobs run: say so when nothing runs them.
+            "scheduler": selectors.scheduler_status(),
         },
     )
 
@@ -168,6 +240,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
 @domain_errors_as_messages
 def alert_rule_create(request: HttpRequest) -> HttpResponse:
     require_role(request, ML_ENGINEER, "creating an alert rule")
+    endpoint_for_user_or_404(request.user, request.POST.get("endpoint", ""))
     rule = services.alert_rule_create(
         endpoint_name=request.POST.get("endpoint", ""),
         values=_rule_values(request.POST),
@@ -183,6 +256,10 @@ def alert_rule_create(request: HttpRequest) -> HttpResponse:
 @domain_errors_as_messages
 def alert_rule_delete(request: HttpRequest, rule_id: int) -> HttpResponse:
     require_role(request, ML_ENGINEER, "deleting an alert rule")
+    try:
+        get_visible_or_404(AlertRule.objects.all(), request.user, team_field="endpoint__team", pk=rule_id)
+    except NotFound:
+        raise Http404(f"no alert rule {rule_id}") from None
     services.alert_rule_delete(rule_id=rule_id, user=request.user, source_ip=client_ip(request))
     messages.success(request, "Alert rule deleted.")
     return redirect("dash-alerts")

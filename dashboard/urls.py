@@ -1,13 +1,14 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import approvals, batch_views, endpoints, monitoring_views, views
+from dashboard import approvals, batch_views, endpoints, monitoring_views, people, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("assets/plotly-<str:version>.min.js", views.plotly_js, name="plotly-js"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("models/", views.model_list, name="dash-models"),
     path("models/new", views.model_create, name="dash-model-create"),
     path("models/<slug:name>/", views.model_detail, name="dash-model"),
@@ -25,6 +26,9 @@ urlpatterns = [
     path("endpoints/<slug:name>/settings", endpoints.endpoint_settings, name="dash-endpoint-settings"),
     path("endpoints/<slug:name>/keys", endpoints.key_create, name="dash-key-create"),
     path("endpoints/<slug:name>/keys/<str:prefix>/revoke", endpoints.key_revoke, name="dash-key-revoke"),
+    path("people/", people.people_list, name="dash-people"),
+    path("people/new", people.person_create, name="dash-person-create"),
+    path("people/<str:username>/<str:action>", people.person_action, name="dash-person"),
     path("monitoring/", monitoring_views.monitoring_index, name="dash-monitoring"),
     path("monitoring/<slug:name>/", monitoring_views.monitoring_endpoint, name="dash-monitoring-endpoint"),
     path("monitoring/<slug:name>/charts.json", monitoring_views.monitoring_charts, name="dash-monitoring-charts"),

@@ -22,10 +22,11 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts.permissions import team_scope, visible_endpoints, visible_models
 from accounts.roles import ML_ENGINEER, has_role, user_role
 from config.errors import DomainError, Forbidden, NotFound
 from config.http import client_ip
-from inference.models import Deployment, Endpoint
+from inference.models import Deployment
 from monitoring.models import AlertRule
 from registry import selectors, services
 from registry.models import AuditEvent, ModelVersion, RegisteredModel
@@ -85,32 +86,47 @@ def plotly_js(request: HttpRequest, version: str) -> HttpResponse:
     return response
 
 
+FAVICON = Path(__file__).resolve().parent / "static" / "dashboard" / "favicon.ico"
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """/favicon.ico, which browsers ask for on every page (the admin and API docs too)."""
+    response = HttpResponse(FAVICON.read_bytes(), content_type="image/x-icon")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
 # --- home -----------------------------------------------------------------------------------
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
+    user = request.user
     endpoints = list(
-        Endpoint.objects.annotate(
+        visible_endpoints(user)
+        .annotate(
             ready=Count("deployments", filter=Q(deployments__state=Deployment.State.READY)),
             failed=Count("deployments", filter=Q(deployments__state=Deployment.State.FAILED)),
             loading=Count("deployments", filter=Q(deployments__state=Deployment.State.LOADING)),
-        ).order_by("name")[:20]
+        )
+        .order_by("name")[:20]
     )
     for endpoint in endpoints:
         endpoint.health = _health(endpoint.ready, endpoint.failed, endpoint.loading)
     context = {
-        "model_count": RegisteredModel.objects.count(),
-        "version_count": ModelVersion.objects.count(),
-        "endpoint_count": Endpoint.objects.count(),
+        "model_count": visible_models(user).count(),
+        "version_count": team_scope(ModelVersion.objects.all(), user, team_field="model__team").count(),
+        "endpoint_count": visible_endpoints(user).count(),
         "endpoints": endpoints,
-        "recent_versions": ModelVersion.objects.select_related("model", "created_by").order_by("-created_at")[:8],
-        "recent_deployments": Deployment.objects.select_related("endpoint", "model_version__model").order_by(
-            "-created_at"
-        )[:8],
+        "recent_versions": team_scope(ModelVersion.objects.all(), user, team_field="model__team")
+        .select_related("model", "created_by")
+        .order_by("-created_at")[:8],
+        "recent_deployments": team_scope(Deployment.objects.all(), user, team_field="endpoint__team")
+        .select_related("endpoint", "model_version__model")
+        .order_by("-created_at")[:8],
     }
     context.update(_home_approvals(request))
-    context.update(_home_alerts())
+    context.update(_home_alerts(user))
     return page(request, "dashboard/home.html", context)
 
 
@@ -119,9 +135,12 @@ def _home_approvals(request: HttpRequest) -> dict[str, Any]:
     return {"pending_count": pending.count(), "pending": pending[:5]}
 
 
-def _home_alerts() -> dict[str, Any]:
+def _home_alerts(user: Any) -> dict[str, Any]:
     firing = (
-        AlertRule.objects.filter(state=AlertRule.State.FIRING).select_related("endpoint").order_by("-last_fired_at")
+        team_scope(AlertRule.objects.all(), user, team_field="endpoint__team")
+        .filter(state=AlertRule.State.FIRING)
+        .select_related("endpoint")
+        .order_by("-last_fired_at")
     )
     return {"firing_count": firing.count(), "firing": firing[:8]}
 

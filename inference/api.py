@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
@@ -12,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import ReadOrEngineerWrites
+from accounts.permissions import ReadOrEngineerWrites, endpoint_for_user_or_404, team_for_user, visible_endpoints
 from config.errors import NotFound
 from config.http import client_ip
 from inference import selectors, services
@@ -30,11 +31,19 @@ from inference.serializers import (
 from registry.selectors import model_get
 
 
-def _endpoint_fields(data: dict[str, Any]) -> dict[str, Any]:
+def _endpoint_fields(data: dict[str, Any], user: Any) -> dict[str, Any]:
     fields = {k: v for k, v in data.items() if k in services.ENDPOINT_FIELDS}
     if "follows_model" in fields:
-        fields["follows_model"] = model_get(name=fields["follows_model"]) if fields["follows_model"] else None
+        # Another team's model is not found, as in the registry.
+        fields["follows_model"] = (
+            model_get(name=fields["follows_model"], user=user) if fields["follows_model"] else None
+        )
     return fields
+
+
+def _endpoint(request: Request, name: str) -> Any:
+    """The endpoint if the caller's teams may see it; another team's is a 404."""
+    return endpoint_for_user_or_404(request.user, name, selectors.endpoint_list())
 
 
 def _routes_payload(request: Request) -> list[Any]:
@@ -51,7 +60,7 @@ class EndpointListCreate(generics.ListAPIView):
     permission_classes = [ReadOrEngineerWrites]
 
     def get_queryset(self) -> Any:
-        return selectors.endpoint_list()
+        return visible_endpoints(self.request.user, selectors.endpoint_list())
 
     @extend_schema(summary="List endpoints")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -65,20 +74,30 @@ class EndpointListCreate(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = EndpointWriteSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        fields = _endpoint_fields(dict(data.validated_data))
+        fields = _endpoint_fields(dict(data.validated_data), request.user)
+        team = team_for_user(request.user, data.validated_data["team"]) if data.validated_data.get("team") else None
+        serves = []
         if request.data.get("routes"):
-            services.routes_check(request.data["routes"])  # refuse a bad split before creating anything
-        endpoint = services.endpoint_create(
-            name=data.validated_data["name"], user=request.user, source_ip=client_ip(request), **fields
-        )
-        if request.data.get("routes"):
-            services.traffic_policy_revise(
-                endpoint=endpoint,
-                routes=request.data["routes"],
+            # Refuse a bad split, or one naming a model the caller may not see, before creating anything.
+            serves = services.route_models(services.routes_check(request.data["routes"]), user=request.user)
+        # One transaction: a split the environment refuses leaves no endpoint behind.
+        with transaction.atomic():
+            endpoint = services.endpoint_create(
+                name=data.validated_data["name"],
                 user=request.user,
-                comment="initial split",
                 source_ip=client_ip(request),
+                team=team,
+                serves=serves,
+                **fields,
             )
+            if request.data.get("routes"):
+                services.traffic_policy_revise(
+                    endpoint=endpoint,
+                    routes=request.data["routes"],
+                    user=request.user,
+                    comment="initial split",
+                    source_ip=client_ip(request),
+                )
         return Response(EndpointDetailSerializer(endpoint).data, status=status.HTTP_201_CREATED)
 
 
@@ -89,7 +108,7 @@ class EndpointDetail(APIView):
         summary="One endpoint, with its split and deployments (state, provider)", responses=EndpointDetailSerializer
     )
     def get(self, request: Request, name: str) -> Response:
-        return Response(EndpointDetailSerializer(selectors.endpoint_get(name=name)).data)
+        return Response(EndpointDetailSerializer(_endpoint(request, name)).data)
 
     @extend_schema(
         summary="Change an endpoint's settings", request=EndpointWriteSerializer, responses=EndpointDetailSerializer
@@ -97,11 +116,13 @@ class EndpointDetail(APIView):
     def patch(self, request: Request, name: str) -> Response:
         data = EndpointWriteSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
+        endpoint = _endpoint(request, name)
+        fields = _endpoint_fields(dict(data.validated_data), request.user)
+        if "team" in data.validated_data:
+            team = data.validated_data["team"]
+            fields["team"] = team_for_user(request.user, team) if team else None
         endpoint = services.endpoint_update(
-            endpoint=selectors.endpoint_get(name=name),
-            user=request.user,
-            source_ip=client_ip(request),
-            **_endpoint_fields(dict(data.validated_data)),
+            endpoint=endpoint, user=request.user, source_ip=client_ip(request), **fields
         )
         return Response(EndpointDetailSerializer(endpoint).data)
 
@@ -111,7 +132,7 @@ class TrafficView(APIView):
 
     @extend_schema(summary="The current traffic split", responses=RevisionSerializer)
     def get(self, request: Request, name: str) -> Response:
-        endpoint = selectors.endpoint_get(name=name)
+        endpoint = _endpoint(request, name)
         current = selectors.revision_current(endpoint=endpoint)
         if current is None:
             raise NotFound(f'endpoint "{name}" has no traffic split yet')
@@ -121,7 +142,7 @@ class TrafficView(APIView):
         summary="Set the split: a new revision", request=TrafficWriteSerializer, responses=RevisionSerializer
     )
     def put(self, request: Request, name: str) -> Response:
-        endpoint = selectors.endpoint_get(name=name)
+        endpoint = _endpoint(request, name)
         revision = services.traffic_policy_revise(
             endpoint=endpoint,
             routes=_routes_payload(request),
@@ -137,7 +158,7 @@ class RevisionList(generics.ListAPIView):
     permission_classes = [ReadOrEngineerWrites]
 
     def get_queryset(self) -> Any:
-        endpoint = selectors.endpoint_get(name=self.kwargs["name"])
+        endpoint = endpoint_for_user_or_404(self.request.user, self.kwargs["name"])
         return endpoint.revisions.select_related("created_by").order_by("-revision")
 
     @extend_schema(summary="Every revision of the split, newest first")
@@ -157,7 +178,7 @@ class RollbackView(APIView):
         data = RollbackSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         revision = services.traffic_policy_rollback(
-            endpoint=selectors.endpoint_get(name=name),
+            endpoint=_endpoint(request, name),
             revision=data.validated_data["revision"],
             user=request.user,
             source_ip=client_ip(request),
@@ -170,7 +191,7 @@ class KeyListCreate(generics.ListAPIView):
     permission_classes = [ReadOrEngineerWrites]
 
     def get_queryset(self) -> Any:
-        return selectors.api_keys_of(endpoint=selectors.endpoint_get(name=self.kwargs["name"]))
+        return selectors.api_keys_of(endpoint=endpoint_for_user_or_404(self.request.user, self.kwargs["name"]))
 
     @extend_schema(summary="The endpoint's application keys (never the secrets)")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -184,11 +205,11 @@ class KeyListCreate(generics.ListAPIView):
     def post(self, request: Request, name: str) -> Response:
         data = ApiKeyCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        endpoint = selectors.endpoint_get(name=name)
+        endpoint = _endpoint(request, name)
         endpoints = [endpoint]
         for other in data.validated_data.get("endpoints", []):
             if other != endpoint.name:
-                endpoints.append(selectors.endpoint_get(name=other))
+                endpoints.append(_endpoint(request, other))
         key, secret = services.api_key_create(
             name=data.validated_data["name"], endpoints=endpoints, user=request.user, source_ip=client_ip(request)
         )
@@ -200,7 +221,7 @@ class KeyRevoke(APIView):
 
     @extend_schema(summary="Revoke a key (effective within about a second)", responses={204: None})
     def delete(self, request: Request, name: str, prefix: str) -> Response:
-        endpoint = selectors.endpoint_get(name=name)
+        endpoint = _endpoint(request, name)
         key = ApiKey.objects.filter(prefix=prefix, endpoints=endpoint).first()
         if key is None:
             raise NotFound(f'endpoint "{name}" has no key with prefix {prefix!r}')

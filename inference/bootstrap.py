@@ -44,10 +44,13 @@ def serving_bootstrap(
     if version is None:
         write("demo endpoint: not created yet, the demo model is not validated; run modelhub_bootstrap again later")
         return None
+    # A development endpoint: it serves the demo version as uploaded, never promoted, and
+    # the environment rule holds (production endpoints take Production versions only).
     endpoint = services.endpoint_create(
         name=DEMO_ENDPOINT,
         user=admin,
-        description="The demo iris classifier, served in the web processes.",
+        environment=Endpoint.Environment.DEVELOPMENT,
+        description="The demo iris classifier (a development endpoint), served in the web processes.",
         postprocessing={"steps": [{"op": "labels", "output": "label", "name": "species"}]},
     )
     services.traffic_policy_revise(

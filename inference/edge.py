@@ -1,116 +1,56 @@
-"""The prediction hot path, independent of Django's request objects.
+"""The prediction steps, independent of any server's request object.
 
 parse -> cached auth -> cached route -> codec validate -> transport.infer -> encode.
 
-Each function takes the WSGI environ (Django's request.META is the same mapping), the
-body bytes and the path values, and returns a `Reply`. The plain Django views
-(inference/views.py), the raw WSGI front (inference/wsgi.py, in front of Django under
-gunicorn) and the ASGI front (inference/asgi.py, under uvicorn) all call them, so they
-behave the same; the ASGI front awaits the model call between `V2Infer`'s steps.
+Every front (raw WSGI, raw ASGI, the Django views) turns its request into one
+`PredictRequest` and hands it to `inference.dataplane`, which routes it, checks method,
+host, size and content type, reads the body, and calls these steps: a `SimplePredict` or
+`V2Infer` call (`run()` blocking, `run_async()` awaiting the model call) or one of the V2
+metadata functions. Refusals are `common.errors.ModelhubError`s rendered by
+`common.http.error_reply`, so every front answers them the same.
 Nothing here touches the ORM once the edge cache is warm (tests/inference/test_predict_runs_no_sql.py).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 
+from common.errors import ModelhubError
+from common.http import JSON, Headers, PredictRequest, Reply, Shape, as_modelhub_error, error_reply
 from config.renderers import dumps
 from inference.router import RoutingError, RoutingTable
 from inference.routing_cache import KeyEntry, edge_cache
 from inference.runtime import codec
-from inference.runtime.errors import InputError, Overloaded, RuntimeErrorBase
+from inference.runtime.errors import DeadlineExceeded, InputError
 from inference.shadow import shadow_pool, shadow_run
-from inference.transport import DeploymentSpec, transport_for
+from inference.transport import DeploymentSpec, InferResult, transport_for
 from monitoring.recorder import PredictionRecord, record
 
 log = logging.getLogger("modelhub.edge")
 
-JSON = "application/json"
 SERVER_NAME = "modelhub"
 SERVER_VERSION = "1.0.0"
 V2_EXTENSIONS = ["binary_tensor_data"]
-PIN_HEADER = "HTTP_X_MODEL_VERSION"
-# The prediction paths the fronts answer without Django (names and versions as the API allows).
-PREDICT_PATH = re.compile(r"^/api/v1/endpoints/([A-Za-z0-9_-]{1,64})/predict$")
-V2_MODEL_PATH = re.compile(r"^/v2/models/([A-Za-z0-9_-]{1,64})(?:/versions/([A-Za-z0-9_:.-]{1,64}))?(/infer|/ready)?$")
+PIN_HEADER = "x-model-version"
 
 
-@dataclass(slots=True)
-class Reply:
-    status: int
-    body: bytes
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    content_type: str = JSON
-
-
-class EdgeError(Exception):
+class EdgeError(ModelhubError):
     """A refusal decided at the edge (auth, unknown endpoint, body size)."""
 
     def __init__(self, status: int, code: str, message: str, headers: list[tuple[str, str]] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or []
+        super().__init__(message, status=status, code=code, headers=headers)
 
 
 def max_body_bytes() -> int:
     from django.conf import settings
 
     return int(getattr(settings, "PREDICT_MAX_BODY_BYTES", 16 * 1024 * 1024))
-
-
-def read_body(environ: Mapping[str, Any], stream: Any) -> bytes:
-    """The request body, refusing more than the prediction limit (413) before reading it."""
-    limit = max_body_bytes()
-    raw_length = environ.get("CONTENT_LENGTH") or ""
-    try:
-        length = int(raw_length) if raw_length else None
-    except ValueError:
-        raise EdgeError(400, "bad_request", "Content-Length is not a number") from None
-    if length is not None and length > limit:
-        raise EdgeError(413, "payload_too_large", f"request body of {length} bytes is over the limit of {limit} bytes")
-    data = stream.read(length if length is not None else limit + 1) if stream is not None else b""
-    if len(data) > limit:
-        raise EdgeError(413, "payload_too_large", f"request body is over the limit of {limit} bytes")
-    return data
-
-
-# ------------------------------------------------------------------ errors
-
-
-def simple_error(status: int, code: str, message: str, headers: list[tuple[str, str]] | None = None) -> Reply:
-    body = orjson.dumps({"error": {"code": code, "message": message, "details": {}}})
-    return Reply(status, body, headers or [])
-
-
-def v2_error(status: int, code: str, message: str, headers: list[tuple[str, str]] | None = None) -> Reply:
-    return Reply(status, orjson.dumps({"error": message, "code": code}), headers or [])
-
-
-def _error_parts(exc: BaseException) -> tuple[int, str, str, list[tuple[str, str]]]:
-    if isinstance(exc, EdgeError):
-        return exc.status, exc.code, exc.message, exc.headers
-    if isinstance(exc, RoutingError):
-        headers = [("Retry-After", "1")] if exc.status == 503 else []
-        return exc.status, exc.code, exc.message, headers
-    if isinstance(exc, RuntimeErrorBase):
-        headers = []
-        if isinstance(exc, Overloaded):
-            headers.append(("Retry-After", str(max(1, round(exc.retry_after_s)))))
-        elif exc.status == 503:
-            headers.append(("Retry-After", "1"))
-        return exc.status, exc.code, exc.message, headers
-    if isinstance(exc, RecursionError):
-        return 400, "invalid_input", "request is nested too deeply", []
-    log.exception("unexpected error on the prediction path")
-    return 500, "server_error", "internal error; it has been logged", []
 
 
 # ------------------------------------------------------------------ shared steps
@@ -123,12 +63,12 @@ def _table(name: str) -> RoutingTable:
     return table
 
 
-def _authorize(table: RoutingTable, environ: Mapping[str, Any]) -> KeyEntry | None:
+def _authorize(table: RoutingTable, headers: Headers) -> KeyEntry | None:
     if not table.require_key:
         return None
-    raw = environ.get("HTTP_X_API_KEY") or ""
+    raw = headers.get("x-api-key") or ""
     if not raw:
-        header = environ.get("HTTP_AUTHORIZATION") or ""
+        header = headers.get("authorization") or ""
         scheme, _, raw = header.partition(" ")
         if scheme.lower() != "bearer":
             raw = ""
@@ -146,9 +86,20 @@ def _authorize(table: RoutingTable, environ: Mapping[str, Any]) -> KeyEntry | No
     return entry
 
 
-def _route(table: RoutingTable, environ: Mapping[str, Any], pin: str | None) -> DeploymentSpec:
-    sticky = environ.get(table.sticky_header) if table.sticky_header else None
-    return table.choose(sticky_key=sticky or None, pin=pin or environ.get(PIN_HEADER) or None)
+_HEADER_NAMES: dict[str, str] = {}
+
+
+def _header_name(environ_key: str) -> str:
+    """ "HTTP_X_ROUTING_KEY" (how RoutingTable keeps the sticky header) -> "x-routing-key"."""
+    name = _HEADER_NAMES.get(environ_key)
+    if name is None:
+        name = _HEADER_NAMES[environ_key] = environ_key.removeprefix("HTTP_").lower().replace("_", "-")
+    return name
+
+
+def _route(table: RoutingTable, headers: Headers, pin: str | None) -> DeploymentSpec:
+    sticky = headers.get(_header_name(table.sticky_header)) if table.sticky_header else None
+    return table.choose(sticky_key=sticky or None, pin=pin or headers.get(PIN_HEADER) or None)
 
 
 def _shadow(table: RoutingTable, spec: DeploymentSpec, inputs: dict[str, np.ndarray], answered: Any) -> None:
@@ -187,9 +138,10 @@ def _rows(inputs: Mapping[str, np.ndarray]) -> int:
     return 0
 
 
-def _refused(name: str, spec: DeploymentSpec | None, started: float, exc: BaseException) -> tuple[int, str, str, list]:
-    status, code, message, headers = _error_parts(exc)
-    if code == "unknown_endpoint":
+def _refused(name: str, spec: DeploymentSpec | None, started: float, exc: BaseException, shape: Shape) -> Reply:
+    """Count a refused prediction and render it."""
+    error = as_modelhub_error(exc)
+    if error.code == "unknown_endpoint":
         name = "(unknown)"  # any caller-chosen name would grow the counters without bound
     record(
         PredictionRecord(
@@ -198,47 +150,11 @@ def _refused(name: str, spec: DeploymentSpec | None, started: float, exc: BaseEx
             role=spec.role if spec is not None else "",
             latency_ms=(time.perf_counter() - started) * 1000.0,
             ok=False,
-            error_kind=code,
+            error_kind=error.code,
             rows=0,
         )
     )
-    return status, code, message, headers
-
-
-# ------------------------------------------------------------------ simple JSON
-
-
-def predict(
-    name: str, environ: Mapping[str, Any], body: bytes | None, *, stream: Any = None, pin: str | None = None
-) -> Reply:
-    """POST /api/v1/endpoints/{name}/predict"""
-    started = time.perf_counter()
-    spec: DeploymentSpec | None = None
-    try:
-        table = _table(name)
-        _authorize(table, environ)
-        if body is None:
-            body = read_body(environ, stream)
-        spec = _route(table, environ, pin)
-        signature = table.signature_for(spec)
-        pipeline = table.pipeline_for(spec)
-        parsed = codec.parse_json(body)
-        if pipeline is not None:
-            parsed = pipeline.prepare_body(parsed)
-        inputs = codec.decode_simple(parsed, signature, max_batch_size=table.max_rows)
-        if pipeline is not None:
-            inputs = pipeline.prepare_inputs(inputs)
-        result = transport_for(spec).infer(spec, inputs, timeout_s=table.timeout_s)
-        outputs = result.outputs
-        if table.shadows:
-            _shadow(table, spec, inputs, outputs)
-        if pipeline is not None:
-            outputs = pipeline.finish(outputs)
-        payload = dumps({"endpoint": name, "model": spec.model, "version": spec.version, "outputs": outputs})
-    except Exception as exc:  # noqa: BLE001 - every refusal is JSON and recorded
-        return simple_error(*_refused(name, spec, started, exc))
-    _record_ok(name, spec, started, inputs, result, body, payload)
-    return Reply(200, payload, [("X-Model-Version", f"{spec.model}:{spec.version}")])
+    return Reply(*error_reply(error, shape))
 
 
 def _record_ok(
@@ -249,6 +165,7 @@ def _record_ok(
     result: Any,
     body: bytes | None,
     payload: bytes,
+    key: KeyEntry | None = None,
 ) -> None:
     """Count an answered prediction (refusals are counted in _refused)."""
     record(
@@ -266,85 +183,160 @@ def _record_ok(
             outputs=result.outputs,
             payload=body,
             response=payload,
+            api_key=key.prefix if key is not None else None,
         )
     )
 
 
-# ------------------------------------------------------------------ Open Inference Protocol (V2)
+# ------------------------------------------------------------------ the two prediction calls
 
 
-class V2Infer:
-    """One V2 infer request, in the steps every front shares.
+class InferCall:
+    """One prediction request, in the steps every front shares.
 
-    `prepare()` authorizes, routes and checks the inputs (raising on a refusal); the front
-    then runs the model call the way that suits it (a blocking `transport.infer` on a WSGI
-    thread, an awaited batcher future on the ASGI event loop) and finishes with
-    `answer(result)` or, for any exception on the way, `refuse(exc)`. Both build the reply
-    and count the request for monitoring.
+    `prepare()` authorizes, routes and checks the inputs (raising on a refusal); the model
+    call runs blocking (`run()`, a WSGI thread or a Django view) or awaited (`run_async()`,
+    the ASGI event loop: an in-process batcher future or a redis.asyncio round trip);
+    `answer(result)` builds the reply, `refuse(exc)` renders any exception on the way.
+    Both count the request for monitoring.
     """
 
-    __slots__ = (
-        "body",
-        "environ",
-        "info",
-        "inputs",
-        "name",
-        "spec",
-        "started",
-        "stream",
-        "table",
-        "timeout_s",
-        "version",
-    )
+    __slots__ = ("inputs", "key", "name", "request", "spec", "started", "table", "timeout_s")
+    shape: Shape = "simple"
 
-    def __init__(
-        self, name: str, version: str | None, environ: Mapping[str, Any], body: bytes | None, *, stream: Any = None
-    ) -> None:
+    def __init__(self, name: str, request: PredictRequest) -> None:
         self.started = time.perf_counter()
-        self.name, self.version, self.environ, self.body, self.stream = name, version, environ, body, stream
+        self.name, self.request = name, request
         self.spec: DeploymentSpec | None = None
+        self.key: KeyEntry | None = None
 
     def prepare(self) -> None:
+        raise NotImplementedError
+
+    def answer(self, result: InferResult) -> Reply:
+        raise NotImplementedError
+
+    def refuse(self, exc: BaseException) -> Reply:
+        return _refused(self.name, self.spec, self.started, exc, self.shape)
+
+    def run(self) -> Reply:
+        try:
+            self.prepare()
+            spec = self.spec
+            assert spec is not None, "prepare() routes"
+            called = time.perf_counter()
+            result = transport_for(spec).infer(spec, self.inputs, timeout_s=self.timeout_s)
+            self._in_time(called)
+            return self.answer(result)
+        except Exception as exc:  # noqa: BLE001 - every refusal is JSON and recorded
+            return self.refuse(exc)
+
+    async def run_async(self) -> Reply:
+        try:
+            self.prepare()
+            spec = self.spec
+            assert spec is not None, "prepare() routes"
+            called = time.perf_counter()
+            result = await transport_for(spec).infer_async(spec, self.inputs, timeout_s=self.timeout_s)
+            self._in_time(called)
+            return self.answer(result)
+        except Exception as exc:  # noqa: BLE001 - every refusal is JSON and recorded
+            return self.refuse(exc)
+
+    def _in_time(self, called: float) -> None:
+        """A result that arrives after the deadline is a 504 all the same.
+
+        The transports enforce the deadline with other threads (ONNX Runtime's terminate
+        flag set by the watchdog thread, the batcher's timed wait); on a starved machine
+        those threads can be scheduled only after the run finished, and a late result
+        then came back as a 200 (the flaky tests/inference/test_deadlines.py). The
+        deadline is on the answer, so it is checked here, on the thread that answers.
+        """
+        elapsed = time.perf_counter() - called
+        if elapsed > self.timeout_s:
+            raise DeadlineExceeded(
+                f'endpoint "{self.name}": the model answered after {elapsed * 1000:.0f} ms, '
+                f"past the deadline of {self.timeout_s * 1000:.0f} ms"
+            )
+
+
+class SimplePredict(InferCall):
+    """POST /api/v1/endpoints/{name}/predict (simple JSON), pinned by ?version= or X-Model-Version."""
+
+    __slots__ = ("pin", "pipeline")
+
+    def __init__(self, name: str, request: PredictRequest, *, pin: str | None = None) -> None:
+        super().__init__(name, request)
+        self.pin = pin
+
+    def prepare(self) -> None:
+        request = self.request
         table = self.table = _table(self.name)
-        _authorize(table, self.environ)
-        if self.body is None:
-            self.body = read_body(self.environ, self.stream)
-        spec = self.spec = _route(table, self.environ, self.version)
-        header_length = codec.parse_header_length(self.environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"))
+        self.key = _authorize(table, request.headers)
+        spec = self.spec = _route(table, request.headers, self.pin)
+        signature = table.signature_for(spec)
+        pipeline = self.pipeline = table.pipeline_for(spec)
+        parsed = codec.parse_json(request.body)
+        if pipeline is not None:
+            parsed = pipeline.prepare_body(parsed)
+        inputs = codec.decode_simple(parsed, signature, max_batch_size=table.max_rows)
+        if pipeline is not None:
+            inputs = pipeline.prepare_inputs(inputs)
+        self.inputs = inputs
+        self.timeout_s = table.timeout_s
+
+    def answer(self, result: InferResult) -> Reply:
+        spec = self.spec
+        assert spec is not None, "prepare() first"
+        outputs = result.outputs
+        if self.table.shadows:
+            _shadow(self.table, spec, self.inputs, outputs)
+        if self.pipeline is not None:
+            outputs = self.pipeline.finish(outputs)
+        payload = dumps({"endpoint": self.name, "model": spec.model, "version": spec.version, "outputs": outputs})
+        _record_ok(self.name, spec, self.started, self.inputs, result, self.request.body, payload, self.key)
+        # As docs/serving.md says: the answering version (what the X-Model-Version request
+        # header pins), and the model it belongs to.
+        return Reply(200, payload, [("X-Model-Version", str(spec.version)), ("X-Model-Name", spec.model)])
+
+
+class V2Infer(InferCall):
+    """POST /v2/models/{name}[/versions/{version}]/infer (JSON or binary tensors)."""
+
+    __slots__ = ("info", "version")
+    shape: Shape = "v2"
+
+    def __init__(self, name: str, request: PredictRequest, *, version: str | None = None) -> None:
+        super().__init__(name, request)
+        self.version = version
+
+    def prepare(self) -> None:
+        request = self.request
+        table = self.table = _table(self.name)
+        self.key = _authorize(table, request.headers)
+        spec = self.spec = _route(table, request.headers, self.version)
+        header_length = codec.parse_header_length(request.headers.get("inference-header-content-length"))
         self.inputs, self.info = codec.decode_v2_request(
-            self.body,
-            self.environ.get("CONTENT_TYPE"),
+            request.body,
+            request.headers.get("content-type"),
             header_length,
             table.signature_for(spec),
             max_batch_size=table.max_rows,
         )
         self.timeout_s = min(self.info.timeout_s or table.timeout_s, table.timeout_s)
 
-    def answer(self, result: Any) -> Reply:
+    def answer(self, result: InferResult) -> Reply:
         spec = self.spec
         assert spec is not None, "prepare() first"
         if self.table.shadows:
             _shadow(self.table, spec, self.inputs, result.outputs)
         payload, headers = codec.encode_v2_response(self.name, str(spec.version), result.outputs, self.info)
-        _record_ok(self.name, spec, self.started, self.inputs, result, self.body, payload)
+        _record_ok(self.name, spec, self.started, self.inputs, result, self.request.body, payload, self.key)
         content_type = headers.pop("Content-Type", JSON)
         return Reply(200, payload, list(headers.items()), content_type)
 
-    def refuse(self, exc: BaseException) -> Reply:
-        return v2_error(*_refused(self.name, self.spec, self.started, exc))
 
-
-def v2_infer(
-    name: str, version: str | None, environ: Mapping[str, Any], body: bytes | None, *, stream: Any = None
-) -> Reply:
-    """POST /v2/models/{name}[/versions/{version}]/infer (JSON or binary tensors)."""
-    call = V2Infer(name, version, environ, body, stream=stream)
-    try:
-        call.prepare()
-        assert call.spec is not None
-        return call.answer(transport_for(call.spec).infer(call.spec, call.inputs, timeout_s=call.timeout_s))
-    except Exception as exc:  # noqa: BLE001 - every refusal is JSON and recorded
-        return call.refuse(exc)
+# ------------------------------------------------------------------ V2 metadata and health
 
 
 def _tensor_meta(specs: Any) -> list[dict[str, Any]]:
@@ -360,10 +352,10 @@ def _default_spec(table: RoutingTable, version: str | None) -> DeploymentSpec:
     return routes[0].spec
 
 
-def v2_model_metadata(name: str, version: str | None, environ: Mapping[str, Any]) -> Reply:
+def v2_model_metadata(name: str, version: str | None, headers: Headers) -> Reply:
     try:
         table = _table(name)
-        _authorize(table, environ)
+        _authorize(table, headers)
         spec = _default_spec(table, version)
         signature = table.signature_for(spec)
         versions = sorted({str(s.version) for s in table.all_specs()}, key=int)
@@ -376,19 +368,17 @@ def v2_model_metadata(name: str, version: str | None, environ: Mapping[str, Any]
             "parameters": {"model": spec.model, "version": spec.version, "revision": table.revision},
         }
     except Exception as exc:  # noqa: BLE001
-        status, code, message, headers = _error_parts(exc)
-        return v2_error(status, code, message, headers)
+        return Reply(*error_reply(exc, "v2"))
     return Reply(200, orjson.dumps(body))
 
 
-def v2_model_ready(name: str, version: str | None, environ: Mapping[str, Any]) -> Reply:
+def v2_model_ready(name: str, version: str | None, headers: Headers) -> Reply:
     try:
         table = _table(name)
-        _authorize(table, environ)
+        _authorize(table, headers)
         spec = _default_spec(table, version)
     except Exception as exc:  # noqa: BLE001
-        status, code, message, headers = _error_parts(exc)
-        return v2_error(status, code, message, headers)
+        return Reply(*error_reply(exc, "v2"))
     return Reply(200, orjson.dumps({"name": name, "version": str(spec.version), "ready": True}))
 
 
@@ -401,16 +391,15 @@ def v2_live() -> Reply:
 
 
 def v2_ready() -> Reply:
-    """Ready once this process can reach its routing data (the database, on a cache miss)."""
-    try:
-        from django.db import connection
+    """The same answer as /api/v1/health/ready (config.health.readiness), in the V2 shape."""
+    from config.health import READY_RETRY_AFTER_S, readiness
 
-        if not edge_cache.warmed:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            edge_cache.warmed = True
-    except Exception as exc:  # noqa: BLE001
-        return v2_error(503, "not_ready", f"not ready: {exc}", [("Retry-After", "1")])
+    ok, checks = readiness()
+    if not ok:
+        failed = ", ".join(f"{name}: {c.get('error', 'failed')}" for name, c in checks.items() if not c["ok"])
+        refusal = EdgeError(503, "not_ready", f"not ready ({failed})")
+        refusal.retry_after = READY_RETRY_AFTER_S
+        return Reply(*error_reply(refusal, "v2"))
     return Reply(200, orjson.dumps({"ready": True}))
 
 
@@ -418,9 +407,8 @@ __all__ = [
     "EdgeError",
     "InputError",
     "Reply",
-    "predict",
-    "read_body",
-    "v2_infer",
+    "SimplePredict",
+    "V2Infer",
     "v2_live",
     "v2_model_metadata",
     "v2_model_ready",

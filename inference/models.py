@@ -12,10 +12,20 @@ class Endpoint(models.Model):
         IMMEDIATE = "immediate", "moves to a newly promoted production version at once"
         CANARY = "canary", "starts a newly promoted production version as a canary"
 
+    class Environment(models.TextChoices):
+        # What the endpoint may serve (inference.services.environment_rule_check):
+        # production takes Production versions only, staging Staging or Production,
+        # development any validated version. Development is the default so that trying a
+        # model needs no approval; production is chosen explicitly, at creation.
+        PRODUCTION = "production"
+        STAGING = "staging"
+        DEVELOPMENT = "development"
+
     name = models.SlugField(max_length=64, unique=True)
     description = models.TextField(blank=True)
     team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="endpoints")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    environment = models.CharField(max_length=16, choices=Environment.choices, default=Environment.DEVELOPMENT)
     # The model whose Production stage this endpoint follows (see `follow`).
     follows_model = models.ForeignKey(
         "registry.RegisteredModel", null=True, blank=True, on_delete=models.SET_NULL, related_name="following_endpoints"
@@ -126,3 +136,74 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix})"
+
+
+class Rollout(models.Model):
+    """A progressive rollout of a candidate version on an endpoint: a persisted state
+    machine that beat advances (inference.rollouts). `step` is the index of the plan step
+    whose weight the candidate has now (-1 before the first); together with the row lock
+    it makes every step happen at most once."""
+
+    class State(models.TextChoices):
+        RUNNING = "running"
+        PAUSED = "paused"
+        WAITING = "waiting", "waiting for an approver (confirmation or promotion) before 100 %"
+        SUCCEEDED = "succeeded"
+        ROLLED_BACK = "rolled_back"
+        ABORTED = "aborted"
+
+    ACTIVE = (State.RUNNING, State.PAUSED, State.WAITING)
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="rollouts")
+    team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    candidate = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="rollouts")
+    # The split when the rollout started: what a rollback restores.
+    stable_routes = models.JSONField(default=list)
+    plan = models.JSONField(default=dict)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING, db_index=True)
+    step = models.IntegerField(default=-1)
+    step_started_at = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveIntegerField(default=0)
+    reason = models.TextField(blank=True)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    # Whether an approver started it (a Staging candidate may then be a production canary).
+    approved_start = models.BooleanField(default=False)
+    # The approver who confirmed the move to 100 % (plans with "confirm_full").
+    confirmed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint"],
+                condition=models.Q(state__in=["running", "paused", "waiting"]),
+                name="one_active_rollout_per_endpoint",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"rollout #{self.pk} of {self.endpoint.name}"
+
+
+class RolloutEvent(models.Model):
+    """One line of a rollout's timeline: a step, an analysis with the values that decided
+    it, a pause, a rollback ... (the audit log has the same decisions)."""
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="events")
+    step = models.IntegerField()
+    kind = models.CharField(max_length=32)
+    detail = models.TextField(blank=True)
+    analysis = models.JSONField(default=dict, blank=True)
+    actor_name = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.rollout} step {self.step}: {self.kind}"

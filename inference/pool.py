@@ -15,6 +15,9 @@ that answers 503 (no worker serving), which is safe to retry elsewhere.
 
 Redis unreachable: connects are bounded (MODELHUB_POOL_CONNECT_TIMEOUT, default 1 s)
 and so is every read, so a request answers 503 with Retry-After instead of hanging.
+No live worker holds the deployment warm (its `mh:warm:` set is empty: a worker
+restarting, Redis back empty while inference/reconcile.py re-assigns it): 503 with
+Retry-After at once, not after the deadline. Both checks are cached for 0.5 s per process.
 """
 
 from __future__ import annotations
@@ -129,6 +132,13 @@ def _unavailable(exc: BaseException) -> ServiceUnavailable:
     )
 
 
+def _no_worker(spec: DeploymentSpec) -> str:
+    return (
+        f'no inference worker holds endpoint "{spec.endpoint}" ({spec.label}) warm right now; '
+        f'it is being (re)assigned to the workers of device "{spec.device}"'
+    )
+
+
 def _error_from_reply(header: dict[str, Any]) -> RuntimeErrorBase:
     cls = _ERRORS.get(header.get("c", ""), ModelExecutionError)
     return cls(str(header.get("e", "inference worker failed")))
@@ -139,7 +149,9 @@ class WorkerPoolTransport:
 
     def __init__(self, url: str | None = None) -> None:
         self._url = url
-        self._ready_cache: dict[str, tuple[float, bool]] = {}
+        # deployment key -> (when checked, None if warm else why not): a fresh exception per
+        # request is raised from it (re-raising one instance would grow its traceback).
+        self._ready_cache: dict[str, tuple[float, str | None]] = {}
 
     @property
     def client(self) -> redis.Redis:
@@ -150,7 +162,9 @@ class WorkerPoolTransport:
     def ensure_loaded(self, spec: DeploymentSpec) -> None:
         """Assign the deployment to every worker of its device class (they load and warm it)."""
         try:
-            self.client.hset(wire.assign_key(spec.device), spec.key, wire.spec_to_json(spec))
+            self.client.hset(
+                wire.assign_key(spec.device), mapping={spec.key: wire.spec_to_json(spec), wire.ASSIGN_MARKER: 1}
+            )
         except _REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
         self._ready_cache.pop(spec.key, None)
@@ -158,7 +172,10 @@ class WorkerPoolTransport:
     def unload(self, spec: DeploymentSpec) -> None:
         """Withdraw the assignment; workers unload it within a second, queued requests fail."""
         try:
-            self.client.hdel(wire.assign_key(spec.device), spec.key)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(wire.assign_key(spec.device), wire.ASSIGN_MARKER, 1)  # empty means "none", not "unknown"
+            pipe.hdel(wire.assign_key(spec.device), spec.key)
+            pipe.execute()
         except _REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
         self._ready_cache.pop(spec.key, None)
@@ -172,20 +189,47 @@ class WorkerPoolTransport:
 
     def ready(self, spec: DeploymentSpec) -> bool:
         """At least one live heartbeat reports the deployment warm (cached for 0.5 s)."""
+        return self._cold(spec) is None
+
+    def _cold(self, spec: DeploymentSpec) -> ServiceUnavailable | None:
+        """None when a live worker holds the deployment warm, else the refusal to raise.
+
+        Cached per deployment for 0.5 s, the refusals too: while no worker serves it (a
+        worker restarting, Redis back empty and the reconciler re-assigning), a request is
+        refused at once instead of queueing until its deadline.
+        """
         now = time.monotonic()
         cached = self._ready_cache.get(spec.key)
-        if cached is not None and now - cached[0] < _READY_CACHE_S:
-            return cached[1]
-        try:
-            ok = self.warm_workers(spec) > 0
-        except ServiceUnavailable:
-            ok = False
-        self._ready_cache[spec.key] = (now, ok)
-        return ok
+        if cached is None or now - cached[0] >= _READY_CACHE_S:
+            try:
+                why = None if self.warm_workers(spec) > 0 else _no_worker(spec)
+            except ServiceUnavailable as exc:
+                why = exc.message
+            cached = self._ready_cache[spec.key] = (now, why)
+        return None if cached[1] is None else ServiceUnavailable(cached[1], retry_after_s=2)
+
+    async def _cold_async(self, spec: DeploymentSpec) -> ServiceUnavailable | None:
+        """`_cold` on the event loop (redis.asyncio; the same cache)."""
+        now = time.monotonic()
+        cached = self._ready_cache.get(spec.key)
+        if cached is None or now - cached[0] >= _READY_CACHE_S:
+            try:
+                client = _async_client(self._url or _redis_url())
+                warm = int(await client.zcount(wire.warm_key(spec.key), time.time(), "+inf"))
+                why = None if warm > 0 else _no_worker(spec)
+            except _REDIS_ERRORS as exc:
+                why = _unavailable(exc).message
+            except ServiceUnavailable as exc:
+                why = exc.message
+            cached = self._ready_cache[spec.key] = (now, why)
+        return None if cached[1] is None else ServiceUnavailable(cached[1], retry_after_s=2)
 
     # ---------------------------------------------------------------- the hot path
 
     def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
+        refusal = self._cold(spec)
+        if refusal is not None:
+            raise refusal
         request_id = uuid.uuid4().hex
         reply = wire.reply_key(request_id)
         queue = wire.queue_key(spec.key)
@@ -226,6 +270,9 @@ class WorkerPoolTransport:
         self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float
     ) -> InferResult:
         """`infer` for an event loop (inference/asgi.py): the same one round trip, no thread held."""
+        refusal = await self._cold_async(spec)
+        if refusal is not None:
+            raise refusal
         request_id = uuid.uuid4().hex
         reply = wire.reply_key(request_id)
         queue = wire.queue_key(spec.key)
@@ -252,6 +299,7 @@ class WorkerPoolTransport:
             raise _error_from_reply(header)
         return InferResult(
             outputs=outputs,
+            batch_rows=header.get("b"),
             queue_ms=header.get("q"),
             model_ms=header.get("m"),
             provider=header.get("p", ""),

@@ -11,7 +11,10 @@ Redis keys (all prefixed `mh:`; documented in docs/serving-workers.md):
 
 - `mh:q:{deployment key}`   list: request frames (RPUSH by web, LPOP/BLPOP by workers)
 - `mh:r:{request id}`       list: the one reply frame (expires shortly after the deadline)
-- `mh:assign:{device}`      hash: deployment key -> spec JSON, what every worker of a device class serves
+- `mh:assign:{device}`      hash: deployment key -> spec JSON, what every worker of a device class serves,
+                            plus the field `_desired` that every writer sets: a hash without it
+                            (Redis restarted empty) means "desired state unknown", and workers
+                            keep what they serve until inference/reconcile.py writes it again
 - `mh:hb:{worker id}`       string: the worker's heartbeat JSON, TTL HEARTBEAT_TTL_MS
 - `mh:workers`              sorted set: worker id -> heartbeat expiry (epoch s)
 - `mh:warm:{deployment key}` sorted set: worker id -> expiry (epoch s) of workers holding it warm
@@ -49,6 +52,8 @@ def heartbeat_key(worker_id: str) -> str:
 
 
 WORKERS_KEY = f"{PREFIX}workers"
+# Written into every `mh:assign:{device}` hash with the assignments; not a deployment.
+ASSIGN_MARKER = "_desired"
 
 
 def warm_key(deployment_key: str) -> str:

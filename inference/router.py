@@ -14,24 +14,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.errors import ModelhubError
 from inference.transport import DeploymentSpec
 
 PRIMARY, CANARY, SHADOW = "primary", "canary", "shadow"
 
 
-class RoutingError(Exception):
+class RoutingError(ModelhubError):
     """No deployment can take the request; `status` and `code` say how to answer."""
 
     status = 503
     code = "no_ready_deployment"
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if status is not None:
-            self.status = status
-        if code is not None:
-            self.code = code
+        super().__init__(message, status=status, code=code)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ so a change (a new split, a revoked key) reaches every web process within about 
 second. The counter lives in Redis (the Django cache) on the full stack, and in a small
 file under MODELHUB_DATA_DIR on the embedded default, where gunicorn's processes share
 no Redis.
+
+A miss reads the database; a connection that died with a PostgreSQL restart is dropped
+and the read tried once more, and while the database is down a miss answers 503 with
+Retry-After (hits keep serving from the cache).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.keys import key_hash, key_matches, key_prefix
+from config.errors import ServiceUnavailable
 from inference.router import SHADOW, RoutingTable, table_build
 
 log = logging.getLogger(__name__)
@@ -73,6 +78,42 @@ def shared_generation_bump() -> None:
         log.warning("could not bump the serving generation: %s", exc)
 
 
+DB_RETRY_AFTER_S = 2
+
+
+def _from_database(load: Any, arg: str) -> Any:
+    """`load(arg)` on this thread's connection; a dead connection is dropped and tried once more.
+
+    After PostgreSQL restarts, every connection a process kept (CONN_MAX_AGE) is dead, and
+    the raw WSGI/ASGI fronts skip Django's request signals that would drop it: the first
+    query on it raises InterfaceError/OperationalError. Close it and run the load once on
+    a fresh connection; when that fails too the database is down: 503 with Retry-After
+    (nothing is cached, so the next request tries again).
+    """
+    from django.db import InterfaceError, OperationalError, connection
+
+    try:
+        return load(arg)
+    except (InterfaceError, OperationalError) as exc:
+        log.warning("routing cache: database error (%s); reconnecting once", str(exc).strip()[:200])
+        _close_quietly(connection)
+    try:
+        return load(arg)
+    except (InterfaceError, OperationalError) as exc:
+        _close_quietly(connection)
+        raise ServiceUnavailable(
+            f"the database is unreachable: {str(exc).strip()[:200] or type(exc).__name__}",
+            retry_after_s=DB_RETRY_AFTER_S,
+        ) from exc
+
+
+def _close_quietly(connection: Any) -> None:
+    try:
+        connection.close()
+    except Exception:  # noqa: BLE001 - closing a dead connection may fail too; it is dropped either way
+        connection.connection = None
+
+
 class EdgeCache:
     def __init__(self, *, check_every_s: float = CHECK_EVERY_S) -> None:
         self.check_every_s = check_every_s
@@ -81,7 +122,6 @@ class EdgeCache:
         self._generation: str | None = None
         self._next_check = 0.0
         self._build_lock = threading.Lock()
-        self.warmed = False  # the readiness probe reached the database once
         # Outside Django's request cycle (the raw WSGI front) nobody closes stale database
         # connections; do it before a cache miss touches the ORM.
         self.close_stale_connections = False
@@ -124,7 +164,7 @@ class EdgeCache:
             if name in self._tables:
                 return self._tables[name]
             self._close_stale()
-            table = table_load(name)
+            table = _from_database(table_load, name)
             if len(self._tables) > _MAX_KEYS:
                 self._tables = {}
             self._tables[name] = table
@@ -140,7 +180,7 @@ class EdgeCache:
         except KeyError:
             pass
         self._close_stale()
-        entry = key_load(raw)
+        entry = _from_database(key_load, raw)
         if len(self._keys) > _MAX_KEYS:
             self._keys = {}
         self._keys[hashed] = entry

@@ -34,7 +34,7 @@ def deployment_spec(deployment: Deployment, *, role: str | None = None, weight: 
 
 
 def endpoint_list() -> QuerySet[Endpoint]:
-    return Endpoint.objects.select_related("follows_model", "owner")
+    return Endpoint.objects.select_related("follows_model", "owner", "team")
 
 
 def endpoint_get(*, name: str) -> Endpoint:
@@ -54,3 +54,16 @@ def deployments_of(*, endpoint: Endpoint) -> QuerySet[Deployment]:
 
 def api_keys_of(*, endpoint: Endpoint) -> QuerySet[ApiKey]:
     return endpoint.api_keys.prefetch_related("endpoints").order_by("-created_at")
+
+
+def endpoints_routing_to(*, model: str, version: int, environments: tuple[str, ...] | None = None) -> list[Endpoint]:
+    """Endpoints whose current split routes to the version (any role), optionally only in
+    the given environments; locked rows are not needed: callers hold the model's lock."""
+    endpoints = []
+    revisions = TrafficPolicyRevision.objects.filter(is_current=True).select_related("endpoint")
+    if environments is not None:
+        revisions = revisions.filter(endpoint__environment__in=environments)
+    for revision in revisions.order_by("endpoint__name"):
+        if any(r.get("model") == model and r.get("version") == version for r in revision.routes):
+            endpoints.append(revision.endpoint)
+    return endpoints

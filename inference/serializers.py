@@ -32,7 +32,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
 
 
 class RevisionSerializer(serializers.ModelSerializer):
-    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = TrafficPolicyRevision
@@ -41,8 +41,9 @@ class RevisionSerializer(serializers.ModelSerializer):
 
 
 class EndpointSerializer(serializers.ModelSerializer):
-    follows_model = serializers.CharField(source="follows_model.name", read_only=True, default=None)
-    owner = serializers.CharField(source="owner.username", read_only=True, default=None)
+    team = serializers.CharField(source="team.name", read_only=True, default=None, allow_null=True)
+    follows_model = serializers.CharField(source="follows_model.name", read_only=True, default=None, allow_null=True)
+    owner = serializers.CharField(source="owner.username", read_only=True, default=None, allow_null=True)
     links = serializers.SerializerMethodField()
 
     class Meta:
@@ -50,6 +51,8 @@ class EndpointSerializer(serializers.ModelSerializer):
         fields = [
             "name",
             "description",
+            "team",
+            "environment",
             "owner",
             "follows_model",
             "follow",
@@ -93,6 +96,17 @@ class EndpointDetailSerializer(EndpointSerializer):
 class EndpointWriteSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=64)
     description = serializers.CharField(required=False, allow_blank=True)
+    team = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text="the owning team (you must be a member); default: the team of the model the first split "
+        "serves or follows, else your only team, else none",
+    )
+    environment = serializers.ChoiceField(
+        choices=Endpoint.Environment.choices,
+        required=False,
+        help_text="what the endpoint may serve (default development); changing it later is an admin's action",
+    )
     follows_model = serializers.CharField(required=False, allow_null=True)
     follow = serializers.ChoiceField(choices=Endpoint.Follow.choices, required=False)
     canary_weight = serializers.IntegerField(required=False, min_value=1, max_value=99)

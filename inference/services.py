@@ -13,6 +13,7 @@ the reason; its revision never takes traffic until it is rolled back or revised.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -20,10 +21,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.keys import key_generate
-from config.errors import Conflict, DomainError, NotFound
+from accounts.models import Team
+from accounts.permissions import can_access_team, default_team, role_check, team_scope
+from accounts.roles import ADMIN, APPROVER
+from config.errors import Conflict, DomainError, Forbidden, NotFound
 from inference import routing_cache
 from inference.models import ApiKey, Deployment, Endpoint, TrafficPolicyRevision
 from inference.pipeline import PipelineConfigError, config_check, pipeline_compile
+from inference.selectors import endpoints_routing_to
 from registry.audit import audit_record
 from registry.models import ModelVersion, RegisteredModel
 from registry.services import name_check
@@ -43,6 +48,7 @@ ENDPOINT_FIELDS = (
     "timeout_ms",
     "sticky_header",
     "require_key",
+    "environment",
 )
 
 
@@ -51,9 +57,84 @@ class InvalidPolicy(DomainError):
     code = "invalid_policy"
 
 
+class EnvironmentRuleBroken(Conflict):
+    code = "environment_rule"
+
+
+# --- environments: what an endpoint may serve ------------------------------------------
+
+Environment = Endpoint.Environment
+Stage = ModelVersion.Stage
+ENVIRONMENT_RULES: dict[str, str] = {
+    Environment.PRODUCTION: (
+        "a production endpoint's primary and canary routes take only Production versions; a Staging "
+        "version may join only as a shadow, or as the canary of a rollout an approver started"
+    ),
+    Environment.STAGING: "a staging endpoint takes only Staging or Production versions",
+    Environment.DEVELOPMENT: "a development endpoint takes any validated version",
+}
+
+
+def version_allowed(*, environment: str, stage: str, role: str, rollout_canary: bool = False) -> bool:
+    """May a version in `stage` take `role` on an endpoint of `environment`?"""
+    if environment == Environment.PRODUCTION:
+        if role == Deployment.Role.SHADOW or (rollout_canary and role == Deployment.Role.CANARY):
+            return stage in (Stage.STAGING, Stage.PRODUCTION)
+        return stage == Stage.PRODUCTION
+    if environment == Environment.STAGING:
+        return stage in (Stage.STAGING, Stage.PRODUCTION)
+    return True
+
+
+def environment_rule_check(
+    *,
+    environment: str,
+    endpoint_name: str,
+    routes: list[dict[str, Any]],
+    stages: dict[tuple[str, int], str],
+    rollout_candidate: tuple[str, int] | None = None,
+) -> None:
+    """Raise EnvironmentRuleBroken (409) naming the first route the environment forbids.
+
+    `stages` maps (model, version) to its stage; `rollout_candidate` is the version an
+    approver-started rollout is moving in (it may be a Staging canary on production).
+    """
+    for route in routes:
+        key = (route["model"], route["version"])
+        stage = stages[key]
+        if version_allowed(
+            environment=environment, stage=stage, role=route["role"], rollout_canary=key == rollout_candidate
+        ):
+            continue
+        raise EnvironmentRuleBroken(
+            f"{route['model']} v{route['version']} is in {stage}, so it cannot be the {route['role']} of "
+            f'{environment} endpoint "{endpoint_name}": {ENVIRONMENT_RULES[environment]}',
+            details={
+                "model": route["model"],
+                "version": route["version"],
+                "stage": stage,
+                "role": route["role"],
+                "environment": environment,
+                "rule": ENVIRONMENT_RULES[environment],
+            },
+        )
+
+
+def routes_summary(routes: list[dict[str, Any]]) -> str:
+    """A split as people read it: "iris v1 primary 90%, iris v2 canary 10%, iris v3 shadow"."""
+    if not routes:
+        return "no traffic"
+    parts = []
+    for r in routes:
+        share = "" if r["role"] == Deployment.Role.SHADOW else f" {r['weight']}%"
+        parts.append(f"{r['model']} v{r['version']} {r['role']}{share}")
+    return ", ".join(parts)
+
+
 def _endpoint_snapshot(endpoint: Endpoint) -> dict[str, Any]:
     return {
         "name": endpoint.name,
+        "team": endpoint.team.name if endpoint.team_id else None,
         "description": endpoint.description,
         "follows_model": endpoint.follows_model.name if endpoint.follows_model else None,
         "follow": endpoint.follow,
@@ -64,10 +145,15 @@ def _endpoint_snapshot(endpoint: Endpoint) -> dict[str, Any]:
         "timeout_ms": endpoint.timeout_ms,
         "sticky_header": endpoint.sticky_header,
         "require_key": endpoint.require_key,
+        "environment": endpoint.environment,
     }
 
 
 def _endpoint_check(changes: dict[str, Any]) -> None:
+    if "environment" in changes and changes["environment"] not in Environment.values:
+        raise InvalidPolicy(
+            f"environment: expected one of {', '.join(Environment.values)}, got {changes['environment']!r}"
+        )
     if "follow" in changes and changes["follow"] not in Endpoint.Follow.values:
         raise InvalidPolicy(f"follow: expected one of {', '.join(Endpoint.Follow.values)}, got {changes['follow']!r}")
     if "canary_weight" in changes and not 1 <= int(changes["canary_weight"]) <= 99:
@@ -86,15 +172,90 @@ def _endpoint_check(changes: dict[str, Any]) -> None:
             raise InvalidPolicy(str(exc)) from None
 
 
-def endpoint_create(*, name: str, user: AbstractBaseUser, source_ip: str | None = None, **fields: Any) -> Endpoint:
+# --- Teams ------------------------------------------------------------------------------
+# An endpoint belongs to a team (or to none: then every signed-in user sees it). It may
+# serve only models of its own team or of no team, so a key for it never reaches another
+# team's model; and a route may name only a version the caller may see.
+
+
+def endpoint_team_choose(
+    *, user: AbstractBaseUser | None, team: Team | None = None, models: Sequence[RegisteredModel | None] = ()
+) -> Team | None:
+    """The team of a new endpoint: the one asked for, else the team of a model it serves
+    or follows, else the creator's only team, else none. The creator must belong to it
+    (admins excepted): Forbidden otherwise."""
+    if team is None:
+        team = next((m.team for m in models if m is not None and m.team_id is not None), None)
+    if team is None:
+        team = default_team(user)
+    if team is not None and user is not None and not can_access_team(user, team.pk):
+        raise Forbidden(f"you are not a member of team {team.name!r}")
+    return team
+
+
+def route_models(routes: list[dict[str, Any]], *, user: AbstractBaseUser | None) -> list[RegisteredModel]:
+    """The models the routes name; a model the user may not see is a NotFound naming the
+    version, worded like a missing one. `user=None` is the system (following production)."""
+    models = RegisteredModel.objects.select_related("team")
+    if user is not None:
+        models = team_scope(models, user)
+    found = {m.name: m for m in models.filter(name__in={r["model"] for r in routes})}
+    for route in routes:
+        if route["model"] not in found:
+            raise NotFound(f"no version {route['version']} of a model named {route['model']!r}")
+    return list(found.values())
+
+
+def team_fit_check(*, endpoint_name: str, team: Team | None, models: Sequence[RegisteredModel | None]) -> None:
+    """An endpoint serves (and follows) only models of its own team or of no team."""
+    for model in models:
+        if model is None or model.team_id is None or (team is not None and model.team_id == team.pk):
+            continue
+        owner = "belongs to no team" if team is None else f"belongs to team {team.name!r}"
+        raise InvalidPolicy(
+            f"endpoint {endpoint_name!r} {owner}, so it cannot serve model {model.name!r} of team "
+            f"{model.team.name!r}: an endpoint serves only its own team's models (or models of no team)",
+            details={"model": model.name, "model_team": model.team.name, "endpoint_team": team and team.name},
+        )
+
+
+def _team_adopt(*, endpoint: Endpoint, models: list[RegisteredModel], user: AbstractBaseUser | None) -> None:
+    """An endpoint with no team and no split yet takes the team of the first models it
+    serves (the dashboard creates an endpoint first and routes it next)."""
+    teams = {m.team_id: m.team for m in models if m.team_id is not None}
+    if endpoint.team_id is not None or len(teams) != 1 or endpoint.revisions.exists():
+        return
+    (team,) = teams.values()
+    if user is not None and not can_access_team(user, team.pk):
+        return
+    before = _endpoint_snapshot(endpoint)
+    endpoint.team = team
+    endpoint.save(update_fields=["team", "updated_at"])
+    audit_record(actor=user, action="endpoint.update", obj=endpoint, before=before, after=_endpoint_snapshot(endpoint))
+
+
+def endpoint_create(
+    *,
+    name: str,
+    user: AbstractBaseUser,
+    source_ip: str | None = None,
+    team: Team | None = None,
+    serves: Sequence[RegisteredModel] = (),
+    **fields: Any,
+) -> Endpoint:
+    """A new endpoint. Its team: `team`, else that of the models it `serves` (the models of
+    its first split) or follows, else the creator's only team (see endpoint_team_choose)."""
     name_check(name)
     unknown = set(fields) - set(ENDPOINT_FIELDS)
     if unknown:
         raise InvalidPolicy(f"unknown endpoint field {sorted(unknown)[0]!r}")
     _endpoint_check(fields)
+    followed = fields.get("follows_model")
+    team = endpoint_team_choose(user=user, team=team, models=[*serves, followed])
+    team_fit_check(endpoint_name=name, team=team, models=[*serves, followed])
     try:
         with transaction.atomic():
-            endpoint = Endpoint.objects.create(name=name, owner=user, **fields)
+            endpoint = Endpoint.objects.create(name=name, owner=user, team=team, **fields)
             audit_record(
                 actor=user,
                 action="endpoint.create",
@@ -112,12 +273,23 @@ def endpoint_create(*, name: str, user: AbstractBaseUser, source_ip: str | None 
 def endpoint_update(
     *, endpoint: Endpoint, user: AbstractBaseUser, source_ip: str | None = None, **changes: Any
 ) -> Endpoint:
-    unknown = set(changes) - set(ENDPOINT_FIELDS)
+    unknown = set(changes) - {*ENDPOINT_FIELDS, "team"}
     if unknown:
         raise InvalidPolicy(f"unknown endpoint field {sorted(unknown)[0]!r}")
     endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
     check = {"preprocessing": endpoint.preprocessing, "postprocessing": endpoint.postprocessing, **changes}
     _endpoint_check(check)
+    if "team" in changes or "follows_model" in changes:
+        team = changes.get("team", endpoint.team)
+        if "team" in changes and team is not None and not can_access_team(user, team.pk):
+            raise Forbidden(f"you are not a member of team {team.name!r}")
+        served = [d.model_version.model for d in _current_deployments(endpoint)]
+        followed = changes.get("follows_model", endpoint.follows_model)
+        team_fit_check(endpoint_name=endpoint.name, team=team, models=[*served, followed])
+    if changes.get("environment", endpoint.environment) == endpoint.environment:
+        changes.pop("environment", None)
+    else:
+        _environment_change_check(endpoint, changes["environment"], user)
     before = _endpoint_snapshot(endpoint)
     for key, value in changes.items():
         setattr(endpoint, key, value)
@@ -134,8 +306,36 @@ def endpoint_update(
         after=_endpoint_snapshot(endpoint),
         source_ip=source_ip,
     )
+    if "environment" in changes:
+        audit_record(
+            actor=user,
+            action="endpoint.environment",
+            obj=endpoint,
+            before={"environment": before["environment"]},
+            after={"environment": endpoint.environment},
+            source_ip=source_ip,
+        )
     routing_cache.changed()
     return endpoint
+
+
+def _environment_change_check(endpoint: Endpoint, environment: str, user: AbstractBaseUser) -> None:
+    """Changing an endpoint's environment is an admin's action, and what it serves now must
+    obey the new environment's rule (move the traffic first)."""
+    role_check(user, ADMIN, to="changing an endpoint's environment")
+    current = endpoint.revisions.filter(is_current=True).first()
+    routes = current.routes if current is not None else []
+    environment_rule_check(
+        environment=environment, endpoint_name=endpoint.name, routes=routes, stages=_stages_of(routes)
+    )
+
+
+def _stages_of(routes: list[dict[str, Any]]) -> dict[tuple[str, int], str]:
+    wanted = {(r["model"], r["version"]) for r in routes}
+    rows = ModelVersion.objects.filter(model__name__in={m for m, _ in wanted}).values_list(
+        "model__name", "version", "stage"
+    )
+    return {(name, number): stage for name, number, stage in rows if (name, number) in wanted}
 
 
 def _current_deployments(endpoint: Endpoint) -> list[Deployment]:
@@ -204,6 +404,13 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
     }
 
 
+def _traffic_role_check(endpoint: Endpoint, user: AbstractBaseUser | None) -> None:
+    """On a production endpoint traffic changes need an approver; user None is the system
+    acting for one (a rollout an approver started, following an approved promotion)."""
+    if endpoint.environment == Environment.PRODUCTION and user is not None:
+        role_check(user, APPROVER, to=f'changing the traffic of production endpoint "{endpoint.name}"')
+
+
 def routes_check(routes: Any) -> list[dict[str, Any]]:
     """The split's rules, before anything is looked up; InvalidPolicy names the problem."""
     if not isinstance(routes, list) or not routes:
@@ -254,20 +461,28 @@ def traffic_policy_revise(
     comment: str = "",
     source_ip: str | None = None,
     action: str = "traffic.revise",
+    rollout_candidate: tuple[str, int] | None = None,
 ) -> TrafficPolicyRevision:
     """Make a new revision of the endpoint's split (a full snapshot) and load what it needs.
 
     Rules: only validated (ready) model versions; non-shadow weights add up to 100; at
-    most one primary; shadows have weight 0; a version appears once. In-process
+    most one primary; shadows have weight 0; a version appears once; the versions obey
+    the endpoint's environment (`environment_rule_check`: the one place that decides it,
+    under the endpoint's lock); on a production endpoint only an approver (or the system,
+    user None, acting for one) changes traffic. In-process
     deployments are loaded and warmed in this process before this returns (READY, or
     FAILED with the reason); worker-pool ones are asked for on commit and stay LOADING
     until a worker reports them warm. The revision takes traffic once all its
     non-shadow deployments are READY.
     """
+    _traffic_role_check(endpoint, user)  # refused before anything is looked up (and again under the lock)
     clean = routes_check(routes)
+    models = route_models(clean, user=user)
     versions = _versions_resolve(clean)
     for version in versions.values():
         _pipeline_check(endpoint, version)
+    _team_adopt(endpoint=endpoint, models=models, user=user)
+    team_fit_check(endpoint_name=endpoint.name, team=endpoint.team, models=models)
     revision, to_load = _revise(
         endpoint=endpoint,
         clean=clean,
@@ -276,6 +491,7 @@ def traffic_policy_revise(
         comment=comment,
         source_ip=source_ip,
         action=action,
+        rollout_candidate=rollout_candidate,
     )
     deployments_load(deployment_ids=to_load)
     return revision
@@ -291,8 +507,19 @@ def _revise(
     comment: str,
     source_ip: str | None,
     action: str,
+    rollout_candidate: tuple[str, int] | None = None,
 ) -> tuple[TrafficPolicyRevision, list[int]]:
     endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+    _traffic_role_check(endpoint, user)
+    # Stages are read again under the endpoint's lock: a promotion may have moved one.
+    fresh = dict(ModelVersion.objects.filter(pk__in=[v.pk for v in versions.values()]).values_list("pk", "stage"))
+    environment_rule_check(
+        environment=endpoint.environment,
+        endpoint_name=endpoint.name,
+        routes=clean,
+        stages={key: fresh[version.pk] for key, version in versions.items()},
+        rollout_candidate=rollout_candidate,
+    )
     previous = endpoint.revisions.filter(is_current=True).first()
     snapshot: list[dict[str, Any]] = []
     to_load: list[int] = []
@@ -342,8 +569,10 @@ def _revise(
         actor=user,
         action=action,
         obj=endpoint,
-        before={"revision": previous.revision, "routes": previous.routes} if previous else {},
-        after={"revision": number, "routes": snapshot, "comment": comment},
+        before={"revision": previous.revision, "split": routes_summary(previous.routes), "routes": previous.routes}
+        if previous
+        else {},
+        after={"revision": number, "split": routes_summary(snapshot), "comment": comment, "routes": snapshot},
         source_ip=source_ip,
     )
     routing_cache.changed()
@@ -433,6 +662,7 @@ def traffic_policy_rollback(
     source_ip: str | None = None,
 ) -> TrafficPolicyRevision:
     """Go back to revision N (or the one before the current) as a new revision."""
+    _traffic_role_check(endpoint, user)
     current = endpoint.revisions.filter(is_current=True).first()
     if current is None:
         raise Conflict(f'endpoint "{endpoint.name}" has no traffic policy yet')
@@ -463,6 +693,9 @@ def api_key_create(
         raise InvalidPolicy("name: expected 1 to 100 characters")
     if not endpoints:
         raise InvalidPolicy("a key needs at least one endpoint")
+    for endpoint in endpoints:
+        if not can_access_team(user, endpoint.team_id):
+            raise NotFound(f"no endpoint named {endpoint.name!r}")
     new = key_generate("app")
     with transaction.atomic():
         key = ApiKey.objects.create(name=name, prefix=new.prefix, hashed=new.hashed, created_by=user)
@@ -557,4 +790,56 @@ def endpoints_follow_production(
             )
         except DomainError as exc:
             log.warning("endpoint %s could not follow %s: %s", endpoint.name, model_version, exc.message)
+    return revisions
+
+
+def endpoints_move_off(
+    *, version: ModelVersion, replacement: ModelVersion | None, user: AbstractBaseUser | None, reason: str
+) -> list[TrafficPolicyRevision]:
+    """`version` just left the stage that let production/staging endpoints serve it (a newer
+    version was approved, or production was rolled back): each such endpoint whose rule no
+    longer allows it gets a new revision in the caller's transaction, its routes pointed at
+    `replacement` (the weight added to the replacement's route where it already had one),
+    its shadows of the version dropped. Never left serving it silently; without a
+    replacement the caller is refused (EnvironmentRuleBroken) and nothing changes.
+    """
+    name = version.model.name
+    revisions = []
+    for endpoint in endpoints_routing_to(
+        model=name, version=version.version, environments=(Environment.PRODUCTION, Environment.STAGING)
+    ):
+        current = endpoint.revisions.get(is_current=True)
+        routes = [{k: v for k, v in r.items() if k in _ROUTE_KEYS} for r in current.routes]
+        mine = next(r for r in routes if r["model"] == name and r["version"] == version.version)
+        if version_allowed(environment=endpoint.environment, stage=version.stage, role=mine["role"]):
+            continue
+        routes.remove(mine)
+        if mine["role"] != Deployment.Role.SHADOW:
+            if replacement is None:
+                raise EnvironmentRuleBroken(
+                    f'{version} takes {mine["weight"]}% of {endpoint.environment} endpoint "{endpoint.name}" '
+                    f"and there is no version to move that traffic to",
+                    details={"endpoints": [endpoint.name], "version": version.version, "stage": version.stage},
+                )
+            other = next(
+                (r for r in routes if r["model"] == name and r["version"] == replacement.version),
+                None,
+            )
+            if other is not None and other["role"] != Deployment.Role.SHADOW:
+                other["weight"] += mine["weight"]
+                if mine["role"] == Deployment.Role.PRIMARY:
+                    other["role"] = Deployment.Role.PRIMARY
+            else:
+                if other is not None:
+                    routes.remove(other)
+                routes.append({**mine, "version": replacement.version})
+        revisions.append(
+            traffic_policy_revise(
+                endpoint=endpoint,
+                routes=routes,
+                user=user,
+                comment=f"moved off {version} ({version.stage}): {reason}",
+                action="traffic.move_off",
+            )
+        )
     return revisions

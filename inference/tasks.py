@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from inference import pool_services
+from inference import pool_services, rollouts
 
 
 @shared_task(name="inference.deployment_pool_load", bind=True, max_retries=20)
@@ -21,3 +21,17 @@ def deployment_pool_unload(deployment_id: int) -> str:
     """Withdraw a deployment from the inference workers."""
     pool_services.deployment_pool_unload(deployment_id=deployment_id)
     return "unloaded"
+
+
+@shared_task(name="inference.pool_reconcile")
+def pool_reconcile() -> dict[str, object]:
+    """Re-assign worker-pool deployments from the database and record which are really warm (beat)."""
+    from inference.reconcile import pool_reconcile as reconcile
+
+    return reconcile().to_dict()
+
+
+@shared_task(name="inference.rollouts_advance")
+def rollouts_advance() -> dict[int, str]:
+    """Beat: one evaluation of every running rollout (each under its row lock: safe twice)."""
+    return rollouts.rollouts_advance()

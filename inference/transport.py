@@ -11,6 +11,7 @@ table and calls `transport_for(spec).infer(...)`.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -65,6 +66,11 @@ class Transport(Protocol):
     def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
         """Run one request (rows along dim 0); raises inference.runtime.errors on failure."""
 
+    async def infer_async(
+        self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float
+    ) -> InferResult:
+        """`infer` for an event loop (the ASGI front): the model call awaited, no thread held."""
+
     def unload(self, spec: DeploymentSpec) -> None: ...
 
 
@@ -107,7 +113,32 @@ class InProcessTransport:
 
     def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
         served = self.served(spec) or self.load(spec)
-        return InferResult(outputs=served.predict(inputs, timeout_s=timeout_s), provider=served.model.provider)
+        outputs, (batch_rows, queue_ms, model_ms) = served.predict_timed(inputs, timeout_s=timeout_s)
+        return InferResult(
+            outputs=outputs,
+            batch_rows=batch_rows,
+            queue_ms=queue_ms,
+            model_ms=model_ms,
+            provider=served.model.provider,
+        )
+
+    async def infer_async(
+        self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float
+    ) -> InferResult:
+        served = self.served(spec)
+        if served is None:  # first request in this process: load + warm off the loop
+            served = await asyncio.get_running_loop().run_in_executor(None, self.load, spec)
+        # The batcher fails the future itself at the deadline (queued or running).
+        future = served.submit(inputs, timeout_s=timeout_s)
+        outputs = await asyncio.wrap_future(future)
+        batch_rows, queue_ms, model_ms = future.timing or (None, None, None)
+        return InferResult(
+            outputs=outputs,
+            batch_rows=batch_rows,
+            queue_ms=queue_ms,
+            model_ms=model_ms,
+            provider=served.model.provider,
+        )
 
     def unload(self, spec: DeploymentSpec) -> None:
         self.unload_key(spec.key)
@@ -131,19 +162,36 @@ class InProcessTransport:
             version=str(spec.version),
             sha256=spec.artifact_sha256,
             intra_op_threads=_intra_op_threads(),
+            **_admission_options(),
         )
         self._served[spec.key] = (spec.artifact_sha256, served)
         return served
 
 
-def _intra_op_threads() -> int | None:
-    """ONNX Runtime threads per in-process session (MODELHUB_INTRA_OP_THREADS; unset = ORT's
-    default, all cores). Several web processes each running all-core sessions fight over
-    the cores; 1 per process is usually better with as many processes as cores."""
-    import os
+def _intra_op_threads() -> int:
+    """ONNX Runtime threads per in-process session: derived in config/serving.py from the
+    cores and the web processes (MODELHUB_INTRA_OP_THREADS overrides), so processes do not
+    fight over the cores."""
+    from config.serving import intra_op_threads
 
-    value = os.environ.get("MODELHUB_INTRA_OP_THREADS", "")
-    return int(value) if value.strip() else None
+    return intra_op_threads()
+
+
+def _admission_options() -> dict[str, Any]:
+    """The batcher's queue bounds and admission policy, from settings (config/settings.py)."""
+    from django.conf import settings
+
+    from inference.runtime.batcher import AdmissionPolicy
+
+    wait_ms = settings.SERVING_MAX_QUEUE_WAIT_MS
+    return {
+        "max_queue_size": settings.SERVING_MAX_QUEUE_SIZE,
+        "admission": AdmissionPolicy(
+            enabled=settings.SERVING_ADMISSION_CONTROL,
+            deadline_fraction=settings.SERVING_ADMISSION_DEADLINE_FRACTION,
+            max_queue_wait_s=wait_ms / 1000.0 if wait_ms > 0 else None,
+        ),
+    }
 
 
 _IN_PROCESS: InProcessTransport | None = None

@@ -2,10 +2,8 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from inference import api, views
-
-_V = r"(?P<version>[A-Za-z0-9_:.-]{1,64})"
-_N = r"(?P<name>[A-Za-z0-9_-]{1,64})"
+from inference import api, api_rollouts, views
+from inference.dataplane import ROUTES
 
 urlpatterns = [
     path("api/v1/endpoints/", api.EndpointListCreate.as_view(), name="endpoint-list"),
@@ -15,21 +13,26 @@ urlpatterns = [
     path("api/v1/endpoints/<slug:name>/traffic/rollback", api.RollbackView.as_view(), name="endpoint-rollback"),
     path("api/v1/endpoints/<slug:name>/keys/", api.KeyListCreate.as_view(), name="endpoint-keys"),
     path("api/v1/endpoints/<slug:name>/keys/<str:prefix>", api.KeyRevoke.as_view(), name="endpoint-key-revoke"),
-    path("api/v1/endpoints/<slug:name>/predict", views.predict, name="endpoint-predict"),
-    path("v2", views.v2_server, name="v2-server"),
-    path("v2/", views.v2_server),
-    path("v2/health/live", views.v2_live, name="v2-live"),
-    path("v2/health/ready", views.v2_ready, name="v2-ready"),
-    re_path(rf"^v2/models/{_N}$", views.v2_model, name="v2-model"),
-    re_path(rf"^v2/models/{_N}/ready$", views.v2_model_ready, name="v2-model-ready"),
-    re_path(rf"^v2/models/{_N}/infer$", views.v2_infer, name="v2-infer"),
-    re_path(rf"^v2/models/{_N}/versions/{_V}$", views.v2_model, name="v2-model-version"),
-    re_path(rf"^v2/models/{_N}/versions/{_V}/ready$", views.v2_model_ready, name="v2-model-version-ready"),
-    re_path(rf"^v2/models/{_N}/versions/{_V}/infer$", views.v2_infer, name="v2-infer-version"),
+    path("api/v1/endpoints/<slug:name>/rollouts", api_rollouts.RolloutListCreate.as_view(), name="endpoint-rollouts"),
+    path(
+        "api/v1/endpoints/<slug:name>/rollouts/<int:rollout_id>",
+        api_rollouts.RolloutDetail.as_view(),
+        name="endpoint-rollout",
+    ),
+    path(
+        "api/v1/endpoints/<slug:name>/rollouts/<int:rollout_id>/<str:action>",
+        api_rollouts.RolloutAction.as_view(),
+        name="endpoint-rollout-action",
+    ),
 ]
 
-# OpenAPI descriptions of the prediction paths: Django matches the plain views above
-# first, the schema generator only sees these DRF stand-ins (they never serve a request).
+# The prediction paths, declared once in inference.dataplane: one view hands them to the
+# dispatcher, which the raw WSGI/ASGI fronts call too.
+urlpatterns += [re_path(rf"^{route.pattern}$", views.dataplane, name=route.name) for route in ROUTES]
+
+# OpenAPI descriptions of the prediction paths: Django matches the routes above first,
+# the schema generator only sees these DRF stand-ins (they never serve a request).
+_N = r"(?P<name>[A-Za-z0-9_-]{1,64})"
 urlpatterns += [
     path("api/v1/endpoints/<slug:name>/predict", views.predict_doc),
     re_path(rf"^v2/models/{_N}/infer$", views.v2_infer_doc),

@@ -1,9 +1,10 @@
-"""Plain Django views for predictions: no DRF, no session, no ORM once the cache is warm.
+"""The Django front of the prediction paths: a thin adapter to inference.dataplane.
 
-They only adapt Django's request to inference.edge. Under gunicorn the raw WSGI front
-(inference/wsgi.py) answers these paths before Django's middleware runs; these views
-serve the same paths under `manage.py runserver`, the test client and any server that
-loads Django's handler directly.
+Under gunicorn and uvicorn the raw fronts (inference/wsgi.py, inference/asgi.py) answer
+these paths before Django; this view serves them under `manage.py runserver`, the test
+client and any server that loads Django's handler directly. No DRF, no session, no ORM
+once the cache is warm. Django's middleware already checked the Host, so the dispatcher
+does not again.
 """
 
 from __future__ import annotations
@@ -14,76 +15,21 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 
-from inference import edge
+from common.http import EnvironHeaders, PredictRequest
+from inference.dataplane import DATAPLANE
 
 
-def _respond(reply: edge.Reply) -> HttpResponse:
+@csrf_exempt  # API keys, not cookies: and an unknown method must get the dispatcher's 405
+def dataplane(request: HttpRequest, **_: str) -> HttpResponse:
+    """Every route in inference.dataplane.ROUTES (inference/urls.py mounts them here)."""
+    predict_request = PredictRequest(
+        request.method or "GET", request.path_info, EnvironHeaders(request.META), request.META.get("QUERY_STRING", "")
+    )
+    reply = DATAPLANE.handle(predict_request, request.read)
     response = HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
     for key, value in reply.headers:
         response[key] = value
     return response
-
-
-def _method_not_allowed(allowed: str) -> HttpResponse:
-    response = HttpResponse(
-        b'{"error": {"code": "method_not_allowed", "message": "use ' + allowed.encode() + b'", "details": {}}}',
-        status=405,
-        content_type="application/json",
-    )
-    response["Allow"] = allowed
-    return response
-
-
-def _v2_method_not_allowed(allowed: str) -> HttpResponse:
-    response = HttpResponse(
-        b'{"error": "method not allowed; use ' + allowed.encode() + b'"}', status=405, content_type="application/json"
-    )
-    response["Allow"] = allowed
-    return response
-
-
-@csrf_exempt
-def predict(request: HttpRequest, name: str) -> HttpResponse:
-    if request.method != "POST":
-        return _method_not_allowed("POST")
-    try:
-        body = edge.read_body(request.META, request)
-    except edge.EdgeError as exc:
-        return _respond(edge.simple_error(exc.status, exc.code, exc.message))
-    return _respond(edge.predict(name, request.META, body, pin=request.GET.get("version")))
-
-
-@csrf_exempt
-def v2_infer(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
-    if request.method != "POST":
-        return _v2_method_not_allowed("POST")
-    try:
-        body = edge.read_body(request.META, request)
-    except edge.EdgeError as exc:
-        return _respond(edge.v2_error(exc.status, exc.code, exc.message))
-    return _respond(edge.v2_infer(name, version, request.META, body))
-
-
-def v2_model(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
-    if request.method != "GET":
-        return _v2_method_not_allowed("GET")
-    return _respond(edge.v2_model_metadata(name, version, request.META))
-
-
-def v2_model_ready(request: HttpRequest, name: str, version: str | None = None) -> HttpResponse:
-    return _respond(edge.v2_model_ready(name, version, request.META))
-
-
-def v2_server(request: HttpRequest) -> HttpResponse:
-    return _respond(edge.v2_server_metadata())
-
-
-def v2_live(request: HttpRequest) -> HttpResponse:
-    return _respond(edge.v2_live())
-
-
-def v2_ready(request: HttpRequest) -> HttpResponse:
-    return _respond(edge.v2_ready())
 
 
 # ---- OpenAPI descriptions of the prediction paths (the views above do the work) ----------

@@ -22,7 +22,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import ReadOrEngineerWrites
+from accounts.permissions import (
+    ReadOrEngineerWrites,
+    endpoint_for_user_or_404,
+    get_visible_or_404,
+    is_admin,
+    scope_by_endpoint_name,
+    team_scope,
+)
 from config.errors import DomainError, NotFound
 from config.exceptions import json_error
 from config.http import client_ip
@@ -76,6 +83,14 @@ def _int(value: str | None, name: str, default: int) -> int:
         raise DomainError(f"{name} must be a whole number, got {value!r}") from None
 
 
+def _history_of(request: Request, name: str) -> str:
+    """The endpoint name whose monitoring history the caller may read: one they may see
+    (another team's is a 404); admins also read the history of a deleted endpoint."""
+    if is_admin(request.user):
+        return name
+    return str(endpoint_for_user_or_404(request.user, name).name)
+
+
 class EndpointMetrics(APIView):
     permission_classes = [ReadOrEngineerWrites]
 
@@ -89,11 +104,12 @@ class EndpointMetrics(APIView):
         responses=OpenApiTypes.OBJECT,
     )
     def get(self, request: Request, name: str) -> Response:
+        endpoint = _history_of(request, name)
         now = timezone.now()
         until = _time(request.query_params.get("until"), "until", now)
         since = _time(request.query_params.get("since"), "since", until - timedelta(hours=1))
         step = _int(request.query_params.get("step"), "step", 60)
-        return Response(selectors.endpoint_timeseries(name, since, until, step))
+        return Response(selectors.endpoint_timeseries(endpoint, since, until, step))
 
 
 class AlertRuleListCreate(generics.ListAPIView):
@@ -102,9 +118,10 @@ class AlertRuleListCreate(generics.ListAPIView):
 
     def get_queryset(self) -> Any:
         params = self.request.query_params
-        return selectors.alert_rule_list(
+        rules = selectors.alert_rule_list(
             endpoint=params.get("endpoint", ""), metric=params.get("metric", ""), state=params.get("state", "")
         )
+        return team_scope(rules, self.request.user, team_field="endpoint__team")
 
     @extend_schema(
         summary="List alert rules",
@@ -125,6 +142,7 @@ class AlertRuleListCreate(generics.ListAPIView):
         endpoint = data.pop("endpoint", None)
         if not isinstance(endpoint, str) or not endpoint:
             raise DomainError("endpoint: the endpoint's name is required", details={"field": "endpoint"})
+        endpoint_for_user_or_404(request.user, endpoint)
         rule = services.alert_rule_create(
             endpoint_name=endpoint, values=data, user=request.user, source_ip=client_ip(request)
         )
@@ -137,10 +155,14 @@ def _object(data: Any) -> dict[str, Any]:
     return dict(data)
 
 
-def _rule(pk: int) -> AlertRule:
-    rule = AlertRule.objects.select_related("endpoint").filter(pk=pk).first()
-    if rule is None:
-        raise NotFound(f"no alert rule {pk}")
+def _rule(request: Request, pk: int) -> AlertRule:
+    """The rule, if it watches an endpoint the caller may see; 404 otherwise."""
+    try:
+        rule: AlertRule = get_visible_or_404(
+            AlertRule.objects.select_related("endpoint"), request.user, team_field="endpoint__team", pk=pk
+        )
+    except NotFound:
+        raise NotFound(f"no alert rule {pk}") from None
     return rule
 
 
@@ -149,18 +171,20 @@ class AlertRuleDetail(APIView):
 
     @extend_schema(summary="One alert rule", responses=AlertRuleSerializer)
     def get(self, request: Request, pk: int) -> Response:
-        return Response(AlertRuleSerializer(_rule(pk)).data)
+        return Response(AlertRuleSerializer(_rule(request, pk)).data)
 
     @extend_schema(summary="Change an alert rule", request=AlertRuleWriteSerializer, responses=AlertRuleSerializer)
     def patch(self, request: Request, pk: int) -> Response:
         data = _object(request.data)
         if "endpoint" in data:
             raise DomainError("endpoint cannot be changed: create a new rule", details={"field": "endpoint"})
+        _rule(request, pk)
         rule = services.alert_rule_update(rule_id=pk, changes=data, user=request.user, source_ip=client_ip(request))
         return Response(AlertRuleSerializer(rule).data)
 
     @extend_schema(summary="Delete an alert rule", responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
+        _rule(request, pk)
         services.alert_rule_delete(rule_id=pk, user=request.user, source_ip=client_ip(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -172,13 +196,16 @@ class AlertEventList(generics.ListAPIView):
     def get_queryset(self) -> Any:
         p = self.request.query_params
         far = timezone.now()
-        return selectors.alert_event_list(
-            endpoint=p.get("endpoint", ""),
-            rule=_int(p.get("rule"), "rule", 0) or None,
-            kind=p.get("kind", ""),
-            severity=p.get("severity", ""),
-            since=_time(p.get("since"), "since", far) if p.get("since") else None,
-            until=_time(p.get("until"), "until", far) if p.get("until") else None,
+        return scope_by_endpoint_name(
+            selectors.alert_event_list(
+                endpoint=p.get("endpoint", ""),
+                rule=_int(p.get("rule"), "rule", 0) or None,
+                kind=p.get("kind", ""),
+                severity=p.get("severity", ""),
+                since=_time(p.get("since"), "since", far) if p.get("since") else None,
+                until=_time(p.get("until"), "until", far) if p.get("until") else None,
+            ),
+            self.request.user,
         )
 
     @extend_schema(
@@ -201,13 +228,9 @@ class EndpointMonitoringSettings(APIView):
 
     @extend_schema(summary="An endpoint's sampling and redaction settings", responses=MonitoringSettingsSerializer)
     def get(self, request: Request, name: str) -> Response:
-        row = MonitoringSettings.objects.select_related("endpoint").filter(endpoint__name=name).first()
+        endpoint = endpoint_for_user_or_404(request.user, name)
+        row = MonitoringSettings.objects.select_related("endpoint").filter(endpoint=endpoint).first()
         if row is None:
-            from inference.models import Endpoint
-
-            endpoint = Endpoint.objects.filter(name=name).first()
-            if endpoint is None:
-                raise NotFound(f"no endpoint named {name!r}")
             row = MonitoringSettings(endpoint=endpoint, drift_sample_rate=settings.MONITORING_DEFAULT_DRIFT_SAMPLE_RATE)
         return Response(services.monitoring_settings_dict(row))
 
@@ -217,6 +240,7 @@ class EndpointMonitoringSettings(APIView):
         responses=MonitoringSettingsSerializer,
     )
     def patch(self, request: Request, name: str) -> Response:
+        endpoint_for_user_or_404(request.user, name)
         row = services.monitoring_settings_update(
             endpoint_name=name, changes=_object(request.data), user=request.user, source_ip=client_ip(request)
         )
@@ -229,7 +253,8 @@ class EndpointSamples(generics.ListAPIView):
 
     def get_queryset(self) -> Any:
         return selectors.payload_sample_list(
-            endpoint=self.kwargs["name"], deployment=self.request.query_params.get("deployment", "")
+            endpoint=_history_of(self.request, self.kwargs["name"]),
+            deployment=self.request.query_params.get("deployment", ""),
         )
 
     @extend_schema(
@@ -259,7 +284,7 @@ class VersionReference(APIView):
     def get(self, request: Request, name: str, version: int) -> Response:
         from registry.selectors import version_get
 
-        reference = version_get(model_name=name, version=version).reference_stats or {}
+        reference = version_get(model_name=name, version=version, user=request.user).reference_stats or {}
         features = {
             k: {key: v for key, v in f.items() if key != "sample"} for k, f in (reference.get("features") or {}).items()
         }
@@ -274,7 +299,7 @@ class VersionReference(APIView):
     def post(self, request: Request, name: str, version: int) -> Response:
         from registry.selectors import version_get
 
-        model_version = version_get(model_name=name, version=version)
+        model_version = version_get(model_name=name, version=version, user=request.user)
         features, outputs = _reference_features(request, model_version.signature or {})
         reference = services.reference_stats_set(
             model=name,

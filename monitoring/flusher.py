@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 INPUT_ROWS_CAP = 256  # input rows per deployment per flush, after the request reservoir
 CONFIG_REFRESH_S = 30.0
+KEY_LAST_USED_EVERY_S = 60.0  # a key's "last used" is written at most this often per process
 REDACTED = "[redacted]"
 
 
@@ -54,6 +55,8 @@ class Flusher:
         self._config_at = 0.0
         self.redact: dict[str, list[str]] = {}
         self.max_bytes: dict[str, int] = {}
+        self._keys_pending: dict[str, float] = {}  # key prefix -> last use not yet written
+        self._keys_written: dict[str, float] = {}  # key prefix -> when this process last wrote it
 
     # --- configuration -------------------------------------------------------------------
     @property
@@ -149,6 +152,7 @@ class Flusher:
                 return 0
 
     def _flush(self) -> int:
+        self._write_keys_used()
         stats = self.recorder.drain()
         samples = self.recorder.drain_samples()
         new_recorder_drops = self.recorder.dropped - self._recorder_dropped_seen
@@ -177,6 +181,32 @@ class Flusher:
         self.flushes += 1
         self.last_flush_at = time.time()
         return count
+
+    def _write_keys_used(self) -> None:
+        """Application keys' "last used", in the database: at most one write per key per
+        KEY_LAST_USED_EVERY_S per process; a use in between is kept and written later."""
+        for prefix, at in self.recorder.drain_keys_used().items():
+            self._keys_pending[prefix] = max(at, self._keys_pending.get(prefix, 0.0))
+        now = time.monotonic()
+        due = {
+            p: at
+            for p, at in self._keys_pending.items()
+            if now - self._keys_written.get(p, -KEY_LAST_USED_EVERY_S) >= KEY_LAST_USED_EVERY_S
+        }
+        if not due:
+            return
+        from monitoring import services
+
+        try:
+            services.api_keys_last_used_store(due)
+        except Exception as exc:  # the database being away must not stop flushing
+            self._note_error(f"writing keys' last use: {exc}")
+            return
+        for prefix in due:
+            self._keys_written[prefix] = now
+            del self._keys_pending[prefix]
+        if len(self._keys_written) > 10_000:  # keys come and go: forget old ones
+            self._keys_written = {p: t for p, t in self._keys_written.items() if now - t < KEY_LAST_USED_EVERY_S}
 
     def _note_error(self, message: str) -> None:
         now = time.time()
@@ -229,14 +259,13 @@ class Flusher:
         inputs: dict[tuple[int, str, str], dict[str, list[float]]],
         payloads: list[dict[str, Any]],
     ) -> None:
+        from config.db import retry_if_locked
         from monitoring import services
 
-        services.monitoring_store_flush(
-            rollups=[
-                ((minute, ep, dep, role), keys.stats_to_rollup(s)) for (minute, ep, dep, role), s in stats.items()
-            ],
-            inputs=list(inputs.items()),
-            payloads=payloads,
+        rollups = [((minute, ep, dep, role), keys.stats_to_rollup(s)) for (minute, ep, dep, role), s in stats.items()]
+        # One short transaction, run again if it lost the race for SQLite's write lock.
+        retry_if_locked(
+            lambda: services.monitoring_store_flush(rollups=rollups, inputs=list(inputs.items()), payloads=payloads)
         )
 
     def after_fork(self) -> None:
@@ -248,6 +277,7 @@ class Flusher:
         self._client = None
         self.dropped = self._dropped_unreported = self._recorder_dropped_seen = 0
         self.flushes = 0
+        self._keys_pending, self._keys_written = {}, {}
 
     # --- turning references into plain values (off the request path) ----------------------
     @staticmethod

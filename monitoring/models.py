@@ -229,3 +229,17 @@ class AlertEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rule} {self.kind} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SchedulerHeartbeat(models.Model):
+    """When the periodic jobs last ran: written by the `monitoring.scheduler_heartbeat` job of
+    the beat schedule, so by celery beat (through a worker) or by the embedded scheduler,
+    whichever runs that one list. Pages read it to say honestly whether alert rules and
+    drift are being evaluated."""
+
+    name = models.CharField(max_length=64, unique=True)
+    last_run_at = models.DateTimeField()
+    runner = models.CharField(max_length=200, blank=True)  # host and process that ran it
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.last_run_at:%Y-%m-%d %H:%M:%S} by {self.runner}"

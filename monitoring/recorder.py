@@ -52,6 +52,9 @@ class PredictionRecord:
     # when the endpoint's sample rate hits; redacted and size-capped by the flusher).
     payload: bytes | None = None
     response: bytes | None = None
+    # The prefix of the application key that made the call: the flusher writes the keys'
+    # "last used" time from these (never a database write per request).
+    api_key: str | None = None
 
 
 # Per key and flush interval: at most this many output tensors are kept for the output
@@ -101,6 +104,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._stats: dict[tuple[int, str, str, str], MinuteStats] = {}
         self._samples: list[PayloadSample] = []
+        self._keys_used: dict[str, float] = {}  # key prefix -> last use (unix time)
         self.dropped = 0  # records lost to errors inside the recorder itself
         self.samples_skipped = 0
         # Sampling rates per endpoint (0..1), refreshed by the flusher from the database.
@@ -122,6 +126,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._stats = {}
         self._samples = []
+        self._keys_used = {}
         self._started = False
         self.pid = os.getpid()
 
@@ -156,6 +161,8 @@ class Recorder:
                     stats = self._stats[key] = MinuteStats()
                 stats.count += 1
                 stats.rows += rec.rows
+                if rec.api_key is not None:
+                    self._keys_used[rec.api_key] = now
                 stats.latency_buckets[bucket] += 1
                 stats.latency_sum_ms += rec.latency_ms
                 if not rec.ok:
@@ -204,6 +211,12 @@ class Recorder:
         """Take everything counted so far (the flusher calls this)."""
         with self._lock:
             taken, self._stats = self._stats, {}
+        return taken
+
+    def drain_keys_used(self) -> dict[str, float]:
+        """Take the application keys used since the last call: {key prefix: last use}."""
+        with self._lock:
+            taken, self._keys_used = self._keys_used, {}
         return taken
 
     def drain_samples(self) -> list[PayloadSample]:

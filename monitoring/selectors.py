@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from config.errors import DomainError
-from monitoring.models import AlertEvent, AlertRule, DriftScore, MetricRollup, PayloadSample
-from monitoring.services import ROLLUP_SUMS, add_rollup
-from monitoring.stats import latency_percentiles
+from monitoring import keys
+from monitoring.models import AlertEvent, AlertRule, DriftScore, MetricRollup, PayloadSample, SchedulerHeartbeat
+from monitoring.services import ROLLUP_SUMS, _minute_dt, _redis, add_rollup
+from monitoring.stats import categorical_psi, latency_percentiles, summary_distribution
 
+log = logging.getLogger(__name__)
 MAX_POINTS = 2000
 
 
@@ -36,10 +42,26 @@ def endpoint_timeseries(endpoint: str, since: datetime, until: datetime, step: i
     rows = MetricRollup.objects.filter(endpoint=endpoint, minute__gte=start, minute__lt=until).values(
         "deployment", "role", "minute", "granularity", *ROLLUP_SUMS, "errors", "latency_buckets", "outputs"
     )
+    # One cell per (granularity, bucket start, deployment, role); the live minutes still in
+    # Redis replace the same minute's roll-up (see endpoint_window_stats), so a fresh
+    # endpoint's first minute is on the chart within a flush, not after the roll-up.
+    cells: dict[tuple[str, datetime, str, str], dict[str, Any]] = {}
+    for row in rows:
+        cells[(row["granularity"], row["minute"], row["deployment"], row["role"])] = row
+    first = int(start.timestamp() // 60)
+    last = math.ceil(until.timestamp() / 60) - 1
+    live, _error = _live_minutes(endpoint, first, max(first, last), None)
+    for (minute, deployment, role), values in live.items():
+        cells[(MetricRollup.Granularity.MINUTE, _minute_dt(minute), deployment, role)] = {
+            **values,
+            "deployment": deployment,
+            "role": role,
+            "minute": _minute_dt(minute),
+        }
     buckets: dict[str, list[dict[str, Any]]] = {}
     roles: dict[str, str] = {}
     outputs: dict[str, dict[str, Any]] = defaultdict(dict)
-    for row in rows:
+    for row in cells.values():
         deployment = row["deployment"]
         roles.setdefault(deployment, row["role"])
         series = buckets.setdefault(deployment, [{} for _ in times])
@@ -98,6 +120,36 @@ def _point(values: dict[str, Any], step: int) -> dict[str, Any]:
     }
 
 
+def endpoint_annotations(endpoint: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    """What happened to an endpoint between two times, for markers on its charts.
+
+    [{"t": iso time, "kind": "traffic" | "alert", "text": one line}], oldest first: every
+    traffic revision (a deploy, a split change, a rollback) and every alert firing or
+    resolving.
+    """
+    from inference.models import TrafficPolicyRevision
+
+    out: list[tuple[datetime, str, str]] = []
+    for rev in TrafficPolicyRevision.objects.filter(
+        endpoint__name=endpoint, created_at__gte=since, created_at__lte=until
+    ).only("revision", "routes", "comment", "created_at"):
+        split = ", ".join(
+            f"{r.get('model')}:{r.get('version')} {r.get('role')} {r.get('weight')}%" for r in rev.routes or []
+        )
+        text = f"traffic r{rev.revision}: {split or 'no routes'}"
+        if rev.comment:
+            text += f" ({rev.comment[:80]})"
+        out.append((rev.created_at, "traffic", text))
+    events = AlertEvent.objects.filter(endpoint=endpoint, created_at__gte=since, created_at__lte=until)
+    for event in events.select_related("rule"):
+        rule = event.rule
+        name = rule.name or f"{rule.metric} {rule.comparison} {rule.threshold:g}"
+        value = "no data" if event.value is None else f"{event.value:.4g}"
+        out.append((event.created_at, "alert", f"alert {event.kind}: {name} ({value})"))
+    out.sort(key=lambda item: item[0])
+    return [{"t": t.isoformat(), "kind": kind, "text": text} for t, kind, text in out]
+
+
 def endpoint_summary(endpoint: str, *, now: datetime, minutes: int = 60) -> dict[str, Any]:
     """Totals per version over the last `minutes`: requests, error rate, p50/p95/p99."""
     total: dict[str, dict[str, Any]] = {}
@@ -147,3 +199,237 @@ def alert_event_list(
 def payload_sample_list(*, endpoint: str, deployment: str = "") -> QuerySet[PayloadSample]:
     samples = PayloadSample.objects.filter(endpoint=endpoint)
     return samples.filter(deployment=deployment) if deployment else samples
+
+
+# --- one window over rolled-up and live minutes -----------------------------------------------------
+WINDOW_MIN_S = 60
+
+
+def window_limit_s() -> int:
+    """The longest window the platform keeps minute data for (MONITORING_MINUTE_RETENTION_DAYS)."""
+    return int(settings.MONITORING_MINUTE_RETENTION_DAYS) * 24 * 3600
+
+
+def window_minutes(window_s: int, now: datetime) -> tuple[int, int]:
+    """The first and last minute (unix minutes) of a window: every minute overlapping [now - window_s, now)."""
+    end = now.timestamp()
+    first = int((end - window_s) // 60)
+    last = math.ceil(end / 60) - 1
+    return first, max(first, last)
+
+
+def check_window(window_s: Any, *, field: str = "window_s") -> int:
+    """A window in seconds the platform can honour, or a DomainError (400) that says which it can."""
+    limit = window_limit_s()
+    if isinstance(window_s, bool) or not isinstance(window_s, int) or not WINDOW_MIN_S <= window_s <= limit:
+        raise DomainError(
+            f"{field} must be a whole number of seconds from {WINDOW_MIN_S} (one minute, the resolution of the "
+            f"metrics) to {limit} (the minute retention, MODELHUB_MONITORING_MINUTE_RETENTION_DAYS); "
+            f"got {window_s!r}",
+            details={"field": field, "min": WINDOW_MIN_S, "max": limit},
+        )
+    return window_s
+
+
+def endpoint_window_stats(
+    endpoint: str,
+    version: str | None = None,
+    *,
+    window_s: int = 300,
+    now: datetime | None = None,
+    include_shadow: bool = False,
+) -> dict[str, Any]:
+    """What an endpoint (or one version of it) did over the last `window_s` seconds, up to `now`.
+
+    THE read for "how is it doing right now": alert evaluation and rollout analysis use it.
+    It combines the rolled-up minutes in PostgreSQL (MetricRollup) with the live minutes
+    that beat has not rolled up yet (still in Redis, `mh:m:*`); for a minute present in
+    both, Redis wins (the roll-up copies the Redis hash, so it is the newer or equal
+    count). On the embedded default (no REDIS_URL) the flusher writes into MetricRollup
+    itself, so the database alone is live, at most one flush interval (2 s) behind.
+
+    Resolution is one minute: the window covers every minute that overlaps
+    [now - window_s, now), so a 60 s window at 12:00:20 reads 11:59 and the minute in
+    progress, 12:00. `version` is a deployment label "model:version" (as in the metrics
+    API); None means the whole endpoint, without shadow traffic unless `include_shadow`.
+    Windows shorter than a minute or longer than the minute retention raise DomainError.
+    If Redis cannot be read, the answer comes from the database alone and says so in
+    `live_error`.
+
+    Returns {"endpoint", "version", "window_s", "since", "until", "count", "rows",
+    "error_count", "errors": {kind: n}, "error_rate", "p50_ms", "p95_ms", "p99_ms",
+    "mean_latency_ms", "rps", "batch_size" (mean rows per model call), "queue_ms",
+    "model_ms" (means per request), "outputs": {output: summary}, "versions": {label:
+    the same numbers plus "role"}, "live_minutes" (minute buckets read from Redis),
+    "live_error"}. Rates and percentiles are None when there were no requests.
+    """
+    window_s = check_window(window_s)
+    now = now or timezone.now()
+    first, last = window_minutes(window_s, now)
+    buckets, live_count, live_error = _window_buckets(endpoint, first, last, version)
+    per_version: dict[str, dict[str, Any]] = {}
+    roles: dict[str, str] = {}
+    total: dict[str, Any] = {}
+    for (_minute, deployment, role), values in buckets.items():
+        add_rollup(per_version.setdefault(deployment, {}), values)
+        roles.setdefault(deployment, role)
+        if include_shadow or version or role != "shadow":
+            add_rollup(total, values)
+    return {
+        "endpoint": endpoint,
+        "version": version,
+        "window_s": window_s,
+        "since": _minute_dt(first).isoformat(),
+        "until": now.isoformat(),
+        **_window_point(total, now.timestamp() - first * 60),
+        "versions": {
+            deployment: {"role": roles[deployment], **_window_point(values, now.timestamp() - first * 60)}
+            for deployment, values in sorted(per_version.items())
+        },
+        "live_minutes": live_count,
+        "live_error": live_error,
+    }
+
+
+def _window_buckets(
+    endpoint: str, first: int, last: int, version: str | None = None
+) -> tuple[dict[tuple[int, str, str], dict[str, Any]], int, str | None]:
+    """Roll-up sums per (unix minute, deployment, role) between two unix minutes (inclusive):
+    the rolled-up rows, overlaid by the live minutes still in Redis (Redis wins: the roll-up
+    copies its hash). Also how many live minutes were read, and why Redis could not be."""
+    buckets: dict[tuple[int, str, str], dict[str, Any]] = {}
+    rows = MetricRollup.objects.filter(
+        endpoint=endpoint,
+        granularity=MetricRollup.Granularity.MINUTE,
+        minute__gte=_minute_dt(first),
+        minute__lte=_minute_dt(last),
+    )
+    if version:
+        rows = rows.filter(deployment=version)
+    for row in rows.values("deployment", "role", "minute", *ROLLUP_SUMS, "errors", "latency_buckets", "outputs"):
+        minute = int(row["minute"].timestamp() // 60)
+        buckets[(minute, row["deployment"], row["role"])] = row
+    live, live_error = _live_minutes(endpoint, first, last, version)
+    buckets.update(live)
+    return buckets, len(live), live_error
+
+
+def deployment_window_totals(
+    *, endpoint: str, since: datetime, until: datetime, include_shadow: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Roll-up sums per deployment ("model:version", plus its "role") over the minutes that
+    overlap [since, until), rolled-up and live alike (the same read as endpoint_window_stats,
+    kept as sums so callers can add deployments together: rollout analysis adds the stable
+    routes). `window_point` turns sums into rates."""
+    first = int(since.timestamp() // 60)
+    last = max(first, math.ceil(until.timestamp() / 60) - 1)
+    buckets, _, _ = _window_buckets(endpoint, first, last)
+    totals: dict[str, dict[str, Any]] = {}
+    for (_minute, deployment, role), values in buckets.items():
+        if include_shadow or role != "shadow":
+            add_rollup(totals.setdefault(deployment, {"role": role}), values)
+    return totals
+
+
+def window_point(values: dict[str, Any]) -> dict[str, Any]:
+    """Requests, errors, error rate and p99 (ms) of one deployment's window sums."""
+    count = values.get("count", 0)
+    return {
+        "requests": count,
+        "errors": values.get("error_count", 0),
+        "error_rate": values.get("error_count", 0) / count if count else None,
+        "p99_ms": latency_percentiles(values.get("latency_buckets") or [], (0.99,))["p99"],
+    }
+
+
+def output_psi(candidate: dict[str, Any], stable: dict[str, Any]) -> tuple[float | None, str]:
+    """The largest PSI of an output's distribution, candidate against stable, and its name."""
+    worst: tuple[float | None, str] = (None, "")
+    for name, part in (candidate.get("outputs") or {}).items():
+        other = (stable.get("outputs") or {}).get(name)
+        if not other or other.get("kind") != part.get("kind"):
+            continue
+        cur, ref = summary_distribution(part), summary_distribution(other)
+        if not sum(cur.values()) or not sum(ref.values()):
+            continue
+        value = categorical_psi(ref, cur)
+        if worst[0] is None or value > worst[0]:
+            worst = (round(value, 6), name)
+    return worst
+
+
+def _window_point(values: dict[str, Any], seconds: float) -> dict[str, Any]:
+    count = int(values.get("count", 0))
+    pct = latency_percentiles(values.get("latency_buckets") or [], (0.5, 0.95, 0.99))
+    batch_count = values.get("batch_count", 0)
+    return {
+        "count": count,
+        "rows": int(values.get("rows", 0)),
+        "error_count": int(values.get("error_count", 0)),
+        "errors": dict(values.get("errors") or {}),
+        "error_rate": values.get("error_count", 0) / count if count else None,
+        "p50_ms": pct["p50"],
+        "p95_ms": pct["p95"],
+        "p99_ms": pct["p99"],
+        "mean_latency_ms": values.get("latency_sum_ms", 0.0) / count if count else None,
+        "rps": count / seconds if seconds > 0 else None,
+        "batch_size": values["batch_rows_sum"] / batch_count if batch_count else None,
+        "queue_ms": values.get("queue_ms_sum", 0.0) / count if count else None,
+        "model_ms": values.get("model_ms_sum", 0.0) / count if count else None,
+        "outputs": values.get("outputs") or {},
+    }
+
+
+def _live_minutes(
+    endpoint: str, first: int, last: int, version: str | None
+) -> tuple[dict[tuple[int, str, str], dict[str, Any]], str | None]:
+    """The minute hashes still in Redis for this endpoint between two unix minutes (inclusive)."""
+    if not settings.REDIS_URL:
+        return {}, None
+    try:
+        client = _redis()
+        names: list[str] = []
+        for raw in client.zrangebyscore(keys.MINUTES_INDEX, first, last):
+            name = raw.decode()
+            _minute, ep, deployment, _role = keys.parse_minute_key(name)
+            if ep == endpoint and (not version or deployment == version):
+                names.append(name)
+        if not names:
+            return {}, None
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(name)
+        hashes = pipe.execute()
+    except Exception as exc:  # Redis away: answer from the database, and say so
+        return {}, f"live minutes unavailable: {exc}"[:300]
+    out: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for name, raw in zip(names, hashes, strict=True):
+        if raw:  # an expired key has no fields
+            minute, _ep, deployment, role = keys.parse_minute_key(name)
+            out[(minute, deployment, role)] = keys.decode_hash(raw)
+    return out, None
+
+
+def scheduler_status(*, now: datetime | None = None) -> dict[str, Any]:
+    """Whether the periodic jobs (roll-ups, drift, alert evaluation) are running, from the
+    heartbeat the `monitoring-scheduler-heartbeat` job of the beat schedule writes.
+
+    {"running", "last_run_at" (iso or None), "age_s", "runner", "stale_after_s"}: running
+    means a heartbeat within three of its intervals (at least 90 s).
+    """
+    from workers.celery import app
+
+    entry = app.conf.beat_schedule.get("monitoring-scheduler-heartbeat") or {}
+    schedule = entry.get("schedule", 30.0)
+    interval = schedule if isinstance(schedule, int | float) else schedule.run_every.total_seconds()
+    stale_after = max(90.0, 3 * float(interval))
+    now = now or timezone.now()
+    row = SchedulerHeartbeat.objects.filter(name="scheduler").first()
+    age = (now - row.last_run_at).total_seconds() if row is not None else None
+    return {
+        "running": age is not None and age <= stale_after,
+        "last_run_at": row.last_run_at.isoformat() if row is not None else None,
+        "age_s": age,
+        "runner": row.runner if row is not None else "",
+        "stale_after_s": stale_after,
+    }

@@ -31,12 +31,12 @@ from monitoring.models import (
     MetricRollup,
     MonitoringSettings,
     PayloadSample,
+    SchedulerHeartbeat,
 )
 from monitoring.stats import (
     bin_counts,
     categorical_psi,
     ks_two_sample,
-    latency_percentiles,
     merge_output_summaries,
     psi,
     reference_statistics,
@@ -172,6 +172,41 @@ def _payloads_store(payloads: Iterable[dict[str, Any]]) -> int:
     ]
     PayloadSample.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
+
+
+def api_keys_last_used_store(uses: Mapping[str, float]) -> int:
+    """Set application keys' `last_used_at` (the flusher calls this; never per request).
+
+    `uses` maps key prefixes to unix times; a later time already stored is kept."""
+    from django.db.models import Q
+
+    from inference.models import ApiKey
+
+    updated = 0
+    with transaction.atomic():
+        for prefix, at in sorted(uses.items()):
+            when = datetime.fromtimestamp(at, tz=UTC)
+            updated += (
+                ApiKey.objects.filter(prefix=prefix)
+                .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=when))
+                .update(last_used_at=when)
+            )
+    return updated
+
+
+SCHEDULER_HEARTBEAT = "scheduler"
+
+
+def scheduler_heartbeat(*, now: datetime | None = None) -> datetime:
+    """Record that the periodic jobs are running (the `monitoring.scheduler_heartbeat` job)."""
+    import os
+    import socket
+
+    now = now or timezone.now()
+    SchedulerHeartbeat.objects.update_or_create(
+        name=SCHEDULER_HEARTBEAT, defaults={"last_run_at": now, "runner": f"{socket.gethostname()}:{os.getpid()}"}
+    )
+    return now
 
 
 # --- beat: Redis minutes into PostgreSQL ----------------------------------------------------------
@@ -563,7 +598,27 @@ RULE_FIELDS = (
     "target",
     "enabled",
 )
-MAX_WINDOW_MINUTES = 7 * 24 * 60
+
+
+def max_window_minutes(metric: str) -> int:
+    """The longest window a rule can have: minutes are kept MONITORING_MINUTE_RETENTION_DAYS
+    (then folded into hours), and a throughput drop reads two windows back to back."""
+    minutes = int(settings.MONITORING_MINUTE_RETENTION_DAYS) * 24 * 60
+    return minutes // 2 if metric == AlertRule.Metric.THROUGHPUT_DROP else minutes
+
+
+def min_window_minutes(metric: str) -> int:
+    """The shortest window a rule can have: one minute (the metrics' resolution), and for
+    drift the interval of the drift job in the beat schedule (a shorter window would see
+    a score only now and then)."""
+    if metric != AlertRule.Metric.DRIFT_SCORE:
+        return 1
+    from workers.celery import app
+
+    entry = app.conf.beat_schedule.get("monitoring-compute-drift") or {}
+    schedule = entry.get("schedule", 60.0)
+    seconds = schedule if isinstance(schedule, int | float) else schedule.run_every.total_seconds()
+    return max(1, math.ceil(float(seconds) / 60))
 
 
 def _choice(name: str, value: Any, choices: Iterable[str]) -> str:
@@ -602,12 +657,22 @@ def _validate_rule(values: dict[str, Any]) -> dict[str, Any]:
             f"threshold for {out['metric']} cannot be negative, got {threshold!r}", details={"field": "threshold"}
         )
     out["threshold"] = float(threshold)
-    for name, default, low in (("window_minutes", 5, 1), ("cooldown_minutes", 10, 0)):
+    metric = out["metric"]
+    for name, default, low, high, why in (
+        (
+            "window_minutes",
+            5,
+            min_window_minutes(metric),
+            max_window_minutes(metric),
+            f" for {metric} (the window the platform can evaluate: see docs/monitoring.md)",
+        ),
+        ("cooldown_minutes", 10, 0, 7 * 24 * 60, ""),
+    ):
         value = out.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_WINDOW_MINUTES:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise DomainError(
-                f"{name} must be a whole number of minutes from {low} to {MAX_WINDOW_MINUTES}, got {value!r}",
-                details={"field": name},
+                f"{name} must be a whole number of minutes from {low} to {high}{why}, got {value!r}",
+                details={"field": name, "min": low, "max": high},
             )
         out[name] = value
     target = str(out.get("target") or "")
@@ -702,17 +767,22 @@ COMPARE: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-def _window_totals(rule: AlertRule, start: datetime, end: datetime) -> dict[str, Any]:
-    rows = MetricRollup.objects.filter(endpoint=rule.endpoint.name, minute__gte=start, minute__lt=end)
-    rows = rows.filter(deployment=rule.deployment) if rule.deployment else rows.exclude(role="shadow")
-    total: dict[str, Any] = {}
-    for values in rows.values(*ROLLUP_SUMS, "errors", "latency_buckets", "outputs"):
-        add_rollup(total, values)
-    return total
+def _window(rule: AlertRule, *, now: datetime) -> dict[str, Any]:
+    """The rule's window through the one window selector (rolled-up and live minutes alike)."""
+    from monitoring.selectors import endpoint_window_stats
+
+    return endpoint_window_stats(
+        rule.endpoint.name, rule.deployment or None, window_s=rule.window_minutes * 60, now=now
+    )
 
 
 def alert_metric_value(rule: AlertRule, *, now: datetime) -> float | None:
-    """The rule's metric over its window (None: not enough data to say)."""
+    """The rule's metric over its window (None: not enough data to say).
+
+    Every metric but drift reads `selectors.endpoint_window_stats`, so the minute in
+    progress counts as soon as it is flushed (every ~2 s), not only once beat rolled it
+    up: a 1-minute rule fires within one evaluation interval of its minute.
+    """
     start = now - timedelta(minutes=rule.window_minutes)
     metric = rule.metric
     if metric == AlertRule.Metric.DRIFT_SCORE:
@@ -723,21 +793,23 @@ def alert_metric_value(rule: AlertRule, *, now: datetime) -> float | None:
             scores = scores.filter(feature=rule.feature)
         values = list(scores.values_list("psi", flat=True))
         return max(values) if values else None
-    total = _window_totals(rule, start, now)
-    count = total.get("count", 0)
-    if metric == AlertRule.Metric.NO_TRAFFIC:
-        return float(count)
     if metric == AlertRule.Metric.THROUGHPUT_DROP:
-        previous = _window_totals(rule, start - timedelta(minutes=rule.window_minutes), start).get("count", 0)
+        # Whole minutes only: the minute in progress would always look like a drop.
+        closed = now.replace(second=0, microsecond=0)
+        count = _window(rule, now=closed)["count"]
+        previous = _window(rule, now=closed - timedelta(minutes=rule.window_minutes))["count"]
         return None if previous == 0 else max(0.0, 1.0 - count / previous)
-    if count == 0:
+    window = _window(rule, now=now)
+    if metric == AlertRule.Metric.NO_TRAFFIC:
+        return float(window["count"])
+    if window["count"] == 0:
         return None
     if metric == AlertRule.Metric.ERROR_RATE:
-        return total.get("error_count", 0) / count
+        return window["error_rate"]
     if metric == AlertRule.Metric.P99_LATENCY_MS:
-        return latency_percentiles(total["latency_buckets"], (0.99,))["p99"]
+        return window["p99_ms"]
     if metric == AlertRule.Metric.OUTPUT_MEAN:
-        return _output_mean(total.get("outputs") or {}, rule.output)
+        return _output_mean(window["outputs"], rule.output)
     return None
 
 

@@ -42,6 +42,11 @@ def evaluate_alerts() -> list[int]:
     return services.alerts_evaluate()
 
 
+@shared_task(name="monitoring.scheduler_heartbeat")
+def scheduler_heartbeat() -> str:
+    return services.scheduler_heartbeat().isoformat()
+
+
 @shared_task(name="monitoring.alert_notify", soft_time_limit=_NOTIFY_LIMIT, time_limit=_NOTIFY_LIMIT + 5)
 def alert_notify(event_id: int) -> Any:
     return services.alert_notify(event_id=event_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -237,12 +238,12 @@ class _Echo:
         return value
 
 
-def _csv_rows(events: Any) -> Iterator[str]:
+def _csv_rows(events: Iterator[Any]) -> Iterator[str]:
     import orjson
 
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_COLUMNS)
-    for event in events.iterator(chunk_size=2000):
+    for event in events:
         yield writer.writerow(
             _csv_cell(cell)
             for cell in (
@@ -303,7 +304,12 @@ class AuditList(generics.ListAPIView):
 
 
 def audit_csv_response(events: Any) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(_csv_rows(events), content_type="text/csv; charset=utf-8")
+    # Run the query and read its first row before the answer starts: a query that fails
+    # is a JSON error, never a 200 whose CSV body stops short.
+    rows = events.iterator(chunk_size=2000)
+    first = next(rows, None)
+    body = _csv_rows(itertools.chain([first], rows) if first is not None else rows)
+    response = StreamingHttpResponse(body, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="modelhub-audit.csv"'
     return response
 

@@ -52,6 +52,12 @@ class ModelVersion(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     validation_report = models.JSONField(default=dict, blank=True)
     validated_at = models.DateTimeField(null=True, blank=True)
+    # The validation lease (docs/operations.md, "Jobs"): the task running the validation
+    # renews it; once it lapses (the worker died) registry.validation_sweep re-enqueues
+    # the version, and after VALIDATION_MAX_ATTEMPTS starts it is failed with the reason.
+    validation_lease_until = models.DateTimeField(null=True, blank=True)
+    validation_lease_owner = models.CharField(max_length=64, blank=True)
+    validation_attempts = models.PositiveSmallIntegerField(default=0)
     signature = models.JSONField(default=dict, blank=True)
     opset = models.JSONField(default=dict, blank=True)
     producer = models.CharField(max_length=200, blank=True)

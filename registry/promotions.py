@@ -366,6 +366,16 @@ def _reviewer_check(request: PromotionRequest, reviewer: AbstractBaseUser, verb:
         raise Forbidden(f"you asked for promotion request #{request.pk}: someone else must decide it")
 
 
+def promotion_can_decide(*, request: PromotionRequest, user: AbstractBaseUser) -> bool:
+    """Whether `user` may approve or reject `request` (the same checks the decisions make),
+    so that pages offer only the buttons that can work."""
+    try:
+        _reviewer_check(request, user, "decide")
+    except DomainError:
+        return False
+    return True
+
+
 @_refusals_audited("promotion.approve")
 @transaction.atomic
 def promotion_approve(
@@ -434,6 +444,8 @@ def _move(
     """Set the stage (rows locked by the caller); to Production, first move the current
     production version aside per the model's policy. Returns the version moved aside."""
     previous = None
+    if to_stage == Stage.ARCHIVED:
+        serving_refuse(version=version)
     if to_stage == Stage.PRODUCTION:
         previous = (
             ModelVersion.objects.select_for_update()
@@ -446,9 +458,56 @@ def _move(
             aside = Stage.STAGING if policy == "staging" else Stage.ARCHIVED
             model_version_set_stage(version=previous, stage=aside, user=user, source_ip=source_ip)
     model_version_set_stage(version=version, stage=to_stage, user=user, source_ip=source_ip)
+    if previous is not None:
+        previous.model = version.model
+        _endpoints_move_off(previous, replacement=version, user=user)
     if to_stage == Stage.PRODUCTION:
         _follow_production_on_commit(version.pk, previous.pk if previous else None, user.pk)
     return previous
+
+
+class VersionServing(Conflict):
+    code = "version_serving"
+
+
+# registry sits below inference (inference imports registry's models), so the serving
+# side is reached through late imports here, as for following production below.
+
+
+def serving_refuse(*, version: ModelVersion) -> None:
+    """Archiving is refused while a production or staging endpoint routes to the version.
+
+    Archiving is never urgent, so the people who own the traffic move it themselves
+    (docs/governance.md: "Archive and rollback while serving"); a rollback, which is
+    urgent, moves the endpoints instead (`_endpoints_move_off`).
+    """
+    from inference.models import Endpoint
+    from inference.selectors import endpoints_routing_to
+
+    endpoints = endpoints_routing_to(
+        model=version.model.name,
+        version=version.version,
+        environments=(Endpoint.Environment.PRODUCTION, Endpoint.Environment.STAGING),
+    )
+    if endpoints:
+        names = ", ".join(f'{e.environment} endpoint "{e.name}"' for e in endpoints)
+        raise VersionServing(
+            f"{version} cannot be archived while it serves traffic on {names}: move their traffic off it first",
+            details={"endpoints": [e.name for e in endpoints]},
+        )
+
+
+def _endpoints_move_off(previous: ModelVersion, *, replacement: ModelVersion, user: AbstractBaseUser) -> None:
+    """The version moved aside leaves the production/staging endpoints that can no longer
+    serve it, in this transaction, for the version that replaced it."""
+    from inference.services import endpoints_move_off
+
+    endpoints_move_off(
+        version=previous,
+        replacement=replacement,
+        user=user,
+        reason=f"{replacement} is in {replacement.stage} now",
+    )
 
 
 def _follow_production_on_commit(version_id: int, previous_id: int | None, user_id: int) -> None:

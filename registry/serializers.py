@@ -52,7 +52,7 @@ class ModelVersionSummarySerializer(serializers.ModelSerializer):
 
 
 class RegisteredModelSerializer(serializers.ModelSerializer):
-    team = serializers.CharField(source="team.name", read_only=True, default=None)
+    team = serializers.CharField(source="team.name", read_only=True, default=None, allow_null=True)
     latest_versions = serializers.SerializerMethodField()
 
     class Meta:

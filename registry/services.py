@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from accounts.models import Team
@@ -168,14 +169,88 @@ def _validation_enqueue(version_id: int) -> None:
 
 
 @transaction.atomic
-def model_version_start_validation(*, version_id: int) -> ModelVersion | None:
-    """Mark a version as validating; None if it was already decided (tasks may run twice)."""
+def model_version_start_validation(
+    *, version_id: int, owner: str, lease_s: float, max_attempts: int
+) -> ModelVersion | None:
+    """Take the version's validation lease; None if there is nothing to run here.
+
+    None when it is already decided (tasks may run twice), when another task holds a
+    live lease on it, or when it has been started `max_attempts` times already (then it
+    is failed with that reason: a validation must never stay `validating` for good). A
+    task redelivered after its worker died carries the same `owner` and takes its lease
+    back at once.
+    """
     version = ModelVersion.objects.select_for_update().get(pk=version_id)
     if version.status in (ModelVersion.Status.READY, ModelVersion.Status.FAILED):
         return None
+    now = timezone.now()
+    held = (
+        version.status == ModelVersion.Status.VALIDATING
+        and version.validation_lease_until is not None
+        and version.validation_lease_until > now
+    )
+    if held and version.validation_lease_owner != owner:
+        return None
+    if version.validation_attempts >= max_attempts:
+        _validation_give_up(version)
+        return None
     version.status = ModelVersion.Status.VALIDATING
-    version.save(update_fields=["status"])
+    version.validation_attempts += 1
+    version.validation_lease_until = now + timedelta(seconds=lease_s)
+    version.validation_lease_owner = owner[:64]
+    version.save(update_fields=["status", "validation_attempts", "validation_lease_until", "validation_lease_owner"])
     return version
+
+
+def model_version_renew_validation_lease(*, version_id: int, owner: str, lease_s: float) -> bool:
+    """Extend a running validation's lease; False if this owner no longer holds it."""
+    renewed = ModelVersion.objects.filter(
+        pk=version_id, status=ModelVersion.Status.VALIDATING, validation_lease_owner=owner[:64]
+    ).update(validation_lease_until=timezone.now() + timedelta(seconds=lease_s))
+    return bool(renewed)
+
+
+@transaction.atomic
+def model_version_validation_sweep(*, lease_s: float, pending_grace_s: float, max_attempts: int) -> list[int]:
+    """The versions whose validation must be enqueued again; fails those out of attempts.
+
+    Picks versions `validating` whose lease lapsed (their worker died) and versions
+    `pending` that no task started: never enqueued (a broker outage at upload), or
+    re-enqueued by an earlier sweep more than a lease ago. Each one picked is put back
+    to `pending` with a lease of its own, so that the next sweep leaves it alone while
+    its task waits in the queue.
+    """
+    now = timezone.now()
+    lapsed = Q(validation_lease_until__lt=now) | Q(validation_lease_until__isnull=True)
+    due = Q(status=ModelVersion.Status.VALIDATING) & lapsed
+    due |= Q(status=ModelVersion.Status.PENDING, validation_lease_until__lt=now)
+    due |= Q(
+        status=ModelVersion.Status.PENDING,
+        validation_lease_until__isnull=True,
+        created_at__lt=now - timedelta(seconds=pending_grace_s),
+    )
+    versions = list(ModelVersion.objects.select_for_update(skip_locked=True).filter(due).order_by("pk")[:100])
+    enqueue = []
+    for version in versions:
+        if version.validation_attempts >= max_attempts:
+            _validation_give_up(version)
+            continue
+        version.status = ModelVersion.Status.PENDING
+        version.validation_lease_until = now + timedelta(seconds=lease_s)
+        version.validation_lease_owner = ""
+        version.save(update_fields=["status", "validation_lease_until", "validation_lease_owner"])
+        enqueue.append(version.pk)
+    return enqueue
+
+
+def _validation_give_up(version: ModelVersion) -> None:
+    attempts = version.validation_attempts
+    report = {
+        "ok": False,
+        "checks": [],
+        "error": f"validation did not finish in {attempts} attempts (the worker running it stopped each time)",
+    }
+    model_version_record_validation(version_id=version.pk, report=report)
 
 
 @transaction.atomic
@@ -189,8 +264,20 @@ def model_version_record_validation(*, version_id: int, report: dict[str, Any]) 
     version.opset = report.get("opset") or {}
     version.producer = (report.get("producer") or "")[:200]
     version.ir_version = report.get("ir_version")
+    version.validation_lease_until = None
+    version.validation_lease_owner = ""
     version.save(
-        update_fields=["status", "validation_report", "validated_at", "signature", "opset", "producer", "ir_version"]
+        update_fields=[
+            "status",
+            "validation_report",
+            "validated_at",
+            "signature",
+            "opset",
+            "producer",
+            "ir_version",
+            "validation_lease_until",
+            "validation_lease_owner",
+        ]
     )
     audit_record(
         actor=None,
@@ -247,6 +334,10 @@ def model_version_archive(
         raise InvalidTransition(
             f"{version} is in Production: promote another version or ask for a promotion to Archived"
         )
+    # Late: promotions imports this module (registry.services is the lower layer).
+    from registry.promotions import serving_refuse
+
+    serving_refuse(version=version)
     return model_version_set_stage(version=version, stage=ModelVersion.Stage.ARCHIVED, user=user, source_ip=source_ip)
 
 

@@ -3,49 +3,92 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
-from django.utils import timezone
+from django.db import connection
 
+from config.db import retry_if_locked
 from registry import services, storage
-from registry.models import ModelVersion
 
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="registry.model_version_validate")
-def model_version_validate(version_id: int) -> str:
-    """Validate an uploaded artifact in a child process with memory and time limits."""
+@shared_task(name="registry.model_version_validate", bind=True)
+def model_version_validate(self: Task, version_id: int) -> str:
+    """Validate an uploaded artifact in a child process with memory and time limits,
+    holding the version's lease (renewed while it runs) so that a dead worker's
+    validation is picked up again by `validation_sweep`."""
     from inference.runtime.validation import validate_model_file
 
-    version = services.model_version_start_validation(version_id=version_id)
-    if version is None:
-        return "already validated"
-    path = storage.artifact_path(version.artifact_sha256)
-    report = validate_model_file(
-        str(path),
-        memory_limit_bytes=settings.VALIDATION_MEMORY_LIMIT_BYTES,
-        timeout_s=settings.VALIDATION_TIMEOUT_S,
+    owner = self.request.id or uuid.uuid4().hex
+    lease_s = settings.VALIDATION_LEASE_S
+    version = retry_if_locked(
+        lambda: services.model_version_start_validation(
+            version_id=version_id, owner=owner, lease_s=lease_s, max_attempts=settings.VALIDATION_MAX_ATTEMPTS
+        )
     )
-    version = services.model_version_record_validation(version_id=version_id, report=report.to_dict())
+    if version is None:
+        return "nothing to do"
+    path = storage.artifact_path(version.artifact_sha256)
+    with _lease_renewed(version_id, owner, lease_s):
+        report = validate_model_file(
+            str(path),
+            memory_limit_bytes=settings.VALIDATION_MEMORY_LIMIT_BYTES,
+            timeout_s=settings.VALIDATION_TIMEOUT_S,
+        )
+    # The result of seconds of work: a lost race for SQLite's write lock must not drop it.
+    version = retry_if_locked(
+        lambda: services.model_version_record_validation(version_id=version_id, report=report.to_dict())
+    )
     log.info("validated %s: %s", version, version.status)
     return version.status
 
 
+@contextmanager
+def _lease_renewed(version_id: int, owner: str, lease_s: float) -> Iterator[None]:
+    """Renew the lease every third of its length from a thread while the body runs."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        try:
+            while not stop.wait(lease_s / 3):
+                try:
+                    services.model_version_renew_validation_lease(version_id=version_id, owner=owner, lease_s=lease_s)
+                except Exception:  # a missed renewal is retried; the lease has slack for two
+                    log.exception("could not renew the validation lease of version %s", version_id)
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=renew, name=f"lease-v{version_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+
+
 @shared_task(name="registry.validation_sweep")
 def validation_sweep() -> int:
-    """Re-enqueue versions stuck pending (a lost message, Redis restarted) past a deadline."""
-    deadline = timezone.now() - timedelta(seconds=settings.VALIDATION_TIMEOUT_S * 2 + 60)
-    stuck = list(
-        ModelVersion.objects.filter(
-            status__in=[ModelVersion.Status.PENDING, ModelVersion.Status.VALIDATING], created_at__lt=deadline
-        ).values_list("pk", flat=True)[:100]
+    """Re-enqueue validations whose worker died (lease lapsed) or that never started; fail
+    those out of attempts. Idempotent and short: beat (or the embedded scheduler) runs it
+    every VALIDATION_SWEEP_INTERVAL_S."""
+    version_ids = services.model_version_validation_sweep(
+        lease_s=settings.VALIDATION_LEASE_S,
+        pending_grace_s=settings.VALIDATION_PENDING_GRACE_S,
+        max_attempts=settings.VALIDATION_MAX_ATTEMPTS,
     )
-    for version_id in stuck:
-        model_version_validate.delay(version_id)
-    return len(stuck)
+    for version_id in version_ids:
+        try:
+            model_version_validate.delay(version_id)
+        except Exception:  # the broker is away: the version is picked again after its lease
+            log.exception("could not re-enqueue the validation of version %s", version_id)
+    return len(version_ids)
 
 
 class WebhookDeliveryFailed(Exception):

@@ -231,3 +231,21 @@ def not_onnx() -> bytes:
 def future_ir() -> bytes:
     """The tiny classifier stamped with IR version 14, newer than onnxruntime 1.31 reads."""
     return tiny_classifier_model(ir_version=14).SerializeToString()
+
+
+def lookup(table_size: int) -> bytes:
+    """X FP32 [-1, 4] -> y = table[int(X)]: a Gather whose indices come from the input.
+
+    Validation's generated inputs lie in [-1, 1) (indices 0), so every table size passes;
+    real iris rows (values up to about 8) fail at run time when the table is smaller than
+    that: a model that validates and then answers errors (a broken rollout candidate).
+    """
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    table = numpy_helper.from_array(np.arange(table_size, dtype=np.float32), "table")
+    nodes = [
+        helper.make_node("Cast", ["X"], ["idx"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "idx"], ["y"], axis=0),
+    ]
+    graph = helper.make_graph(nodes, f"lookup{table_size}", [x], [y], initializer=[table])
+    return _model(graph).SerializeToString()

@@ -14,9 +14,12 @@ app.autodiscover_tasks()
 
 # --- Monitoring beat schedule (docs/monitoring.md). Intervals in seconds, from the
 # environment so that tests can run a real beat on a short schedule.
+from django.conf import settings as django_settings  # noqa: E402
+
 from config.env import env_float, env_str  # noqa: E402
 
 _ALERTS_EVERY = env_float("MODELHUB_ALERT_EVAL_INTERVAL_S", 60.0)
+_ROLLOUTS_EVERY = env_float("MODELHUB_ROLLOUT_EVAL_INTERVAL_S", 10.0)
 # Tests point beat at their worker's own queue; normally the default queue.
 _BEAT_QUEUE = env_str("MODELHUB_MONITORING_BEAT_QUEUE")
 _BEAT_OPTIONS = {"queue": _BEAT_QUEUE} if _BEAT_QUEUE else {}
@@ -38,7 +41,35 @@ app.conf.beat_schedule = {
         "schedule": env_float("MODELHUB_MONITORING_DRIFT_INTERVAL_S", 300.0),
     },
     "monitoring-compact-rollups": {"task": "monitoring.compact_rollups", "schedule": 3600.0},
+    # Says the periodic jobs run at all (beat and a worker, or the embedded scheduler): the
+    # Alerts page warns when it is stale (monitoring.selectors.scheduler_status).
+    "monitoring-scheduler-heartbeat": {
+        "task": "monitoring.scheduler_heartbeat",
+        "schedule": min(30.0, _ALERTS_EVERY),
+        "options": {"expires": min(30.0, _ALERTS_EVERY), **_BEAT_OPTIONS},
+    },
     "monitoring-reference-from-traffic": {"task": "monitoring.reference_from_traffic", "schedule": 3600.0},
+    # A validation whose worker died comes back within about a lease + an interval.
+    "registry-validation-sweep": {
+        "task": "registry.validation_sweep",
+        "schedule": django_settings.VALIDATION_SWEEP_INTERVAL_S,
+        "options": {"expires": django_settings.VALIDATION_SWEEP_INTERVAL_S, **_BEAT_OPTIONS},
+    },
+    # Progressive rollouts (inference/rollouts.py): a failed check rolls back within one interval.
+    "inference-rollouts-advance": {
+        "task": "inference.rollouts_advance",
+        "schedule": _ROLLOUTS_EVERY,
+        "options": {"expires": _ROLLOUTS_EVERY, **_BEAT_OPTIONS},
+    },
+}
+
+# --- The worker pool's reconciler (inference/reconcile.py): re-assigns worker-pool deployments
+# from the database after Redis or a worker lost them, and records which are really warm.
+_RECONCILE_EVERY = env_float("MODELHUB_POOL_RECONCILE_INTERVAL_S", 10.0)
+app.conf.beat_schedule["inference-pool-reconcile"] = {
+    "task": "inference.pool_reconcile",
+    "schedule": _RECONCILE_EVERY,
+    "options": {"expires": _RECONCILE_EVERY, **_BEAT_OPTIONS},
 }
 
 from django.conf import settings  # noqa: E402

@@ -8,7 +8,10 @@ pickle per request. Celery still orchestrates: the control tasks in inference/ta
 write the desired assignment (`mh:assign:{device}`, a hash of deployment specs) and wait
 for the heartbeats to report it warm. Every worker of the device class reconciles with
 that hash every 0.5 s, so a broadcast is never missed, a worker started later loads what
-is assigned, and load/unload are idempotent.
+is assigned, and load/unload are idempotent. When the hash is gone altogether (Redis
+restarted without persistence), a worker keeps serving what it has loaded: the periodic
+reconciler (inference/reconcile.py) writes the assignment back from the database, and a
+worker that lost its deployments (restarted) loads them again from there.
 
 Per deployment a worker holds a LoadedModel (CUDA when device=gpu and it is really there;
 the provider it got is reported) and a DynamicBatcher, and runs `--pullers` threads that
@@ -181,7 +184,11 @@ class Served:
             if future is not None:
                 try:
                     outputs = future.result(timeout=max(deadline - time.time(), 0) + 1.0)
-                    body = wire.encode_frame({"ok": 1, "p": provider, "w": self.worker.worker_id}, outputs)
+                    reply: dict[str, Any] = {"ok": 1, "p": provider, "w": self.worker.worker_id}
+                    timing = getattr(future, "timing", None)
+                    if timing is not None:  # rows in the ORT call, queue ms, model ms: for monitoring
+                        reply["b"], reply["q"], reply["m"] = timing[0], round(timing[1], 3), round(timing[2], 3)
+                    body = wire.encode_frame(reply, outputs)
                 except RuntimeErrorBase as exc:
                     error = exc
                 except Exception as exc:  # noqa: BLE001 - includes the future's own timeout
@@ -251,10 +258,24 @@ class InferenceWorker:
         self.served: dict[str, Served] = {}
         self.started_at = time.time()
         self.stopping = threading.Event()
+        self.orphaned = False  # serving without a desired state in Redis (see reconcile)
 
     def reconcile(self) -> None:
         raw = self.client.hgetall(wire.assign_key(self.device))
-        wanted = {k.decode(): v for k, v in raw.items()}
+        if wire.ASSIGN_MARKER.encode() not in raw:
+            # No desired state in Redis (it restarted empty, or nothing was ever assigned):
+            # keep serving what is loaded; inference/reconcile.py rewrites the assignment
+            # from the database, and then this worker follows it again.
+            if self.served and not self.orphaned:
+                logger.warning(
+                    "the assignment %s is gone (Redis restarted empty?): keeping %d deployments until it is restored",
+                    wire.assign_key(self.device),
+                    len(self.served),
+                )
+            self.orphaned = True
+            return
+        self.orphaned = False
+        wanted = {k.decode(): v for k, v in raw.items() if not k.startswith(b"_")}
         for key, served in list(self.served.items()):
             if key not in wanted or wanted[key] != served.spec_json:
                 logger.info("unloading deployment %s (%s)", key, served.spec.label)
@@ -387,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=["cpu", "gpu"], default=os.environ.get("MODELHUB_WORKER_DEVICE", "cpu"))
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--pullers", type=int, default=int(os.environ.get("MODELHUB_WORKER_PULLERS", "4")))
-    intra = int(os.environ.get("MODELHUB_WORKER_INTRA_OP", "0")) or None
+    intra = int(os.environ.get("MODELHUB_WORKER_INTRA_OP") or 0) or None  # empty (from a .env) = unset
     parser.add_argument("--intra-op-threads", type=int, default=intra, help="ORT intra-op threads (default: ORT's)")
     parser.add_argument("--worker-id", default=os.environ.get("MODELHUB_WORKER_ID") or None)
     parser.add_argument("--log-level", default=os.environ.get("MODELHUB_LOG_LEVEL", "INFO"))

@@ -19,6 +19,8 @@ NAV = [
     ("Alerts", "dash-alerts", "/alerts/"),
     ("Batch", "dash-batch", "/batch/"),
 ]
+# Shown to admins only.
+ADMIN_NAV = [("People", "dash-people", "/people/")]
 
 
 @register.inclusion_tag("dashboard/_nav.html", takes_context=True)
@@ -26,7 +28,8 @@ def main_nav(context: dict[str, Any]) -> dict[str, Any]:
     request = context.get("request")
     path = request.path if request is not None else ""
     links = []
-    for label, name, prefix in NAV:
+    entries = NAV + (ADMIN_NAV if context.get("user_role") == "admin" else [])
+    for label, name, prefix in entries:
         current = path == "/" if prefix == "/" else path.startswith(prefix)
         links.append({"label": label, "url": reverse(name), "current": current})
     return {"links": links}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -44,9 +45,48 @@ logger = logging.getLogger(__name__)
 
 Array = NDArray[Any]
 Outputs = dict[str, Array]
+# What one request's model call looked like, for monitoring: (rows in the ONNX Runtime call
+# it ran in, ms it waited in the queue, ms the call took).
+Timing = tuple[int, float, float]
+
+
+class TimedFuture(Future[Outputs]):
+    """A batcher future that also says how its request ran (`timing`, set before the result)."""
+
+    timing: Timing | None = None
+
 
 # Worker states, so that submit() only pays for a notify when it can matter.
 _BUSY, _WAITING_FOR_WORK, _WAITING_TO_FILL = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class AdmissionPolicy:
+    """When the batcher refuses a request at once instead of queueing it (load shedding).
+
+    A request is refused with Overloaded when its expected completion (the batches
+    queued ahead of it plus its own, times the recent time per batch, an EWMA that
+    prefers batches at least half full, plus what is left of the batch running now)
+    exceeds `deadline_fraction` of its remaining deadline, or `max_queue_wait_s`
+    whatever its deadline. Refusing early keeps the queue short enough that what is
+    admitted still answers in time: without it an overload fills the queue with
+    requests that all wait out their deadline and 504.
+    `enabled=False` keeps only the count bound (`max_queue_size`).
+    """
+
+    enabled: bool = True
+    deadline_fraction: float = 0.5
+    max_queue_wait_s: float | None = 5.0
+    # Weight of the newest batch in the EWMA of the time per batch.
+    ewma_alpha: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.deadline_fraction <= 1:
+            raise ValueError(f"deadline_fraction must be in (0, 1], got {self.deadline_fraction}")
+        if self.max_queue_wait_s is not None and self.max_queue_wait_s <= 0:
+            raise ValueError(f"max_queue_wait_s must be positive, got {self.max_queue_wait_s}")
+        if not 0 < self.ewma_alpha <= 1:
+            raise ValueError(f"ewma_alpha must be in (0, 1], got {self.ewma_alpha}")
 
 
 @dataclass(frozen=True)
@@ -66,6 +106,10 @@ class BatcherStats:
     batch_size_histogram: Mapping[int, int] = field(default_factory=dict)
     max_batch_size: int = 0
     max_queue_delay_ms: float = 0.0
+    # Of `rejected`, those refused because their expected wait was too long (not a full queue).
+    shed: int = 0
+    # The time one batch takes (EWMA), what admission control plans with.
+    batch_ms_ewma: float = 0.0
 
     @property
     def mean_batch_rows(self) -> float:
@@ -95,6 +139,8 @@ class BatcherStats:
             "batch_size_histogram": {str(k): v for k, v in sorted(self.batch_size_histogram.items())},
             "max_batch_size": self.max_batch_size,
             "max_queue_delay_ms": self.max_queue_delay_ms,
+            "shed": self.shed,
+            "batch_ms_ewma": self.batch_ms_ewma,
         }
 
 
@@ -102,7 +148,19 @@ class _Request:
     """One queued request. `submit` callers get a Future; `predict` callers wait on a bare
     lock instead, which costs far less than a Future's condition variable."""
 
-    __slots__ = ("cancelled", "deadline", "done", "enqueued", "error", "future", "inputs", "key", "result", "rows")
+    __slots__ = (
+        "cancelled",
+        "deadline",
+        "done",
+        "enqueued",
+        "error",
+        "future",
+        "inputs",
+        "key",
+        "result",
+        "rows",
+        "timing",
+    )
 
     def __init__(
         self,
@@ -111,7 +169,7 @@ class _Request:
         key: tuple[Any, ...] | None,
         deadline: float | None,
         enqueued: float,
-        future: Future[Outputs] | None,
+        future: TimedFuture | None,
     ) -> None:
         self.inputs = inputs
         self.rows = rows
@@ -126,6 +184,7 @@ class _Request:
         self.cancelled = False
         self.result: Outputs | None = None
         self.error: BaseException | None = None
+        self.timing: Timing | None = None
 
     def start(self) -> bool:
         """Claim the request for running; False if its caller already gave up."""
@@ -138,10 +197,12 @@ class _Request:
             return not self.future.done()
         return self.result is None and self.error is None and not self.cancelled
 
-    def finish(self, result: Outputs) -> None:
+    def finish(self, result: Outputs, timing: Timing | None = None) -> None:
         if self.future is not None:
+            self.future.timing = timing
             self.future.set_result(result)
         else:
+            self.timing = timing
             self.result = result
             assert self.done is not None
             self.done.release()
@@ -162,8 +223,10 @@ class DynamicBatcher:
     dimension; a request may bring several rows), waits at most `max_queue_delay_ms`
     after the oldest request arrived for more, concatenates along dim 0, runs one call
     and splits the outputs back per request. Requests whose non-batch dims or dtypes
-    differ run in separate calls. A full queue raises Overloaded at `submit`; requests
-    past their deadline are failed with DeadlineExceeded without running; a model
+    differ run in separate calls. A full queue, or an expected wait longer than the
+    request's deadline allows (`AdmissionPolicy`), raises Overloaded at `submit`, so an
+    overload is shed at once instead of timing out in the queue; requests that still
+    pass their deadline are failed with DeadlineExceeded without running; a model
     error fails only the futures of the call that raised it. Inputs must already be
     checked against the model's signature (`inference.runtime.codec`).
     """
@@ -175,6 +238,7 @@ class DynamicBatcher:
         max_batch_size: int,
         max_queue_delay_ms: float,
         max_queue_size: int = 1024,
+        admission: AdmissionPolicy | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
@@ -184,6 +248,7 @@ class DynamicBatcher:
         self.max_batch_size = max_batch_size
         self.max_queue_delay_ms = max_queue_delay_ms
         self.max_queue_size = max_queue_size
+        self.admission = admission if admission is not None else AdmissionPolicy()
         self._delay_s = max_queue_delay_ms / 1000.0
         self._input_names = model.signature.input_names
         # Only models whose every input has a free first dim can be concatenated.
@@ -193,6 +258,14 @@ class DynamicBatcher:
         self._cond = threading.Condition(threading.Lock())
         self._state = _BUSY
         self._closed = False
+        # Admission control's view of the service time, guarded by _cond: the EWMA of
+        # seconds per batch (0 until a batch ran), the same over batches at least half
+        # full (what the batches of a long queue will be; a queue builds up after quiet
+        # times of small batches), and when the running batch started.
+        self._batch_s_ewma = 0.0
+        self._full_batch_s_ewma = 0.0
+        self._running_since: float | None = None
+        self._shed = 0
 
         self._stats_lock = threading.Lock()
         self._requests = 0
@@ -210,14 +283,19 @@ class DynamicBatcher:
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{label}", daemon=True)
         self._thread.start()
 
-    def submit(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> Future[Outputs]:
-        """Queue one request; its Future resolves to the outputs or to a runtime error."""
-        future: Future[Outputs] = Future()
+    def submit(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> TimedFuture:
+        """Queue one request; its Future resolves to the outputs or to a runtime error
+        (and carries the request's `timing` once resolved)."""
+        future = TimedFuture()
         self._enqueue(inputs, timeout_s, future)
         return future
 
     def predict(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> Outputs:
         """Queue one request and wait; DeadlineExceeded if no result within `timeout_s`."""
+        return self.predict_timed(inputs, timeout_s=timeout_s)[0]
+
+    def predict_timed(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> tuple[Outputs, Timing]:
+        """`predict`, and how the request ran: (rows in its ONNX Runtime call, queue ms, model ms)."""
         request = self._enqueue(inputs, timeout_s, None)
         assert request.done is not None
         if not request.done.acquire(timeout=-1 if timeout_s is None else max(timeout_s, 0.0)):
@@ -226,11 +304,9 @@ class DynamicBatcher:
         if request.error is not None:
             raise request.error
         assert request.result is not None
-        return request.result
+        return request.result, request.timing or (request.rows, 0.0, 0.0)
 
-    def _enqueue(
-        self, inputs: Mapping[str, Array], timeout_s: float | None, future: Future[Outputs] | None
-    ) -> _Request:
+    def _enqueue(self, inputs: Mapping[str, Array], timeout_s: float | None, future: TimedFuture | None) -> _Request:
         rows, key = self._rows_and_key(inputs)
         now = time.monotonic()
         deadline = None if timeout_s is None else now + timeout_s
@@ -241,6 +317,8 @@ class DynamicBatcher:
             if len(self._queue) >= self.max_queue_size:
                 self._rejected += 1
                 raise Overloaded(f"{self.model.label}: queue is full ({self.max_queue_size} requests waiting)")
+            if self.admission.enabled and self._batch_s_ewma > 0:
+                self._admit(rows, timeout_s, now)
             self._queue.append(request)
             self._queued_rows += rows
             self._requests += 1
@@ -249,6 +327,40 @@ class DynamicBatcher:
             ):
                 self._cond.notify()
         return request
+
+    def expected_wait_s(self, rows: int = 1) -> float:
+        """Seconds until a request of `rows` rows queued now would be answered (0 with no
+        history yet): the batches ahead of it and its own, at the recent time per batch,
+        plus what is left of the running one."""
+        with self._cond:
+            return self._expected_wait_locked(rows, time.monotonic())
+
+    def _expected_wait_locked(self, rows: int, now: float) -> float:
+        per_batch = max(self._batch_s_ewma, self._full_batch_s_ewma)
+        batches = math.ceil((self._queued_rows + rows) / self.max_batch_size)
+        running_left = 0.0
+        if self._running_since is not None:
+            running_left = max(per_batch - (now - self._running_since), 0.0)
+        return running_left + batches * per_batch
+
+    def _admit(self, rows: int, timeout_s: float | None, now: float) -> None:
+        """Raise Overloaded (under _cond) if the request cannot be answered in time."""
+        policy = self.admission
+        wait_s = self._expected_wait_locked(rows, now)
+        limits = []
+        if timeout_s is not None:
+            limits.append((policy.deadline_fraction * timeout_s, f"{policy.deadline_fraction:g} of its deadline"))
+        if policy.max_queue_wait_s is not None:
+            limits.append((policy.max_queue_wait_s, "the longest queue wait"))
+        for limit_s, what in limits:
+            if wait_s > limit_s:
+                self._rejected += 1
+                self._shed += 1
+                raise Overloaded(
+                    f"{self.model.label}: overloaded, expected wait {wait_s * 1000:.0f} ms "
+                    f"({self._queued_rows} rows queued) is over {what} ({limit_s * 1000:.0f} ms)",
+                    retry_after_s=max(1.0, math.ceil(wait_s)),
+                )
 
     def _rows_and_key(self, inputs: Mapping[str, Array]) -> tuple[int, tuple[Any, ...] | None]:
         try:
@@ -267,13 +379,29 @@ class DynamicBatcher:
             taken = self._take()
             if taken is None:
                 return
+            started = time.monotonic()
+            ran = False
             try:
-                self._run(taken)
+                ran = self._run(taken)
             except Exception:  # a bug here must not leave every later caller hanging
                 logger.exception("%s: batcher worker error", self.model.label)
                 for request in taken:
                     if request.unfinished():
                         request.fail(ModelExecutionError(f"{self.model.label}: internal batcher error"))
+            self._service_time(time.monotonic() - started if ran else None, sum(r.rows for r in taken))
+
+    def _service_time(self, elapsed_s: float | None, rows: int) -> None:
+        """Fold one batch's time into the EWMAs (None: nothing ran, e.g. all expired)."""
+        with self._cond:
+            self._running_since = None
+            if elapsed_s is None:
+                return
+            self._batch_s_ewma = self._ewma(self._batch_s_ewma, elapsed_s)
+            if 2 * rows >= self.max_batch_size:
+                self._full_batch_s_ewma = self._ewma(self._full_batch_s_ewma, elapsed_s)
+
+    def _ewma(self, average: float, sample: float) -> float:
+        return sample if average == 0.0 else average + self.admission.ewma_alpha * (sample - average)
 
     def _take(self) -> list[_Request] | None:
         with self._cond:
@@ -291,6 +419,7 @@ class DynamicBatcher:
                     self._state = _WAITING_TO_FILL
                     self._cond.wait(remaining)
             self._state = _BUSY
+            self._running_since = time.monotonic()
             taken: list[_Request] = []
             rows = 0
             while self._queue:
@@ -305,7 +434,8 @@ class DynamicBatcher:
                     break
             return taken
 
-    def _run(self, taken: list[_Request]) -> None:
+    def _run(self, taken: list[_Request]) -> bool:
+        """Run what was taken; True if any of it reached the model."""
         groups: dict[Any, list[_Request]] = {}
         cancelled = 0
         for request in taken:
@@ -318,10 +448,12 @@ class DynamicBatcher:
         if cancelled:
             with self._stats_lock:
                 self._expired += cancelled
+        ran = False
         for group in groups.values():
-            self._run_group(group)
+            ran = self._run_group(group) or ran
+        return ran
 
-    def _run_group(self, group: list[_Request]) -> None:
+    def _run_group(self, group: list[_Request]) -> bool:
         now = time.monotonic()
         live: list[_Request] = []
         wait_s = 0.0
@@ -343,7 +475,7 @@ class DynamicBatcher:
             with self._stats_lock:
                 self._expired += expired
         if not live:
-            return
+            return False
 
         timeout_s = None
         if all(r.deadline is not None for r in live):
@@ -355,20 +487,24 @@ class DynamicBatcher:
             outputs = self.model.predict(feeds, timeout_s=timeout_s)
         except RuntimeErrorBase as exc:
             self._fail(live, exc, wait_s, time.perf_counter() - started, rows)
-            return
+            return True
         except Exception as exc:  # noqa: BLE001 - a model fault must not kill the worker
             error = ModelExecutionError(f"{self.model.label}: batch of {len(live)} requests failed: {exc}")
             self._fail(live, error, wait_s, time.perf_counter() - started, rows)
-            return
+            return True
         model_s = time.perf_counter() - started
+        model_ms = model_s * 1000.0
 
         if len(live) == 1:
-            live[0].finish(outputs)
+            live[0].finish(outputs, (rows, (now - live[0].enqueued) * 1000.0, model_ms))
         elif all(a.ndim and a.shape[0] == rows for a in outputs.values()):
             start = 0
             for request in live:
                 end = start + request.rows
-                request.finish({name: a[start:end] for name, a in outputs.items()})
+                request.finish(
+                    {name: a[start:end] for name, a in outputs.items()},
+                    (rows, (now - request.enqueued) * 1000.0, model_ms),
+                )
                 start = end
         else:
             # Outputs without a batch dim cannot be split: stop batching this model
@@ -377,13 +513,15 @@ class DynamicBatcher:
             self._record(wait_s, model_s, rows, batches=1, completed=0, failed=0)
             for request in live:
                 self._run_alone(request)
-            return
+            return True
         self._record(wait_s, model_s, rows, batches=1, completed=len(live), failed=0)
+        return True
 
     def _concatenate(self, requests: list[_Request]) -> dict[str, Array]:
         return {name: np.concatenate([r.inputs[name] for r in requests], axis=0) for name in self._input_names}
 
     def _run_alone(self, request: _Request) -> None:
+        started_at = time.monotonic()
         started = time.perf_counter()
         timeout_s = None if request.deadline is None else request.deadline - time.monotonic()
         try:
@@ -392,8 +530,9 @@ class DynamicBatcher:
             error = exc if isinstance(exc, RuntimeErrorBase) else ModelExecutionError(str(exc))
             self._fail([request], error, 0.0, time.perf_counter() - started, request.rows)
             return
-        request.finish(outputs)
-        self._record(0.0, time.perf_counter() - started, request.rows, 1, 1, 0)
+        model_s = time.perf_counter() - started
+        request.finish(outputs, (request.rows, (started_at - request.enqueued) * 1000.0, model_s * 1000.0))
+        self._record(0.0, model_s, request.rows, 1, 1, 0)
 
     def _fail(
         self,
@@ -425,6 +564,7 @@ class DynamicBatcher:
         """A consistent snapshot of the counters; cheap enough for every scrape."""
         with self._cond:
             requests, rejected, depth = self._requests, self._rejected, len(self._queue)
+            shed, batch_s = self._shed, max(self._batch_s_ewma, self._full_batch_s_ewma)
         with self._stats_lock:
             return BatcherStats(
                 requests=requests,
@@ -440,6 +580,8 @@ class DynamicBatcher:
                 batch_size_histogram=dict(self._histogram),
                 max_batch_size=self.max_batch_size,
                 max_queue_delay_ms=self.max_queue_delay_ms,
+                shed=shed,
+                batch_ms_ewma=batch_s * 1000.0,
             )
 
     @property

@@ -1,16 +1,19 @@
 """Domain errors of the serving core.
 
 Each error carries the HTTP status an edge should answer with (`status`) and a short
-machine-readable `code`, so one exception handler can map every runtime failure to a
-JSON error without knowing the runtime's internals.
+machine-readable `code`: they derive from the one Django-free base
+(`common.errors.ModelhubError`), so `common.http.error_reply` maps every runtime failure
+to a JSON error without knowing the runtime's internals.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from common.errors import ModelhubError
 
-class RuntimeErrorBase(Exception):
+
+class RuntimeErrorBase(ModelhubError):
     """Base of every error the serving core raises on purpose."""
 
     status: int = 500
@@ -18,7 +21,6 @@ class RuntimeErrorBase(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.message = message
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON error body: `{"error": message, "code": code}`."""
@@ -54,7 +56,7 @@ class Overloaded(RuntimeErrorBase):
 
     def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
-        self.retry_after_s = retry_after_s
+        self.retry_after = retry_after_s
 
 
 class DeadlineExceeded(RuntimeErrorBase):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import builtins
 import threading
+import time
 from collections.abc import Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from numpy.typing import NDArray
 
-from inference.runtime.batcher import BatcherStats, DynamicBatcher
+from inference.runtime.batcher import AdmissionPolicy, BatcherStats, DynamicBatcher, TimedFuture, Timing
 from inference.runtime.errors import ModelNotFound, ModelNotReady
 from inference.runtime.session import Device, LoadedModel
 from inference.runtime.signature import Signature
@@ -28,6 +28,7 @@ class LoadSpec:
     max_batch_size: int = 0
     max_queue_delay_ms: float = 0.0
     max_queue_size: int = 1024
+    admission: AdmissionPolicy | None = None  # None: the batcher's default policy
     intra_op_threads: int | None = None
     warm_runs: int = 3
     name: str = ""
@@ -85,6 +86,7 @@ class ServedModel:
                 max_batch_size=spec.max_batch_size,
                 max_queue_delay_ms=spec.max_queue_delay_ms,
                 max_queue_size=spec.max_queue_size,
+                admission=spec.admission,
             )
 
     @property
@@ -103,13 +105,29 @@ class ServedModel:
             raise ModelNotReady(f"{self.model.label} is not ready")
         return self.model.predict(inputs, timeout_s=timeout_s)
 
-    def submit(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> Future[dict[str, Array]]:
+    def predict_timed(
+        self, inputs: Mapping[str, Array], *, timeout_s: float | None = None
+    ) -> tuple[dict[str, Array], Timing]:
+        """`predict`, and how it ran: (rows in the ONNX Runtime call, queue ms, model ms).
+
+        Without a batcher the call runs alone in the caller's thread: no queue, and its
+        own rows."""
+        if self.batcher is not None:
+            return self.batcher.predict_timed(inputs, timeout_s=timeout_s)
+        if not self.model.ready:
+            raise ModelNotReady(f"{self.model.label} is not ready")
+        started = time.perf_counter()
+        outputs = self.model.predict(inputs, timeout_s=timeout_s)
+        return outputs, (_rows(inputs), 0.0, (time.perf_counter() - started) * 1000.0)
+
+    def submit(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> TimedFuture:
         """Like `predict` but returns a Future (resolved at once when not batching)."""
         if self.batcher is not None:
             return self.batcher.submit(inputs, timeout_s=timeout_s)
-        future: Future[dict[str, Array]] = Future()
+        future = TimedFuture()
         try:
-            future.set_result(self.predict(inputs, timeout_s=timeout_s))
+            outputs, future.timing = self.predict_timed(inputs, timeout_s=timeout_s)
+            future.set_result(outputs)
         except Exception as exc:  # noqa: BLE001 - delivered through the future
             future.set_exception(exc)
         return future
@@ -167,6 +185,7 @@ class ModelRepository:
         max_batch_size: int = 0,
         max_queue_delay_ms: float = 0.0,
         max_queue_size: int = 1024,
+        admission: AdmissionPolicy | None = None,
         intra_op_threads: int | None = None,
         warm_runs: int = 3,
         name: str = "",
@@ -180,6 +199,7 @@ class ModelRepository:
             max_batch_size=max_batch_size,
             max_queue_delay_ms=max_queue_delay_ms,
             max_queue_size=max_queue_size,
+            admission=admission,
             intra_op_threads=intra_op_threads,
             warm_runs=warm_runs,
             name=name,
@@ -255,3 +275,9 @@ class ModelRepository:
 
     def __len__(self) -> int:
         return len(self._models)
+
+
+def _rows(inputs: Mapping[str, Array]) -> int:
+    for value in inputs.values():
+        return int(value.shape[0]) if value.ndim else 1
+    return 0

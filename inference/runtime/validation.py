@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,7 @@ def validate_model_file(
     Checks, in order, stopping at the first failure: parse, external_data,
     operator_domains, ir_version, onnx_checker, ort_load, signature, smoke_inference.
     """
+    absolute = os.path.abspath(os.fspath(path))
     command = [
         sys.executable,
         "-m",
@@ -135,7 +136,7 @@ def validate_model_file(
         str(memory_limit_bytes),
         "--cpu-seconds",
         str(int(timeout_s) + 5),
-        os.path.abspath(os.fspath(path)),
+        absolute,
     ]
     pythonpath = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, **CHILD_ENV, "PYTHONPATH": pythonpath}
@@ -156,7 +157,7 @@ def validate_model_file(
         _kill(proc)
         stdout, stderr = proc.communicate()
     elapsed_ms = (time.perf_counter() - started) * 1000.0
-    return _report_from_events(
+    report = _report_from_events(
         stdout,
         stderr,
         returncode=proc.returncode,
@@ -165,6 +166,20 @@ def validate_model_file(
         memory_limit_bytes=memory_limit_bytes,
         elapsed_ms=elapsed_ms,
     )
+    return _without_paths(report, absolute)
+
+
+def _without_paths(report: ValidationReport, path: str) -> ValidationReport:
+    """Reports are shown to users: ONNX Runtime's messages name the file it loaded
+    ("Load model from /srv/store/sha256/ab/... failed"), which is the server's business.
+    The path becomes "<model>", and anything else in its folder just its file name."""
+    folder = os.path.dirname(path) + os.sep
+
+    def clean(text: str) -> str:
+        return text.replace(path, "<model>").replace(folder, "")
+
+    checks = tuple(replace(c, detail=clean(c.detail)) for c in report.checks)
+    return replace(report, checks=checks, error=clean(report.error))
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

@@ -81,6 +81,20 @@ def test_approving_ones_own_request_is_refused_with_a_clear_message(approver, st
     assert staged.stage == "Staging"
 
 
+def test_only_someone_who_may_decide_is_offered_approve_and_reject(browser_client, approver, staged):
+    mine = signed_in(approver)
+    own_id = ask(mine)  # an approver's own request: they may not decide it
+    own = mine.get(f"/approvals/{own_id}/").content.decode()
+    assert 'id="decide-form"' not in own and ">Approve</button>" not in own and ">Reject</button>" not in own
+    assert 'id="own-note"' in own and "Cancel my request" in own
+    mine.post(f"/approvals/{own_id}/cancel", {})
+    other_id = ask(browser_client)  # an engineer's request: the approver decides it
+    theirs = mine.get(f"/approvals/{other_id}/").content.decode()
+    assert ">Approve</button>" in theirs and ">Reject</button>" in theirs
+    as_requester = browser_client.get(f"/approvals/{other_id}/").content.decode()
+    assert ">Approve</button>" not in as_requester and "Cancel my request" in as_requester
+
+
 def test_an_engineer_cannot_approve(browser_client, staged, django_user_model):
     from tests.conftest import make_user
 

@@ -45,3 +45,10 @@ def test_the_dashboard_scripts_and_styles_call_no_other_host():
     for path in STATIC.rglob("*"):
         if path.suffix in (".js", ".css"):
             assert not re.search(r"https?://", path.read_text()), path
+
+
+def test_the_favicon_is_served_and_every_page_links_it(client, browser_client, engineer):
+    response = client.get("/favicon.ico")  # browsers ask for it on every page, signed in or not
+    assert response.status_code == 200 and response["Content-Type"] == "image/x-icon"
+    assert response.content[:4] == b"\x00\x00\x01\x00"  # an ICO header
+    assert 'rel="icon" href="/favicon.ico"' in browser_client.get("/models/").content.decode()

@@ -74,6 +74,8 @@ def timeseries():
                 "p99_ms": [5, 6, None],
                 "error_rate": [0.0, 0.1, None],
                 "batch_size": [1.0, 2.0, None],
+                "model_ms": [0.5, 0.6, None],
+                "queue_ms": [0.1, 0.2, None],
                 "outputs": {"label": {"kind": "class", "counts": {"0": 9, "1": 3}}},
                 "drift": {"x[0]": {"t": t[:2], "psi": [0.01, 0.3], "ks": [0.1, 0.2], "p_value": [0.9, 0.01]}},
             },
@@ -95,8 +97,10 @@ def timeseries():
 
 def test_monitoring_figures_draw_every_chart_per_version():
     figures = charts.monitoring_figures(timeseries())
-    assert set(figures) == {"rps", "latency", "errors", "batch", "outputs", "drift"}
+    assert set(figures) == {"rps", "latency", "errors", "batch", "timing", "outputs", "drift"}
     assert [t.name for t in figures["rps"].data] == ["iris:1 (primary)", "iris:2 (canary)"]
+    assert [t.name for t in figures["timing"].data] == ["iris:1 (primary) model", "iris:1 (primary) queue"]
+    assert list(figures["timing"].data[1].y) == [0.1, 0.2, None]
     assert list(figures["rps"].data[0].y) == [1.0, 1.5, None]
     assert len(figures["latency"].data) == 6
     assert figures["outputs"].layout.title.text == "Output distribution (label)"
@@ -113,3 +117,42 @@ def test_monitoring_figures_compare_only_the_chosen_versions():
 def test_monitoring_figures_of_an_endpoint_without_traffic_say_so():
     figures = charts.monitoring_figures({"versions": {}})
     assert "no traffic" in figures["rps"].layout.annotations[0].text
+
+
+def test_a_single_minute_of_traffic_draws_a_marker():
+    values = [None] * 59 + [2.0]  # an hour at one point a minute: only the last minute served
+    fig = charts.timeseries_chart({"v1": minutes(values)}, title="Requests/s")
+    assert "markers" in fig.data[0].mode
+    dense = charts.timeseries_chart({"v1": minutes([1.0] * 60)}, title="Requests/s")
+    assert dense.data[0].mode == "lines"
+    isolated = [1.0] * 40 + [None, 3.0, None] + [1.0] * 17  # one lone point in a busy hour
+    assert "markers" in charts.line_mode(isolated)
+    assert "markers" in charts.latency_chart({"v1": [{"t": T0, "p50": 1.0, "p95": 2.0, "p99": 3.0}]}).data[0].mode
+
+
+def test_refused_requests_are_a_named_series():
+    data = timeseries()
+    data["versions"][""] = {**data["versions"]["iris:2"], "role": ""}
+    figures = charts.monitoring_figures(data)
+    assert [t.name for t in figures["errors"].data][-1] == "refused (no version)"
+    assert charts.version_label("", "") == "refused (no version)"
+    assert charts.version_label("iris:2", "canary") == "iris:2 (canary)"
+
+
+def test_changes_are_marked_on_every_time_chart_and_the_axis_spans_the_range():
+    data = {**timeseries(), "since": T0.isoformat(), "until": (T0 + timedelta(minutes=15)).isoformat()}
+    notes = [
+        {"t": (T0 + timedelta(minutes=1)).isoformat(), "kind": "traffic", "text": "traffic r2: iris:2 canary 10%"},
+        {"t": (T0 + timedelta(minutes=2)).isoformat(), "kind": "alert", "text": "alert firing: p99 (300)"},
+    ]
+    figures = charts.monitoring_figures(data, annotations=notes)
+    for key in ("rps", "latency", "errors", "batch", "timing"):
+        fig = figures[key]
+        markers = {t.name: t for t in fig.data if t.yaxis == "y2"}
+        assert set(markers) == {"Traffic changes", "Alerts"}, key
+        assert list(markers["Traffic changes"].text) == ["traffic r2: iris:2 canary 10%"]
+        assert len(fig.layout.shapes) == 2 and fig.layout.shapes[0].x0 == T0 + timedelta(minutes=1)
+        assert list(fig.layout.xaxis.range) == [T0, T0 + timedelta(minutes=15)]
+    for key in ("outputs", "drift"):  # no time axis
+        assert not [t for t in figures[key].data if t.yaxis == "y2"]
+    assert charts.monitoring_figures(data)["rps"].layout.shapes == ()

@@ -125,3 +125,26 @@ def test_the_example_payload_follows_the_signature():
     assert endpoints.example_payload(one) == {"instances": [[0.5, 0.5, 0.5]]}
     two = {"inputs": [{"name": "a", "datatype": "INT64", "shape": [-1]}, {"name": "b", "dtype": "float", "shape": [2]}]}
     assert endpoints.example_payload(two) == {"inputs": {"a": [1], "b": [0.5, 0.5]}}
+
+
+def test_the_split_editor_greys_out_versions_the_environment_forbids_and_says_why(browser_client, endpoint, approver):
+    from registry.models import ModelVersion
+
+    ModelVersion.objects.filter(model__name="iris", version=1).update(stage="Production")
+    ModelVersion.objects.filter(model__name="iris", version=2).update(stage="Staging")
+    Endpoint.objects.filter(pk=endpoint.pk).update(environment="production")
+    html = browser_client.get("/endpoints/flowers/").content.decode()
+    assert "its traffic changes need the approver role" in html and 'id="split-form"' not in html
+    approver_client = Client()
+    approver_client.force_login(approver)
+    html = approver_client.get("/endpoints/flowers/").content.decode()
+    assert '<option value="iris:1">iris v1 (Production)</option>' in html
+    assert '<option value="iris:2">iris v2 (Staging: shadow only)</option>' in html
+    assert "take only Production versions" in html
+    Endpoint.objects.filter(pk=endpoint.pk).update(environment="staging")
+    ModelVersion.objects.filter(model__name="iris", version=2).update(stage="None")
+    html = browser_client.get("/endpoints/flowers/").content.decode()
+    assert (
+        '<option value="iris:2" disabled title="a staging endpoint takes only Staging or Production versions">' in html
+    )
+    assert "iris v2 (None: not allowed on a staging endpoint)" in html

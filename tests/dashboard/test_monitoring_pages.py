@@ -64,7 +64,7 @@ def test_the_charts_json_has_every_figure_with_the_traffic(browser_client, flowe
     rollups("flowers", "iris:1", "primary", count=60)
     rollups("flowers", "iris:2", "canary", count=6)
     body = browser_client.get("/monitoring/flowers/charts.json?range=15m").json()
-    assert set(body["figures"]) == {"rps", "latency", "errors", "batch", "outputs", "drift"}
+    assert set(body["figures"]) == {"rps", "latency", "errors", "batch", "timing", "outputs", "drift"}
     assert body["requests"] == {"iris:1": 300, "iris:2": 30}
     names = [trace["name"] for trace in body["figures"]["rps"]["data"]]
     assert names == ["iris:1 (primary)", "iris:2 (canary)"]
@@ -160,3 +160,94 @@ def test_a_rule_is_deleted_from_the_page(browser_client, flowers):
     rule = AlertRule.objects.get()
     browser_client.post(f"/alerts/rules/{rule.pk}/delete")
     assert not AlertRule.objects.exists()
+
+
+def test_a_fresh_endpoint_opens_on_the_last_15_minutes_an_older_one_on_the_hour(browser_client, flowers):
+    html = browser_client.get("/monitoring/flowers/").content.decode()
+    assert "<option selected>15m</option>" in html
+    Endpoint.objects.filter(pk=flowers.pk).update(created_at=timezone.now() - timedelta(hours=2))
+    assert "<option selected>1h</option>" in browser_client.get("/monitoring/flowers/").content.decode()
+
+
+def test_refused_requests_are_a_labelled_series_that_can_be_picked(browser_client, flowers):
+    rollups("flowers", "iris:1", "primary")
+    rollups("flowers", "", "", count=5, errors=5)  # refused before a version was chosen
+    html = browser_client.get("/monitoring/flowers/").content.decode()
+    assert 'value="refused" checked> refused (no version)</label>' in html
+    body = browser_client.get("/monitoring/flowers/charts.json?range=1h&versions=refused").json()
+    assert [t["name"] for t in body["figures"]["errors"]["data"]] == ["refused (no version)"]
+    assert [row["version"] for row in body["summary"]] == ["refused (no version)"]
+
+
+def test_the_charts_carry_a_per_version_summary_and_markers_for_changes(browser_client, flowers, engineer):
+    from inference.models import TrafficPolicyRevision
+    from monitoring.models import AlertEvent, AlertRule
+
+    rollups("flowers", "iris:1", "primary", count=60, errors=6)
+    rollups("flowers", "iris:2", "canary", count=6)
+    TrafficPolicyRevision.objects.create(
+        endpoint=flowers,
+        revision=2,
+        routes=[{"model": "iris", "version": 2, "role": "canary", "weight": 10}],
+    )
+    rule = AlertRule.objects.create(endpoint=flowers, metric="error_rate", threshold=0.05, name="errors up")
+    AlertEvent.objects.create(rule=rule, endpoint="flowers", kind="firing", value=0.1, threshold=0.05)
+    body = browser_client.get("/monitoring/flowers/charts.json?range=15m").json()
+    rows = {row["version"]: row for row in body["summary"]}
+    assert rows["iris:1 (primary)"]["requests"] == 300 and rows["iris:1 (primary)"]["error_rate"] == 0.1
+    assert rows["iris:2 (canary)"]["batch_size"] == 4.0
+    assert [(a["kind"], a["text"]) for a in body["annotations"]] == [
+        ("traffic", "traffic r2: iris:2 canary 10%"),
+        ("alert", "alert firing: errors up (0.1)"),
+    ]
+    for key in ("rps", "latency", "errors", "batch", "timing"):
+        marked = {t["name"] for t in body["figures"][key]["data"] if t.get("yaxis") == "y2"}
+        assert marked == {"Traffic changes", "Alerts"}, key
+
+
+def test_the_charts_show_the_live_minute_before_it_is_rolled_up(browser_client, flowers, settings):
+    from monitoring.flusher import Flusher
+    from monitoring.models import MetricRollup
+    from monitoring.recorder import PredictionRecord, Recorder
+
+    if not settings.REDIS_URL:
+        pytest.skip("needs Redis")
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter("mh:*"):
+        client.delete(key)
+    recorder = Recorder()
+    for _ in range(7):
+        recorder.record(PredictionRecord("flowers", "iris:1", "primary", 2.0, True, batch_rows=2, model_ms=0.4))
+    Flusher(recorder, redis_url=settings.REDIS_URL, interval_s=0).flush()
+    try:
+        assert not MetricRollup.objects.exists()
+        body = browser_client.get("/monitoring/flowers/charts.json?range=15m").json()
+        assert body["requests"] == {"iris:1": 7}
+        assert body["summary"][0]["requests"] == 7 and body["summary"][0]["model_ms"] == 0.4
+    finally:
+        for key in client.scan_iter("mh:*"):
+            client.delete(key)
+
+
+def test_the_alerts_page_says_when_no_scheduler_evaluates_rules(browser_client, flowers):
+    from monitoring.models import SchedulerHeartbeat
+    from monitoring.tasks import scheduler_heartbeat
+
+    html = browser_client.get("/alerts/").content.decode()
+    assert 'id="scheduler-notice"' in html and "No scheduler has run the periodic jobs yet" in html
+    assert 'id="scheduler-notice"' in browser_client.get("/monitoring/flowers/").content.decode()
+    scheduler_heartbeat()  # what beat (through a worker) or the embedded scheduler runs every 30 s
+    assert 'id="scheduler-notice"' not in browser_client.get("/alerts/").content.decode()
+    assert 'id="scheduler-notice"' not in browser_client.get("/monitoring/flowers/").content.decode()
+    SchedulerHeartbeat.objects.update(last_run_at=timezone.now() - timedelta(minutes=5))  # it stopped
+    html = browser_client.get("/alerts/").content.decode()
+    assert 'id="scheduler-notice"' in html and "The periodic jobs last ran 300 s ago" in html
+
+
+def test_the_heartbeat_is_a_job_of_the_one_beat_schedule():
+    from workers.celery import app
+
+    entry = app.conf.beat_schedule["monitoring-scheduler-heartbeat"]
+    assert entry["task"] == "monitoring.scheduler_heartbeat" and entry["schedule"] <= 30

@@ -17,6 +17,12 @@ from inference.asgi import EdgeASGI  # noqa: E402
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def orm_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the front's lifespan start-up does in a server (these tests skip lifespan)."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
 async def _django_not_called(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 418, "headers": []})
     await send({"type": "http.response.body", "body": b"django"})

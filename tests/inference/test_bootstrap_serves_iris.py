@@ -29,6 +29,10 @@ def test_bootstrap_serves_the_demo_model_and_prints_a_key_and_curl_line(
     )
     assert response.status_code == 200, response.content
     assert response.json()["outputs"]["species"] == ["setosa"]
+    # The demo version was never promoted: iris is a development endpoint, so the rule holds.
+    from inference.models import Endpoint
+
+    assert Endpoint.objects.get(name="iris").environment == "development"
     again = io.StringIO()
     call_command("modelhub_bootstrap", stdout=again)
     assert "demo endpoint: iris (exists" in again.getvalue()

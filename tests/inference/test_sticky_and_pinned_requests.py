@@ -44,3 +44,17 @@ def test_a_version_can_be_pinned_by_query_or_header(client: Any, app_key: str, s
     assert {version_of(client, app_key, "/api/v1/endpoints/iris/predict?version=2") for _ in range(6)} == {2}
     assert {version_of(client, app_key, HTTP_X_MODEL_VERSION="1") for _ in range(6)} == {1}
     assert version_of(client, app_key, HTTP_X_MODEL_VERSION="iris:2", HTTP_X_ROUTING_KEY="alice") == 2
+
+
+def test_the_answer_names_its_version_as_docs_serving_says(client: Any, app_key: str, split: None) -> None:
+    """X-Model-Version carries the version number (docs/serving.md), which pins when sent back."""
+    response = client.post(
+        "/api/v1/endpoints/iris/predict",
+        orjson.dumps({"instances": ROWS}),
+        content_type="application/json",
+        **auth(app_key),
+    )
+    version = response.json()["version"]
+    assert response["X-Model-Version"] == str(version) and response["X-Model-Name"] == "iris"
+    pinned = {version_of(client, app_key, HTTP_X_MODEL_VERSION=response["X-Model-Version"]) for _ in range(4)}
+    assert pinned == {version}

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from monitoring import services
+from monitoring import selectors, services
 from monitoring.models import AlertEvent, MetricRollup
 from tests.integration.conftest import ROOT, WorkerProcess, wait_for
 
@@ -173,3 +173,45 @@ def test_real_beat_and_worker_fire_then_resolve_a_rule(celery_beat: WorkerProces
     kinds = list(AlertEvent.objects.filter(rule=rule).order_by("id").values_list("kind", flat=True))
     assert kinds == ["firing", "resolved"]  # de-duplicated: one firing however many evaluations
     assert "monitoring.evaluate_alerts" in celery_beat.output()
+
+
+def test_a_one_minute_rule_fires_on_real_traffic_before_any_roll_up(celery_beat: WorkerProcess, engineer: Any) -> None:
+    """200 errors in 300 requests within one minute: a `> 0.2 over 1 minute` rule fires from
+    the live minute in Redis, long before beat could roll that minute up (90 s grace)."""
+    from django.test import Client
+
+    from inference.routing_cache import edge_cache
+    from monitoring.recorder import flush_now
+    from tests.inference.conftest import ROWS, iris_served_with_key
+    from workers.celery import app
+
+    edge_cache.clear()
+    app.conf.task_always_eager = True  # validate the demo upload here; the worker is for alerts
+    try:
+        key = iris_served_with_key(engineer, "alerts")
+    finally:
+        app.conf.task_always_eager = False
+    rule = services.alert_rule_create(
+        endpoint_name="iris",
+        values={"metric": "error_rate", "comparison": ">", "threshold": 0.2, "window_minutes": 1},
+        user=None,
+    )
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
+    statuses = []
+    for i in range(300):
+        body = {"instances": ROWS} if i % 3 == 0 else {"instances": [[1.0, 2.0]]}  # 2 of 3: wrong shape
+        statuses.append(
+            client.post("/api/v1/endpoints/iris/predict", body, content_type="application/json").status_code
+        )
+    assert statuses.count(200) == 100 and statuses.count(400) == 200
+    flush_now()  # the flusher thread would do it within 2 s; this makes the test not wait for it
+    event = wait_for(
+        lambda: AlertEvent.objects.filter(rule=rule, kind="firing").first(),
+        timeout=60,
+        what=f"beat to fire the 1-minute rule; beat log:\n{celery_beat.output()}",
+    )
+    assert event.value == pytest.approx(200 / 300, abs=0.01)
+    assert not MetricRollup.objects.filter(endpoint="iris").exists()  # fired from the live minute
+    # The same beat (through the worker) says the periodic jobs run: the Alerts page shows no warning.
+    wait_for(lambda: selectors.scheduler_status()["running"], timeout=30, what="the scheduler heartbeat")
+    edge_cache.clear()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from inference.models import Endpoint
 from monitoring.models import DriftScore, MetricRollup
 from monitoring.selectors import endpoint_timeseries
 
@@ -65,6 +66,7 @@ def test_series_per_version_with_rates_percentiles_outputs_and_drift() -> None:
 
 
 def test_the_metrics_api_answers_json_and_refuses_bad_parameters(api: Any) -> None:
+    Endpoint.objects.create(name="iris")  # the API answers for endpoints the caller may see
     start = (timezone.now() - timedelta(minutes=30)).replace(second=0, microsecond=0)
     rows(start)
     ok = api.get("/api/v1/endpoints/iris/metrics", {"since": start.isoformat(), "step": 60})

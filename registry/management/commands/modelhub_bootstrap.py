@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
@@ -30,12 +30,12 @@ class Command(BaseCommand):
 
     def _admin(self) -> Any:
         users = get_user_model()
-        username = os.environ.get("MODELHUB_ADMIN_USER", "admin")
+        username = settings.BOOTSTRAP_ADMIN_USER
         admin = users.objects.filter(username=username).first()
         if admin is not None:
             self.stdout.write(f"admin account: {username} (exists; password unchanged)")
             return admin
-        password = os.environ.get("MODELHUB_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        password = settings.BOOTSTRAP_ADMIN_PASSWORD or secrets.token_urlsafe(12)
         admin = users.objects.create_superuser(username=username, email="", password=password)
         self.stdout.write(self.style.SUCCESS(f"admin account created: {username} / {password}"))
         return admin

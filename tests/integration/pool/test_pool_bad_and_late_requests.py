@@ -49,11 +49,29 @@ def test_a_request_that_expired_in_the_queue_is_never_run(transport, inference_w
 
 def test_a_request_no_worker_takes_answers_503_and_is_withdrawn(transport, tmp_path, redis_url):
     spec = pool_spec(mlp_model(tmp_path / "mlp.onnx"))
-    with pytest.raises(ServiceUnavailable) as caught:
-        transport.infer(spec, {"input": np.ones((1, 16), np.float32)}, timeout_s=0.3)
+    client = redis_client(redis_url)
+    # A worker that reported it warm, then died without a word: its heartbeat has not expired.
+    client.zadd(wire.warm_key(spec.key), {"gone-worker": time.time() + 30})
+    try:
+        with pytest.raises(ServiceUnavailable) as caught:
+            transport.infer(spec, {"input": np.ones((1, 16), np.float32)}, timeout_s=0.3)
+    finally:
+        client.delete(wire.warm_key(spec.key))
     assert caught.value.status == 503
     assert "no inference worker took the request" in caught.value.message
     assert caught.value.retry_after_s >= 1
+    assert client.llen(wire.queue_key(spec.key)) == 0
+
+
+def test_a_deployment_no_worker_holds_warm_is_refused_at_once_and_never_queued(transport, tmp_path, redis_url):
+    spec = pool_spec(mlp_model(tmp_path / "mlp.onnx"))
+    transport.ensure_loaded(spec)  # assigned, but no worker runs
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable) as caught:
+        transport.infer(spec, {"input": np.ones((1, 16), np.float32)}, timeout_s=30)
+    assert time.monotonic() - started < 10  # refused, not held until the 30 s deadline
+    assert caught.value.retry_after_s >= 1
+    assert "no inference worker holds" in caught.value.message
     assert redis_client(redis_url).llen(wire.queue_key(spec.key)) == 0
 
 

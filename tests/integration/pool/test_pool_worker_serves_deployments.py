@@ -33,6 +33,8 @@ def test_a_pool_deployment_answers_what_onnx_runtime_answers(transport, inferenc
     assert result.outputs["output"].dtype == np.float32
     assert result.provider == "CPUExecutionProvider"
     assert result.extra["worker"]
+    # How it ran, for monitoring: rows in the ONNX Runtime call, queue and model time.
+    assert result.batch_rows == 3 and result.model_ms > 0 and result.queue_ms >= 0
 
 
 def test_concurrent_requests_are_merged_into_batches(transport, inference_workers, tmp_path):

@@ -41,7 +41,7 @@
       fetch(tryForm.dataset.url, { method: "POST", headers: headers, body: body, credentials: "omit" }).then(function (response) {
         return response.text().then(function (text) {
           var ms = (performance.now() - started).toFixed(1);
-          status.textContent = "HTTP " + response.status + " in " + ms + " ms" + (response.headers.get("X-Model-Version") ? " · answered by " + response.headers.get("X-Model-Version") : "");
+          status.textContent = "HTTP " + response.status + " in " + ms + " ms" + (response.headers.get("X-Model-Version") ? " · answered by " + (response.headers.get("X-Model-Name") || "") + " v" + response.headers.get("X-Model-Version") : "");
           status.className = response.ok ? "small" : "small error";
           status.dataset.status = String(response.status);
           try { out.textContent = JSON.stringify(JSON.parse(text), null, 2); } catch (err) { out.textContent = text; }

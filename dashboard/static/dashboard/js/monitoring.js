@@ -22,10 +22,36 @@
         var node = document.getElementById("chart-" + key);
         if (node) { window.Plotly.react(node, data.figures[key].data, data.figures[key].layout, config); }
       });
+      summary(data.summary || []);
       var total = Object.keys(data.requests).reduce(function (s, k) { return s + data.requests[k]; }, 0);
       status.textContent = total + " requests in range · updated " + new Date().toLocaleTimeString();
       status.dataset.requests = String(total);
     }).catch(function (err) { status.textContent = "Could not load the charts: " + err.message; });
+  }
+  function cell(value, kind) {
+    var td = document.createElement("td");
+    if (kind !== "text") { td.className = "num"; }
+    if (value === null || value === undefined) { td.textContent = "—"; }
+    else if (kind === "percent") { td.textContent = (value * 100).toFixed(2) + "%"; }
+    else { td.textContent = String(value); }
+    return td;
+  }
+  function summary(rows) {
+    var body = document.querySelector("#version-summary tbody");
+    if (!body) { return; }
+    body.textContent = "";
+    if (!rows.length) {
+      var tr = document.createElement("tr"), td = cell("No traffic in this range.", "text");
+      td.colSpan = 9; td.className = "empty"; tr.appendChild(td); body.appendChild(tr); return;
+    }
+    rows.forEach(function (r) {
+      var tr = document.createElement("tr");
+      tr.appendChild(cell(r.version, "text"));
+      tr.appendChild(cell(r.requests));
+      tr.appendChild(cell(r.error_rate, "percent"));
+      ["p50_ms", "p95_ms", "p99_ms", "batch_size", "model_ms", "queue_ms"].forEach(function (k) { tr.appendChild(cell(r[k])); });
+      body.appendChild(tr);
+    });
   }
   function schedule() {
     if (timer) { clearInterval(timer); timer = null; }

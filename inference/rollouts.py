@@ -1,0 +1,533 @@
+"""Progressive rollouts: a candidate version takes a growing share of an endpoint's traffic,
+step by step, while analysis compares it with the stable version on the same minutes; a
+failed check puts the stable split back by itself.
+
+The rollout is a persisted state machine (inference.models.Rollout) advanced by a
+periodic task (`inference.rollouts_advance` in workers/celery.py's beat schedule, and the
+embedded scheduler on `make run`): every evaluation locks the rollout row, so two
+schedulers, a retried task or a restarted process never act twice on one step; `step`
+and `step_started_at` live in the row, so nothing is lost when every process restarts.
+
+    running --bake passed, checks pass--> next step ... --> 100 % --> succeeded
+       |  \\--check failed (failure_limit times)--> rolled_back (stable routes again)
+       |   \\--bake passed, inconclusive--> paused | rolled_back (plan.on_inconclusive)
+       \\--before 100 %: confirmation or promotion needed--> waiting --> succeeded
+    pause / resume / abort (-> aborted, stable routes) / promote (-> 100 % now)
+
+Traffic moves only through inference.services.traffic_policy_revise, so the environment
+rule holds at every step: on a production endpoint a Staging candidate may be the canary
+of a rollout an approver started, and takes 100 % only once it is in Production (the
+normal approval; the rollout waits for it).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.permissions import role_check, team_check
+from accounts.roles import APPROVER, ML_ENGINEER, has_role
+from config.errors import Conflict, DomainError, NotFound
+from inference import services
+from inference.models import Deployment, Endpoint, Rollout, RolloutEvent
+from monitoring.selectors import deployment_window_totals, output_psi, window_point
+from monitoring.services import add_rollup
+from registry.audit import audit_record
+from registry.models import ModelVersion
+
+log = logging.getLogger(__name__)
+
+State = Rollout.State
+DEFAULT_STEPS = [{"weight": w, "bake_s": 300.0} for w in (5, 25, 50, 100)]
+DEFAULT_CHECKS: dict[str, dict[str, float]] = {
+    # candidate error rate <= stable error rate + max_increase
+    "error_rate": {"max_increase": 0.01, "min_requests": 20},
+    # candidate p99 <= stable p99 * max_ratio, unless the difference is under min_delta_ms
+    # (latency buckets are coarse: 0.4 vs 0.9 ms is not a regression)
+    "p99_latency": {"max_ratio": 1.5, "min_delta_ms": 5.0, "min_requests": 50},
+    # PSI of each output's distribution, candidate against stable
+    "output_drift": {"max_psi": 0.25, "min_requests": 50},
+}
+ON_INCONCLUSIVE = ("pause", "rollback")
+MAX_BAKE_S = 7 * 24 * 3600.0
+
+
+class InvalidPlan(DomainError):
+    status = 400
+    code = "invalid_plan"
+
+
+class RolloutConflict(Conflict):
+    code = "rollout_conflict"
+
+
+# --- the plan --------------------------------------------------------------------------
+
+
+def _number(value: Any, where: str, *, low: float, high: float, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidPlan(f"{where}: expected a number, got {value!r}")
+    if (value <= low if low_open else value < low) or value > high:
+        bound = f"more than {low:g}" if low_open else f"at least {low:g}"
+        raise InvalidPlan(f"{where}: expected {bound} and at most {high:g}, got {value!r}")
+    return float(value)
+
+
+def plan_check(plan: Any) -> dict[str, Any]:
+    """The plan with its defaults filled in; InvalidPlan (400) names what is wrong.
+
+    {"steps": [{"weight": 5, "bake_s": 300}, ...], "checks": {"error_rate": {...},
+    "p99_latency": {...}, "output_drift": {...}} (a check set to null is off),
+    "failure_limit": 1, "on_inconclusive": "pause" | "rollback", "confirm_full": false}
+    """
+    plan = {} if plan is None else plan
+    if not isinstance(plan, dict):
+        raise InvalidPlan("plan: expected an object")
+    unknown = set(plan) - {"steps", "checks", "failure_limit", "on_inconclusive", "confirm_full"}
+    if unknown:
+        raise InvalidPlan(f"plan: unknown key {sorted(unknown)[0]!r}")
+    raw_steps = plan.get("steps", DEFAULT_STEPS)
+    if not isinstance(raw_steps, list) or not raw_steps or len(raw_steps) > 20:
+        raise InvalidPlan("plan.steps: expected 1 to 20 steps of {weight, bake_s}")
+    steps = []
+    for i, step in enumerate(raw_steps):
+        if not isinstance(step, dict) or set(step) - {"weight", "bake_s"}:
+            raise InvalidPlan(f"plan.steps[{i}]: expected {{weight, bake_s}}")
+        weight = step.get("weight")
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 100:
+            raise InvalidPlan(f"plan.steps[{i}].weight: expected a whole percentage from 1 to 100, got {weight!r}")
+        if steps and weight <= steps[-1]["weight"]:
+            raise InvalidPlan(f"plan.steps[{i}].weight: weights must grow, got {weight} after {steps[-1]['weight']}")
+        bake = _number(step.get("bake_s", 300.0), f"plan.steps[{i}].bake_s", low=0, high=MAX_BAKE_S, low_open=True)
+        steps.append({"weight": weight, "bake_s": bake})
+    if steps[-1]["weight"] != 100:
+        raise InvalidPlan(f"plan.steps: the last step must be 100 %, got {steps[-1]['weight']}")
+    raw_checks = plan.get("checks", DEFAULT_CHECKS)
+    if not isinstance(raw_checks, dict):
+        raise InvalidPlan("plan.checks: expected an object")
+    checks: dict[str, dict[str, float]] = {}
+    for name, settings in raw_checks.items():
+        if name not in DEFAULT_CHECKS:
+            raise InvalidPlan(f"plan.checks: unknown check {name!r}; known: {', '.join(DEFAULT_CHECKS)}")
+        if settings is None:
+            continue
+        if not isinstance(settings, dict) or set(settings) - set(DEFAULT_CHECKS[name]):
+            raise InvalidPlan(f"plan.checks.{name}: expected some of {', '.join(DEFAULT_CHECKS[name])}")
+        merged = {**DEFAULT_CHECKS[name], **settings}
+        for key, value in merged.items():
+            merged[key] = _number(value, f"plan.checks.{name}.{key}", low=0, high=1e9)
+        checks[name] = merged
+    limit = plan.get("failure_limit", 1)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
+        raise InvalidPlan(f"plan.failure_limit: expected a whole number from 1 to 100, got {limit!r}")
+    inconclusive = plan.get("on_inconclusive", "pause")
+    if inconclusive not in ON_INCONCLUSIVE:
+        raise InvalidPlan(f"plan.on_inconclusive: expected 'pause' or 'rollback', got {inconclusive!r}")
+    confirm = plan.get("confirm_full", False)
+    if not isinstance(confirm, bool):
+        raise InvalidPlan("plan.confirm_full: expected true or false")
+    return {
+        "steps": steps,
+        "checks": checks,
+        "failure_limit": limit,
+        "on_inconclusive": inconclusive,
+        "confirm_full": confirm,
+    }
+
+
+# --- routes at a step --------------------------------------------------------------------
+
+
+def _label(version: ModelVersion) -> str:
+    return f"{version.model.name}:{version.version}"
+
+
+def routes_at(stable: list[dict[str, Any]], candidate: ModelVersion, weight: int) -> list[dict[str, Any]]:
+    """The split with the candidate at `weight` %: the stable routes that take traffic are
+    scaled down to make room (the primary stays primary), shadows are kept; at 100 % the
+    candidate is the primary alone. Placement and batching are the stable primary's."""
+    name, number = candidate.model.name, candidate.version
+    others = [dict(r) for r in stable if not (r["model"] == name and r["version"] == number)]
+    taking = [r for r in others if r["role"] != Deployment.Role.SHADOW]
+    shadows = [r for r in others if r["role"] == Deployment.Role.SHADOW]
+    template = next((r for r in taking if r["role"] == Deployment.Role.PRIMARY), taking[0] if taking else {})
+    settings = {
+        k: template[k] for k in ("placement", "device", "max_batch_size", "max_queue_delay_ms") if k in template
+    }
+    new = {"model": name, "version": number, **settings}
+    if weight >= 100 or not taking:
+        return [{**new, "role": Deployment.Role.PRIMARY, "weight": 100}, *shadows]
+    for route, share in zip(taking, services._scaled([r["weight"] for r in taking], 100 - weight), strict=True):
+        route["weight"] = share
+    taking = [r for r in taking if r["weight"] > 0]
+    return [*taking, {**new, "role": Deployment.Role.CANARY, "weight": weight}, *shadows]
+
+
+def _revise(rollout: Rollout, routes: list[dict[str, Any]], comment: str) -> None:
+    services.traffic_policy_revise(
+        endpoint=rollout.endpoint,
+        routes=routes,
+        user=None,  # the system, acting for the person who started the rollout
+        comment=f"rollout #{rollout.pk}: {comment}",
+        action="traffic.rollout",
+        rollout_candidate=(rollout.candidate.model.name, rollout.candidate.version) if rollout.approved_start else None,
+    )
+
+
+def _record(
+    rollout: Rollout,
+    kind: str,
+    detail: str,
+    *,
+    actor: AbstractBaseUser | None = None,
+    analysis: dict[str, Any] | None = None,
+    source_ip: str | None = None,
+) -> None:
+    """The decision on the rollout's timeline and in the audit log, with the values."""
+    actor_name = actor.get_username() if actor is not None else "system"
+    RolloutEvent.objects.create(
+        rollout=rollout, step=rollout.step, kind=kind, detail=detail, analysis=analysis or {}, actor_name=actor_name
+    )
+    weight = rollout.plan["steps"][rollout.step]["weight"] if rollout.step >= 0 else 0
+    audit_record(
+        actor=actor,
+        action=f"rollout.{kind}",
+        obj=rollout,
+        after={
+            "endpoint": rollout.endpoint.name,
+            "candidate": str(rollout.candidate),
+            "state": rollout.state,
+            "step": rollout.step,
+            "weight": weight,
+            "detail": detail,
+            "analysis": analysis or {},
+        },
+        source_ip=source_ip,
+    )
+
+
+def _step_apply(rollout: Rollout, index: int, now: datetime, *, actor: AbstractBaseUser | None = None) -> None:
+    weight = rollout.plan["steps"][index]["weight"]
+    _revise(
+        rollout,
+        routes_at(rollout.stable_routes, rollout.candidate, weight),
+        f"step {index + 1}: {weight} %",
+    )
+    rollout.step, rollout.step_started_at, rollout.failures = index, now, 0
+    fields = ["step", "step_started_at", "failures", "updated_at"]
+    if weight == 100:
+        rollout.state, rollout.finished_at = State.SUCCEEDED, now
+        fields += ["state", "finished_at"]
+    rollout.save(update_fields=fields)
+    _record(rollout, "step", f"{rollout.candidate} takes {weight} % of the traffic", actor=actor)
+    if weight == 100:
+        _record(rollout, "succeeded", f"{rollout.candidate} serves all the traffic", actor=actor)
+
+
+def _roll_back(rollout: Rollout, now: datetime, kind: str, detail: str, **record: Any) -> None:
+    _revise(rollout, [dict(r) for r in rollout.stable_routes], detail)
+    rollout.state = State.ROLLED_BACK if kind == "rollback" else State.ABORTED
+    rollout.finished_at, rollout.reason = now, detail[:2000]
+    rollout.save(update_fields=["state", "finished_at", "reason", "updated_at"])
+    _record(rollout, kind, detail, **record)
+
+
+# --- starting ---------------------------------------------------------------------------
+
+
+def _traffic_role(user: AbstractBaseUser, endpoint: Endpoint, what: str) -> None:
+    production = endpoint.environment == Endpoint.Environment.PRODUCTION
+    role_check(user, APPROVER if production else ML_ENGINEER, to=f"{what} on {endpoint.environment} endpoint")
+    team_check(user, endpoint.team_id, what=f'endpoint "{endpoint.name}"')
+
+
+def rollout_start(
+    *,
+    endpoint: Endpoint,
+    version: int,
+    model: str | None = None,
+    plan: Any = None,
+    user: AbstractBaseUser,
+    source_ip: str | None = None,
+    now: datetime | None = None,
+) -> Rollout:
+    """Start a rollout of `model` v`version` (the model of the current primary by default)
+    with `plan`; the first step's traffic moves at once, in the same transaction."""
+    _traffic_role(user, endpoint, "starting a rollout")
+    clean_plan = plan_check(plan)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InvalidPlan(f"version: expected a version number, got {version!r}")
+    now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+            if Rollout.objects.filter(endpoint=endpoint, state__in=Rollout.ACTIVE).exists():
+                raise RolloutConflict(f'endpoint "{endpoint.name}" already has a rollout in progress: finish it first')
+            current = endpoint.revisions.filter(is_current=True).first()
+            if current is None:
+                raise RolloutConflict(f'endpoint "{endpoint.name}" has no traffic split to roll out from')
+            stable = [{k: v for k, v in r.items() if k in services._ROUTE_KEYS} for r in current.routes]
+            primary = next((r for r in stable if r["role"] == Deployment.Role.PRIMARY), stable[0])
+            model = model or primary["model"]
+            candidate = ModelVersion.objects.select_related("model").filter(model__name=model, version=version).first()
+            if candidate is None:
+                raise NotFound(f"no version {version} of a model named {model!r}")
+            if candidate.status != ModelVersion.Status.READY:
+                raise RolloutConflict(
+                    f"{candidate} is {candidate.status}: only a version that passed validation can be rolled out",
+                    details={"status": candidate.status},
+                )
+            if any(r["model"] == model and r["version"] == version and r["role"] != "shadow" for r in stable):
+                raise RolloutConflict(f"{candidate} already takes traffic on {endpoint.name}: nothing to roll out")
+            rollout = Rollout.objects.create(
+                endpoint=endpoint,
+                team_id=endpoint.team_id,
+                candidate=candidate,
+                stable_routes=stable,
+                plan=clean_plan,
+                started_by=user,
+                approved_start=has_role(user, APPROVER),
+            )
+            _record(
+                rollout, "start", f"{candidate} from {services.routes_summary(stable)}", actor=user, source_ip=source_ip
+            )
+            _step_apply(rollout, 0, now, actor=user)
+    except IntegrityError:
+        raise RolloutConflict(f'endpoint "{endpoint.name}" already has a rollout in progress') from None
+    return rollout
+
+
+# --- analysis -----------------------------------------------------------------------------
+
+
+def rollout_analyse(rollout: Rollout, *, since: datetime, until: datetime) -> dict[str, Any]:
+    """Candidate against stable on the same minutes: each check pass, fail or inconclusive
+    (too few requests), with the values that decided it; the verdict is fail if any
+    failed, else inconclusive if any was, else pass."""
+    stats = deployment_window_totals(endpoint=rollout.endpoint.name, since=since, until=until, include_shadow=False)
+    label = _label(rollout.candidate)
+    candidate = stats.get(label, {})
+    stable: dict[str, Any] = {}
+    stable_labels = {f"{r['model']}:{r['version']}" for r in rollout.stable_routes if r["role"] != "shadow"}
+    for name, values in stats.items():
+        if name in stable_labels and name != label:
+            add_rollup(stable, values)
+    cand, base = window_point(candidate), window_point(stable)
+    checks = []
+    for name, settings in rollout.plan["checks"].items():
+        enough = cand["requests"] >= settings["min_requests"] and base["requests"] >= settings["min_requests"]
+        result: dict[str, Any] = {
+            "check": name,
+            "candidate_requests": cand["requests"],
+            "stable_requests": base["requests"],
+        }
+        if name == "error_rate":
+            result |= {
+                "candidate": cand["error_rate"],
+                "stable": base["error_rate"],
+                "max_increase": settings["max_increase"],
+            }
+            failed = enough and cand["error_rate"] > base["error_rate"] + settings["max_increase"]
+        elif name == "p99_latency":
+            result |= {"candidate_ms": cand["p99_ms"], "stable_ms": base["p99_ms"], "max_ratio": settings["max_ratio"]}
+            failed = (
+                enough
+                and cand["p99_ms"] > base["p99_ms"] * settings["max_ratio"]
+                and cand["p99_ms"] - base["p99_ms"] > settings["min_delta_ms"]
+            )
+        else:
+            psi, output = output_psi(candidate, stable) if enough else (None, "")
+            result |= {"psi": psi, "output": output, "max_psi": settings["max_psi"]}
+            enough = enough and psi is not None
+            failed = enough and psi > settings["max_psi"]
+        result["result"] = "inconclusive" if not enough else ("fail" if failed else "pass")
+        checks.append(result)
+    results = {c["result"] for c in checks}
+    verdict = "fail" if "fail" in results else "inconclusive" if "inconclusive" in results else "pass"
+    return {"verdict": verdict, "since": since.isoformat(), "until": until.isoformat(), "checks": checks}
+
+
+# --- advancing ------------------------------------------------------------------------------
+
+
+def _full_blocked(rollout: Rollout) -> str:
+    """Why the candidate cannot take 100 % now ("" when it can)."""
+    if rollout.plan["confirm_full"] and rollout.confirmed_by_id is None:
+        return "the plan asks an approver to confirm 100 % (POST .../promote)"
+    candidate = ModelVersion.objects.get(pk=rollout.candidate_id)
+    if not services.version_allowed(
+        environment=rollout.endpoint.environment, stage=candidate.stage, role=Deployment.Role.PRIMARY
+    ):
+        return (
+            f"{candidate} is in {candidate.stage}: a {rollout.endpoint.environment} endpoint's primary must be "
+            "promoted first (ask for the promotion; the rollout waits for the approval)"
+        )
+    return ""
+
+
+@transaction.atomic
+def rollout_advance(*, rollout_id: int, now: datetime | None = None) -> str:
+    """One evaluation of one rollout: returns what was decided ("baking", "step",
+    "rolled_back", "paused", "waiting", "succeeded", or "idle" when it is not running)."""
+    now = now or timezone.now()
+    rollout = (
+        Rollout.objects.select_for_update(of=("self",))
+        .select_related("endpoint", "candidate__model")
+        .filter(pk=rollout_id)
+        .first()
+    )
+    if rollout is None or rollout.state not in (State.RUNNING, State.WAITING):
+        return "idle"
+    plan = rollout.plan
+    if rollout.state == State.WAITING:
+        if _full_blocked(rollout):
+            return "waiting"
+        _step_apply(rollout, len(plan["steps"]) - 1, now)
+        return "succeeded"
+    step = plan["steps"][rollout.step]
+    started = rollout.step_started_at or now
+    analysis = rollout_analyse(rollout, since=started, until=now + timedelta(seconds=1))
+    if analysis["verdict"] == "fail":
+        rollout.failures += 1
+        rollout.save(update_fields=["failures", "updated_at"])
+        failed = [c for c in analysis["checks"] if c["result"] == "fail"]
+        detail = "failed: " + ", ".join(c["check"] for c in failed)
+        if rollout.failures >= plan["failure_limit"]:
+            _roll_back(
+                rollout,
+                now,
+                "rollback",
+                f"{detail} ({rollout.failures} of {plan['failure_limit']} allowed)",
+                analysis=analysis,
+            )
+            return "rolled_back"
+        _record(
+            rollout, "analysis", f"{detail} ({rollout.failures} of {plan['failure_limit']} allowed)", analysis=analysis
+        )
+        return "baking"
+    if (now - started).total_seconds() < step["bake_s"]:
+        return "baking"
+    if analysis["verdict"] == "inconclusive":
+        detail = "inconclusive after the bake time: " + ", ".join(
+            f"{c['check']} ({c['candidate_requests']}/{c['stable_requests']} requests)"
+            for c in analysis["checks"]
+            if c["result"] == "inconclusive"
+        )
+        if plan["on_inconclusive"] == "rollback":
+            _roll_back(rollout, now, "rollback", detail, analysis=analysis)
+            return "rolled_back"
+        rollout.state, rollout.reason = State.PAUSED, detail
+        rollout.save(update_fields=["state", "reason", "updated_at"])
+        _record(rollout, "paused", detail, analysis=analysis)
+        return "paused"
+    _record(rollout, "analysis", f"step {rollout.step + 1} passed", analysis=analysis)
+    following = rollout.step + 1
+    if plan["steps"][following]["weight"] == 100:
+        blocked = _full_blocked(rollout)
+        if blocked:
+            rollout.state, rollout.reason = State.WAITING, blocked
+            rollout.save(update_fields=["state", "reason", "updated_at"])
+            _record(rollout, "waiting", blocked)
+            return "waiting"
+    _step_apply(rollout, following, now)
+    return "succeeded" if rollout.state == State.SUCCEEDED else "step"
+
+
+def rollouts_advance(*, now: datetime | None = None) -> dict[int, str]:
+    """The periodic task's body: one evaluation of every running or waiting rollout."""
+    decisions = {}
+    for rollout_id in Rollout.objects.filter(state__in=[State.RUNNING, State.WAITING]).values_list("pk", flat=True):
+        try:
+            decisions[rollout_id] = rollout_advance(rollout_id=rollout_id, now=now)
+        except DomainError as exc:
+            log.warning("rollout %s could not advance: %s", rollout_id, exc.message)
+            decisions[rollout_id] = f"error: {exc.message}"
+    return decisions
+
+
+# --- people's actions -----------------------------------------------------------------------
+
+
+def _locked(rollout: Rollout) -> Rollout:
+    return (
+        Rollout.objects.select_for_update(of=("self",))
+        .select_related("endpoint", "candidate__model")
+        .get(pk=rollout.pk)
+    )
+
+
+def _finished_check(rollout: Rollout, verb: str) -> None:
+    if rollout.state not in Rollout.ACTIVE:
+        raise RolloutConflict(
+            f"rollout #{rollout.pk} is {rollout.state}: it cannot be {verb}", details={"state": rollout.state}
+        )
+
+
+@transaction.atomic
+def rollout_pause(*, rollout: Rollout, user: AbstractBaseUser, source_ip: str | None = None) -> Rollout:
+    rollout = _locked(rollout)
+    _traffic_role(user, rollout.endpoint, "pausing a rollout")
+    _finished_check(rollout, "paused")
+    if rollout.state != State.PAUSED:
+        rollout.state, rollout.reason = State.PAUSED, f"paused by {user.get_username()}"
+        rollout.save(update_fields=["state", "reason", "updated_at"])
+        _record(rollout, "paused", rollout.reason, actor=user, source_ip=source_ip)
+    return rollout
+
+
+@transaction.atomic
+def rollout_resume(
+    *, rollout: Rollout, user: AbstractBaseUser, source_ip: str | None = None, now: datetime | None = None
+) -> Rollout:
+    """Carry on from the current step; its bake time starts again (and its failure count)."""
+    rollout = _locked(rollout)
+    _traffic_role(user, rollout.endpoint, "resuming a rollout")
+    _finished_check(rollout, "resumed")
+    if rollout.state == State.PAUSED:
+        rollout.state, rollout.reason, rollout.failures = State.RUNNING, "", 0
+        rollout.step_started_at = now or timezone.now()
+        rollout.save(update_fields=["state", "reason", "failures", "step_started_at", "updated_at"])
+        _record(rollout, "resumed", f"resumed by {user.get_username()}", actor=user, source_ip=source_ip)
+    return rollout
+
+
+@transaction.atomic
+def rollout_abort(
+    *, rollout: Rollout, user: AbstractBaseUser, source_ip: str | None = None, now: datetime | None = None
+) -> Rollout:
+    """Stop and put the stable routes back; a finished rollout is a 409."""
+    rollout = _locked(rollout)
+    _traffic_role(user, rollout.endpoint, "aborting a rollout")
+    _finished_check(rollout, "aborted")
+    _roll_back(
+        rollout, now or timezone.now(), "abort", f"aborted by {user.get_username()}", actor=user, source_ip=source_ip
+    )
+    return rollout
+
+
+@transaction.atomic
+def rollout_promote(
+    *, rollout: Rollout, user: AbstractBaseUser, source_ip: str | None = None, now: datetime | None = None
+) -> Rollout:
+    """An approver confirms 100 %: the candidate takes all the traffic now (skipping the
+    remaining steps), or, when it must be promoted first, as soon as it is."""
+    rollout = _locked(rollout)
+    role_check(user, APPROVER, to="promoting a rollout to 100 %")
+    team_check(user, rollout.endpoint.team_id, what=f'endpoint "{rollout.endpoint.name}"')
+    _finished_check(rollout, "promoted")
+    rollout.confirmed_by = user
+    rollout.save(update_fields=["confirmed_by", "updated_at"])
+    blocked = _full_blocked(rollout)
+    if blocked:
+        rollout.state, rollout.reason = State.WAITING, blocked
+        rollout.save(update_fields=["state", "reason", "updated_at"])
+        _record(rollout, "waiting", f"confirmed by {user.get_username()}; {blocked}", actor=user, source_ip=source_ip)
+        return rollout
+    rollout.state = State.RUNNING
+    _step_apply(rollout, len(rollout.plan["steps"]) - 1, now or timezone.now(), actor=user)
+    return rollout

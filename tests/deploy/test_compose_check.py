@@ -1,0 +1,154 @@
+"""platform/compose-check: the compose file and the Dockerfile, checked without Docker (issue #16)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "platform" / "compose-check"
+
+
+def check(
+    compose: str, dockerfile: str, tmp_path: Path, env_example: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the script on copies in tmp_path (the build context is the compose file's folder)."""
+    (tmp_path / "platform").mkdir(exist_ok=True)
+    (tmp_path / "docker-compose.yml").write_text(compose)
+    (tmp_path / "platform" / "Dockerfile").write_text(dockerfile)
+    (tmp_path / ".env.example").write_text(env_example if env_example is not None else ENV_EXAMPLE)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--compose",
+            str(tmp_path / "docker-compose.yml"),
+            "--dockerfile",
+            str(tmp_path / "platform" / "Dockerfile"),
+            "--root",
+            str(ROOT),
+            "--env-example",
+            str(tmp_path / ".env.example"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+COMPOSE = (ROOT / "docker-compose.yml").read_text()
+ENV_EXAMPLE = (ROOT / ".env.example").read_text()
+DOCKERFILE = (ROOT / "platform" / "Dockerfile").read_text()
+
+
+def test_the_shipped_files_pass() -> None:
+    assert os.access(SCRIPT, os.X_OK)
+    done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ok" in done.stdout
+
+
+def test_the_compose_file_is_valid_yaml_with_every_service_built_or_pulled() -> None:
+    compose = yaml.safe_load(COMPOSE)
+    assert {"postgres", "redis", "migrate", "web", "worker", "beat", "inference-worker"} <= set(compose["services"])
+    assert all("image" in s or "build" in s for s in compose["services"].values())
+
+
+BROKEN = {
+    "a volume folder the image never creates": (
+        COMPOSE,
+        DOCKERFILE.replace(
+            "mkdir -p /var/lib/modelhub/artifacts /var/lib/modelhub/static", "mkdir -p /var/lib/modelhub"
+        ),
+        "which the image never creates",
+    ),
+    "a volume folder owned by root": (
+        COMPOSE,
+        DOCKERFILE.replace("&& chown -R modelhub:modelhub /var/lib/modelhub", ""),
+        "is not owned by the image's user modelhub",
+    ),
+    "no env_file": (COMPOSE.replace("  env_file: .env\n", ""), DOCKERFILE, "no `env_file: .env`"),
+    "a module that does not exist": (
+        COMPOSE.replace('"-m", "config.serve"', '"-m", "config.serves"'),
+        DOCKERFILE,
+        "python -m config.serves: no such module",
+    ),
+    "a management command that does not exist": (
+        COMPOSE.replace("manage.py modelhub_bootstrap", "manage.py modelhub_bootstrapp"),
+        DOCKERFILE,
+        "no such management command",
+    ),
+    "a Celery app that does not exist": (
+        COMPOSE.replace('"-A", "workers.celery", "beat"', '"-A", "workers.celerybeat", "beat"'),
+        DOCKERFILE,
+        "celery -A workers.celerybeat: no module",
+    ),
+    "no inference worker": (
+        COMPOSE.replace('"-m", "workers.inference_worker", "--device", "cpu"', '"-m", "config.serve"'),
+        DOCKERFILE,
+        "no service runs the inference worker",
+    ),
+    "a healthy condition on a service without a health check": (
+        COMPOSE.replace('      test: ["CMD", "redis-cli", "ping"]\n', ""),
+        DOCKERFILE,
+        "waits for redis to be healthy, but it has no health check",
+    ),
+    "a web server without a readiness health check": (
+        COMPOSE.replace("/api/v1/health/ready", "/api/v1/health/live"),
+        DOCKERFILE,
+        "the web server has no health check on /api/v1/health/ready",
+    ),
+    "a dependency cycle": (
+        COMPOSE.replace(
+            '    command: ["redis-server"',
+            '    depends_on:\n      beat:\n        condition: service_started\n    command: ["redis-server"',
+        ),
+        DOCKERFILE,
+        "depends_on cycle",
+    ),
+    "a volume mounted where the artifact store is not": (
+        COMPOSE.replace("    - artifacts:/var/lib/modelhub/artifacts", "    - artifacts:/var/lib/modelhub/static"),
+        DOCKERFILE,
+        "no volume at MODELHUB_ARTIFACT_STORE",
+    ),
+    "not YAML": (COMPOSE.replace("services:", "services: [", 1), DOCKERFILE, "not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN, ids=list(BROKEN))
+def test_a_broken_file_fails_with_the_reason(broken: str, tmp_path: Path) -> None:
+    compose, dockerfile, reason = BROKEN[broken]
+    assert (compose, dockerfile) != (COMPOSE, DOCKERFILE), "the mutation did not apply"
+    done = check(compose, dockerfile, tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert reason in done.stdout, done.stdout
+
+
+def test_an_unchanged_copy_passes(tmp_path: Path) -> None:
+    """The broken cases above fail because of their change, not because they are copies."""
+    done = check(COMPOSE, DOCKERFILE, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_an_empty_setting_that_the_code_parses_as_a_number_fails(tmp_path: Path) -> None:
+    """`int(os.environ.get("MODELHUB_WORKER_PULLERS", "4"))` stops the worker on the '' an empty .env line gives."""
+    env_example = ENV_EXAMPLE.replace("MODELHUB_WORKER_PULLERS=4", "MODELHUB_WORKER_PULLERS=")
+    assert env_example != ENV_EXAMPLE
+    done = check(COMPOSE, DOCKERFILE, tmp_path, env_example)
+    assert done.returncode == 1, done.stdout
+    assert "leaves MODELHUB_WORKER_PULLERS empty" in done.stdout
+    assert "workers/inference_worker.py" in done.stdout
+
+
+def test_a_setting_the_code_needs_missing_from_env_example_fails(tmp_path: Path) -> None:
+    """MODELHUB_ADMIN_PASSWORD is read without a default: it must reach the containers."""
+    env_example = ENV_EXAMPLE.replace("MODELHUB_ADMIN_PASSWORD=\n", "")
+    assert env_example != ENV_EXAMPLE
+    done = check(COMPOSE, DOCKERFILE, tmp_path, env_example)
+    assert done.returncode == 1, done.stdout
+    assert "reads MODELHUB_ADMIN_PASSWORD without a default" in done.stdout

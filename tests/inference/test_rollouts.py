@@ -1,0 +1,276 @@
+"""Progressive rollouts: the state machine on a real database, the API's bad inputs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from accounts.roles import APPROVER
+from config.errors import Forbidden
+from inference import rollouts, services
+from inference.models import Endpoint, Rollout, RolloutEvent, TrafficPolicyRevision
+from monitoring.models import MetricRollup
+from monitoring.selectors import endpoint_window_stats
+from registry.models import AuditEvent, ModelVersion
+from tests.conftest import client_for, make_user
+from tests.inference.conftest import IRIS_META, iris_variant, version_add
+
+pytestmark = pytest.mark.django_db
+
+FAST = {"steps": [{"weight": 10, "bake_s": 30}, {"weight": 50, "bake_s": 30}, {"weight": 100, "bake_s": 30}]}
+ONE_MS = [0, 100] + [0] * 13  # 100 requests in the 0.5-1 ms bucket
+
+
+def split(endpoint: Endpoint) -> list[tuple[int, str, int]]:
+    revision = TrafficPolicyRevision.objects.get(endpoint=endpoint, is_current=True)
+    return [(r["version"], r["role"], r["weight"]) for r in revision.routes]
+
+
+def traffic(endpoint: str, version: int, role: str, at: datetime, *, count: int = 100, errors: int = 0) -> None:
+    """A minute of traffic as the flusher leaves it in the database (embedded default)."""
+    MetricRollup.objects.create(
+        endpoint=endpoint,
+        deployment=f"iris:{version}",
+        role=role,
+        minute=at.replace(second=0, microsecond=0),
+        count=count,
+        error_count=errors,
+        errors={"model_error": errors} if errors else {},
+        latency_buckets=ONE_MS,
+        outputs={"label": {"kind": "class", "counts": {"0": count // 2, "1": count - count // 2}}},
+    )
+
+
+@pytest.fixture
+def approver(django_user_model: Any) -> Any:
+    return make_user(django_user_model, "alice", APPROVER)
+
+
+@pytest.fixture
+def v2(engineer: Any) -> ModelVersion:
+    version_add("iris", iris_variant(0), engineer, IRIS_META)
+    return version_add("iris", iris_variant(1), engineer, IRIS_META)
+
+
+@pytest.fixture
+def endpoint(v2: ModelVersion, engineer: Any) -> Endpoint:
+    endpoint = services.endpoint_create(name="flowers", user=engineer)
+    services.traffic_policy_revise(
+        endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=engineer
+    )
+    return endpoint
+
+
+@pytest.fixture
+def t0() -> datetime:
+    return timezone.now().replace(second=0, microsecond=0) + timedelta(minutes=1)
+
+
+def start(endpoint: Endpoint, user: Any, t0: datetime, plan: dict[str, Any] | None = None) -> Rollout:
+    return rollouts.rollout_start(endpoint=endpoint, version=2, plan=plan or FAST, user=user, now=t0)
+
+
+def test_the_default_plan_is_5_25_50_100_percent_five_minutes_each() -> None:
+    plan = rollouts.plan_check(None)
+    assert [(s["weight"], s["bake_s"]) for s in plan["steps"]] == [(5, 300), (25, 300), (50, 300), (100, 300)]
+    assert set(plan["checks"]) == {"error_rate", "p99_latency", "output_drift"}
+    assert plan["on_inconclusive"] == "pause" and plan["failure_limit"] == 1
+
+
+def test_starting_moves_the_first_step_of_traffic_at_once(endpoint: Endpoint, engineer: Any, t0: datetime) -> None:
+    rollout = start(endpoint, engineer, t0)
+    assert (rollout.state, rollout.step) == ("running", 0)
+    assert split(endpoint) == [(1, "primary", 90), (2, "canary", 10)]
+    assert AuditEvent.objects.filter(action="rollout.start").count() == 1
+
+
+def test_a_healthy_candidate_goes_through_every_step_once_each(endpoint: Endpoint, engineer: Any, t0: datetime) -> None:
+    rollout = start(endpoint, engineer, t0)
+    traffic("flowers", 1, "primary", t0)
+    traffic("flowers", 2, "canary", t0)
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=10)) == "baking"
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=31)) == "step"
+    assert split(endpoint) == [(1, "primary", 50), (2, "canary", 50)]
+    # The same evaluation again (a retried task, a second scheduler): no second step.
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=31)) == "baking"
+    assert TrafficPolicyRevision.objects.filter(endpoint=endpoint).count() == 3
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=62)) == "succeeded"
+    assert split(endpoint) == [(2, "primary", 100)]
+    rollout.refresh_from_db()
+    assert rollout.state == "succeeded" and rollout.finished_at is not None
+    passed = AuditEvent.objects.filter(action="rollout.analysis").order_by("pk").first()
+    error_rate = next(c for c in passed.after["analysis"]["checks"] if c["check"] == "error_rate")
+    assert error_rate["candidate"] == 0.0 and error_rate["stable"] == 0.0 and error_rate["result"] == "pass"
+
+
+def test_a_failing_candidate_is_rolled_back_at_the_next_evaluation_with_the_values_that_decided(
+    endpoint: Endpoint, engineer: Any, t0: datetime
+) -> None:
+    rollout = start(endpoint, engineer, t0)
+    traffic("flowers", 1, "primary", t0)
+    traffic("flowers", 2, "canary", t0, errors=30)
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=5)) == "rolled_back"
+    assert split(endpoint) == [(1, "primary", 100)]
+    rollout.refresh_from_db()
+    assert rollout.state == "rolled_back" and "error_rate" in rollout.reason
+    event = AuditEvent.objects.get(action="rollout.rollback")
+    check = next(c for c in event.after["analysis"]["checks"] if c["check"] == "error_rate")
+    assert (check["candidate"], check["stable"], check["result"]) == (0.3, 0.0, "fail")
+    assert AuditEvent.objects.filter(action="rollout.rollback", after__analysis__verdict="fail").exists()
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=20)) == "idle"
+
+
+def test_the_failure_limit_tolerates_that_many_failed_analyses(endpoint: Endpoint, engineer: Any, t0: datetime) -> None:
+    rollout = start(endpoint, engineer, t0, {**FAST, "failure_limit": 2})
+    traffic("flowers", 1, "primary", t0)
+    traffic("flowers", 2, "canary", t0, errors=30)
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=5)) == "baking"
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=15)) == "rolled_back"
+
+
+def test_too_little_traffic_after_the_bake_pauses_or_rolls_back_as_the_plan_says(
+    endpoint: Endpoint, engineer: Any, t0: datetime
+) -> None:
+    rollout = start(endpoint, engineer, t0)
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=31)) == "paused"
+    assert split(endpoint) == [(1, "primary", 90), (2, "canary", 10)]
+    rollout.refresh_from_db()
+    assert "inconclusive" in rollout.reason
+    rollouts.rollout_abort(rollout=rollout, user=engineer)
+    other = start(endpoint, engineer, t0, {**FAST, "on_inconclusive": "rollback"})
+    assert rollouts.rollout_advance(rollout_id=other.pk, now=t0 + timedelta(seconds=31)) == "rolled_back"
+    assert split(endpoint) == [(1, "primary", 100)]
+
+
+def test_a_slow_candidate_fails_the_relative_p99_check(endpoint: Endpoint, engineer: Any, t0: datetime) -> None:
+    rollout = start(endpoint, engineer, t0)
+    traffic("flowers", 1, "primary", t0)
+    slow = [0] * 9 + [100] + [0] * 5  # 200-500 ms
+    MetricRollup.objects.create(
+        endpoint="flowers", deployment="iris:2", role="canary", minute=t0, count=100, latency_buckets=slow
+    )
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=5)) == "rolled_back"
+    event = AuditEvent.objects.get(action="rollout.rollback")
+    check = next(c for c in event.after["analysis"]["checks"] if c["check"] == "p99_latency")
+    assert check["result"] == "fail" and check["candidate_ms"] > 200 and check["stable_ms"] < 1
+
+
+def test_reaching_100_percent_can_wait_for_an_approvers_confirmation(
+    endpoint: Endpoint, engineer: Any, approver: Any, t0: datetime
+) -> None:
+    plan = {"steps": [{"weight": 20, "bake_s": 10}, {"weight": 100, "bake_s": 10}], "confirm_full": True}
+    rollout = start(endpoint, engineer, t0, plan)
+    traffic("flowers", 1, "primary", t0)
+    traffic("flowers", 2, "canary", t0)
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=11)) == "waiting"
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=21)) == "waiting"
+    assert split(endpoint) == [(1, "primary", 80), (2, "canary", 20)]
+    response = client_for(engineer).post(f"/api/v1/endpoints/flowers/rollouts/{rollout.pk}/promote")
+    assert response.status_code == 403
+    response = client_for(approver).post(f"/api/v1/endpoints/flowers/rollouts/{rollout.pk}/promote")
+    assert response.status_code == 200 and response.json()["state"] == "succeeded"
+    assert split(endpoint) == [(2, "primary", 100)]
+
+
+def test_on_production_a_staging_candidate_canaries_and_waits_for_its_promotion(
+    v2: ModelVersion, engineer: Any, approver: Any, t0: datetime
+) -> None:
+    ModelVersion.objects.filter(model__name="iris", version=1).update(stage="Production")
+    ModelVersion.objects.filter(pk=v2.pk).update(stage="Staging")
+    endpoint = services.endpoint_create(name="flowers", user=engineer, environment="production")
+    services.traffic_policy_revise(
+        endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=approver
+    )
+    with pytest.raises(Forbidden, match="approver"):
+        start(endpoint, engineer, t0)
+    plan = {"steps": [{"weight": 20, "bake_s": 10}, {"weight": 100, "bake_s": 10}]}
+    rollout = start(endpoint, approver, t0, plan)
+    assert split(endpoint) == [(1, "primary", 80), (2, "canary", 20)]
+    traffic("flowers", 1, "primary", t0)
+    traffic("flowers", 2, "canary", t0)
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=11)) == "waiting"
+    rollout.refresh_from_db()
+    assert "is in Staging" in rollout.reason
+    ModelVersion.objects.filter(model__name="iris", version=1).update(stage="Archived")
+    ModelVersion.objects.filter(pk=v2.pk).update(stage="Production")
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=21)) == "succeeded"
+    assert split(endpoint) == [(2, "primary", 100)]
+
+
+def test_pause_resume_and_abort_and_an_abort_of_a_finished_rollout_is_409(
+    endpoint: Endpoint, engineer: Any, t0: datetime
+) -> None:
+    api = client_for(engineer)
+    response = api.post("/api/v1/endpoints/flowers/rollouts", {"version": 2, "plan": FAST}, format="json")
+    assert response.status_code == 201, response.content
+    rid = response.json()["id"]
+    assert api.post(f"/api/v1/endpoints/flowers/rollouts/{rid}/pause").json()["state"] == "paused"
+    assert rollouts.rollout_advance(rollout_id=rid) == "idle"
+    assert api.post(f"/api/v1/endpoints/flowers/rollouts/{rid}/resume").json()["state"] == "running"
+    body = api.post(f"/api/v1/endpoints/flowers/rollouts/{rid}/abort").json()
+    assert body["state"] == "aborted" and [e["kind"] for e in body["events"]][-1] == "abort"
+    assert split(endpoint) == [(1, "primary", 100)]
+    again = api.post(f"/api/v1/endpoints/flowers/rollouts/{rid}/abort")
+    assert again.status_code == 409 and again.json()["error"]["details"] == {"state": "aborted"}
+    listed = api.get("/api/v1/endpoints/flowers/rollouts").json()["results"]
+    assert [r["id"] for r in listed] == [rid]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"version": 9}, 404, "no version 9"),
+        ({"version": 2, "plan": {"steps": [{"weight": 100, "bake_s": 0}]}}, 400, "bake_s: expected more than 0"),
+        ({"version": 2, "plan": {"steps": [{"weight": 100, "bake_s": -5}]}}, 400, "bake_s"),
+        ({"version": 2, "plan": {"steps": [{"weight": 50, "bake_s": 5}]}}, 400, "last step must be 100"),
+        ({"version": 2, "plan": {"steps": [{"weight": 50, "bake_s": 5}, {"weight": 20, "bake_s": 5}]}}, 400, "grow"),
+        ({"version": 2, "plan": {"checks": {"error_rate": {"max_increase": "x"}}}}, 400, "expected a number"),
+        ({"version": 2, "plan": {"on_inconclusive": "shrug"}}, 400, "on_inconclusive"),
+        ({"version": 1}, 409, "already takes traffic"),
+    ],
+)
+def test_bad_rollouts_are_clear_4xx_and_change_nothing(
+    endpoint: Endpoint, engineer: Any, body: dict[str, Any], status: int, needle: str
+) -> None:
+    response = client_for(engineer).post("/api/v1/endpoints/flowers/rollouts", body, format="json")
+    assert response.status_code == status, response.content
+    assert needle in response.json()["error"]["message"]
+    assert not Rollout.objects.exists() and split(endpoint) == [(1, "primary", 100)]
+
+
+def test_a_second_running_rollout_and_a_candidate_that_failed_validation_are_refused(
+    endpoint: Endpoint, engineer: Any, v2: ModelVersion, t0: datetime
+) -> None:
+    api = client_for(engineer)
+    ModelVersion.objects.filter(pk=v2.pk).update(status="failed")
+    response = api.post("/api/v1/endpoints/flowers/rollouts", {"version": 2}, format="json")
+    assert response.status_code == 409 and "passed validation" in response.json()["error"]["message"]
+    ModelVersion.objects.filter(pk=v2.pk).update(status="ready")
+    assert api.post("/api/v1/endpoints/flowers/rollouts", {"version": 2}, format="json").status_code == 201
+    response = api.post("/api/v1/endpoints/flowers/rollouts", {"version": 2}, format="json")
+    assert response.status_code == 409 and "already has a rollout in progress" in response.json()["error"]["message"]
+    assert Rollout.objects.count() == 1 and RolloutEvent.objects.filter(kind="start").count() == 1
+
+
+def test_the_window_selector_adds_live_redis_minutes_to_rolled_up_ones(settings: Any, t0: datetime) -> None:
+    import redis
+
+    from monitoring import keys
+
+    traffic("sel-test", 1, "primary", t0 - timedelta(minutes=1), count=10)
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    minute = int(t0.timestamp() // 60)
+    name = keys.minute_key(minute, "sel-test", "iris:1", "primary")
+    try:
+        client.hset(name, mapping={"count": 7, "e|model_error": 2, "b1": 7})
+        client.zadd(keys.MINUTES_INDEX, {name: minute})
+        stats = endpoint_window_stats(
+            endpoint="sel-test", since=t0 - timedelta(minutes=1), until=t0 + timedelta(seconds=5)
+        )
+        assert stats["iris:1"]["count"] == 17 and stats["iris:1"]["error_count"] == 2
+    finally:
+        client.delete(name)
+        client.zrem(keys.MINUTES_INDEX, name)

@@ -1,0 +1,35 @@
+"""The import structure has no upward arrow and no cycle beyond those pyproject.toml lists."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _checker():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("check_imports", ROOT / "scripts" / "check_imports.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_import_structure_keeps_the_contract() -> None:
+    assert _checker().violations() == []
+
+
+def test_an_upward_arrow_a_new_cycle_and_django_in_the_runtime_are_caught() -> None:
+    checker = _checker()
+    contract = checker._load_contract()
+    # the runtime below common: every RuntimeErrorBase import of common.errors is upward
+    flipped = dict(contract, layers={**{k: v for k, v in contract["layers"].items() if k != "common"}})
+    flipped["layers"] = {"common": ["common"], **flipped["layers"]}
+    assert any("upward arrow inference.runtime.errors" in p for p in checker.violations(flipped))
+    # no allowed cycles: the known ones are reported
+    assert any(p.startswith("import cycle") for p in checker.violations(dict(contract, cycles=[])))
+    # the Django glue declared Django-free
+    assert any("Django-free" in p for p in checker.violations(dict(contract, django_free=["shared-django"])))
