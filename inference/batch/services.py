@@ -25,6 +25,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+# The project's Celery app (config/__init__.py imports workers.celery when Django starts);
+# through current_app so that this app does not import the wiring above it.
+from celery import current_app as celery_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -40,7 +44,6 @@ from registry import selectors as registry_selectors
 from registry.audit import audit_record
 from registry.models import ModelVersion
 from registry.storage import StagedArtifact
-from workers.celery import app as celery_app
 
 log = logging.getLogger(__name__)
 
