@@ -7,8 +7,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from accounts.permissions import team_scope
-from config.errors import NotFound
+from accounts.permissions import get_visible_or_404, team_scope
 from inference.batch import storage
 from inference.batch.models import BatchJob
 
@@ -26,10 +25,9 @@ def job_list(*, user: Any, state: str = "", model: str = "", version_id: int | N
 
 
 def job_get(*, job_id: int, user: Any) -> BatchJob:
-    """One job; another team's job is answered as not found."""
-    found = job_list(user=user).filter(pk=job_id).first()
-    if found is None:
-        raise NotFound(f"no batch job #{job_id}")
+    """One job; another team's job is answered exactly as a missing one (404)."""
+    jobs = BatchJob.objects.select_related("model_version__model", "created_by")
+    found: BatchJob = get_visible_or_404(jobs, user, pk=job_id)
     return found
 
 
