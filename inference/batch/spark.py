@@ -139,6 +139,7 @@ def predict_udf(
 
     A 1-D output (or [n, 1]) becomes a double column, a wider one an array<double>.
     """
+    # Optional dependencies (requirements-spark.txt): needed only when a UDF is built.
     import pandas as pd
     from pyspark.sql.functions import pandas_udf
     from pyspark.sql.types import ArrayType, DoubleType
