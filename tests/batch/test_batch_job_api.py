@@ -179,3 +179,16 @@ def test_a_missing_part_fails_the_job_instead_of_leaving_it_finalizing(mlp4, eng
     storage.part_path(job_id, 1, "csv").unlink()
     assert services.job_finalize(job_id=job_id) == "failed"
     assert "joining the parts failed" in BatchJob.objects.get(pk=job_id).error
+
+
+def test_the_job_list_does_not_grow_queries_with_its_length(mlp4, engineer, tmp_path, django_assert_max_num_queries):
+    from accounts.models import Team
+
+    mlp4.model.team = Team.objects.create(name="growth")
+    mlp4.model.save(update_fields=["team"])
+    mlp4.model.team.members.add(engineer)
+    api = client_for(engineer)
+    for _ in range(5):
+        assert post(api, data=csv_bytes(tmp_path)).status_code == 201
+    with django_assert_max_num_queries(8):
+        assert len(api.get("/api/v1/batch-jobs/").json()["results"]) == 5
