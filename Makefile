@@ -31,6 +31,8 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m mypy
+	$(PY) scripts/check_imports.py
 
 fmt: $(VENV)/.installed
 	$(VENV)/bin/ruff format .

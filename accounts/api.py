@@ -10,6 +10,7 @@ from rest_framework.throttling import AnonRateThrottle
 
 from accounts import services
 from accounts.roles import user_role
+from config.openapi import ERROR_RESPONSE
 
 
 class TokenRequest(serializers.Serializer):
@@ -29,7 +30,9 @@ class LoginThrottle(AnonRateThrottle):
         201: inline_serializer(
             "TokenResponse",
             {"token": serializers.CharField(), "prefix": serializers.CharField(), "user": serializers.CharField()},
-        )
+        ),
+        401: ERROR_RESPONSE("wrong username or password (invalid_credentials)"),
+        429: ERROR_RESPONSE("too many attempts from this address; Retry-After says when to try again"),
     },
 )
 @api_view(["POST"])

@@ -77,7 +77,7 @@ def error_reply(exc: BaseException, shape: Shape = "simple") -> tuple[int, bytes
 class Headers(Protocol):
     """Request headers by lower-case name (`get("x-api-key")`)."""
 
-    def get(self, name: str, default: str | None = None, /) -> str | None: ...
+    def get(self, name: str, /) -> str | None: ...
 
 
 _ENVIRON_KEYS: dict[str, str] = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
@@ -99,9 +99,9 @@ class EnvironHeaders:
     def __init__(self, environ: Mapping[str, Any]) -> None:
         self.environ = environ
 
-    def get(self, name: str, default: str | None = None, /) -> str | None:
-        value = self.environ.get(_ENVIRON_KEYS.get(name) or environ_key(name))
-        return default if value is None else value
+    def get(self, name: str, /) -> str | None:
+        value: str | None = self.environ.get(_ENVIRON_KEYS.get(name) or environ_key(name))
+        return value
 
 
 @dataclass(slots=True)

@@ -16,3 +16,10 @@ class ModelhubConfig(AppConfig):
         # SQLite's file and the collected static files live here; Django creates neither folder.
         settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
         settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+
+        # The prediction edge answers /v2/health/ready with the project's one readiness
+        # check; wiring it from here keeps the arrow pointing down (config -> inference).
+        from config.health import READY_RETRY_AFTER_S, readiness
+        from inference import edge
+
+        edge.readiness_probe_install(readiness, retry_after_s=READY_RETRY_AFTER_S)

@@ -66,6 +66,19 @@ def is_nul_error(exc: BaseException) -> bool:
     return isinstance(exc, DataError) and ("\\u0000" in text or "0x00" in text)
 
 
+DATABASE_RETRY_AFTER_S = 2.0
+
+
+def database_unavailable(exc: BaseException) -> ModelhubError | None:
+    """The database is down, restarting or refused the connection: 503, worth retrying."""
+    from django.db import InterfaceError, OperationalError
+
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return None
+    message = f"the database is unavailable, retry shortly ({str(exc).strip()[:160] or type(exc).__name__})"
+    return ModelhubError(message, status=503, code="unavailable", retry_after=DATABASE_RETRY_AFTER_S)
+
+
 def as_error(exc: BaseException) -> ModelhubError | None:
     """DRF's and Django's exceptions as the one error base; None for an unexpected one."""
     if isinstance(exc, ModelhubError):

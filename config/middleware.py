@@ -6,7 +6,15 @@ from collections.abc import Callable
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 
-from config.exceptions import NUL_MESSAGE, is_api_path, is_nul_error, json_error, max_body_bytes
+from config.exceptions import (
+    NUL_MESSAGE,
+    database_unavailable,
+    is_api_path,
+    is_nul_error,
+    json_error,
+    max_body_bytes,
+    respond,
+)
 
 log = logging.getLogger("modelhub.errors")
 
@@ -57,5 +65,9 @@ class JsonErrorMiddleware:
             return json_error(400, "invalid", "request is nested too deeply")
         if is_nul_error(exception):
             return json_error(400, "invalid", NUL_MESSAGE)
+        unavailable = database_unavailable(exception)
+        if unavailable is not None:
+            log.warning("database unavailable on %s %s: %s", request.method, request.path, exception)
+            return respond(unavailable, request.path)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "server_error", "internal error; it has been logged")

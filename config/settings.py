@@ -285,6 +285,8 @@ SPECTACULAR_SETTINGS = {
         "BatchChunkStateEnum": "inference.batch.models.BatchChunk.State",
         "BatchFormatEnum": "inference.batch.models.BatchJob.Format",
     },
+    # Every /api/ operation documents its 4xx answers with the one error schema.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.document_errors"],
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -340,6 +342,12 @@ MONITORING_DEFAULT_DRIFT_SAMPLE_RATE = env_float("MODELHUB_MONITORING_DRIFT_SAMP
 MONITORING_DRIFT_WINDOW_MINUTES = env_int("MODELHUB_MONITORING_DRIFT_WINDOW_MINUTES", 60)
 MONITORING_REFERENCE_FROM_TRAFFIC_HOURS = env_int("MODELHUB_MONITORING_REFERENCE_HOURS", 24)
 MONITORING_ALERT_NOTIFY_TIMEOUT_S = env_float("MODELHUB_ALERT_NOTIFY_TIMEOUT_S", 5.0)
+# Beat-schedule intervals monitoring's rules depend on (workers/celery.py schedules them):
+# a drift rule's window is at least the drift interval; the scheduler heartbeat runs every
+# 30 s (or every alert evaluation, if that is more often) and is stale after three.
+MONITORING_ALERT_EVAL_INTERVAL_S = env_float("MODELHUB_ALERT_EVAL_INTERVAL_S", 60.0)
+MONITORING_DRIFT_INTERVAL_S = env_float("MODELHUB_MONITORING_DRIFT_INTERVAL_S", 300.0)
+MONITORING_SCHEDULER_HEARTBEAT_S = min(30.0, MONITORING_ALERT_EVAL_INTERVAL_S)
 MONITORING_METRICS_TOKEN = env_str("MODELHUB_METRICS_TOKEN")
 
 # --- Batch inference jobs (issue #15; docs/batch.md) ------------------------------------------

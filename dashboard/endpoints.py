@@ -21,13 +21,14 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from accounts.permissions import endpoint_for_user_or_404, team_scope, visible_endpoints
+from accounts.models import Team
+from accounts.permissions import endpoint_for_user_or_404, is_admin, team_for_user, team_scope, visible_endpoints
 from accounts.roles import APPROVER, ML_ENGINEER, has_role
 from config.errors import DomainError, NotFound
 from config.http import client_ip
 from dashboard.views import _health, domain_errors_as_messages, page, require_role
-from inference import selectors, services
-from inference.models import ApiKey, Deployment, Endpoint, TrafficPolicyRevision
+from inference import rollouts, selectors, services
+from inference.models import ApiKey, Deployment, Endpoint, Rollout, TrafficPolicyRevision
 from registry.models import AuditEvent, ModelVersion
 
 ROLES = ("primary", "canary", "shadow")
@@ -55,7 +56,11 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
     for endpoint in rows:
         endpoint.health = _health(endpoint.ready, endpoint.failed, endpoint.loading)
         endpoint.current = current.get(endpoint.pk)
-    return page(request, "dashboard/endpoints/list.html", {"page_obj": page_obj, "rows": rows})
+    teams = Team.objects.all() if is_admin(request.user) else request.user.teams.all()
+    team_choices = list(teams.order_by("name").values_list("name", flat=True))
+    return page(
+        request, "dashboard/endpoints/list.html", {"page_obj": page_obj, "rows": rows, "team_choices": team_choices}
+    )
 
 
 @login_required
@@ -63,9 +68,11 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
 @domain_errors_as_messages
 def endpoint_create(request: HttpRequest) -> HttpResponse:
     require_role(request, ML_ENGINEER, "creating an endpoint")
+    team_name = request.POST.get("team", "").strip()
     endpoint = services.endpoint_create(
         name=request.POST.get("name", "").strip(),
         description=request.POST.get("description", "").strip(),
+        team=team_for_user(request.user, team_name) if team_name else None,
         user=request.user,
         source_ip=client_ip(request),
     )
@@ -131,6 +138,10 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         "can_change_traffic": endpoint.environment != Endpoint.Environment.PRODUCTION
         or has_role(request.user, APPROVER),
         "keys": ApiKey.objects.filter(endpoints=endpoint).order_by("-created_at")[:20],
+        "rollouts": _rollouts_context(request, endpoint),
+        "version_options": mark_safe(options),  # built by _version_options from escaped parts
+        "can_start_rollout": can_change(request.user, endpoint),
+        "is_approver": has_role(request.user, APPROVER),
         "events": AuditEvent.objects.filter(object_type="inference.endpoint", object_id=str(endpoint.pk)).order_by(
             "-created_at", "-id"
         )[:20],
@@ -138,6 +149,57 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         "predict_url": f"{base}/api/v1/endpoints/{endpoint.name}/predict",
         **extra,
     }
+
+
+def can_change(user: Any, endpoint: Endpoint) -> bool:
+    """Whether the user's role lets them change this endpoint's traffic (the services decide)."""
+    needed = APPROVER if endpoint.environment == Endpoint.Environment.PRODUCTION else ML_ENGINEER
+    return has_role(user, needed)
+
+
+def check_summary(check: dict[str, Any]) -> str:
+    """One analysis check as people read it: "error_rate fail: candidate 0.3 vs stable 0 (100/98 requests)"."""
+    name = check.get("check", "")
+    if name == "error_rate":
+        values = f"candidate {check.get('candidate')} vs stable {check.get('stable')}, max +{check.get('max_increase')}"
+    elif name == "p99_latency":
+        values = f"p99 {check.get('candidate_ms')} vs {check.get('stable_ms')} ms, max x{check.get('max_ratio')}"
+    else:
+        values = f"PSI {check.get('psi')} on {check.get('output') or '-'}, max {check.get('max_psi')}"
+    requests = f"{check.get('candidate_requests')}/{check.get('stable_requests')} requests"
+    return f"{name} {check.get('result')}: {values} ({requests})"
+
+
+def _rollouts_context(request: HttpRequest, endpoint: Endpoint) -> list[dict[str, Any]]:
+    rows = (
+        team_scope(Rollout.objects.filter(endpoint=endpoint), request.user)
+        .select_related("candidate__model", "started_by")
+        .prefetch_related("events")[:5]
+    )
+    out = []
+    for rollout in rows:
+        steps = rollout.plan.get("steps", [])
+        events = [
+            {
+                "at": e.created_at,
+                "kind": e.kind,
+                "step": e.step,
+                "detail": e.detail,
+                "actor": e.actor_name,
+                "checks": [check_summary(c) for c in (e.analysis or {}).get("checks", [])],
+            }
+            for e in rollout.events.all()
+        ]
+        out.append(
+            {
+                "rollout": rollout,
+                "weights": [s["weight"] for s in steps],
+                "weight": steps[rollout.step]["weight"] if 0 <= rollout.step < len(steps) else 0,
+                "active": rollout.state in Rollout.ACTIVE,
+                "events": events,
+            }
+        )
+    return out
 
 
 def _version_options(user: Any, endpoint: Endpoint, limit: int = 300) -> str:
@@ -288,4 +350,52 @@ def key_revoke(request: HttpRequest, name: str, prefix: str) -> HttpResponse:
         raise Http404(f"no key {prefix!r} on {name}")
     services.api_key_revoke(key=key, user=request.user, source_ip=client_ip(request))
     messages.success(request, f"Key {key.name} ({prefix}) revoked.")
+    return redirect("dash-endpoint", name=name)
+
+
+@login_required
+@require_POST
+@domain_errors_as_messages
+def rollout_start(request: HttpRequest, name: str) -> HttpResponse:
+    """Start a rollout from the page: a candidate and (optionally) a plan as JSON."""
+    model, _, number = request.POST.get("candidate", "").rpartition(":")
+    raw_plan = request.POST.get("plan", "").strip()
+    try:
+        plan = json.loads(raw_plan) if raw_plan else None
+    except ValueError as exc:
+        raise DomainError(f"plan: not JSON ({exc})") from None
+    if not number.isdigit():
+        raise DomainError("choose a candidate version")
+    rollout = rollouts.rollout_start(
+        endpoint=_endpoint(request, name),
+        model=model,
+        version=int(number),
+        plan=plan,
+        user=request.user,
+        source_ip=client_ip(request),
+    )
+    messages.success(request, f"Rollout #{rollout.pk} started: {rollout.candidate} takes its first step.")
+    return redirect("dash-endpoint", name=name)
+
+
+ROLLOUT_ACTIONS = {
+    "pause": rollouts.rollout_pause,
+    "resume": rollouts.rollout_resume,
+    "abort": rollouts.rollout_abort,
+    "promote": rollouts.rollout_promote,
+}
+
+
+@login_required
+@require_POST
+@domain_errors_as_messages
+def rollout_action(request: HttpRequest, name: str, rollout_id: int, action: str) -> HttpResponse:
+    endpoint = _endpoint(request, name)
+    rollout = team_scope(Rollout.objects.filter(endpoint=endpoint), request.user).filter(pk=rollout_id).first()
+    act = ROLLOUT_ACTIONS.get(action)
+    if rollout is None or act is None:
+        raise Http404(f"no rollout #{rollout_id} ({action}) on {name}")
+    rollout = act(rollout=rollout, user=request.user, source_ip=client_ip(request))
+    rollout.refresh_from_db()
+    messages.success(request, f"Rollout #{rollout.pk}: {action} done, it is {rollout.state} now.")
     return redirect("dash-endpoint", name=name)

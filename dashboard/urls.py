@@ -23,6 +23,12 @@ urlpatterns = [
     path("endpoints/<slug:name>/", endpoints.endpoint_detail, name="dash-endpoint"),
     path("endpoints/<slug:name>/traffic", endpoints.traffic_update, name="dash-traffic"),
     path("endpoints/<slug:name>/rollback", endpoints.traffic_rollback, name="dash-traffic-rollback"),
+    path("endpoints/<slug:name>/rollouts", endpoints.rollout_start, name="dash-rollout-start"),
+    path(
+        "endpoints/<slug:name>/rollouts/<int:rollout_id>/<str:action>",
+        endpoints.rollout_action,
+        name="dash-rollout-action",
+    ),
     path("endpoints/<slug:name>/settings", endpoints.endpoint_settings, name="dash-endpoint-settings"),
     path("endpoints/<slug:name>/keys", endpoints.key_create, name="dash-key-create"),
     path("endpoints/<slug:name>/keys/<str:prefix>/revoke", endpoints.key_revoke, name="dash-key-revoke"),

@@ -12,10 +12,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import ReadOrEngineerWrites, team_scope
+from accounts.permissions import ReadOrEngineerWrites, endpoint_for_user_or_404, team_scope
 from config.errors import NotFound
 from config.http import client_ip
-from inference import rollouts, selectors
+from inference import rollouts
 from inference.models import Rollout
 
 ACTIONS = {
@@ -71,7 +71,7 @@ def rollout_dict(rollout: Rollout, *, events: bool = False) -> dict[str, Any]:
 
 
 def _rollouts(request: Request, name: str) -> Any:
-    endpoint = selectors.endpoint_get(name=name)
+    endpoint = endpoint_for_user_or_404(request.user, name)
     scoped = team_scope(Rollout.objects.filter(endpoint=endpoint), request.user)
     return endpoint, scoped.select_related("endpoint", "candidate__model", "started_by", "confirmed_by")
 
@@ -87,7 +87,9 @@ def _rollout(request: Request, name: str, rollout_id: int) -> Rollout:
 class RolloutListCreate(APIView):
     permission_classes = [ReadOrEngineerWrites]
 
-    @extend_schema(summary="The endpoint's rollouts, newest first", responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        summary="The endpoint's rollouts, newest first", responses=OpenApiTypes.OBJECT, operation_id="rollout_list"
+    )
     def get(self, request: Request, name: str) -> Response:
         _, rows = _rollouts(request, name)
         return Response({"results": [rollout_dict(r) for r in rows[:100]]})
@@ -96,12 +98,13 @@ class RolloutListCreate(APIView):
         summary="Start a progressive rollout of a candidate version (the first step moves traffic now)",
         request=RolloutStartSerializer,
         responses={201: OpenApiTypes.OBJECT},
+        operation_id="rollout_start",
     )
     def post(self, request: Request, name: str) -> Response:
         data = RolloutStartSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         rollout = rollouts.rollout_start(
-            endpoint=selectors.endpoint_get(name=name),
+            endpoint=endpoint_for_user_or_404(request.user, name),
             version=data.validated_data["version"],
             model=data.validated_data.get("model"),
             plan=data.validated_data.get("plan"),
@@ -114,7 +117,11 @@ class RolloutListCreate(APIView):
 class RolloutDetail(APIView):
     permission_classes = [ReadOrEngineerWrites]
 
-    @extend_schema(summary="One rollout with its timeline (steps, analyses and their values)")
+    @extend_schema(
+        summary="One rollout with its timeline (steps, analyses and their values)",
+        responses=OpenApiTypes.OBJECT,
+        operation_id="rollout_get",
+    )
     def get(self, request: Request, name: str, rollout_id: int) -> Response:
         return Response(rollout_dict(_rollout(request, name, rollout_id), events=True))
 
@@ -126,6 +133,7 @@ class RolloutAction(APIView):
         summary="pause, resume, abort (stable routes back) or promote (an approver: 100 % now)",
         request=None,
         responses=OpenApiTypes.OBJECT,
+        operation_id="rollout_act",
     )
     def post(self, request: Request, name: str, rollout_id: int, action: str) -> Response:
         act = ACTIONS.get(action)

@@ -106,7 +106,6 @@ class EdgeASGI:
     def __init__(self, django_app: ASGIApp) -> None:
         self.django_app = django_app
         self.pool = ThreadPoolExecutor(settings.ASGI_THREADS, thread_name_prefix="edge")
-        server_started()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -123,6 +122,7 @@ class EdgeASGI:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 allow_orm_on_the_event_loop()
+                server_started()
                 loop = asyncio.get_running_loop()
                 try:
                     await loop.run_in_executor(self.pool, warm_in_process_deployments)

@@ -24,6 +24,7 @@ thread pool (`offload`).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -73,7 +74,8 @@ class Route:
 def _predict(request: PredictRequest, args: dict[str, str | None]) -> edge.InferCall:
     pin = None
     if request.query:
-        pin = (parse_qs(request.query).get("version") or [None])[0]
+        pins = parse_qs(request.query).get("version")
+        pin = pins[0] if pins else None
     return edge.SimplePredict(args["name"] or "", request, pin=pin)
 
 
@@ -117,21 +119,26 @@ def _json_type(media: str) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
+def _shape(path: str) -> Shape:
+    return "v2" if path.startswith("/v2") else "simple"
+
+
 class Dispatcher:
     """Routes a `PredictRequest` and answers it; one instance per process (`DATAPLANE`)."""
 
     def __init__(self, routes: tuple[Route, ...] = ROUTES) -> None:
         self.routes = routes
         self._matchers = [(re.compile("^/" + route.pattern + "$").match, route) for route in routes]
+        self._predict_path = next(match for match, route in self._matchers if route.name == "endpoint-predict")
         self._hosts: dict[str, bool] = {}
         self._hosts_for: object = None
 
-    @staticmethod
-    def claims(path: str) -> bool:
-        """Whether a path is the data plane's (else the front hands it to Django)."""
+    def claims(self, path: str) -> bool:
+        """Whether a path is the data plane's (else the front hands it to Django): all of
+        /v2 (an unknown V2 path is answered here, in V2's shape), and the predict path."""
         if path.startswith("/v2"):
             return len(path) == 3 or path[3] == "/"
-        return path.endswith("/predict") and path.startswith("/api/v1/endpoints/")
+        return path.endswith("/predict") and self._predict_path(path) is not None
 
     # ---------------------------------------------------------------- checks before the body
 
@@ -161,7 +168,7 @@ class Dispatcher:
         """The route and its arguments, and how many bytes of body to read (0: none);
         or the refusal that needs no body."""
         path = request.path
-        shape: Shape = "v2" if path.startswith("/v2") else "simple"
+        shape = _shape(path)
         try:
             if request.host is not None and not self._host_allowed(request.host):
                 raise host_not_allowed(request.host)
@@ -210,43 +217,48 @@ class Dispatcher:
 
     def handle(self, request: PredictRequest, read: Callable[[int], bytes]) -> Reply:
         """Answer blocking (WSGI, Django). `read(n)` returns up to n bytes of the body."""
-        resolved = self.resolve(request)
-        if isinstance(resolved, Reply):
-            return resolved
-        route, args, to_read = resolved
-        if route.body is not None:
-            refused = self._take_body(request, route, read(to_read) if to_read else b"")
-            if refused is not None:
-                return refused
-        out = route.handler(request, args)
-        return out if isinstance(out, Reply) else out.run()
+        try:
+            resolved = self.resolve(request)
+            if isinstance(resolved, Reply):
+                return resolved
+            route, args, to_read = resolved
+            if route.body is not None:
+                refused = self._take_body(request, route, read(to_read) if to_read else b"")
+                if refused is not None:
+                    return refused
+            out = route.handler(request, args)
+            return out if isinstance(out, Reply) else out.run()
+        except Exception as exc:  # noqa: BLE001 - a bug here still answers JSON (logged)
+            return Reply(*error_reply(exc, _shape(request.path)))
 
     async def handle_async(
         self, request: PredictRequest, read: Callable[[int], Awaitable[bytes]], executor: Executor
     ) -> Reply:
         """Answer on an event loop (ASGI): the same steps, the model call awaited."""
-        resolved = self.resolve(request)
-        if isinstance(resolved, Reply):
-            return resolved
-        route, args, to_read = resolved
-        if route.body is not None:
-            refused = self._take_body(request, route, await read(to_read) if to_read else b"")
-            if refused is not None:
-                return refused
-        if route.offload:
-            import asyncio
-
-            out: Any = await asyncio.get_running_loop().run_in_executor(executor, route.handler, request, args)
-        else:
-            out = route.handler(request, args)
-        return out if isinstance(out, Reply) else await out.run_async()
+        try:
+            resolved = self.resolve(request)
+            if isinstance(resolved, Reply):
+                return resolved
+            route, args, to_read = resolved
+            if route.body is not None:
+                refused = self._take_body(request, route, await read(to_read) if to_read else b"")
+                if refused is not None:
+                    return refused
+            if route.offload:
+                out: Any = await asyncio.get_running_loop().run_in_executor(executor, route.handler, request, args)
+            else:
+                out = route.handler(request, args)
+            return out if isinstance(out, Reply) else await out.run_async()
+        except Exception as exc:  # noqa: BLE001 - a bug here still answers JSON (logged)
+            return Reply(*error_reply(exc, _shape(request.path)))
 
 
 DATAPLANE = Dispatcher()
 
 
 def server_started() -> None:
-    """What a server front does once per process before traffic (inference/wsgi.py, asgi.py).
+    """What a server does once per process before traffic: config/wsgi.py (gunicorn) and
+    the ASGI front's lifespan start-up (uvicorn); not the Django views, not a test.
 
     Outside Django's request cycle nobody closes stale database connections: the edge
     cache closes them before a cache miss touches the ORM (after a PostgreSQL restart an

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -203,6 +203,9 @@ class InferCall:
 
     __slots__ = ("inputs", "key", "name", "request", "spec", "started", "table", "timeout_s")
     shape: Shape = "simple"
+    inputs: dict[str, np.ndarray]
+    table: RoutingTable
+    timeout_s: float
 
     def __init__(self, name: str, request: PredictRequest) -> None:
         self.started = time.perf_counter()
@@ -390,15 +393,28 @@ def v2_live() -> Reply:
     return Reply(200, orjson.dumps({"live": True}))
 
 
+ReadinessProbe = Callable[[], tuple[bool, dict[str, dict[str, Any]]]]
+# THE readiness answer (config.health.readiness: the database, Redis, the flusher, the
+# worker pool) belongs to the project's wiring, above this app: config/apps.py installs it
+# here at Django's start-up, so this module imports nothing upward.
+_readiness: tuple[ReadinessProbe, float] | None = None
+
+
+def readiness_probe_install(probe: ReadinessProbe, *, retry_after_s: float) -> None:
+    global _readiness
+    _readiness = (probe, retry_after_s)
+
+
 def v2_ready() -> Reply:
     """The same answer as /api/v1/health/ready (config.health.readiness), in the V2 shape."""
-    from config.health import READY_RETRY_AFTER_S, readiness
-
-    ok, checks = readiness()
+    if _readiness is None:
+        return Reply(*error_reply(EdgeError(503, "not_ready", "not ready (Django has not started)"), "v2"))
+    probe, retry_after_s = _readiness
+    ok, checks = probe()
     if not ok:
         failed = ", ".join(f"{name}: {c.get('error', 'failed')}" for name, c in checks.items() if not c["ok"])
         refusal = EdgeError(503, "not_ready", f"not ready ({failed})")
-        refusal.retry_after = READY_RETRY_AFTER_S
+        refusal.retry_after = retry_after_s
         return Reply(*error_reply(refusal, "v2"))
     return Reply(200, orjson.dumps({"ready": True}))
 

@@ -370,6 +370,13 @@ def _full_blocked(rollout: Rollout) -> str:
     return ""
 
 
+def _candidate_serves_all(rollout: Rollout) -> bool:
+    current = rollout.endpoint.revisions.filter(is_current=True).first()
+    taking = [r for r in (current.routes if current else []) if r["role"] != Deployment.Role.SHADOW]
+    label = (rollout.candidate.model.name, rollout.candidate.version)
+    return len(taking) == 1 and (taking[0]["model"], taking[0]["version"]) == label
+
+
 @transaction.atomic
 def rollout_advance(*, rollout_id: int, now: datetime | None = None) -> str:
     """One evaluation of one rollout: returns what was decided ("baking", "step",
@@ -384,6 +391,14 @@ def rollout_advance(*, rollout_id: int, now: datetime | None = None) -> str:
     if rollout is None or rollout.state not in (State.RUNNING, State.WAITING):
         return "idle"
     plan = rollout.plan
+    if _candidate_serves_all(rollout):
+        # Someone else finished it: approving the candidate to Production moved the
+        # production endpoint's stable share to it (registry.promotions), or a person did.
+        rollout.state, rollout.finished_at = State.SUCCEEDED, now
+        rollout.reason = "the candidate already serves all the traffic"
+        rollout.save(update_fields=["state", "finished_at", "reason", "updated_at"])
+        _record(rollout, "succeeded", rollout.reason)
+        return "succeeded"
     if rollout.state == State.WAITING:
         if _full_blocked(rollout):
             return "waiting"
@@ -531,3 +546,39 @@ def rollout_promote(
     rollout.state = State.RUNNING
     _step_apply(rollout, len(rollout.plan["steps"]) - 1, now or timezone.now(), actor=user)
     return rollout
+
+
+# --- alert rules with the rollback action ------------------------------------------------
+
+
+def alert_rollback(*, endpoint_id: int, alert: dict[str, Any], now: datetime | None = None) -> str:
+    """An alert rule with action "rollback" fired on the endpoint: roll back its running
+    rollout (stable routes), else drop its canary routes (the primary takes their weight).
+    `alert` is the firing as plain values (rule, metric, value, threshold, message), kept
+    in the audit record. Returns what was done; safe to run twice (a finished rollout or
+    no canary: nothing)."""
+    detail = f"alert rule #{alert.get('rule')} fired: {alert.get('message', '')}"
+    analysis = {"alert": alert}
+    with transaction.atomic():
+        rollout = (
+            Rollout.objects.select_for_update(of=("self",))
+            .select_related("endpoint", "candidate__model")
+            .filter(endpoint_id=endpoint_id, state__in=Rollout.ACTIVE)
+            .first()
+        )
+        if rollout is not None:
+            _roll_back(rollout, now or timezone.now(), "rollback", detail, analysis=analysis)
+            return "rollout_rolled_back"
+        endpoint = Endpoint.objects.get(pk=endpoint_id)
+        current = endpoint.revisions.filter(is_current=True).first()
+        routes = [
+            {k: v for k, v in r.items() if k in services._ROUTE_KEYS} for r in (current.routes if current else [])
+        ]
+        primary = next((r for r in routes if r["role"] == Deployment.Role.PRIMARY), None)
+        if primary is None or not any(r["role"] == Deployment.Role.CANARY for r in routes):
+            return "nothing"
+        kept = [{**primary, "weight": 100}, *(r for r in routes if r["role"] == Deployment.Role.SHADOW)]
+        services.traffic_policy_revise(
+            endpoint=endpoint, routes=kept, user=None, comment=detail[:2000], action="traffic.alert_rollback"
+        )
+    return "canary_removed"

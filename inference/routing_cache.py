@@ -148,9 +148,12 @@ class EdgeCache:
 
     def _close_stale(self) -> None:
         if self.close_stale_connections:
-            from django.db import close_old_connections
+            from django.db import close_old_connections, connection
 
-            close_old_connections()
+            # Inside a transaction (a test's, or a caller's atomic block) closing would
+            # break it; a dead connection is still caught by _from_database's retry.
+            if not connection.in_atomic_block:
+                close_old_connections()
 
     def table(self, name: str) -> RoutingTable | None:
         """The endpoint's routing table, None when there is no such endpoint."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
 from inference import pool_services, rollouts
@@ -35,3 +37,9 @@ def pool_reconcile() -> dict[str, object]:
 def rollouts_advance() -> dict[int, str]:
     """Beat: one evaluation of every running rollout (each under its row lock: safe twice)."""
     return rollouts.rollouts_advance()
+
+
+@shared_task(name="inference.alert_rollback")
+def alert_rollback(endpoint_id: int, alert: dict[str, Any]) -> str:
+    """An alert rule with the rollback action fired: roll back the rollout or the canary."""
+    return rollouts.alert_rollback(endpoint_id=endpoint_id, alert=alert)

@@ -3,7 +3,8 @@
 The prediction paths skip Django's URL resolver, middleware, request and response
 objects: the environ becomes a `PredictRequest` (headers read from the environ in place)
 and the one dispatcher answers it, as it does for the ASGI front and the Django views.
-Everything else goes to Django.
+Everything else goes to Django. The server's start-up step (`inference.dataplane.
+server_started`) is config/wsgi.py's: constructing this front changes no global state.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from http import HTTPStatus
 from typing import Any
 
 from common.http import EnvironHeaders, PredictRequest, Reply
-from inference.dataplane import DATAPLANE, server_started
+from inference.dataplane import DATAPLANE
 
 StartResponse = Callable[..., Any]
 _STATUS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 
 def _host(environ: dict[str, Any]) -> str | None:
-    host = environ.get("HTTP_HOST")
+    host: str | None = environ.get("HTTP_HOST")
     if host:
         return host
     name = environ.get("SERVER_NAME")
@@ -30,7 +31,6 @@ def _host(environ: dict[str, Any]) -> str | None:
 class EdgeWSGI:
     def __init__(self, django_app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]]) -> None:
         self.django_app = django_app
-        server_started()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")

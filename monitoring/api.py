@@ -69,9 +69,13 @@ def _time(value: str | None, name: str, default: datetime) -> datetime:
             parsed = datetime.fromtimestamp(float(value), tz=UTC)
         except (ValueError, OverflowError, OSError):
             raise DomainError(f"{name} must be an ISO 8601 time or unix seconds, got {value!r}") from None
-    if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
-    return parsed
+    try:
+        if timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
+        # In UTC: PostgreSQL refuses offsets past +-15:59 that Python parses.
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise DomainError(f"{name} is out of range: {value!r}") from None
 
 
 def _int(value: str | None, name: str, default: int) -> int:
@@ -110,6 +114,40 @@ class EndpointMetrics(APIView):
         since = _time(request.query_params.get("since"), "since", until - timedelta(hours=1))
         step = _int(request.query_params.get("step"), "step", 60)
         return Response(selectors.endpoint_timeseries(endpoint, since, until, step))
+
+
+class EndpointWindowStats(APIView):
+    permission_classes = [ReadOrEngineerWrites]
+
+    @extend_schema(
+        summary="What an endpoint (or one version) did over the last window_s seconds, live minutes included",
+        description=(
+            "`monitoring.selectors.endpoint_window_stats`: rolled-up minutes plus the minutes not rolled up "
+            "yet, at one-minute resolution (every minute overlapping the window). Requests, errors by kind, "
+            "error rate, p50/p95/p99, mean latency, rps, batch size, queue and model ms, outputs, and the same "
+            "per version. A window shorter than 60 s or longer than the minute retention is a 400."
+        ),
+        parameters=[
+            OpenApiParameter("window_s", int, description="seconds, 60 up to the minute retention; default 300"),
+            OpenApiParameter("version", str, description="a deployment, 'model:version'; default the whole endpoint"),
+            OpenApiParameter("include_shadow", bool, description="count shadow traffic in the totals; default false"),
+        ],
+        responses=OpenApiTypes.OBJECT,
+    )
+    def get(self, request: Request, name: str) -> Response:
+        from inference.models import Endpoint
+
+        if not Endpoint.objects.filter(name=name).exists():
+            raise NotFound(f"no endpoint named {name!r}")
+        window_s = _int(request.query_params.get("window_s"), "window_s", 300)
+        return Response(
+            selectors.endpoint_window_stats(
+                name,
+                request.query_params.get("version") or None,
+                window_s=window_s,
+                include_shadow=request.query_params.get("include_shadow", "").lower() in ("1", "true", "yes"),
+            )
+        )
 
 
 class AlertRuleListCreate(generics.ListAPIView):

@@ -171,6 +171,10 @@ class AlertRule(models.Model):
         OK = "ok"
         FIRING = "firing"
 
+    class Action(models.TextChoices):
+        NOTIFY = "notify", "notify only"
+        ROLLBACK = "rollback", "roll back the endpoint's rollout or canary when it fires"
+
     endpoint = models.ForeignKey("inference.Endpoint", on_delete=models.CASCADE, related_name="alert_rules")
     deployment = models.CharField(max_length=140, blank=True)  # "model:version"; blank = the whole endpoint
     name = models.CharField(max_length=120, blank=True)
@@ -184,6 +188,8 @@ class AlertRule(models.Model):
     severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.WARNING)
     channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.DASHBOARD)
     target = models.CharField(max_length=500, blank=True)  # webhook URL or e-mail address
+    # What firing does besides the notification (inference.rollouts.alert_rollback).
+    action = models.CharField(max_length=16, choices=Action.choices, default=Action.NOTIFY)
     enabled = models.BooleanField(default=True)
     state = models.CharField(max_length=8, choices=State.choices, default=State.OK)
     last_value = models.FloatField(null=True, blank=True)

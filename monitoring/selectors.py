@@ -123,11 +123,12 @@ def _point(values: dict[str, Any], step: int) -> dict[str, Any]:
 def endpoint_annotations(endpoint: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
     """What happened to an endpoint between two times, for markers on its charts.
 
-    [{"t": iso time, "kind": "traffic" | "alert", "text": one line}], oldest first: every
-    traffic revision (a deploy, a split change, a rollback) and every alert firing or
-    resolving.
+    [{"t": iso time, "kind": "traffic" | "rollout" | "alert", "text": one line}], oldest
+    first: every traffic revision (a deploy, a split change, a rollback), every rollout
+    decision (start, step, pause, rollback, success; not the passing analyses in between)
+    and every alert firing or resolving.
     """
-    from inference.models import TrafficPolicyRevision
+    from inference.models import RolloutEvent, TrafficPolicyRevision
 
     out: list[tuple[datetime, str, str]] = []
     for rev in TrafficPolicyRevision.objects.filter(
@@ -140,6 +141,11 @@ def endpoint_annotations(endpoint: str, since: datetime, until: datetime) -> lis
         if rev.comment:
             text += f" ({rev.comment[:80]})"
         out.append((rev.created_at, "traffic", text))
+    decisions = RolloutEvent.objects.filter(
+        rollout__endpoint__name=endpoint, created_at__gte=since, created_at__lte=until
+    ).exclude(kind="analysis")
+    for decision in decisions.only("kind", "detail", "created_at"):
+        out.append((decision.created_at, "rollout", f"rollout {decision.kind}: {decision.detail[:120]}"))
     events = AlertEvent.objects.filter(endpoint=endpoint, created_at__gte=since, created_at__lte=until)
     for event in events.select_related("rule"):
         rule = event.rule
@@ -417,12 +423,7 @@ def scheduler_status(*, now: datetime | None = None) -> dict[str, Any]:
     {"running", "last_run_at" (iso or None), "age_s", "runner", "stale_after_s"}: running
     means a heartbeat within three of its intervals (at least 90 s).
     """
-    from workers.celery import app
-
-    entry = app.conf.beat_schedule.get("monitoring-scheduler-heartbeat") or {}
-    schedule = entry.get("schedule", 30.0)
-    interval = schedule if isinstance(schedule, int | float) else schedule.run_every.total_seconds()
-    stale_after = max(90.0, 3 * float(interval))
+    stale_after = max(90.0, 3 * float(settings.MONITORING_SCHEDULER_HEARTBEAT_S))
     now = now or timezone.now()
     row = SchedulerHeartbeat.objects.filter(name="scheduler").first()
     age = (now - row.last_run_at).total_seconds() if row is not None else None

@@ -26,6 +26,7 @@ class AlertRuleSerializer(serializers.ModelSerializer):
             "channel",
             "target",
             "enabled",
+            "action",
             "state",
             "last_value",
             "last_evaluated_at",
@@ -52,6 +53,11 @@ class AlertRuleWriteSerializer(serializers.Serializer):
     channel = serializers.ChoiceField(choices=AlertRule.Channel.choices, required=False)
     target = serializers.CharField(required=False, help_text="webhook URL or e-mail address")
     enabled = serializers.BooleanField(required=False)
+    action = serializers.ChoiceField(
+        choices=AlertRule.Action.choices,
+        required=False,
+        help_text="rollback: when it fires, roll back the endpoint's running rollout, or drop its canary",
+    )
 
 
 class AlertEventSerializer(serializers.ModelSerializer):

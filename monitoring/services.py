@@ -597,6 +597,7 @@ RULE_FIELDS = (
     "channel",
     "target",
     "enabled",
+    "action",
 )
 
 
@@ -613,11 +614,7 @@ def min_window_minutes(metric: str) -> int:
     a score only now and then)."""
     if metric != AlertRule.Metric.DRIFT_SCORE:
         return 1
-    from workers.celery import app
-
-    entry = app.conf.beat_schedule.get("monitoring-compute-drift") or {}
-    schedule = entry.get("schedule", 60.0)
-    seconds = schedule if isinstance(schedule, int | float) else schedule.run_every.total_seconds()
+    seconds = settings.MONITORING_DRIFT_INTERVAL_S
     return max(1, math.ceil(float(seconds) / 60))
 
 
@@ -635,6 +632,7 @@ def _validate_rule(values: dict[str, Any]) -> dict[str, Any]:
     out["comparison"] = _choice("comparison", out.get("comparison", ">"), AlertRule.Comparison.values)
     out["severity"] = _choice("severity", out.get("severity", "warning"), AlertRule.Severity.values)
     out["channel"] = _choice("channel", out.get("channel", "dashboard"), AlertRule.Channel.values)
+    out["action"] = _choice("action", out.get("action", "notify"), AlertRule.Action.values)
     threshold = out.get("threshold")
     if isinstance(threshold, str):
         try:
@@ -879,7 +877,38 @@ def alert_rule_evaluate(*, rule_id: int, now: datetime | None = None) -> AlertEv
         if rule.channel != AlertRule.Channel.DASHBOARD:
             event_id = event.pk
             transaction.on_commit(lambda: alert_notify.delay(event_id))
+        if kind == AlertEvent.Kind.FIRING and rule.action == AlertRule.Action.ROLLBACK:
+            alert = {
+                "rule": rule.pk,
+                "event": event.pk,
+                "metric": rule.metric,
+                "value": value,
+                "comparison": rule.comparison,
+                "threshold": rule.threshold,
+                "window_minutes": rule.window_minutes,
+                "message": event.message,
+            }
+            _alert_rollback_on_commit(rule.endpoint_id, alert)
     return event
+
+
+def _alert_rollback_on_commit(endpoint_id: int, alert: dict[str, Any]) -> None:
+    """Roll back the endpoint's rollout or canary after commit, in inference's task.
+
+    Looked up by name in the app's task registry (which imports every app's tasks):
+    inference imports monitoring (rollouts read its metrics), so monitoring does not
+    import inference.
+    """
+    from workers.celery import app  # late, like monitoring.tasks above: the app loads tasks modules
+
+    def enqueue() -> None:
+        try:
+            app.loader.import_default_modules()  # every app's tasks.py, as a worker does at start
+            app.tasks["inference.alert_rollback"].delay(endpoint_id, alert)
+        except Exception:
+            log.exception("could not enqueue the rollback of alert event %s", alert["event"])
+
+    transaction.on_commit(enqueue)
 
 
 def alerts_evaluate(*, now: datetime | None = None) -> list[int]:

@@ -10,6 +10,7 @@ urlpatterns = [
     path("api/v1/alerts/rules/<int:pk>/", api.AlertRuleDetail.as_view(), name="alert-rule-detail"),
     path("api/v1/alerts/events/", api.AlertEventList.as_view(), name="alert-event-list"),
     path("api/v1/endpoints/<str:name>/metrics", api.EndpointMetrics.as_view(), name="endpoint-metrics"),
+    path("api/v1/endpoints/<str:name>/metrics/window", api.EndpointWindowStats.as_view(), name="endpoint-window-stats"),
     path(
         "api/v1/endpoints/<str:name>/monitoring", api.EndpointMonitoringSettings.as_view(), name="endpoint-monitoring"
     ),

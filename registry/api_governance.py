@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.http import StreamingHttpResponse
@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import ApproverOnly
 from config.http import client_ip
+from config.renderers import JsonRenderer
 from registry import promotions, selectors
 from registry.models import PromotionRequest
 from registry.serializers import (
@@ -224,7 +225,11 @@ def _when(value: str, name: str) -> datetime | None:
         parsed = None
     if parsed is None:
         raise ParseError(f"{name}: expected an ISO 8601 date or time such as 2026-11-24T10:00:00Z, got {value!r}")
-    return make_aware(parsed) if is_naive(parsed) else parsed
+    try:
+        # In UTC: PostgreSQL refuses offsets past +-15:59 that Python parses (a 500 before).
+        return (make_aware(parsed) if is_naive(parsed) else parsed).astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ParseError(f"{name}: {value!r} is out of range") from None
 
 
 def _csv_cell(value: Any) -> str:
@@ -279,6 +284,13 @@ class AuditList(generics.ListAPIView):
 
     def get_renderers(self) -> list[BaseRenderer]:
         return [*super().get_renderers(), CsvRenderer()]
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        # An error is JSON even when CSV was asked for (not a CSV "file" holding a dict).
+        if response.status_code >= 400 and getattr(request, "accepted_renderer", None) is not None:
+            if request.accepted_renderer.format == "csv":
+                request.accepted_renderer, request.accepted_media_type = JsonRenderer(), JsonRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def get_queryset(self) -> Any:
         params = self.request.query_params
@@ -341,7 +353,7 @@ class ModelWatch(APIView):
     @extend_schema(
         summary="Stop watching a model",
         request=None,
-        responses=inline_serializer("WatchStateOff", {"watching": serializers.BooleanField()}),
+        responses={200: inline_serializer("WatchStateOff", {"watching": serializers.BooleanField()})},
     )
     def delete(self, request: Request, name: str) -> Response:
         model = selectors.model_get(name=name, user=request.user)

@@ -42,4 +42,8 @@ def _team_id_of(obj: models.Model) -> int | None:
         related = getattr(obj, parent, None)
         if isinstance(related, models.Model):
             return _team_id_of(related)
+    if obj._meta.label_lower == "inference.apikey" and obj.pk is not None:
+        # An application key belongs to its endpoints' team (a key is made for one endpoint
+        # and may reach others the same caller sees): its events are scoped like them.
+        return obj.endpoints.exclude(team=None).values_list("team_id", flat=True).first()  # type: ignore[attr-defined]
     return None

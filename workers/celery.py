@@ -18,7 +18,7 @@ from django.conf import settings as django_settings  # noqa: E402
 
 from config.env import env_float, env_str  # noqa: E402
 
-_ALERTS_EVERY = env_float("MODELHUB_ALERT_EVAL_INTERVAL_S", 60.0)
+_ALERTS_EVERY = django_settings.MONITORING_ALERT_EVAL_INTERVAL_S
 _ROLLOUTS_EVERY = env_float("MODELHUB_ROLLOUT_EVAL_INTERVAL_S", 10.0)
 # Tests point beat at their worker's own queue; normally the default queue.
 _BEAT_QUEUE = env_str("MODELHUB_MONITORING_BEAT_QUEUE")
@@ -38,15 +38,15 @@ app.conf.beat_schedule = {
     },
     "monitoring-compute-drift": {
         "task": "monitoring.compute_drift",
-        "schedule": env_float("MODELHUB_MONITORING_DRIFT_INTERVAL_S", 300.0),
+        "schedule": django_settings.MONITORING_DRIFT_INTERVAL_S,
     },
     "monitoring-compact-rollups": {"task": "monitoring.compact_rollups", "schedule": 3600.0},
     # Says the periodic jobs run at all (beat and a worker, or the embedded scheduler): the
     # Alerts page warns when it is stale (monitoring.selectors.scheduler_status).
     "monitoring-scheduler-heartbeat": {
         "task": "monitoring.scheduler_heartbeat",
-        "schedule": min(30.0, _ALERTS_EVERY),
-        "options": {"expires": min(30.0, _ALERTS_EVERY), **_BEAT_OPTIONS},
+        "schedule": django_settings.MONITORING_SCHEDULER_HEARTBEAT_S,
+        "options": {"expires": django_settings.MONITORING_SCHEDULER_HEARTBEAT_S, **_BEAT_OPTIONS},
     },
     "monitoring-reference-from-traffic": {"task": "monitoring.reference_from_traffic", "schedule": 3600.0},
     # A validation whose worker died comes back within about a lease + an interval.

@@ -148,3 +148,50 @@ def test_the_split_editor_greys_out_versions_the_environment_forbids_and_says_wh
         '<option value="iris:2" disabled title="a staging endpoint takes only Staging or Production versions">' in html
     )
     assert "iris v2 (None: not allowed on a staging endpoint)" in html
+
+
+def test_a_rollout_is_started_watched_and_aborted_from_the_endpoint_page(browser_client, endpoint, viewer_client):
+    from inference import rollouts
+    from inference.models import Rollout
+
+    split(browser_client, [("iris:1", "primary", 100)])
+    plan = '{"steps": [{"weight": 20, "bake_s": 60}, {"weight": 100, "bake_s": 60}]}'
+    response = browser_client.post(
+        "/endpoints/flowers/rollouts",
+        {"candidate": "iris:2", "plan": plan},
+        follow=True,
+        HTTP_REFERER="/endpoints/flowers/",
+    )
+    html = response.content.decode()
+    assert "Rollout #" in html and "started" in html
+    rollout = Rollout.objects.get()
+    rollouts.rollout_advance(rollout_id=rollout.pk)  # no traffic yet: baking, nothing recorded
+    html = browser_client.get("/endpoints/flowers/").content.decode()
+    assert f'id="rollout-{rollout.pk}"' in html and "iris v2 takes 20 % of the traffic" in html
+    assert "20 → 100" in html and ">Pause</button>" in html and ">Abort</button>" in html
+    assert ">Promote to 100 %</button>" not in html  # an engineer, not an approver
+    # A viewer sees the timeline but no buttons, and cannot act by posting either.
+    assert ">Abort</button>" not in viewer_client.get("/endpoints/flowers/").content.decode()
+    viewer_client.post(f"/endpoints/flowers/rollouts/{rollout.pk}/abort", HTTP_REFERER="/endpoints/flowers/")
+    assert Rollout.objects.get().state == "running"
+    browser_client.post(f"/endpoints/flowers/rollouts/{rollout.pk}/abort", HTTP_REFERER="/endpoints/flowers/")
+    assert Rollout.objects.get().state == "aborted"
+    current = endpoint.revisions.get(is_current=True)
+    assert [(r["version"], r["role"], r["weight"]) for r in current.routes] == [(1, "primary", 100)]
+    html = browser_client.get("/endpoints/flowers/").content.decode()
+    assert "aborted by erin" in html
+
+
+def test_the_timeline_shows_the_values_that_decided_an_analysis():
+    check = {
+        "check": "error_rate",
+        "result": "fail",
+        "candidate": 0.3,
+        "stable": 0.0,
+        "max_increase": 0.01,
+        "candidate_requests": 100,
+        "stable_requests": 98,
+    }
+    assert endpoints.check_summary(check) == (
+        "error_rate fail: candidate 0.3 vs stable 0.0, max +0.01 (100/98 requests)"
+    )

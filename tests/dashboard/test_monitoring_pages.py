@@ -180,11 +180,15 @@ def test_refused_requests_are_a_labelled_series_that_can_be_picked(browser_clien
 
 
 def test_the_charts_carry_a_per_version_summary_and_markers_for_changes(browser_client, flowers, engineer):
-    from inference.models import TrafficPolicyRevision
+    from inference.models import Rollout, RolloutEvent, TrafficPolicyRevision
     from monitoring.models import AlertEvent, AlertRule
+    from tests.monitoring.conftest import make_version
 
     rollups("flowers", "iris:1", "primary", count=60, errors=6)
     rollups("flowers", "iris:2", "canary", count=6)
+    rollout = Rollout.objects.create(endpoint=flowers, candidate=make_version("iris", 2), plan={"steps": []})
+    RolloutEvent.objects.create(rollout=rollout, step=0, kind="step", detail="iris v2 takes 10 % of the traffic")
+    RolloutEvent.objects.create(rollout=rollout, step=0, kind="analysis", detail="step 1 passed")  # not marked
     TrafficPolicyRevision.objects.create(
         endpoint=flowers,
         revision=2,
@@ -197,12 +201,13 @@ def test_the_charts_carry_a_per_version_summary_and_markers_for_changes(browser_
     assert rows["iris:1 (primary)"]["requests"] == 300 and rows["iris:1 (primary)"]["error_rate"] == 0.1
     assert rows["iris:2 (canary)"]["batch_size"] == 4.0
     assert [(a["kind"], a["text"]) for a in body["annotations"]] == [
+        ("rollout", "rollout step: iris v2 takes 10 % of the traffic"),
         ("traffic", "traffic r2: iris:2 canary 10%"),
         ("alert", "alert firing: errors up (0.1)"),
     ]
     for key in ("rps", "latency", "errors", "batch", "timing"):
         marked = {t["name"] for t in body["figures"][key]["data"] if t.get("yaxis") == "y2"}
-        assert marked == {"Traffic changes", "Alerts"}, key
+        assert marked == {"Traffic changes", "Rollouts", "Alerts"}, key
 
 
 def test_the_charts_show_the_live_minute_before_it_is_rolled_up(browser_client, flowers, settings):

@@ -31,7 +31,8 @@ def test_endpoints_without_a_team_get_their_primary_models_team():
 
     alpha = Team.objects.create(name="alpha")
     served = {}
-    for name, team in (("alpha-model", alpha), ("open-model", None), ("canary-model", None)):
+    beta_team = Team.objects.create(name="beta-models")
+    for name, team in (("alpha-model", alpha), ("open-model", None), ("canary-model", None), ("beta-model", beta_team)):
         model = RegisteredModel.objects.create(name=name, team=team)
         served[name] = ModelVersion.objects.create(
             model=model, version=1, artifact_sha256=name.ljust(64, "0"), artifact_size=1
@@ -49,6 +50,15 @@ def test_endpoints_without_a_team_get_their_primary_models_team():
 
     # The primary decides, whatever the canary serves.
     endpoint_serving("alpha-ep", [("canary-model", "canary", 10), ("alpha-model", "primary", 90)])
+    # beta's engineer routed alpha's model and made a key (the attack in issue 10).
+    beta = Team.objects.create(name="beta")
+    User = old.get_model("auth", "User")
+    bo = User.objects.create(username="bo")
+    beta.members.add(bo)
+    endpoint_serving("stolen-ep", [("alpha-model", "primary", 90), ("beta-model", "canary", 10)])
+    ApiKey = old.get_model("inference", "ApiKey")
+    key = ApiKey.objects.create(name="bo-app", prefix="app_bo1", hashed="x" * 64, created_by=bo)
+    key.endpoints.add(Endpoint.objects.get(name="stolen-ep"))
     endpoint_serving("open-ep", [("open-model", "primary", 100)])
     Endpoint.objects.create(name="empty-ep")
 
@@ -59,6 +69,11 @@ def test_endpoints_without_a_team_get_their_primary_models_team():
     from registry.models import AuditEvent
 
     teams = dict(EndpointNow.objects.values_list("name", "team__name"))
-    assert teams == {"alpha-ep": "alpha", "open-ep": None, "empty-ep": None}
-    event = AuditEvent.objects.get(action="endpoint.team.migrate")
-    assert (event.object_repr, event.before, event.team.name) == ("alpha-ep", {"team": None}, "alpha")
+    assert teams == {"alpha-ep": "alpha", "open-ep": None, "empty-ep": None, "stolen-ep": "alpha"}
+    event = AuditEvent.objects.get(action="endpoint.team.migrate", object_repr="alpha-ep")
+    assert (event.before, event.team.name) == ({"team": None}, "alpha")
+    assert (event.after["routes_to_other_teams"], event.after["keys_made_outside_the_team"]) == ([], [])
+    # Now a 404 to beta; what an admin should review is in the event.
+    stolen = AuditEvent.objects.get(action="endpoint.team.migrate", object_repr="stolen-ep").after
+    assert stolen["routes_to_other_teams"] == ["beta-model:1"]
+    assert stolen["keys_made_outside_the_team"] == ["app_bo1"]

@@ -27,6 +27,7 @@ HEADERS_COMPARED = (
     "www-authenticate",
     "retry-after",
     "x-model-version",
+    "x-model-name",
     "inference-header-content-length",
 )
 Answer = tuple[int, bytes, dict[str, str]]
@@ -237,4 +238,5 @@ def test_a_pin_picks_the_version_and_the_split_the_other(served: None) -> None:
         _, pinned, _ = call("POST", "/api/v1/endpoints/iris/predict", SIMPLE, {"host": HOST, **JSON}, "version=1")
         _, split, head = call("POST", "/api/v1/endpoints/iris/predict", SIMPLE, {"host": HOST, **JSON})
         assert (orjson.loads(pinned)["version"], orjson.loads(split)["version"]) == (1, 2), front
-        assert _relevant(head)["x-model-version"] == "iris:2"
+        # docs/serving.md: the answering version's number (what the request header pins), and its model
+        assert (_relevant(head)["x-model-version"], _relevant(head)["x-model-name"]) == ("2", "iris")

@@ -13,7 +13,7 @@ from config.errors import Forbidden
 from inference import rollouts, services
 from inference.models import Endpoint, Rollout, RolloutEvent, TrafficPolicyRevision
 from monitoring.models import MetricRollup
-from monitoring.selectors import endpoint_window_stats
+from monitoring.selectors import deployment_window_totals
 from registry.models import AuditEvent, ModelVersion
 from tests.conftest import client_for, make_user
 from tests.inference.conftest import IRIS_META, iris_variant, version_add
@@ -267,10 +267,87 @@ def test_the_window_selector_adds_live_redis_minutes_to_rolled_up_ones(settings:
     try:
         client.hset(name, mapping={"count": 7, "e|model_error": 2, "b1": 7})
         client.zadd(keys.MINUTES_INDEX, {name: minute})
-        stats = endpoint_window_stats(
+        stats = deployment_window_totals(
             endpoint="sel-test", since=t0 - timedelta(minutes=1), until=t0 + timedelta(seconds=5)
         )
         assert stats["iris:1"]["count"] == 17 and stats["iris:1"]["error_count"] == 2
     finally:
         client.delete(name)
         client.zrem(keys.MINUTES_INDEX, name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_evaluation_waits_for_another_schedulers_step_and_does_not_repeat_it(engineer: Any, t0: datetime) -> None:
+    """Another scheduler (a second connection) holds the rollout's row and takes the step; this
+    evaluation waits on the row lock, then sees the step taken: one step, not two."""
+    import threading
+    import time
+
+    import psycopg2
+    from django.db import connection
+
+    version_add("iris", iris_variant(0), engineer, IRIS_META)
+    version_add("iris", iris_variant(1), engineer, IRIS_META)
+    endpoint = services.endpoint_create(name="flowers", user=engineer)
+    services.traffic_policy_revise(
+        endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=engineer
+    )
+    rollout = start(endpoint, engineer, t0)
+    traffic("flowers", 1, "primary", t0)
+    traffic("flowers", 2, "canary", t0)
+    later = t0 + timedelta(seconds=31)
+    db = connection.settings_dict
+    dsn = {"dbname": db["NAME"], "user": db["USER"], "host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432}
+    other = psycopg2.connect(**dsn)  # the other scheduler, mid-step
+    cursor = other.cursor()
+    cursor.execute("SELECT id FROM inference_rollout WHERE id = %s FOR UPDATE", [rollout.pk])
+    cursor.execute("UPDATE inference_rollout SET step = 1, step_started_at = %s WHERE id = %s", [later, rollout.pk])
+    connection.ensure_connection()
+    me = connection.connection.info.backend_pid  # this test's (Django's) connection
+    waited: list[bool] = []
+
+    def commit_once_this_one_waits() -> None:
+        watcher = psycopg2.connect(**dsn)
+        deadline = time.monotonic() + 30
+        with watcher.cursor() as watch:
+            while time.monotonic() < deadline:
+                watch.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", [me])
+                if watch.fetchone()[0]:
+                    waited.append(True)
+                    break
+                time.sleep(0.05)
+        watcher.close()
+        other.commit()
+
+    releaser = threading.Thread(target=commit_once_this_one_waits)
+    releaser.start()
+    try:
+        decided = rollouts.rollout_advance(rollout_id=rollout.pk, now=later)
+    finally:
+        releaser.join(60)
+        other.close()
+    assert waited == [True]  # it waited on the row lock ...
+    assert decided == "baking"  # ... and then saw the step already taken
+    assert TrafficPolicyRevision.objects.filter(endpoint=endpoint).count() == 2  # initial and step 1 only
+
+
+def test_approving_the_candidate_to_production_mid_rollout_finishes_it(
+    v2: ModelVersion, engineer: Any, approver: Any, t0: datetime
+) -> None:
+    from registry import promotions
+
+    ModelVersion.objects.filter(model__name="iris", version=1).update(stage="Production")
+    ModelVersion.objects.filter(pk=v2.pk).update(stage="Staging")
+    endpoint = services.endpoint_create(name="flowers", user=engineer, environment="production")
+    services.traffic_policy_revise(
+        endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=approver
+    )
+    rollout = start(endpoint, approver, t0)
+    request = promotions.promotion_request_create(
+        version=v2, to_stage="Production", justification="rollout looks good", user=engineer
+    )
+    promotions.promotion_approve(request_id=request.pk, reviewer=approver)
+    assert split(endpoint) == [(2, "primary", 100)]  # v1 was archived: its share moved to v2
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=5)) == "succeeded"
+    rollout.refresh_from_db()
+    assert rollout.state == "succeeded" and "already serves all the traffic" in rollout.reason

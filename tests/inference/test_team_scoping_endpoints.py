@@ -103,6 +103,18 @@ def test_the_attack_in_the_issue_now_fails(world):
     assert TrafficPolicyRevision.objects.count() == revisions
     assert ApiKey.objects.count() == keys
     assert Endpoint.objects.get(name="beta-ep").team == world["beta"]
+    # 4. V2 infer: bo's endpoint can serve a model of no team, never alpha's; bo's key
+    # does not open alpha's endpoint.
+    open_route = {"model": "open-model", "version": 1, "role": "primary", "weight": 100}
+    assert bo.put("/api/v1/endpoints/beta-ep/traffic", {"routes": [open_route]}, format="json").status_code == 200
+    key = bo.post("/api/v1/endpoints/beta-ep/keys/", {"name": "mine"}, format="json").json()["key"]
+    body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
+    v2 = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
+    answer = v2.post("/v2/models/beta-ep/infer", body, content_type="application/json")
+    assert answer.status_code == 200 and answer.json()["model_name"] == "beta-ep", answer.content
+    simple = v2.post("/api/v1/endpoints/beta-ep/predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}, "application/json")
+    assert simple.json()["model"] == "open-model"
+    assert v2.post("/v2/models/alpha-ep/infer", body, content_type="application/json").status_code == 403
 
 
 @pytest.mark.parametrize(
@@ -126,6 +138,8 @@ def test_the_attack_in_the_issue_now_fails(world):
         ("delete", "/api/v1/alerts/rules/{rule}/", None),
         ("post", "/api/v1/alerts/rules/", {"endpoint": "alpha-ep", "metric": "p99_latency_ms", "threshold": 1}),
         ("get", "/api/v1/models/alpha-model/versions/1/reference", None),
+        ("get", "/api/v1/endpoints/alpha-ep/rollouts", None),
+        ("post", "/api/v1/endpoints/alpha-ep/rollouts", {"model": "alpha-model", "version": 1}),
     ],
 )
 def test_another_teams_endpoint_is_not_found(world, method, path, body):
@@ -151,6 +165,16 @@ def test_lists_show_only_visible_endpoints_rules_and_events(world):
     assert bo.get("/api/v1/alerts/events/").json()["results"] == []
     assert len(al.get("/api/v1/alerts/rules/").json()["results"]) == 1
     assert len(al.get("/api/v1/alerts/events/").json()["results"]) == 1
+
+
+def test_another_teams_key_events_are_left_out_of_the_audit_log(world, django_user_model):
+    """Key names, prefixes and endpoint names of alpha do not reach beta's approvers."""
+    beta_approver = make_user(django_user_model, "bea", "approver")
+    world["beta"].members.add(beta_approver)
+    event = AuditEvent.objects.get(action="apikey.create")
+    assert event.team == world["alpha"]
+    actions = [e["action"] for e in client_for(beta_approver).get("/api/v1/audit/").json()["results"]]
+    assert "apikey.create" not in actions and "endpoint.create" not in actions
 
 
 def test_a_route_names_only_models_the_endpoints_team_may_serve(world, django_user_model):
@@ -241,9 +265,26 @@ def test_dashboard_lists_leave_out_another_teams_endpoint_and_models(world):
     page = bo.get("/endpoints/beta-ep/").content
     assert b"open-model:1" in page and b"alpha-model:1" not in page
     assert b"alpha-model:1" in al.get("/endpoints/alpha-ep/").content
+    assert b'id="team" title="the team that owns it; only its members (and admins) see it">team alpha<' in (
+        al.get("/endpoints/alpha-ep/").content
+    )
 
 
 def test_an_alert_rule_cannot_be_made_for_another_teams_endpoint_from_the_dashboard(world):
     form = {"endpoint": "alpha-ep", "name": "x", "metric": "p99_latency_ms", "comparison": ">", "threshold": "1"}
     browser(world["bo"]).post("/alerts/rules/new", form)
     assert AlertRule.objects.count() == 1
+
+
+def test_a_member_of_two_teams_picks_the_endpoints_team_in_the_dashboard(world, django_user_model):
+    both = make_user(django_user_model, "bi", ML_ENGINEER)
+    world["alpha"].members.add(both)
+    world["beta"].members.add(both)
+    page = browser(both).get("/endpoints/").content.decode()
+    assert '<option value="alpha">alpha</option>' in page and '<option value="beta">beta</option>' in page
+    browser(both).post("/endpoints/new", {"name": "picked", "team": "beta"})
+    assert Endpoint.objects.get(name="picked").team == world["beta"]
+    # bo (beta only) is offered no choice and cannot name alpha.
+    assert 'name="team"' not in browser(world["bo"]).get("/endpoints/").content.decode()
+    browser(world["bo"]).post("/endpoints/new", {"name": "sneaky", "team": "alpha"})
+    assert not Endpoint.objects.filter(name="sneaky").exists()

@@ -20,6 +20,9 @@ from monitoring import selectors, services
 from monitoring.models import AlertEvent, MetricRollup
 from tests.integration.conftest import ROOT, WorkerProcess, wait_for
 
+# Evaluation reads the live minutes in Redis too: an autouse fixture drops other tests' leftovers.
+from tests.monitoring.conftest import no_live_minutes_from_other_tests  # noqa: F401
+
 pytestmark = pytest.mark.integration
 
 

@@ -11,6 +11,23 @@ from monitoring.flusher import Flusher
 from monitoring.recorder import PredictionRecord, Recorder
 
 
+@pytest.fixture(autouse=True)
+def no_live_minutes_from_other_tests(settings: Any) -> None:
+    """Alert evaluation and the window selector read the live minutes in Redis too: start
+    every monitoring test without the ones other tests' predictions left there."""
+    if not settings.REDIS_URL:
+        return
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        names = list(client.scan_iter("mh:*", count=1000))
+        if names:
+            client.delete(*names)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def redis_client(settings: Any) -> Iterator[Any]:
     """The test Redis db, with monitoring's keys removed before and after."""

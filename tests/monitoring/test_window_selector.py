@@ -153,3 +153,19 @@ def test_rule_windows_the_platform_cannot_evaluate_are_a_400(api: Any, settings:
         format="json",
     )
     assert one_minute.status_code == 201
+
+
+def test_the_window_api_answers_the_selector_and_refuses_windows_it_cannot_honour(
+    api: Any, recorder: Any, redis_flusher: Any
+) -> None:
+    make_endpoint()
+    for i in range(10):
+        recorder.record(rec(3.0, ok=i < 8, error_kind=None if i < 8 else "internal"))
+    redis_flusher.flush()
+    body = api.get("/api/v1/endpoints/iris/metrics/window?window_s=60").json()
+    assert (body["count"], body["error_rate"], body["live_minutes"]) == (10, 0.2, 1)
+    assert api.get("/api/v1/endpoints/iris/metrics/window?version=iris:9").json()["count"] == 0
+    short = api.get("/api/v1/endpoints/iris/metrics/window?window_s=30")
+    assert short.status_code == 400 and short.json()["error"]["details"]["field"] == "window_s"
+    assert api.get("/api/v1/endpoints/iris/metrics/window?window_s=abc").status_code == 400
+    assert api.get("/api/v1/endpoints/nope/metrics/window").status_code == 404

@@ -139,6 +139,7 @@ def test_postgresql_restart_warm_predictions_keep_serving_and_db_reads_reconnect
         unseen = call(stack, pool_call(stack, key_index=1))
         unseen_in_process = call(stack, in_process_call(stack, key_index=1))
         ready_while_down = readiness(stack)
+        management = stack.request("GET", "/api/v1/endpoints/", headers={"Authorization": f"Bearer {stack.token}"})
         time.sleep(1.0)
         stack.postgres.start()
         back_at = time.monotonic()
@@ -172,6 +173,7 @@ def test_postgresql_restart_warm_predictions_keep_serving_and_db_reads_reconnect
     assert unseen_in_process.status == 503 and unseen_in_process.retry_after, unseen_in_process.detail
     assert ready_while_down[0][0] == ready_while_down[1][0] == 503, ready_while_down
     assert ready_while_down[0][1] and ready_while_down[1][1], "503 without Retry-After"
+    assert management[0] == 503 and management[1].get("retry-after"), management
     # Warm predictions never needed the database: every one was answered 200.
     assert set(counts["pool"]) == {200} and set(counts["in_process"]) == {200}, counts
     RECOVERY["postgres: new key accepted after restart"] = after.ended - back_at
