@@ -11,7 +11,10 @@ for the naive script), then measures, one after the other on the same cores:
 - job: a batch job (Parquet in, Parquet out) on `--workers` Celery worker processes
   (`-c 1` each, one ORT thread each) on a queue of its own; rows/s from the job's start to
   its result (planning and finalizing included), and the peak RSS of the worker processes;
-- naive: pandas.read_csv + one ORT session over the whole frame + DataFrame.to_csv.
+- naive: pandas.read_csv + one ORT session over the whole frame + DataFrame.to_csv;
+- spark (`--spark`): Spark local[N] reading the Parquet, scoring with
+  `inference.batch.spark.predict_udf` (the artifact fetched from a `manage.py runserver`
+  this script starts), writing Parquet.
 
 `--model small` swaps the mlp (256 -> 3x2048 -> 10, about 36 MB) for a 256 -> 64 -> 10
 one, for a quick smoke run. The database is migrated and a user, a model and a ready
@@ -124,6 +127,26 @@ def naive(model: Path, csv: Path, out: Path, threads: int) -> float:
     return len(frame) / (time.perf_counter() - started)
 
 
+def spark_rows_per_s(parquet: Path, out: Path, *, base_url: str, token: str, model: str, cores: int) -> float:
+    from pyspark.sql import SparkSession
+
+    from inference.batch.spark import predict_udf
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    spark = SparkSession.builder.master(f"local[{cores}]").config("spark.ui.enabled", "false").getOrCreate()
+    try:
+        started = time.perf_counter()
+        frame = spark.read.parquet(str(parquet))
+        score = predict_udf(base_url=base_url, token=token, model=model, version=1)
+        features = [f"f{i}" for i in range(FEATURES)]
+        frame.select("id", score(*features).alias("y")).write.mode("overwrite").parquet(str(out))
+        rows = spark.read.parquet(str(out)).count()
+        return rows / (time.perf_counter() - started)
+    finally:
+        spark.stop()
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process and its children (the Celery pool), from /proc."""
     total = 0
@@ -148,6 +171,7 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=50_000)
     parser.add_argument("--model", choices=["mlp", "small"], default="mlp")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="ORT threads for raw and naive")
+    parser.add_argument("--spark", action="store_true", help="also Spark local[--workers] with predict_udf")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not os.environ.get("REDIS_URL") or not os.environ.get("DATABASE_URL", "").startswith("postgres"):
@@ -199,6 +223,14 @@ def main() -> None:
         cmd += ["-n", f"{queue}-{i}@%h", "--without-gossip", "--without-mingle", "-l", "warning"]
         log = open(work / f"worker-{i}.log", "wb")  # noqa: SIM115 - closed with the process
         workers.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    server = None
+    if args.spark:
+        from accounts.services import user_token_create
+
+        _, token = user_token_create(user=user, name="batch-bench")
+        port = 18000 + os.getpid() % 1000
+        server_cmd = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
+        server = subprocess.Popen(server_cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(5)
     results = []
     try:
@@ -225,11 +257,26 @@ def main() -> None:
             row["naive_rows_per_s"] = round(naive(model_path, csv, work / "naive-out.csv", args.threads), 1)
             row["job_vs_raw"] = round(row["job_rows_per_s"] / row["raw_ort_rows_per_s"], 3)  # type: ignore[operator]
             row["job_vs_naive"] = round(row["job_rows_per_s"] / row["naive_rows_per_s"], 3)  # type: ignore[operator]
+            if args.spark:
+                row["spark_rows_per_s"] = round(
+                    spark_rows_per_s(
+                        parquet,
+                        work / "spark-out",
+                        base_url=f"http://127.0.0.1:{port}",
+                        token=token,
+                        model=name,
+                        cores=args.workers,
+                    ),
+                    1,
+                )
             print(json.dumps(row), flush=True)
             results.append(row)
             for path in (parquet, csv):
                 path.unlink()
     finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
         for worker in workers:
             os.killpg(worker.pid, 15)
         for worker in workers:

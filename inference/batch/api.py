@@ -66,6 +66,8 @@ def _bool(value: Any) -> bool:
 
 
 def job_request_parse(data: Any) -> services.JobRequest:
+    if not hasattr(data, "get"):
+        raise services.BatchInputError("expected a JSON object (or a multipart form) describing the job")
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise services.BatchInputError("model: required, a model name or name@production")

@@ -1,17 +1,20 @@
 from __future__ import annotations
 
+import csv
+import itertools
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
-from accounts.permissions import team_scope
-from config.errors import NotFound
+from accounts.permissions import get_visible_or_404, team_scope
+from inference.batch import storage
 from inference.batch.models import BatchJob
 
 
 def job_list(*, user: Any, state: str = "", model: str = "", version_id: int | None = None) -> QuerySet[BatchJob]:
     """Jobs the user may see (their teams' and those of no team), newest first."""
-    jobs = team_scope(BatchJob.objects.select_related("model_version__model", "created_by"), user)
+    jobs = team_scope(BatchJob.objects.select_related("model_version__model", "created_by", "team"), user)
     if state:
         jobs = jobs.filter(state=state)
     if model:
@@ -22,17 +25,14 @@ def job_list(*, user: Any, state: str = "", model: str = "", version_id: int | N
 
 
 def job_get(*, job_id: int, user: Any) -> BatchJob:
-    """One job; another team's job is answered as not found."""
-    found = job_list(user=user).filter(pk=job_id).first()
-    if found is None:
-        raise NotFound(f"no batch job #{job_id}")
+    """One job; another team's job is answered exactly as a missing one (404)."""
+    jobs = BatchJob.objects.select_related("model_version__model", "created_by", "team")
+    found: BatchJob = get_visible_or_404(jobs, user, pk=job_id)
     return found
 
 
 def job_progress(job: BatchJob, *, now: Any = None) -> dict[str, Any]:
     """Rows per second over the time the job ran (pauses left out), and the ETA."""
-    from django.utils import timezone
-
     now = now or timezone.now()
     seconds = job.active_seconds_before
     if job.started_at is not None:
@@ -54,11 +54,6 @@ def job_progress(job: BatchJob, *, now: Any = None) -> dict[str, Any]:
 
 def job_error_sample(job: BatchJob, *, limit: int = 10) -> list[dict[str, str]]:
     """The first bad rows (row, column, reason): from the errors file, or from the parts so far."""
-    import csv
-    import itertools
-
-    from inference.batch import storage
-
     if job.files_deleted_at is not None:
         return []
     final = storage.errors_path(job.pk)

@@ -25,6 +25,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+# The project's Celery app (config/__init__.py imports workers.celery when Django starts);
+# through current_app so that this app does not import the wiring above it.
+from celery import current_app as celery_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -40,7 +44,6 @@ from registry import selectors as registry_selectors
 from registry.audit import audit_record
 from registry.models import ModelVersion
 from registry.storage import StagedArtifact
-from workers.celery import app as celery_app
 
 log = logging.getLogger(__name__)
 
@@ -467,7 +470,7 @@ def job_plan(*, job_id: int) -> str:
             tables.errors_part(bad_lines, storage.plan_errors_path(job.pk))
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(building, folder)
-    except (tables.TableFormatError, DomainError, OSError) as exc:
+    except (tables.TableFormatError, DomainError, OSError, pa.ArrowException) as exc:
         shutil.rmtree(building, ignore_errors=True)
         message = exc.message if isinstance(exc, DomainError) else str(exc)
         job_fail(job_id=job.pk, reason=f"reading the input failed: {message}", expect=BatchJob.State.PLANNING)
@@ -696,13 +699,18 @@ def job_finalize(*, job_id: int) -> str:
     parts = [storage.part_path(job.pk, i, job.output_format) for i in indexes]
     result = storage.result_path(job.pk, job.output_format)
     header = tables.csv_header(job.output_columns) if job.output_format == "csv" else b""
-    tables.concatenate(parts, result, job.output_format, header=header)
     error_parts = [storage.plan_errors_path(job.pk)] if job.plan_failed_rows else []
     error_parts += [storage.errors_part_path(job.pk, i) for i in indexes]
     errors = storage.errors_path(job.pk)
-    tables.concatenate(error_parts, errors, "csv", header=b"row,column,reason\n")
-    result_sha, result_size = storage.file_sha256(result)
-    errors_sha, _ = storage.file_sha256(errors)
+    try:
+        tables.concatenate(parts, result, job.output_format, header=header)
+        tables.concatenate(error_parts, errors, "csv", header=b"row,column,reason\n")
+        result_sha, result_size = storage.file_sha256(result)
+        errors_sha, _ = storage.file_sha256(errors)
+    except (OSError, pa.ArrowException) as exc:
+        # A missing or unreadable part does not come back by retrying: say so and stop.
+        job_fail(job_id=job_id, reason=f"joining the parts failed: {exc}", expect=BatchJob.State.FINALIZING)
+        return "failed"
     with transaction.atomic():
         job = BatchJob.objects.select_for_update().get(pk=job_id)
         if job.state != BatchJob.State.FINALIZING:

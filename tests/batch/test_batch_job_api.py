@@ -162,3 +162,33 @@ def test_a_dry_run_checks_the_first_rows_and_keeps_nothing(mlp4, engineer, tmp_p
     assert answer["output_columns"] == ["id", "y_0", "y_1", "y_2"] and answer["sample"][0]["id"] == "k0"
     assert not BatchJob.objects.exists()
     assert not [p for p in settings.BATCH_STORE.rglob("*") if p.is_file()]
+
+
+def test_a_body_that_is_not_an_object_is_refused(mlp4, engineer):
+    response = client_for(engineer).post("/api/v1/batch-jobs/", [1, 2], format="json")
+    assert "JSON object" in error(response, 400)["message"]
+
+
+def test_a_missing_part_fails_the_job_instead_of_leaving_it_finalizing(mlp4, engineer, tmp_path):
+    from inference.batch import services, storage
+
+    job_id = post(client_for(engineer), data=csv_bytes(tmp_path, 20), chunk_rows=10).json()["id"]
+    services.job_plan(job_id=job_id)
+    for index in (0, 1):
+        services.chunk_run(job_id=job_id, index=index)
+    storage.part_path(job_id, 1, "csv").unlink()
+    assert services.job_finalize(job_id=job_id) == "failed"
+    assert "joining the parts failed" in BatchJob.objects.get(pk=job_id).error
+
+
+def test_the_job_list_does_not_grow_queries_with_its_length(mlp4, engineer, tmp_path, django_assert_max_num_queries):
+    from accounts.models import Team
+
+    mlp4.model.team = Team.objects.create(name="growth")
+    mlp4.model.save(update_fields=["team"])
+    mlp4.model.team.members.add(engineer)
+    api = client_for(engineer)
+    for _ in range(5):
+        assert post(api, data=csv_bytes(tmp_path)).status_code == 201
+    with django_assert_max_num_queries(8):
+        assert len(api.get("/api/v1/batch-jobs/").json()["results"]) == 5
