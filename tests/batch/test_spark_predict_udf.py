@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -37,6 +38,10 @@ def spark():
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100")
         .getOrCreate()
     )
+    # py4j logs "Closing down clientserver connection" at INFO from a finalizer that runs
+    # at interpreter exit, after pytest closed its capture streams: a "Logging error"
+    # traceback below the test summary. Its INFO lines say nothing a test needs.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     yield session
     session.stop()
 
