@@ -131,7 +131,17 @@ class HttpTarget:
         self.max_connections = max_connections
 
     async def send(self, timeout_s: float) -> str:
-        if self.idle:
+        reused = bool(self.idle)
+        outcome = await self._send_once(timeout_s)
+        if reused and outcome == "error:IncompleteReadError":
+            # The server closed a keep-alive connection that sat idle past its keep-alive
+            # timeout (uvicorn: 5 s) before this request reached it: send it again on a new
+            # connection, as HTTP clients do. A fresh connection closed mid-answer still counts.
+            outcome = await self._send_once(timeout_s, fresh=True)
+        return outcome
+
+    async def _send_once(self, timeout_s: float, *, fresh: bool = False) -> str:
+        if self.idle and not fresh:
             conn = self.idle.pop()
         elif self.open >= self.max_connections:
             return "client_saturated"  # not sent: the generator, not the server, ran out
@@ -146,7 +156,7 @@ class HttpTarget:
         try:
             writer.write(self.request)
             status, retry_after, keep = await asyncio.wait_for(self._response(reader), timeout_s)
-        except (TimeoutError, OSError, ValueError) as exc:
+        except (TimeoutError, OSError, ValueError, asyncio.IncompleteReadError) as exc:
             self.open -= 1
             writer.close()
             return f"error:{type(exc).__name__}"
