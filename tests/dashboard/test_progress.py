@@ -1,0 +1,83 @@
+"""Long work shows progress: a deployment warming up on the worker pool, a validating version."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from inference import pool_protocol as wire
+from inference.models import Deployment, Endpoint, TrafficPolicyRevision
+from inference.selectors import deployment_spec
+from registry.models import ModelVersion
+from tests.conftest import iris_bytes, upload
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def pool_redis(settings: Any) -> Iterator[Any]:
+    import redis
+
+    if not settings.REDIS_URL:
+        pytest.skip("needs Redis (set REDIS_URL)")
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(wire.WORKERS_KEY)
+    yield client
+    names = list(client.scan_iter("mh:*", count=1000))
+    if names:
+        client.delete(*names)
+
+
+def _beat(client: Any, worker: str, deployments: dict[str, Any], device: str = "cpu") -> None:
+    body = {"worker": worker, "device": device, "ts": time.time(), "deployments": deployments}
+    client.set(wire.heartbeat_key(worker), orjson.dumps(body), ex=60)
+    client.zadd(wire.WORKERS_KEY, {worker: time.time() + 60})
+
+
+@pytest.fixture
+def warming(api: Any, engineer: Any) -> Deployment:
+    """An endpoint whose only deployment is loading on the worker pool (rows written directly:
+    no worker runs here, the heartbeats are written by the test)."""
+    api.post("/api/v1/models/", {"name": "iris"}, format="json")
+    assert upload(api, "iris", iris_bytes()).json()["status"] == "ready"
+    endpoint = Endpoint.objects.create(name="flowers", owner=engineer)
+    version = ModelVersion.objects.get(model__name="iris", version=1)
+    deployment = Deployment.objects.create(
+        endpoint=endpoint, model_version=version, placement=Deployment.Placement.WORKER_POOL
+    )
+    route = {"deployment": deployment.pk, "model": "iris", "version": 1, "role": "primary", "weight": 100}
+    TrafficPolicyRevision.objects.create(endpoint=endpoint, revision=1, routes=[route], is_current=True)
+    return deployment
+
+
+def test_the_endpoint_api_reports_warm_up_per_worker(api: Any, warming: Deployment, pool_redis: Any) -> None:
+    key = deployment_spec(warming).key
+    _beat(pool_redis, "cpu-0", {key: {"state": "ready", "ready": True}})
+    _beat(pool_redis, "cpu-1", {key: {"state": "loading", "ready": False}})
+    _beat(pool_redis, "cpu-2", {})  # live, not yet reconciled with the assignment
+    _beat(pool_redis, "gpu-0", {}, device="gpu")  # another device class: not counted
+    body = api.get("/api/v1/endpoints/flowers/").json()
+    (row,) = body["deployments"]
+    assert row["state"] == "loading"
+    assert row["warmup"] == {"workers": 3, "loading": 1, "loaded": 1, "failed": 0}
+
+
+def test_a_ready_deployment_has_no_warm_up(api: Any, warming: Deployment, pool_redis: Any) -> None:
+    Deployment.objects.filter(pk=warming.pk).update(state=Deployment.State.READY)
+    (row,) = api.get("/api/v1/endpoints/flowers/").json()["deployments"]
+    assert row["warmup"] is None
+
+
+def test_the_endpoint_page_shows_warm_up_and_polls(browser_client: Any, warming: Deployment, pool_redis: Any) -> None:
+    key = deployment_spec(warming).key
+    _beat(pool_redis, "cpu-0", {key: {"state": "loading", "ready": False}})
+    _beat(pool_redis, "cpu-1", {key: {"state": "ready", "ready": True}})
+    html = browser_client.get("/endpoints/flowers/").content.decode()
+    assert 'data-warmup-poll="/api/v1/endpoints/flowers/"' in html
+    assert f'data-deployment="{warming.pk}"' in html
+    assert "warming up on 1 of 2 workers / loaded on 1" in html
+    assert '<progress class="warmup-progress" max="2" value="1">' in html
