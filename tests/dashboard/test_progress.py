@@ -81,3 +81,35 @@ def test_the_endpoint_page_shows_warm_up_and_polls(browser_client: Any, warming:
     assert f'data-deployment="{warming.pk}"' in html
     assert "warming up on 1 of 2 workers / loaded on 1" in html
     assert '<progress class="warmup-progress" max="2" value="1">' in html
+
+
+def test_the_checklist_is_the_order_the_validator_runs_its_checks(api: Any) -> None:
+    from inference.runtime.validate_child import CHECKS
+
+    api.post("/api/v1/models/", {"name": "iris"}, format="json")
+    report = upload(api, "iris", iris_bytes()).json()["validation_report"]
+    assert [c["name"] for c in report["checks"]] == list(CHECKS)
+
+
+def test_a_validating_version_shows_its_checklist_and_polls(api: Any, browser_client: Any) -> None:
+    api.post("/api/v1/models/", {"name": "iris"}, format="json")
+    upload(api, "iris", iris_bytes())
+    check = {"name": "parse", "ok": True, "detail": "", "duration_ms": 1.0}
+    ModelVersion.objects.filter(model__name="iris", version=1).update(
+        status=ModelVersion.Status.VALIDATING, validation_report={"checks": [check]}
+    )
+    html = browser_client.get("/models/iris/versions/1/").content.decode()
+    assert 'data-poll="/api/v1/models/iris/versions/1/"' in html
+    assert '<li data-check="parse" data-state="ok">' in html
+    assert '<li data-check="external_data" data-state="pending">' in html
+    assert html.index('data-check="ort_load"') < html.index('data-check="smoke_inference"')
+    assert '<progress id="validation-bar" max="8" value="1">' in html
+    assert "1 of 8 checks done" in html
+    assert "dashboard/js/version.js" in html
+
+
+def test_the_upload_form_carries_the_checklist_and_a_bytes_counter(browser_client: Any, api: Any) -> None:
+    api.post("/api/v1/models/", {"name": "iris"}, format="json")
+    html = browser_client.get("/models/iris/").content.decode()
+    assert 'data-checks="parse,external_data,operator_domains,ir_version,onnx_checker,ort_load,signature,' in html
+    assert '<progress id="upload-progress"' in html and 'id="upload-bytes"' in html
