@@ -291,20 +291,28 @@ def version_detail(request: HttpRequest, name: str, version: int) -> HttpRespons
             "events": events,
             "deployments": deployments,
             "in_progress": found.status in (ModelVersion.Status.PENDING, ModelVersion.Status.VALIDATING),
-            "checklist": (checklist := _checklist(checks)),
-            "checklist_done": sum(c["state"] != "pending" for c in checklist),
+            "checklist": (checklist := _checklist(checks, _running_check(found))),
+            "checklist_done": sum(c["state"] in ("ok", "fail") for c in checklist),
             **promotion,
         },
     )
 
 
-def _checklist(checks: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """The validator's checks in the order it runs them, each ok, fail or pending."""
+def _checklist(checks: list[dict[str, Any]], running: str = "") -> list[dict[str, str]]:
+    """The validator's checks in the order it runs them, each ok, fail, running or pending."""
     results = {c.get("name"): bool(c.get("ok")) for c in checks if isinstance(c, dict)}
-    return [
-        {"name": name, "state": ("ok" if results[name] else "fail") if name in results else "pending"}
-        for name in VALIDATION_CHECKS
-    ]
+
+    def state(name: str) -> str:
+        if name in results:
+            return "ok" if results[name] else "fail"
+        return "running" if name == running else "pending"
+
+    return [{"name": name, "state": state(name)} for name in VALIDATION_CHECKS]
+
+
+def _running_check(version: ModelVersion) -> str:
+    progress = version.validation_progress if isinstance(version.validation_progress, dict) else {}
+    return str(progress.get("running") or "") if version.status == ModelVersion.Status.VALIDATING else ""
 
 
 def _promotion_context(version: ModelVersion) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import pytest
 from inference import pool_protocol as wire
 from inference.models import Deployment, Endpoint, TrafficPolicyRevision
 from inference.selectors import deployment_spec
+from registry import services
 from registry.models import ModelVersion
 from tests.conftest import iris_bytes, upload
 
@@ -113,3 +114,69 @@ def test_the_upload_form_carries_the_checklist_and_a_bytes_counter(browser_clien
     html = browser_client.get("/models/iris/").content.decode()
     assert 'data-checks="parse,external_data,operator_domains,ir_version,onnx_checker,ort_load,signature,' in html
     assert '<progress id="upload-progress"' in html and 'id="upload-bytes"' in html
+
+
+def test_the_validator_reports_each_check_as_it_starts_and_ends(tmp_path: Any) -> None:
+    from inference.runtime.validate_child import CHECKS
+    from inference.runtime.validation import validate_model_file
+
+    path = tmp_path / "iris.onnx"
+    path.write_bytes(iris_bytes())
+    events: list[tuple[str, str]] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["event"] == "running":
+            events.append(("running", event["name"]))
+        elif event["event"] == "check":
+            events.append(("check", event["check"]["name"]))
+
+    assert validate_model_file(path, on_event=on_event).ok
+    assert events == [(kind, name) for name in CHECKS for kind in ("running", "check")]
+
+
+def test_the_lease_renewal_records_progress_and_the_api_shows_it(api: Any) -> None:
+    api.post("/api/v1/models/", {"name": "iris"}, format="json")
+    upload(api, "iris", iris_bytes())
+    version = ModelVersion.objects.get(model__name="iris", version=1)
+    ModelVersion.objects.filter(pk=version.pk).update(
+        status=ModelVersion.Status.VALIDATING, validation_lease_owner="task-1", validation_report={}
+    )
+    progress = {"running": "ort_load", "done": 5}
+    assert services.model_version_renew_validation_lease(
+        version_id=version.pk, owner="task-1", lease_s=30, progress=progress
+    )
+    body = api.get("/api/v1/models/iris/versions/1/").json()
+    assert body["status"] == "validating" and body["validation_progress"] == progress
+    report = {"ok": True, "checks": [], "signature": {}, "opset": {}}
+    services.model_version_record_validation(version_id=version.pk, report=report)
+    assert api.get("/api/v1/models/iris/versions/1/").json()["validation_progress"] == {}
+
+
+def test_the_version_page_marks_the_running_check(api: Any, browser_client: Any) -> None:
+    api.post("/api/v1/models/", {"name": "iris"}, format="json")
+    upload(api, "iris", iris_bytes())
+    ModelVersion.objects.filter(model__name="iris", version=1).update(
+        status=ModelVersion.Status.VALIDATING, validation_report={}, validation_progress={"running": "parse", "done": 0}
+    )
+    html = browser_client.get("/models/iris/versions/1/").content.decode()
+    assert '<li data-check="parse" data-state="running">' in html
+    assert '<li data-check="external_data" data-state="pending">' in html
+
+
+@pytest.mark.django_db(transaction=True)  # the renewal thread writes over its own connection
+def test_the_validation_task_writes_its_progress_with_the_lease(api: Any) -> None:
+    from registry.tasks import _lease_renewed
+
+    api.post("/api/v1/models/", {"name": "iris"}, format="json")
+    upload(api, "iris", iris_bytes())
+    version = ModelVersion.objects.get(model__name="iris", version=1)
+    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.VALIDATING, validation_lease_owner="t")
+    progress: dict[str, Any] = {"running": "signature", "done": 6}
+    deadline = time.monotonic() + 20
+    with _lease_renewed(version.pk, "t", 0.3, progress):
+        while time.monotonic() < deadline:
+            version.refresh_from_db()
+            if version.validation_progress:
+                break
+            time.sleep(0.05)
+    assert version.validation_progress == {"running": "signature", "done": 6}
