@@ -180,3 +180,24 @@ def test_the_validation_task_writes_its_progress_with_the_lease(api: Any) -> Non
                 break
             time.sleep(0.05)
     assert version.validation_progress == {"running": "signature", "done": 6}
+
+
+def test_without_javascript_the_upload_form_posts_to_the_api(engineer: Any, api: Any) -> None:
+    import re
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.test import Client
+
+    api.post("/api/v1/models/", {"name": "iris"}, format="json")
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(engineer)
+    html = browser.get("/models/iris/").content.decode()
+    form = re.search(r'<form id="upload-form" method="post" enctype="multipart/form-data" action="([^"]+)"', html)
+    assert form is not None
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert token is not None
+    fields = {"csrfmiddlewaretoken": token.group(1), "description": "", "metadata": ""}
+    artifact = SimpleUploadedFile("iris.onnx", iris_bytes(), content_type="application/octet-stream")
+    response = browser.post(form.group(1), {**fields, "artifact": artifact}, HTTP_ACCEPT="text/html")
+    assert response.status_code == 201
+    assert ModelVersion.objects.filter(model__name="iris", version=1).exists()
