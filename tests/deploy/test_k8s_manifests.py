@@ -117,7 +117,7 @@ def test_every_container_asks_for_resources_and_runs_as_the_image_user() -> None
 
 def test_web_is_probed_on_the_health_endpoints_with_an_allowed_host() -> None:
     web = by_kind("Deployment")["modelhub-web"]["spec"]["template"]["spec"]["containers"][0]
-    assert web["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"  # the pod's own readiness
+    assert web["readinessProbe"]["httpGet"]["path"] == "/v2/health/live"  # the pod's own: listening = warm
     assert web["livenessProbe"]["httpGet"]["path"] == "/api/v1/health/live"
     allowed = by_kind("ConfigMap")["modelhub-env"]["data"]["MODELHUB_ALLOWED_HOSTS"].split(",")
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):

@@ -49,6 +49,14 @@ class Served:
 
     def established_per_worker(self) -> dict[int, int]:
         """ESTABLISHED connections to our port, by the worker process that holds them."""
+        return self._sockets_per_worker("01")
+
+    def listening_workers(self) -> int:
+        """Workers whose own socket listens (a worker listens only once its warm-up is done)."""
+        return sum(1 for n in self._sockets_per_worker("0A").values() if n)
+
+    def _sockets_per_worker(self, state: str) -> dict[int, int]:
+        """Sockets on our port in this TCP state (/proc/net/tcp: 01 ESTABLISHED, 0A LISTEN), by worker."""
         inodes: dict[str, int] = {}
         for pid in self.workers():
             try:
@@ -62,7 +70,7 @@ class Served:
         for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
             parts = line.split()
             local_port = int(parts[1].split(":")[1], 16)
-            if local_port == self.port and parts[3] == "01" and parts[9] in inodes:  # 01 = ESTABLISHED
+            if local_port == self.port and parts[3] == state and parts[9] in inodes:
                 counts[inodes[parts[9]]] += 1
         return counts
 
@@ -107,7 +115,9 @@ def served(transactional_db: Any, settings: Any, tmp_path: Path, engineer: Any) 
     server.env = env  # type: ignore[attr-defined]
     try:
         deadline = time.monotonic() + 90
-        while len(server.workers()) < 2 or not _answers(server):
+        # Both listening, not only answering: until the second one has warmed up and listens,
+        # the kernel gives every new connection to the first (seen: 64/0).
+        while len(server.workers()) < 2 or server.listening_workers() < 2 or not _answers(server):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"config.serve did not start:\n{log.read_text()}")
             time.sleep(0.3)
