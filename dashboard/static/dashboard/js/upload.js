@@ -96,12 +96,12 @@
       button.disabled = false;
       var body = null; try { body = JSON.parse(xhr.responseText); } catch (err) { body = null; }
       if (xhr.status === 201) {
-        bar.value = 100;
+        bar.value = 100; sent.textContent = size(file.size) + " of " + size(file.size) + " sent (100%)";
         say("Uploaded as v" + body.version + "; validating…");
         watch(body, addRow(body));
         input.value = ""; choose(null);
       } else {
-        bar.hidden = true;
+        bar.hidden = true; sent.textContent = "";
         say("Upload refused: " + M.errorMessage(body) + " (HTTP " + xhr.status + ")", "error");
       }
     };
