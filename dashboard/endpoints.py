@@ -29,6 +29,7 @@ from config.http import client_ip
 from dashboard.views import _health, domain_errors_as_messages, page, require_role
 from inference import rollouts, selectors, services
 from inference.models import ApiKey, Deployment, Endpoint, Rollout, TrafficPolicyRevision
+from inference.pool_services import deployment_warmup
 from registry.models import AuditEvent, ModelVersion
 
 ROLES = ("primary", "canary", "shadow")
@@ -111,11 +112,17 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
     current = next((r for r in revisions if r.is_current), None)
     ids = [route.get("deployment") for route in (current.routes if current else [])]
     by_id = {d.pk: d for d in Deployment.objects.filter(pk__in=ids).select_related("model_version__model")}
+    warmup = deployment_warmup(d for d in by_id.values() if d.state == Deployment.State.LOADING)
     routes = []
     for route in current.routes if current else []:
         deployment = by_id.get(route.get("deployment"))
         routes.append(
-            {**route, "state": deployment.state if deployment else "", "detail": deployment and deployment.state_detail}
+            {
+                **route,
+                "state": deployment.state if deployment else "",
+                "detail": deployment and deployment.state_detail,
+                "warmup": warmup.get(deployment.pk) if deployment else None,
+            }
         )
     editor = [{"model": r["model"], "version": r["version"], "role": r["role"], "weight": r["weight"]} for r in routes]
     editor += [{"model": "", "version": "", "role": "canary", "weight": 0}] * (2 if editor else 3)
@@ -132,6 +139,7 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         "revisions": revisions,
         "current": current,
         "routes": routes,
+        "warming": any(r["state"] == Deployment.State.LOADING for r in routes),
         "editor_rows": editor,
         "roles": ROLES,
         "environment_rule": services.ENVIRONMENT_RULES[endpoint.environment],

@@ -27,6 +27,7 @@ from accounts.roles import ML_ENGINEER, has_role, user_role
 from config.errors import DomainError, Forbidden, NotFound
 from config.http import client_ip
 from inference.models import Deployment
+from inference.runtime.validate_child import CHECKS as VALIDATION_CHECKS
 from monitoring.models import AlertRule
 from registry import selectors, services
 from registry.models import AuditEvent, ModelVersion, RegisteredModel
@@ -251,6 +252,7 @@ def model_detail(request: HttpRequest, name: str) -> HttpResponse:
             "page_obj": page_obj,
             "stages": [(stage, stages.get(stage)) for stage in ModelVersion.Stage.values if stage != "None"],
             "events": _model_events(model),
+            "validation_checks": VALIDATION_CHECKS,
         },
     )
 
@@ -289,9 +291,28 @@ def version_detail(request: HttpRequest, name: str, version: int) -> HttpRespons
             "events": events,
             "deployments": deployments,
             "in_progress": found.status in (ModelVersion.Status.PENDING, ModelVersion.Status.VALIDATING),
+            "checklist": (checklist := _checklist(checks, _running_check(found))),
+            "checklist_done": sum(c["state"] in ("ok", "fail") for c in checklist),
             **promotion,
         },
     )
+
+
+def _checklist(checks: list[dict[str, Any]], running: str = "") -> list[dict[str, str]]:
+    """The validator's checks in the order it runs them, each ok, fail, running or pending."""
+    results = {c.get("name"): bool(c.get("ok")) for c in checks if isinstance(c, dict)}
+
+    def state(name: str) -> str:
+        if name in results:
+            return "ok" if results[name] else "fail"
+        return "running" if name == running else "pending"
+
+    return [{"name": name, "state": state(name)} for name in VALIDATION_CHECKS]
+
+
+def _running_check(version: ModelVersion) -> str:
+    progress = version.validation_progress if isinstance(version.validation_progress, dict) else {}
+    return str(progress.get("running") or "") if version.status == ModelVersion.Status.VALIDATING else ""
 
 
 def _promotion_context(version: ModelVersion) -> dict[str, Any]:

@@ -9,6 +9,7 @@ in the same place.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from django.db import transaction
 
@@ -129,3 +130,36 @@ def pool_readiness() -> dict[str, object]:
     if cold:
         return {"ok": False, "error": "no warm inference worker for endpoint " + ", ".join(cold)}
     return {"ok": True, "pool_primaries": checked}
+
+
+def deployment_warmup(deployments: Iterable[Deployment]) -> dict[int, dict[str, int]]:
+    """Warm-up progress of worker-pool deployments, read from the workers' last heartbeats
+    (one Redis round trip): per deployment id, how many live workers of its device class
+    there are and how many of them report it loading, loaded (warm) or failed. In-process
+    deployments are left out; so is everything when the pool cannot be reached."""
+    pooled = [d for d in deployments if d.placement == Deployment.Placement.WORKER_POOL]
+    if not pooled:
+        return {}
+    try:
+        beats = worker_status()
+    except Exception:  # Redis down: no progress to show, the state column still says loading
+        return {}
+    out: dict[int, dict[str, int]] = {}
+    for deployment in pooled:
+        spec = deployment_spec(deployment)
+        counts = {"workers": 0, "loading": 0, "loaded": 0, "failed": 0}
+        for beat in beats:
+            if beat.get("device") != spec.device:
+                continue
+            counts["workers"] += 1
+            report = beat.get("deployments", {}).get(spec.key)
+            if report is None:
+                continue
+            if report.get("ready"):
+                counts["loaded"] += 1
+            elif report.get("state") == "failed":
+                counts["failed"] += 1
+            else:
+                counts["loading"] += 1
+        out[deployment.pk] = counts
+    return out

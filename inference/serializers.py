@@ -5,6 +5,7 @@ from typing import Any
 from rest_framework import serializers
 
 from inference.models import ApiKey, Deployment, Endpoint, TrafficPolicyRevision
+from inference.pool_services import deployment_warmup
 
 
 class DeploymentSerializer(serializers.ModelSerializer):
@@ -89,8 +90,13 @@ class EndpointDetailSerializer(EndpointSerializer):
     def get_deployments(self, obj: Endpoint) -> list[dict[str, Any]]:
         current = obj.revisions.filter(is_current=True).first()
         ids = {route["deployment"] for route in current.routes} if current else set()
-        rows = obj.deployments.filter(pk__in=ids).select_related("model_version__model").order_by("pk")
-        return DeploymentSerializer(rows, many=True).data  # type: ignore[return-value]
+        rows = list(obj.deployments.filter(pk__in=ids).select_related("model_version__model").order_by("pk"))
+        warmup = deployment_warmup(d for d in rows if d.state == Deployment.State.LOADING)
+        data: list[dict[str, Any]] = DeploymentSerializer(rows, many=True).data  # type: ignore[assignment]
+        for row in data:
+            # Only while loading on the worker pool: {"workers", "loading", "loaded", "failed"}.
+            row["warmup"] = warmup.get(row["id"])
+        return data
 
 
 class EndpointWriteSerializer(serializers.Serializer):

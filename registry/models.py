@@ -58,6 +58,9 @@ class ModelVersion(models.Model):
     validation_lease_until = models.DateTimeField(null=True, blank=True)
     validation_lease_owner = models.CharField(max_length=64, blank=True)
     validation_attempts = models.PositiveSmallIntegerField(default=0)
+    # While validating: {"running": check name, "done": checks finished}, written with each
+    # lease renewal (no write of its own), cleared when the validation is recorded.
+    validation_progress = models.JSONField(default=dict, blank=True)
     signature = models.JSONField(default=dict, blank=True)
     opset = models.JSONField(default=dict, blank=True)
     producer = models.CharField(max_length=200, blank=True)

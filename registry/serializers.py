@@ -31,6 +31,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "metadata",
             "tags",
             "validation_report",
+            "validation_progress",
             "validated_at",
             "stage_changed_at",
             "created_by",

@@ -198,15 +198,30 @@ def model_version_start_validation(
     version.validation_attempts += 1
     version.validation_lease_until = now + timedelta(seconds=lease_s)
     version.validation_lease_owner = owner[:64]
-    version.save(update_fields=["status", "validation_attempts", "validation_lease_until", "validation_lease_owner"])
+    version.validation_progress = {}
+    version.save(
+        update_fields=[
+            "status",
+            "validation_attempts",
+            "validation_lease_until",
+            "validation_lease_owner",
+            "validation_progress",
+        ]
+    )
     return version
 
 
-def model_version_renew_validation_lease(*, version_id: int, owner: str, lease_s: float) -> bool:
-    """Extend a running validation's lease; False if this owner no longer holds it."""
+def model_version_renew_validation_lease(
+    *, version_id: int, owner: str, lease_s: float, progress: dict[str, Any] | None = None
+) -> bool:
+    """Extend a running validation's lease, recording its progress (the check running, how
+    many are done) in the same UPDATE; False if this owner no longer holds it."""
+    fields: dict[str, Any] = {"validation_lease_until": timezone.now() + timedelta(seconds=lease_s)}
+    if progress is not None:
+        fields["validation_progress"] = progress
     renewed = ModelVersion.objects.filter(
         pk=version_id, status=ModelVersion.Status.VALIDATING, validation_lease_owner=owner[:64]
-    ).update(validation_lease_until=timezone.now() + timedelta(seconds=lease_s))
+    ).update(**fields)
     return bool(renewed)
 
 
@@ -266,8 +281,10 @@ def model_version_record_validation(*, version_id: int, report: dict[str, Any]) 
     version.ir_version = report.get("ir_version")
     version.validation_lease_until = None
     version.validation_lease_owner = ""
+    version.validation_progress = {}
     version.save(
         update_fields=[
+            "validation_progress",
             "status",
             "validation_report",
             "validated_at",

@@ -7,6 +7,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -35,11 +36,21 @@ def model_version_validate(self: Task, version_id: int) -> str:
     if version is None:
         return "nothing to do"
     path = storage.artifact_path(version.artifact_sha256)
-    with _lease_renewed(version_id, owner, lease_s):
+    progress: dict[str, Any] = {"running": "", "done": 0}
+
+    def on_event(event: dict[str, Any]) -> None:
+        # Kept in memory; the lease renewal writes it (no database write per check).
+        if event.get("event") == "running":
+            progress["running"] = str(event.get("name", ""))
+        elif event.get("event") == "check":
+            progress["done"] += 1
+
+    with _lease_renewed(version_id, owner, lease_s, progress):
         report = validate_model_file(
             str(path),
             memory_limit_bytes=settings.VALIDATION_MEMORY_LIMIT_BYTES,
             timeout_s=settings.VALIDATION_TIMEOUT_S,
+            on_event=on_event,
         )
     # The result of seconds of work: a lost race for SQLite's write lock must not drop it.
     version = retry_if_locked(
@@ -50,15 +61,23 @@ def model_version_validate(self: Task, version_id: int) -> str:
 
 
 @contextmanager
-def _lease_renewed(version_id: int, owner: str, lease_s: float) -> Iterator[None]:
-    """Renew the lease every third of its length from a thread while the body runs."""
+def _lease_renewed(
+    version_id: int, owner: str, lease_s: float, progress: dict[str, Any] | None = None
+) -> Iterator[None]:
+    """Renew the lease every third of its length from a thread while the body runs,
+    writing a copy of `progress` (the running check) with each renewal."""
     stop = threading.Event()
 
     def renew() -> None:
         try:
             while not stop.wait(lease_s / 3):
                 try:
-                    services.model_version_renew_validation_lease(version_id=version_id, owner=owner, lease_s=lease_s)
+                    services.model_version_renew_validation_lease(
+                        version_id=version_id,
+                        owner=owner,
+                        lease_s=lease_s,
+                        progress=dict(progress) if progress is not None else None,
+                    )
                 except Exception:  # a missed renewal is retried; the lease has slack for two
                     log.exception("could not renew the validation lease of version %s", version_id)
         finally:

@@ -15,11 +15,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -121,6 +122,7 @@ def validate_model_file(
     *,
     memory_limit_bytes: int = 2 * 1024**3,
     timeout_s: float = 60.0,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> ValidationReport:
     """Validate an uploaded ONNX file in a limited child process; never raises for a bad file.
 
@@ -149,13 +151,26 @@ def validate_model_file(
         env=env,
         start_new_session=True,
     )
+    # The child's events are read as they come (not at exit) so that `on_event` sees each
+    # check start and finish: the validation task reports the running check with them.
+    out_lines: list[bytes] = []
+    err_chunks: list[bytes] = []
+    readers = [
+        threading.Thread(target=_read_events, args=(proc.stdout, out_lines, on_event), daemon=True),
+        threading.Thread(target=_read_all, args=(proc.stderr, err_chunks), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
     timed_out = False
     try:
-        stdout, stderr = proc.communicate(timeout=timeout_s)
+        proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         timed_out = True
         _kill(proc)
-        stdout, stderr = proc.communicate()
+        proc.wait()
+    for reader in readers:
+        reader.join(10)
+    stdout, stderr = b"".join(out_lines), b"".join(err_chunks)
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     report = _report_from_events(
         stdout,
@@ -167,6 +182,31 @@ def validate_model_file(
         elapsed_ms=elapsed_ms,
     )
     return _without_paths(report, absolute)
+
+
+def _read_events(
+    stream: IO[bytes] | None, lines: list[bytes], on_event: Callable[[dict[str, Any]], None] | None
+) -> None:
+    if stream is None:
+        return
+    for line in stream:
+        lines.append(line)
+        if on_event is None:
+            continue
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            try:
+                on_event(event)
+            except Exception:  # a progress callback must never lose the report
+                pass
+
+
+def _read_all(stream: IO[bytes] | None, chunks: list[bytes]) -> None:
+    if stream is not None:
+        chunks.append(stream.read())
 
 
 def _without_paths(report: ValidationReport, path: str) -> ValidationReport:

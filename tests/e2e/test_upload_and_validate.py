@@ -41,6 +41,10 @@ def test_an_engineer_drops_an_onnx_file_and_sees_it_validate_to_ready(page, engi
     assert page.url == url_before
     assert page.locator("#upload-progress").evaluate("bar => bar.value") == 100
     assert "checks passed" in page.locator("#upload-result").inner_text()
+    assert "sent (100%)" in page.locator("#upload-bytes").inner_text()
+    checklist = page.locator('#validation-checklist[data-status="ready"]')
+    assert checklist.locator('li[data-state="ok"]').count() == 8
+    assert page.locator("#validation-count").inner_text() == "8 of 8 checks done — ready"
     assert page.locator("#version-row-1 .badge").inner_text() == "ready"
     page.get_by_role("link", name="iris v1").click()
     assert page.get_by_role("table", name="Signature").is_visible()

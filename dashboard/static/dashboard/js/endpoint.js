@@ -50,6 +50,38 @@
       }).catch(function (err) { status.textContent = "Network error: " + err.message; status.className = "small error"; });
     });
   }
+  // Deployments warming up: poll the endpoint API until none is loading any more.
+  var warmTable = document.querySelector("[data-warmup-poll]");
+  if (warmTable) {
+    var warmText = function (w) {
+      if (!w) { return "loading…"; }
+      if (!w.workers) { return "waiting for an inference worker"; }
+      return "warming up on " + w.loading + " of " + w.workers + " worker" + (w.workers === 1 ? "" : "s") +
+        " / loaded on " + w.loaded + (w.failed ? " / failed on " + w.failed : "");
+    };
+    var warmTick = function () {
+      M.api("GET", warmTable.dataset.warmupPoll).then(function (ep) {
+        var loading = 0;
+        (ep.deployments || []).forEach(function (d) {
+          var cell = warmTable.querySelector('[data-deployment="' + d.id + '"]');
+          if (!cell) { return; }
+          cell.innerHTML = "";
+          cell.appendChild(M.el("span", { "class": "badge " + d.state, title: d.state_detail || "", text: d.state }));
+          if (d.state !== "loading") { return; }
+          loading += 1;
+          var box = M.el("div", { "class": "warmup small", "aria-live": "polite" });
+          if (d.warmup) {
+            var bar = M.el("progress", { "class": "warmup-progress", max: String(d.warmup.workers || 1) });
+            bar.value = d.warmup.loaded; box.appendChild(bar); box.appendChild(document.createTextNode(" "));
+          }
+          box.appendChild(M.el("span", { "class": "warmup-text", text: warmText(d.warmup) }));
+          cell.appendChild(box);
+        });
+        if (loading) { setTimeout(warmTick, 2000); }
+      }).catch(function () { setTimeout(warmTick, 4000); });
+    };
+    setTimeout(warmTick, 1000);
+  }
   document.querySelectorAll("[data-copy]").forEach(function (button) {
     button.addEventListener("click", function () {
       var text = document.querySelector(button.dataset.copy).textContent;

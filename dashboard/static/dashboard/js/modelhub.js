@@ -54,5 +54,28 @@ window.Modelhub = (function () {
         el("td", { "class": "num", text: ms }), el("td", { "class": "small", text: c.detail || "" })]));
     });
   }
-  return { api: api, csrfToken: csrfToken, el: el, badge: badge, errorMessage: errorMessage, pollVersion: pollVersion, checksTable: checksTable };
+  // The ordered validation checklist (dashboard/models/_checklist.html): each check ok,
+  // fail, running (when the API reports the check in progress) or pending; ready marks all.
+  function checklist(v) {
+    var list = document.getElementById("validation-checklist");
+    if (!list) { return; }
+    var report = v.validation_report || {}, results = {}, done = 0, total = 0;
+    (report.checks || []).forEach(function (c) { results[c.name] = c.ok ? "ok" : "fail"; });
+    var running = v.validation_progress && v.validation_progress.running;
+    list.querySelectorAll("li[data-check]").forEach(function (li) {
+      var name = li.dataset.check, state = results[name] || (v.status === "ready" ? "ok" : "pending");
+      if (state === "pending" && name === running && v.status === "validating") { state = "running"; }
+      total += 1; if (state === "ok" || state === "fail") { done += 1; }
+      li.dataset.state = state; li.innerHTML = ""; li.appendChild(badge(state)); li.appendChild(document.createTextNode(" " + name));
+    });
+    list.dataset.status = v.status;
+    var bar = document.getElementById("validation-bar"), count = document.getElementById("validation-count");
+    if (bar) { bar.value = done; }
+    if (count) { count.textContent = done + " of " + total + " checks done" + (v.status === "ready" || v.status === "failed" ? " — " + v.status : ""); }
+    var since = document.getElementById("validation-elapsed");
+    if (since && since.dataset.since && v.status !== "ready" && v.status !== "failed") {
+      since.textContent = Math.max(0, Math.round((Date.now() - Date.parse(since.dataset.since)) / 1000)) + " s since upload";
+    }
+  }
+  return { checklist: checklist, api: api, csrfToken: csrfToken, el: el, badge: badge, errorMessage: errorMessage, pollVersion: pollVersion, checksTable: checksTable };
 })();

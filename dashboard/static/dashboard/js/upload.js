@@ -12,6 +12,7 @@
   var model = form.dataset.model, file = null;
 
   function choose(f) { file = f; chosen.textContent = f ? "Selected: " + f.name + " (" + Math.round(f.size / 1024) + " KB)" : ""; }
+  function size(n) { return n >= 1048576 ? (n / 1048576).toFixed(1) + " MB" : Math.round(n / 1024) + " KB"; }
   function say(text, cls) { message.innerHTML = ""; message.appendChild(el("p", { "class": cls || "", text: text })); }
 
   zone.addEventListener("click", function (e) { if (e.target !== input) { input.click(); } });
@@ -37,6 +38,15 @@
     return row;
   }
 
+  function checklistBlock() {
+    var names = (form.dataset.checks || "").split(",").filter(Boolean);
+    return el("div", { id: "validation-progress" }, [
+      el("p", { "class": "small muted" }, [el("progress", { id: "validation-bar", max: String(names.length), value: "0" }), " ",
+        el("span", { id: "validation-count", text: "0 of " + names.length + " checks done" })]),
+      el("ol", { "class": "checklist", id: "validation-checklist", "aria-label": "Validation progress" },
+        names.map(function (n) { return el("li", { "data-check": n, "data-state": "pending" }, [M.badge("pending"), " " + n]); }))]);
+  }
+
   function watch(v, row) {
     M.pollVersion(v.links.self, function (cur) {
       var cell = row.children[1]; cell.innerHTML = ""; cell.appendChild(M.badge(cur.status));
@@ -52,6 +62,8 @@
       } else {
         line.appendChild(document.createTextNode(" — validating…"));
       }
+      message.appendChild(checklistBlock());
+      M.checklist(cur);
       if (cur.validation_report && cur.validation_report.checks) {
         var tbody = el("tbody");
         M.checksTable(tbody, cur.validation_report);
@@ -74,17 +86,22 @@
     xhr.setRequestHeader("X-CSRFToken", M.csrfToken());
     xhr.setRequestHeader("Accept", "application/json");
     bar.hidden = false; bar.value = 0; button.disabled = true; say("Uploading " + file.name + "…");
-    xhr.upload.onprogress = function (ev) { if (ev.lengthComputable) { bar.value = Math.round(100 * ev.loaded / ev.total); } };
+    var sent = document.getElementById("upload-bytes");
+    xhr.upload.onprogress = function (ev) {
+      if (!ev.lengthComputable) { return; }
+      bar.value = Math.round(100 * ev.loaded / ev.total);
+      sent.textContent = size(ev.loaded) + " of " + size(ev.total) + " sent (" + bar.value + "%)";
+    };
     xhr.onload = function () {
       button.disabled = false;
       var body = null; try { body = JSON.parse(xhr.responseText); } catch (err) { body = null; }
       if (xhr.status === 201) {
-        bar.value = 100;
+        bar.value = 100; sent.textContent = size(file.size) + " of " + size(file.size) + " sent (100%)";
         say("Uploaded as v" + body.version + "; validating…");
         watch(body, addRow(body));
         input.value = ""; choose(null);
       } else {
-        bar.hidden = true;
+        bar.hidden = true; sent.textContent = "";
         say("Upload refused: " + M.errorMessage(body) + " (HTTP " + xhr.status + ")", "error");
       }
     };

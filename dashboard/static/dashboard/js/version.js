@@ -7,6 +7,7 @@
   M.pollVersion(note.dataset.poll, function (v) {
     var status = document.getElementById("version-status");
     status.className = "badge " + v.status; status.textContent = v.status; status.dataset.status = v.status;
+    M.checklist(v);
     if (v.validation_report && v.validation_report.checks) { M.checksTable(document.getElementById("checks"), v.validation_report); }
     if (v.status === "ready" || v.status === "failed") {
       note.textContent = "Validation finished: " + v.status + ". Reload for the signature and full details.";
