@@ -25,7 +25,9 @@ def test_settle_moves_what_is_alive_out_of_the_collected_generations() -> None:
     survivors = [[i] for i in range(1000)]  # containers the collector tracks
     frozen = heap.settle()
     assert frozen >= len(survivors)
-    assert gc.get_freeze_count() == frozen
+    # Frozen objects are still freed by reference counting (another thread of the test
+    # process may drop one meanwhile): the count can shrink, never grow, after a freeze.
+    assert len(survivors) <= gc.get_freeze_count() <= frozen
     assert not any(s is survivors[0] for s in gc.get_objects(generation=2))
 
 
