@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -22,53 +21,24 @@ from django.test import override_settings
 from inference.batch import services
 from inference.batch.models import BatchChunk, BatchJob
 from tests.batch.conftest import FEATURES, ready_version, rows, write_csv
-from tests.integration.conftest import ROOT, WorkerProcess, database_url, wait_for
+from tests.integration.conftest import ROOT, RedisServer, WorkerProcess, database_url, wait_for
 from tests.integration.test_batch_jobs_on_workers import slow4
 
 pytestmark = [pytest.mark.integration]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Redis:
-    def __init__(self, folder: Path) -> None:
-        self.port, self.folder, self.proc = free_port(), folder, None
-
-    def start(self) -> None:
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen(cmd + ["--dir", str(self.folder)], stdout=subprocess.DEVNULL)
-        wait_for(self.ping, timeout=20, what="redis-server to start")
-
-    def ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[Redis]:
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
         pytest.skip("needs redis-server on PATH")
-    redis = Redis(tmp_path)
+    redis = RedisServer(tmp_path)
     redis.start()
     yield redis
     redis.stop()
 
 
 @pytest.fixture
-def start_worker(transactional_db: Any, settings: Any, tmp_path: Path, private_redis: Redis) -> Iterator[Any]:
+def start_worker(transactional_db: Any, settings: Any, tmp_path: Path, private_redis: RedisServer) -> Iterator[Any]:
     """Starts Celery workers with an embedded beat (`-B`) on the private Redis; stops them after."""
     queue = f"batch-test-{uuid.uuid4().hex[:8]}"
     settings.BATCH_STORE = tmp_path / "batch"
