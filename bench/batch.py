@@ -38,41 +38,19 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 import numpy as np  # noqa: E402
-import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.csv as pa_csv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from onnx import TensorProto, helper  # noqa: E402
+from gpu_check import mlp as build_mlp  # noqa: E402
 
 FEATURES = 256
 
 
 def build_model(path: Path, kind: str) -> Path:
     """mlp: 256 -> 2048 -> 2048 -> 2048 -> 10 (the peers' shape); small: 256 -> 64 -> 10."""
-    dims = [FEATURES, 2048, 2048, 2048, 10] if kind == "mlp" else [FEATURES, 64, 10]
-    rng = np.random.default_rng(0)
-    nodes, inits, last = [], [], "x"
-    for i, (a, b) in enumerate(zip(dims, dims[1:], strict=False)):
-        w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
-        inits.append(helper.make_tensor(f"w{i}", TensorProto.FLOAT, w.shape, w.ravel()))
-        nodes.append(helper.make_node("MatMul", [last, f"w{i}"], [f"m{i}"]))
-        last = f"m{i}"
-        if i < len(dims) - 2:
-            nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
-            last = f"r{i}"
-    nodes.append(helper.make_node("Identity", [last], ["y"]))
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    return path
+    dims = (FEATURES, 2048, 2048, 2048, 10) if kind == "mlp" else (FEATURES, 64, 10)
+    return build_mlp(path, dims, names=("x", "y"))
 
 
 def write_inputs(folder: Path, rows: int) -> tuple[Path, Path]:

@@ -23,12 +23,14 @@ from onnx import TensorProto, helper  # noqa: E402
 from inference.pool import WorkerPoolTransport, worker_status  # noqa: E402
 from inference.transport import DeploymentSpec  # noqa: E402
 
+MLP_DIMS = (256, 2048, 2048, 2048, 10)
 
-def mlp(path: Path) -> Path:
-    """The peers' mlp shape: 256 -> 2048 -> 2048 -> 2048 -> 10, ReLU, FP32 (about 36 MB)."""
+
+def mlp(path: Path, dims: tuple[int, ...] = MLP_DIMS, *, names: tuple[str, str] = ("input", "output")) -> Path:
+    """The peers' mlp shape by default: 256 -> 2048 -> 2048 -> 2048 -> 10, ReLU, FP32 (about
+    36 MB); `dims` for other widths and depths, `names` for the input and output tensors."""
     rng = np.random.default_rng(0)
-    dims = [256, 2048, 2048, 2048, 10]
-    nodes, inits, last = [], [], "input"
+    nodes, inits, last = [], [], names[0]
     for i, (a, b) in enumerate(zip(dims, dims[1:], strict=False)):
         w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
         inits.append(helper.make_tensor(f"w{i}", TensorProto.FLOAT, w.shape, w.ravel()))
@@ -37,12 +39,12 @@ def mlp(path: Path) -> Path:
         if i < len(dims) - 2:
             nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
             last = f"r{i}"
-    nodes.append(helper.make_node("Identity", [last], ["output"]))
+    nodes.append(helper.make_node("Identity", [last], [names[1]]))
     graph = helper.make_graph(
         nodes,
         "mlp",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 256])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 10])],
+        [helper.make_tensor_value_info(names[0], TensorProto.FLOAT, ["batch", dims[0]])],
+        [helper.make_tensor_value_info(names[1], TensorProto.FLOAT, ["batch", dims[-1]])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
