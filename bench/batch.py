@@ -42,13 +42,16 @@ import onnxruntime as ort  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.csv as pa_csv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from gpu_check import mlp as build_mlp  # noqa: E402
 
 FEATURES = 256
 
 
 def build_model(path: Path, kind: str) -> Path:
     """mlp: 256 -> 2048 -> 2048 -> 2048 -> 10 (the peers' shape); small: 256 -> 64 -> 10."""
+    # Imported here, after main() set the environment: gpu_check imports the serving
+    # pool, which reads Django settings (MODELHUB_BATCH_DATA_DIR would be read unset).
+    from gpu_check import mlp as build_mlp
+
     dims = (FEATURES, 2048, 2048, 2048, 10) if kind == "mlp" else (FEATURES, 64, 10)
     return build_mlp(path, dims, names=("x", "y"))
 
