@@ -7,6 +7,7 @@ dtypes, so that a bad value fails its row, not the whole file; Parquet keeps its
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
@@ -51,8 +52,64 @@ def format_from_name(name: str) -> str | None:
 
 # --- reading --------------------------------------------------------------------------------
 
+_UTF8_HEAD_BYTES = 2 * _CSV_BLOCK_BYTES
 
-def _csv_reader(path: Path, columns: Sequence[str] | None, on_bad_line: Callable[[str], None] | None) -> Any:
+
+def _not_utf8(data: bytes, at: int, *, line_before: int, offset: int) -> TableFormatError:
+    """The error for the byte `data[at]` (the file's byte `offset + at`)."""
+    line = line_before + data.count(b"\n", 0, at) + 1
+    return TableFormatError(
+        f"the CSV is not UTF-8 text: byte 0x{data[at : at + 1].hex()} on line {line} (byte {offset + at}) is not "
+        "valid UTF-8; save the file as UTF-8 (for example: iconv -f latin1 -t utf-8 in.csv > out.csv)"
+    )
+
+
+def utf8_check(path: Path) -> None:
+    """TableFormatError naming the line of the first byte of `path` that is not UTF-8.
+
+    pyarrow's CSV reader needs UTF-8: a bad byte in a text column fails the whole batch, and
+    on a line with the wrong number of fields it cannot even hand the line to the invalid-row
+    handler (decoding the line inside pyarrow raises, which Python reports as "Exception
+    ignored", and the read then fails with a message about field counts). So a CSV input is
+    checked first, streaming, in C (the incremental decoder), before pyarrow reads it.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    offset = lines = 0
+    with open(path, "rb") as source:
+        while True:
+            block = source.read(_CSV_BLOCK_BYTES)
+            held = decoder.getstate()[0]  # an unfinished character from the previous block
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                # exc.start counts from `held` + block; `held` has no newline in it.
+                raise _not_utf8(held + block, exc.start, line_before=lines, offset=offset - len(held)) from None
+            if not block:
+                return
+            lines += block.count(b"\n")
+            offset += len(block)
+
+
+def _source(path: Path | bytes) -> Any:
+    return pa.BufferReader(path) if isinstance(path, bytes) else path
+
+
+def _csv_head(path: Path) -> bytes:
+    """The file's first whole lines, up to _UTF8_HEAD_BYTES, checked for UTF-8: what a look
+    at the start of a CSV reads (pyarrow never sees the bytes after it)."""
+    with open(path, "rb") as source:
+        data = source.read(_UTF8_HEAD_BYTES + 1)
+    if len(data) > _UTF8_HEAD_BYTES:
+        data = data[: data.rfind(b"\n", 0, _UTF8_HEAD_BYTES) + 1] or data[:_UTF8_HEAD_BYTES]
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(data) - 3 or len(data) <= _UTF8_HEAD_BYTES:  # not a character cut at the end
+            raise _not_utf8(data, exc.start, line_before=0, offset=0) from None
+    return data
+
+
+def _csv_reader(path: Path | bytes, columns: Sequence[str] | None, on_bad_line: Callable[[str], None] | None) -> Any:
     def handler(row: Any) -> str:
         if on_bad_line is None:
             return "error"
@@ -64,7 +121,7 @@ def _csv_reader(path: Path, columns: Sequence[str] | None, on_bad_line: Callable
     try:
         # The header only: bad lines are reported by the reader that returns the rows.
         names_only = pa_csv.ParseOptions(invalid_row_handler=lambda row: "skip")
-        names = pa_csv.open_csv(path, read_options=read, parse_options=names_only).schema.names
+        names = pa_csv.open_csv(_source(path), read_options=read, parse_options=names_only).schema.names
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise TableFormatError(f"not a readable CSV file: {exc}") from None
     if len(set(names)) != len(names):
@@ -76,7 +133,7 @@ def _csv_reader(path: Path, columns: Sequence[str] | None, on_bad_line: Callable
         strings_can_be_null=True,
     )
     try:
-        return pa_csv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+        return pa_csv.open_csv(_source(path), read_options=read, parse_options=parse, convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowKeyError, UnicodeDecodeError) as exc:
         raise TableFormatError(f"not a readable CSV file: {exc}") from None
 
@@ -132,7 +189,7 @@ def _jsonl_batch(rows: list[dict[str, Any]], names: list[str]) -> pa.RecordBatch
 def column_names(path: Path, fmt: str) -> list[str]:
     """The columns of a table file (the first JSON Lines object's keys)."""
     if fmt == "csv":
-        return list(_csv_reader(path, None, _ignore).schema.names)
+        return list(_csv_reader(_csv_head(path), None, _ignore).schema.names)
     if fmt == "parquet":
         return list(_parquet_file(path).schema_arrow.names)
     return list(head(path, fmt, rows=1).column_names)
@@ -155,6 +212,7 @@ def iter_batches(
     *,
     columns: Sequence[str] | None = None,
     on_bad_line: Callable[[str], None] | None = None,
+    start_only: bool = False,
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of `path` (only `columns`); never the whole file in memory.
 
@@ -165,7 +223,7 @@ def iter_batches(
         raise TableFormatError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     try:
         if fmt == "csv":
-            yield from _csv_reader(path, columns, on_bad_line)
+            yield from _csv_reader(_csv_head(path) if start_only else path, columns, on_bad_line)
         elif fmt == "parquet":
             source = _parquet_file(path)
             yield from source.iter_batches(batch_size=65536, columns=list(columns) if columns is not None else None)
@@ -185,7 +243,7 @@ def head(path: Path, fmt: str, *, rows: int, columns: Sequence[str] | None = Non
     bad: list[str] = []
     count = 0
     schema = None
-    for batch in iter_batches(path, fmt, columns=columns, on_bad_line=bad.append):
+    for batch in iter_batches(path, fmt, columns=columns, on_bad_line=bad.append, start_only=True):
         schema = batch.schema
         batches.append(batch)
         count += batch.num_rows
@@ -212,6 +270,8 @@ def split_into_chunks(
     Every chunk file gets a `__row` column with the input row number. Returns the row
     counts. One record batch is in memory at a time.
     """
+    if fmt == "csv":
+        utf8_check(path)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts: list[int] = []
     writer: pq.ParquetWriter | None = None
