@@ -358,6 +358,8 @@ BATCH_STORE = Path(env_str("MODELHUB_BATCH_STORE") or str(DATA_DIR / "batch"))
 BATCH_DATA_DIR = env_str("MODELHUB_BATCH_DATA_DIR", "")
 BATCH_MAX_INPUT_BYTES = env_int("MODELHUB_BATCH_MAX_INPUT_BYTES", 2 * 1024**3)
 BATCH_QUEUE = env_str("MODELHUB_BATCH_QUEUE", "batch")
+# Jobs with device=gpu: every step goes to this queue, consumed by workers on GPU hosts.
+BATCH_GPU_QUEUE = env_str("MODELHUB_BATCH_GPU_QUEUE", "batch_gpu")
 BATCH_CHUNK_ROWS = env_int("MODELHUB_BATCH_CHUNK_ROWS", 50_000)
 # The cap keeps a chunk well inside CELERY_VISIBILITY_TIMEOUT at any sane model speed.
 BATCH_MAX_CHUNK_ROWS = env_int("MODELHUB_BATCH_MAX_CHUNK_ROWS", 200_000)

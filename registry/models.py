@@ -145,6 +145,9 @@ class PromotionRequest(models.Model):
     justification = models.TextField()
     # [{"name", "ok", "detail"}], computed at request time and again at the decision.
     gates = models.JSONField(default=list, blank=True)
+    # Evidence attached for the approver: [{"kind", "id", "url", "summary", "attached_by",
+    # "attached_at"}], e.g. a batch compare job's diff report (inference.batch.services).
+    evidence = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     reviewer = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

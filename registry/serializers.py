@@ -125,6 +125,7 @@ class PromotionRequestSerializer(serializers.ModelSerializer):
             "justification",
             "gates",
             "gates_ok",
+            "evidence",
             "reviewer",
             "comment",
             "override_reason",

@@ -9,6 +9,7 @@ import orjson
 from django.conf import settings
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.http import FileResponse, HttpRequest
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
@@ -23,7 +24,13 @@ from config.http import client_ip
 from config.parsers import JsonParser
 from inference.batch import selectors, services, storage
 from inference.batch.models import BatchJob
-from inference.batch.serializers import BatchJobCreateSerializer, BatchJobDetailSerializer, BatchJobSerializer
+from inference.batch.serializers import (
+    BatchJobCreateSerializer,
+    BatchJobDetailSerializer,
+    BatchJobSerializer,
+    CompareAttachSerializer,
+)
+from registry.serializers import PromotionRequestSerializer
 
 
 class Gone(DomainError):
@@ -68,9 +75,15 @@ def _bool(value: Any) -> bool:
 def job_request_parse(data: Any) -> services.JobRequest:
     if not hasattr(data, "get"):
         raise services.BatchInputError("expected a JSON object (or a multipart form) describing the job")
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise services.BatchInputError("model: required, a model name or name@production")
+    model = data.get("model") or ""
+    endpoint = data.get("endpoint") or ""
+    if not isinstance(model, str) or not isinstance(endpoint, str):
+        raise services.BatchInputError("model, endpoint: expected a name")
+    if not model and not endpoint and not data.get("pipeline"):
+        raise services.BatchInputError("model: required, a model name or name@production (or an endpoint)")
+    compare_model = data.get("compare_model") or ""
+    if not isinstance(compare_model, str):
+        raise services.BatchInputError("compare_model: expected a model name or name@production")
     passthrough = data.get("passthrough")
     if isinstance(passthrough, str) and not passthrough.lstrip().startswith("["):
         passthrough = [p.strip() for p in passthrough.split(",") if p.strip()]
@@ -84,6 +97,10 @@ def job_request_parse(data: Any) -> services.JobRequest:
     return services.JobRequest(
         model=model,
         version=_int(data.get("version"), "version"),
+        endpoint=endpoint,
+        compare_model=compare_model,
+        compare_version=_int(data.get("compare_version"), "compare_version"),
+        tolerance=_float(data.get("tolerance"), "tolerance", 1e-6),
         input_format=data.get("input_format") or None,
         output_format=data.get("output_format") or None,
         column_mapping=mapping,
@@ -93,6 +110,7 @@ def job_request_parse(data: Any) -> services.JobRequest:
         max_error_pct=_float(data.get("max_error_pct"), "max_error_pct", 5.0),
         device=data.get("device") or "cpu",
         dry_run_rows=_int(data.get("dry_run_rows"), "dry_run_rows") or 100,
+        extra={"pipeline": data.get("pipeline")} if data.get("pipeline") else {},
     )
 
 
@@ -201,6 +219,28 @@ class JobResume(APIView):
             job=selectors.job_get(job_id=job_id, user=request.user), user=request.user, source_ip=client_ip(request)
         )
         return Response(BatchJobSerializer(job).data)
+
+
+class JobAttach(APIView):
+    permission_classes = [ReadOrEngineerWrites]
+
+    @extend_schema(
+        summary="Attach a succeeded compare job's diff report to a pending promotion request, as evidence",
+        request=CompareAttachSerializer,
+        responses=PromotionRequestSerializer,
+    )
+    def post(self, request: Request, job_id: int) -> Response:
+        body = CompareAttachSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job = selectors.job_get(job_id=job_id, user=request.user)
+        found = services.compare_attach(
+            job=job,
+            request_id=body.validated_data["promotion_request"],
+            user=request.user,
+            url=reverse("batch-job-detail", args=[job.pk]),
+            source_ip=client_ip(request),
+        )
+        return Response(PromotionRequestSerializer(found).data)
 
 
 def _download(job: BatchJob, path: Path, sha256: str, filename: str) -> FileResponse:

@@ -28,6 +28,10 @@ class BatchJob(models.Model):
         SKIP = "skip"  # bad rows go to the errors file, up to max_error_pct of all rows
         FAIL = "fail"  # the first bad row fails the job
 
+    class Kind(models.TextChoices):
+        SCORE = "score"  # one version scores the table
+        COMPARE = "compare"  # two versions score the same rows; a diff report is written
+
     TERMINAL = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
 
     team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
@@ -37,6 +41,24 @@ class BatchJob(models.Model):
     model_ref = models.CharField(max_length=100)
     model_sha256 = models.CharField(max_length=64)
     device = models.CharField(max_length=8, default="cpu")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.SCORE)
+    # The endpoint whose current primary was resolved into model_version (when the job
+    # named an endpoint rather than a version).
+    endpoint = models.ForeignKey(
+        "inference.Endpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="batch_jobs"
+    )
+    # compare: the second version ("b"), scored on the same rows as model_version ("a").
+    compare_version = models.ForeignKey(
+        "registry.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="compare_jobs"
+    )
+    compare_sha256 = models.CharField(max_length=64, blank=True)
+    # compare: the diff report, written at finalize (services.compare_report).
+    report = models.JSONField(default=dict, blank=True)
+    # Execution providers ONNX Runtime really gave the chunks ("CPUExecutionProvider", ...).
+    providers = models.JSONField(default=list, blank=True)
+    # Why the job is where it is, when that is not obvious (waiting for a worker on its queue,
+    # a GPU job that ran on CPU); empty otherwise.
+    status_detail = models.TextField(blank=True)
 
     input_kind = models.CharField(max_length=8, choices=InputKind.choices)
     # upload: the store-relative path of the content-addressed copy; path: relative to
@@ -108,6 +130,10 @@ class BatchChunk(models.Model):
     rows_done = models.PositiveIntegerField(default=0)
     rows_failed = models.PositiveIntegerField(default=0)
     part_size = models.BigIntegerField(default=0)
+    # The execution provider the chunk's session really had, and (compare jobs) its partial
+    # diff statistics, summed by finalize.
+    provider = models.CharField(max_length=64, blank=True)
+    stats = models.JSONField(default=dict, blank=True)
     last_error = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -14,7 +14,12 @@ from inference.batch.models import BatchJob
 
 def job_list(*, user: Any, state: str = "", model: str = "", version_id: int | None = None) -> QuerySet[BatchJob]:
     """Jobs the user may see (their teams' and those of no team), newest first."""
-    jobs = team_scope(BatchJob.objects.select_related("model_version__model", "created_by", "team"), user)
+    jobs = team_scope(
+        BatchJob.objects.select_related(
+            "model_version__model", "compare_version__model", "endpoint", "created_by", "team"
+        ),
+        user,
+    )
     if state:
         jobs = jobs.filter(state=state)
     if model:
@@ -26,7 +31,9 @@ def job_list(*, user: Any, state: str = "", model: str = "", version_id: int | N
 
 def job_get(*, job_id: int, user: Any) -> BatchJob:
     """One job; another team's job is answered exactly as a missing one (404)."""
-    jobs = BatchJob.objects.select_related("model_version__model", "created_by", "team")
+    jobs = BatchJob.objects.select_related(
+        "model_version__model", "compare_version__model", "endpoint", "created_by", "team"
+    )
     found: BatchJob = get_visible_or_404(jobs, user, pk=job_id)
     return found
 

@@ -23,6 +23,7 @@ class BatchChunkSerializer(serializers.ModelSerializer):
             "rows_done",
             "rows_failed",
             "seconds",
+            "provider",
             "last_error",
         ]
 
@@ -36,6 +37,8 @@ class BatchJobSerializer(serializers.ModelSerializer):
     input = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
     errors_file = serializers.SerializerMethodField()
+    endpoint = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    compare = serializers.SerializerMethodField()
 
     class Meta:
         model = BatchJob
@@ -49,7 +52,13 @@ class BatchJobSerializer(serializers.ModelSerializer):
             "version",
             "model_ref",
             "model_sha256",
+            "kind",
+            "endpoint",
+            "compare",
+            "report",
             "device",
+            "providers",
+            "status_detail",
             "input",
             "column_mapping",
             "passthrough",
@@ -70,6 +79,13 @@ class BatchJobSerializer(serializers.ModelSerializer):
             "finished_at",
             "files_deleted_at",
         ]
+
+    def get_compare(self, job: BatchJob) -> dict[str, Any] | None:
+        """compare jobs: the second version ("b"; model/version above are "a")."""
+        other = job.compare_version
+        if other is None:
+            return None
+        return {"model": other.model.name, "version": other.version, "sha256": job.compare_sha256}
 
     def get_progress(self, job: BatchJob) -> dict[str, Any]:
         return selectors.job_progress(job)
@@ -110,8 +126,19 @@ class BatchJobDetailSerializer(BatchJobSerializer):
 class BatchJobCreateSerializer(serializers.Serializer):
     """The request: JSON (with input_path) or multipart (with an input file)."""
 
-    model = serializers.CharField(help_text="a model name (with version), or name@production / name@staging")
+    model = serializers.CharField(
+        required=False, help_text="a model name (with version), or name@production / name@staging"
+    )
     version = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    endpoint = serializers.CharField(required=False, help_text="instead of model: the endpoint's current primary")
+    pipeline = serializers.CharField(required=False, help_text="not supported yet (400)")
+    compare_model = serializers.CharField(
+        required=False, help_text="compare job: the second version's model (default: model), or an alias"
+    )
+    compare_version = serializers.IntegerField(required=False, min_value=1, help_text="compare job: its version")
+    tolerance = serializers.FloatField(
+        required=False, min_value=0.0, help_text="compare job: |a - b| up to this counts as agreement (1e-6)"
+    )
     input = serializers.FileField(required=False, help_text="the table to score (multipart)")
     input_path = serializers.CharField(required=False, help_text="a file inside MODELHUB_BATCH_DATA_DIR")
     input_format = serializers.ChoiceField(choices=BatchJob.Format.choices, required=False)
@@ -124,3 +151,7 @@ class BatchJobCreateSerializer(serializers.Serializer):
     device = serializers.ChoiceField(choices=[("cpu", "cpu"), ("gpu", "gpu")], required=False)
     dry_run = serializers.BooleanField(required=False, default=False)
     dry_run_rows = serializers.IntegerField(required=False, min_value=1)
+
+
+class CompareAttachSerializer(serializers.Serializer):
+    promotion_request = serializers.IntegerField(min_value=1, help_text="a pending promotion request's id")

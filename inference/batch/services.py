@@ -34,15 +34,20 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from accounts.permissions import endpoint_for_user_or_404
 from config.errors import Conflict, DomainError, PayloadTooLarge
-from inference.batch import executor, storage, tables
+from inference.batch import compare, executor, storage, tables
 from inference.batch.models import BatchChunk, BatchJob
 from inference.batch.runner import LocalRunner
+from inference.models import Deployment, Endpoint
 from inference.runtime.errors import InputError, ModelExecutionError
 from inference.runtime.signature import Signature
+from inference.selectors import revision_current
+from inference.services import ENVIRONMENT_RULES, EnvironmentRuleBroken, version_allowed
 from registry import selectors as registry_selectors
 from registry.audit import audit_record
-from registry.models import ModelVersion
+from registry.evidence import promotion_evidence_attach
+from registry.models import ModelVersion, PromotionRequest
 from registry.storage import StagedArtifact
 
 log = logging.getLogger(__name__)
@@ -62,6 +67,10 @@ class JobStateConflict(Conflict):
     code = "invalid_transition"
 
 
+class NoPrimary(Conflict):
+    code = "no_primary"
+
+
 class _RowError(Exception):
     """A bad row under error_policy=fail, or the model failing on rows it accepted."""
 
@@ -74,8 +83,14 @@ class _Stop(Exception):
 class JobRequest:
     """What a user asked for, parsed but not yet checked against the model or the file."""
 
-    model: str
+    model: str = ""
     version: int | None = None
+    # Instead of model/version: the endpoint whose current primary version runs.
+    endpoint: str = ""
+    # compare jobs: the second version ("b"), scored beside model/version ("a").
+    compare_model: str = ""
+    compare_version: int | None = None
+    tolerance: float = 1e-6
     input_format: str | None = None
     output_format: str | None = None
     column_mapping: Mapping[str, Any] | None = None
@@ -111,12 +126,86 @@ def model_version_resolve(*, model: str, version: int | None, user: Any) -> Mode
         if version is None:
             raise BatchInputError("version: required (or name a stage alias such as model@production)")
         found = registry_selectors.version_get(model_name=model, version=version, user=user)
-    if found.status != ModelVersion.Status.READY:
-        raise VersionNotReady(
-            f"{found} is {found.status}; a batch job needs a ready (validated) version",
-            details={"status": found.status},
-        )
+    _ready_check(found)
     return found
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a job runs: the version, how it was named, and the endpoint it came from."""
+
+    version: ModelVersion
+    ref: str
+    endpoint: Endpoint | None = None
+
+
+def endpoint_primary_resolve(*, endpoint: str, user: Any) -> Target:
+    """The endpoint's current primary version, if the endpoint's environment allows it.
+
+    Team-scoped twice: an endpoint the user may not see is a 404, and so is a primary whose
+    model the user may not see. The environment rule is the one the traffic split obeys
+    (inference.services.version_allowed), checked again here because a stage may have
+    changed since the split was written.
+    """
+    found: Endpoint = endpoint_for_user_or_404(user, endpoint)
+    revision = revision_current(endpoint=found)
+    primaries = [r for r in (revision.routes if revision else []) if r.get("role") == Deployment.Role.PRIMARY]
+    if not primaries:
+        raise NoPrimary(f'endpoint "{found.name}" has no primary version to run (no traffic split yet)')
+    route = max(primaries, key=lambda r: int(r.get("weight") or 0))
+    version = registry_selectors.version_get(model_name=route["model"], version=int(route["version"]), user=user)
+    if not version_allowed(environment=found.environment, stage=version.stage, role=Deployment.Role.PRIMARY):
+        raise EnvironmentRuleBroken(
+            f"{version} is in {version.stage}, so it cannot run as the primary of {found.environment} endpoint "
+            f'"{found.name}": {ENVIRONMENT_RULES[found.environment]}',
+            details={
+                "model": version.model.name,
+                "version": version.version,
+                "stage": version.stage,
+                "environment": found.environment,
+            },
+        )
+    _ready_check(version)
+    return Target(version, f"endpoint:{found.name}"[:100], found)
+
+
+def target_resolve(*, request: JobRequest, user: Any) -> Target:
+    """A model version, a stage alias, or an endpoint's current primary (pipelines: not yet)."""
+    if request.extra.get("pipeline"):
+        raise BatchInputError(
+            "pipeline: pipelines as batch targets are not supported yet; name a model version, a stage alias "
+            "or an endpoint"
+        )
+    if request.endpoint:
+        if request.model or request.version is not None:
+            raise BatchInputError("give either an endpoint or a model (with version or alias), not both")
+        return endpoint_primary_resolve(endpoint=request.endpoint, user=user)
+    if not request.model:
+        raise BatchInputError("model: required (a model name with version, name@production), or an endpoint")
+    version = model_version_resolve(model=request.model, version=request.version, user=user)
+    ref = request.model if "@" in request.model else f"{version.model.name}/{version.version}"
+    return Target(version, ref)
+
+
+def compare_target_resolve(*, request: JobRequest, first: ModelVersion, user: Any) -> Target | None:
+    """The second version of a compare job (None for a plain job): same grammar as `model`;
+    a bare compare_version means another version of the first one's model."""
+    if not request.compare_model and request.compare_version is None:
+        return None
+    name = request.compare_model or first.model.name
+    version = model_version_resolve(model=name, version=request.compare_version, user=user)
+    if version.pk == first.pk:
+        raise BatchInputError(f"compare: {version} is the version being compared against; name another one")
+    ref = name if "@" in name else f"{version.model.name}/{version.version}"
+    return Target(version, ref)
+
+
+def _ready_check(version: ModelVersion) -> None:
+    if version.status != ModelVersion.Status.READY:
+        raise VersionNotReady(
+            f"{version} is {version.status}; a batch job needs a ready (validated) version",
+            details={"status": version.status},
+        )
 
 
 def _signature(version: ModelVersion) -> Signature:
@@ -217,7 +306,8 @@ def _default_mapping(
 
 @dataclass(frozen=True)
 class _Checked:
-    version: ModelVersion
+    target: Target
+    compare: Target | None
     path: Path
     fmt: str
     output_format: str
@@ -228,7 +318,9 @@ class _Checked:
 
 def _check(*, request: JobRequest, user: Any, path: Path, filename: str, size: int) -> _Checked:
     """Every check a job gets before it is accepted: cheap, reads only the file's start."""
-    version = model_version_resolve(model=request.model, version=request.version, user=user)
+    target = target_resolve(request=request, user=user)
+    version = target.version
+    second = compare_target_resolve(request=request, first=version, user=user)
     fmt = request.input_format or tables.format_from_name(filename)
     if fmt is None:
         raise BatchInputError(
@@ -255,6 +347,8 @@ def _check(*, request: JobRequest, user: Any, path: Path, filename: str, size: i
         raise BatchInputError(f"max_error_pct: expected 0 to 100, got {request.max_error_pct}")
     if request.device not in ("cpu", "gpu"):
         raise BatchInputError(f"device: expected cpu or gpu, got {request.device!r}")
+    if not 0.0 <= request.tolerance < float("inf"):
+        raise BatchInputError(f"tolerance: expected a number >= 0, got {request.tolerance}")
     passthrough = list(request.passthrough)
     if not passthrough:
         raise BatchInputError("passthrough: name at least one column (a key) to copy to the output")
@@ -272,7 +366,12 @@ def _check(*, request: JobRequest, user: Any, path: Path, filename: str, size: i
         mapping=request.column_mapping,
         passthrough=passthrough,
     )
-    return _Checked(version, path, fmt, output_format, mapping, passthrough, chunk_rows)
+    if second is not None:
+        try:
+            compare.signatures_check(_signature(version), _signature(second.version), mapping)
+        except ValueError as exc:
+            raise BatchInputError(f"compare: {exc}") from None
+    return _Checked(target, second, path, fmt, output_format, mapping, passthrough, chunk_rows)
 
 
 def job_dry_run(*, request: JobRequest, user: Any, path: Path, filename: str, size: int) -> dict[str, Any]:
@@ -284,16 +383,14 @@ def job_dry_run(*, request: JobRequest, user: Any, path: Path, filename: str, si
         table = tables.head(path, checked.fmt, rows=rows, columns=columns)
     except tables.TableFormatError as exc:
         raise BatchInputError(f"input: {exc}") from None
-    signature = _signature(checked.version)
+    version = checked.target.version
+    signature = _signature(version)
     feeds, good, bad = tables.model_feeds(table, checked.mapping, signature)
     output_columns: list[str] = []
     sample: list[dict[str, Any]] = []
     if good.any():
         model = executor.model_for(
-            sha256=checked.version.artifact_sha256,
-            name=checked.version.model.name,
-            version=str(checked.version.version),
-            device=request.device,
+            sha256=version.artifact_sha256, name=version.model.name, version=str(version.version), device=request.device
         )
         try:
             outputs = model.predict(feeds)
@@ -305,7 +402,8 @@ def job_dry_run(*, request: JobRequest, user: Any, path: Path, filename: str, si
     return {
         "dry_run": True,
         "ok": not bad,
-        "model_version": {"model": checked.version.model.name, "version": checked.version.version},
+        "model_version": {"model": version.model.name, "version": version.version},
+        "model_ref": checked.target.ref,
         "rows_checked": table.num_rows,
         "bad_rows": len(bad),
         "errors": [{"row": b.row, "column": b.column, "reason": b.reason} for b in bad[:20]],
@@ -351,8 +449,9 @@ def job_create(
         if upload is not None:
             upload.discard()
         raise
-    version = checked.version
-    ref = request.model if "@" in request.model else f"{version.model.name}/{version.version}"
+    version, second = checked.target.version, checked.compare
+    ref = checked.target.ref
+    queue = _queue_for(request.device)
     with transaction.atomic():
         job = BatchJob.objects.create(
             team_id=version.model.team_id,
@@ -360,6 +459,12 @@ def job_create(
             model_version=version,
             model_ref=ref,
             model_sha256=version.artifact_sha256,
+            endpoint=checked.target.endpoint,
+            kind=BatchJob.Kind.COMPARE if second else BatchJob.Kind.SCORE,
+            compare_version=second.version if second else None,
+            compare_sha256=second.version.artifact_sha256 if second else "",
+            report={"tolerance": request.tolerance} if second else {},
+            status_detail="" if celery_app.conf.task_always_eager else f"queued on {queue}, waiting for a worker",
             device=request.device,
             input_kind=kind,
             input_path=stored,
@@ -378,7 +483,13 @@ def job_create(
             actor=user,
             action="batch_job.create",
             obj=job,
-            after={"model": ref, "model_sha256": job.model_sha256, "input": filename, "input_sha256": sha256},
+            after={
+                "model": ref,
+                "model_sha256": job.model_sha256,
+                "compare_to": second.ref if second else None,
+                "input": filename,
+                "input_sha256": sha256,
+            },
             source_ip=source_ip,
         )
         transaction.on_commit(lambda: _dispatch("plan", job.pk))
@@ -418,19 +529,24 @@ RUNNER = LocalRunner(_job_drive)
 _TASKS = {"plan": "batch.job_plan", "chunk": "batch.chunk_run", "finalize": "batch.job_finalize"}
 
 
+def _queue_for(device: str) -> str:
+    """device=gpu jobs run every step on the GPU workers' queue; the rest on the batch queue."""
+    return settings.BATCH_GPU_QUEUE if device == "gpu" else settings.BATCH_QUEUE
+
+
 def _dispatch(kind: str, job_id: int, indexes: Sequence[int] = (), *, countdown: float | None = None) -> None:
-    """Queue the next step: Celery tasks on the batch queue, or the embedded runner thread."""
+    """Queue the next step: Celery tasks on the job's queue, or the embedded runner thread."""
     if celery_app.conf.task_always_eager:
         RUNNER.submit(job_id)
         return
     try:
+        device = BatchJob.objects.filter(pk=job_id).values_list("device", flat=True).first() or "cpu"
+        queue = _queue_for(device)
         if kind == "chunk":
             for index in indexes:
-                celery_app.send_task(
-                    _TASKS[kind], args=[job_id, index], queue=settings.BATCH_QUEUE, countdown=countdown
-                )
+                celery_app.send_task(_TASKS[kind], args=[job_id, index], queue=queue, countdown=countdown)
         else:
-            celery_app.send_task(_TASKS[kind], args=[job_id], queue=settings.BATCH_QUEUE, countdown=countdown)
+            celery_app.send_task(_TASKS[kind], args=[job_id], queue=queue, countdown=countdown)
     except Exception:
         # The job's state is in PostgreSQL: the sweep queues what is stalled again.
         log.exception("batch job %s: could not queue %s; the sweep will retry", job_id, kind)
@@ -493,8 +609,9 @@ def job_plan(*, job_id: int) -> str:
         job.input_sha256, job.input_size = sha256, size
         job.started_at = job.last_progress_at = now
         job.state = BatchJob.State.RUNNING
+        job.status_detail = ""
         fields = ["rows_total", "rows_failed", "plan_failed_rows", "chunks_total", "input_sha256", "input_size"]
-        job.save(update_fields=[*fields, "started_at", "last_progress_at", "state"])
+        job.save(update_fields=[*fields, "started_at", "last_progress_at", "state", "status_detail"])
         if not chunks:
             _fail_locked(job, "the input has no readable rows")
             return "failed"
@@ -559,7 +676,7 @@ def chunk_run(*, job_id: int, index: int) -> ChunkOutcome:
         chunk.save(update_fields=["state", "attempts", "lease_owner", "lease_expires", "worker", "started_at"])
     started = time.monotonic()
     try:
-        good_rows, bad = _chunk_execute(job, chunk, token)
+        good_rows, bad, ran = _chunk_execute(job, chunk, token)
     except _Stop as stop:
         _chunk_release(chunk.pk, token, error="")
         return ChunkOutcome("stopped", str(stop))
@@ -572,16 +689,34 @@ def chunk_run(*, job_id: int, index: int) -> ChunkOutcome:
         _chunk_release(chunk.pk, token, error=f"{type(exc).__name__}: {exc}")
         _dispatch("chunk", job_id, [index], countdown=2.0)
         return ChunkOutcome("error", str(exc))
-    return _chunk_complete(job_id, index, token, good_rows, len(bad), time.monotonic() - started)
+    return _chunk_complete(job_id, index, token, good_rows, len(bad), time.monotonic() - started, ran)
 
 
-def _chunk_execute(job: BatchJob, chunk: BatchChunk, token: str) -> tuple[int, list[tables.BadRow]]:
+@dataclass(frozen=True)
+class _Ran:
+    """What a chunk leaves beside its part: the provider its session had, compare statistics."""
+
+    provider: str
+    stats: dict[str, Any]
+
+
+def _chunk_execute(job: BatchJob, chunk: BatchChunk, token: str) -> tuple[int, list[tables.BadRow], _Ran]:
     renew = _lease_renewer(chunk.pk, token)
     version = job.model_version
     signature = _signature(version)
     model = executor.model_for(
         sha256=job.model_sha256, name=version.model.name, version=str(version.version), device=job.device
     )
+    second = None
+    if job.kind == BatchJob.Kind.COMPARE and job.compare_sha256 == job.model_sha256:
+        # The same bytes under two version numbers: one session (the repository keys models
+        # by digest, and loading it again as the other version would replace the first).
+        second = model
+    elif job.kind == BatchJob.Kind.COMPARE and job.compare_version is not None:
+        other = job.compare_version
+        second = executor.model_for(
+            sha256=job.compare_sha256, name=other.model.name, version=str(other.version), device=job.device
+        )
     table = tables.read_chunk(tables.chunk_file(storage.chunks_dir(job.pk), chunk.index))
     feeds, good, bad = tables.model_feeds(table, job.column_mapping, signature)
     if bad and job.error_policy == BatchJob.ErrorPolicy.FAIL:
@@ -590,25 +725,36 @@ def _chunk_execute(job: BatchJob, chunk: BatchChunk, token: str) -> tuple[int, l
     n = int(good.sum())
     step = settings.BATCH_INFER_ROWS
     pieces: dict[str, list[np.ndarray[Any, Any]]] = {name: [] for name in signature.output_names}
+    pieces_b: dict[str, list[np.ndarray[Any, Any]]] = {name: [] for name in signature.output_names}
     for start in range(0, n, step):
         renew()
         batch = {name: values[start : start + step] for name, values in feeds.items()}
-        try:
-            outputs = model.predict(batch)
-        except (InputError, ModelExecutionError) as exc:
-            raise _RowError(f"the model failed on rows of chunk {chunk.index}: {exc}") from exc
-        for name, values in outputs.items():
-            pieces[name].append(values)
+        for runner, into in ((model, pieces), (second, pieces_b)):
+            if runner is None:
+                continue
+            try:
+                outputs = runner.predict(batch)
+            except (InputError, ModelExecutionError) as exc:
+                raise _RowError(f"{runner.label} failed on rows of chunk {chunk.index}: {exc}") from exc
+            for name, values in outputs.items():
+                into.setdefault(name, []).append(values)
     renew(force=True)
     outputs = {name: np.concatenate(values) for name, values in pieces.items() if values}
     kept = table.filter(pa.array(good)) if bad else table
-    result = _result_table(kept, job.passthrough, outputs)
+    stats: dict[str, Any] = {}
+    if second is not None:
+        outputs_b = {name: np.concatenate(values) for name, values in pieces_b.items() if values}
+        stats = compare.chunk_stats(outputs, outputs_b, tolerance=float(job.report.get("tolerance", 0.0)))
+        result = _result_table(kept, job.passthrough, compare.side_by_side(outputs, outputs_b))
+    else:
+        result = _result_table(kept, job.passthrough, outputs)
     tables.write_part(result, storage.part_path(job.pk, chunk.index, job.output_format), job.output_format)
     tables.errors_part(bad, storage.errors_part_path(job.pk, chunk.index))
     if not job.output_columns and result.num_rows:
         # A chunk whose rows all failed has no output columns: the first with rows names them.
         BatchJob.objects.filter(pk=job.pk, output_columns=[]).update(output_columns=result.column_names)
-    return n, bad
+    providers = {model.provider, second.provider} if second is not None else {model.provider}
+    return n, bad, _Ran(",".join(sorted(providers)), stats)
 
 
 def _result_table(table: pa.Table, passthrough: Sequence[str], outputs: Mapping[str, Any]) -> pa.Table:
@@ -647,7 +793,9 @@ def _chunk_release(chunk_pk: int, token: str, *, error: str) -> None:
     BatchChunk.objects.filter(pk=chunk_pk, lease_owner=token).exclude(state=BatchChunk.State.DONE).update(**fields)
 
 
-def _chunk_complete(job_id: int, index: int, token: str, good: int, failed: int, seconds: float) -> ChunkOutcome:
+def _chunk_complete(
+    job_id: int, index: int, token: str, good: int, failed: int, seconds: float, ran: _Ran
+) -> ChunkOutcome:
     with transaction.atomic():
         job = BatchJob.objects.select_for_update().get(pk=job_id)
         chunk = BatchChunk.objects.select_for_update().get(job_id=job_id, index=index)
@@ -660,8 +808,11 @@ def _chunk_complete(job_id: int, index: int, token: str, good: int, failed: int,
         chunk.lease_owner, chunk.lease_expires = "", None
         chunk.finished_at, chunk.seconds = now, seconds
         chunk.part_size = storage.part_path(job_id, index, job.output_format).stat().st_size
+        chunk.provider, chunk.stats = ran.provider, ran.stats
         chunk.save(
             update_fields=[
+                "provider",
+                "stats",
                 "state",
                 "rows_done",
                 "rows_failed",
@@ -676,6 +827,10 @@ def _chunk_complete(job_id: int, index: int, token: str, good: int, failed: int,
             rows_done=F("rows_done") + good, rows_failed=F("rows_failed") + failed, last_progress_at=now
         )
         job.refresh_from_db()
+        if ran.provider and ran.provider not in job.providers:
+            job.providers = [*job.providers, ran.provider]
+            job.status_detail = _provider_detail(job.device, job.providers, chunk.worker)
+            job.save(update_fields=["providers", "status_detail"])
         if job.state != BatchJob.State.RUNNING:
             return ChunkOutcome("done", f"job is {job.state}")
         if _over_error_budget(job):
@@ -685,6 +840,16 @@ def _chunk_complete(job_id: int, index: int, token: str, good: int, failed: int,
             job.save(update_fields=["state"])
             transaction.on_commit(lambda: _dispatch("finalize", job_id))
     return ChunkOutcome("done", f"{good} rows, {failed} failed")
+
+
+def _provider_detail(device: str, providers: Sequence[str], worker: str) -> str:
+    """Said when a GPU job did not get CUDA (everything else is as asked: nothing to say)."""
+    if device != "gpu" or all("CUDAExecutionProvider" in p for p in providers):
+        return ""
+    return (
+        f"device=gpu, but ONNX Runtime gave {', '.join(providers)} (seen on {worker}): CUDA is not usable on that "
+        "worker, so its chunks ran on CPU"
+    )
 
 
 # --- finalize, fail, cancel, resume ----------------------------------------------------------------
@@ -702,11 +867,16 @@ def job_finalize(*, job_id: int) -> str:
     error_parts = [storage.plan_errors_path(job.pk)] if job.plan_failed_rows else []
     error_parts += [storage.errors_part_path(job.pk, i) for i in indexes]
     errors = storage.errors_path(job.pk)
+    report = dict(job.report)
     try:
         tables.concatenate(parts, result, job.output_format, header=header)
         tables.concatenate(error_parts, errors, "csv", header=b"row,column,reason\n")
         result_sha, result_size = storage.file_sha256(result)
         errors_sha, _ = storage.file_sha256(errors)
+        if job.kind == BatchJob.Kind.COMPARE:
+            stats = list(job.chunks.order_by("index").values_list("stats", flat=True))
+            report.update(compare.report(stats, tolerance=float(report.get("tolerance", 0.0))))
+            report.update(_compare_sides(job))
     except (OSError, pa.ArrowException) as exc:
         # A missing or unreadable part does not come back by retrying: say so and stop.
         job_fail(job_id=job_id, reason=f"joining the parts failed: {exc}", expect=BatchJob.State.FINALIZING)
@@ -718,12 +888,29 @@ def job_finalize(*, job_id: int) -> str:
         job.state = BatchJob.State.SUCCEEDED
         job.result_sha256, job.result_size, job.errors_sha256 = result_sha, result_size, errors_sha
         job.finished_at = job.last_progress_at = timezone.now()
+        job.report = report
         job.save(
-            update_fields=["state", "result_sha256", "result_size", "errors_sha256", "finished_at", "last_progress_at"]
+            update_fields=[
+                "state",
+                "result_sha256",
+                "result_size",
+                "errors_sha256",
+                "finished_at",
+                "last_progress_at",
+                "report",
+            ]
         )
     # The chunk files were only needed to run: the result and parts stay until retention.
     shutil.rmtree(storage.chunks_dir(job_id), ignore_errors=True)
     return "succeeded"
+
+
+def _compare_sides(job: BatchJob) -> dict[str, Any]:
+    def side(version: ModelVersion, sha256: str) -> dict[str, Any]:
+        return {"model": version.model.name, "version": version.version, "stage": version.stage, "sha256": sha256}
+
+    assert job.compare_version is not None
+    return {"a": side(job.model_version, job.model_sha256), "b": side(job.compare_version, job.compare_sha256)}
 
 
 def _fail_locked(job: BatchJob, reason: str) -> None:
@@ -789,7 +976,62 @@ def job_resume(*, job: BatchJob, user: Any, source_ip: str | None = None) -> Bat
     return locked
 
 
+def compare_attach(
+    *, job: BatchJob, request_id: int, user: Any, url: str, source_ip: str | None = None
+) -> PromotionRequest:
+    """Attach a finished compare job's report to a pending promotion request of one of its versions."""
+    if job.kind != BatchJob.Kind.COMPARE:
+        raise JobStateConflict(f"{job} is not a compare job; only a compare job's report is evidence")
+    if job.state != BatchJob.State.SUCCEEDED:
+        raise JobStateConflict(f"{job} is {job.state}; attach its report once it has succeeded")
+    request = registry_selectors.promotion_get(request_id=request_id, user=user)
+    if request.version_id not in (job.model_version_id, job.compare_version_id):
+        raise BatchInputError(
+            f"promotion request #{request.pk} is for {request.version}, which {job} did not compare "
+            f"({job.model_ref} against {job.compare_version})"
+        )
+    return promotion_evidence_attach(
+        request_id=request.pk,
+        user=user,
+        kind="batch_compare",
+        ref=job.pk,
+        url=url,
+        summary=f"{job.model_version} vs {job.compare_version}: {compare.summary(job.report)}",
+        source_ip=source_ip,
+    )
+
+
 # --- the periodic sweep ---------------------------------------------------------------------------
+
+
+def _queue_consumers() -> dict[str, list[str]] | None:
+    """{queue: [worker, ...]} from the workers that answer within a second; None if the broker
+    could not be asked."""
+    try:
+        answers = celery_app.control.inspect(timeout=1.0).active_queues() or {}
+    except Exception:
+        log.exception("batch sweep: could not ask the workers which queues they consume")
+        return None
+    consumers: dict[str, list[str]] = {}
+    for worker, queues in answers.items():
+        for queue in queues or []:
+            consumers.setdefault(queue.get("name", ""), []).append(worker)
+    return consumers
+
+
+def _waiting_detail(job: BatchJob, consumers: dict[str, list[str]] | None, now: Any) -> str:
+    queue = _queue_for(job.device)
+    if consumers is None or consumers.get(queue):
+        return job.status_detail
+    start = (
+        "celery -A workers.celery worker -Q batch_gpu -c 1 (on a host with a GPU)"
+        if job.device == "gpu"
+        else "make worker"
+    )
+    return (
+        f"waiting: no worker consumes the {queue} queue (asked at {now:%Y-%m-%d %H:%M:%S} UTC); the job stays "
+        f"queued until one does: {start}"
+    )
 
 
 def batch_sweep(*, now: Any = None) -> dict[str, int]:
@@ -799,7 +1041,7 @@ def batch_sweep(*, now: Any = None) -> dict[str, int]:
     """
     now = now or timezone.now()
     stall = now - timedelta(seconds=settings.BATCH_STALL_S)
-    counts = {"expired": 0, "stalled": 0, "deleted": 0}
+    counts = {"expired": 0, "stalled": 0, "waiting": 0, "deleted": 0}
     expired = BatchChunk.objects.filter(
         state=BatchChunk.State.RUNNING, lease_expires__lt=now, job__state=BatchJob.State.RUNNING
     )
@@ -815,9 +1057,16 @@ def batch_sweep(*, now: Any = None) -> dict[str, int]:
         | Q(state=BatchJob.State.PLANNING, started_at__lt=stall)
         | Q(state__in=[BatchJob.State.RUNNING, BatchJob.State.FINALIZING], last_progress_at__lt=stall)
     )
+    consumers: dict[str, list[str]] | None = None
     for job in stalled:
         counts["stalled"] += 1
-        BatchJob.objects.filter(pk=job.pk).update(last_progress_at=now)
+        if consumers is None and not celery_app.conf.task_always_eager:
+            consumers = _queue_consumers()
+        detail = _waiting_detail(job, consumers, now)
+        BatchJob.objects.filter(pk=job.pk).update(last_progress_at=now, status_detail=detail)
+        if detail.startswith("waiting: no worker"):
+            counts["waiting"] += 1
+            continue  # nobody would take more copies of its messages: they are still queued
         if job.state == BatchJob.State.PLANNING:
             _dispatch("plan", job.pk)
         elif job.state == BatchJob.State.FINALIZING:

@@ -9,4 +9,5 @@ urlpatterns = [
     path("batch-jobs/<int:job_id>/resume", api.JobResume.as_view(), name="batch-job-resume"),
     path("batch-jobs/<int:job_id>/result", api.JobResult.as_view(), name="batch-job-result"),
     path("batch-jobs/<int:job_id>/errors", api.JobErrors.as_view(), name="batch-job-errors"),
+    path("batch-jobs/<int:job_id>/attach", api.JobAttach.as_view(), name="batch-job-attach"),
 ]

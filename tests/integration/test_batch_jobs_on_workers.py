@@ -58,47 +58,58 @@ def slow4(depth: int = 48, width: int = 512) -> bytes:
     return model.SerializeToString()
 
 
-@pytest.fixture
-def batch_worker(transactional_db: Any, settings: Any, tmp_path: Path) -> Iterator[WorkerProcess]:
-    """A real `celery worker` with 2 pool children on a batch queue of its own, short leases."""
-    if not settings.REDIS_URL:
-        pytest.skip("integration tests need Redis (set REDIS_URL)")
-    queue = f"batch-test-{uuid.uuid4().hex[:8]}"
-    settings.BATCH_STORE = tmp_path / "batch"
-    settings.BATCH_QUEUE = queue
-    settings.BATCH_LEASE_S = 3.0
-    log = tmp_path / "worker.log"
+def batch_worker_start(settings: Any, tmp_path: Path, *, queues: list[str], label: str) -> WorkerProcess:
+    """A real `celery worker` (2 pool children) consuming `queues`, with the test's batch settings."""
+    log = tmp_path / f"worker-{label}.log"
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "MODELHUB_ARTIFACT_STORE": str(settings.ARTIFACT_STORE),
         "MODELHUB_BATCH_STORE": str(settings.BATCH_STORE),
-        "MODELHUB_BATCH_QUEUE": queue,
+        "MODELHUB_BATCH_QUEUE": settings.BATCH_QUEUE,
+        "MODELHUB_BATCH_GPU_QUEUE": settings.BATCH_GPU_QUEUE,
         "MODELHUB_BATCH_LEASE_S": "3",
         "MODELHUB_BATCH_INFER_ROWS": "100",
         "MODELHUB_BATCH_INTRA_OP_THREADS": "1",
         "MODELHUB_CELERY_EAGER": "0",
         "PYTHONUNBUFFERED": "1",
     }
-    name = f"{queue}@%h"
-    cmd = [sys.executable, "-m", "celery", "-A", "workers.celery", "worker", "-Q", queue, "-n", name, "-c", "2"]
-    cmd += ["--pool", "prefork", "--without-gossip", "--without-mingle", "-l", "info"]
+    name = f"{settings.BATCH_QUEUE}-{label}@%h"
+    cmd = [sys.executable, "-m", "celery", "-A", "workers.celery", "worker", "-Q", ",".join(queues), "-n", name]
+    cmd += ["-c", "2", "--pool", "prefork", "--without-gossip", "--without-mingle", "-l", "info"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     worker = WorkerProcess(proc, name, log)
+    deadline = time.monotonic() + 60
+    while "ready." not in worker.output():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            worker.stop()
+            raise RuntimeError(f"celery worker did not start:\n{worker.output()}")
+        time.sleep(0.2)
+    return worker
+
+
+@pytest.fixture
+def batch_worker(transactional_db: Any, settings: Any, tmp_path: Path) -> Iterator[WorkerProcess]:
+    """A real worker on a batch queue of its own (its GPU queue: the same name + "-gpu"), short leases."""
+    if not settings.REDIS_URL:
+        pytest.skip("integration tests need Redis (set REDIS_URL)")
+    queue = f"batch-test-{uuid.uuid4().hex[:8]}"
+    settings.BATCH_STORE = tmp_path / "batch"
+    settings.BATCH_QUEUE = queue
+    settings.BATCH_GPU_QUEUE = f"{queue}-gpu"
+    settings.BATCH_LEASE_S = 3.0
     previous = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = False
+    worker = None
     try:
-        deadline = time.monotonic() + 60
-        while "ready." not in worker.output():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"celery worker did not start:\n{worker.output()}")
-            time.sleep(0.2)
+        worker = batch_worker_start(settings, tmp_path, queues=[queue], label="cpu")
         yield worker
     finally:
         celery_app.conf.task_always_eager = previous
-        worker.stop()
+        if worker is not None:
+            worker.stop()
 
 
 def start(api: Any, data: bytes, **fields: Any) -> int:
