@@ -286,6 +286,7 @@ SPECTACULAR_SETTINGS = {
         "BatchJobStateEnum": "inference.batch.models.BatchJob.State",
         "BatchChunkStateEnum": "inference.batch.models.BatchChunk.State",
         "BatchFormatEnum": "inference.batch.models.BatchJob.Format",
+        "BatchJobKindEnum": "inference.batch.models.BatchJob.Kind",
     },
     # Every /api/ operation documents its 4xx answers with the one error schema.
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.document_errors"],
