@@ -158,6 +158,12 @@ def test_a_version_compared_with_an_identical_one_agrees_fully(mlp4, engineer, t
     report = BatchJob.objects.get(pk=job_id).report
     assert report["agreement"] == 1.0 and report["outputs"]["y"]["max_abs_delta"] == 0.0
     assert report["outputs"]["y"]["label_agreement"] == 1.0
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(engineer)
+    page = browser.get(f"/batch/{job_id}/").content.decode()
+    assert 'id="compare-report"' in page and "<strong>100 %</strong>" in page and "<code>y</code>" in page
 
 
 def test_versions_with_different_signatures_cannot_be_compared(mlp4, engineer, tmp_path):
