@@ -35,8 +35,8 @@ from accounts.roles import APPROVER, ML_ENGINEER, has_role
 from config.errors import Conflict, DomainError, NotFound
 from inference import services
 from inference.models import Deployment, Endpoint, Rollout, RolloutEvent
+from monitoring.rollups import add_rollup
 from monitoring.selectors import deployment_window_totals, output_psi, window_point
-from monitoring.services import add_rollup
 from registry.audit import audit_record
 from registry.models import ModelVersion
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 from config.errors import DomainError
 from monitoring import keys
 from monitoring.models import AlertEvent, AlertRule, DriftScore, MetricRollup, PayloadSample, SchedulerHeartbeat
-from monitoring.services import ROLLUP_SUMS, _minute_dt, _redis, add_rollup
+from monitoring.rollups import ROLLUP_SUMS, _minute_dt, _redis, add_rollup
 from monitoring.stats import categorical_psi, latency_percentiles, summary_distribution
 
 log = logging.getLogger(__name__)

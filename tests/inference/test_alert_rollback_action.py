@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from inference import rollouts, services
 from inference.models import Endpoint, Rollout, TrafficPolicyRevision
-from monitoring import services as monitoring
+from monitoring import alerts
 from monitoring.models import MetricRollup
 from registry.models import AuditEvent, ModelVersion
 from tests.conftest import client_for
@@ -44,13 +44,13 @@ def failing_minute() -> None:
 
 
 def fire(engineer: Any, action: str) -> None:
-    rule = monitoring.alert_rule_create(
+    rule = alerts.alert_rule_create(
         endpoint_name="flowers",
         values={"metric": "error_rate", "threshold": 0.1, "deployment": "iris:2", "action": action},
         user=engineer,
     )
     with TestCase.captureOnCommitCallbacks(execute=True):
-        event = monitoring.alert_rule_evaluate(rule_id=rule.pk)
+        event = alerts.alert_rule_evaluate(rule_id=rule.pk)
     assert event is not None and event.kind == "firing"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from monitoring import services
+from monitoring import rollups
 from monitoring.recorder import flush_now, recorder
 from tests.conftest import client_for
 from tests.inference.conftest import ROWS, auth
@@ -26,7 +26,7 @@ def test_http_predictions_show_up_in_the_endpoint_metrics(client: Any, app_key: 
     assert bad.status_code == 400
 
     flush_now()
-    services.rollup_minutes(now=later())
+    rollups.rollup_minutes(now=later())
     body = client_for(engineer).get("/api/v1/endpoints/iris/metrics?step=60").json()
 
     series = body["versions"]["iris:1"]
