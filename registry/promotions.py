@@ -295,7 +295,7 @@ def serving_refuse(*, version: ModelVersion) -> None:
 def _endpoints_move_off(previous: ModelVersion, *, replacement: ModelVersion, user: AbstractBaseUser) -> None:
     """The version moved aside leaves the production/staging endpoints that can no longer
     serve it, in this transaction, for the version that replaced it."""
-    from inference.services import endpoints_move_off
+    from inference.traffic import endpoints_move_off
 
     endpoints_move_off(
         version=previous,
@@ -307,9 +307,9 @@ def _endpoints_move_off(previous: ModelVersion, *, replacement: ModelVersion, us
 
 def _follow_production_on_commit(version_id: int, previous_id: int | None, user_id: int) -> None:
     """Endpoints that follow the model's production stage move once the approval commits."""
-    from inference import services as inference_services
+    from inference import traffic
 
-    hook = inference_services.endpoints_follow_production
+    hook = traffic.endpoints_follow_production
 
     def call() -> None:
         from django.contrib.auth import get_user_model

@@ -59,13 +59,13 @@ def test_in_process_predictions_record_batch_size_queue_and_model_time(
 ) -> None:
     """Both in-process paths (the batcher, and direct calls when max_batch_size is 1) say
     how each request ran, so the batch-size and model-time charts are not empty."""
-    from inference import services as inference_services
+    from inference import api_keys
 
     endpoint = make_endpoint(
         "iris",
         [{"model": "iris", "version": 1, "role": "primary", "weight": 100, "max_batch_size": max_batch_size}],
     )
-    _, key = inference_services.api_key_create(name="app", endpoints=[endpoint], user=engineer)
+    _, key = api_keys.api_key_create(name="app", endpoints=[endpoint], user=engineer)
     recorder.drain()
     for _ in range(5):
         ok = client.post(
