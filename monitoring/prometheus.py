@@ -148,10 +148,6 @@ def _write_predictions(out: _Writer, totals: dict[tuple[str, str, str], dict[str
         )
 
 
-def _decode(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _write_serving(out: _Writer, client: Any) -> None:
     """Queue depth, heartbeats and loaded models, from the inference workers' heartbeats."""
     from inference.pool import worker_status

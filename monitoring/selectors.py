@@ -156,16 +156,6 @@ def endpoint_annotations(endpoint: str, since: datetime, until: datetime) -> lis
     return [{"t": t.isoformat(), "kind": kind, "text": text} for t, kind, text in out]
 
 
-def endpoint_summary(endpoint: str, *, now: datetime, minutes: int = 60) -> dict[str, Any]:
-    """Totals per version over the last `minutes`: requests, error rate, p50/p95/p99."""
-    total: dict[str, dict[str, Any]] = {}
-    for row in MetricRollup.objects.filter(endpoint=endpoint, minute__gte=now - timedelta(minutes=minutes)).values(
-        "deployment", *ROLLUP_SUMS, "errors", "latency_buckets", "outputs"
-    ):
-        add_rollup(total.setdefault(row["deployment"], {}), row)
-    return {deployment: _point(values, minutes * 60) for deployment, values in total.items()}
-
-
 def alert_rule_list(*, endpoint: str = "", metric: str = "", state: str = "") -> QuerySet[AlertRule]:
     rules = AlertRule.objects.select_related("endpoint")
     if endpoint:
