@@ -39,11 +39,11 @@ from config.errors import Conflict, DomainError, PayloadTooLarge
 from inference.batch import compare, executor, storage, tables
 from inference.batch.models import BatchChunk, BatchJob
 from inference.batch.runner import LocalRunner
+from inference.environments import ENVIRONMENT_RULES, EnvironmentRuleBroken, version_allowed
 from inference.models import Deployment, Endpoint
 from inference.runtime.errors import InputError, ModelExecutionError
 from inference.runtime.signature import Signature
 from inference.selectors import revision_current
-from inference.services import ENVIRONMENT_RULES, EnvironmentRuleBroken, version_allowed
 from registry import selectors as registry_selectors
 from registry.audit import audit_record
 from registry.evidence import promotion_evidence_attach
@@ -144,7 +144,7 @@ def endpoint_primary_resolve(*, endpoint: str, user: Any) -> Target:
 
     Team-scoped twice: an endpoint the user may not see is a 404, and so is a primary whose
     model the user may not see. The environment rule is the one the traffic split obeys
-    (inference.services.version_allowed), checked again here because a stage may have
+    (inference.environments.version_allowed), checked again here because a stage may have
     changed since the split was written.
     """
     found: Endpoint = endpoint_for_user_or_404(user, endpoint)
