@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "registry",
     "inference",
     "inference.batch",
+    "inference.bandits",
     "monitoring",
     "dashboard",
 ]
@@ -371,5 +372,13 @@ BATCH_DISK_BUDGET_BYTES = env_int("MODELHUB_BATCH_DISK_BUDGET_BYTES", 20 * 1024*
 BATCH_DRY_RUN_MAX_ROWS = env_int("MODELHUB_BATCH_DRY_RUN_MAX_ROWS", 1000)
 BATCH_INTRA_OP_THREADS = env_int("MODELHUB_BATCH_INTRA_OP_THREADS", 0)
 BATCH_MODELS_KEPT = env_int("MODELHUB_BATCH_MODELS_KEPT", 2)
+# Bandit routers (docs/pipelines.md, "Routers and feedback"): how often a process re-reads
+# the arm statistics, how long a decision stays in the feedback ledger, how often the
+# sweep trims the ledger and snapshots the statistics to the database.
+BANDIT_REFRESH_S = env_float("MODELHUB_BANDIT_REFRESH_S", 1.0)
+BANDIT_LEDGER_RETENTION_S = env_float("MODELHUB_BANDIT_LEDGER_RETENTION_S", 7 * 86400.0)
+BANDIT_SWEEP_INTERVAL_S = env_float("MODELHUB_BANDIT_SWEEP_INTERVAL_S", 60.0)
+if BANDIT_LEDGER_RETENTION_S < 1 or BANDIT_REFRESH_S < 0:
+    raise ImproperlyConfigured("MODELHUB_BANDIT_LEDGER_RETENTION_S must be >= 1 and MODELHUB_BANDIT_REFRESH_S >= 0")
 if BATCH_LEASE_S * 2 > CELERY_VISIBILITY_TIMEOUT:
     raise ImproperlyConfigured("MODELHUB_BATCH_LEASE_S must be under half of MODELHUB_CELERY_VISIBILITY_TIMEOUT")

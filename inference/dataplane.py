@@ -91,6 +91,10 @@ def _v2_model_ready(request: PredictRequest, args: dict[str, str | None]) -> Rep
     return edge.v2_model_ready(args["name"] or "", args["version"], request.headers)
 
 
+def _feedback(request: PredictRequest, args: dict[str, str | None]) -> Reply:
+    return edge.feedback(args["name"] or "", request, _shape(request.path))
+
+
 def _v2_unknown(request: PredictRequest, args: dict[str, str | None]) -> Reply:
     return Reply(*error_reply(ModelhubError(f"no V2 route {request.path}", status=404, code="not_found"), "v2"))
 
@@ -106,6 +110,9 @@ ROUTES: tuple[Route, ...] = (
     Route("v2-live", r"v2/health/live", GET, lambda r, a: edge.v2_live(), "v2"),
     Route("v2-ready", r"v2/health/ready", GET, lambda r, a: edge.v2_ready(), "v2", offload=True),
     Route("v2-server", r"v2/?", GET, lambda r, a: edge.v2_server_metadata(), "v2"),
+    # Bandit feedback (inference.bandits): the store may be the database, so off the loop.
+    Route("endpoint-feedback", rf"api/v1/endpoints/{_NAME}/feedback", ("POST",), _feedback, "simple", "json", True),
+    Route("v2-feedback", rf"v2/models/{_NAME}/feedback", ("POST",), _feedback, "v2", "json", True),
     Route("v2-unknown", r"v2/.*", (), _v2_unknown, "v2"),
 )
 
@@ -130,15 +137,18 @@ class Dispatcher:
         self.routes = routes
         self._matchers = [(re.compile("^/" + route.pattern + "$").match, route) for route in routes]
         self._predict_path = next(match for match, route in self._matchers if route.name == "endpoint-predict")
+        self._feedback_path = next(match for match, route in self._matchers if route.name == "endpoint-feedback")
         self._hosts: dict[str, bool] = {}
         self._hosts_for: object = None
 
     def claims(self, path: str) -> bool:
         """Whether a path is the data plane's (else the front hands it to Django): all of
-        /v2 (an unknown V2 path is answered here, in V2's shape), and the predict path."""
+        /v2 (an unknown V2 path is answered here, in V2's shape), the predict and feedback paths."""
         if path.startswith("/v2"):
             return len(path) == 3 or path[3] == "/"
-        return path.endswith("/predict") and self._predict_path(path) is not None
+        if path.endswith("/predict"):
+            return self._predict_path(path) is not None
+        return path.endswith("/feedback") and self._feedback_path(path) is not None
 
     # ---------------------------------------------------------------- checks before the body
 

@@ -24,6 +24,8 @@ import orjson
 from common.errors import ModelhubError
 from common.http import JSON, Headers, PredictRequest, Reply, Shape, as_modelhub_error, error_reply
 from config.renderers import dumps
+from inference.bandits import feedback as bandit_feedback
+from inference.bandits.router import CURRENT_ENDPOINT
 from inference.router import RoutingError, RoutingTable
 from inference.routing_cache import KeyEntry, edge_cache
 from inference.runtime import codec
@@ -210,6 +212,7 @@ class InferCall:
     def __init__(self, name: str, request: PredictRequest) -> None:
         self.started = time.perf_counter()
         self.name, self.request = name, request
+        CURRENT_ENDPOINT.set(name)  # a bandit router's decisions take feedback through this endpoint only
         self.spec: DeploymentSpec | None = None
         self.key: KeyEntry | None = None
 
@@ -337,6 +340,23 @@ class V2Infer(InferCall):
         _record_ok(self.name, spec, self.started, self.inputs, result, self.request.body, payload, self.key)
         content_type = headers.pop("Content-Type", JSON)
         return Reply(200, payload, list(headers.items()), content_type)
+
+
+# ------------------------------------------------------------------ bandit feedback
+
+
+def feedback(name: str, request: PredictRequest, shape: Shape) -> Reply:
+    """POST /api/v1/endpoints/{name}/feedback and /v2/models/{name}/feedback: a reward for
+    a request a bandit router decided, authenticated like a prediction (the endpoint's API
+    keys); the arm comes from the ledger (inference.bandits.feedback)."""
+    try:
+        table = _table(name)
+        _authorize(table, request.headers)
+        request_id, rewards = bandit_feedback.parse_body(codec.parse_json(request.body))
+        result = bandit_feedback.feedback(name, request_id, rewards)
+    except Exception as exc:  # noqa: BLE001 - every refusal is JSON
+        return Reply(*error_reply(exc, shape))
+    return Reply(200, orjson.dumps(bandit_feedback.reply_body(request_id, result)))
 
 
 # ------------------------------------------------------------------ V2 metadata and health

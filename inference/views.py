@@ -89,3 +89,28 @@ def v2_infer_doc(request: object, name: str) -> None:  # pragma: no cover - sche
 @permission_classes([])
 def v2_model_doc(request: object, name: str) -> None:  # pragma: no cover - schema only
     raise NotImplementedError
+
+
+@extend_schema(
+    summary="Bandit feedback: a reward for a request a router decided",
+    description=(
+        'Body: {"request_id": "...", "reward": number} or {"request_id": "...", "rewards": '
+        "[number per instance]}. The arm is taken from the feedback ledger written when the "
+        "router decided, never from the body. Answer: "
+        '{"request_id", "status": "accepted" | "duplicate", "duplicate", "reward", "count", '
+        '"attributed": [{"router", "arm", "propensity"}]}; a second feedback for the same '
+        "request changes nothing and says duplicate. Errors: 400 (reward not a number, or "
+        "outside [0, 1] for a thompson_bernoulli router), 401/403 (API key), 404 (unknown or "
+        "expired request id, unknown endpoint). The same route under /v2/models/{name}/feedback "
+        "answers errors in V2's shape."
+    ),
+    parameters=[_KEY],
+    request=OpenApiTypes.OBJECT,
+    responses={200: OpenApiTypes.OBJECT},
+    tags=["predictions"],
+)
+@api_view(["POST"])
+@authentication_classes([])
+@permission_classes([])
+def feedback_doc(request: object, name: str) -> None:  # pragma: no cover - schema only
+    raise NotImplementedError
