@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path, re_path
 
 from inference import api, api_rollouts, views
+from inference.bandits import api as bandit_api
 from inference.dataplane import ROUTES
 
 urlpatterns = [
@@ -23,6 +24,17 @@ urlpatterns = [
         "api/v1/endpoints/<slug:name>/rollouts/<int:rollout_id>/<str:action>",
         api_rollouts.RolloutAction.as_view(),
         name="endpoint-rollout-action",
+    ),
+    path("api/v1/endpoints/<slug:name>/bandits/", bandit_api.BanditList.as_view(), name="endpoint-bandits"),
+    path(
+        "api/v1/endpoints/<slug:name>/bandits/<str:router>/stats",
+        bandit_api.BanditStats.as_view(),
+        name="endpoint-bandit-stats",
+    ),
+    path(
+        "api/v1/endpoints/<slug:name>/bandits/<str:router>/decisions",
+        bandit_api.BanditDecisions.as_view(),
+        name="endpoint-bandit-decisions",
     ),
 ]
 
