@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import approvals, batch_views, endpoints, monitoring_views, people, views
+from dashboard import approvals, bandit_views, batch_views, endpoints, monitoring_views, people, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -32,6 +32,8 @@ urlpatterns = [
     path("endpoints/<slug:name>/settings", endpoints.endpoint_settings, name="dash-endpoint-settings"),
     path("endpoints/<slug:name>/keys", endpoints.key_create, name="dash-key-create"),
     path("endpoints/<slug:name>/keys/<str:prefix>/revoke", endpoints.key_revoke, name="dash-key-revoke"),
+    path("endpoints/<slug:name>/bandits/", bandit_views.bandit_index, name="dash-bandits"),
+    path("endpoints/<slug:name>/bandits/<str:router>/", bandit_views.bandit_router, name="dash-bandit"),
     path("people/", people.people_list, name="dash-people"),
     path("people/new", people.person_create, name="dash-person-create"),
     path("people/<str:username>/<str:action>", people.person_action, name="dash-person"),
