@@ -284,22 +284,35 @@ class DatabaseStore:
                 router.endpoints = sorted([*router.endpoints, endpoint])
             router.save()
 
+    def __init__(self) -> None:
+        self._arm_ids: dict[tuple[str, str], int] = {}  # (router, arm) -> BanditArm id, per process
+
+    def _arm_id(self, router_key: str, arm: str) -> int:
+        found = self._arm_ids.get((router_key, arm))
+        if found is None:
+            router, _ = _models().BanditRouter.objects.get_or_create(key=router_key)
+            found = _models().BanditArm.objects.get_or_create(router=router, arm=arm)[0].pk
+            self._arm_ids[(router_key, arm)] = found
+        return found
+
     def record(self, request_id: str, entry: LedgerEntry) -> None:
+        """Two statements: pulls + 1 and the ledger row (the arm's id is cached)."""
+        arm_id = self._arm_id(entry.router_key, entry.arm)
+        fields = {
+            "arm": entry.arm,
+            "propensity": entry.propensity,
+            "endpoint": entry.endpoint,
+            "learn": entry.learn,
+            "bernoulli": entry.bernoulli,
+            "decided_at": datetime.fromtimestamp(entry.at, UTC),
+        }
         with transaction.atomic():
-            router, _ = _models().BanditRouter.objects.get_or_create(key=entry.router_key)
-            arm, _ = _models().BanditArm.objects.get_or_create(router=router, arm=entry.arm)
-            _models().BanditArm.objects.filter(pk=arm.pk).update(pulls=F("pulls") + 1)
+            if not _models().BanditArm.objects.filter(pk=arm_id).update(pulls=F("pulls") + 1):
+                self._arm_ids.clear()  # the router was deleted meanwhile: create it again
+                arm_id = self._arm_id(entry.router_key, entry.arm)
+                _models().BanditArm.objects.filter(pk=arm_id).update(pulls=F("pulls") + 1)
             _models().BanditDecision.objects.update_or_create(
-                request_id=request_id,
-                router_key=entry.router_key,
-                defaults={
-                    "arm": entry.arm,
-                    "propensity": entry.propensity,
-                    "endpoint": entry.endpoint,
-                    "learn": entry.learn,
-                    "bernoulli": entry.bernoulli,
-                    "decided_at": datetime.fromtimestamp(entry.at, UTC),
-                },
+                request_id=request_id, router_key=entry.router_key, defaults=fields
             )
 
     def _live(self, request_id: str) -> Any:
