@@ -127,3 +127,27 @@ def test_the_ledger_entry_expires_after_the_retention(client: Any, app_key: str,
         assert 3500 < redis_client().ttl("modelhub:bandit:ledger:req-8") <= 3600
     else:  # pragma: no cover - the suite runs with Redis; the embedded test covers the database
         pytest.skip("Redis mode only")
+
+
+def test_racing_duplicates_are_accepted_exactly_once(app_key: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from inference.bandits.feedback import feedback
+
+    decision = decide(KEY, CONFIG["arms"], CONFIG, "req-race", endpoint="iris")
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: feedback("iris", "req-race", [1.0]).status, range(16)))
+    assert sorted(statuses) == ["accepted"] + ["duplicate"] * 15
+    assert store().load(KEY)[decision.arm].n == 1.0
+
+
+def test_a_decision_takes_feedback_through_the_endpoint_being_served() -> None:
+    from inference.bandits.router import CURRENT_ENDPOINT
+    from inference.edge import SimplePredict
+
+    SimplePredict("fraud", None)  # type: ignore[arg-type] - what the prediction path does per request
+    assert CURRENT_ENDPOINT.get() == "fraud"
+    decide(KEY, CONFIG["arms"], CONFIG, "req-ctx")
+    CURRENT_ENDPOINT.set("")
+    entries, _ = store().entries("req-ctx")
+    assert [entry.endpoint for entry in entries] == ["fraud"]
