@@ -4,7 +4,8 @@ Redis (one instance; the keys of a request are touched by one Lua script, so eve
 is atomic across web processes and workers):
 
     modelhub:bandit:routers              set of router keys
-    modelhub:bandit:meta:<router>        hash: config (JSON), endpoints (JSON list)
+    modelhub:bandit:meta:<router>        hash: config (JSON)
+    modelhub:bandit:endpoints:<router>   set of the endpoints it decided for
     modelhub:bandit:arms:<router>        hash: "<arm>|pulls" (int), "<arm>|n", "<arm>|s", "<arm>|ss" (floats)
     modelhub:bandit:ledger:<request id>  hash: <router> -> [arm, propensity, time, endpoint, learn, bernoulli];
                                          "_reward" once fed back; expires after the retention
@@ -42,7 +43,11 @@ PREFIX = "modelhub:bandit:"
 ROUTERS = PREFIX + "routers"
 LOG_MAX = 200_000  # entries per router's decision log, whatever the retention
 
+# KEYS: arms, ledger, log. ARGV: arm, router, ledger value, TTL, log max, request id,
+# propensity, force. Returns 0 without writing when the arms hash is missing and force is
+# "0" (a flushed Redis: the caller restores the snapshot first, then forces).
 _DECIDE = """
+if ARGV[8] == '0' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], ARGV[1] .. '|pulls', 1)
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -158,32 +163,34 @@ class RedisStore:
         return raw
 
     def touch(self, router_key: str, config: dict[str, Any], endpoint: str) -> None:
-        meta = PREFIX + "meta:" + router_key
-        endpoints = set(json.loads(self.client.hget(meta, "endpoints") or b"[]"))
-        endpoints.add(endpoint) if endpoint else None
         pipe = self.client.pipeline()
         pipe.sadd(ROUTERS, router_key)
-        pipe.hset(meta, mapping={"config": json.dumps(config), "endpoints": json.dumps(sorted(endpoints))})
+        pipe.hset(PREFIX + "meta:" + router_key, "config", json.dumps(config))
+        if endpoint:
+            pipe.sadd(PREFIX + "endpoints:" + router_key, endpoint)
         pipe.execute()
 
     def record(self, request_id: str, entry: LedgerEntry) -> None:
+        """One Lua call; when the router's hash is missing (new, or flushed) the snapshot is
+        restored first, so a decision never starts the statistics over from 1 pull."""
         value = json.dumps([entry.arm, entry.propensity, entry.at, entry.endpoint, entry.learn, entry.bernoulli])
-        self._decide(
-            keys=[
-                PREFIX + "arms:" + entry.router_key,
-                PREFIX + "ledger:" + request_id,
-                PREFIX + "log:" + entry.router_key,
-            ],
-            args=[
-                entry.arm,
-                entry.router_key,
-                value,
-                max(int(retention_s()), 1),
-                LOG_MAX,
-                request_id,
-                entry.propensity,
-            ],
-        )
+        keys = [
+            PREFIX + "arms:" + entry.router_key,
+            PREFIX + "ledger:" + request_id,
+            PREFIX + "log:" + entry.router_key,
+        ]
+        args: list[Any] = [
+            entry.arm,
+            entry.router_key,
+            value,
+            max(int(retention_s()), 1),
+            LOG_MAX,
+            request_id,
+            entry.propensity,
+        ]
+        if not self._decide(keys=keys, args=[*args, "0"]):
+            self._restore_from_snapshot(entry.router_key)
+            self._decide(keys=keys, args=[*args, "1"])
 
     # -- feedback
     def entries(self, request_id: str) -> tuple[list[LedgerEntry], bool]:
@@ -215,11 +222,14 @@ class RedisStore:
         return sorted(key.decode() for key in self.client.smembers(ROUTERS))
 
     def meta(self, router_key: str) -> tuple[dict[str, Any] | None, list[str]]:
-        raw = self.client.hgetall(PREFIX + "meta:" + router_key)
-        if not raw:
+        pipe = self.client.pipeline()
+        pipe.hget(PREFIX + "meta:" + router_key, "config")
+        pipe.smembers(PREFIX + "endpoints:" + router_key)
+        config, endpoints = pipe.execute()
+        if config is None:  # a flushed Redis: the last snapshot
             router = _models().BanditRouter.objects.filter(key=router_key).first()
             return (router.config, list(router.endpoints)) if router else (None, [])
-        return json.loads(raw[b"config"]), json.loads(raw.get(b"endpoints", b"[]"))
+        return json.loads(config), sorted(e.decode() for e in endpoints)
 
     def decisions(self, router_key: str) -> list[dict[str, Any]]:
         rows: dict[str, dict[str, Any]] = {}

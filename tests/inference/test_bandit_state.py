@@ -94,6 +94,19 @@ def test_a_redis_flush_is_recovered_from_the_database_snapshot() -> None:
     assert redis_client().exists(PREFIX + "arms:" + key)  # written back to Redis
 
 
+def test_a_decision_right_after_a_flush_restores_the_snapshot_first(settings: Any) -> None:
+    key = "pipeline:1:flush-decide"
+    simulate(key, CONFIG, lambda arm, env: 1.0, 25, endpoint="e")
+    sweep.apply().get()
+    settings.BANDIT_REFRESH_S = 3600.0  # this process decides from its cached shares, no read
+    decide(key, ["a", "b"], CONFIG, "warm", endpoint="e")
+    redis_client().delete(PREFIX + "arms:" + key)
+    decide(key, ["a", "b"], CONFIG, "after-flush", endpoint="e")
+    after = store().load(key)
+    assert sum(arm.pulls for arm in after.values()) == 25 + 1  # the snapshot (before "warm") + this decision
+    assert sum(arm.n for arm in after.values()) == 25
+
+
 def test_the_sweep_is_in_the_beat_schedule_and_the_embedded_scheduler() -> None:
     assert "bandits.sweep" in {job.task for job in embedded_jobs()}
 
