@@ -5,8 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import redis
+
 from common.errors import BadRequest, ModelhubError
 from inference.bandits.store import Feedback, store
+
+RETRY_AFTER_S = 2.0
 
 
 class UnknownRequest(ModelhubError):
@@ -16,6 +20,11 @@ class UnknownRequest(ModelhubError):
 
 class InvalidFeedback(BadRequest):
     code = "invalid_feedback"
+
+
+class FeedbackUnavailable(ModelhubError):
+    status = 503
+    code = "unavailable"
 
 
 def _number(value: Any, field: str) -> float:
@@ -52,6 +61,16 @@ def feedback(endpoint: str, request_id: str, rewards: list[float]) -> Feedback:
     given a reward outside [0, 1]. A second feedback for the same request changes nothing
     and says so (status "duplicate", with the first reward).
     """
+    try:
+        return _feedback(endpoint, request_id, rewards)
+    except redis.RedisError as exc:  # the ledger is away: try again later (nothing was applied)
+        raise FeedbackUnavailable(
+            f"the bandit state store is unreachable ({type(exc).__name__}); send the feedback again",
+            retry_after=RETRY_AFTER_S,
+        ) from exc
+
+
+def _feedback(endpoint: str, request_id: str, rewards: list[float]) -> Feedback:
     backend = store()
     entries, _ = backend.entries(request_id)
     entries = [entry for entry in entries if entry.endpoint == endpoint]

@@ -139,3 +139,21 @@ def test_the_embedded_default_keeps_state_and_ledger_in_the_database(client: Any
     assert late.status_code == 404 and late.json()["error"]["code"] == "unknown_request"
     assert sweep.apply().get()["trimmed"] == 1
     assert not BanditDecision.objects.filter(request_id="old-req").exists()
+
+
+def test_an_unreachable_redis_never_fails_a_decision_and_feedback_is_a_503(
+    client: Any, app_key: str, settings: Any
+) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    settings.REDIS_SOCKET_TIMEOUT = 0.5
+    config = {**CONFIG, "floor": {"a": 0.3}}
+    decision = decide("pipeline:7:down", ["a", "b"], config, "down-req", endpoint="iris")
+    assert decision.arm in ("a", "b") and decision.propensity == 0.5  # an even split, inside the floors
+    response = client.post(
+        "/api/v1/endpoints/iris/feedback",
+        orjson.dumps({"request_id": "down-req", "reward": 1}),
+        content_type="application/json",
+        **auth(app_key),
+    )
+    assert response.status_code == 503 and response["Retry-After"] == "2"
+    assert response.json()["error"]["code"] == "unavailable"
