@@ -106,7 +106,7 @@ def v2_model_doc(request: object, name: str) -> None:  # pragma: no cover - sche
     ),
     parameters=[_KEY],
     request=OpenApiTypes.OBJECT,
-    responses={200: OpenApiTypes.OBJECT},
+    responses={code: OpenApiTypes.OBJECT for code in (200, 400, 401, 403, 404, 405, 413, 415, 503)},
     tags=["predictions"],
 )
 @api_view(["POST"])
