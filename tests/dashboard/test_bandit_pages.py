@@ -9,7 +9,7 @@ from django.test import Client
 
 from accounts.models import Team
 from dashboard.charts import bandit_figures
-from inference import services
+from inference import endpoints
 from tests.conftest import make_user
 from tests.inference.bandit_helpers import bandit_state, simulate  # noqa: F401 - fixture
 
@@ -22,7 +22,7 @@ CONFIG = {"policy": "thompson_gaussian", "arms": ["a", "b"]}
 def test_the_router_page_lists_arms_and_another_teams_is_a_404(
     browser_client: Client, engineer: Any, django_user_model: Any
 ) -> None:
-    endpoint = services.endpoint_create(name="scores", user=engineer)
+    endpoint = endpoints.endpoint_create(name="scores", user=engineer)
     simulate(KEY, CONFIG, lambda arm, env: env.gauss(2.0 if arm == "b" else 1.0, 0.5), 60, endpoint="scores")
     index = browser_client.get("/endpoints/scores/bandits/")
     assert index.status_code == 200 and KEY in index.content.decode()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from inference import services
+from inference import endpoints
 from tests.e2e.conftest import sign_in
 from tests.inference.bandit_helpers import bandit_state, simulate  # noqa: F401 - fixture
 
@@ -18,7 +18,7 @@ CONFIG = {"policy": "thompson_bernoulli", "arms": ["fraud-v1", "fraud-v2"]}
 
 
 def test_the_bandit_page_draws_arms_posteriors_and_regret(page: Any, engineer: Any, live_server: Any) -> None:
-    services.endpoint_create(name="fraud", user=engineer)
+    endpoints.endpoint_create(name="fraud", user=engineer)
     simulate(
         KEY, CONFIG, lambda arm, env: float(env.random() < (0.7 if arm == "fraud-v2" else 0.3)), 150, endpoint="fraud"
     )  # noqa: E501

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from inference import services
+from inference import api_keys
 from inference.bandits import decide
 from inference.bandits.store import store
 from tests.inference.bandit_helpers import bandit_state  # noqa: F401 - fixture
@@ -111,7 +111,7 @@ def test_another_endpoints_request_is_answered_like_an_unknown_one(
     client: Any, app_key: str, make_endpoint: Any, engineer: Any
 ) -> None:
     other = make_endpoint("other", [{"model": "iris", "version": 1, "role": "primary", "weight": 100}])
-    _, other_key = services.api_key_create(name="other", endpoints=[other], user=engineer)
+    _, other_key = api_keys.api_key_create(name="other", endpoints=[other], user=engineer)
     decide(KEY, CONFIG["arms"], CONFIG, "req-7", endpoint="iris")
     response = post(client, other_key, {"request_id": "req-7", "reward": 1}, name="other")
     assert response.status_code == 404
