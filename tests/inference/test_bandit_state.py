@@ -16,6 +16,7 @@ import pytest
 
 from inference.bandits import decide, router
 from inference.bandits.models import BanditArm, BanditDecision
+from inference.bandits.selectors import router_stats
 from inference.bandits.store import PREFIX, RedisStore, store
 from inference.bandits.tasks import sweep
 from tests.inference.bandit_helpers import bandit_state, redis_client, simulate  # noqa: F401 - fixture
@@ -139,6 +140,11 @@ def test_the_embedded_default_keeps_state_and_ledger_in_the_database(client: Any
     assert late.status_code == 404 and late.json()["error"]["code"] == "unknown_request"
     assert sweep.apply().get()["trimmed"] == 1
     assert not BanditDecision.objects.filter(request_id="old-req").exists()
+
+    # The statistics and the export read the same tables.
+    stats = router_stats(key)
+    assert sum(arm["pulls"] for arm in stats["arms"]) == 152 and stats["decisions_logged"] == 151
+    assert stats["endpoints"] == ["e", "iris"] and stats["series"][-1]["decisions"] == 151
 
 
 def test_an_unreachable_redis_never_fails_a_decision_and_feedback_is_a_503(
