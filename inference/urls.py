@@ -35,6 +35,8 @@ urlpatterns += [re_path(rf"^{route.pattern}$", views.dataplane, name=route.name)
 _N = r"(?P<name>[A-Za-z0-9_-]{1,64})"
 urlpatterns += [
     path("api/v1/endpoints/<slug:name>/predict", views.predict_doc),
+    path("api/v1/endpoints/<slug:name>/explain", views.explain_doc),
     re_path(rf"^v2/models/{_N}/infer$", views.v2_infer_doc),
+    re_path(rf"^v2/models/{_N}/explain$", views.v2_explain_doc),
     re_path(rf"^v2/models/{_N}$", views.v2_model_doc),
 ]
