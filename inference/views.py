@@ -104,7 +104,6 @@ _EXPLAIN = (
 )
 
 
-
 def _explain_doc(summary: str, body: str, parameters: list[OpenApiParameter]) -> Any:
     """A schema-only stand-in for one of the two explain routes."""
 
