@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import plotly
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -155,6 +156,7 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         )[:20],
         "payload": payload,
         "predict_url": f"{base}/api/v1/endpoints/{endpoint.name}/predict",
+        "plotly_version": plotly.__version__,
         **extra,
     }
 
