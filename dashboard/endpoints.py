@@ -322,6 +322,7 @@ def endpoint_settings(request: HttpRequest, name: str) -> HttpResponse:
         source_ip=client_ip(request),
         sticky_header=request.POST.get("sticky_header", "").strip(),
         description=request.POST.get("description", "").strip(),
+        outlier_scoring=request.POST.get("outlier_scoring") == "on",
     )
     messages.success(request, "Settings saved.")
     return redirect("dash-endpoint", name=name)

@@ -22,6 +22,8 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from config.errors import DomainError, NotFound
+from inference.routing_cache import changed as routing_changed
+from inference.runtime.outliers import covariance
 from monitoring import keys
 from monitoring.models import (
     AlertEvent,
@@ -57,6 +59,8 @@ ROLLUP_SUMS = (
     "queue_ms_sum",
     "model_ms_sum",
     "outputs_skipped",
+    "scored_rows",
+    "outlier_rows",
 )
 INPUT_SAMPLE_CAP = 5000  # feature values kept per deployment per minute
 DRIFT_MIN_VALUES = 20
@@ -440,10 +444,14 @@ def reference_stats_set(
         "rows": rows,
         "features": stats,
         "outputs": dict(outputs or {}),
+        # For outlier scores (inference/runtime/outliers.py); None when the columns are
+        # not rows of one table (different lengths).
+        "covariance": covariance({k: v for k, v in features.items() if k in stats}),
     }
     before = {"reference_stats": _reference_brief(row.reference_stats)}
     row.reference_stats = reference
     row.save(update_fields=["reference_stats"])
+    routing_changed()  # endpoints that score outliers rebuild their scorers from it
     audit_record(
         actor=user,
         action="model_version.reference_set",
@@ -582,7 +590,7 @@ def drift_compute(*, now: datetime | None = None, window_minutes: int | None = N
 
 
 # --- alert rules -------------------------------------------------------------------------------------
-RATE_METRICS = {AlertRule.Metric.ERROR_RATE, AlertRule.Metric.THROUGHPUT_DROP}
+RATE_METRICS = {AlertRule.Metric.ERROR_RATE, AlertRule.Metric.THROUGHPUT_DROP, AlertRule.Metric.OUTLIER_RATE}
 RULE_FIELDS = (
     "name",
     "deployment",
@@ -804,6 +812,8 @@ def alert_metric_value(rule: AlertRule, *, now: datetime) -> float | None:
         return None
     if metric == AlertRule.Metric.ERROR_RATE:
         return window["error_rate"]
+    if metric == AlertRule.Metric.OUTLIER_RATE:
+        return window["outlier_rate"]
     if metric == AlertRule.Metric.P99_LATENCY_MS:
         return window["p99_ms"]
     if metric == AlertRule.Metric.OUTPUT_MEAN:
