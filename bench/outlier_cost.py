@@ -60,9 +60,9 @@ def main() -> None:
     for endpoint in ("plain", "scored"):
         call_command("endpoint_from_file", file=str(path), name=endpoint, open=True, verbosity=0, stdout=io.StringIO())
 
-    from inference import services
+    from inference import endpoints
     from inference.models import Endpoint
-    from monitoring.services import reference_stats_set
+    from monitoring.drift import reference_stats_set
     from registry.models import ModelVersion
 
     version = ModelVersion.objects.select_related("model").get(model__name="scored")
@@ -78,7 +78,7 @@ def main() -> None:
         source="upload",
         user=admin,
     )
-    services.endpoint_update(endpoint=Endpoint.objects.get(name="scored"), user=admin, outlier_scoring=True)
+    endpoints.endpoint_update(endpoint=Endpoint.objects.get(name="scored"), user=admin, outlier_scoring=True)
 
     from bench.edge_overhead import wsgi_environ
     from config.wsgi import application as front

@@ -9,8 +9,8 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Team
-from inference import services
-from monitoring import services as monitoring_services
+from inference import endpoints
+from monitoring import drift
 from monitoring.models import InputSample
 from registry.models import RegisteredModel
 from tests import onnx_models
@@ -25,13 +25,13 @@ def linear_with_traffic(engineer: Any, *, serve: bool = True, traffic: bool = Tr
     """Model "lin" v1 (y = 2 x0 - x1), served by endpoint "lin", with a reference and sampled rows."""
     version_add("lin", onnx_models.linear(WEIGHTS, np.zeros(1)), engineer)
     if serve:
-        endpoint = services.endpoint_create(name="lin", user=engineer)
-        services.traffic_policy_revise(
+        endpoint = endpoints.endpoint_create(name="lin", user=engineer)
+        traffic.traffic_policy_revise(
             endpoint=endpoint, routes=[{"model": "lin", "version": 1, "role": "primary", "weight": 100}], user=engineer
         )
     rng = np.random.default_rng(3)
     reference = rng.normal(size=(25, 3))
-    monitoring_services.reference_stats_set(
+    drift.reference_stats_set(
         model="lin", version=1, features={f"x[{j}]": reference[:, j] for j in range(3)}, source="upload", user=engineer
     )
     rows = rng.normal(loc=1.0, size=(20, 3)).astype(np.float32).astype(float)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference import services
-from monitoring import services as monitoring_services
+from inference import api_keys, endpoints, traffic
+from monitoring import drift
 from tests import onnx_models
 from tests.e2e.conftest import sign_in
 from tests.inference.conftest import version_add
@@ -16,15 +16,15 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 def test_explain_draws_one_bar_per_feature(page, engineer):
     version_add("lin", onnx_models.linear(np.array([[1.0], [-2.0], [0.5]]), np.zeros(1)), engineer)
-    endpoint = services.endpoint_create(name="lin", user=engineer)
-    services.traffic_policy_revise(
+    endpoint = endpoints.endpoint_create(name="lin", user=engineer)
+    traffic.traffic_policy_revise(
         endpoint=endpoint, routes=[{"model": "lin", "version": 1, "role": "primary", "weight": 100}], user=engineer
     )
     reference = np.random.default_rng(0).normal(size=(30, 3))
-    monitoring_services.reference_stats_set(
+    drift.reference_stats_set(
         model="lin", version=1, features={f"x[{j}]": reference[:, j] for j in range(3)}, source="upload", user=engineer
     )
-    _, key = services.api_key_create(name="e2e", endpoints=[endpoint], user=engineer)
+    _, key = api_keys.api_key_create(name="e2e", endpoints=[endpoint], user=engineer)
 
     sign_in(page, "erin")
     page.goto("/endpoints/lin/")

@@ -15,9 +15,9 @@ import numpy as np
 import orjson
 import pytest
 
-from inference import services
+from inference import api_keys, endpoints
 from inference.models import Endpoint
-from monitoring import services as monitoring_services
+from monitoring import drift
 from tests import onnx_models
 from tests.inference.conftest import auth, version_add
 
@@ -36,14 +36,14 @@ def served_linear(
     endpoint = make_endpoint(name, [{"model": name, "version": 1, "role": "primary", "weight": 100}])
     reference = RNG.normal(loc=2.0, scale=3.0, size=(reference_rows, d)).astype(np.float32).astype(float)
     if reference_rows:
-        monitoring_services.reference_stats_set(
+        drift.reference_stats_set(
             model=name,
             version=1,
             features={f"x[{j}]": reference[:, j] for j in range(d)},
             source="upload",
             user=engineer,
         )
-    _, key = services.api_key_create(name="app", endpoints=[endpoint], user=engineer)
+    _, key = api_keys.api_key_create(name="app", endpoints=[endpoint], user=engineer)
     return weights.astype(np.float32).astype(float), reference, key
 
 
@@ -111,7 +111,7 @@ def test_features_are_named_by_the_endpoints_preprocessing(
 ) -> None:
     _, _, key = served_linear(make_endpoint, engineer, "named", d=3)
     endpoint = Endpoint.objects.get(name="named")
-    services.endpoint_update(
+    endpoints.endpoint_update(
         endpoint=endpoint, user=engineer, preprocessing={"features": {"names": ["age", "income", "tenure"]}}
     )
     response = explain(client, key, "named", {"instances": [{"age": 1.0, "income": 2.0, "tenure": 3.0}]})
@@ -132,7 +132,7 @@ def test_a_model_with_two_inputs_is_not_explainable(
 ) -> None:
     version_add("pair", onnx_models.two_inputs(), engineer)
     endpoint = make_endpoint("pair", [{"model": "pair", "version": 1, "role": "primary", "weight": 100}])
-    _, key = services.api_key_create(name="app", endpoints=[endpoint], user=engineer)
+    _, key = api_keys.api_key_create(name="app", endpoints=[endpoint], user=engineer)
     response = explain(client, key, "pair", {"inputs": {"a": [[1.0, 2.0, 3.0]], "b": [[1]]}})
     assert response.status_code == 422 and response.json()["error"]["code"] == "not_explainable"
     v2 = client.post(

@@ -12,10 +12,10 @@ import orjson
 import pytest
 from django.utils import timezone
 
-from inference import services
+from inference import api_keys
 from inference.runtime.outliers import chi2_quantile, scorer_from_reference
 from inference.runtime.signature import Signature
-from monitoring import services as monitoring_services
+from monitoring import alerts, drift, rollups
 from monitoring.models import AlertRule, MetricRollup
 from monitoring.recorder import flush_now
 from monitoring.selectors import endpoint_window_stats
@@ -44,14 +44,14 @@ def scored(make_endpoint: Callable[..., Any], engineer: Any) -> str:
         "guard", [{"model": "guard", "version": 1, "role": "primary", "weight": 100}], outlier_scoring=True
     )
     reference = reference_rows(1500)
-    monitoring_services.reference_stats_set(
+    drift.reference_stats_set(
         model="guard",
         version=1,
         features={f"x[{j}]": reference[:, j] for j in range(3)},
         source="upload",
         user=engineer,
     )
-    _, key = services.api_key_create(name="app", endpoints=[endpoint], user=engineer)
+    _, key = api_keys.api_key_create(name="app", endpoints=[endpoint], user=engineer)
     return key
 
 
@@ -97,15 +97,15 @@ def test_outliers_are_counted_charted_exposed_and_alerted(
     metrics = client.get("/metrics").content.decode()
     assert 'modelhub_outlier_scored_rows_total{endpoint="guard",version="guard:1",role="primary"} 100' in metrics
     assert 'modelhub_outlier_rows_total{endpoint="guard",version="guard:1",role="primary"}' in metrics
-    rule = monitoring_services.alert_rule_create(
+    rule = alerts.alert_rule_create(
         endpoint_name="guard",
         values={"metric": "outlier_rate", "comparison": ">", "threshold": 0.2, "window_minutes": 5},
         user=engineer,
     )
-    monitoring_services.alerts_evaluate(now=timezone.now())
+    alerts.alerts_evaluate(now=timezone.now())
     rule.refresh_from_db()
     assert rule.state == AlertRule.State.FIRING and 0.55 <= rule.last_value <= 0.65
-    monitoring_services.rollup_minutes(now=later())
+    rollups.rollup_minutes(now=later())
     rows = MetricRollup.objects.filter(endpoint="guard")
     assert sum(r.scored_rows for r in rows) == 100 and 55 <= sum(r.outlier_rows for r in rows) <= 65
 
@@ -115,7 +115,7 @@ def test_an_endpoint_without_scoring_counts_nothing(
 ) -> None:
     version_add("plain", onnx_models.linear(np.ones((3, 1)), np.zeros(1)), engineer)
     endpoint = make_endpoint("plain", [{"model": "plain", "version": 1, "role": "primary", "weight": 100}])
-    _, key = services.api_key_create(name="app", endpoints=[endpoint], user=engineer)
+    _, key = api_keys.api_key_create(name="app", endpoints=[endpoint], user=engineer)
     response = client.post(
         "/api/v1/endpoints/plain/predict?outlier=1",
         orjson.dumps({"instances": [[1.0, 2.0, 3.0]]}),
