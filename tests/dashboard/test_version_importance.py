@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Team
-from inference import endpoints
+from inference import endpoints, traffic
 from monitoring import drift
 from monitoring.models import InputSample
 from registry.models import RegisteredModel
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 WEIGHTS = np.array([[2.0], [-1.0], [0.0]])
 
 
-def linear_with_traffic(engineer: Any, *, serve: bool = True, traffic: bool = True) -> np.ndarray:
+def linear_with_traffic(engineer: Any, *, serve: bool = True, sampled: bool = True) -> np.ndarray:
     """Model "lin" v1 (y = 2 x0 - x1), served by endpoint "lin", with a reference and sampled rows."""
     version_add("lin", onnx_models.linear(WEIGHTS, np.zeros(1)), engineer)
     if serve:
@@ -35,7 +35,7 @@ def linear_with_traffic(engineer: Any, *, serve: bool = True, traffic: bool = Tr
         model="lin", version=1, features={f"x[{j}]": reference[:, j] for j in range(3)}, source="upload", user=engineer
     )
     rows = rng.normal(loc=1.0, size=(20, 3)).astype(np.float32).astype(float)
-    if traffic:
+    if sampled:
         InputSample.objects.create(
             endpoint="lin",
             deployment="lin:1",
