@@ -334,6 +334,7 @@ def monitoring_figures(
         "errors": timeseries_chart(line("error_rate"), title="Error rate", percent=True),
         "batch": timeseries_chart(line("batch_size"), title="Mean batch size", y_title="rows per ONNX call"),
         "timing": timing_chart(points("model_ms", "queue_ms")),
+        "outliers": timeseries_chart(line("outlier_rate"), title="Outlier rate (scored rows)", percent=True),
     }
     since, until = timeseries.get("since"), timeseries.get("until")
     for fig in timed.values():

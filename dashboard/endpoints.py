@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import plotly
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -157,6 +158,7 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         )[:20],
         "payload": payload,
         "predict_url": f"{base}/api/v1/endpoints/{endpoint.name}/predict",
+        "plotly_version": plotly.__version__,
         **extra,
     }
 
@@ -322,6 +324,7 @@ def endpoint_settings(request: HttpRequest, name: str) -> HttpResponse:
         source_ip=client_ip(request),
         sticky_header=request.POST.get("sticky_header", "").strip(),
         description=request.POST.get("description", "").strip(),
+        outlier_scoring=request.POST.get("outlier_scoring") == "on",
     )
     messages.success(request, "Settings saved.")
     return redirect("dash-endpoint", name=name)

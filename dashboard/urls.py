@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import approvals, bandit_views, batch_views, endpoints, monitoring_views, people, views
+from dashboard import approvals, bandit_views, batch_views, endpoints, importance, monitoring_views, people, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -13,6 +13,11 @@ urlpatterns = [
     path("models/new", views.model_create, name="dash-model-create"),
     path("models/<slug:name>/", views.model_detail, name="dash-model"),
     path("models/<slug:name>/versions/<int:version>/", views.version_detail, name="dash-version"),
+    path(
+        "models/<slug:name>/versions/<int:version>/importance.json",
+        importance.version_importance,
+        name="dash-version-importance",
+    ),
     path("approvals/", approvals.approval_list, name="dash-approvals"),
     path("approvals/<int:request_id>/", approvals.approval_detail, name="dash-approval"),
     path("approvals/<int:request_id>/<str:decision>", approvals.approval_decide, name="dash-approval-decide"),

@@ -43,6 +43,9 @@ class Endpoint(models.Model):
     # Prediction calls need an API key scoped to this endpoint; off only for open demos
     # and benchmarks (like a KServe server without auth).
     require_key = models.BooleanField(default=True)
+    # Score each request against the serving version's reference statistics (robust
+    # z-scores, Mahalanobis distance; inference/runtime/outliers.py) and count outliers.
+    outlier_scoring = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -64,6 +64,7 @@ class EndpointSerializer(serializers.ModelSerializer):
             "timeout_ms",
             "sticky_header",
             "require_key",
+            "outlier_scoring",
             "created_at",
             "updated_at",
             "links",
@@ -122,6 +123,11 @@ class EndpointWriteSerializer(serializers.Serializer):
     timeout_ms = serializers.IntegerField(required=False, min_value=1, max_value=600_000)
     sticky_header = serializers.CharField(required=False, allow_blank=True, max_length=64)
     require_key = serializers.BooleanField(required=False)
+    outlier_scoring = serializers.BooleanField(
+        required=False,
+        help_text="score each request against the serving version's reference statistics and count outliers "
+        "(docs/monitoring.md); ?outlier=1 returns the scores",
+    )
     routes = serializers.JSONField(required=False, help_text="an initial traffic split, as for PUT .../traffic")
 
 

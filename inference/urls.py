@@ -49,6 +49,8 @@ urlpatterns += [
     path("api/v1/endpoints/<slug:name>/predict", views.predict_doc),
     path("api/v1/endpoints/<slug:name>/feedback", views.feedback_doc),
     re_path(rf"^v2/models/{_N}/feedback$", views.feedback_doc),
+    path("api/v1/endpoints/<slug:name>/explain", views.explain_doc),
     re_path(rf"^v2/models/{_N}/infer$", views.v2_infer_doc),
+    re_path(rf"^v2/models/{_N}/explain$", views.v2_explain_doc),
     re_path(rf"^v2/models/{_N}$", views.v2_model_doc),
 ]

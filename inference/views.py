@@ -9,6 +9,8 @@ does not again.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
@@ -114,3 +116,46 @@ def v2_model_doc(request: object, name: str) -> None:  # pragma: no cover - sche
 @permission_classes([])
 def feedback_doc(request: object, name: str) -> None:  # pragma: no cover - schema only
     raise NotImplementedError
+
+
+_EXPLAIN = (
+    "Per-feature attributions (KernelSHAP) of a tabular model's prediction against a background "
+    "drawn from the answering version's reference statistics (docs/explain.md). Optional "
+    '"parameters": {"output", "class_index", "background_size" (1-200, 50), "max_evaluations" '
+    '(model rows, 1-65536, 8192), "seed"}. Answer: {"method", "output", "background_rows", '
+    '"model_evaluations", "model_calls", "explanations": [{"class_index", "prediction", "base_value", '
+    '"attributions": {feature: value}, "feature_values"}]}. 422 not_explainable (not one float input '
+    "[-1, features]) or no_background (no reference statistics yet); otherwise the errors of predict."
+)
+
+
+def _explain_doc(summary: str, body: str, parameters: list[OpenApiParameter]) -> Any:
+    """A schema-only stand-in for one of the two explain routes."""
+
+    @extend_schema(
+        summary=summary,
+        description=body + " " + _EXPLAIN,
+        parameters=parameters,
+        request=OpenApiTypes.OBJECT,
+        responses={200: OpenApiTypes.OBJECT},
+        tags=["predictions"],
+    )
+    @api_view(["POST"])
+    @authentication_classes([])
+    @permission_classes([])
+    def view(request: object, name: str) -> None:  # pragma: no cover - schema only
+        raise NotImplementedError
+
+    return view
+
+
+explain_doc = _explain_doc(
+    "Explain predictions (simple JSON)",
+    'Body: as predict ({"instances"} or {"inputs"}) plus "parameters".',
+    [_KEY, _PIN],
+)
+v2_explain_doc = _explain_doc(
+    "Explain predictions (Open Inference Protocol request body)",
+    "Body: a V2 infer request (JSON or binary tensors), parameters in its parameters.",
+    [_KEY],
+)

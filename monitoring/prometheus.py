@@ -136,6 +136,18 @@ def _write_predictions(out: _Writer, totals: dict[tuple[str, str, str], dict[str
             labels = {"endpoint": endpoint, "version": version, "role": role}
             out.sample("modelhub_batch_rows_sum", t["batch_rows_sum"], **labels)
             out.sample("modelhub_batch_rows_count", t["batch_count"], **labels)
+    out.family(
+        "modelhub_outlier_scored_rows_total", "counter", "Rows scored against the version's reference statistics."
+    )
+    for (endpoint, version, role), t in series:
+        if t.get("scored_rows"):
+            out.sample(
+                "modelhub_outlier_scored_rows_total", t["scored_rows"], endpoint=endpoint, version=version, role=role
+            )
+    out.family("modelhub_outlier_rows_total", "counter", "Scored rows found outliers (robust z or Mahalanobis).")
+    for (endpoint, version, role), t in series:
+        if t.get("scored_rows"):
+            out.sample("modelhub_outlier_rows_total", t["outlier_rows"], endpoint=endpoint, version=version, role=role)
     out.family("modelhub_queue_wait_seconds_total", "counter", "Time requests waited for a batch, summed.")
     for (endpoint, version, role), t in series:
         out.sample(

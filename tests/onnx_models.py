@@ -109,6 +109,19 @@ def mlp(hidden: int = 64, features: int = 32, classes: int = 8) -> bytes:
     return _model(graph).SerializeToString()
 
 
+def linear(weights: np.ndarray, bias: np.ndarray) -> bytes:
+    """x FP32 [batch, d] -> "y" = x @ weights + bias, FP32 [batch, k] (weights (d, k))."""
+    d, k = weights.shape
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", d])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", k])
+    initializers = [
+        numpy_helper.from_array(np.asarray(weights, dtype=np.float32), "W"),
+        numpy_helper.from_array(np.asarray(bias, dtype=np.float32).reshape(k), "B"),
+    ]
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "W", "B"], ["y"])], "linear", [x], [y], initializers)
+    return _model(graph).SerializeToString()
+
+
 def identity(dtype: str = "FP32") -> bytes:
     """x -> Identity -> y, both of V2 datatype `dtype` with dynamic dims ["batch", "n"]."""
     elem = _ELEM_TYPES[dtype]
