@@ -19,7 +19,9 @@ take up to max_batch_size frames at once from the queue (LPOP count, else BLPOP 
 drop the expired ones unrun, submit the rest to the batcher and push the replies in one
 pipeline. Heartbeats every 2 s (key names in docs/serving-workers.md).
 
-Needs only REDIS_URL and the artifact files (a shared volume); no database.
+Needs only REDIS_URL and the artifacts: from a volume shared with the web processes, or
+fetched by sha256 from the platform with a worker key into a local cache with a disk
+budget (ArtifactSource below; docs/serving-workers.md, "Artifacts"); no database.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import logging
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -40,7 +43,9 @@ import orjson
 import redis
 
 from config import heap
+from config.env import env_int, env_str
 from inference import pool_protocol as wire
+from inference.runtime.artifacts import ArtifactCache, ArtifactError, ArtifactUnavailable
 from inference.runtime.batcher import DynamicBatcher
 from inference.runtime.codec import check_inputs
 from inference.runtime.errors import DeadlineExceeded, ModelExecutionError, RuntimeErrorBase
@@ -50,6 +55,59 @@ from inference.runtime.signature import Signature
 logger = logging.getLogger("modelhub.inference_worker")
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 RECONCILE_INTERVAL_S = 0.5
+
+
+class ArtifactSource:
+    """Where this worker gets a deployment's artifact: the shared volume, or the platform by digest.
+
+    mode `auto` (default): the spec's path when the file is there (a volume shared with the
+    web processes), else the local cache, else a download from the platform; `fetch`: always
+    the cache/platform; `shared`: only the volume (the behaviour before fetching existed).
+    A download is retried with back-off while the platform is unreachable (the deployment
+    stays `loading` and says why); a refusal or a digest mismatch fails the load.
+    """
+
+    MODES = ("auto", "fetch", "shared")
+
+    def __init__(self, *, mode: str, cache: ArtifactCache, platform_url: str = "", key: str = "") -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"artifact mode: one of {', '.join(self.MODES)}, got {mode!r}")
+        self.mode, self.cache, self.platform_url, self.key = mode, cache, platform_url.rstrip("/"), key
+
+    def acquire(self, spec: Any, served: Served) -> str:
+        if self.mode == "shared" or (self.mode == "auto" and os.path.isfile(spec.artifact_path)):
+            served.artifact_source = "shared"
+            return str(spec.artifact_path)
+        sha = spec.artifact_sha256
+        self.cache.pin(sha)  # from here until unload: the sweep never removes it
+        served.pinned = True
+        if self.cache.cached(sha) is not None:
+            served.artifact_source = "cache"
+            return str(self.cache.path(sha))
+        if not self.platform_url:
+            raise ArtifactError(
+                f"the artifact {sha[:12]} is neither at {spec.artifact_path} nor in the cache {self.cache.folder}, "
+                "and MODELHUB_WORKER_PLATFORM_URL is not set to fetch it"
+            )
+        url = f"{self.platform_url}/api/v1/artifacts/{sha}"
+        delay = 1.0
+        while True:
+            try:
+                path = self.cache.get(sha, url, token=self.key)
+            except ArtifactUnavailable as exc:
+                served.error = f"waiting for the platform to fetch the artifact: {exc}"[:500]
+                logger.warning("deployment %s (%s): %s; retrying in %.0f s", spec.key, spec.label, exc, delay)
+                if served.stop.wait(delay):
+                    raise ArtifactError("unloaded while waiting for the artifact") from None
+                delay = min(delay * 2, 30.0)
+                continue
+            served.error, served.artifact_source = "", "fetched"
+            return str(path)
+
+    def release(self, spec: Any) -> None:
+        """An unloaded deployment's artifact may go when the cache is over its budget."""
+        self.cache.unpin(spec.artifact_sha256)
+        self.cache.sweep()
 
 
 class Served:
@@ -68,7 +126,10 @@ class Served:
         self.threads: list[threading.Thread] = []
         self.expired = 0
         self.bad_frames = 0
+        self.version_refused = 0
         self.pulled = 0
+        self.pinned = False
+        self.artifact_source = ""  # shared (the volume), cache (already here) or fetched (from the platform)
         self.lock = threading.Lock()
 
     # -- lifecycle
@@ -76,8 +137,9 @@ class Served:
     def load(self) -> None:
         spec = self.spec
         try:
+            path = self.worker.artifacts.acquire(spec, self)
             model = LoadedModel.load(
-                spec.artifact_path,
+                path,
                 device=spec.device,
                 intra_op_threads=self.worker.intra_op_threads,
                 name=spec.model,
@@ -121,6 +183,9 @@ class Served:
         if self.model is not None:
             self.model.unload()
         self.state = "unloaded"
+        if self.pinned:
+            self.pinned = False
+            self.worker.artifacts.release(self.spec)
 
     # -- serving
 
@@ -153,11 +218,17 @@ class Served:
         now = time.time()
         jobs: list[tuple[dict[str, Any], Future[dict[str, np.ndarray]] | None, RuntimeErrorBase | None, float]] = []
         expired = bad = 0
+        refusals: list[tuple[str, bytes]] = []
         for frame in frames:
             try:
                 header, tensors = wire.decode_frame(frame)
                 deadline = float(header["dl"])
                 str(header["r"])  # a frame without a reply key is malformed
+            except wire.FrameVersionMismatch as exc:
+                refusal = self._refuse_version(exc)
+                if refusal is not None:
+                    refusals.append(refusal)
+                continue
             except (wire.FrameError, KeyError, TypeError, ValueError) as exc:
                 bad += 1
                 logger.warning("dropping a malformed request frame on %s: %s", self.spec.key, exc)
@@ -176,9 +247,12 @@ class Served:
             self.pulled += len(frames)
             self.expired += expired
             self.bad_frames += bad
-        if not jobs:
+        if not jobs and not refusals:
             return
         pipe = client.pipeline(transaction=False)
+        for reply_to, body in refusals:
+            pipe.rpush(reply_to, body)
+            pipe.pexpire(reply_to, 60_000)
         provider = self.model.provider if self.model else ""
         for header, future, error, deadline in jobs:
             if future is not None:
@@ -206,6 +280,38 @@ class Served:
             pipe.pexpire(header["r"], ttl_ms)
         pipe.execute()
 
+    def _refuse_version(self, exc: wire.FrameVersionMismatch) -> tuple[str, bytes] | None:
+        """Log a request of another frame version (another release) and say so to its sender, if it can be told."""
+        message = (
+            f"a request frame of version {exc.version} reached this inference worker, which speaks frame "
+            f"version {wire.FRAME_VERSION}: web processes and inference workers must run the same release"
+        )
+        with self.lock:
+            self.version_refused += 1
+            first = self.version_refused == 1 or self.version_refused % 1000 == 0
+        if first:
+            logger.error(
+                "deployment %s (%s): %s (%d refused so far)",
+                self.spec.key,
+                self.spec.label,
+                message,
+                self.version_refused,
+            )
+        reply_to = exc.header.get("r")
+        if not isinstance(reply_to, str):
+            return None
+        refusal = {
+            "ok": 0,
+            "s": 503,
+            "c": "frame_version",
+            "e": message,
+            "w": self.worker.worker_id,
+            "v": wire.FRAME_VERSION,
+        }
+        if exc.version == 1:  # a release before versioning reads only the old layout; it knows model_not_ready
+            return reply_to, wire.encode_legacy_refusal({**refusal, "c": "model_not_ready"})
+        return reply_to, wire.encode_frame(refusal)
+
     def report(self) -> dict[str, Any]:
         spec = self.spec
         out: dict[str, Any] = {
@@ -222,6 +328,8 @@ class Served:
             "pulled": self.pulled,
             "expired_dropped": self.expired,
             "bad_frames": self.bad_frames,
+            "frame_version_refused": self.version_refused,
+            "artifact": self.artifact_source,
         }
         if self.batcher is not None:
             stats = self.batcher.stats()
@@ -241,8 +349,10 @@ class InferenceWorker:
         pullers: int = 4,
         intra_op_threads: int | None = None,
         worker_id: str | None = None,
+        artifacts: ArtifactSource | None = None,
     ) -> None:
         self.device = device
+        self.artifacts = artifacts or ArtifactSource(mode="shared", cache=ArtifactCache(_default_cache()))
         self.pullers = pullers
         self.intra_op_threads = intra_op_threads
         self.host = socket.gethostname()
@@ -314,6 +424,8 @@ class InferenceWorker:
             "providers": available_providers(),
             "pullers": self.pullers,
             "intra_op_threads": self.intra_op_threads,
+            "frame_version": wire.FRAME_VERSION,
+            "artifact_mode": self.artifacts.mode,
             "started_at": self.started_at,
             "ts": now,
             "deployments": deployments,
@@ -347,6 +459,7 @@ class InferenceWorker:
             ", ".join(available_providers()),
             self.pullers,
         )
+        self.artifacts.cache.sweep()
         last_beat = 0.0
         while not self.stopping.is_set():
             try:
@@ -389,6 +502,10 @@ def write_batch_stats(stats: dict[str, Any]) -> None:
     os.replace(tmp, f"{path}.pid{os.getpid()}.json")
 
 
+def _default_cache() -> str:
+    return os.path.join(tempfile.gettempdir(), "modelhub-worker-artifacts")
+
+
 def preload_cuda_libraries() -> None:
     """Load CUDA/cuDNN from the nvidia-* pip wheels (onnxruntime-gpu[cuda,cudnn]) if they are there.
 
@@ -412,6 +529,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--intra-op-threads", type=int, default=intra, help="ORT intra-op threads (default: ORT's)")
     parser.add_argument("--worker-id", default=os.environ.get("MODELHUB_WORKER_ID") or None)
     parser.add_argument("--log-level", default=os.environ.get("MODELHUB_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--artifacts",
+        choices=ArtifactSource.MODES,
+        default=env_str("MODELHUB_WORKER_ARTIFACTS", "auto") or "auto",
+        help="auto: the shared volume if the file is there, else fetch by digest; fetch; shared",
+    )
+    parser.add_argument("--platform-url", default=env_str("MODELHUB_WORKER_PLATFORM_URL"))
+    parser.add_argument("--artifact-cache", default=env_str("MODELHUB_WORKER_ARTIFACT_CACHE") or _default_cache())
+    parser.add_argument(
+        "--artifact-cache-bytes",
+        type=int,
+        default=env_int("MODELHUB_WORKER_ARTIFACT_CACHE_BYTES", 10 * 1024**3),
+        help="disk budget of the artifact cache (0: none)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.device == "gpu":
@@ -422,6 +553,12 @@ def main(argv: list[str] | None = None) -> None:
         pullers=args.pullers,
         intra_op_threads=args.intra_op_threads,
         worker_id=args.worker_id,
+        artifacts=ArtifactSource(
+            mode=args.artifacts,
+            cache=ArtifactCache(args.artifact_cache, budget_bytes=args.artifact_cache_bytes),
+            platform_url=args.platform_url,
+            key=env_str("MODELHUB_WORKER_KEY"),  # not a flag: a secret does not belong in `ps`
+        ),
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stopping.set())
