@@ -33,6 +33,7 @@ Redis keys (all prefixed `mh:`; documented in docs/serving-workers.md):
 from __future__ import annotations
 
 import dataclasses
+import math
 import struct
 from typing import Any
 
@@ -146,7 +147,7 @@ def decode_frame(frame: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             tensors[name] = np.array(entry[3], dtype=object).reshape(shape)
             continue
         dt = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)  # not np.prod: on a small tuple that costs ~20 us, most of a decode
         nbytes = count * dt.itemsize
         if offset + nbytes > len(frame):
             raise FrameError(f'tensor "{name}" needs {nbytes} bytes, {len(frame) - offset} remain')
