@@ -21,7 +21,7 @@ pipeline. Heartbeats every 2 s (key names in docs/serving-workers.md).
 
 Needs only REDIS_URL and the artifacts: from a volume shared with the web processes, or
 fetched by sha256 from the platform with a worker key into a local cache with a disk
-budget (ArtifactSource below; docs/serving-workers.md, "Artifacts"); no database.
+budget (inference/runtime/artifacts.py; docs/serving-workers.md, "Artifacts"); no database.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import redis
 from config import heap
 from config.env import env_int, env_str, log_level
 from inference import pool_protocol as wire
-from inference.runtime.artifacts import ArtifactCache, ArtifactError, ArtifactUnavailable
+from inference.runtime.artifacts import ArtifactCache, ArtifactSource
 from inference.runtime.batcher import DynamicBatcher
 from inference.runtime.codec import check_inputs
 from inference.runtime.errors import DeadlineExceeded, ModelExecutionError, RuntimeErrorBase
@@ -55,59 +55,6 @@ from inference.runtime.signature import Signature
 logger = logging.getLogger("modelhub.inference_worker")
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 RECONCILE_INTERVAL_S = 0.5
-
-
-class ArtifactSource:
-    """Where this worker gets a deployment's artifact: the shared volume, or the platform by digest.
-
-    mode `auto` (default): the spec's path when the file is there (a volume shared with the
-    web processes), else the local cache, else a download from the platform; `fetch`: always
-    the cache/platform; `shared`: only the volume (the behaviour before fetching existed).
-    A download is retried with back-off while the platform is unreachable (the deployment
-    stays `loading` and says why); a refusal or a digest mismatch fails the load.
-    """
-
-    MODES = ("auto", "fetch", "shared")
-
-    def __init__(self, *, mode: str, cache: ArtifactCache, platform_url: str = "", key: str = "") -> None:
-        if mode not in self.MODES:
-            raise ValueError(f"artifact mode: one of {', '.join(self.MODES)}, got {mode!r}")
-        self.mode, self.cache, self.platform_url, self.key = mode, cache, platform_url.rstrip("/"), key
-
-    def acquire(self, spec: Any, served: Served) -> str:
-        if self.mode == "shared" or (self.mode == "auto" and os.path.isfile(spec.artifact_path)):
-            served.artifact_source = "shared"
-            return str(spec.artifact_path)
-        sha = spec.artifact_sha256
-        self.cache.pin(sha)  # from here until unload: the sweep never removes it
-        served.pinned = True
-        if self.cache.cached(sha) is not None:
-            served.artifact_source = "cache"
-            return str(self.cache.path(sha))
-        if not self.platform_url:
-            raise ArtifactError(
-                f"the artifact {sha[:12]} is neither at {spec.artifact_path} nor in the cache {self.cache.folder}, "
-                "and MODELHUB_WORKER_PLATFORM_URL is not set to fetch it"
-            )
-        url = f"{self.platform_url}/api/v1/artifacts/{sha}"
-        delay = 1.0
-        while True:
-            try:
-                path = self.cache.get(sha, url, token=self.key)
-            except ArtifactUnavailable as exc:
-                served.error = f"waiting for the platform to fetch the artifact: {exc}"[:500]
-                logger.warning("deployment %s (%s): %s; retrying in %.0f s", spec.key, spec.label, exc, delay)
-                if served.stop.wait(delay):
-                    raise ArtifactError("unloaded while waiting for the artifact") from None
-                delay = min(delay * 2, 30.0)
-                continue
-            served.error, served.artifact_source = "", "fetched"
-            return str(path)
-
-    def release(self, spec: Any) -> None:
-        """An unloaded deployment's artifact may go when the cache is over its budget."""
-        self.cache.unpin(spec.artifact_sha256)
-        self.cache.sweep()
 
 
 class Served:
@@ -128,7 +75,6 @@ class Served:
         self.bad_frames = 0
         self.version_refused = 0
         self.pulled = 0
-        self.pinned = False
         self.artifact_source = ""  # shared (the volume), cache (already here) or fetched (from the platform)
         self.lock = threading.Lock()
 
@@ -137,7 +83,10 @@ class Served:
     def load(self) -> None:
         spec = self.spec
         try:
-            path = self.worker.artifacts.acquire(spec, self)
+            path, self.artifact_source = self.worker.artifacts.acquire(
+                spec.artifact_sha256, spec.artifact_path, stop=self.stop, waiting=self._waiting
+            )
+            self.error = ""
             model = LoadedModel.load(
                 path,
                 device=spec.device,
@@ -153,6 +102,7 @@ class Served:
             return
         if self.stop.is_set():
             model.unload()
+            self._release_artifact()
             return
         self.model, self.signature = model, model.signature
         self.batcher = DynamicBatcher(
@@ -183,9 +133,18 @@ class Served:
         if self.model is not None:
             self.model.unload()
         self.state = "unloaded"
-        if self.pinned:
-            self.pinned = False
-            self.worker.artifacts.release(self.spec)
+        self._release_artifact()
+
+    def _waiting(self, why: str) -> None:
+        self.error = why[:500]  # still loading: the heartbeat says what it waits for
+        logger.warning("deployment %s (%s): %s", self.spec.key, self.spec.label, why)
+
+    def _release_artifact(self) -> None:
+        """Once unloaded, the artifact may leave the cache when it is over its budget."""
+        with self.lock:
+            source, self.artifact_source = self.artifact_source, ""
+        if source:
+            self.worker.artifacts.release(self.spec.artifact_sha256, source)
 
     # -- serving
 

@@ -32,7 +32,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,3 +203,68 @@ def _body(exc: urllib.error.HTTPError) -> str:
         return exc.read(500).decode("utf-8", "replace").strip() or exc.reason
     except Exception:  # noqa: BLE001 - only for the message
         return str(exc.reason)
+
+
+class ArtifactSource:
+    """Where an inference worker gets an artifact: the shared volume, or the platform by digest.
+
+    mode `auto` (default): the local path when the file is there (a volume shared with the
+    web processes), else the cache, else a download from `{platform_url}/api/v1/artifacts/
+    {sha256}` with the worker key; `fetch`: always the cache/platform; `shared`: only the
+    volume. A download is retried with back-off (1 s doubling to 30 s) while the platform is
+    unreachable, telling `waiting` why, until it answers or `stop` is set; a refusal or a
+    digest mismatch raises at once. What came through the cache is pinned (never swept)
+    until `release`.
+    """
+
+    MODES = ("auto", "fetch", "shared")
+
+    def __init__(self, *, mode: str, cache: ArtifactCache, platform_url: str = "", key: str = "") -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"artifact mode: one of {', '.join(self.MODES)}, got {mode!r}")
+        self.mode, self.cache, self.platform_url, self.key = mode, cache, platform_url.rstrip("/"), key
+
+    def acquire(
+        self,
+        sha256: str,
+        local_path: str,
+        *,
+        stop: threading.Event,
+        waiting: Callable[[str], None] = lambda why: None,
+    ) -> tuple[str, str]:
+        """(the file to load, where it came from: `shared`, `cache` or `fetched`)."""
+        if self.mode == "shared" or (self.mode == "auto" and os.path.isfile(local_path)):
+            return str(local_path), "shared"
+        self.cache.pin(sha256)
+        try:
+            return self._from_cache(sha256, local_path, stop, waiting)
+        except BaseException:
+            self.cache.unpin(sha256)
+            raise
+
+    def _from_cache(
+        self, sha256: str, local_path: str, stop: threading.Event, waiting: Callable[[str], None]
+    ) -> tuple[str, str]:
+        if self.cache.cached(sha256) is not None:
+            return str(self.cache.path(sha256)), "cache"
+        if not self.platform_url:
+            raise ArtifactError(
+                f"the artifact {sha256[:12]} is neither at {local_path} nor in the cache {self.cache.folder}, "
+                "and MODELHUB_WORKER_PLATFORM_URL is not set to fetch it"
+            )
+        url = f"{self.platform_url}/api/v1/artifacts/{sha256}"
+        delay = 1.0
+        while True:
+            try:
+                return str(self.cache.get(sha256, url, token=self.key)), "fetched"
+            except ArtifactUnavailable as exc:
+                waiting(f"waiting for the platform to fetch the artifact (next try in {delay:.0f} s): {exc}")
+                if stop.wait(delay):
+                    raise ArtifactError("unloaded while waiting for the artifact") from None
+                delay = min(delay * 2, 30.0)
+
+    def release(self, sha256: str, source: str) -> None:
+        """Done with an artifact `acquire` gave: it may leave the cache when that is over its budget."""
+        if source != "shared":
+            self.cache.unpin(sha256)
+            self.cache.sweep()

@@ -4,14 +4,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from inference.runtime.artifacts import ArtifactCache, ArtifactUnavailable
+from inference.runtime.artifacts import ArtifactCache, ArtifactError, ArtifactSource, ArtifactUnavailable
 
 
 def _put(cache: ArtifactCache, name: str, size: int, used_s_ago: float) -> str:
@@ -74,3 +77,56 @@ def test_an_unreachable_platform_is_unavailable_and_leaves_nothing(tmp_path: Pat
     with pytest.raises(ArtifactUnavailable, match="unreachable"):
         cache.get("e" * 64, f"http://127.0.0.1:{port}/api/v1/artifacts/{'e' * 64}", token="k")
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_download_waits_for_a_platform_that_is_briefly_away(tmp_path: Path) -> None:
+    body = b"an artifact's bytes"
+    sha = hashlib.sha256(body).hexdigest()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server hook's name
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    servers: list[http.server.HTTPServer] = []
+    waits: list[str] = []
+
+    def platform_comes_back(why: str) -> None:  # called after the first failed try
+        waits.append(why)
+        if not servers:
+            servers.append(http.server.HTTPServer(("127.0.0.1", port), Handler))
+            threading.Thread(target=servers[0].serve_forever, daemon=True).start()
+
+    source = ArtifactSource(
+        mode="auto", cache=ArtifactCache(tmp_path / "cache", budget_bytes=1), platform_url=f"http://127.0.0.1:{port}"
+    )
+    try:
+        path, where = source.acquire(
+            sha, str(tmp_path / "absent.onnx"), stop=threading.Event(), waiting=platform_comes_back
+        )
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert where == "fetched" and Path(path).read_bytes() == body
+    assert len(waits) == 1 and "unreachable" in waits[0]
+    assert source.cache.sweep().removed == []  # over its 1-byte budget, but in use
+    source.release(sha, where)
+    assert not Path(path).exists()  # released: the budget applies
+
+
+def test_a_failed_acquire_leaves_nothing_pinned(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path / "cache", budget_bytes=1)
+    source = ArtifactSource(mode="fetch", cache=cache)  # no platform to fetch from
+    with pytest.raises(ArtifactError, match="MODELHUB_WORKER_PLATFORM_URL is not set"):
+        source.acquire("f" * 64, str(tmp_path / "absent.onnx"), stop=threading.Event())
+    _put(cache, "f", 10, used_s_ago=0)
+    assert cache.sweep().removed == ["f" * 64]
