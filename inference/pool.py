@@ -22,6 +22,7 @@ Retry-After at once, not after the deadline. Both checks are cached for 0.5 s pe
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -45,6 +46,7 @@ from inference.runtime.errors import (
 )
 from inference.transport import DeploymentSpec, InferResult
 
+logger = logging.getLogger("modelhub.pool")
 _ERRORS: dict[str, type[RuntimeErrorBase]] = {
     cls.code: cls
     for cls in (InputError, ModelNotFound, ModelNotReady, Overloaded, DeadlineExceeded, ModelExecutionError)
@@ -143,6 +145,24 @@ def _no_worker(spec: DeploymentSpec) -> str:
 def _error_from_reply(header: dict[str, Any]) -> RuntimeErrorBase:
     cls = _ERRORS.get(header.get("c", ""), ModelExecutionError)
     return cls(str(header.get("e", "inference worker failed")))
+
+
+def _decode_reply(frame: bytes, spec: DeploymentSpec) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A worker's reply; one of another frame version (another release) is a clear 503, never misread."""
+    try:
+        return wire.decode_frame(frame)
+    except wire.FrameVersionMismatch as exc:
+        message = (
+            f'endpoint "{spec.endpoint}" ({spec.label}): the inference worker speaks frame version '
+            f"{exc.version} and this web process speaks frame version {wire.FRAME_VERSION}; web processes "
+            "and inference workers must run the same release"
+        )
+        logger.error("%s (worker %s)", message, exc.header.get("w", "?"))
+        raise ServiceUnavailable(
+            message,
+            retry_after_s=30,
+            details={"worker_frame_version": exc.version, "web_frame_version": wire.FRAME_VERSION},
+        ) from None
 
 
 class WorkerPoolTransport:
@@ -255,7 +275,7 @@ class WorkerPoolTransport:
         except _REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
         del depth
-        header, outputs = wire.decode_frame(popped[1])
+        header, outputs = _decode_reply(popped[1], spec)
         if not header.get("ok"):
             raise _error_from_reply(header)
         return InferResult(
@@ -295,7 +315,7 @@ class WorkerPoolTransport:
                 popped = await client.blpop([reply], timeout=min(remaining, wait_cap))
         except _REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
-        header, outputs = wire.decode_frame(popped[1])
+        header, outputs = _decode_reply(popped[1], spec)
         if not header.get("ok"):
             raise _error_from_reply(header)
         return InferResult(

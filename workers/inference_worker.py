@@ -19,7 +19,9 @@ take up to max_batch_size frames at once from the queue (LPOP count, else BLPOP 
 drop the expired ones unrun, submit the rest to the batcher and push the replies in one
 pipeline. Heartbeats every 2 s (key names in docs/serving-workers.md).
 
-Needs only REDIS_URL and the artifact files (a shared volume); no database.
+Needs only REDIS_URL and the artifacts: from a volume shared with the web processes, or
+fetched by sha256 from the platform with a worker key into a local cache with a disk
+budget (inference/runtime/artifacts.py; docs/serving-workers.md, "Artifacts"); no database.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import logging
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -42,6 +45,7 @@ import redis
 from config import heap
 from config.env import env_int, env_str, log_level
 from inference import pool_protocol as wire
+from inference.runtime.artifacts import ArtifactCache, ArtifactSource
 from inference.runtime.batcher import DynamicBatcher
 from inference.runtime.codec import check_inputs
 from inference.runtime.errors import DeadlineExceeded, ModelExecutionError, RuntimeErrorBase
@@ -69,7 +73,9 @@ class Served:
         self.threads: list[threading.Thread] = []
         self.expired = 0
         self.bad_frames = 0
+        self.version_refused = 0
         self.pulled = 0
+        self.artifact_source = ""  # shared (the volume), cache (already here) or fetched (from the platform)
         self.lock = threading.Lock()
 
     # -- lifecycle
@@ -77,8 +83,12 @@ class Served:
     def load(self) -> None:
         spec = self.spec
         try:
+            path, self.artifact_source = self.worker.artifacts.acquire(
+                spec.artifact_sha256, spec.artifact_path, stop=self.stop, waiting=self._waiting
+            )
+            self.error = ""
             model = LoadedModel.load(
-                spec.artifact_path,
+                path,
                 device=spec.device,
                 intra_op_threads=self.worker.intra_op_threads,
                 name=spec.model,
@@ -92,6 +102,7 @@ class Served:
             return
         if self.stop.is_set():
             model.unload()
+            self._release_artifact()
             return
         self.model, self.signature = model, model.signature
         self.batcher = DynamicBatcher(
@@ -122,6 +133,18 @@ class Served:
         if self.model is not None:
             self.model.unload()
         self.state = "unloaded"
+        self._release_artifact()
+
+    def _waiting(self, why: str) -> None:
+        self.error = why[:500]  # still loading: the heartbeat says what it waits for
+        logger.warning("deployment %s (%s): %s", self.spec.key, self.spec.label, why)
+
+    def _release_artifact(self) -> None:
+        """Once unloaded, the artifact may leave the cache when it is over its budget."""
+        with self.lock:
+            source, self.artifact_source = self.artifact_source, ""
+        if source:
+            self.worker.artifacts.release(self.spec.artifact_sha256, source)
 
     # -- serving
 
@@ -154,11 +177,17 @@ class Served:
         now = time.time()
         jobs: list[tuple[dict[str, Any], Future[dict[str, np.ndarray]] | None, RuntimeErrorBase | None, float]] = []
         expired = bad = 0
+        refusals: list[tuple[str, bytes]] = []
         for frame in frames:
             try:
                 header, tensors = wire.decode_frame(frame)
                 deadline = float(header["dl"])
                 str(header["r"])  # a frame without a reply key is malformed
+            except wire.FrameVersionMismatch as exc:
+                refusal = self._refuse_version(exc)
+                if refusal is not None:
+                    refusals.append(refusal)
+                continue
             except (wire.FrameError, KeyError, TypeError, ValueError) as exc:
                 bad += 1
                 logger.warning("dropping a malformed request frame on %s: %s", self.spec.key, exc)
@@ -177,9 +206,12 @@ class Served:
             self.pulled += len(frames)
             self.expired += expired
             self.bad_frames += bad
-        if not jobs:
+        if not jobs and not refusals:
             return
         pipe = client.pipeline(transaction=False)
+        for reply_to, body in refusals:
+            pipe.rpush(reply_to, body)
+            pipe.pexpire(reply_to, 60_000)
         provider = self.model.provider if self.model else ""
         for header, future, error, deadline in jobs:
             if future is not None:
@@ -207,6 +239,38 @@ class Served:
             pipe.pexpire(header["r"], ttl_ms)
         pipe.execute()
 
+    def _refuse_version(self, exc: wire.FrameVersionMismatch) -> tuple[str, bytes] | None:
+        """Log a request of another frame version (another release) and say so to its sender, if it can be told."""
+        message = (
+            f"a request frame of version {exc.version} reached this inference worker, which speaks frame "
+            f"version {wire.FRAME_VERSION}: web processes and inference workers must run the same release"
+        )
+        with self.lock:
+            self.version_refused += 1
+            first = self.version_refused == 1 or self.version_refused % 1000 == 0
+        if first:
+            logger.error(
+                "deployment %s (%s): %s (%d refused so far)",
+                self.spec.key,
+                self.spec.label,
+                message,
+                self.version_refused,
+            )
+        reply_to = exc.header.get("r")
+        if not isinstance(reply_to, str):
+            return None
+        refusal = {
+            "ok": 0,
+            "s": 503,
+            "c": "frame_version",
+            "e": message,
+            "w": self.worker.worker_id,
+            "v": wire.FRAME_VERSION,
+        }
+        if exc.version == 1:  # a release before versioning reads only the old layout; it knows model_not_ready
+            return reply_to, wire.encode_legacy_refusal({**refusal, "c": "model_not_ready"})
+        return reply_to, wire.encode_frame(refusal)
+
     def report(self) -> dict[str, Any]:
         spec = self.spec
         out: dict[str, Any] = {
@@ -223,6 +287,8 @@ class Served:
             "pulled": self.pulled,
             "expired_dropped": self.expired,
             "bad_frames": self.bad_frames,
+            "frame_version_refused": self.version_refused,
+            "artifact": self.artifact_source,
         }
         if self.batcher is not None:
             stats = self.batcher.stats()
@@ -242,8 +308,10 @@ class InferenceWorker:
         pullers: int = 4,
         intra_op_threads: int | None = None,
         worker_id: str | None = None,
+        artifacts: ArtifactSource | None = None,
     ) -> None:
         self.device = device
+        self.artifacts = artifacts or ArtifactSource(mode="shared", cache=ArtifactCache(_default_cache()))
         self.pullers = pullers
         self.intra_op_threads = intra_op_threads
         self.host = socket.gethostname()
@@ -315,6 +383,8 @@ class InferenceWorker:
             "providers": available_providers(),
             "pullers": self.pullers,
             "intra_op_threads": self.intra_op_threads,
+            "frame_version": wire.FRAME_VERSION,
+            "artifact_mode": self.artifacts.mode,
             "started_at": self.started_at,
             "ts": now,
             "deployments": deployments,
@@ -348,6 +418,7 @@ class InferenceWorker:
             ", ".join(available_providers()),
             self.pullers,
         )
+        self.artifacts.cache.sweep()
         last_beat = 0.0
         while not self.stopping.is_set():
             try:
@@ -390,6 +461,10 @@ def write_batch_stats(stats: dict[str, Any]) -> None:
     os.replace(tmp, f"{path}.pid{os.getpid()}.json")
 
 
+def _default_cache() -> str:
+    return os.path.join(tempfile.gettempdir(), "modelhub-worker-artifacts")
+
+
 def preload_cuda_libraries() -> None:
     """Load CUDA/cuDNN from the nvidia-* pip wheels (onnxruntime-gpu[cuda,cudnn]) if they are there.
 
@@ -413,6 +488,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--intra-op-threads", type=int, default=intra, help="ORT intra-op threads (default: ORT's)")
     parser.add_argument("--worker-id", default=env_str("MODELHUB_WORKER_ID") or None)
     parser.add_argument("--log-level", default=log_level())
+    parser.add_argument(
+        "--artifacts",
+        choices=ArtifactSource.MODES,
+        default=env_str("MODELHUB_WORKER_ARTIFACTS", "auto") or "auto",
+        help="auto: the shared volume if the file is there, else fetch by digest; fetch; shared",
+    )
+    parser.add_argument("--platform-url", default=env_str("MODELHUB_WORKER_PLATFORM_URL"))
+    parser.add_argument("--artifact-cache", default=env_str("MODELHUB_WORKER_ARTIFACT_CACHE") or _default_cache())
+    parser.add_argument(
+        "--artifact-cache-bytes",
+        type=int,
+        default=env_int("MODELHUB_WORKER_ARTIFACT_CACHE_BYTES", 10 * 1024**3),
+        help="disk budget of the artifact cache (0: none)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.device == "gpu":
@@ -423,6 +512,12 @@ def main(argv: list[str] | None = None) -> None:
         pullers=args.pullers,
         intra_op_threads=args.intra_op_threads,
         worker_id=args.worker_id,
+        artifacts=ArtifactSource(
+            mode=args.artifacts,
+            cache=ArtifactCache(args.artifact_cache, budget_bytes=args.artifact_cache_bytes),
+            platform_url=args.platform_url,
+            key=env_str("MODELHUB_WORKER_KEY"),  # not a flag: a secret does not belong in `ps`
+        ),
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stopping.set())
