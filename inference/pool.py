@@ -42,7 +42,7 @@ from inference.runtime.errors import (
     Overloaded,
     RuntimeErrorBase,
 )
-from inference.transport import DeploymentSpec, InferResult
+from inference.spec import DeploymentSpec, InferResult
 
 _ERRORS: dict[str, type[RuntimeErrorBase]] = {
     cls.code: cls

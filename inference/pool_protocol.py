@@ -118,7 +118,7 @@ def spec_to_json(spec: Any) -> bytes:
 
 
 def spec_from_json(raw: bytes | str) -> Any:
-    from inference.transport import DeploymentSpec
+    from inference.spec import DeploymentSpec
 
     data = orjson.loads(raw)
     fields = {f.name for f in dataclasses.fields(DeploymentSpec)}

@@ -16,7 +16,7 @@ from django.db import transaction
 from inference.models import Deployment
 from inference.pool import WorkerPoolTransport, worker_pool_transport, worker_status
 from inference.selectors import deployment_spec
-from inference.transport import DeploymentSpec
+from inference.spec import DeploymentSpec
 from registry.audit import audit_record
 
 

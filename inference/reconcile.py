@@ -35,7 +35,7 @@ from django.conf import settings
 from inference import pool_protocol as wire
 from inference.models import Deployment
 from inference.selectors import deployment_spec
-from inference.transport import DeploymentSpec
+from inference.spec import DeploymentSpec
 
 log = logging.getLogger("modelhub.reconcile")
 

@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 
 from config.errors import NotFound
 from inference.models import ApiKey, Deployment, Endpoint, TrafficPolicyRevision
-from inference.transport import DeploymentSpec
+from inference.spec import DeploymentSpec
 from registry import storage
 
 

@@ -29,6 +29,7 @@ from inference import routing_cache
 from inference.models import ApiKey, Deployment, Endpoint, TrafficPolicyRevision
 from inference.pipeline import PipelineConfigError, config_check, pipeline_compile
 from inference.selectors import endpoints_routing_to
+from inference.spec import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_DELAY_MS
 from registry.audit import audit_record
 from registry.models import ModelVersion, RegisteredModel
 from registry.services import name_check
@@ -386,10 +387,10 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
     device = route.get("device", Deployment.Device.CPU)
     if device not in Deployment.Device.values:
         raise InvalidPolicy(f"{where}.device: expected one of {', '.join(Deployment.Device.values)}")
-    batch = route.get("max_batch_size", 32)
+    batch = route.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 4096:
         raise InvalidPolicy(f"{where}.max_batch_size: expected 1 to 4096")
-    delay = route.get("max_queue_delay_ms", 0.0)
+    delay = route.get("max_queue_delay_ms", DEFAULT_MAX_QUEUE_DELAY_MS)
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 1000:
         raise InvalidPolicy(f"{where}.max_queue_delay_ms: expected 0 to 1000")
     return {

@@ -13,8 +13,10 @@ restarted without persistence), a worker keeps serving what it has loaded: the p
 reconciler (inference/reconcile.py) writes the assignment back from the database, and a
 worker that lost its deployments (restarted) loads them again from there.
 
-Per deployment a worker holds a LoadedModel (CUDA when device=gpu and it is really there;
-the provider it got is reported) and a DynamicBatcher, and runs `--pullers` threads that
+A worker's models live in one ModelRepository (inference/runtime/repository.py, the class
+a web process serves its in-process models from): per deployment a session (CUDA when
+device=gpu and it is really there; the provider it got is reported) and, when
+max_batch_size > 1, a DynamicBatcher. Per deployment the worker runs `--pullers` threads that
 take up to max_batch_size frames at once from the queue (LPOP count, else BLPOP 1 s),
 drop the expired ones unrun, submit the rest to the batcher and push the replies in one
 pipeline. Heartbeats every 2 s (key names in docs/serving-workers.md).
@@ -41,11 +43,10 @@ import redis
 
 from config import heap
 from inference import pool_protocol as wire
-from inference.runtime.batcher import DynamicBatcher
 from inference.runtime.codec import check_inputs
 from inference.runtime.errors import DeadlineExceeded, ModelExecutionError, RuntimeErrorBase
-from inference.runtime.session import LoadedModel, available_providers
-from inference.runtime.signature import Signature
+from inference.runtime.repository import ModelRepository, ServedModel
+from inference.runtime.session import available_providers
 
 logger = logging.getLogger("modelhub.inference_worker")
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -53,7 +54,12 @@ RECONCILE_INTERVAL_S = 0.5
 
 
 class Served:
-    """One deployment on this worker: its session, batcher and puller threads."""
+    """One deployment on this worker: its queue's puller threads and counters.
+
+    The model itself (session and batcher) is owned by the worker's ModelRepository, the
+    same class that holds a web process's in-process models; this object only asks the
+    repository for it by the deployment's key and feeds it from the Redis queue.
+    """
 
     def __init__(self, spec: Any, worker: InferenceWorker) -> None:
         self.spec = spec
@@ -61,9 +67,7 @@ class Served:
         self.worker = worker
         self.state = "loading"
         self.error = ""
-        self.model: LoadedModel | None = None
-        self.batcher: DynamicBatcher | None = None
-        self.signature: Signature | None = None
+        self.served: ServedModel | None = None
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
         self.expired = 0
@@ -76,26 +80,25 @@ class Served:
     def load(self) -> None:
         spec = self.spec
         try:
-            model = LoadedModel.load(
+            served = self.worker.repository.load(
+                spec.key,
                 spec.artifact_path,
-                device=spec.device,
+                device="gpu" if spec.device == "gpu" else "cpu",
+                max_batch_size=spec.max_batch_size,
+                max_queue_delay_ms=spec.max_queue_delay_ms,
                 intra_op_threads=self.worker.intra_op_threads,
                 name=spec.model,
                 version=str(spec.version),
                 sha256=spec.artifact_sha256,
             )
-            model.warm()
         except Exception as exc:  # noqa: BLE001 - reported in the heartbeat, the worker lives on
             self.state, self.error = "failed", str(exc)[:500]
             logger.error("deployment %s (%s) failed to load: %s", spec.key, spec.label, exc)
             return
-        if self.stop.is_set():
-            model.unload()
+        if self.stop.is_set():  # withdrawn while loading
+            self.worker.repository.unload(spec.key, expected=served)
             return
-        self.model, self.signature = model, model.signature
-        self.batcher = DynamicBatcher(
-            model, max_batch_size=spec.max_batch_size, max_queue_delay_ms=spec.max_queue_delay_ms
-        )
+        self.served = served
         heap.settle()  # the new session's objects join the frozen start-up heap, before traffic
         for i in range(self.worker.pullers):
             t = threading.Thread(target=self._pull_loop, name=f"pull-{spec.key}-{i}", daemon=True)
@@ -106,20 +109,20 @@ class Served:
             "deployment %s (%s) ready on %s (asked for %s) in %.0f ms load + %.0f ms warm",
             spec.key,
             spec.label,
-            model.provider,
+            served.model.provider,
             spec.device,
-            model.load_ms,
-            model.warm_ms,
+            served.model.load_ms,
+            served.model.warm_ms,
         )
 
     def close(self) -> None:
+        """Stop pulling and unload the model, unless the key already holds another one
+        (a changed assignment loads its new model under the same key)."""
         self.stop.set()
         for t in self.threads:
             t.join(3)
-        if self.batcher is not None:
-            self.batcher.close(drain=True, timeout_s=5)
-        if self.model is not None:
-            self.model.unload()
+        if self.served is not None:
+            self.worker.repository.unload(self.spec.key, expected=self.served)
         self.state = "unloaded"
 
     # -- serving
@@ -148,8 +151,9 @@ class Served:
                 logger.exception("puller for %s failed on a batch", queue)
 
     def _serve(self, client: redis.Redis, frames: list[bytes]) -> None:
-        batcher, signature = self.batcher, self.signature
-        assert batcher is not None and signature is not None
+        served = self.served
+        assert served is not None
+        signature = served.signature
         now = time.time()
         jobs: list[tuple[dict[str, Any], Future[dict[str, np.ndarray]] | None, RuntimeErrorBase | None, float]] = []
         expired = bad = 0
@@ -168,7 +172,7 @@ class Served:
                 continue
             try:
                 checked = check_inputs(tensors, signature, max_batch_size=self.spec.max_batch_size)
-                future = batcher.submit(checked, timeout_s=remaining)
+                future = served.submit(checked, timeout_s=remaining)
                 jobs.append((header, future, None, deadline))
             except RuntimeErrorBase as exc:
                 jobs.append((header, None, exc, deadline))
@@ -179,7 +183,7 @@ class Served:
         if not jobs:
             return
         pipe = client.pipeline(transaction=False)
-        provider = self.model.provider if self.model else ""
+        provider = served.model.provider
         for header, future, error, deadline in jobs:
             if future is not None:
                 try:
@@ -217,14 +221,14 @@ class Served:
             "state": self.state,
             "ready": self.state == "ready",
             "device": spec.device,
-            "provider": self.model.provider if self.model else "",
+            "provider": self.served.model.provider if self.served is not None else "",
             "error": self.error,
             "pulled": self.pulled,
             "expired_dropped": self.expired,
             "bad_frames": self.bad_frames,
         }
-        if self.batcher is not None:
-            stats = self.batcher.stats()
+        stats = self.served.stats() if self.served is not None else None
+        if stats is not None:
             out["batcher"] = stats.to_dict()
             out["batches"], out["batch_rows"] = stats.batches, stats.rows
             out["mean_batch_rows"] = round(stats.mean_batch_rows, 2)
@@ -255,6 +259,7 @@ class InferenceWorker:
             max_connections=64,
         )
         self.client = redis.Redis(connection_pool=pool)
+        self.repository = ModelRepository()  # the one owner of this worker's sessions and batchers
         self.served: dict[str, Served] = {}
         self.started_at = time.time()
         self.stopping = threading.Event()
@@ -329,7 +334,7 @@ class InferenceWorker:
                 pipe.zrem(wire.warm_key(key), self.worker_id)
             pipe.zremrangebyscore(wire.warm_key(key), "-inf", now - 60)
         pipe.execute()
-        write_batch_stats({s.spec.model: s.batcher.stats() for s in self.served.values() if s.batcher is not None})
+        write_batch_stats({m.model.name: m.batcher.stats() for m in self.repository.served() if m.batcher is not None})
 
     def _forget_me(self) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -245,13 +245,15 @@ class ModelRepository:
         served = self._models.get(key)
         return served is not None and served.ready
 
-    def unload(self, key: str) -> bool:
-        """Remove and close the model under `key`; False if there was none."""
+    def unload(self, key: str, *, expected: ServedModel | None = None) -> bool:
+        """Remove and close the model under `key`; False if there was none (or, with
+        `expected`, if the key now holds another model: a reload swapped it in)."""
         with self._key_lock(key):
             with self._lock:
-                served = self._models.pop(key, None)
-            if served is None:
-                return False
+                served = self._models.get(key)
+                if served is None or (expected is not None and served is not expected):
+                    return False
+                del self._models[key]
             served.close(drain=True)
             return True
 
@@ -264,6 +266,11 @@ class ModelRepository:
     def keys(self) -> builtins.list[str]:
         with self._lock:
             return list(self._models)
+
+    def served(self) -> builtins.list[ServedModel]:
+        """Every loaded model (for stats writers and reports)."""
+        with self._lock:
+            return list(self._models.values())
 
     def close(self) -> None:
         """Unload everything (process shutdown)."""
