@@ -86,6 +86,9 @@ class Deployment(models.Model):
     replicas = models.PositiveSmallIntegerField(default=1)
     max_batch_size = models.PositiveIntegerField(default=DEFAULT_MAX_BATCH_SIZE)
     max_queue_delay_ms = models.FloatField(default=DEFAULT_MAX_QUEUE_DELAY_MS)
+    # Density (docs/serving.md): a pinned deployment stays loaded; the others may be unloaded
+    # when a serving process's model-memory budget is full, and reload on their next request.
+    pinned = models.BooleanField(default=False)
     state = models.CharField(max_length=16, choices=State.choices, default=State.LOADING)
     state_detail = models.TextField(blank=True)
     # The execution provider ONNX Runtime really gave the session (CPU when a GPU was asked

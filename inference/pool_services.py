@@ -88,7 +88,7 @@ def deployment_pool_load(
     transport.ensure_loaded(spec)
     deadline = time.monotonic() + wait_s
     while True:
-        if transport.warm_workers(spec) > 0:
+        if transport.ready(spec):  # warm on a live worker, or held cold there (evictable, memory budget)
             return _set_state(deployment_id, Deployment.State.READY, "", provider=_provider(spec)).state
         failure = _load_failure(spec)
         if failure:

@@ -30,6 +30,7 @@ def deployment_spec(deployment: Deployment, *, role: str | None = None, weight: 
         placement=deployment.placement,
         max_batch_size=deployment.max_batch_size,
         max_queue_delay_ms=deployment.max_queue_delay_ms,
+        pinned=deployment.pinned,
     )
 
 

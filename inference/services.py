@@ -37,7 +37,17 @@ from registry.services import name_check
 log = logging.getLogger(__name__)
 
 ROLES = tuple(Deployment.Role.values)
-_ROUTE_KEYS = {"model", "version", "role", "weight", "placement", "device", "max_batch_size", "max_queue_delay_ms"}
+_ROUTE_KEYS = {
+    "model",
+    "version",
+    "role",
+    "weight",
+    "placement",
+    "device",
+    "max_batch_size",
+    "max_queue_delay_ms",
+    "pinned",
+}
 ENDPOINT_FIELDS = (
     "description",
     "follows_model",
@@ -393,6 +403,9 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
     delay = route.get("max_queue_delay_ms", DEFAULT_MAX_QUEUE_DELAY_MS)
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 1000:
         raise InvalidPolicy(f"{where}.max_queue_delay_ms: expected 0 to 1000")
+    pinned = route.get("pinned", False)
+    if not isinstance(pinned, bool):
+        raise InvalidPolicy(f"{where}.pinned: expected true or false")
     return {
         "model": model,
         "version": version,
@@ -402,6 +415,7 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
         "device": device,
         "max_batch_size": batch,
         "max_queue_delay_ms": float(delay),
+        "pinned": pinned,
     }
 
 
@@ -542,11 +556,16 @@ def _revise(
         )
         if deployment is None:
             deployment = Deployment.objects.create(
-                endpoint=endpoint, model_version=version, role=route["role"], weight=route["weight"], **config
+                endpoint=endpoint,
+                model_version=version,
+                role=route["role"],
+                weight=route["weight"],
+                pinned=route["pinned"],
+                **config,
             )
-        else:
-            deployment.role, deployment.weight = route["role"], route["weight"]
-            deployment.save(update_fields=["role", "weight", "updated_at"])
+        else:  # pinning is not a reload: the loaded sessions just stop being evictable
+            deployment.role, deployment.weight, deployment.pinned = route["role"], route["weight"], route["pinned"]
+            deployment.save(update_fields=["role", "weight", "pinned", "updated_at"])
         if deployment.state != Deployment.State.READY:
             if deployment.state != Deployment.State.LOADING:
                 deployment.state = Deployment.State.LOADING

@@ -37,6 +37,9 @@ class DeploymentSpec:
     placement: str = "in_process"  # in_process or worker_pool
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_queue_delay_ms: float = DEFAULT_MAX_QUEUE_DELAY_MS
+    # Density: False = evictable (may be unloaded to make room under a memory budget and
+    # reloaded on its next request); True = pinned, stays loaded.
+    pinned: bool = False
 
     @property
     def key(self) -> str:

@@ -12,14 +12,20 @@ table and calls `transport_for(spec).infer(...)`.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
+import time
 from typing import Any, Protocol
 
 import numpy as np
 
 from inference.pool import worker_pool_transport
 from inference.runtime.batcher import AdmissionPolicy
-from inference.runtime.repository import ModelRepository, ServedModel
+from inference.runtime.errors import ColdStart
+from inference.runtime.repository import ModelRepository, ServedModel, cold_start_seconds
 from inference.spec import DeploymentSpec, InferResult
+
+log = logging.getLogger("modelhub.transport")
 
 __all__ = ["DeploymentSpec", "InProcessTransport", "InferResult", "Transport", "in_process_transport", "transport_for"]
 
@@ -55,7 +61,9 @@ class InProcessTransport:
     """
 
     def __init__(self, repository: ModelRepository | None = None) -> None:
-        self.repository = repository if repository is not None else ModelRepository()
+        self.repository = repository if repository is not None else ModelRepository(budget_bytes=_memory_budget())
+        self._reloading: set[str] = set()  # keys being reloaded in the background (cold starts refused)
+        self._reloading_lock = threading.Lock()
 
     def ensure_loaded(self, spec: DeploymentSpec) -> None:
         self.load(spec)
@@ -79,7 +87,13 @@ class InProcessTransport:
         return served.model.provider if served is not None else ""
 
     def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
-        served = self.served(spec) or self.load(spec)
+        served = self.served(spec)
+        if served is None:
+            started = time.monotonic()
+            served = self._cold_load(spec, timeout_s)
+            timeout_s -= time.monotonic() - started
+        elif served.pinned != spec.pinned:
+            served.pinned = spec.pinned
         outputs, (batch_rows, queue_ms, model_ms) = served.predict_timed(inputs, timeout_s=timeout_s)
         return InferResult(
             outputs=outputs,
@@ -93,8 +107,12 @@ class InProcessTransport:
         self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float
     ) -> InferResult:
         served = self.served(spec)
-        if served is None:  # first request in this process: load + warm off the loop
-            served = await asyncio.get_running_loop().run_in_executor(None, self.load, spec)
+        if served is None:  # first request in this process, or unloaded: load + warm off the loop
+            started = time.monotonic()
+            served = await asyncio.get_running_loop().run_in_executor(None, self._cold_load, spec, timeout_s)
+            timeout_s -= time.monotonic() - started
+        elif served.pinned != spec.pinned:
+            served.pinned = spec.pinned
         # The batcher fails the future itself at the deadline (queued or running).
         future = served.submit(inputs, timeout_s=timeout_s)
         outputs = await asyncio.wrap_future(future)
@@ -116,6 +134,34 @@ class InProcessTransport:
     def loaded_keys(self) -> list[str]:
         return self.repository.keys()
 
+    def _cold_load(self, spec: DeploymentSpec, timeout_s: float) -> ServedModel:
+        """Load a deployment a request needs: inline when its last load time fits the
+        request's deadline (or it never loaded here), else start the reload in the
+        background and refuse with 503 + Retry-After (ColdStart)."""
+        expected_ms = self.repository.expected_load_ms(spec.key)
+        if expected_ms is None or expected_ms / 1000.0 < timeout_s:
+            return self.load(spec)
+        with self._reloading_lock:
+            start = spec.key not in self._reloading
+            self._reloading.add(spec.key)
+            self.repository.stats.cold_refusals += 1
+        if start:
+            threading.Thread(target=self._reload, args=(spec,), name=f"reload-{spec.key}", daemon=True).start()
+        raise ColdStart(
+            f'endpoint "{spec.endpoint}" ({spec.label}) was unloaded to make room for other models; reloading '
+            f"it takes about {expected_ms:.0f} ms, more than the request's deadline of {timeout_s * 1000:.0f} ms",
+            retry_after_s=cold_start_seconds(expected_ms),
+        )
+
+    def _reload(self, spec: DeploymentSpec) -> None:
+        try:
+            self.load(spec)
+        except Exception as exc:  # noqa: BLE001 - the next request sees the failure itself
+            log.warning("background reload of %s failed: %s", spec.key, exc)
+        finally:
+            with self._reloading_lock:
+                self._reloading.discard(spec.key)
+
     def load(self, spec: DeploymentSpec) -> ServedModel:
         """Load and warm (once per process and deployment; the repository locks per key)."""
         return self.repository.load(
@@ -128,6 +174,7 @@ class InProcessTransport:
             version=str(spec.version),
             sha256=spec.artifact_sha256,
             intra_op_threads=_intra_op_threads(),
+            pinned=spec.pinned,
             **_admission_options(),
         )
 
@@ -139,6 +186,14 @@ def _intra_op_threads() -> int | None:
     from django.conf import settings
 
     return settings.INTRA_OP_THREADS or None
+
+
+def _memory_budget() -> int:
+    """Bytes of loaded models this web process may hold: settings.MODEL_MEMORY_BUDGET_BYTES
+    (config/serving.py derives it from the machine's memory and the web processes)."""
+    from django.conf import settings
+
+    return int(settings.MODEL_MEMORY_BUDGET_BYTES)
 
 
 def _admission_options() -> dict[str, Any]:

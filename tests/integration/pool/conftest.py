@@ -89,7 +89,7 @@ class InferenceWorkerProcess:
                 self.kill()
 
 
-def start_inference_worker(redis_url: str, log: Path, *, device: str = "cpu") -> InferenceWorkerProcess:
+def start_inference_worker(redis_url: str, log: Path, *extra: str, device: str = "cpu") -> InferenceWorkerProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -103,6 +103,7 @@ def start_inference_worker(redis_url: str, log: Path, *, device: str = "cpu") ->
         "1",
         "--pullers",
         "4",
+        *extra,
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -144,8 +145,8 @@ def inference_workers(redis_url: str, tmp_path: Path) -> Iterator[Callable[[], I
     """A factory of real `python -m workers.inference_worker` processes, all stopped at the end."""
     started: list[InferenceWorkerProcess] = []
 
-    def start() -> InferenceWorkerProcess:
-        worker = start_inference_worker(redis_url, tmp_path / f"inference-worker-{len(started)}.log")
+    def start(*extra: str) -> InferenceWorkerProcess:
+        worker = start_inference_worker(redis_url, tmp_path / f"inference-worker-{len(started)}.log", *extra)
         started.append(worker)
         return worker
 
