@@ -316,6 +316,8 @@ class ModelRepository:
         return victims
 
     def _evict(self, victims: builtins.list[ServedModel]) -> None:
+        if not victims:
+            return
         for victim in victims:
             log.info(
                 "unloading %s (%s MiB, least recently used) to stay within the model-memory budget",
@@ -328,6 +330,7 @@ class ModelRepository:
                     self.on_evict(victim.key)
                 except Exception:  # noqa: BLE001 - a listener must not fail the load
                     log.exception("on_evict(%s) failed", victim.key)
+        release_memory()
 
     # ------------------------------------------------------------ load / unload
 
@@ -440,7 +443,9 @@ class ModelRepository:
                     return False
                 del self._models[key]
             served.close(drain=True)
-            return True
+        if self.budget_bytes:
+            release_memory()
+        return True
 
     def list(self) -> builtins.list[ModelStatus]:
         """Status of every loaded model: ready flag, provider, batching."""
@@ -481,6 +486,25 @@ def _learn_ratio(size: int, delta: int) -> float:
         if size and delta > 0:
             _memory_ratio = min(MAX_MEMORY_RATIO, max(_memory_ratio, delta / size))
         return _memory_ratio
+
+
+_libc: Any = None
+
+
+def release_memory() -> None:
+    """Give the memory of unloaded sessions back to the operating system (glibc's
+    malloc_trim; a no-op elsewhere). Without it glibc keeps freed blocks in its per-thread
+    arenas and a process that loads and unloads models grows well past its budget
+    (bench/density.py measured about 2x)."""
+    global _libc
+    try:
+        if _libc is None:
+            import ctypes
+
+            _libc = ctypes.CDLL("libc.so.6")
+        _libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        _libc = False
 
 
 def rss_bytes() -> int:

@@ -130,7 +130,8 @@ def test_model_memory_budgets_evictions_and_cold_starts_are_exposed_for_web_proc
 ) -> None:
     import orjson
 
-    from inference import density, pool_protocol as wire
+    from inference import density
+    from inference import pool_protocol as wire
     from inference.runtime.repository import ModelRepository
     from inference.transport import in_process_transport
     from tests import density as models
