@@ -9,13 +9,13 @@ then starts `--processes` serving processes. Each is a web process's serving
 core as shipped: Django settings, the process's one InProcessTransport and its
 ModelRepository with the budget from MODELHUB_MODEL_MEMORY_BUDGET_BYTES (`--budget-mb`),
 MODELHUB_INTRA_OP_THREADS=1. In each process `--threads` client threads send 1-row
-requests for `--seconds`, choosing endpoint k (k = 1..N) with probability proportional to
-1 / k^s (`--zipf`, default 1.1; every process sees the same popularity ranking, as behind a
-load balancer), deadline `--timeout-ms`. A request is "hot" when its deployment was loaded
-when it started, "cold" when it had to be (re)loaded. Reported per process: requests/s,
-p50/p99 of hot and cold requests, refusals by code, loads, evictions, cold starts and their
-mean load time, the resident set size (baseline before any model, peak while serving)
-against the budget.
+requests for `--warmup-s` (not counted) then `--seconds`, choosing endpoint k (k = 1..N)
+with probability proportional to 1 / k^s (`--zipf`, default 1.1; every process sees the
+same popularity ranking, as behind a load balancer), deadline `--timeout-ms`. A request
+is "hot" when its deployment was loaded when it started, "cold" when it had to be
+(re)loaded. Reported per process: requests/s, p50/p99 of hot and cold requests,
+refusals by code, loads, evictions, cold starts and their mean load time, the resident
+set size (baseline before any model, peak while serving) against the budget.
 """
 
 from __future__ import annotations
@@ -109,8 +109,10 @@ def child(args: argparse.Namespace) -> None:
     cold: list[float] = []
     refused: dict[str, int] = {}
     peak = [baseline]
-    stop = time.monotonic() + args.seconds
+    measure_from = time.monotonic() + args.warmup_s
+    stop = measure_from + args.seconds
     timeout_s = args.timeout_ms / 1000.0
+    measure_perf = time.perf_counter() + args.warmup_s
 
     def client(seed: int) -> None:
         rng = random.Random(seed)
@@ -121,10 +123,13 @@ def child(args: argparse.Namespace) -> None:
             try:
                 transport.infer(spec, x, timeout_s=timeout_s)
             except RuntimeErrorBase as exc:
-                with lock:
-                    refused[exc.code] = refused.get(exc.code, 0) + 1
+                if started >= measure_perf:
+                    with lock:
+                        refused[exc.code] = refused.get(exc.code, 0) + 1
                 continue
             ms = (time.perf_counter() - started) * 1000.0
+            if started < measure_perf:
+                continue
             with lock:
                 (hot if was_hot else cold).append(ms)
 
@@ -135,13 +140,17 @@ def child(args: argparse.Namespace) -> None:
 
     threads = [threading.Thread(target=client, args=(os.getpid() * 100 + i,)) for i in range(args.threads)]
     threads.append(threading.Thread(target=sample_rss))
-    began = time.monotonic()
     for t in threads:
         t.start()
+    time.sleep(args.warmup_s)
+    counters_at = transport.repository.memory_report()  # counters at the end of the warm-up
+    began = time.monotonic()
     for t in threads:
         t.join()
     elapsed = time.monotonic() - began
     memory = transport.repository.memory_report()
+    for name in ("loads", "evictions", "cold_starts", "cold_start_ms_total"):
+        memory[name] -= counters_at[name]
     print(
         json.dumps(
             {
@@ -176,7 +185,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4, help="client threads per process")
     parser.add_argument("--budget-mb", type=int, default=1024, help="model-memory budget per process")
-    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured, after the warm-up")
+    parser.add_argument("--warmup-s", type=float, default=30.0, help="requests sent but not counted")
     parser.add_argument("--zipf", type=float, default=1.1)
     parser.add_argument("--timeout-ms", type=float, default=5000.0)
     parser.add_argument("--dims", type=lambda s: tuple(int(d) for d in s.split(",")), default=MLP_DIMS)
@@ -203,6 +213,7 @@ def main() -> None:
     }
     forwarded = [
         *("--threads", str(args.threads), "--seconds", str(args.seconds), "--zipf", str(args.zipf)),
+        *("--warmup-s", str(args.warmup_s)),
         *("--timeout-ms", str(args.timeout_ms), "--dims", ",".join(map(str, args.dims))),
     ]
     procs = [

@@ -4,7 +4,8 @@ Density: a repository may have a memory budget (bytes). Before a load it estimat
 model's memory, and when the load would exceed the budget it unloads the least recently
 used models that are not pinned (ModelMesh's policy). How a model's memory is counted:
 the process's resident set size (RSS, /proc/self/statm) is measured before and after
-the load and warm-up, and the model is charged the larger of that delta and
+the load and warm-up (freed memory handed back to the OS first, `release_memory`), and
+the model is charged the larger of that delta and
 `artifact size x ratio`, where `ratio` is the largest delta/size this process has seen
 (1.5 until a first measure, at most 8). The floor matters because the allocator reuses memory a
 previous model freed, so a delta can read near zero. The estimate before a load is
@@ -377,6 +378,7 @@ class ModelRepository:
                     self._evict(self._make_room(key, self.estimate_bytes(path)))
                     before = rss_bytes()
                     model, ms = self._load_model(spec)
+                    release_memory()  # what the load parsed and dropped is not the model's
                     delta = rss_bytes() - before
                     size = os.path.getsize(path) if os.path.exists(path) else 0
                     charged = max(delta, int(size * _learn_ratio(size, delta)))
