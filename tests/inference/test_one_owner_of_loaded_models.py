@@ -10,8 +10,8 @@ import numpy as np
 from inference import pool
 from inference.models import Deployment
 from inference.runtime.repository import ModelRepository
-from inference.services import routes_check
 from inference.spec import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_DELAY_MS, DeploymentSpec
+from inference.traffic import routes_check
 from inference.transport import InProcessTransport, transport_for
 from tests import onnx_models
 
