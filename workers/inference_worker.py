@@ -336,10 +336,11 @@ class InferenceWorker:
             except Exception as exc:  # noqa: BLE001
                 logger.error("assignment %s is not a deployment spec: %s", key, exc)
                 continue
+            place_here = self._place_here(spec)  # before it joins self.served (loads in progress count)
             served = Served(spec, self)
             served.spec_json = raw_spec
             self.served[key] = served
-            if not self._place_here(spec):
+            if not place_here:
                 served.state = "cold"  # no room here now; loaded on demand (by a worker with room, if any)
                 logger.info("deployment %s (%s) assigned, cold here: no room under the memory budget", key, spec.label)
                 continue
