@@ -52,7 +52,7 @@ def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
 
 def web_processes(cores: int | None = None) -> int:
     """MODELHUB_WEB_WORKERS, else one per core up to MAX_DEFAULT_PROCESSES (each process
-    holds every model it serves, so more processes cost memory, not only cores)."""
+    holds the models it serves, up to its memory budget, so more processes cost memory, not only cores)."""
     configured = env_int("MODELHUB_WEB_WORKERS", 0)
     if configured > 0:
         return configured
