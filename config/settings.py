@@ -232,6 +232,10 @@ ASGI_THREADS = env_int("MODELHUB_ASGI_THREADS", 64)
 # ONNX Runtime threads per in-process session: MODELHUB_INTRA_OP_THREADS, else the cores
 # shared out between the web processes (config/serving.py derives it for every server).
 INTRA_OP_THREADS = serving.intra_op_threads()
+# Bytes of loaded models per web process (docs/serving.md, "Density"): MODELHUB_MODEL_MEMORY_BUDGET_BYTES,
+# else half the machine's memory / the web processes; 0 = no budget. Least recently used
+# unpinned deployments are unloaded to make room and reloaded on their next request.
+MODEL_MEMORY_BUDGET_BYTES = serving.model_memory_budget()
 # Worker-pool placement (docs/serving-workers.md); the names are the ones inference/pool.py reads.
 MODELHUB_POOL_REDIS_URL = env_str("MODELHUB_POOL_REDIS_URL")  # "" = REDIS_URL
 MODELHUB_POOL_CONNECT_TIMEOUT = env_float("MODELHUB_POOL_CONNECT_TIMEOUT", 1.0)

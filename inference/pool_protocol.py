@@ -75,6 +75,16 @@ def warm_key(deployment_key: str) -> str:
     return f"{PREFIX}warm:{deployment_key}"
 
 
+def cold_key(deployment_key: str) -> str:
+    """Workers that hold the deployment assigned but unloaded (memory budget): they load
+    it when a request arrives. Sorted set like `warm_key`."""
+    return f"{PREFIX}cold:{deployment_key}"
+
+
+# Hash: deployment key -> the last load + warm-up time in ms a worker measured for it.
+LOAD_MS_KEY = f"{PREFIX}loadms"
+
+
 class FrameError(ValueError):
     """A frame that does not parse: a bug or a foreign writer on our keys."""
 
@@ -166,7 +176,7 @@ def spec_to_json(spec: Any) -> bytes:
 
 
 def spec_from_json(raw: bytes | str) -> Any:
-    from inference.transport import DeploymentSpec
+    from inference.spec import DeploymentSpec
 
     data = orjson.loads(raw)
     fields = {f.name for f in dataclasses.fields(DeploymentSpec)}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import ModelhubError
-from inference.transport import DeploymentSpec
+from inference.spec import DeploymentSpec
 
 PRIMARY, CANARY, SHADOW = "primary", "canary", "shadow"
 

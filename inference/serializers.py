@@ -25,6 +25,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "provider",
             "max_batch_size",
             "max_queue_delay_ms",
+            "pinned",
             "state",
             "state_detail",
             "updated_at",
@@ -140,6 +141,9 @@ class RouteSerializer(serializers.Serializer):
     device = serializers.ChoiceField(choices=Deployment.Device.values, required=False)
     max_batch_size = serializers.IntegerField(required=False)
     max_queue_delay_ms = serializers.FloatField(required=False)
+    pinned = serializers.BooleanField(
+        required=False, help_text="stay loaded: never unloaded to make room under a memory budget (default false)"
+    )
 
 
 class TrafficWriteSerializer(serializers.Serializer):

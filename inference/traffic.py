@@ -29,6 +29,7 @@ from inference.environments import Environment, EnvironmentRuleBroken, environme
 from inference.loading import deployments_load
 from inference.models import Deployment, Endpoint, TrafficPolicyRevision
 from inference.selectors import endpoints_routing_to
+from inference.spec import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_DELAY_MS
 from registry.audit import audit_record
 from registry.models import ModelVersion, RegisteredModel
 
@@ -38,7 +39,17 @@ log = logging.getLogger(__name__)
 ROLES = tuple(Deployment.Role.values)
 
 
-_ROUTE_KEYS = {"model", "version", "role", "weight", "placement", "device", "max_batch_size", "max_queue_delay_ms"}
+_ROUTE_KEYS = {
+    "model",
+    "version",
+    "role",
+    "weight",
+    "placement",
+    "device",
+    "max_batch_size",
+    "max_queue_delay_ms",
+    "pinned",
+}
 
 
 def routes_summary(routes: list[dict[str, Any]]) -> str:
@@ -78,12 +89,15 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
     device = route.get("device", Deployment.Device.CPU)
     if device not in Deployment.Device.values:
         raise InvalidPolicy(f"{where}.device: expected one of {', '.join(Deployment.Device.values)}")
-    batch = route.get("max_batch_size", 32)
+    batch = route.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 4096:
         raise InvalidPolicy(f"{where}.max_batch_size: expected 1 to 4096")
-    delay = route.get("max_queue_delay_ms", 0.0)
+    delay = route.get("max_queue_delay_ms", DEFAULT_MAX_QUEUE_DELAY_MS)
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 1000:
         raise InvalidPolicy(f"{where}.max_queue_delay_ms: expected 0 to 1000")
+    pinned = route.get("pinned", False)
+    if not isinstance(pinned, bool):
+        raise InvalidPolicy(f"{where}.pinned: expected true or false")
     return {
         "model": model,
         "version": version,
@@ -93,6 +107,7 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
         "device": device,
         "max_batch_size": batch,
         "max_queue_delay_ms": float(delay),
+        "pinned": pinned,
     }
 
 
@@ -233,11 +248,16 @@ def _revise(
         )
         if deployment is None:
             deployment = Deployment.objects.create(
-                endpoint=endpoint, model_version=version, role=route["role"], weight=route["weight"], **config
+                endpoint=endpoint,
+                model_version=version,
+                role=route["role"],
+                weight=route["weight"],
+                pinned=route["pinned"],
+                **config,
             )
-        else:
-            deployment.role, deployment.weight = route["role"], route["weight"]
-            deployment.save(update_fields=["role", "weight", "updated_at"])
+        else:  # pinning is not a reload: the loaded sessions just stop being evictable
+            deployment.role, deployment.weight, deployment.pinned = route["role"], route["weight"], route["pinned"]
+            deployment.save(update_fields=["role", "weight", "pinned", "updated_at"])
         if deployment.state != Deployment.State.READY:
             if deployment.state != Deployment.State.LOADING:
                 deployment.state = Deployment.State.LOADING

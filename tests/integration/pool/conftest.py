@@ -126,13 +126,15 @@ def start_inference_worker(
     return InferenceWorkerProcess(proc, log)
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
+def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, fail: bool = True) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.1)
+    if not fail:
+        return None
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
