@@ -27,6 +27,7 @@ DROPPED = "mh:dropped"
 
 N_BUCKETS = len(LATENCY_BUCKETS_MS) + 1
 FLOAT_FIELDS = {"lat_sum_ms", "queue_ms_sum", "model_ms_sum"}
+INT_FIELDS = ("count", "rows", "batch_rows_sum", "batch_count", "outputs_skipped", "shadow_compared", "shadow_agreed")
 
 
 def series(endpoint: str, deployment: str, role: str) -> str:
@@ -83,6 +84,9 @@ def encode_stats(stats: MinuteStats) -> tuple[dict[str, int], dict[str, float]]:
         ints["batch_count"] = stats.batch_count
     if stats.outputs_skipped:
         ints["outputs_skipped"] = stats.outputs_skipped
+    if stats.shadow_compared:
+        ints["shadow_compared"] = stats.shadow_compared
+        ints["shadow_agreed"] = stats.shadow_agreed
     floats["lat_sum_ms"] = stats.latency_sum_ms
     if stats.queue_ms_sum:
         floats["queue_ms_sum"] = stats.queue_ms_sum
@@ -134,6 +138,8 @@ def empty_rollup() -> dict[str, Any]:
         "model_ms_sum": 0.0,
         "outputs": {},
         "outputs_skipped": 0,
+        "shadow_compared": 0,
+        "shadow_agreed": 0,
     }
 
 
@@ -143,7 +149,7 @@ def decode_hash(raw: dict[Any, Any]) -> dict[str, Any]:
     for k, v in raw.items():
         key = k.decode() if isinstance(k, bytes) else str(k)
         text = v.decode() if isinstance(v, bytes) else str(v)
-        if key in ("count", "rows", "batch_rows_sum", "batch_count", "outputs_skipped"):
+        if key in INT_FIELDS:
             out[key] += int(text)
         elif key == "lat_sum_ms":
             out["latency_sum_ms"] += float(text)

@@ -55,6 +55,9 @@ class PredictionRecord:
     # The prefix of the application key that made the call: the flusher writes the keys'
     # "last used" time from these (never a database write per request).
     api_key: str | None = None
+    # Shadow answers only: whether the shadow's outputs agreed with the answer the caller
+    # got (inference.shadow.outputs_agree); None when nothing was compared.
+    agreed: bool | None = None
 
 
 # Per key and flush interval: at most this many output tensors are kept for the output
@@ -80,6 +83,8 @@ class MinuteStats:
     outputs_skipped: int = 0
     inputs: list[Mapping[str, Any]] = field(default_factory=list)
     inputs_seen: int = 0
+    shadow_compared: int = 0  # shadow answers compared with the caller's answer
+    shadow_agreed: int = 0  # ... and found to agree
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +180,9 @@ class Recorder:
                     stats.queue_ms_sum += rec.queue_ms
                 if rec.model_ms is not None:
                     stats.model_ms_sum += rec.model_ms
+                if rec.agreed is not None:
+                    stats.shadow_compared += 1
+                    stats.shadow_agreed += rec.agreed
                 if rec.outputs is not None:
                     if len(stats.outputs) < OUTPUT_CAP:
                         stats.outputs.append(rec.outputs)

@@ -57,6 +57,8 @@ ROLLUP_SUMS = (
     "queue_ms_sum",
     "model_ms_sum",
     "outputs_skipped",
+    "shadow_compared",
+    "shadow_agreed",
 )
 INPUT_SAMPLE_CAP = 5000  # feature values kept per deployment per minute
 DRIFT_MIN_VALUES = 20
