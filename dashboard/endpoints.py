@@ -175,7 +175,7 @@ def check_summary(check: dict[str, Any]) -> str:
     elif name == "shadow_agreement":
         values = (
             f"{check.get('agreed')} of {check.get('compared')} shadow answers agreed, "
-            f"min {check.get('min_agreement')} (at least {check.get('min_comparisons')} compared)"
+            f"min {check.get('min_agreement')} (at least {check.get('min_comparisons', 0):g} compared)"
         )
         return f"{name} {check.get('result')}: {values}"
     else:
