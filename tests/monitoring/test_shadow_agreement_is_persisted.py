@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from monitoring import services
+from monitoring import rollups
 from monitoring.models import MetricRollup
 from monitoring.selectors import endpoint_window_stats
 from tests.monitoring.conftest import later, rec
@@ -35,7 +35,7 @@ def test_shadow_agreement_reaches_the_live_window_and_the_rolled_up_minutes_with
     assert (shadow["count"], shadow["shadow_compared"], shadow["shadow_agreed"]) == (41, 40, 30)
     assert shadow["shadow_agreement"] == 0.75
     assert live["versions"]["iris:1"]["shadow_agreement"] is None
-    assert services.rollup_minutes(now=later()) == 2
+    assert rollups.rollup_minutes(now=later()) == 2
     row = MetricRollup.objects.get(deployment="iris:2")
     assert (row.shadow_compared, row.shadow_agreed) == (40, 30)
     assert endpoint_window_stats("iris", "iris:2", window_s=120)["shadow_agreement"] == 0.75

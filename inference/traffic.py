@@ -1,0 +1,458 @@
+"""Traffic policy: revisions of an endpoint's split, rollbacks, following production, and
+moving endpoints off a version that left the stage their environment allows. Every change
+writes an audit event and invalidates the serving caches.
+
+Readiness: a deployment starts LOADING and goes READY once warm (in-process: this
+process loaded and warmed it right after the revision committed; worker pool: a worker
+reported it warm through `loading.deployment_state_set`). A revision is accepted at once,
+but it only takes traffic when every non-shadow deployment in it is READY: until then the
+router keeps serving the latest earlier revision that is fully ready ("the revision
+waits"; see inference.routing_cache). A deployment that fails to load is FAILED with
+the reason; its revision never takes traffic until it is rolled back or revised.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.permissions import role_check
+from accounts.roles import APPROVER
+from config.errors import Conflict, DomainError, NotFound
+from inference import routing_cache
+from inference.endpoints import InvalidPolicy, _pipeline_check, _team_adopt, route_models, team_fit_check
+from inference.environments import Environment, EnvironmentRuleBroken, environment_rule_check, version_allowed
+from inference.loading import deployments_load
+from inference.models import Deployment, Endpoint, Rollout, TrafficPolicyRevision
+from inference.selectors import endpoints_routing_to
+from registry.audit import audit_record
+from registry.models import ModelVersion, RegisteredModel
+
+log = logging.getLogger(__name__)
+
+
+ROLES = tuple(Deployment.Role.values)
+
+
+_ROUTE_KEYS = {"model", "version", "role", "weight", "placement", "device", "max_batch_size", "max_queue_delay_ms"}
+
+
+def routes_summary(routes: list[dict[str, Any]]) -> str:
+    """A split as people read it: "iris v1 primary 90%, iris v2 canary 10%, iris v3 shadow"."""
+    if not routes:
+        return "no traffic"
+    parts = []
+    for r in routes:
+        share = "" if r["role"] == Deployment.Role.SHADOW else f" {r['weight']}%"
+        parts.append(f"{r['model']} v{r['version']} {r['role']}{share}")
+    return ", ".join(parts)
+
+
+def _route_clean(index: int, route: Any) -> dict[str, Any]:
+    where = f"routes[{index}]"
+    if not isinstance(route, dict):
+        raise InvalidPolicy(f"{where}: expected an object with model, version, role, weight")
+    unknown = set(route) - _ROUTE_KEYS - {"deployment", "state", "provider"}
+    if unknown:
+        raise InvalidPolicy(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    model, version = route.get("model"), route.get("version")
+    if not isinstance(model, str) or not model:
+        raise InvalidPolicy(f"{where}.model: expected a model name")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InvalidPolicy(f"{where}.version: expected a version number")
+    role = route.get("role", Deployment.Role.PRIMARY)
+    if role not in ROLES:
+        raise InvalidPolicy(f"{where}.role: expected one of {', '.join(ROLES)}, got {role!r}")
+    weight = route.get("weight", 0 if role == Deployment.Role.SHADOW else None)
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
+        raise InvalidPolicy(f"{where}.weight: expected an integer from 0 to 100, got {weight!r}")
+    if role == Deployment.Role.SHADOW and weight:
+        raise InvalidPolicy(f"{where}: a shadow takes no traffic, so its weight must be 0 (got {weight})")
+    placement = route.get("placement", Deployment.Placement.IN_PROCESS)
+    if placement not in Deployment.Placement.values:
+        raise InvalidPolicy(f"{where}.placement: expected one of {', '.join(Deployment.Placement.values)}")
+    device = route.get("device", Deployment.Device.CPU)
+    if device not in Deployment.Device.values:
+        raise InvalidPolicy(f"{where}.device: expected one of {', '.join(Deployment.Device.values)}")
+    batch = route.get("max_batch_size", 32)
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 4096:
+        raise InvalidPolicy(f"{where}.max_batch_size: expected 1 to 4096")
+    delay = route.get("max_queue_delay_ms", 0.0)
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 1000:
+        raise InvalidPolicy(f"{where}.max_queue_delay_ms: expected 0 to 1000")
+    return {
+        "model": model,
+        "version": version,
+        "role": role,
+        "weight": weight,
+        "placement": placement,
+        "device": device,
+        "max_batch_size": batch,
+        "max_queue_delay_ms": float(delay),
+    }
+
+
+class RolloutInProgress(Conflict):
+    code = "rollout_in_progress"
+
+
+# Changes people make by hand. While a rollout runs (or is paused or waiting) they are
+# refused: its next step would silently replace them. The rollout's own steps, following
+# an approved promotion, moving off a replaced version and an alert's rollback go on.
+HAND_ACTIONS = ("traffic.revise", "traffic.rollback")
+
+
+def rollout_free_check(endpoint: Endpoint, action: str) -> None:
+    """RolloutInProgress (409) naming the endpoint's unfinished rollout, for a hand change."""
+    if action not in HAND_ACTIONS:
+        return
+    running = (
+        Rollout.objects.filter(endpoint_id=endpoint.pk, state__in=Rollout.ACTIVE)
+        .select_related("candidate__model")
+        .first()
+    )
+    if running is None:
+        return
+    candidate = f"{running.candidate.model.name}:{running.candidate.version}"
+    raise RolloutInProgress(
+        f'endpoint "{endpoint.name}" has rollout #{running.pk} of {candidate} {running.state}: its next step '
+        f"would replace this change. Abort it first (POST /api/v1/endpoints/{endpoint.name}/rollouts/"
+        f"{running.pk}/abort), or let it finish.",
+        details={"rollout": running.pk, "state": running.state, "candidate": candidate},
+    )
+
+
+def _traffic_role_check(endpoint: Endpoint, user: AbstractBaseUser | None) -> None:
+    """On a production endpoint traffic changes need an approver; user None is the system
+    acting for one (a rollout an approver started, following an approved promotion)."""
+    if endpoint.environment == Environment.PRODUCTION and user is not None:
+        role_check(user, APPROVER, to=f'changing the traffic of production endpoint "{endpoint.name}"')
+
+
+def routes_check(routes: Any) -> list[dict[str, Any]]:
+    """The split's rules, before anything is looked up; InvalidPolicy names the problem."""
+    if not isinstance(routes, list) or not routes:
+        raise InvalidPolicy("routes: expected a non-empty list of {model, version, role, weight}")
+    clean = [_route_clean(i, route) for i, route in enumerate(routes)]
+    seen: set[tuple[str, int]] = set()
+    for route in clean:
+        key = (route["model"], route["version"])
+        if key in seen:
+            raise InvalidPolicy(
+                f"{route['model']} version {route['version']} appears more than once; a version takes one route"
+            )
+        seen.add(key)
+    primaries = [r for r in clean if r["role"] == Deployment.Role.PRIMARY]
+    if len(primaries) > 1:
+        raise InvalidPolicy(f"at most one primary per endpoint, got {len(primaries)}")
+    taking = [r for r in clean if r["role"] != Deployment.Role.SHADOW]
+    total = sum(r["weight"] for r in taking)
+    if total != 100:
+        raise InvalidPolicy(f"weights of the primary and canary routes must add up to 100, got {total}")
+    return clean
+
+
+def _versions_resolve(routes: list[dict[str, Any]]) -> dict[tuple[str, int], ModelVersion]:
+    found: dict[tuple[str, int], ModelVersion] = {}
+    for route in routes:
+        version = (
+            ModelVersion.objects.select_related("model")
+            .filter(model__name=route["model"], version=route["version"])
+            .first()
+        )
+        if version is None:
+            raise NotFound(f"no version {route['version']} of a model named {route['model']!r}")
+        if version.status != ModelVersion.Status.READY:
+            raise Conflict(
+                f"{version} is {version.status}, not ready: only validated versions can be deployed",
+                details={"status": version.status},
+            )
+        found[(route["model"], route["version"])] = version
+    return found
+
+
+def traffic_policy_revise(
+    *,
+    endpoint: Endpoint,
+    routes: Any,
+    user: AbstractBaseUser | None,
+    comment: str = "",
+    source_ip: str | None = None,
+    action: str = "traffic.revise",
+    rollout_candidate: tuple[str, int] | None = None,
+) -> TrafficPolicyRevision:
+    """Make a new revision of the endpoint's split (a full snapshot) and load what it needs.
+
+    Rules: only validated (ready) model versions; non-shadow weights add up to 100; at
+    most one primary; shadows have weight 0; a version appears once; the versions obey
+    the endpoint's environment (`environment_rule_check`: the one place that decides it,
+    under the endpoint's lock); on a production endpoint only an approver (or the system,
+    user None, acting for one) changes traffic; a change by hand (`HAND_ACTIONS`) is
+    refused while the endpoint has an unfinished rollout (`rollout_free_check`). In-process
+    deployments are loaded and warmed in this process before this returns (READY, or
+    FAILED with the reason); worker-pool ones are asked for on commit and stay LOADING
+    until a worker reports them warm. The revision takes traffic once all its
+    non-shadow deployments are READY.
+    """
+    _traffic_role_check(endpoint, user)  # refused before anything is looked up (and again under the lock)
+    rollout_free_check(endpoint, action)  # the same
+    clean = routes_check(routes)
+    models = route_models(clean, user=user)
+    versions = _versions_resolve(clean)
+    for version in versions.values():
+        _pipeline_check(endpoint, version)
+    _team_adopt(endpoint=endpoint, models=models, user=user)
+    team_fit_check(endpoint_name=endpoint.name, team=endpoint.team, models=models)
+    revision, to_load = _revise(
+        endpoint=endpoint,
+        clean=clean,
+        versions=versions,
+        user=user,
+        comment=comment,
+        source_ip=source_ip,
+        action=action,
+        rollout_candidate=rollout_candidate,
+    )
+    deployments_load(deployment_ids=to_load)
+    return revision
+
+
+@transaction.atomic
+def _revise(
+    *,
+    endpoint: Endpoint,
+    clean: list[dict[str, Any]],
+    versions: dict[tuple[str, int], ModelVersion],
+    user: AbstractBaseUser | None,
+    comment: str,
+    source_ip: str | None,
+    action: str,
+    rollout_candidate: tuple[str, int] | None = None,
+) -> tuple[TrafficPolicyRevision, list[int]]:
+    endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+    _traffic_role_check(endpoint, user)
+    rollout_free_check(endpoint, action)
+    # Stages are read again under the endpoint's lock: a promotion may have moved one.
+    fresh = dict(ModelVersion.objects.filter(pk__in=[v.pk for v in versions.values()]).values_list("pk", "stage"))
+    environment_rule_check(
+        environment=endpoint.environment,
+        endpoint_name=endpoint.name,
+        routes=clean,
+        stages={key: fresh[version.pk] for key, version in versions.items()},
+        rollout_candidate=rollout_candidate,
+    )
+    previous = endpoint.revisions.filter(is_current=True).first()
+    snapshot: list[dict[str, Any]] = []
+    to_load: list[int] = []
+    for route in clean:
+        version = versions[(route["model"], route["version"])]
+        config = {
+            "placement": route["placement"],
+            "device": route["device"],
+            "max_batch_size": route["max_batch_size"],
+            "max_queue_delay_ms": route["max_queue_delay_ms"],
+        }
+        # A deployment is a version with its placement and batching; the same settings
+        # again reuse it (and its warm sessions), other settings make a new one.
+        deployment = (
+            Deployment.objects.select_for_update()
+            .filter(endpoint=endpoint, model_version=version, **config)
+            .order_by("-pk")
+            .first()
+        )
+        if deployment is None:
+            deployment = Deployment.objects.create(
+                endpoint=endpoint, model_version=version, role=route["role"], weight=route["weight"], **config
+            )
+        else:
+            deployment.role, deployment.weight = route["role"], route["weight"]
+            deployment.save(update_fields=["role", "weight", "updated_at"])
+        if deployment.state != Deployment.State.READY:
+            if deployment.state != Deployment.State.LOADING:
+                deployment.state = Deployment.State.LOADING
+                deployment.state_detail = ""
+                deployment.save(update_fields=["state", "state_detail", "updated_at"])
+            to_load.append(deployment.pk)
+        snapshot.append({"deployment": deployment.pk, **route})
+    # Deployments that left the split are retired: workers and web processes unload them.
+    kept = [entry["deployment"] for entry in snapshot]
+    Deployment.objects.filter(endpoint=endpoint).exclude(pk__in=kept).exclude(
+        state__in=[Deployment.State.RETIRED, Deployment.State.FAILED]
+    ).update(state=Deployment.State.RETIRED, weight=0, updated_at=timezone.now())
+    number = (endpoint.revisions.order_by("-revision").values_list("revision", flat=True).first() or 0) + 1
+    if previous is not None:
+        previous.is_current = False
+        previous.save(update_fields=["is_current"])
+    revision = TrafficPolicyRevision.objects.create(
+        endpoint=endpoint, revision=number, routes=snapshot, comment=comment[:2000], created_by=user, is_current=True
+    )
+    audit_record(
+        actor=user,
+        action=action,
+        obj=endpoint,
+        before={"revision": previous.revision, "split": routes_summary(previous.routes), "routes": previous.routes}
+        if previous
+        else {},
+        after={"revision": number, "split": routes_summary(snapshot), "comment": comment, "routes": snapshot},
+        source_ip=source_ip,
+    )
+    routing_cache.changed()
+    return revision, to_load
+
+
+def traffic_policy_rollback(
+    *,
+    endpoint: Endpoint,
+    revision: int | None = None,
+    user: AbstractBaseUser | None,
+    source_ip: str | None = None,
+) -> TrafficPolicyRevision:
+    """Go back to revision N (or the one before the current) as a new revision."""
+    _traffic_role_check(endpoint, user)
+    current = endpoint.revisions.filter(is_current=True).first()
+    if current is None:
+        raise Conflict(f'endpoint "{endpoint.name}" has no traffic policy yet')
+    if revision is None:
+        target = endpoint.revisions.filter(revision__lt=current.revision).order_by("-revision").first()
+        if target is None:
+            raise Conflict(f'endpoint "{endpoint.name}" has no revision before {current.revision} to roll back to')
+    else:
+        target = endpoint.revisions.filter(revision=revision).first()
+        if target is None:
+            raise NotFound(f'endpoint "{endpoint.name}" has no revision {revision}')
+    routes = [{k: v for k, v in route.items() if k in _ROUTE_KEYS} for route in target.routes]
+    return traffic_policy_revise(
+        endpoint=endpoint,
+        routes=routes,
+        user=user,
+        comment=f"rollback to revision {target.revision}",
+        source_ip=source_ip,
+        action="traffic.rollback",
+    )
+
+
+def _scaled(weights: list[int], total: int) -> list[int]:
+    """Integer weights proportional to `weights` that add up to `total` (largest remainder)."""
+    whole = sum(weights) or 1
+    raw = [w * total / whole for w in weights]
+    out = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: raw[i] - out[i], reverse=True)[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def endpoints_follow_production(
+    *, model_version: ModelVersion, previous_version: ModelVersion | None, user: AbstractBaseUser | None
+) -> list[TrafficPolicyRevision]:
+    """A version reached Production: move the endpoints that follow its model.
+
+    follow=immediate: the new version becomes the primary at 100 (shadows kept).
+    follow=canary: it joins as a canary at the endpoint's canary_weight, the other
+    routes scaled down to make room. Each is a new revision; placement and batching are
+    copied from the current primary. Endpoints already serving the version are left alone.
+    """
+    model: RegisteredModel = model_version.model
+    revisions = []
+    for endpoint in Endpoint.objects.filter(follows_model=model).exclude(follow=Endpoint.Follow.NONE):
+        current = endpoint.revisions.filter(is_current=True).first()
+        routes = [{k: v for k, v in r.items() if k in _ROUTE_KEYS} for r in (current.routes if current else [])]
+        if any(
+            r["model"] == model.name and r["version"] == model_version.version and r["role"] != "shadow" for r in routes
+        ):
+            continue
+        routes = [r for r in routes if not (r["model"] == model.name and r["version"] == model_version.version)]
+        template = next((r for r in routes if r["role"] == "primary"), routes[0] if routes else {})
+        settings = {
+            k: template[k] for k in ("placement", "device", "max_batch_size", "max_queue_delay_ms") if k in template
+        }
+        new = {"model": model.name, "version": model_version.version, **settings}
+        shadows = [r for r in routes if r["role"] == "shadow"]
+        taking = [r for r in routes if r["role"] != "shadow"]
+        if endpoint.follow == Endpoint.Follow.IMMEDIATE or not taking:
+            if not taking and previous_version is not None and endpoint.follow == Endpoint.Follow.CANARY:
+                routes = [
+                    {
+                        "model": model.name,
+                        "version": previous_version.version,
+                        "role": "primary",
+                        "weight": 100 - endpoint.canary_weight,
+                        **settings,
+                    },
+                    {**new, "role": "canary", "weight": endpoint.canary_weight},
+                ]
+            else:
+                routes = [{**new, "role": "primary", "weight": 100}, *shadows]
+        else:
+            weights = _scaled([r["weight"] for r in taking], 100 - endpoint.canary_weight)
+            for route, weight in zip(taking, weights, strict=True):
+                route["weight"] = weight
+            taking = [r for r in taking if r["weight"] > 0]
+            routes = [*taking, {**new, "role": "canary", "weight": endpoint.canary_weight}, *shadows]
+        comment = f"follows {model.name}: version {model_version.version} reached Production"
+        if previous_version is not None:
+            comment += f" (was {previous_version.version})"
+        try:
+            revisions.append(
+                traffic_policy_revise(
+                    endpoint=endpoint, routes=routes, user=user, comment=comment, action="traffic.follow"
+                )
+            )
+        except DomainError as exc:
+            log.warning("endpoint %s could not follow %s: %s", endpoint.name, model_version, exc.message)
+    return revisions
+
+
+def endpoints_move_off(
+    *, version: ModelVersion, replacement: ModelVersion | None, user: AbstractBaseUser | None, reason: str
+) -> list[TrafficPolicyRevision]:
+    """`version` just left the stage that let production/staging endpoints serve it (a newer
+    version was approved, or production was rolled back): each such endpoint whose rule no
+    longer allows it gets a new revision in the caller's transaction, its routes pointed at
+    `replacement` (the weight added to the replacement's route where it already had one),
+    its shadows of the version dropped. Never left serving it silently; without a
+    replacement the caller is refused (EnvironmentRuleBroken) and nothing changes.
+    """
+    name = version.model.name
+    revisions = []
+    for endpoint in endpoints_routing_to(
+        model=name, version=version.version, environments=(Environment.PRODUCTION, Environment.STAGING)
+    ):
+        current = endpoint.revisions.get(is_current=True)
+        routes = [{k: v for k, v in r.items() if k in _ROUTE_KEYS} for r in current.routes]
+        mine = next(r for r in routes if r["model"] == name and r["version"] == version.version)
+        if version_allowed(environment=endpoint.environment, stage=version.stage, role=mine["role"]):
+            continue
+        routes.remove(mine)
+        if mine["role"] != Deployment.Role.SHADOW:
+            if replacement is None:
+                raise EnvironmentRuleBroken(
+                    f'{version} takes {mine["weight"]}% of {endpoint.environment} endpoint "{endpoint.name}" '
+                    f"and there is no version to move that traffic to",
+                    details={"endpoints": [endpoint.name], "version": version.version, "stage": version.stage},
+                )
+            other = next(
+                (r for r in routes if r["model"] == name and r["version"] == replacement.version),
+                None,
+            )
+            if other is not None and other["role"] != Deployment.Role.SHADOW:
+                other["weight"] += mine["weight"]
+                if mine["role"] == Deployment.Role.PRIMARY:
+                    other["role"] = Deployment.Role.PRIMARY
+            else:
+                if other is not None:
+                    routes.remove(other)
+                routes.append({**mine, "version": replacement.version})
+        revisions.append(
+            traffic_policy_revise(
+                endpoint=endpoint,
+                routes=routes,
+                user=user,
+                comment=f"moved off {version} ({version.stage}): {reason}",
+                action="traffic.move_off",
+            )
+        )
+    return revisions
