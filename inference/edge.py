@@ -118,7 +118,7 @@ def _shadow(table: RoutingTable, spec: DeploymentSpec, inputs: dict[str, np.ndar
             checked = codec.check_inputs(inputs, signature)
             return transport_for(shadow).infer(shadow, checked, timeout_s=table.timeout_s).outputs
 
-        def done(ok: bool, value: Any, latency_ms: float, shadow: DeploymentSpec = shadow) -> None:
+        def done(ok: bool, value: Any, latency_ms: float, agreed: bool | None, shadow: DeploymentSpec = shadow) -> None:
             record(
                 PredictionRecord(
                     endpoint=table.endpoint,
@@ -129,6 +129,7 @@ def _shadow(table: RoutingTable, spec: DeploymentSpec, inputs: dict[str, np.ndar
                     error_kind=None if ok else getattr(value, "code", "error"),
                     rows=_rows(inputs),
                     outputs=value if ok else None,
+                    agreed=agreed,
                 )
             )
 

@@ -27,7 +27,7 @@ from inference import routing_cache
 from inference.endpoints import InvalidPolicy, _pipeline_check, _team_adopt, route_models, team_fit_check
 from inference.environments import Environment, EnvironmentRuleBroken, environment_rule_check, version_allowed
 from inference.loading import deployments_load
-from inference.models import Deployment, Endpoint, TrafficPolicyRevision
+from inference.models import Deployment, Endpoint, Rollout, TrafficPolicyRevision
 from inference.selectors import endpoints_routing_to
 from inference.spec import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_DELAY_MS
 from registry.audit import audit_record
@@ -111,6 +111,36 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
     }
 
 
+class RolloutInProgress(Conflict):
+    code = "rollout_in_progress"
+
+
+# Changes people make by hand. While a rollout runs (or is paused or waiting) they are
+# refused: its next step would silently replace them. The rollout's own steps, following
+# an approved promotion, moving off a replaced version and an alert's rollback go on.
+HAND_ACTIONS = ("traffic.revise", "traffic.rollback")
+
+
+def rollout_free_check(endpoint: Endpoint, action: str) -> None:
+    """RolloutInProgress (409) naming the endpoint's unfinished rollout, for a hand change."""
+    if action not in HAND_ACTIONS:
+        return
+    running = (
+        Rollout.objects.filter(endpoint_id=endpoint.pk, state__in=Rollout.ACTIVE)
+        .select_related("candidate__model")
+        .first()
+    )
+    if running is None:
+        return
+    candidate = f"{running.candidate.model.name}:{running.candidate.version}"
+    raise RolloutInProgress(
+        f'endpoint "{endpoint.name}" has rollout #{running.pk} of {candidate} {running.state}: its next step '
+        f"would replace this change. Abort it first (POST /api/v1/endpoints/{endpoint.name}/rollouts/"
+        f"{running.pk}/abort), or let it finish.",
+        details={"rollout": running.pk, "state": running.state, "candidate": candidate},
+    )
+
+
 def _traffic_role_check(endpoint: Endpoint, user: AbstractBaseUser | None) -> None:
     """On a production endpoint traffic changes need an approver; user None is the system
     acting for one (a rollout an approver started, following an approved promotion)."""
@@ -176,13 +206,15 @@ def traffic_policy_revise(
     most one primary; shadows have weight 0; a version appears once; the versions obey
     the endpoint's environment (`environment_rule_check`: the one place that decides it,
     under the endpoint's lock); on a production endpoint only an approver (or the system,
-    user None, acting for one) changes traffic. In-process
+    user None, acting for one) changes traffic; a change by hand (`HAND_ACTIONS`) is
+    refused while the endpoint has an unfinished rollout (`rollout_free_check`). In-process
     deployments are loaded and warmed in this process before this returns (READY, or
     FAILED with the reason); worker-pool ones are asked for on commit and stay LOADING
     until a worker reports them warm. The revision takes traffic once all its
     non-shadow deployments are READY.
     """
     _traffic_role_check(endpoint, user)  # refused before anything is looked up (and again under the lock)
+    rollout_free_check(endpoint, action)  # the same
     clean = routes_check(routes)
     models = route_models(clean, user=user)
     versions = _versions_resolve(clean)
@@ -218,6 +250,7 @@ def _revise(
 ) -> tuple[TrafficPolicyRevision, list[int]]:
     endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
     _traffic_role_check(endpoint, user)
+    rollout_free_check(endpoint, action)
     # Stages are read again under the endpoint's lock: a promotion may have moved one.
     fresh = dict(ModelVersion.objects.filter(pk__in=[v.pk for v in versions.values()]).values_list("pk", "stage"))
     environment_rule_check(

@@ -28,7 +28,17 @@ DROPPED = "mh:dropped"
 N_BUCKETS = len(LATENCY_BUCKETS_MS) + 1
 FLOAT_FIELDS = {"lat_sum_ms", "queue_ms_sum", "model_ms_sum"}
 INT_FIELDS = frozenset(
-    {"count", "rows", "batch_rows_sum", "batch_count", "outputs_skipped", "scored_rows", "outlier_rows"}
+    {
+        "count",
+        "rows",
+        "batch_rows_sum",
+        "batch_count",
+        "outputs_skipped",
+        "scored_rows",
+        "outlier_rows",
+        "shadow_compared",
+        "shadow_agreed",
+    }
 )
 
 
@@ -90,6 +100,9 @@ def encode_stats(stats: MinuteStats) -> tuple[dict[str, int], dict[str, float]]:
     if scored:
         ints["scored_rows"] = scored
         ints["outlier_rows"] = outliers
+    if stats.shadow_compared:
+        ints["shadow_compared"] = stats.shadow_compared
+        ints["shadow_agreed"] = stats.shadow_agreed
     floats["lat_sum_ms"] = stats.latency_sum_ms
     if stats.queue_ms_sum:
         floats["queue_ms_sum"] = stats.queue_ms_sum
@@ -166,6 +179,8 @@ def empty_rollup() -> dict[str, Any]:
         "outputs_skipped": 0,
         "scored_rows": 0,
         "outlier_rows": 0,
+        "shadow_compared": 0,
+        "shadow_agreed": 0,
     }
 
 

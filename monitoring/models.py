@@ -39,6 +39,9 @@ class MetricRollup(models.Model):
     # Rows scored against the version's reference (endpoints with outlier_scoring) and outliers among them.
     scored_rows = models.BigIntegerField(default=0)
     outlier_rows = models.BigIntegerField(default=0)
+    # Shadow rows only: answers compared with what the caller got, and how many agreed.
+    shadow_compared = models.BigIntegerField(default=0)
+    shadow_agreed = models.BigIntegerField(default=0)
     drift_scores = models.JSONField(default=dict, blank=True)  # {feature: {"psi", "ks", "p_value"}}
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -61,6 +61,9 @@ class PredictionRecord:
     outlier_scorer: Any = None
     scored_rows: int = 0
     outlier_rows: int = 0
+    # Shadow answers only: whether the shadow's outputs agreed with the answer the caller
+    # got (inference.shadow.outputs_agree); None when nothing was compared.
+    agreed: bool | None = None
 
 
 # Per key and flush interval: at most this many output tensors are kept for the output
@@ -93,6 +96,8 @@ class MinuteStats:
     outlier_rows: int = 0
     to_score: list[tuple[Any, Mapping[str, Any]]] = field(default_factory=list)  # (scorer, inputs)
     to_score_skipped: int = 0
+    shadow_compared: int = 0  # shadow answers compared with the caller's answer
+    shadow_agreed: int = 0  # ... and found to agree
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +201,9 @@ class Recorder:
                     stats.queue_ms_sum += rec.queue_ms
                 if rec.model_ms is not None:
                     stats.model_ms_sum += rec.model_ms
+                if rec.agreed is not None:
+                    stats.shadow_compared += 1
+                    stats.shadow_agreed += rec.agreed
                 if rec.outputs is not None:
                     if len(stats.outputs) < OUTPUT_CAP:
                         stats.outputs.append(rec.outputs)

@@ -31,6 +31,8 @@ ROLLUP_SUMS = (
     "outputs_skipped",
     "scored_rows",
     "outlier_rows",
+    "shadow_compared",
+    "shadow_agreed",
 )
 
 INPUT_SAMPLE_CAP = 5000  # feature values kept per deployment per minute

@@ -266,7 +266,9 @@ def endpoint_window_stats(
     "error_count", "errors": {kind: n}, "error_rate", "p50_ms", "p95_ms", "p99_ms",
     "mean_latency_ms", "rps", "batch_size" (mean rows per model call), "queue_ms",
     "model_ms" (means per request), "scored_rows", "outlier_rows", "outlier_rate" (None
-    when no row was scored), "outputs": {output: summary}, "versions": {label:
+    when no row was scored), "outputs": {output: summary}, "shadow_compared",
+    "shadow_agreed", "shadow_agreement" (shadow answers compared with the answer the caller
+    got, how many agreed, their share; None when none were compared), "versions": {label:
     the same numbers plus "role"}, "live_minutes" (minute buckets read from Redis),
     "live_error"}. Rates and percentiles are None when there were no requests.
     """
@@ -339,13 +341,24 @@ def deployment_window_totals(
 
 
 def window_point(values: dict[str, Any]) -> dict[str, Any]:
-    """Requests, errors, error rate and p99 (ms) of one deployment's window sums."""
+    """Requests, errors, error rate, p99 (ms) and shadow agreement of one deployment's window sums."""
     count = values.get("count", 0)
     return {
         "requests": count,
         "errors": values.get("error_count", 0),
         "error_rate": values.get("error_count", 0) / count if count else None,
         "p99_ms": latency_percentiles(values.get("latency_buckets") or [], (0.99,))["p99"],
+        **_agreement(values),
+    }
+
+
+def _agreement(values: dict[str, Any]) -> dict[str, Any]:
+    """Of the shadow answers compared with the caller's answer, how many agreed (None: none compared)."""
+    compared, agreed = int(values.get("shadow_compared") or 0), int(values.get("shadow_agreed") or 0)
+    return {
+        "shadow_compared": compared,
+        "shadow_agreed": agreed,
+        "shadow_agreement": agreed / compared if compared else None,
     }
 
 
@@ -387,6 +400,7 @@ def _window_point(values: dict[str, Any], seconds: float) -> dict[str, Any]:
         "outlier_rows": int(values.get("outlier_rows") or 0),
         "outlier_rate": _outlier_rate(values),
         "outputs": values.get("outputs") or {},
+        **_agreement(values),
     }
 
 

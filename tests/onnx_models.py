@@ -246,16 +246,19 @@ def future_ir() -> bytes:
     return tiny_classifier_model(ir_version=14).SerializeToString()
 
 
-def lookup(table_size: int) -> bytes:
-    """X FP32 [-1, 4] -> y = table[int(X)]: a Gather whose indices come from the input.
+def lookup(table_size: int, offset: float = 0.0) -> bytes:
+    """X FP32 [-1, 4] -> y = table[int(X)] with table = offset, offset + 1, ...: a Gather
+    whose indices come from the input.
 
     Validation's generated inputs lie in [-1, 1) (indices 0), so every table size passes;
     real iris rows (values up to about 8) fail at run time when the table is smaller than
     that: a model that validates and then answers errors (a broken rollout candidate).
+    Tables of different sizes give the same answers where both have the index; another
+    `offset` gives other answers (a candidate that disagrees with the stable version).
     """
     x = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
-    table = numpy_helper.from_array(np.arange(table_size, dtype=np.float32), "table")
+    table = numpy_helper.from_array(np.arange(table_size, dtype=np.float32) + np.float32(offset), "table")
     nodes = [
         helper.make_node("Cast", ["X"], ["idx"], to=TensorProto.INT64),
         helper.make_node("Gather", ["table", "idx"], ["y"], axis=0),

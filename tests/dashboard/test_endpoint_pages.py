@@ -205,3 +205,15 @@ def test_the_timeline_shows_the_values_that_decided_an_analysis():
     assert endpoints.check_summary(check) == (
         "error_rate fail: candidate 0.3 vs stable 0.0, max +0.01 (100/98 requests)"
     )
+    shadow = {
+        "check": "shadow_agreement",
+        "result": "fail",
+        "compared": 145,
+        "agreed": 0,
+        "agreement": 0.0,
+        "min_agreement": 0.99,
+        "min_comparisons": 20.0,
+    }
+    assert endpoints.check_summary(shadow) == (
+        "shadow_agreement fail: 0 of 145 shadow answers agreed, min 0.99 (at least 20 compared)"
+    )
