@@ -205,12 +205,24 @@ def in_process_transport() -> InProcessTransport:
     return _IN_PROCESS
 
 
+_PLACEMENTS: dict[str, Transport] = {}
+
+
+def placement_register(placement: str, transport: Transport) -> None:
+    """Another kind of route's transport (inference.pipelines registers "pipeline"), so
+    that this module imports nothing above it."""
+    _PLACEMENTS[placement] = transport
+
+
 def transport_for(spec: DeploymentSpec) -> Transport:
     """The transport serving `spec`, by its placement (one instance of each per process).
 
     The worker-pool transport lives in `inference.pool` (`WorkerPoolTransport()`), imported
     on first use so that the in-process path never pays for it.
     """
+    other = _PLACEMENTS.get(spec.placement)
+    if other is not None:
+        return other
     if spec.placement == "worker_pool":
         global _POOL
         if _POOL is None:

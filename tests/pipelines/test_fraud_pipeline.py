@@ -1,0 +1,122 @@
+"""The fraud example of issue #14 end to end on the simple API: Redis lookup, transform, a
+two-version ensemble and a business rule, served through the one dispatcher."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from inference import services
+from inference.pipelines import services as pipeline_services
+from tests.pipelines.conftest import expected_scores, fraud_spec
+
+pytestmark = pytest.mark.django_db
+CARDS = [101, 102, 103]
+AMOUNTS = [2500.0, 50.0, 1800.0]
+
+
+def serve(engineer: Any, spec: dict[str, Any], name: str = "fraud-api") -> str:
+    pipeline_services.pipeline_create(name="fraud", spec=spec, user=engineer)
+    endpoint = services.endpoint_create(name=name, user=engineer, require_key=False)
+    services.traffic_policy_revise(
+        endpoint=endpoint, routes=[{"pipeline": "fraud", "version": 1, "role": "primary", "weight": 100}], user=engineer
+    )
+    return name
+
+
+def threshold_between(scores: np.ndarray) -> float:
+    """A rule threshold that sends the high-amount row with the higher score to review."""
+    high = [scores[0], scores[2]]
+    return float(np.mean(high))
+
+
+def predict(client: Any, name: str, body: Any, query: str = "", **headers: str) -> Any:
+    return client.post(
+        f"/api/v1/endpoints/{name}/predict{query}", orjson.dumps(body), content_type="application/json", **headers
+    )
+
+
+def test_the_fraud_pipeline_answers_what_the_graph_computes(
+    client: Any, engineer: Any, fraud_versions: Any, feature_set: str
+) -> None:
+    scores = expected_scores(CARDS, AMOUNTS)
+    threshold = threshold_between(scores)
+    name = serve(engineer, fraud_spec(feature_set, threshold))
+    response = predict(client, name, {"inputs": {"card_id": CARDS, "amount": AMOUNTS}})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["pipeline"] == "fraud" and body["version"] == 1
+    np.testing.assert_allclose(body["outputs"]["fraud_score"], scores, rtol=1e-4)
+    review = [bool(s > threshold and a > 100) for s, a in zip(scores, AMOUNTS, strict=True)]
+    assert body["outputs"]["action"] == ["review" if r else "approve" for r in review]
+    assert "review" in body["outputs"]["action"] and "approve" in body["outputs"]["action"]
+    assert body["request_id"] and response["X-Request-Id"] == body["request_id"]
+
+
+def test_the_callers_request_id_is_kept(client: Any, engineer: Any, fraud_versions: Any, feature_set: str) -> None:
+    name = serve(engineer, fraud_spec(feature_set, 0.5))
+    response = predict(client, name, {"inputs": {"card_id": [101], "amount": [5.0]}}, HTTP_X_REQUEST_ID="order-77")
+    assert response.status_code == 200, response.content
+    assert response.json()["request_id"] == "order-77" and response["X-Request-Id"] == "order-77"
+
+
+def test_trace_returns_each_steps_output_and_timing(
+    client: Any, engineer: Any, fraud_versions: Any, feature_set: str
+) -> None:
+    name = serve(engineer, fraud_spec(feature_set, 0.5))
+    response = predict(client, name, {"inputs": {"card_id": [102], "amount": [10.0]}}, query="?trace=1")
+    trace = response.json()["trace"]
+    assert [t["step"] for t in trace] == ["lookup", "prep", "ensemble", "business"]
+    assert trace[0]["outputs"]["avg_amount"] == [900.0] and all(t["ms"] >= 0 for t in trace)
+    assert "trace" not in predict(client, name, {"inputs": {"card_id": [102], "amount": [10.0]}}).json()
+
+
+def test_an_unknown_entity_is_refused_naming_it(
+    client: Any, engineer: Any, fraud_versions: Any, feature_set: str
+) -> None:
+    name = serve(engineer, fraud_spec(feature_set, 0.5))
+    response = predict(client, name, {"inputs": {"card_id": [101, 999], "amount": [5.0, 6.0]}})
+    assert response.status_code == 404, response.content
+    error = response.json()["error"]
+    assert error["code"] == "unknown_entity" and 'entity "999"' in error["message"]
+
+
+def test_an_unknown_entity_takes_the_defaults_when_told(
+    client: Any, engineer: Any, fraud_versions: Any, feature_set: str
+) -> None:
+    name = serve(engineer, fraud_spec(feature_set, 0.5, on_missing="default"))
+    response = predict(client, name, {"inputs": {"card_id": [999], "amount": [5.0]}}, query="?trace=1")
+    assert response.status_code == 200, response.content
+    assert response.json()["trace"][0]["outputs"]["avg_amount"] == [100.0]
+
+
+def test_an_unknown_entity_is_imputed_from_the_reference_statistics(
+    client: Any, engineer: Any, fraud_versions: Any, feature_set: str
+) -> None:
+    name = serve(engineer, fraud_spec(feature_set, 0.5, on_missing="impute"))
+    response = predict(client, name, {"inputs": {"card_id": [999], "amount": [5.0]}}, query="?trace=1")
+    assert response.status_code == 200, response.content
+    assert response.json()["trace"][0]["outputs"]["avg_amount"] == pytest.approx([(40.0 + 900.0 + 15.0) / 3])
+
+
+def test_a_division_by_zero_at_run_time_is_a_clear_400(
+    client: Any, engineer: Any, fraud_versions: Any, feature_set: str
+) -> None:
+    spec = fraud_spec(feature_set, 0.5)
+    spec["steps"][2]["rules"] = ["ratio = amount / (avg_amount - 40)"]  # card 101 averages 40
+    name = serve(engineer, spec)
+    response = predict(client, name, {"inputs": {"card_id": [102, 101], "amount": [5.0, 6.0]}})
+    assert response.status_code == 400, response.content
+    assert "division by zero in row 1" in response.json()["error"]["message"]
+
+
+def test_the_pipeline_has_its_own_v2_metadata(
+    client: Any, engineer: Any, fraud_versions: Any, feature_set: str
+) -> None:
+    name = serve(engineer, fraud_spec(feature_set, 0.5))
+    meta = client.get(f"/v2/models/{name}").json()
+    assert [i["name"] for i in meta["inputs"]] == ["card_id", "amount"]
+    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("fraud_score", "FP32"), ("action", "BYTES")]
