@@ -37,12 +37,13 @@ def fraud_versions(engineer: Any) -> list[Any]:
 def feature_set() -> Iterator[str]:
     """A feature set of its own in the test Redis (or the database when there is none)."""
     name = f"cards-{uuid.uuid4().hex[:8]}"
+    url = settings.REDIS_URL  # as it was: a test may point the store elsewhere
     features.features_load(feature_set=name, key="card_id", rows=[{"card_id": k, **v} for k, v in CARDS.items()])
     yield name
-    if settings.REDIS_URL:
+    if url:
         import redis
 
-        client = redis.Redis.from_url(settings.REDIS_URL)
+        client = redis.Redis.from_url(url)
         keys = list(client.scan_iter(f"{features.PREFIX}{name}:*"))
         if keys:
             client.delete(*keys)

@@ -120,3 +120,38 @@ def test_the_pipeline_has_its_own_v2_metadata(
     meta = client.get(f"/v2/models/{name}").json()
     assert [i["name"] for i in meta["inputs"]] == ["card_id", "amount"]
     assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("fraud_score", "FP32"), ("action", "BYTES")]
+
+
+@pytest.fixture
+def silent_redis(settings: Any) -> Any:
+    """A Redis address that accepts connections and never answers (a hung store)."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    sock.close()
+
+
+def test_a_hung_feature_store_falls_back_to_the_defaults_or_refuses(
+    client: Any, engineer: Any, fraud_versions: Any, feature_set: str, silent_redis: str, settings: Any
+) -> None:
+    """The lookup's timeout bounds the wait; on_missing decides (defaults, or a 503)."""
+    serve(engineer, fraud_spec(feature_set, 0.5, on_missing="default"), name="fraud-defaults")
+    pipeline_services.pipeline_create(name="fraud-strict", spec=fraud_spec(feature_set, 0.5), user=engineer)
+    strict = services.endpoint_create(name="fraud-strict", user=engineer, require_key=False)
+    services.traffic_policy_revise(
+        endpoint=strict,
+        routes=[{"pipeline": "fraud-strict", "version": 1, "role": "primary", "weight": 100}],
+        user=engineer,
+    )
+    predict(client, "fraud-defaults", {"inputs": {"card_id": [101], "amount": [5.0]}})  # warm the routing tables
+    predict(client, "fraud-strict", {"inputs": {"card_id": [101], "amount": [5.0]}})
+    settings.REDIS_URL = silent_redis  # the store (only) now hangs
+    answer = predict(client, "fraud-defaults", {"inputs": {"card_id": [101], "amount": [5.0]}}, query="?trace=1")
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["trace"][0]["outputs"]["avg_amount"] == [100.0]  # the default, not card 101's 40
+    answer = predict(client, "fraud-strict", {"inputs": {"card_id": [101], "amount": [5.0]}})
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "feature_store_unavailable"
+    assert "Timeout" in answer.json()["error"]["message"] and answer["Retry-After"]
