@@ -155,3 +155,18 @@ def test_a_hung_feature_store_falls_back_to_the_defaults_or_refuses(
     answer = predict(client, "fraud-strict", {"inputs": {"card_id": [101], "amount": [5.0]}})
     assert answer.status_code == 503 and answer.json()["error"]["code"] == "feature_store_unavailable"
     assert "Timeout" in answer.json()["error"]["message"] and answer["Retry-After"]
+
+
+def test_metrics_count_each_steps_latency_and_errors(
+    client: Any, engineer: Any, fraud_versions: Any, feature_set: str
+) -> None:
+    name = serve(engineer, fraud_spec(feature_set, 0.5))
+    assert predict(client, name, {"inputs": {"card_id": [101], "amount": [5.0]}}).status_code == 200
+    assert predict(client, name, {"inputs": {"card_id": [999], "amount": [5.0]}}).status_code == 404
+    text = client.get("/metrics").content.decode()
+    calls = [line for line in text.splitlines() if line.startswith("modelhub_pipeline_step_calls_total")]
+    errors = [line for line in text.splitlines() if line.startswith("modelhub_pipeline_step_errors_total")]
+    assert any('pipeline="fraud:1",step="ensemble",kind="ensemble"' in line for line in calls)
+    lookup_errors = [line for line in errors if 'step="lookup"' in line and 'pipeline="fraud:1"' in line]
+    assert lookup_errors and float(lookup_errors[0].rsplit(" ", 1)[1]) >= 1
+    assert 'modelhub_pipeline_step_latency_ms_bucket{le="+Inf",pipeline="fraud:1",step="business"' in text
