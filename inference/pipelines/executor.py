@@ -112,8 +112,11 @@ def step_stats() -> dict[tuple[str, str, str], StepStats]:
 class Run:
     """The runner a CompiledPipeline calls back (graph.Runner)."""
 
-    def __init__(self, graph: CompiledPipeline, *, timeout_s: float, request_id: str, trace: bool) -> None:
+    def __init__(
+        self, graph: CompiledPipeline, *, timeout_s: float, request_id: str, trace: bool, endpoint: str = ""
+    ) -> None:
         self.graph = graph
+        self.endpoint = endpoint
         self.deadline = time.monotonic() + timeout_s
         self.timeout_s = timeout_s
         self.request_id = request_id
@@ -122,6 +125,16 @@ class Run:
         self.decisions: dict[str, dict[str, Any]] = {}
         self.transport = in_process_transport()
         self.label = f"{graph.name}:{graph.version}"
+        self.prefix = ""  # a sub-pipeline's steps are traced as "<router>/<arm>/<step>"
+
+    def child(self, graph: CompiledPipeline, *, prefix: str) -> Run:
+        """The runner of a pipeline that is an arm: same deadline, request id and trace."""
+        child = Run(
+            graph, timeout_s=self.timeout_s, request_id=self.request_id, trace=self.tracing, endpoint=self.endpoint
+        )
+        child.deadline, child.trace, child.decisions = self.deadline, self.trace, self.decisions
+        child.prefix = f"{prefix}/"
+        return child
 
     def remaining(self) -> float:
         left = self.deadline - time.monotonic()
@@ -148,7 +161,11 @@ class Run:
         from inference.bandits import decide  # the bandit library (another package), on first use
 
         decision = decide(
-            f"pipeline:{self.graph.pipeline_id}:{step.name}", list(step.arms), step.config, self.request_id
+            f"pipeline:{self.graph.pipeline_id}:{step.name}",
+            list(step.arms),
+            step.config,
+            self.request_id,
+            endpoint=self.endpoint,  # feedback for this request is taken through this endpoint only
         )
         self.decisions[step.name] = {"arm": decision.arm, "propensity": float(decision.propensity)}
         return str(decision.arm)
@@ -156,7 +173,11 @@ class Run:
     def step_done(self, step: Step, seconds: float, out: Mapping[str, np.ndarray] | None, exc: Any) -> None:
         _count(self.label, step, seconds, exc is None)
         if self.tracing:
-            entry: dict[str, Any] = {"step": step.name, "kind": step.kind, "ms": round(seconds * 1000.0, 3)}
+            entry: dict[str, Any] = {
+                "step": self.prefix + step.name,
+                "kind": step.kind,
+                "ms": round(seconds * 1000.0, 3),
+            }
             if exc is None and out is not None:
                 entry["outputs"] = {k: jsonable(v) for k, v in out.items()}
             else:
@@ -182,7 +203,7 @@ def infer(
 
         raise ModelNotReady(f"pipeline {spec.label} is not loaded in this process")
     started = time.perf_counter()
-    run = Run(graph, timeout_s=timeout_s, request_id=request_id, trace=trace)
+    run = Run(graph, timeout_s=timeout_s, request_id=request_id, trace=trace, endpoint=spec.endpoint)
     outputs = graph.run(run, inputs)
     extra: dict[str, Any] = {"request_id": request_id}
     if run.decisions:

@@ -688,19 +688,39 @@ class Router(Step):
     config: dict[str, Any] = field(default_factory=dict)
     key: str = ""
 
-    def parse(self, router_check: Callable[[dict[str, Any]], None]) -> None:
+    def parse(
+        self, router_check: Callable[[dict[str, Any]], None], resolve_pipeline: PipelineResolver | None
+    ) -> list[Step]:
+        """Parse the arms; returns the sub-pipeline steps made for arms that name a pipeline."""
         arms = self.raw.get("arms")
         if not isinstance(arms, list) or len(arms) < 2:
-            raise GraphError(f'{self.where()}.arms: expected two or more {{"name": ..., "step": ...}}')
+            raise GraphError(
+                f'{self.where()}.arms: expected two or more {{"name": ..., "step": ...}} or '
+                '{"name": ..., "pipeline": ..., "version": N}'
+            )
+        made: list[Step] = []
         for i, arm in enumerate(arms):
-            if not isinstance(arm, dict) or not isinstance(arm.get("step"), str):
-                raise GraphError(f"{self.where()}.arms[{i}]: expected {{name, step}}")
-            name = arm.get("name", arm["step"])
-            if not isinstance(name, str) or name in self.arms:
-                raise GraphError(f"{self.where()}.arms[{i}].name: expected a unique arm name")
-            self.arms[name] = arm["step"]
-        self.config = {k: v for k, v in self.raw.items() if k not in ("name", "kind", "outputs", "inputs")}
+            where = f"{self.where()}.arms[{i}]"
+            if not isinstance(arm, dict) or not (isinstance(arm.get("step"), str) or arm.get("pipeline")):
+                raise GraphError(f"{where}: expected {{name, step}} or {{name, pipeline, version}}")
+            name = arm.get("name", arm.get("step") or arm.get("pipeline"))
+            if not isinstance(name, str) or not name or name in self.arms:
+                raise GraphError(f"{where}.name: expected a unique arm name")
+            if arm.get("pipeline"):
+                if resolve_pipeline is None:
+                    raise GraphError(f"{where}: pipelines cannot be arms here")
+                sub = SubPipeline(f"{self.name}/{name}", "pipeline", arm)
+                sub.graph = resolve_pipeline(self.name, arm)
+                sub.reads = tuple(t.name for t in sub.graph.inputs)
+                made.append(sub)
+                self.arms[name] = sub.name
+            else:
+                self.arms[name] = arm["step"]
+        # What the bandit library takes: its settings and the arm names (the steps stay here).
+        self.config = {k: v for k, v in self.raw.items() if k not in ("name", "kind", "arms")}
+        self.config["arms"] = list(self.arms)
         router_check(self.config)
+        return made
 
     def branches(self) -> list[str]:
         return list(dict.fromkeys(self.arms.values()))
@@ -713,6 +733,39 @@ class Router(Step):
     def run(self, runner: Runner, env: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         arm = runner.decide(self)
         return run_step(runner, runner_graph(runner).steps[self.arms[arm]], env, rows)
+
+
+@dataclass
+class SubPipeline(Step):
+    """Another saved pipeline as a router's arm: reads its inputs by name, writes its outputs."""
+
+    graph: CompiledPipeline | None = None
+
+    def check(self, types: Types, graph: CompiledPipeline) -> None:
+        assert self.graph is not None
+        for want in self.graph.inputs:
+            have = self.need(types, want.name, f"pipeline {self.graph.name}:{self.graph.version}'s input")
+            if not _fits(want, have):
+                raise GraphError(
+                    f'{self.where()}: tensor "{want.name}" is {have.describe()} but pipeline '
+                    f"{self.graph.name}:{self.graph.version} expects {want.describe()}",
+                    details={
+                        "step": self.name,
+                        "tensor": want.name,
+                        "expected": want.describe(),
+                        "got": have.describe(),
+                    },
+                )
+        self.reads = tuple(t.name for t in self.graph.inputs)
+        self.writes = {t.name: t for t in self.graph.outputs}
+
+    def run(self, runner: Runner, env: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        assert self.graph is not None
+        child = runner.child(self.graph, prefix=self.name)  # type: ignore[attr-defined]
+        return self.graph.run(child, {t.name: env[t.name] for t in self.graph.inputs})
+
+
+PipelineResolver = Callable[[str, Any], "CompiledPipeline"]  # (step, {"pipeline", "version"}) -> graph
 
 
 # ------------------------------------------------------------------ the compiled graph
@@ -735,6 +788,8 @@ class CompiledPipeline:
                 refs.append(step.ref)
             elif isinstance(step, Ensemble):
                 refs += [ref for ref, _ in step.members]
+            elif isinstance(step, SubPipeline) and step.graph is not None:
+                refs += step.graph.models()
         return refs
 
     def signature_dict(self) -> dict[str, Any]:
@@ -778,6 +833,7 @@ def pipeline_compile(
     pipeline_id: int = 0,
     resolve: Resolver,
     router_check: Callable[[dict[str, Any]], None],
+    resolve_pipeline: PipelineResolver | None = None,
 ) -> CompiledPipeline:
     """The checked graph; GraphError (400) naming what is wrong."""
     if not isinstance(spec, dict):
@@ -829,7 +885,8 @@ def pipeline_compile(
             step.parse()
         else:
             step = Router(step_name, kind, raw)
-            step.parse(router_check)
+            for sub in step.parse(router_check, resolve_pipeline):
+                graph.steps[sub.name] = sub
         graph.steps[step_name] = step
     # Owners (switch, router) and the steps they own.
     for step in graph.steps.values():
@@ -943,6 +1000,8 @@ def _declared_writes(step: Step, graph: CompiledPipeline) -> set[str]:
         return set(step.outputs_map.values()) if step.outputs_map else set(step.ref.signature.output_names)
     if isinstance(step, Ensemble):
         return set(step.outputs_map.values())
+    if isinstance(step, SubPipeline) and step.graph is not None:
+        return {t.name for t in step.graph.outputs}
     if isinstance(step, (Switch, Router)):
         out = set()
         for branch in step.branches():

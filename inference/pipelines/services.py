@@ -90,20 +90,49 @@ def router_check(config: dict[str, Any]) -> None:
     validate_config(config)
 
 
-def compile_version(version: PipelineVersion) -> CompiledPipeline:
+MAX_NESTING = 3
+
+
+def pipeline_resolver(team_id: int | None, depth: int) -> Any:
+    """(router step, {"pipeline": name, "version": N}) -> the compiled pipeline (an arm)."""
+
+    def resolve(step: str, arm: dict[str, Any]) -> CompiledPipeline:
+        if depth >= MAX_NESTING:
+            raise GraphError(f'step "{step}": pipelines nest at most {MAX_NESTING} deep (is one its own arm?)')
+        try:
+            version = pipeline_version_get(
+                name=arm.get("pipeline"), version=arm.get("version"), team_id=team_id, where=f'step "{step}" arm'
+            )
+        except (DomainError, NotFound) as exc:
+            raise GraphError(f'step "{step}": {exc.message}') from None
+        return compile_version(version, depth=depth + 1)
+
+    return resolve
+
+
+def compile_version(version: PipelineVersion, *, depth: int = 0) -> CompiledPipeline:
+    team_id = version.pipeline.team_id
     return pipeline_compile(
         version.spec,
         name=version.pipeline.name,
         version=version.version,
         pipeline_id=version.pipeline_id,
-        resolve=resolver(version.pipeline.team_id),
+        resolve=resolver(team_id),
         router_check=router_check,
+        resolve_pipeline=pipeline_resolver(team_id, depth),
     )
 
 
 def spec_check(spec: Any, *, team: Team | None, name: str = "") -> CompiledPipeline:
     """What the editor and the API run before saving (400 naming the problem)."""
-    return pipeline_compile(spec, name=name, resolve=resolver(team.pk if team else None), router_check=router_check)
+    team_id = team.pk if team else None
+    return pipeline_compile(
+        spec,
+        name=name,
+        resolve=resolver(team_id),
+        router_check=router_check,
+        resolve_pipeline=pipeline_resolver(team_id, 0),
+    )
 
 
 def _snapshot(version: PipelineVersion, graph: CompiledPipeline) -> dict[str, Any]:
