@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -150,8 +151,11 @@ class PipelineValidate(APIView):
     """The editor's check: the same as saving, without saving."""
 
     permission_classes = [ReadOrEngineerWrites]
+    serializer_class = ValidateSerializer
 
-    @extend_schema(summary="Check a pipeline spec without saving it", request=ValidateSerializer)
+    @extend_schema(
+        summary="Check a pipeline spec without saving it", request=ValidateSerializer, responses=OpenApiTypes.OBJECT
+    )
     def post(self, request: Request) -> Response:
         data = ValidateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -182,8 +186,13 @@ class FeatureLoad(APIView):
 
     permission_classes = [ReadOrEngineerWrites]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
+    serializer_class = None
 
-    @extend_schema(summary="Load features into the online store (CSV, Parquet or JSON rows)", request=None)
+    @extend_schema(
+        summary="Load features into the online store (CSV, Parquet or JSON rows)",
+        request=OpenApiTypes.OBJECT,
+        responses={201: OpenApiTypes.OBJECT},
+    )
     def post(self, request: Request, feature_set: str) -> Response:
         key = request.data.get("key")
         if not isinstance(key, str) or not key:
