@@ -43,7 +43,18 @@ def request_id_for(header: str | None) -> str:
     return uuid.uuid4().hex
 
 
+_SPECS: dict[tuple[int, str], DeploymentSpec] = {}
+
+
 def model_spec(ref: ModelRef) -> DeploymentSpec:
+    """The transport's spec of a model step's version (built once per version and process)."""
+    spec = _SPECS.get((ref.version_id, ref.artifact_sha256))
+    if spec is None:
+        spec = _SPECS[(ref.version_id, ref.artifact_sha256)] = _model_spec(ref)
+    return spec
+
+
+def _model_spec(ref: ModelRef) -> DeploymentSpec:
     return DeploymentSpec(
         deployment_id=-ref.version_id,
         endpoint="",
@@ -153,6 +164,12 @@ class Run:
         except FutureTimeout:
             raise DeadlineExceeded(f'pipeline "{self.label}": {ref.label} did not answer in time') from None
 
+    async def result_async(self, ref: ModelRef, future: Any) -> dict[str, np.ndarray]:
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.remaining() + 0.05)  # type: ignore[no-any-return]
+        except TimeoutError:
+            raise DeadlineExceeded(f'pipeline "{self.label}": {ref.label} did not answer in time') from None
+
     def features(self, step: FeatureLookup, keys: np.ndarray) -> np.ndarray:
         self.remaining()
         return features.fetch(step, keys)
@@ -205,7 +222,11 @@ def infer(
     started = time.perf_counter()
     run = Run(graph, timeout_s=timeout_s, request_id=request_id, trace=trace, endpoint=spec.endpoint)
     outputs = graph.run(run, inputs)
-    extra: dict[str, Any] = {"request_id": request_id}
+    return _result(run, outputs, started, trace)
+
+
+def _result(run: Run, outputs: dict[str, np.ndarray], started: float, trace: bool) -> InferResult:
+    extra: dict[str, Any] = {"request_id": run.request_id}
     if run.decisions:
         extra["decisions"] = run.decisions
     if trace:
@@ -216,11 +237,18 @@ def infer(
 async def infer_async(
     spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float, request_id: str, trace: bool = False
 ) -> InferResult:
-    """`infer` off the event loop: the steps block on batcher futures and the store."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        None, lambda: infer(spec, inputs, timeout_s=timeout_s, request_id=request_id, trace=trace)
-    )
+    """`infer` on an event loop: model calls awaited; a graph with a switch or a router (whose
+    branches wait on model calls inside a step) runs in a thread instead."""
+    graph = GRAPHS.get(spec.deployment_id)
+    if graph is None or not graph.loop_safe:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, lambda: infer(spec, inputs, timeout_s=timeout_s, request_id=request_id, trace=trace)
+        )
+    started = time.perf_counter()
+    run = Run(graph, timeout_s=timeout_s, request_id=request_id, trace=trace, endpoint=spec.endpoint)
+    outputs = await graph.run_async(run, inputs)
+    return _result(run, outputs, started, trace)
 
 
 class PipelineTransport:

@@ -449,11 +449,15 @@ class Model(Step):
         assert self.ref is not None
         self.writes = check_model_io(self, self.ref, self.inputs_map, self.outputs_map, types)
 
-    def run(self, runner: Runner, env: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    def calls(self, env: dict[str, np.ndarray]) -> list[tuple[ModelRef, dict[str, np.ndarray]]]:
         assert self.ref is not None
-        inputs = {s.name: env[self.inputs_map.get(s.name, s.name)] for s in self.ref.signature.inputs}
-        out = runner.result(self.ref, runner.submit(self.ref, inputs))
-        return {graph_name: out[own] for own, graph_name in self._exposed().items()}
+        return [(self.ref, {s.name: env[self.inputs_map.get(s.name, s.name)] for s in self.ref.signature.inputs})]
+
+    def finish(self, results: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        return {graph_name: results[0][own] for own, graph_name in self._exposed().items()}
+
+    def run(self, runner: Runner, env: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        return call_models(self, runner, env)
 
     def _exposed(self) -> dict[str, str]:
         assert self.ref is not None
@@ -554,13 +558,16 @@ class Ensemble(Step):
                     )
         self.writes = writes
 
+    def calls(self, env: dict[str, np.ndarray]) -> list[tuple[ModelRef, dict[str, np.ndarray]]]:
+        return [
+            (ref, {s.name: env[self.inputs_map.get(s.name, s.name)] for s in ref.signature.inputs})
+            for ref, _ in self.members
+        ]
+
     def run(self, runner: Runner, env: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        # Every member is submitted before any is awaited: they run in parallel.
-        futures = []
-        for ref, _ in self.members:
-            inputs = {s.name: env[self.inputs_map.get(s.name, s.name)] for s in ref.signature.inputs}
-            futures.append(runner.submit(ref, inputs))
-        results = [runner.result(ref, f) for (ref, _), f in zip(self.members, futures, strict=True)]
+        return call_models(self, runner, env)
+
+    def finish(self, results: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         weights = np.array([w for _, w in self.members], dtype=np.float64)
         out: dict[str, np.ndarray] = {}
         for own, name in self.outputs_map.items():
@@ -577,6 +584,14 @@ class Ensemble(Step):
             else:
                 out[name] = _vote(np.stack(arrays), weights)
         return out
+
+
+def call_models(step: Model | Ensemble, runner: Runner, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Submit every model call of a step before waiting on any (an ensemble's members run
+    in parallel), then combine."""
+    calls = step.calls(env)
+    futures = [runner.submit(ref, inputs) for ref, inputs in calls]
+    return step.finish([runner.result(ref, f) for (ref, _), f in zip(calls, futures, strict=True)])
 
 
 def _vote(labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -800,6 +815,34 @@ class CompiledPipeline:
         rows = _rows(inputs)
         for name in self.order:
             env.update(run_step(runner, self.steps[name], env, rows))
+        return {spec.name: env[spec.name] for spec in self.outputs}
+
+    @property
+    def loop_safe(self) -> bool:
+        """Whether `run_async` may run it on an event loop: no switch, router or arm (their
+        branches block on model calls); lookups and transforms are bounded and short."""
+        return all(not isinstance(self.steps[n], (Switch, Router)) for n in self.order)
+
+    async def run_async(self, runner: Runner, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`run` on an event loop: model calls are awaited (the batcher's futures), no thread."""
+        env = dict(inputs)
+        rows = _rows(inputs)
+        for name in self.order:
+            step = self.steps[name]
+            if not isinstance(step, (Model, Ensemble)):
+                env.update(run_step(runner, step, env, rows))
+                continue
+            started = time.perf_counter()
+            try:
+                calls = step.calls(env)
+                futures = [runner.submit(ref, call) for ref, call in calls]
+                results = [await runner.result_async(ref, f) for (ref, _), f in zip(calls, futures, strict=True)]  # type: ignore[attr-defined]
+                out = step.finish(results)
+            except Exception as exc:
+                runner.step_done(step, time.perf_counter() - started, None, exc)  # type: ignore[attr-defined]
+                raise
+            runner.step_done(step, time.perf_counter() - started, out, None)  # type: ignore[attr-defined]
+            env.update(out)
         return {spec.name: env[spec.name] for spec in self.outputs}
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from inference import services
 from inference.pipelines import services as pipeline_services
+from tests.pipelines.conftest import CARDS as CARD_FEATURES
 from tests.pipelines.conftest import expected_scores, fraud_spec
 
 pytestmark = pytest.mark.django_db
@@ -170,3 +171,55 @@ def test_metrics_count_each_steps_latency_and_errors(
     lookup_errors = [line for line in errors if 'step="lookup"' in line and 'pipeline="fraud:1"' in line]
     assert lookup_errors and float(lookup_errors[0].rsplit(" ", 1)[1]) >= 1
     assert 'modelhub_pipeline_step_latency_ms_bucket{le="+Inf",pipeline="fraud:1",step="business"' in text
+
+
+@pytest.mark.parametrize("combine", ["mean", "weighted_mean", "max", "concat", "majority_vote"])
+def test_each_ensemble_combination_matches_the_models_run_by_hand(
+    client: Any, engineer: Any, fraud_versions: Any, feature_set: str, combine: str
+) -> None:
+    import onnxruntime as ort
+
+    from tests.pipelines.conftest import SCALE, fraud_bytes
+
+    spec = fraud_spec(feature_set, 0.5)
+    ensemble = spec["steps"][3]
+    ensemble["combine"] = combine
+    ensemble["members"][1]["weight"] = 3.0
+    output = "label" if combine == "majority_vote" else "probabilities"
+    ensemble["outputs"] = {output: "combined"}
+    del spec["steps"][0]  # the business rules: the combined output is the answer here
+    spec["outputs"] = ["combined"]
+    name = serve(engineer, spec)
+    answer = predict(client, name, {"inputs": {"card_id": CARDS, "amount": AMOUNTS}})
+    assert answer.status_code == 200, answer.content
+    got = np.array(answer.json()["outputs"]["combined"])
+    rows = [
+        [a, CARD_FEATURES[c]["avg_amount"], CARD_FEATURES[c]["tx_count"], a / CARD_FEATURES[c]["avg_amount"]]
+        for a, c in zip(AMOUNTS, CARDS, strict=True)
+    ]
+    x = ((np.array(rows) - np.array(SCALE["mean"])) / np.array(SCALE["std"])).astype(np.float32)
+    each = [ort.InferenceSession(fraud_bytes(s)).run([output], {"x": x})[0] for s in (11, 21)]
+    expected = {
+        "mean": lambda: np.mean(each, axis=0),
+        "weighted_mean": lambda: (each[0] * 1 + each[1] * 3) / 4,
+        "max": lambda: np.max(each, axis=0),
+        "concat": lambda: np.concatenate(each, axis=-1),
+        "majority_vote": lambda: each[1],  # weight 3 against 1: the second model's label wins
+    }[combine]()
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_the_embedded_default_keeps_features_in_the_database(
+    client: Any, engineer: Any, fraud_versions: Any, settings: Any
+) -> None:
+    from inference.pipelines import features
+    from inference.pipelines.models import FeatureRow
+
+    settings.REDIS_URL = ""  # make run: no Redis
+    rows = [{"card_id": card, **values} for card, values in CARD_FEATURES.items()]
+    features.features_load(feature_set="cards-db", key="card_id", rows=rows)
+    assert FeatureRow.objects.filter(feature_set="cards-db").count() == len(rows) + 1  # + the statistics
+    name = serve(engineer, fraud_spec("cards-db", 0.5, on_missing="impute"))
+    answer = predict(client, name, {"inputs": {"card_id": [102, 999], "amount": [5.0, 6.0]}}, query="?trace=1")
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["trace"][0]["outputs"]["avg_amount"] == pytest.approx([900.0, (40.0 + 900.0 + 15.0) / 3])
