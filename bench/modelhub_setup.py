@@ -41,8 +41,9 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
+    from inference.endpoints import endpoint_create
     from inference.models import Deployment, Endpoint
-    from inference.services import endpoint_create, traffic_policy_revise
+    from inference.traffic import traffic_policy_revise
     from registry import storage
     from registry.models import ModelVersion, RegisteredModel
     from registry.services import model_register, model_version_create

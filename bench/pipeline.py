@@ -117,7 +117,7 @@ def setup(models_dir: Path, entities: int) -> None:
     call_command("migrate", verbosity=0, interactive=False)
     import numpy as np
 
-    from inference import services
+    from inference import endpoints, traffic
     from inference.pipelines import features
     from inference.pipelines import services as pipelines
     from registry import storage
@@ -151,10 +151,8 @@ def setup(models_dir: Path, entities: int) -> None:
         ("tiny-pipe", {"pipeline": "tiny-pipe", "version": 1}),
         ("fraud", {"pipeline": "fraud", "version": 1}),
     ):
-        created = services.endpoint_create(name=endpoint, user=user, require_key=False)
-        services.traffic_policy_revise(
-            endpoint=created, routes=[{**route, "role": "primary", "weight": 100}], user=user
-        )
+        created = endpoints.endpoint_create(name=endpoint, user=user, require_key=False)
+        traffic.traffic_policy_revise(endpoint=created, routes=[{**route, "role": "primary", "weight": 100}], user=user)
 
 
 # ------------------------------------------------------------------ load

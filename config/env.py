@@ -51,3 +51,16 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level() -> str:
+    """MODELHUB_LOG_LEVEL, upper-case (default INFO): the one reader for Django's logging, the
+    web servers (gunicorn and uvicorn take it lower-case) and the inference worker."""
+    raw = env_str("MODELHUB_LOG_LEVEL", "INFO")
+    level = raw.strip().upper() or "INFO"
+    if level not in LOG_LEVELS:
+        raise ImproperlyConfigured(f"MODELHUB_LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return level

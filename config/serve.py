@@ -42,7 +42,7 @@ import sys
 import time
 from typing import Any
 
-from config.env import env_str
+from config.env import log_level
 
 APP = "config.asgi_edge:application"
 log = logging.getLogger("modelhub.serve")
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=serving.web_processes(), help="default: MODELHUB_WEB_WORKERS")
     parser.add_argument("--backlog", type=int, default=2048)
     parser.add_argument("--keep-alive", type=int, default=5, help="seconds an idle connection is kept")
-    parser.add_argument("--log-level", default=env_str("MODELHUB_LOG_LEVEL", "info").lower())
+    parser.add_argument("--log-level", default=log_level().lower())
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

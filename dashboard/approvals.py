@@ -20,7 +20,7 @@ from accounts.roles import APPROVER, has_role
 from config.errors import NotFound
 from config.http import client_ip
 from dashboard.views import domain_errors_as_messages, page
-from registry import promotions, selectors
+from registry import gates, promotions, selectors
 from registry.models import AuditEvent
 
 STATUSES = ("pending", "approved", "rejected", "cancelled")
@@ -87,7 +87,7 @@ def approval_detail(request: HttpRequest, request_id: int) -> HttpResponse:
         found = selectors.promotion_get(request_id=request_id, user=request.user)
     except NotFound as exc:
         raise Http404(exc.message) from None
-    comparison = promotions.promotion_comparison(request=found)
+    comparison = gates.promotion_comparison(request=found)
     candidate, production = comparison["candidate"], comparison["production"]
     events = AuditEvent.objects.filter(object_type="registry.promotionrequest", object_id=str(found.pk)).order_by(
         "-created_at", "-id"

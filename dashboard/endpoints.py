@@ -1,9 +1,10 @@
 """Endpoint pages: health, the traffic split editor, policy history and rollback, API keys,
 a "try it" panel and code snippets.
 
-Writes call inference.services (the same functions the REST API calls) after the same
-role check as the API's permission class; the split's rules (weights add up to 100, one
-primary, shadows weigh 0, ready versions only) are decided there and come back as messages.
+Writes call inference.endpoints, inference.traffic and inference.api_keys (the same functions
+the REST API calls) after the same role check as the API's permission class; the split's rules
+(weights add up to 100, one primary, shadows weigh 0, ready versions only) are decided there
+and come back as messages.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from accounts.roles import APPROVER, ML_ENGINEER, has_role
 from config.errors import DomainError, NotFound
 from config.http import client_ip
 from dashboard.views import _health, domain_errors_as_messages, page, require_role
-from inference import rollouts, selectors, services
+from inference import api_keys, environments, rollouts, selectors, traffic
+from inference import endpoints as inference_endpoints
 from inference.models import ApiKey, Deployment, Endpoint, Rollout, TrafficPolicyRevision
 from inference.pool_services import deployment_warmup
 from registry.models import AuditEvent, ModelVersion
@@ -70,7 +72,7 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
 def endpoint_create(request: HttpRequest) -> HttpResponse:
     require_role(request, ML_ENGINEER, "creating an endpoint")
     team_name = request.POST.get("team", "").strip()
-    endpoint = services.endpoint_create(
+    endpoint = inference_endpoints.endpoint_create(
         name=request.POST.get("name", "").strip(),
         description=request.POST.get("description", "").strip(),
         team=team_for_user(request.user, team_name) if team_name else None,
@@ -150,7 +152,7 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         "warming": any(r["state"] == Deployment.State.LOADING for r in routes),
         "editor_rows": editor,
         "roles": ROLES,
-        "environment_rule": services.ENVIRONMENT_RULES[endpoint.environment],
+        "environment_rule": environments.ENVIRONMENT_RULES[endpoint.environment],
         "can_change_traffic": endpoint.environment != Endpoint.Environment.PRODUCTION
         or has_role(request.user, APPROVER),
         "keys": ApiKey.objects.filter(endpoints=endpoint).order_by("-created_at")[:20],
@@ -224,7 +226,7 @@ def _version_options(user: Any, endpoint: Endpoint, limit: int = 300) -> str:
     Only versions the user may see and the endpoint may serve (its team's or no team's).
     Versions the endpoint's environment forbids are greyed out (disabled) with the reason
     in their label; a version allowed only as a shadow says so. The service decides again
-    on save (services.environment_rule_check): this only spares people a refusal.
+    on save (environments.environment_rule_check): this only spares people a refusal.
     """
     environment = endpoint.environment
     versions = team_scope(ModelVersion.objects.filter(status=ModelVersion.Status.READY), user, team_field="model__team")
@@ -233,8 +235,8 @@ def _version_options(user: Any, endpoint: Endpoint, limit: int = 300) -> str:
     rows = versions.order_by("model__name", "-version").values_list("model__name", "version", "stage")[:limit]
     options = []
     for name, n, stage in rows:
-        taking = services.version_allowed(environment=environment, stage=stage, role=Deployment.Role.PRIMARY)
-        shadow = services.version_allowed(environment=environment, stage=stage, role=Deployment.Role.SHADOW)
+        taking = environments.version_allowed(environment=environment, stage=stage, role=Deployment.Role.PRIMARY)
+        shadow = environments.version_allowed(environment=environment, stage=stage, role=Deployment.Role.SHADOW)
         if taking:
             options.append(format_html('<option value="{}:{}">{} v{} ({})</option>', name, n, name, n, stage))
         elif shadow:
@@ -247,7 +249,7 @@ def _version_options(user: Any, endpoint: Endpoint, limit: int = 300) -> str:
                     '<option value="{}:{}" disabled title="{}">{} v{} ({}: not allowed on a {} endpoint)</option>',
                     name,
                     n,
-                    services.ENVIRONMENT_RULES[environment],
+                    environments.ENVIRONMENT_RULES[environment],
                     name,
                     n,
                     stage,
@@ -290,7 +292,7 @@ def routes_from_form(post: Any) -> list[dict[str, Any]]:
 def traffic_update(request: HttpRequest, name: str) -> HttpResponse:
     require_role(request, ML_ENGINEER, "changing the traffic split")
     endpoint = _endpoint(request, name)
-    revision = services.traffic_policy_revise(
+    revision = traffic.traffic_policy_revise(
         endpoint=endpoint,
         routes=routes_from_form(request.POST),
         user=request.user,
@@ -307,7 +309,7 @@ def traffic_update(request: HttpRequest, name: str) -> HttpResponse:
 def traffic_rollback(request: HttpRequest, name: str) -> HttpResponse:
     require_role(request, ML_ENGINEER, "rolling back the traffic split")
     raw = request.POST.get("revision", "")
-    revision = services.traffic_policy_rollback(
+    revision = traffic.traffic_policy_rollback(
         endpoint=_endpoint(request, name),
         revision=int(raw) if raw.isdigit() else None,
         user=request.user,
@@ -322,7 +324,7 @@ def traffic_rollback(request: HttpRequest, name: str) -> HttpResponse:
 @domain_errors_as_messages
 def endpoint_settings(request: HttpRequest, name: str) -> HttpResponse:
     require_role(request, ML_ENGINEER, "changing an endpoint")
-    services.endpoint_update(
+    inference_endpoints.endpoint_update(
         endpoint=_endpoint(request, name),
         user=request.user,
         source_ip=client_ip(request),
@@ -339,7 +341,7 @@ def endpoint_settings(request: HttpRequest, name: str) -> HttpResponse:
 def key_create(request: HttpRequest, name: str) -> HttpResponse:
     require_role(request, ML_ENGINEER, "creating an API key")
     endpoint = _endpoint(request, name)
-    key, secret = services.api_key_create(
+    key, secret = api_keys.api_key_create(
         name=request.POST.get("key_name", "").strip(),
         endpoints=[endpoint],
         user=request.user,
@@ -364,7 +366,7 @@ def key_revoke(request: HttpRequest, name: str, prefix: str) -> HttpResponse:
     key = ApiKey.objects.filter(endpoints=endpoint, prefix=prefix).first()
     if key is None:
         raise Http404(f"no key {prefix!r} on {name}")
-    services.api_key_revoke(key=key, user=request.user, source_ip=client_ip(request))
+    api_keys.api_key_revoke(key=key, user=request.user, source_ip=client_ip(request))
     messages.success(request, f"Key {key.name} ({prefix}) revoked.")
     return redirect("dash-endpoint", name=name)
 

@@ -1,4 +1,4 @@
-"""Monitoring and alert pages, over the monitoring app's selectors and services.
+"""Monitoring and alert pages, over the monitoring app's selectors and alert rules.
 
 Charts are built by dashboard.charts from `monitoring.selectors.endpoint_timeseries`
 (pre-aggregated roll-ups, never raw logs); the page refreshes them by fetching
@@ -33,7 +33,7 @@ from config.http import client_ip
 from dashboard import charts
 from dashboard.views import domain_errors_as_messages, page, require_role
 from inference.models import Deployment, Endpoint
-from monitoring import selectors, services
+from monitoring import alerts, selectors
 from monitoring.models import AlertEvent, AlertRule, MetricRollup
 
 # range -> (minutes, step in seconds): at most a few hundred points per line.
@@ -241,7 +241,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
 def alert_rule_create(request: HttpRequest) -> HttpResponse:
     require_role(request, ML_ENGINEER, "creating an alert rule")
     endpoint_for_user_or_404(request.user, request.POST.get("endpoint", ""))
-    rule = services.alert_rule_create(
+    rule = alerts.alert_rule_create(
         endpoint_name=request.POST.get("endpoint", ""),
         values=_rule_values(request.POST),
         user=request.user,
@@ -260,6 +260,6 @@ def alert_rule_delete(request: HttpRequest, rule_id: int) -> HttpResponse:
         get_visible_or_404(AlertRule.objects.all(), request.user, team_field="endpoint__team", pk=rule_id)
     except NotFound:
         raise Http404(f"no alert rule {rule_id}") from None
-    services.alert_rule_delete(rule_id=rule_id, user=request.user, source_ip=client_ip(request))
+    alerts.alert_rule_delete(rule_id=rule_id, user=request.user, source_ip=client_ip(request))
     messages.success(request, "Alert rule deleted.")
     return redirect("dash-alerts")

@@ -16,7 +16,8 @@ from rest_framework.views import APIView
 from accounts.permissions import ReadOrEngineerWrites, endpoint_for_user_or_404, team_for_user, visible_endpoints
 from config.errors import NotFound
 from config.http import client_ip
-from inference import selectors, services
+from inference import api_keys, selectors, traffic
+from inference.endpoints import ENDPOINT_FIELDS, endpoint_create, endpoint_update, route_models
 from inference.models import ApiKey
 from inference.serializers import (
     ApiKeyCreateSerializer,
@@ -32,7 +33,7 @@ from registry.selectors import model_get
 
 
 def _endpoint_fields(data: dict[str, Any], user: Any) -> dict[str, Any]:
-    fields = {k: v for k, v in data.items() if k in services.ENDPOINT_FIELDS}
+    fields = {k: v for k, v in data.items() if k in ENDPOINT_FIELDS}
     if "follows_model" in fields:
         # Another team's model is not found, as in the registry.
         fields["follows_model"] = (
@@ -79,10 +80,10 @@ class EndpointListCreate(generics.ListAPIView):
         serves = []
         if request.data.get("routes"):
             # Refuse a bad split, or one naming a model the caller may not see, before creating anything.
-            serves = services.route_models(services.routes_check(request.data["routes"]), user=request.user)
+            serves = route_models(traffic.routes_check(request.data["routes"]), user=request.user)
         # One transaction: a split the environment refuses leaves no endpoint behind.
         with transaction.atomic():
-            endpoint = services.endpoint_create(
+            endpoint = endpoint_create(
                 name=data.validated_data["name"],
                 user=request.user,
                 source_ip=client_ip(request),
@@ -91,7 +92,7 @@ class EndpointListCreate(generics.ListAPIView):
                 **fields,
             )
             if request.data.get("routes"):
-                services.traffic_policy_revise(
+                traffic.traffic_policy_revise(
                     endpoint=endpoint,
                     routes=request.data["routes"],
                     user=request.user,
@@ -121,9 +122,7 @@ class EndpointDetail(APIView):
         if "team" in data.validated_data:
             team = data.validated_data["team"]
             fields["team"] = team_for_user(request.user, team) if team else None
-        endpoint = services.endpoint_update(
-            endpoint=endpoint, user=request.user, source_ip=client_ip(request), **fields
-        )
+        endpoint = endpoint_update(endpoint=endpoint, user=request.user, source_ip=client_ip(request), **fields)
         return Response(EndpointDetailSerializer(endpoint).data)
 
 
@@ -143,7 +142,7 @@ class TrafficView(APIView):
     )
     def put(self, request: Request, name: str) -> Response:
         endpoint = _endpoint(request, name)
-        revision = services.traffic_policy_revise(
+        revision = traffic.traffic_policy_revise(
             endpoint=endpoint,
             routes=_routes_payload(request),
             user=request.user,
@@ -177,7 +176,7 @@ class RollbackView(APIView):
     def post(self, request: Request, name: str) -> Response:
         data = RollbackSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        revision = services.traffic_policy_rollback(
+        revision = traffic.traffic_policy_rollback(
             endpoint=_endpoint(request, name),
             revision=data.validated_data["revision"],
             user=request.user,
@@ -210,7 +209,7 @@ class KeyListCreate(generics.ListAPIView):
         for other in data.validated_data.get("endpoints", []):
             if other != endpoint.name:
                 endpoints.append(_endpoint(request, other))
-        key, secret = services.api_key_create(
+        key, secret = api_keys.api_key_create(
             name=data.validated_data["name"], endpoints=endpoints, user=request.user, source_ip=client_ip(request)
         )
         return Response({**ApiKeySerializer(key).data, "key": secret}, status=status.HTTP_201_CREATED)
@@ -225,5 +224,5 @@ class KeyRevoke(APIView):
         key = ApiKey.objects.filter(prefix=prefix, endpoints=endpoint).first()
         if key is None:
             raise NotFound(f'endpoint "{name}" has no key with prefix {prefix!r}')
-        services.api_key_revoke(key=key, user=request.user, source_ip=client_ip(request))
+        api_keys.api_key_revoke(key=key, user=request.user, source_ip=client_ip(request))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -40,6 +40,7 @@ from django.conf import settings
 
 from common.http import PredictRequest, Reply
 from config import heap
+from config.env import env_str
 from inference.dataplane import DATAPLANE, server_started, warm_in_process_deployments
 from inference.transport import in_process_transport
 
@@ -129,7 +130,7 @@ class EdgeASGI:
                 except Exception:  # noqa: BLE001 - a cold start is slower, not broken
                     log.exception("warming in-process deployments failed")
                 heap.settle()  # after imports and warm-up: full GC passes skip all of it
-                if os.environ.get("STATS_FILE"):
+                if env_str("STATS_FILE"):
                     threading.Thread(target=_write_stats_forever, name="batch-stats", daemon=True).start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

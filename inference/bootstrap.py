@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db import connection
 
-from inference import services
+from inference import api_keys, endpoints, traffic
 from inference.models import Endpoint
 from registry.demo import DEMO_MODEL_NAME
 from registry.models import ModelVersion
@@ -46,20 +46,20 @@ def serving_bootstrap(
         return None
     # A development endpoint: it serves the demo version as uploaded, never promoted, and
     # the environment rule holds (production endpoints take Production versions only).
-    endpoint = services.endpoint_create(
+    endpoint = endpoints.endpoint_create(
         name=DEMO_ENDPOINT,
         user=admin,
         environment=Endpoint.Environment.DEVELOPMENT,
         description="The demo iris classifier (a development endpoint), served in the web processes.",
         postprocessing={"steps": [{"op": "labels", "output": "label", "name": "species"}]},
     )
-    services.traffic_policy_revise(
+    traffic.traffic_policy_revise(
         endpoint=endpoint,
         routes=[{"model": DEMO_MODEL_NAME, "version": version.version, "role": "primary", "weight": 100}],
         user=admin,
         comment="bootstrap",
     )
-    _, key = services.api_key_create(name="demo", endpoints=[endpoint], user=admin)
+    _, key = api_keys.api_key_create(name="demo", endpoints=[endpoint], user=admin)
     write(f"demo endpoint created: {DEMO_ENDPOINT} -> {version} (in-process). API key (shown once): {key}")
     write(
         f"try it:\n  curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' "

@@ -13,7 +13,7 @@ class Endpoint(models.Model):
         CANARY = "canary", "starts a newly promoted production version as a canary"
 
     class Environment(models.TextChoices):
-        # What the endpoint may serve (inference.services.environment_rule_check):
+        # What the endpoint may serve (inference.environments.environment_rule_check):
         # production takes Production versions only, staging Staging or Production,
         # development any validated version. Development is the default so that trying a
         # model needs no approval; production is chosen explicitly, at creation.

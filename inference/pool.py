@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from config.env import env_float, env_str
 from config.errors import ServiceUnavailable
 from inference import pool_protocol as wire
 from inference.runtime.errors import (
@@ -65,11 +66,11 @@ def _setting(name: str, default: Any) -> Any:
 
 def _timeout(name: str, default: float) -> float:
     """Django setting, else environment variable, else the default."""
-    return float(_setting(name, None) or os.environ.get(name) or default)
+    return float(_setting(name, None) or env_float(name, default))
 
 
 def _redis_url() -> str:
-    url = _setting("MODELHUB_POOL_REDIS_URL", "") or _setting("REDIS_URL", "") or os.environ.get("REDIS_URL", "")
+    url = _setting("MODELHUB_POOL_REDIS_URL", "") or _setting("REDIS_URL", "") or env_str("REDIS_URL")
     if not url:
         raise ServiceUnavailable("worker-pool placement needs Redis (REDIS_URL is not set)", retry_after_s=5)
     return url

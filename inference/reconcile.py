@@ -117,9 +117,9 @@ def _warm(client: Any, keys: list[str]) -> dict[str, int]:
 
 def pool_reconcile(*, settle_s: float = 3.0, client: Any = None) -> ReconcileReport:
     """One reconcile pass over every worker-pool deployment (see the module's docstring)."""
+    from inference.loading import deployment_state_set
     from inference.pool import redis_client
     from inference.pool_services import _load_failure, _provider
-    from inference.services import deployment_state_set
 
     report = ReconcileReport()
     if client is None:

@@ -14,7 +14,7 @@ and `step_started_at` live in the row, so nothing is lost when every process res
        \\--before 100 %: confirmation or promotion needed--> waiting --> succeeded
     pause / resume / abort (-> aborted, stable routes) / promote (-> 100 % now)
 
-Traffic moves only through inference.services.traffic_policy_revise, so the environment
+Traffic moves only through inference.traffic.traffic_policy_revise, so the environment
 rule holds at every step: on a production endpoint a Staging candidate may be the canary
 of a rollout an approver started, and takes 100 % only once it is in Production (the
 normal approval; the rollout waits for it).
@@ -33,10 +33,10 @@ from django.utils import timezone
 from accounts.permissions import role_check, team_check
 from accounts.roles import APPROVER, ML_ENGINEER, has_role
 from config.errors import Conflict, DomainError, NotFound
-from inference import services
+from inference import environments, traffic
 from inference.models import Deployment, Endpoint, Rollout, RolloutEvent
+from monitoring.rollups import add_rollup
 from monitoring.selectors import deployment_window_totals, output_psi, window_point
-from monitoring.services import add_rollup
 from registry.audit import audit_record
 from registry.models import ModelVersion
 
@@ -162,14 +162,14 @@ def routes_at(stable: list[dict[str, Any]], candidate: ModelVersion, weight: int
     new = {"model": name, "version": number, **settings}
     if weight >= 100 or not taking:
         return [{**new, "role": Deployment.Role.PRIMARY, "weight": 100}, *shadows]
-    for route, share in zip(taking, services._scaled([r["weight"] for r in taking], 100 - weight), strict=True):
+    for route, share in zip(taking, traffic._scaled([r["weight"] for r in taking], 100 - weight), strict=True):
         route["weight"] = share
     taking = [r for r in taking if r["weight"] > 0]
     return [*taking, {**new, "role": Deployment.Role.CANARY, "weight": weight}, *shadows]
 
 
 def _revise(rollout: Rollout, routes: list[dict[str, Any]], comment: str) -> None:
-    services.traffic_policy_revise(
+    traffic.traffic_policy_revise(
         endpoint=rollout.endpoint,
         routes=routes,
         user=None,  # the system, acting for the person who started the rollout
@@ -271,7 +271,7 @@ def rollout_start(
             current = endpoint.revisions.filter(is_current=True).first()
             if current is None:
                 raise RolloutConflict(f'endpoint "{endpoint.name}" has no traffic split to roll out from')
-            stable = [{k: v for k, v in r.items() if k in services._ROUTE_KEYS} for r in current.routes]
+            stable = [{k: v for k, v in r.items() if k in traffic._ROUTE_KEYS} for r in current.routes]
             primary = next((r for r in stable if r["role"] == Deployment.Role.PRIMARY), stable[0])
             model = model or primary["model"]
             candidate = ModelVersion.objects.select_related("model").filter(model__name=model, version=version).first()
@@ -294,7 +294,7 @@ def rollout_start(
                 approved_start=has_role(user, APPROVER),
             )
             _record(
-                rollout, "start", f"{candidate} from {services.routes_summary(stable)}", actor=user, source_ip=source_ip
+                rollout, "start", f"{candidate} from {traffic.routes_summary(stable)}", actor=user, source_ip=source_ip
             )
             _step_apply(rollout, 0, now, actor=user)
     except IntegrityError:
@@ -360,7 +360,7 @@ def _full_blocked(rollout: Rollout) -> str:
     if rollout.plan["confirm_full"] and rollout.confirmed_by_id is None:
         return "the plan asks an approver to confirm 100 % (POST .../promote)"
     candidate = ModelVersion.objects.get(pk=rollout.candidate_id)
-    if not services.version_allowed(
+    if not environments.version_allowed(
         environment=rollout.endpoint.environment, stage=candidate.stage, role=Deployment.Role.PRIMARY
     ):
         return (
@@ -571,14 +571,12 @@ def alert_rollback(*, endpoint_id: int, alert: dict[str, Any], now: datetime | N
             return "rollout_rolled_back"
         endpoint = Endpoint.objects.get(pk=endpoint_id)
         current = endpoint.revisions.filter(is_current=True).first()
-        routes = [
-            {k: v for k, v in r.items() if k in services._ROUTE_KEYS} for r in (current.routes if current else [])
-        ]
+        routes = [{k: v for k, v in r.items() if k in traffic._ROUTE_KEYS} for r in (current.routes if current else [])]
         primary = next((r for r in routes if r["role"] == Deployment.Role.PRIMARY), None)
         if primary is None or not any(r["role"] == Deployment.Role.CANARY for r in routes):
             return "nothing"
         kept = [{**primary, "weight": 100}, *(r for r in routes if r["role"] == Deployment.Role.SHADOW)]
-        services.traffic_policy_revise(
+        traffic.traffic_policy_revise(
             endpoint=endpoint, routes=kept, user=None, comment=detail[:2000], action="traffic.alert_rollback"
         )
     return "canary_removed"

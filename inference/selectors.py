@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from config.errors import NotFound
 from inference.models import ApiKey, Deployment, Endpoint, TrafficPolicyRevision
 from inference.transport import DeploymentSpec
 from registry import storage
@@ -37,19 +36,8 @@ def endpoint_list() -> QuerySet[Endpoint]:
     return Endpoint.objects.select_related("follows_model", "owner", "team")
 
 
-def endpoint_get(*, name: str) -> Endpoint:
-    endpoint = endpoint_list().filter(name=name).first()
-    if endpoint is None:
-        raise NotFound(f"no endpoint named {name!r}")
-    return endpoint
-
-
 def revision_current(*, endpoint: Endpoint) -> TrafficPolicyRevision | None:
     return endpoint.revisions.filter(is_current=True).first()
-
-
-def deployments_of(*, endpoint: Endpoint) -> QuerySet[Deployment]:
-    return endpoint.deployments.select_related("endpoint", "model_version__model").order_by("pk")
 
 
 def api_keys_of(*, endpoint: Endpoint) -> QuerySet[ApiKey]:

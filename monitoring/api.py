@@ -34,7 +34,7 @@ from config.errors import DomainError, NotFound
 from config.exceptions import json_error
 from config.http import client_ip
 from config.parsers import JsonParser, read_limited
-from monitoring import prometheus, selectors, services
+from monitoring import alerts, drift, endpoint_settings, prometheus, selectors
 from monitoring.models import AlertRule, MonitoringSettings
 from monitoring.serializers import (
     AlertEventSerializer,
@@ -181,7 +181,7 @@ class AlertRuleListCreate(generics.ListAPIView):
         if not isinstance(endpoint, str) or not endpoint:
             raise DomainError("endpoint: the endpoint's name is required", details={"field": "endpoint"})
         endpoint_for_user_or_404(request.user, endpoint)
-        rule = services.alert_rule_create(
+        rule = alerts.alert_rule_create(
             endpoint_name=endpoint, values=data, user=request.user, source_ip=client_ip(request)
         )
         return Response(AlertRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
@@ -217,13 +217,13 @@ class AlertRuleDetail(APIView):
         if "endpoint" in data:
             raise DomainError("endpoint cannot be changed: create a new rule", details={"field": "endpoint"})
         _rule(request, pk)
-        rule = services.alert_rule_update(rule_id=pk, changes=data, user=request.user, source_ip=client_ip(request))
+        rule = alerts.alert_rule_update(rule_id=pk, changes=data, user=request.user, source_ip=client_ip(request))
         return Response(AlertRuleSerializer(rule).data)
 
     @extend_schema(summary="Delete an alert rule", responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
         _rule(request, pk)
-        services.alert_rule_delete(rule_id=pk, user=request.user, source_ip=client_ip(request))
+        alerts.alert_rule_delete(rule_id=pk, user=request.user, source_ip=client_ip(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -270,7 +270,7 @@ class EndpointMonitoringSettings(APIView):
         row = MonitoringSettings.objects.select_related("endpoint").filter(endpoint=endpoint).first()
         if row is None:
             row = MonitoringSettings(endpoint=endpoint, drift_sample_rate=settings.MONITORING_DEFAULT_DRIFT_SAMPLE_RATE)
-        return Response(services.monitoring_settings_dict(row))
+        return Response(endpoint_settings.monitoring_settings_dict(row))
 
     @extend_schema(
         summary="Change sampling rates, payload size cap, redacted fields",
@@ -279,10 +279,10 @@ class EndpointMonitoringSettings(APIView):
     )
     def patch(self, request: Request, name: str) -> Response:
         endpoint_for_user_or_404(request.user, name)
-        row = services.monitoring_settings_update(
+        row = endpoint_settings.monitoring_settings_update(
             endpoint_name=name, changes=_object(request.data), user=request.user, source_ip=client_ip(request)
         )
-        return Response(services.monitoring_settings_dict(row))
+        return Response(endpoint_settings.monitoring_settings_dict(row))
 
 
 class EndpointSamples(generics.ListAPIView):
@@ -339,7 +339,7 @@ class VersionReference(APIView):
 
         model_version = version_get(model_name=name, version=version, user=request.user)
         features, outputs = _reference_features(request, model_version.signature or {})
-        reference = services.reference_stats_set(
+        reference = drift.reference_stats_set(
             model=name,
             version=version,
             features=features,

@@ -195,10 +195,10 @@ class Flusher:
         }
         if not due:
             return
-        from monitoring import services
+        from monitoring import rollups
 
         try:
-            services.api_keys_last_used_store(due)
+            rollups.api_keys_last_used_store(due)
         except Exception as exc:  # the database being away must not stop flushing
             self._note_error(f"writing keys' last use: {exc}")
             return
@@ -260,13 +260,11 @@ class Flusher:
         payloads: list[dict[str, Any]],
     ) -> None:
         from config.db import retry_if_locked
-        from monitoring import services
+        from monitoring.rollups import monitoring_store_flush
 
         rollups = [((minute, ep, dep, role), keys.stats_to_rollup(s)) for (minute, ep, dep, role), s in stats.items()]
         # One short transaction, run again if it lost the race for SQLite's write lock.
-        retry_if_locked(
-            lambda: services.monitoring_store_flush(rollups=rollups, inputs=list(inputs.items()), payloads=payloads)
-        )
+        retry_if_locked(lambda: monitoring_store_flush(rollups=rollups, inputs=list(inputs.items()), payloads=payloads))
 
     def after_fork(self) -> None:
         # Threads do not survive a fork: the child starts its own on its first record.

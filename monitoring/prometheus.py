@@ -67,7 +67,7 @@ def _totals_from_redis(client: Any) -> dict[tuple[str, str, str], dict[str, Any]
 
 def _totals_from_database() -> dict[tuple[str, str, str], dict[str, Any]]:
     from monitoring.models import MetricRollup
-    from monitoring.services import ROLLUP_SUMS, add_rollup
+    from monitoring.rollups import ROLLUP_SUMS, add_rollup
 
     totals: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(dict)
     for row in MetricRollup.objects.values("endpoint", "deployment", "role", *ROLLUP_SUMS, "errors", "latency_buckets"):
@@ -178,10 +178,6 @@ def _write_predictions(out: _Writer, totals: dict[tuple[str, str, str], dict[str
         out.sample(
             "modelhub_model_seconds_total", t["model_ms_sum"] / 1000, endpoint=endpoint, version=version, role=role
         )
-
-
-def _decode(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _write_serving(out: _Writer, client: Any) -> None:

@@ -15,7 +15,7 @@ from django.utils import timezone
 from config.errors import DomainError
 from monitoring import keys
 from monitoring.models import AlertEvent, AlertRule, DriftScore, MetricRollup, PayloadSample, SchedulerHeartbeat
-from monitoring.services import ROLLUP_SUMS, _minute_dt, _redis, add_rollup
+from monitoring.rollups import ROLLUP_SUMS, _minute_dt, _redis, add_rollup
 from monitoring.stats import categorical_psi, latency_percentiles, summary_distribution
 
 log = logging.getLogger(__name__)
@@ -154,16 +154,6 @@ def endpoint_annotations(endpoint: str, since: datetime, until: datetime) -> lis
         out.append((event.created_at, "alert", f"alert {event.kind}: {name} ({value})"))
     out.sort(key=lambda item: item[0])
     return [{"t": t.isoformat(), "kind": kind, "text": text} for t, kind, text in out]
-
-
-def endpoint_summary(endpoint: str, *, now: datetime, minutes: int = 60) -> dict[str, Any]:
-    """Totals per version over the last `minutes`: requests, error rate, p50/p95/p99."""
-    total: dict[str, dict[str, Any]] = {}
-    for row in MetricRollup.objects.filter(endpoint=endpoint, minute__gte=now - timedelta(minutes=minutes)).values(
-        "deployment", *ROLLUP_SUMS, "errors", "latency_buckets", "outputs"
-    ):
-        add_rollup(total.setdefault(row["deployment"], {}), row)
-    return {deployment: _point(values, minutes * 60) for deployment, values in total.items()}
 
 
 def alert_rule_list(*, endpoint: str = "", metric: str = "", state: str = "") -> QuerySet[AlertRule]:

@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import serving  # noqa: E402
-from config.env import env_int, env_str  # noqa: E402
+from config.env import env_int, env_str, log_level  # noqa: E402
 
 _host, _port = serving.bind_address()
 bind = f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"
@@ -33,7 +33,7 @@ keepalive = 5
 max_requests = env_int("MODELHUB_WEB_MAX_REQUESTS", 0)
 accesslog = env_str("MODELHUB_ACCESS_LOG") or None
 errorlog = "-"
-loglevel = env_str("MODELHUB_LOG_LEVEL", "info").lower()
+loglevel = log_level().lower()
 
 
 def post_worker_init(worker):  # noqa: ARG001 - gunicorn's hook signature

@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 from accounts.permissions import ApproverOnly
 from config.http import client_ip
 from config.renderers import JsonRenderer
-from registry import promotions, selectors
+from registry import gates, promotions, selectors
 from registry.models import PromotionRequest
 from registry.serializers import (
     AuditEventSerializer,
@@ -53,7 +53,7 @@ class PromotionDetailSerializer(PromotionRequestSerializer):
         )
     )
     def get_comparison(self, obj: PromotionRequest) -> dict[str, Any]:
-        return promotions.promotion_comparison(request=obj)
+        return gates.promotion_comparison(request=obj)
 
 
 class PromotionCreate(APIView):

@@ -16,6 +16,7 @@ from accounts.models import Team
 from registry import storage
 from registry.audit import audit_record
 from registry.errors import DuplicateArtifact, InvalidMetadata, InvalidName, InvalidTransition
+from registry.gates import gate_settings_check
 from registry.models import ModelVersion, RegisteredModel
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,6 @@ def model_update(
     if "tags" in changes:
         changes["tags"] = tags_check(changes["tags"])
     if "gate_settings" in changes:
-        from registry.promotions import gate_settings_check
-
         changes["gate_settings"] = gate_settings_check(changes["gate_settings"])
     for key, value in changes.items():
         setattr(model, key, value)

@@ -24,7 +24,7 @@ from schemathesis.checks import (
 
 from accounts.roles import ADMIN
 from accounts.services import user_token_create
-from inference import services
+from inference import endpoints, traffic
 from tests.inference.test_team_scoping_endpoints import ready_version
 from tests.registry import governance as g
 
@@ -63,8 +63,8 @@ def admin_token(django_user_model: Any) -> str:
     admin.groups.add(Group.objects.get_or_create(name=ADMIN)[0])
     team = g.team("fuzz", admin)
     ready_version("iris", team, 0)
-    endpoint = services.endpoint_create(name="iris", user=admin)
-    services.traffic_policy_revise(
+    endpoint = endpoints.endpoint_create(name="iris", user=admin)
+    traffic.traffic_policy_revise(
         endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=admin
     )
     return user_token_create(user=admin, name="fuzz")[1]

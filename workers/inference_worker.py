@@ -40,6 +40,7 @@ import orjson
 import redis
 
 from config import heap
+from config.env import env_int, env_str, log_level
 from inference import pool_protocol as wire
 from inference.runtime.batcher import DynamicBatcher
 from inference.runtime.codec import check_inputs
@@ -379,7 +380,7 @@ class InferenceWorker:
 
 def write_batch_stats(stats: dict[str, Any]) -> None:
     """For bench/harness.py: $STATS_FILE.pid<PID>.json = {model: {"calls": N, "rows": M}}, if STATS_FILE is set."""
-    path = os.environ.get("STATS_FILE")
+    path = env_str("STATS_FILE")
     if not path:
         return
     data = {model: {"calls": st.batches, "rows": st.rows} for model, st in stats.items()}
@@ -405,13 +406,13 @@ def preload_cuda_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Modelhub inference worker (worker-pool placement)")
-    parser.add_argument("--device", choices=["cpu", "gpu"], default=os.environ.get("MODELHUB_WORKER_DEVICE", "cpu"))
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--pullers", type=int, default=int(os.environ.get("MODELHUB_WORKER_PULLERS", "4")))
-    intra = int(os.environ.get("MODELHUB_WORKER_INTRA_OP") or 0) or None  # empty (from a .env) = unset
+    parser.add_argument("--device", choices=["cpu", "gpu"], default=env_str("MODELHUB_WORKER_DEVICE", "cpu"))
+    parser.add_argument("--redis-url", default=env_str("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--pullers", type=int, default=env_int("MODELHUB_WORKER_PULLERS", 4))
+    intra = env_int("MODELHUB_WORKER_INTRA_OP", 0) or None  # empty (from a .env) = unset
     parser.add_argument("--intra-op-threads", type=int, default=intra, help="ORT intra-op threads (default: ORT's)")
-    parser.add_argument("--worker-id", default=os.environ.get("MODELHUB_WORKER_ID") or None)
-    parser.add_argument("--log-level", default=os.environ.get("MODELHUB_LOG_LEVEL", "INFO"))
+    parser.add_argument("--worker-id", default=env_str("MODELHUB_WORKER_ID") or None)
+    parser.add_argument("--log-level", default=log_level())
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.device == "gpu":

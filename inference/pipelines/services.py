@@ -208,7 +208,7 @@ def _version_add(
     return version
 
 
-# --- attaching to an endpoint (called by inference.services for routes {"pipeline": ...}) ---
+# --- attaching to an endpoint (called by inference.traffic for routes {"pipeline": ...}) ---
 
 PIPELINE_REF = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

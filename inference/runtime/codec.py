@@ -1,14 +1,13 @@
-"""Request decoding and response encoding, checked against a model's Signature.
+"""Request decoding and V2 response encoding, checked against a model's Signature.
 
 Two wire formats:
 
-- Simple JSON: `{"instances": [row, ...]}` (a row is the input's row for a one-input
-  model, or an object of name -> row) or `{"inputs": {name: nested list}}`. Responses
-  follow TensorFlow Serving: "instances" -> `{"predictions": ...}`, "inputs" ->
-  `{"outputs": {name: nested list}}`.
+- Simple JSON requests: `{"instances": [row, ...]}` (a row is the input's row for a
+  one-input model, or an object of name -> row) or `{"inputs": {name: nested list}}`.
+  Their answer is written by the edge (`inference/edge.py`), not here.
 - The Open Inference Protocol (KServe V2) REST body, as JSON tensors or with the binary
   tensor extension (`Inference-Header-Content-Length`), byte-compatible with
-  tritonclient.http.
+  tritonclient.http; requests and responses.
 
 Nothing reaches ONNX Runtime unchecked: names, datatypes, rank, fixed dims, batch size,
 element counts, binary sizes and (for float inputs, unless allowed) NaN/Inf. Datatypes
@@ -26,7 +25,7 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import orjson
@@ -44,7 +43,6 @@ from inference.runtime.signature import (
 )
 
 Array = NDArray[Any]
-RequestFormat = Literal["instances", "inputs"]
 
 HEADER_LENGTH_HEADER = "Inference-Header-Content-Length"
 
@@ -224,11 +222,6 @@ def decode_simple(
     return check_inputs(arrays, signature, max_batch_size=max_batch_size, allow_non_finite=allow_non_finite)
 
 
-def simple_request_format(body: Mapping[str, Any]) -> RequestFormat:
-    """Which simple format a decoded body used, to answer in the matching one."""
-    return "instances" if "instances" in body else "inputs"
-
-
 def _columns_from_instances(instances: Any, signature: Signature) -> dict[str, Any]:
     if not isinstance(instances, list) or not instances:
         raise InputError('"instances" must be a non-empty list of rows')
@@ -261,53 +254,8 @@ def _columns_from_inputs(inputs: Any, signature: Signature) -> dict[str, Any]:
     raise InputError('"inputs" must be an object of input name -> nested list')
 
 
-def _json_safe(arr: Array) -> Any:
-    if arr.dtype.kind == "f":
-        finite = np.isfinite(arr)
-        if not finite.all():
-            safe = arr.astype(object)
-            safe[~finite] = None
-            return safe.tolist()
-    if arr.dtype.kind in "OS":
-        return np.vectorize(_text, otypes=[object])(arr).tolist() if arr.size else arr.tolist()
-    return arr.tolist()
-
-
 def _text(value: Any) -> Any:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def encode_simple_response(
-    outputs: Mapping[str, Array],
-    *,
-    request_format: RequestFormat = "instances",
-    model_name: str = "",
-    model_version: str = "",
-) -> dict[str, Any]:
-    """A JSON-safe response dict (NaN/Inf -> None) in the format the request used.
-
-    "instances": `{"predictions": rows}`, a row being the output's row for a one-output
-    model or an object of name -> row; if the outputs do not share a first dimension
-    the rows cannot be zipped and the answer is `{"outputs": {name: value}}` instead.
-    "inputs": `{"outputs": {name: nested list}}`.
-    """
-    result: dict[str, Any] = {}
-    if model_name:
-        result["model_name"] = model_name
-    if model_version:
-        result["model_version"] = model_version
-    columns = {name: _json_safe(arr) for name, arr in outputs.items()}
-    if request_format == "instances":
-        if len(columns) == 1:
-            result["predictions"] = next(iter(columns.values()))
-            return result
-        lengths = {arr.shape[0] if arr.ndim else -1 for arr in outputs.values()}
-        if len(lengths) == 1 and -1 not in lengths:
-            names = list(columns)
-            result["predictions"] = [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
-            return result
-    result["outputs"] = columns
-    return result
 
 
 @dataclass(frozen=True)

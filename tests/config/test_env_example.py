@@ -19,11 +19,7 @@ NOT_SETTINGS = {
 # Files that still read os.environ themselves, and why.
 RAW_READS_ALLOWED = {
     "config/env.py": "the typed readers themselves",
-    "inference/pool.py": "settings first, then the environment for scripts without Django; "
-    "being reworked by another branch this wave (one pool client)",
-    "workers/inference_worker.py": "the worker's command line defaults; being reworked by another branch this wave",
     "inference/runtime/validation.py": "copies the whole environment into the validation child",
-    "inference/asgi.py": "STATS_FILE, the benchmark harness's hand-off",
 }
 
 

@@ -140,13 +140,13 @@ def test_a_viewer_cannot_create_rules(viewer_client, flowers):
 
 
 def test_a_firing_rule_shows_on_the_alerts_page_and_home(browser_client, flowers):
-    from monitoring import services
+    from monitoring import alerts
 
     browser_client.post("/alerts/rules/new", rule_form())
     rollups("flowers", "iris:1", "primary", count=100, errors=20)
     from monitoring.models import AlertRule
 
-    event = services.alert_rule_evaluate(rule_id=AlertRule.objects.get().pk)
+    event = alerts.alert_rule_evaluate(rule_id=AlertRule.objects.get().pk)
     assert event is not None and event.kind == "firing"
     html = browser_client.get("/alerts/").content.decode()
     assert "1 firing" in html and 'class="badge firing"' in html

@@ -99,7 +99,7 @@ def seed_extras(user: Any, approver: Any, made: dict[str, Any]) -> dict[str, str
     import random
 
     from inference.models import TrafficPolicyRevision
-    from monitoring import services as monitoring_services
+    from monitoring import alerts
     from monitoring.models import MetricRollup
     from monitoring.recorder import LATENCY_BUCKETS_MS
     from registry import promotions
@@ -170,7 +170,7 @@ def seed_extras(user: Any, approver: Any, made: dict[str, Any]) -> dict[str, str
                 )
             )
     MetricRollup.objects.bulk_create(rows)
-    rule = monitoring_services.alert_rule_create(
+    rule = alerts.alert_rule_create(
         endpoint_name="churn",
         user=user,
         values={
@@ -183,7 +183,7 @@ def seed_extras(user: Any, approver: Any, made: dict[str, Any]) -> dict[str, str
             "deployment": "churn-predictor:7",
         },
     )
-    monitoring_services.alert_rule_create(
+    alerts.alert_rule_create(
         endpoint_name="churn",
         user=user,
         values={
@@ -194,7 +194,7 @@ def seed_extras(user: Any, approver: Any, made: dict[str, Any]) -> dict[str, str
             "window_minutes": 5,
         },
     )
-    monitoring_services.alert_rule_evaluate(rule_id=rule.pk)
+    alerts.alert_rule_evaluate(rule_id=rule.pk)
     pages["monitoring"] = "/monitoring/churn/"
     pages["alerts"] = "/alerts/"
     return pages

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def test_split_predict_watch_and_alert(page, engineer):
-    from monitoring import flusher, services
+    from monitoring import alerts, flusher, rollups
 
     ready_iris(engineer)
     sign_in(page, "erin")
@@ -52,7 +52,7 @@ def test_split_predict_watch_and_alert(page, engineer):
 
     # What beat does every minute: move the counters to Redis, close the minute, roll it up.
     flusher.flush_now()
-    services.rollup_minutes(now=timezone.now() + timedelta(minutes=3))
+    rollups.rollup_minutes(now=timezone.now() + timedelta(minutes=3))
     page.goto("/monitoring/flowers/")
     page.locator("#monitor-status[data-requests]").wait_for()
     assert page.locator("#monitor-status").get_attribute("data-requests") == "6"
@@ -65,7 +65,7 @@ def test_split_predict_watch_and_alert(page, engineer):
     page.get_by_label("Window (min)").fill("10")
     page.get_by_role("button", name="Create rule").click()
     assert "created" in page.get_by_role("status").first.inner_text()
-    services.alerts_evaluate()
+    alerts.alerts_evaluate()
     page.reload()
     assert page.locator(".rule-state").inner_text() == "firing"
     assert "firing" in page.get_by_role("table", name="Alert history").inner_text()

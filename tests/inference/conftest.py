@@ -10,7 +10,7 @@ import onnx
 import pytest
 from django.test import TestCase
 
-from inference import services
+from inference import api_keys, endpoints, traffic
 from inference.routing_cache import edge_cache
 from inference.shadow import shadow_pool
 from registry import services as registry_services
@@ -48,14 +48,12 @@ IRIS_META = {"class_names": ["setosa", "versicolor", "virginica"]}
 
 def iris_served_with_key(user: Any, key_name: str) -> str:
     """The demo iris v1 as the "iris" endpoint's primary, and a new app key for it (returned)."""
-    from inference import services
-
     version_add("iris", iris_variant(0), user, IRIS_META)
-    endpoint = services.endpoint_create(name="iris", user=user)
-    services.traffic_policy_revise(
+    endpoint = endpoints.endpoint_create(name="iris", user=user)
+    traffic.traffic_policy_revise(
         endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=user
     )
-    _, key = services.api_key_create(name=key_name, endpoints=[endpoint], user=user)
+    _, key = api_keys.api_key_create(name=key_name, endpoints=[endpoint], user=user)
     return key
 
 
@@ -80,9 +78,9 @@ def iris_v2(engineer: Any, iris_v1: ModelVersion) -> ModelVersion:
 @pytest.fixture
 def make_endpoint(engineer: Any) -> Callable[..., Any]:
     def make(name: str = "iris", routes: list[dict[str, Any]] | None = None, **fields: Any) -> Any:
-        endpoint = services.endpoint_create(name=name, user=engineer, **fields)
+        endpoint = endpoints.endpoint_create(name=name, user=engineer, **fields)
         if routes:
-            services.traffic_policy_revise(endpoint=endpoint, routes=routes, user=engineer)
+            traffic.traffic_policy_revise(endpoint=endpoint, routes=routes, user=engineer)
         endpoint.refresh_from_db()
         return endpoint
 
@@ -96,7 +94,7 @@ def iris_endpoint(make_endpoint: Callable[..., Any], iris_v1: ModelVersion) -> A
 
 @pytest.fixture
 def app_key(iris_endpoint: Any, engineer: Any) -> str:
-    _, secret = services.api_key_create(name="app", endpoints=[iris_endpoint], user=engineer)
+    _, secret = api_keys.api_key_create(name="app", endpoints=[iris_endpoint], user=engineer)
     return secret
 
 

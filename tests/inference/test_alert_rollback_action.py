@@ -9,9 +9,9 @@ import pytest
 from django.test import TestCase
 from django.utils import timezone
 
-from inference import rollouts, services
+from inference import endpoints, rollouts, traffic
 from inference.models import Endpoint, Rollout, TrafficPolicyRevision
-from monitoring import services as monitoring
+from monitoring import alerts
 from monitoring.models import MetricRollup
 from registry.models import AuditEvent, ModelVersion
 from tests.conftest import client_for
@@ -29,8 +29,8 @@ def split(endpoint: Endpoint) -> list[tuple[int, str, int]]:
 def endpoint(engineer: Any) -> Endpoint:
     version_add("iris", iris_variant(0), engineer, IRIS_META)
     version_add("iris", iris_variant(1), engineer, IRIS_META)
-    endpoint = services.endpoint_create(name="flowers", user=engineer)
-    services.traffic_policy_revise(
+    endpoint = endpoints.endpoint_create(name="flowers", user=engineer)
+    traffic.traffic_policy_revise(
         endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=engineer
     )
     return endpoint
@@ -44,13 +44,13 @@ def failing_minute() -> None:
 
 
 def fire(engineer: Any, action: str) -> None:
-    rule = monitoring.alert_rule_create(
+    rule = alerts.alert_rule_create(
         endpoint_name="flowers",
         values={"metric": "error_rate", "threshold": 0.1, "deployment": "iris:2", "action": action},
         user=engineer,
     )
     with TestCase.captureOnCommitCallbacks(execute=True):
-        event = monitoring.alert_rule_evaluate(rule_id=rule.pk)
+        event = alerts.alert_rule_evaluate(rule_id=rule.pk)
     assert event is not None and event.kind == "firing"
 
 
@@ -73,7 +73,7 @@ def test_without_a_rollout_it_drops_the_canary(endpoint: Endpoint, engineer: Any
         {"model": "iris", "version": 1, "role": "primary", "weight": 90},
         {"model": "iris", "version": 2, "role": "canary", "weight": 10},
     ]
-    services.traffic_policy_revise(endpoint=endpoint, routes=routes, user=engineer)
+    traffic.traffic_policy_revise(endpoint=endpoint, routes=routes, user=engineer)
     failing_minute()
     fire(engineer, "rollback")
     assert split(endpoint) == [(1, "primary", 100)]

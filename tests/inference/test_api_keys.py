@@ -7,7 +7,7 @@ import orjson
 import pytest
 from django.test import TestCase
 
-from inference import services
+from inference import api_keys
 from inference.models import ApiKey
 from inference.routing_cache import EdgeCache, edge_cache
 from tests.inference.conftest import ROWS, auth
@@ -40,7 +40,7 @@ def test_a_key_only_calls_the_endpoints_it_is_scoped_to(client: Any, app_key: st
 
 def test_a_revoked_key_is_refused_at_once_in_this_process(client: Any, app_key: str, engineer: Any) -> None:
     assert predict(client, app_key).status_code == 200
-    services.api_key_revoke(key=ApiKey.objects.get(), user=engineer)
+    api_keys.api_key_revoke(key=ApiKey.objects.get(), user=engineer)
     response = predict(client, app_key)
     assert response.status_code == 401
     assert "revoked" in response.json()["error"]["message"]
@@ -52,7 +52,7 @@ def test_a_revocation_reaches_other_processes_within_the_cache_window(app_key: s
     other = EdgeCache(check_every_s=0.2)
     assert other.api_key(app_key) is not None
     with TestCase.captureOnCommitCallbacks(execute=True):
-        services.api_key_revoke(key=ApiKey.objects.get(), user=engineer)
+        api_keys.api_key_revoke(key=ApiKey.objects.get(), user=engineer)
     deadline = time.monotonic() + 5
     while other.api_key(app_key) is not None:
         assert time.monotonic() < deadline, "revocation did not reach the other cache"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -10,7 +9,7 @@ import pytest
 
 pytest.importorskip("inference.edge")  # the serving edge (serving branch) this front calls
 
-from inference.asgi import EdgeASGI  # noqa: E402
+from tests.inference.asgi_client import asgi_call  # noqa: E402
 
 # The edge reads its routing cache's misses on the event loop, through a connection of its
 # own: it sees committed rows only.
@@ -23,46 +22,11 @@ def orm_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
-async def _django_not_called(scope: Any, receive: Any, send: Any) -> None:
-    await send({"type": "http.response.start", "status": 418, "headers": []})
-    await send({"type": "http.response.body", "body": b"django"})
-
-
-Headers = list[tuple[bytes, bytes]]
+Headers = list[tuple[str, str]]
 
 
 def call(method: str, path: str, body: bytes = b"", headers: Headers | None = None) -> tuple[int, dict, bytes]:
-    app = EdgeASGI(_django_not_called)
-    scope = {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), *(headers or [])],
-        "client": ("127.0.0.1", 1),
-    }
-    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)] or [b""]
-    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    async def run() -> None:
-        try:
-            await app(scope, receive, send)
-        finally:
-            from django.db import connections
-
-            connections.close_all()  # the loop's own connection, not the test's
-
-    asyncio.run(run())
-    start = sent[0]
-    head = {k.decode(): v.decode() for k, v in start["headers"]}
-    return start["status"], head, b"".join(m.get("body", b"") for m in sent[1:])
+    return asgi_call(method, path, body, [("content-type", "application/json"), *(headers or [])])
 
 
 def v2_body(rows: list[list[float]]) -> bytes:

@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
-from inference import services
+from inference import endpoints, traffic
 from tests.inference.conftest import version_add
 from tests.onnx_models import slow_model
 
@@ -15,8 +15,8 @@ pytestmark = pytest.mark.django_db
 
 def test_a_request_past_the_endpoint_deadline_gets_a_504_not_a_hang(client: Any, engineer: Any) -> None:
     version_add("slow", slow_model(depth=64, width=1024), engineer)
-    endpoint = services.endpoint_create(name="slow", user=engineer, timeout_ms=20, require_key=False)
-    services.traffic_policy_revise(
+    endpoint = endpoints.endpoint_create(name="slow", user=engineer, timeout_ms=20, require_key=False)
+    traffic.traffic_policy_revise(
         endpoint=endpoint, routes=[{"model": "slow", "version": 1, "role": "primary", "weight": 100}], user=engineer
     )
     rows = np.ones((64, 1024), dtype=np.float32).tolist()
@@ -55,9 +55,9 @@ def test_a_result_that_arrives_past_the_deadline_is_a_504_even_if_nothing_stoppe
     from inference.runtime import session
 
     version_add("slow", slow_model(depth=64, width=1024), engineer)
-    endpoint = services.endpoint_create(name="slow", user=engineer, timeout_ms=20, require_key=False)
+    endpoint = endpoints.endpoint_create(name="slow", user=engineer, timeout_ms=20, require_key=False)
     route = {"model": "slow", "version": 1, "role": "primary", "weight": 100, "max_batch_size": 1}
-    services.traffic_policy_revise(endpoint=endpoint, routes=[route], user=engineer)
+    traffic.traffic_policy_revise(endpoint=endpoint, routes=[route], user=engineer)
     monkeypatch.setattr(session, "_WATCHDOG", _StarvedWatchdog())
     rows = np.ones((64, 1024), dtype=np.float32).tolist()
     response = client.post(

@@ -9,7 +9,7 @@ from django.test import TestCase
 
 from accounts.roles import ADMIN, APPROVER
 from config.errors import Forbidden
-from inference import services
+from inference import endpoints, environments, traffic
 from inference.models import Endpoint, TrafficPolicyRevision
 from registry import promotions
 from registry import services as registry_services
@@ -59,8 +59,8 @@ def v2(engineer: Any, prod_v1: ModelVersion) -> ModelVersion:
 
 @pytest.fixture
 def production(prod_v1: ModelVersion, approver: Any, engineer: Any) -> Endpoint:
-    endpoint = services.endpoint_create(name="iris", user=engineer, environment="production")
-    services.traffic_policy_revise(endpoint=endpoint, routes=[route(1)], user=approver)
+    endpoint = endpoints.endpoint_create(name="iris", user=engineer, environment="production")
+    traffic.traffic_policy_revise(endpoint=endpoint, routes=[route(1)], user=approver)
     return endpoint
 
 
@@ -87,11 +87,11 @@ def test_production_takes_a_staging_version_only_as_a_shadow(
     production: Endpoint, v2: ModelVersion, approver: Any
 ) -> None:
     staged(v2, Stage.STAGING)
-    with pytest.raises(services.EnvironmentRuleBroken, match="is in Staging"):
-        services.traffic_policy_revise(
+    with pytest.raises(environments.EnvironmentRuleBroken, match="is in Staging"):
+        traffic.traffic_policy_revise(
             endpoint=production, routes=[route(1, weight=90), route(2, "canary", 10)], user=approver
         )
-    services.traffic_policy_revise(endpoint=production, routes=[route(1), route(2, "shadow", 0)], user=approver)
+    traffic.traffic_policy_revise(endpoint=production, routes=[route(1), route(2, "shadow", 0)], user=approver)
     assert current_routes(production) == [(1, "primary", 100), (2, "shadow", 0)]
 
 
@@ -99,7 +99,7 @@ def test_a_rollout_candidate_may_be_a_staging_canary_on_production(
     production: Endpoint, v2: ModelVersion, approver: Any
 ) -> None:
     staged(v2, Stage.STAGING)
-    services.traffic_policy_revise(
+    traffic.traffic_policy_revise(
         endpoint=production,
         routes=[route(1, weight=95), route(2, "canary", 5)],
         user=None,
@@ -107,26 +107,26 @@ def test_a_rollout_candidate_may_be_a_staging_canary_on_production(
     )
     assert current_routes(production) == [(1, "primary", 95), (2, "canary", 5)]
     # ... but never its primary.
-    with pytest.raises(services.EnvironmentRuleBroken):
-        services.traffic_policy_revise(endpoint=production, routes=[route(2)], user=None, rollout_candidate=("iris", 2))
+    with pytest.raises(environments.EnvironmentRuleBroken):
+        traffic.traffic_policy_revise(endpoint=production, routes=[route(2)], user=None, rollout_candidate=("iris", 2))
 
 
 def test_staging_takes_staging_or_production_versions_only(
     prod_v1: ModelVersion, v2: ModelVersion, engineer: Any
 ) -> None:
-    endpoint = services.endpoint_create(name="iris-staging", user=engineer, environment="staging")
-    with pytest.raises(services.EnvironmentRuleBroken, match="staging endpoint takes only Staging or Production"):
-        services.traffic_policy_revise(endpoint=endpoint, routes=[route(2)], user=engineer)
+    endpoint = endpoints.endpoint_create(name="iris-staging", user=engineer, environment="staging")
+    with pytest.raises(environments.EnvironmentRuleBroken, match="staging endpoint takes only Staging or Production"):
+        traffic.traffic_policy_revise(endpoint=endpoint, routes=[route(2)], user=engineer)
     staged(v2, Stage.STAGING)
-    services.traffic_policy_revise(
+    traffic.traffic_policy_revise(
         endpoint=endpoint, routes=[route(1, weight=50), route(2, "canary", 50)], user=engineer
     )
     assert current_routes(endpoint) == [(1, "primary", 50), (2, "canary", 50)]
 
 
 def test_development_takes_any_validated_version(v2: ModelVersion, engineer: Any) -> None:
-    endpoint = services.endpoint_create(name="iris-dev", user=engineer)
-    services.traffic_policy_revise(endpoint=endpoint, routes=[route(2)], user=engineer)
+    endpoint = endpoints.endpoint_create(name="iris-dev", user=engineer)
+    traffic.traffic_policy_revise(endpoint=endpoint, routes=[route(2)], user=engineer)
     assert current_routes(endpoint) == [(2, "primary", 100)]
 
 
@@ -144,7 +144,7 @@ def test_traffic_changes_on_production_need_the_approver_role(
 
 
 def test_traffic_audit_records_show_the_split_readably(production: Endpoint, approver: Any) -> None:
-    services.traffic_policy_revise(endpoint=production, routes=[route(1)], user=approver, comment="again")
+    traffic.traffic_policy_revise(endpoint=production, routes=[route(1)], user=approver, comment="again")
     event = AuditEvent.objects.filter(action="traffic.revise").order_by("-pk").first()
     assert event.before["split"] == "iris v1 primary 100%"
     assert event.after["split"] == "iris v1 primary 100%"
@@ -153,14 +153,14 @@ def test_traffic_audit_records_show_the_split_readably(production: Endpoint, app
 def test_changing_the_environment_is_an_admins_audited_action(
     prod_v1: ModelVersion, v2: ModelVersion, engineer: Any, approver: Any, boss: Any
 ) -> None:
-    endpoint = services.endpoint_create(name="iris-dev", user=engineer)
-    services.traffic_policy_revise(endpoint=endpoint, routes=[route(2)], user=engineer)
+    endpoint = endpoints.endpoint_create(name="iris-dev", user=engineer)
+    traffic.traffic_policy_revise(endpoint=endpoint, routes=[route(2)], user=engineer)
     response = client_for(approver).patch("/api/v1/endpoints/iris-dev/", {"environment": "production"}, format="json")
     assert response.status_code == 403
     # v2 was never promoted: the endpoint cannot become production while it serves v2.
     response = client_for(boss).patch("/api/v1/endpoints/iris-dev/", {"environment": "production"}, format="json")
     assert response.status_code == 409 and response.json()["error"]["details"]["version"] == 2
-    services.traffic_policy_revise(endpoint=endpoint, routes=[route(1)], user=engineer)
+    traffic.traffic_policy_revise(endpoint=endpoint, routes=[route(1)], user=engineer)
     response = client_for(boss).patch("/api/v1/endpoints/iris-dev/", {"environment": "production"}, format="json")
     assert response.status_code == 200 and response.json()["environment"] == "production"
     event = AuditEvent.objects.get(action="endpoint.environment", object_id=str(endpoint.pk))
@@ -216,8 +216,8 @@ def test_archiving_a_version_a_staging_endpoint_serves_is_refused_with_the_endpo
     prod_v1: ModelVersion, v2: ModelVersion, engineer: Any, approver: Any
 ) -> None:
     staged(v2, Stage.STAGING)
-    endpoint = services.endpoint_create(name="iris-staging", user=engineer, environment="staging")
-    services.traffic_policy_revise(
+    endpoint = endpoints.endpoint_create(name="iris-staging", user=engineer, environment="staging")
+    traffic.traffic_policy_revise(
         endpoint=endpoint, routes=[route(1, weight=80), route(2, "canary", 20)], user=engineer
     )
     response = client_for(approver).post("/api/v1/models/iris/versions/2/archive", format="json")
@@ -235,10 +235,10 @@ def test_archiving_a_version_a_staging_endpoint_serves_is_refused_with_the_endpo
 
 
 def test_the_system_acting_for_an_approver_is_not_asked_for_a_role(production: Endpoint) -> None:
-    services.traffic_policy_revise(endpoint=production, routes=[route(1)], user=None, comment="system")
+    traffic.traffic_policy_revise(endpoint=production, routes=[route(1)], user=None, comment="system")
     assert AuditEvent.objects.filter(action="traffic.revise", actor_name="system").exists()
 
 
 def test_a_viewer_is_refused_before_the_environment_is_looked_at(production: Endpoint, viewer: Any) -> None:
     with pytest.raises(Forbidden):
-        services.traffic_policy_revise(endpoint=production, routes=[route(1)], user=viewer)
+        traffic.traffic_policy_revise(endpoint=production, routes=[route(1)], user=viewer)

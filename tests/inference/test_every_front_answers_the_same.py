@@ -3,7 +3,6 @@ the same status, body and headers from each, because one dispatcher answers them
 
 from __future__ import annotations
 
-import asyncio
 import io
 from typing import Any
 
@@ -12,8 +11,8 @@ import orjson
 import pytest
 from django.test import Client
 
-from inference.asgi import EdgeASGI
 from inference.wsgi import EdgeWSGI
+from tests.inference.asgi_client import asgi_call
 
 # The ASGI front reads the routing cache's misses on the event loop, through a connection
 # of its own: it sees committed rows only.
@@ -43,11 +42,6 @@ def _django_not_called_wsgi(environ: Any, start_response: Any) -> list[bytes]:
     return [b"django"]
 
 
-async def _django_not_called_asgi(scope: Any, receive: Any, send: Any) -> None:
-    await send({"type": "http.response.start", "status": 418, "headers": []})
-    await send({"type": "http.response.body", "body": b"django"})
-
-
 def via_wsgi(method: str, path: str, body: bytes, headers: dict[str, str], query: str = "") -> Answer:
     environ: dict[str, Any] = {
         "REQUEST_METHOD": method,
@@ -68,38 +62,9 @@ def via_wsgi(method: str, path: str, body: bytes, headers: dict[str, str], query
 
 
 def via_asgi(method: str, path: str, body: bytes, headers: dict[str, str], query: str = "") -> Answer:
-    app = EdgeASGI(_django_not_called_asgi)
     headers = {"content-length": str(len(body)), **headers}
-    scope = {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "query_string": query.encode(),
-        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 8000),
-    }
-    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)] or [b""]
-    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    async def run() -> None:
-        try:
-            await app(scope, receive, send)
-        finally:
-            from django.db import connections
-
-            connections.close_all()  # the loop's own connection, not the test's
-
-    asyncio.run(run())
-    head = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
-    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]), head
+    status, head, out = asgi_call(method, path, body, headers.items(), query=query, server=("127.0.0.1", 8000))
+    return status, out, head
 
 
 def via_django(method: str, path: str, body: bytes, headers: dict[str, str], query: str = "") -> Answer:

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from config.errors import DomainError
-from inference import services
+from inference import endpoints
 from tests.inference.conftest import auth
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +26,7 @@ def configure(endpoint: Any, user: Any, pre: dict[str, Any] | None = None, post:
         changes["preprocessing"] = pre
     if post is not None:
         changes["postprocessing"] = post
-    services.endpoint_update(endpoint=endpoint, user=user, **changes)
+    endpoints.endpoint_update(endpoint=endpoint, user=user, **changes)
 
 
 def test_named_features_fill_in_defaults(client: Any, iris_endpoint: Any, engineer: Any, app_key: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from monitoring import services
+from monitoring import rollups
 from monitoring.recorder import flush_now, recorder
 from tests.conftest import client_for
 from tests.inference.conftest import ROWS, auth
@@ -26,7 +26,7 @@ def test_http_predictions_show_up_in_the_endpoint_metrics(client: Any, app_key: 
     assert bad.status_code == 400
 
     flush_now()
-    services.rollup_minutes(now=later())
+    rollups.rollup_minutes(now=later())
     body = client_for(engineer).get("/api/v1/endpoints/iris/metrics?step=60").json()
 
     series = body["versions"]["iris:1"]
@@ -59,13 +59,13 @@ def test_in_process_predictions_record_batch_size_queue_and_model_time(
 ) -> None:
     """Both in-process paths (the batcher, and direct calls when max_batch_size is 1) say
     how each request ran, so the batch-size and model-time charts are not empty."""
-    from inference import services as inference_services
+    from inference import api_keys
 
     endpoint = make_endpoint(
         "iris",
         [{"model": "iris", "version": 1, "role": "primary", "weight": 100, "max_batch_size": max_batch_size}],
     )
-    _, key = inference_services.api_key_create(name="app", endpoints=[endpoint], user=engineer)
+    _, key = api_keys.api_key_create(name="app", endpoints=[endpoint], user=engineer)
     recorder.drain()
     for _ in range(5):
         ok = client.post(

@@ -10,8 +10,9 @@ from django.utils import timezone
 
 from accounts.roles import APPROVER
 from config.errors import Forbidden
-from inference import rollouts, services
+from inference import endpoints, rollouts
 from inference.models import Endpoint, Rollout, RolloutEvent, TrafficPolicyRevision
+from inference.traffic import traffic_policy_revise
 from monitoring.models import MetricRollup
 from monitoring.selectors import deployment_window_totals
 from registry.models import AuditEvent, ModelVersion
@@ -57,8 +58,8 @@ def v2(engineer: Any) -> ModelVersion:
 
 @pytest.fixture
 def endpoint(v2: ModelVersion, engineer: Any) -> Endpoint:
-    endpoint = services.endpoint_create(name="flowers", user=engineer)
-    services.traffic_policy_revise(
+    endpoint = endpoints.endpoint_create(name="flowers", user=engineer)
+    traffic_policy_revise(
         endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=engineer
     )
     return endpoint
@@ -180,8 +181,8 @@ def test_on_production_a_staging_candidate_canaries_and_waits_for_its_promotion(
 ) -> None:
     ModelVersion.objects.filter(model__name="iris", version=1).update(stage="Production")
     ModelVersion.objects.filter(pk=v2.pk).update(stage="Staging")
-    endpoint = services.endpoint_create(name="flowers", user=engineer, environment="production")
-    services.traffic_policy_revise(
+    endpoint = endpoints.endpoint_create(name="flowers", user=engineer, environment="production")
+    traffic_policy_revise(
         endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=approver
     )
     with pytest.raises(Forbidden, match="approver"):
@@ -288,8 +289,8 @@ def test_an_evaluation_waits_for_another_schedulers_step_and_does_not_repeat_it(
 
     version_add("iris", iris_variant(0), engineer, IRIS_META)
     version_add("iris", iris_variant(1), engineer, IRIS_META)
-    endpoint = services.endpoint_create(name="flowers", user=engineer)
-    services.traffic_policy_revise(
+    endpoint = endpoints.endpoint_create(name="flowers", user=engineer)
+    traffic_policy_revise(
         endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=engineer
     )
     rollout = start(endpoint, engineer, t0)
@@ -338,8 +339,8 @@ def test_approving_the_candidate_to_production_mid_rollout_finishes_it(
 
     ModelVersion.objects.filter(model__name="iris", version=1).update(stage="Production")
     ModelVersion.objects.filter(pk=v2.pk).update(stage="Staging")
-    endpoint = services.endpoint_create(name="flowers", user=engineer, environment="production")
-    services.traffic_policy_revise(
+    endpoint = endpoints.endpoint_create(name="flowers", user=engineer, environment="production")
+    traffic_policy_revise(
         endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=approver
     )
     rollout = start(endpoint, approver, t0)

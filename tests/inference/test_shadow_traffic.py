@@ -7,7 +7,7 @@ import numpy as np
 import orjson
 import pytest
 
-from inference import services
+from inference import traffic
 from inference.shadow import ShadowPool, outputs_agree, shadow_pool, shadow_run
 from monitoring.recorder import recorder
 from tests.inference.conftest import ROWS, auth
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 def test_the_caller_gets_the_primary_answer_and_the_shadow_is_recorded(
     client: Any, iris_endpoint: Any, iris_v2: Any, engineer: Any, app_key: str
 ) -> None:
-    services.traffic_policy_revise(
+    traffic.traffic_policy_revise(
         endpoint=iris_endpoint,
         routes=[
             {"model": "iris", "version": 1, "role": "primary", "weight": 100},
@@ -84,7 +84,7 @@ def test_a_shadow_that_cannot_take_the_request_never_fails_the_caller(
     from tests.onnx_models import mlp
 
     version_add("other", mlp(), engineer)  # input "x" FP32 [-1, 32]: the iris rows do not fit
-    services.traffic_policy_revise(
+    traffic.traffic_policy_revise(
         endpoint=iris_endpoint,
         routes=[
             {"model": "iris", "version": 1, "role": "primary", "weight": 100},

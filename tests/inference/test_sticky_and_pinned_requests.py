@@ -6,7 +6,7 @@ from typing import Any
 import orjson
 import pytest
 
-from inference import services
+from inference import traffic
 from tests.inference.conftest import ROWS, auth
 
 pytestmark = pytest.mark.django_db
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def split(iris_endpoint: Any, iris_v2: Any, engineer: Any) -> None:
-    services.traffic_policy_revise(
+    traffic.traffic_policy_revise(
         endpoint=iris_endpoint,
         routes=[
             {"model": "iris", "version": 1, "role": "primary", "weight": 50},

@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 
 from accounts.roles import ML_ENGINEER
-from inference import services
+from inference import api_keys, endpoints, traffic
 from inference.models import ApiKey, Endpoint, TrafficPolicyRevision
 from monitoring.models import AlertEvent, AlertRule
 from registry import storage
@@ -61,9 +61,9 @@ def world(django_user_model: Any) -> dict[str, Any]:
     alpha, beta = g.team("alpha", al), g.team("beta", bo)
     ready_version("alpha-model", alpha, 0)
     ready_version("open-model", None, 1)  # no team: anyone may serve it
-    endpoint = services.endpoint_create(name="alpha-ep", user=al)
-    services.traffic_policy_revise(endpoint=endpoint, routes=[ROUTE], user=al)
-    services.api_key_create(name="alpha-app", endpoints=[endpoint], user=al)
+    endpoint = endpoints.endpoint_create(name="alpha-ep", user=al)
+    traffic.traffic_policy_revise(endpoint=endpoint, routes=[ROUTE], user=al)
+    api_keys.api_key_create(name="alpha-app", endpoints=[endpoint], user=al)
     rule = AlertRule.objects.create(endpoint=endpoint, name="slow", metric="p99_latency_ms", threshold=10)
     AlertEvent.objects.create(rule=rule, endpoint="alpha-ep", kind="firing", value=12, threshold=10)
     return {"al": al, "bo": bo, "alpha": alpha, "beta": beta, "endpoint": endpoint, "rule": rule}
@@ -156,7 +156,7 @@ def test_another_teams_endpoint_is_not_found(world, method, path, body):
 
 
 def test_lists_show_only_visible_endpoints_rules_and_events(world):
-    services.endpoint_create(name="open-ep", user=world["al"], team=None)
+    endpoints.endpoint_create(name="open-ep", user=world["al"], team=None)
     Endpoint.objects.filter(name="open-ep").update(team=None)
     bo, al = client_for(world["bo"]), client_for(world["al"])
     assert [e["name"] for e in bo.get("/api/v1/endpoints/").json()["results"]] == ["open-ep"]
@@ -261,7 +261,7 @@ def test_dashboard_lists_leave_out_another_teams_endpoint_and_models(world):
         assert b"alpha-ep" not in bo.get(path).content, path
         assert b"alpha-ep" in al.get(path).content, path
     # bo's own endpoint offers only versions bo may see in its split editor.
-    services.endpoint_create(name="beta-ep", user=world["bo"])
+    endpoints.endpoint_create(name="beta-ep", user=world["bo"])
     page = bo.get("/endpoints/beta-ep/").content
     assert b"open-model:1" in page and b"alpha-model:1" not in page
     assert b"alpha-model:1" in al.get("/endpoints/alpha-ep/").content

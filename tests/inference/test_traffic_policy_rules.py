@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from config.errors import Conflict, DomainError, NotFound
-from inference import services
+from inference import loading, traffic
 from inference.models import Deployment, TrafficPolicyRevision
 from inference.routing_cache import edge_cache
 from registry.models import AuditEvent, ModelVersion
@@ -34,25 +34,25 @@ def test_it_refuses_splits_that_break_the_rules(
     iris_endpoint: Any, iris_v2: ModelVersion, engineer: Any, routes: list[dict[str, Any]], needle: str
 ) -> None:
     with pytest.raises(DomainError) as refused:
-        services.traffic_policy_revise(endpoint=iris_endpoint, routes=routes, user=engineer)
+        traffic.traffic_policy_revise(endpoint=iris_endpoint, routes=routes, user=engineer)
     assert needle in refused.value.message
 
 
 def test_it_refuses_a_version_that_is_not_validated(iris_endpoint: Any, iris_v2: ModelVersion, engineer: Any) -> None:
     ModelVersion.objects.filter(pk=iris_v2.pk).update(status=ModelVersion.Status.FAILED)
     with pytest.raises(Conflict, match="not ready"):
-        services.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(2)], user=engineer)
+        traffic.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(2)], user=engineer)
 
 
 def test_it_refuses_an_unknown_version(iris_endpoint: Any, engineer: Any) -> None:
     with pytest.raises(NotFound, match="no version 9"):
-        services.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(9)], user=engineer)
+        traffic.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(9)], user=engineer)
 
 
 def test_each_change_is_a_new_revision_with_a_full_snapshot(
     iris_endpoint: Any, iris_v2: ModelVersion, engineer: Any
 ) -> None:
-    services.traffic_policy_revise(
+    traffic.traffic_policy_revise(
         endpoint=iris_endpoint, routes=[route(1, weight=80), route(2, "canary", 20)], user=engineer, comment="canary"
     )
     revisions = list(TrafficPolicyRevision.objects.filter(endpoint=iris_endpoint).order_by("revision"))
@@ -75,8 +75,8 @@ def test_in_process_deployments_are_ready_and_report_their_provider(iris_endpoin
 def test_rollback_goes_to_the_previous_revision_as_a_new_one(
     iris_endpoint: Any, iris_v2: ModelVersion, engineer: Any
 ) -> None:
-    services.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(2)], user=engineer)
-    revision = services.traffic_policy_rollback(endpoint=iris_endpoint, user=engineer)
+    traffic.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(2)], user=engineer)
+    revision = traffic.traffic_policy_rollback(endpoint=iris_endpoint, user=engineer)
     assert revision.revision == 3 and revision.is_current
     assert [(r["version"], r["weight"]) for r in revision.routes] == [(1, 100)]
     assert "rollback to revision 1" in revision.comment
@@ -85,23 +85,23 @@ def test_rollback_goes_to_the_previous_revision_as_a_new_one(
 
 
 def test_rollback_to_a_given_revision(iris_endpoint: Any, iris_v2: ModelVersion, engineer: Any) -> None:
-    services.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(2)], user=engineer)
-    services.traffic_policy_revise(
+    traffic.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(2)], user=engineer)
+    traffic.traffic_policy_revise(
         endpoint=iris_endpoint, routes=[route(1, weight=50), route(2, "canary", 50)], user=engineer
     )
-    revision = services.traffic_policy_rollback(endpoint=iris_endpoint, revision=2, user=engineer)
+    revision = traffic.traffic_policy_rollback(endpoint=iris_endpoint, revision=2, user=engineer)
     assert [(r["version"], r["weight"]) for r in revision.routes] == [(2, 100)]
 
 
 def test_rollback_without_an_earlier_revision_is_refused(iris_endpoint: Any, engineer: Any) -> None:
     with pytest.raises(Conflict, match="no revision before 1"):
-        services.traffic_policy_rollback(endpoint=iris_endpoint, user=engineer)
+        traffic.traffic_policy_rollback(endpoint=iris_endpoint, user=engineer)
 
 
 def test_a_pool_revision_waits_until_its_deployment_is_warm(
     iris_endpoint: Any, iris_v2: ModelVersion, engineer: Any
 ) -> None:
-    revision = services.traffic_policy_revise(
+    revision = traffic.traffic_policy_revise(
         endpoint=iris_endpoint, routes=[route(2, placement="worker_pool")], user=engineer
     )
     deployment = Deployment.objects.get(pk=revision.routes[0]["deployment"])
@@ -109,7 +109,7 @@ def test_a_pool_revision_waits_until_its_deployment_is_warm(
     table = edge_cache.table("iris")
     assert table.revision == 1 and table.pending_revision == 2
     assert table.choose().version == 1  # traffic stays on the ready revision
-    services.deployment_state_set(deployment_id=deployment.pk, state="ready", provider="CUDAExecutionProvider")
+    loading.deployment_state_set(deployment_id=deployment.pk, state="ready", provider="CUDAExecutionProvider")
     table = edge_cache.table("iris")
     assert table.revision == 2 and table.pending_revision is None
     assert table.choose().placement == "worker_pool"
@@ -123,7 +123,7 @@ def test_a_version_that_fails_to_load_is_failed_and_takes_no_traffic(
     path = storage.artifact_path(iris_v2.artifact_sha256)
     path.chmod(0o644)
     path.write_bytes(b"broken")
-    services.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(2)], user=engineer)
+    traffic.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(2)], user=engineer)
     deployment = Deployment.objects.get(endpoint=iris_endpoint, model_version=iris_v2)
     assert deployment.state == Deployment.State.FAILED and "cannot load" in deployment.state_detail
     assert edge_cache.table("iris").choose().version == 1
@@ -137,10 +137,10 @@ def test_a_deployment_that_leaves_the_split_is_retired_and_unloaded_here(
     old = Deployment.objects.get(endpoint=iris_endpoint)
     assert f"d{old.pk}" in in_process_transport().loaded_keys()
     with django_capture_on_commit_callbacks(execute=True):
-        services.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(2)], user=engineer)
+        traffic.traffic_policy_revise(endpoint=iris_endpoint, routes=[route(2)], user=engineer)
     old.refresh_from_db()
     assert old.state == Deployment.State.RETIRED
     assert f"d{old.pk}" not in in_process_transport().loaded_keys()
-    services.traffic_policy_rollback(endpoint=iris_endpoint, user=engineer)
+    traffic.traffic_policy_rollback(endpoint=iris_endpoint, user=engineer)
     old.refresh_from_db()
     assert old.state == Deployment.State.READY  # rolled back: loaded and warmed again

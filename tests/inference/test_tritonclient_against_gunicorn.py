@@ -129,7 +129,7 @@ def test_a_revoked_key_is_refused_by_the_server_process_within_the_cache_window(
 
     import orjson
 
-    from inference import services
+    from inference import api_keys
     from inference.models import ApiKey
 
     url, key = served
@@ -147,7 +147,7 @@ def test_a_revoked_key_is_refused_by_the_server_process_within_the_cache_window(
             return int(exc.code)
 
     assert status() == 200  # the server process has the key cached now
-    services.api_key_revoke(key=ApiKey.objects.get(), user=None)  # type: ignore[arg-type]
+    api_keys.api_key_revoke(key=ApiKey.objects.get(), user=None)  # type: ignore[arg-type]
     deadline = time.monotonic() + 5
     while status() != 401:
         assert time.monotonic() < deadline, "the server kept accepting a revoked key"

@@ -109,9 +109,9 @@ def test_nan_in_binary_data_is_refused(client: Any, app_key: str) -> None:
 def test_a_batch_over_the_endpoint_limit_is_refused(
     client: Any, app_key: str, iris_endpoint: Any, engineer: Any
 ) -> None:
-    from inference import services
+    from inference import endpoints
 
-    services.endpoint_update(endpoint=iris_endpoint, user=engineer, max_rows_per_request=1)
+    endpoints.endpoint_update(endpoint=iris_endpoint, user=engineer, max_rows_per_request=1)
     response = infer(client, tensor(), app_key)
     assert response.status_code == 400 and "exceeds the limit of 1 rows" in response.json()["error"]
 

@@ -33,11 +33,11 @@ SETUP = """
 import json
 from django.contrib.auth import get_user_model
 from accounts.services import user_token_create
-from inference import services
+from inference import api_keys
 from inference.models import Endpoint
 admin = get_user_model().objects.get(username="admin")
 _, token = user_token_create(user=admin, name="load")
-_, key = services.api_key_create(name="load", endpoints=[Endpoint.objects.get(name="iris")], user=admin)
+_, key = api_keys.api_key_create(name="load", endpoints=[Endpoint.objects.get(name="iris")], user=admin)
 print(json.dumps({"token": token, "key": key}))
 """
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from monitoring import selectors, services
+from monitoring import alerts, selectors
 from monitoring.models import AlertEvent, MetricRollup
 from tests.integration.conftest import ROOT, WorkerProcess, wait_for
 
@@ -97,10 +97,10 @@ def test_a_hanging_webhook_does_not_block_other_rules(
     hanging, answering = hooks
     Endpoint.objects.create(name="iris")
     values = {"metric": "error_rate", "threshold": 0.1, "channel": "webhook"}
-    first = services.alert_rule_create(endpoint_name="iris", values={**values, "target": hanging.url}, user=None)
-    second = services.alert_rule_create(endpoint_name="iris", values={**values, "target": answering.url}, user=None)
+    first = alerts.alert_rule_create(endpoint_name="iris", values={**values, "target": hanging.url}, user=None)
+    second = alerts.alert_rule_create(endpoint_name="iris", values={**values, "target": answering.url}, user=None)
     failing_minutes()
-    events = services.alerts_evaluate()
+    events = alerts.alerts_evaluate()
     assert len(events) == 2  # both rules evaluated, whatever their webhooks do
     wait_for(lambda: answering.received, timeout=30, what="the answering webhook to be called")
     # ... while the hanging webhook still holds its request open.
@@ -156,9 +156,7 @@ def test_real_beat_and_worker_fire_then_resolve_a_rule(celery_beat: WorkerProces
     from inference.models import Endpoint
 
     Endpoint.objects.create(name="iris")
-    rule = services.alert_rule_create(
-        endpoint_name="iris", values={"metric": "error_rate", "threshold": 0.1}, user=None
-    )
+    rule = alerts.alert_rule_create(endpoint_name="iris", values={"metric": "error_rate", "threshold": 0.1}, user=None)
     failing_minutes()
     wait_for(
         lambda: AlertEvent.objects.filter(rule=rule, kind="firing").exists(),
@@ -195,7 +193,7 @@ def test_a_one_minute_rule_fires_on_real_traffic_before_any_roll_up(celery_beat:
         key = iris_served_with_key(engineer, "alerts")
     finally:
         app.conf.task_always_eager = False
-    rule = services.alert_rule_create(
+    rule = alerts.alert_rule_create(
         endpoint_name="iris",
         values={"metric": "error_rate", "comparison": ">", "threshold": 0.2, "window_minutes": 1},
         user=None,

@@ -107,7 +107,7 @@ def test_an_invalid_change_leaves_the_rule_as_it_was(api: Any) -> None:
 def test_events_are_listed_with_filters(api: Any) -> None:
     from django.utils import timezone
 
-    from monitoring import services
+    from monitoring import alerts
     from monitoring.models import MetricRollup
 
     make_endpoint()
@@ -116,7 +116,7 @@ def test_events_are_listed_with_filters(api: Any) -> None:
         {**GOOD, "metric": "no_traffic", "comparison": "<", "threshold": 1, "channel": "dashboard", "target": ""},
         format="json",
     )
-    services.alerts_evaluate(now=timezone.now())
+    alerts.alerts_evaluate(now=timezone.now())
     assert MetricRollup.objects.count() == 0
     events = api.get("/api/v1/alerts/events/?endpoint=iris&kind=firing").json()
     assert events["count"] == 1 and events["results"][0]["metric"] == "no_traffic"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from monitoring import services
+from monitoring import alerts
 from monitoring.models import AlertEvent, AlertRule, DriftScore, MetricRollup
 from monitoring.recorder import LATENCY_BUCKETS_MS
 from monitoring.tasks import evaluate_alerts
@@ -39,7 +39,7 @@ def minute(now: Any, minutes_ago: int, *, count: int, errors: int = 0, slow: int
 
 def rule(**fields: Any) -> AlertRule:
     values = {"metric": "error_rate", "comparison": ">", "threshold": 0.1, "window_minutes": 5, **fields}
-    return services.alert_rule_create(endpoint_name="iris", values=values, user=None)
+    return alerts.alert_rule_create(endpoint_name="iris", values=values, user=None)
 
 
 def test_error_rate_fires_once_then_resolves() -> None:
@@ -48,13 +48,13 @@ def test_error_rate_fires_once_then_resolves() -> None:
     r = rule()
     for ago in (1, 2, 3):
         minute(now, ago, count=100, errors=30)
-    assert len(services.alerts_evaluate(now=now)) == 1
-    assert len(services.alerts_evaluate(now=now + timedelta(seconds=30))) == 0  # de-duplicated while firing
+    assert len(alerts.alerts_evaluate(now=now)) == 1
+    assert len(alerts.alerts_evaluate(now=now + timedelta(seconds=30))) == 0  # de-duplicated while firing
     r.refresh_from_db()
     assert r.state == "firing" and r.last_value == pytest.approx(0.3)
     for ago in (1, 2, 3):
         minute(now, ago, count=100, errors=0)
-    services.alerts_evaluate(now=now + timedelta(seconds=60))
+    alerts.alerts_evaluate(now=now + timedelta(seconds=60))
     kinds = list(AlertEvent.objects.order_by("id").values_list("kind", "value"))
     assert kinds == [("firing", pytest.approx(0.3)), ("resolved", 0.0)]
     assert AlertEvent.objects.first().notification == "not_needed"  # dashboard channel
@@ -65,15 +65,15 @@ def test_cooldown_holds_back_a_second_firing() -> None:
     now = timezone.now()
     rule(cooldown_minutes=30)
     minute(now, 1, count=100, errors=50)
-    services.alerts_evaluate(now=now)
+    alerts.alerts_evaluate(now=now)
     minute(now, 1, count=100, errors=0)
-    services.alerts_evaluate(now=now + timedelta(minutes=1))
+    alerts.alerts_evaluate(now=now + timedelta(minutes=1))
     minute(now, 1, count=100, errors=50)
-    assert services.alerts_evaluate(now=now + timedelta(minutes=2)) == []
+    assert alerts.alerts_evaluate(now=now + timedelta(minutes=2)) == []
     assert AlertRule.objects.get().state == "ok"
     # After the cool-down, it may fire again.
     minute(now + timedelta(minutes=31), 1, count=100, errors=50)
-    assert len(services.alerts_evaluate(now=now + timedelta(minutes=31))) == 1
+    assert len(alerts.alerts_evaluate(now=now + timedelta(minutes=31))) == 1
 
 
 def test_each_metric_computes_its_value() -> None:
@@ -105,7 +105,7 @@ def test_no_data_does_not_resolve_or_fire() -> None:
     make_endpoint()
     now = timezone.now()
     rule()
-    assert services.alerts_evaluate(now=now) == []
+    assert alerts.alerts_evaluate(now=now) == []
     assert AlertRule.objects.get().last_value is None
 
 
@@ -114,7 +114,7 @@ def test_shadow_traffic_is_not_counted_for_the_endpoint() -> None:
     now = timezone.now()
     rule()
     minute(now, 1, count=100, errors=90, role="shadow")
-    assert services.alerts_evaluate(now=now) == []
+    assert alerts.alerts_evaluate(now=now) == []
 
 
 def test_one_broken_rule_does_not_stop_the_others() -> None:
@@ -124,5 +124,5 @@ def test_one_broken_rule_does_not_stop_the_others() -> None:
     good = rule()
     AlertRule.objects.filter(pk=broken.pk).update(comparison="!!")  # corrupt row: KeyError in evaluation
     minute(now, 1, count=100, errors=50)
-    events = services.alerts_evaluate(now=now)
+    events = alerts.alerts_evaluate(now=now)
     assert [AlertEvent.objects.get(pk=e).rule_id for e in events] == [good.pk]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from monitoring import services
+from monitoring import rollups
 from monitoring.models import InputSample, MetricRollup, PayloadSample
 from monitoring.stats import latency_percentiles
 
@@ -39,14 +39,14 @@ def test_old_minutes_become_one_hour_row_and_a_rerun_changes_nothing(settings: A
         minute_row(old_hour + timedelta(minutes=m), 10)
     minute_row(old_hour + timedelta(minutes=5), 20, bucket=8)
     minute_row(now - timedelta(minutes=3), 5)  # recent: stays a minute
-    result = services.compact_rollups(now=now)
+    result = rollups.compact_rollups(now=now)
     assert result["folded_minutes"] == 4
     hour = MetricRollup.objects.get(granularity="hour")
     assert hour.minute == old_hour and hour.count == 50 and hour.errors == {"internal": 4}
     assert hour.outputs["label"]["counts"] == {"1": 50}
     assert latency_percentiles(hour.latency_buckets)["p99"] > 50
     assert MetricRollup.objects.filter(granularity="minute").count() == 1
-    assert services.compact_rollups(now=now)["folded_minutes"] == 0
+    assert rollups.compact_rollups(now=now)["folded_minutes"] == 0
     assert MetricRollup.objects.get(granularity="hour").count == 50
 
 
@@ -75,6 +75,6 @@ def test_hours_samples_and_inputs_past_retention_are_deleted(settings: Any) -> N
         sample_id="a", endpoint="iris", deployment="iris:1", role="primary", at=now - timedelta(days=4)
     )
     PayloadSample.objects.create(sample_id="b", endpoint="iris", deployment="iris:1", role="primary", at=now)
-    result = services.compact_rollups(now=now)
+    result = rollups.compact_rollups(now=now)
     assert result["deleted_hours"] == 1 and result["deleted_inputs"] == 1 and result["deleted_samples"] == 1
     assert list(PayloadSample.objects.values_list("sample_id", flat=True)) == ["b"]

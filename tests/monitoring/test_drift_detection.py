@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from monitoring import services
+from monitoring import drift, rollups
 from monitoring.models import DriftScore, MetricRollup
 from tests.monitoring.conftest import later, make_version, rec
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 
 def reference(version: Any, rng: np.random.Generator) -> None:
-    services.reference_stats_set(
+    drift.reference_stats_set(
         model="iris",
         version=version.version,
         features={"x[0]": rng.normal(0, 1, 5000), "x[1]": rng.uniform(0, 10, 5000)},
@@ -38,8 +38,8 @@ def traffic(recorder: Any, flusher: Any, rng: np.random.Generator, *, shift: flo
 
 def scores_after(recorder: Any, flusher: Any) -> dict[str, DriftScore]:
     flusher.flush()
-    services.rollup_minutes(now=later(5))
-    services.drift_compute(now=later(5), window_minutes=30)
+    rollups.rollup_minutes(now=later(5))
+    drift.drift_compute(now=later(5), window_minutes=30)
     return {s.feature: s for s in DriftScore.objects.all()}
 
 
@@ -73,9 +73,9 @@ def test_versions_without_reference_get_one_from_their_first_traffic(
     version = make_version()
     traffic(recorder, redis_flusher, np.random.default_rng(3), shift=0.0, labels=(0, 1))
     redis_flusher.flush()
-    services.rollup_minutes(now=later())
-    assert services.reference_from_traffic(now=later(30)) == 0  # its first hour is not over yet
-    assert services.reference_from_traffic(now=later(90)) == 1
+    rollups.rollup_minutes(now=later())
+    assert drift.reference_from_traffic(now=later(30)) == 0  # its first hour is not over yet
+    assert drift.reference_from_traffic(now=later(90)) == 1
     version.refresh_from_db()
     assert version.reference_stats["source"] == "traffic"
     assert set(version.reference_stats["features"]) == {"x[0]", "x[1]"}
@@ -88,7 +88,7 @@ def test_inputs_are_not_kept_when_the_sample_rate_is_zero(recorder: Any, redis_f
     recorder.default_drift_rate = 0.0
     recorder.record(rec(inputs={"x": np.ones((2, 2))}))
     redis_flusher.flush()
-    services.rollup_minutes(now=later())
+    rollups.rollup_minutes(now=later())
     assert InputSample.objects.count() == 0
 
 
@@ -105,7 +105,7 @@ def test_embedded_default_appends_one_sample_row_per_flush_and_drift_reads_them_
     samples = list(InputSample.objects.filter(deployment="iris:1"))
     assert len(samples) >= 4  # one per flush, all in this minute (or two minutes at a boundary)
     assert sum(s.rows for s in samples) == 120 * 4  # every request kept: 30 per flush, reservoir 32
-    services.drift_compute(now=later(5), window_minutes=30)
+    drift.drift_compute(now=later(5), window_minutes=30)
     shifted = DriftScore.objects.get(feature="x[0]")
     assert shifted.n == 120 * 4
     assert shifted.psi > 0.25
@@ -131,7 +131,7 @@ def test_a_database_flush_never_reads_stored_samples_back(recorder: Any, db_flus
 def test_database_samples_stop_at_the_per_minute_cap(recorder: Any, db_flusher: Any, monkeypatch: Any) -> None:
     from monitoring.models import InputSample
 
-    monkeypatch.setattr(services, "INPUT_SAMPLE_CAP", 40)
+    monkeypatch.setattr(rollups, "INPUT_SAMPLE_CAP", 40)
     recorder.default_drift_rate = 1.0
     rng = np.random.default_rng(14)
     for _ in range(3):  # 3 flushes of 8 requests x 4 rows = 96 rows offered

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from monitoring import services
+from monitoring import rollups
 from monitoring.flusher import prepare_payload
 from monitoring.models import PayloadSample
 from tests.monitoring.conftest import make_endpoint, rec
@@ -31,8 +31,8 @@ def test_sampled_payloads_are_redacted_and_persisted(api: Any, recorder: Any, re
     for _ in range(3):
         recorder.record(rec(payload=BODY, response=b'{"outputs": {"label": [1]}}'))
     redis_flusher.flush()
-    assert services.persist_samples() == 3
-    assert services.persist_samples() == 0  # taken from Redis once
+    assert rollups.persist_samples() == 3
+    assert rollups.persist_samples() == 0  # taken from Redis once
     sample = PayloadSample.objects.first()
     stored = json.loads(sample.request)
     assert stored["inputs"]["ssn"] == "[redacted]" and stored["customer"]["email"] == "[redacted]"
@@ -47,7 +47,7 @@ def test_nothing_is_sampled_at_rate_zero(api: Any, recorder: Any, redis_flusher:
     redis_flusher.refresh_config()
     recorder.record(rec(payload=BODY))
     redis_flusher.flush()
-    assert services.persist_samples() == 0
+    assert rollups.persist_samples() == 0
 
 
 def test_v2_inputs_named_for_redaction_lose_their_data() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from monitoring import keys, services
+from monitoring import keys, rollups
 from monitoring.models import MetricRollup
 from monitoring.stats import latency_percentiles
 from tests.monitoring.conftest import later, rec
@@ -35,7 +35,7 @@ def feed(recorder: Any) -> None:
 def test_flushed_records_roll_up_with_counts_errors_and_percentiles(recorder: Any, redis_flusher: Any) -> None:
     feed(recorder)
     assert redis_flusher.flush() == 102
-    assert services.rollup_minutes(now=later()) == 2
+    assert rollups.rollup_minutes(now=later()) == 2
     row = MetricRollup.objects.get(deployment="iris:1")
     assert (row.count, row.error_count, row.errors) == (101, 1, {"invalid_input": 1})
     assert row.batch_count == 100 and row.batch_rows_sum == 90 * 4 + 10 * 8
@@ -53,13 +53,13 @@ def test_rolling_up_twice_replaces_instead_of_adding(recorder: Any, redis_flushe
     redis_flusher.flush()
     minute_keys = [k.decode() for k in redis_client.zrange(keys.MINUTES_INDEX, 0, -1)]
     raw = {k: redis_client.hgetall(k) for k in minute_keys}
-    services.rollup_minutes(now=later())
+    rollups.rollup_minutes(now=later())
     # The keys are gone once committed; put them back as if the task had died before deleting.
     assert not redis_client.exists(*minute_keys)
     for key, fields in raw.items():
         redis_client.hset(key, mapping=fields)
         redis_client.zadd(keys.MINUTES_INDEX, {key: keys.parse_minute_key(key)[0]})
-    services.rollup_minutes(now=later())
+    rollups.rollup_minutes(now=later())
     assert MetricRollup.objects.get(deployment="iris:1").count == 101
 
 
@@ -68,7 +68,7 @@ def test_open_minutes_stay_in_redis(recorder: Any, redis_flusher: Any, redis_cli
     redis_flusher.flush()
     from django.utils import timezone
 
-    assert services.rollup_minutes(now=timezone.now()) == 0
+    assert rollups.rollup_minutes(now=timezone.now()) == 0
     assert MetricRollup.objects.count() == 0
     assert redis_client.zcard(keys.MINUTES_INDEX) == 2
 
@@ -94,5 +94,5 @@ def test_several_processes_flushing_the_same_minute_add_up(
         for _ in range(5):
             r.record(rec(1.5))
         Flusher(r, redis_url=settings.REDIS_URL).flush()
-    services.rollup_minutes(now=later())
+    rollups.rollup_minutes(now=later())
     assert MetricRollup.objects.get(deployment="iris:1").count == 15

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from monitoring import services
+from monitoring import drift, rollups
 from monitoring.models import DriftScore, MetricRollup
 from monitoring.recorder import PredictionRecord
 from monitoring.stats import latency_percentiles
@@ -63,7 +63,7 @@ def test_real_predictions_are_counted_summarised_and_checked_for_drift(
 ) -> None:
     rng = np.random.default_rng(5)
     version = make_version(model="tiny", version=1)
-    services.reference_stats_set(
+    drift.reference_stats_set(
         model="tiny",
         version=version.version,
         features={f"x[{j}]": rng.normal(0, 1, 2000) for j in range(10)},
@@ -77,7 +77,7 @@ def test_real_predictions_are_counted_summarised_and_checked_for_drift(
         for chunk in range(0, len(inputs), 50):  # flushed every 50 (the drift reservoir holds 32)
             list(pool.map(lambda x: predict_and_record(served, recorder, x), inputs[chunk : chunk + 50]))
             redis_flusher.flush()
-    services.rollup_minutes(now=later())
+    rollups.rollup_minutes(now=later())
     rows = MetricRollup.objects.filter(endpoint="tiny-ep")
     count = sum(r.count for r in rows)
     errors = sum(r.error_count for r in rows)
@@ -89,7 +89,7 @@ def test_real_predictions_are_counted_summarised_and_checked_for_drift(
     assert sum(labels.values()) == 400  # 200 answered requests x 2 rows
     buckets = [sum(col) for col in zip(*(r.latency_buckets for r in rows), strict=True)]
     assert latency_percentiles(buckets)["p50"] is not None
-    services.drift_compute(now=later(), window_minutes=30)
+    drift.drift_compute(now=later(), window_minutes=30)
     assert DriftScore.objects.filter(feature="x[0]").get().psi > 0.25
     metrics = client.get("/metrics").content.decode()
     assert 'modelhub_predictions_total{endpoint="tiny-ep",version="tiny:1",role="primary"} 201' in metrics

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from config.errors import DomainError
-from monitoring import keys, services
+from monitoring import alerts, keys, rollups
 from monitoring.models import AlertEvent, MetricRollup
 from monitoring.recorder import LATENCY_BUCKETS_MS
 from monitoring.selectors import endpoint_window_stats, window_minutes
@@ -82,7 +82,7 @@ def test_rolled_up_and_live_minutes_add_up_without_double_counting(
     # done) counts once: Redis holds the same or a newer count.
     minute_keys = [k.decode() for k in redis_client.zrange(keys.MINUTES_INDEX, 0, -1)]
     raw = {k: redis_client.hgetall(k) for k in minute_keys}
-    services.rollup_minutes(now=timezone.now() + timedelta(minutes=5))
+    rollups.rollup_minutes(now=timezone.now() + timedelta(minutes=5))
     for key, fields in raw.items():
         redis_client.hset(key, mapping=fields)
         redis_client.zadd(keys.MINUTES_INDEX, {key: keys.parse_minute_key(key)[0]})
@@ -114,7 +114,7 @@ def test_a_window_the_platform_cannot_honour_is_refused(window_s: Any) -> None:
 
 def test_a_one_minute_rule_fires_on_the_live_minute(recorder: Any, redis_flusher: Any) -> None:
     make_endpoint()
-    rule = services.alert_rule_create(
+    rule = alerts.alert_rule_create(
         endpoint_name="iris",
         values={"metric": "error_rate", "comparison": ">", "threshold": 0.2, "window_minutes": 1},
         user=None,
@@ -123,7 +123,7 @@ def test_a_one_minute_rule_fires_on_the_live_minute(recorder: Any, redis_flusher
         recorder.record(rec(3.0, ok=i >= 200, error_kind=None if i >= 200 else "internal"))
     redis_flusher.flush()  # in Redis only: beat has not rolled it up
     assert not MetricRollup.objects.exists()
-    assert len(services.alerts_evaluate()) == 1
+    assert len(alerts.alerts_evaluate()) == 1
     rule.refresh_from_db()
     assert rule.state == "firing" and rule.last_value == pytest.approx(200 / 300)
     assert AlertEvent.objects.get().kind == "firing"

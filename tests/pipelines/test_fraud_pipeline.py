@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from inference import services
+from inference import endpoints, traffic
 from inference.pipelines import services as pipeline_services
 from tests.pipelines.conftest import CARDS as CARD_FEATURES
 from tests.pipelines.conftest import expected_scores, fraud_spec
@@ -21,8 +21,8 @@ AMOUNTS = [2500.0, 50.0, 1800.0]
 
 def serve(engineer: Any, spec: dict[str, Any], name: str = "fraud-api") -> str:
     pipeline_services.pipeline_create(name="fraud", spec=spec, user=engineer)
-    endpoint = services.endpoint_create(name=name, user=engineer, require_key=False)
-    services.traffic_policy_revise(
+    endpoint = endpoints.endpoint_create(name=name, user=engineer, require_key=False)
+    traffic.traffic_policy_revise(
         endpoint=endpoint, routes=[{"pipeline": "fraud", "version": 1, "role": "primary", "weight": 100}], user=engineer
     )
     return name
@@ -141,8 +141,8 @@ def test_a_hung_feature_store_falls_back_to_the_defaults_or_refuses(
     """The lookup's timeout bounds the wait; on_missing decides (defaults, or a 503)."""
     serve(engineer, fraud_spec(feature_set, 0.5, on_missing="default"), name="fraud-defaults")
     pipeline_services.pipeline_create(name="fraud-strict", spec=fraud_spec(feature_set, 0.5), user=engineer)
-    strict = services.endpoint_create(name="fraud-strict", user=engineer, require_key=False)
-    services.traffic_policy_revise(
+    strict = endpoints.endpoint_create(name="fraud-strict", user=engineer, require_key=False)
+    traffic.traffic_policy_revise(
         endpoint=strict,
         routes=[{"pipeline": "fraud-strict", "version": 1, "role": "primary", "weight": 100}],
         user=engineer,

@@ -9,29 +9,37 @@ import numpy as np
 import orjson
 import pytest
 
-from inference import services
+from inference import endpoints, traffic
 from inference.pipelines import services as pipeline_services
-from tests.inference.test_asgi_front import call, orm_on_the_event_loop  # noqa: F401 - the autouse fixture
+from tests.inference.asgi_client import asgi_call
 from tests.pipelines.conftest import expected_scores, fraud_spec
 
 pytestmark = pytest.mark.django_db(transaction=True)
+JSON = ("content-type", "application/json")
+
+
+@pytest.fixture(autouse=True)
+def orm_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the front's lifespan start-up does in a server (the test skips lifespan)."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 def test_the_asgi_front_serves_the_fraud_pipeline(engineer: Any, fraud_versions: Any, feature_set: str) -> None:
     pipeline_services.pipeline_create(name="fraud", spec=fraud_spec(feature_set, 0.5), user=engineer)
-    endpoint = services.endpoint_create(name="fraud", user=engineer, require_key=False)
-    services.traffic_policy_revise(
+    endpoint = endpoints.endpoint_create(name="fraud", user=engineer, require_key=False)
+    traffic.traffic_policy_revise(
         endpoint=endpoint, routes=[{"pipeline": "fraud", "version": 1, "role": "primary", "weight": 100}], user=engineer
     )
     body = orjson.dumps({"inputs": {"card_id": [101, 103], "amount": [2500.0, 1800.0]}})
-    status, headers, raw = call("POST", "/api/v1/endpoints/fraud/predict", body, [(b"x-request-id", b"asgi-1")])
+    status, headers, raw = asgi_call(
+        "POST", "/api/v1/endpoints/fraud/predict", body, [JSON, ("x-request-id", "asgi-1")]
+    )
     assert status == 200, raw
     answer = orjson.loads(raw)
     np.testing.assert_allclose(
         answer["outputs"]["fraud_score"], expected_scores([101, 103], [2500.0, 1800.0]), rtol=1e-4
     )
     assert answer["request_id"] == "asgi-1" and headers["x-request-id"] == "asgi-1"
-    status, _, raw = call(
-        "POST", "/api/v1/endpoints/fraud/predict", orjson.dumps({"inputs": {"card_id": [7], "amount": [1.0]}})
-    )
+    unknown = orjson.dumps({"inputs": {"card_id": [7], "amount": [1.0]}})
+    status, _, raw = asgi_call("POST", "/api/v1/endpoints/fraud/predict", unknown, [JSON])
     assert status == 404 and b"unknown_entity" in raw

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from inference import services
+from inference import endpoints, traffic
 from inference.pipelines import services as pipeline_services
 from tests.integration.conftest import database_url, free_port
 from tests.pipelines.conftest import expected_scores, fraud_spec
@@ -32,8 +32,8 @@ def served(
     scores = expected_scores(CARDS, AMOUNTS)
     threshold = float(np.mean([scores[0], scores[2]]))
     pipeline_services.pipeline_create(name="fraud", spec=fraud_spec(feature_set, threshold), user=engineer)
-    endpoint = services.endpoint_create(name="fraud", user=engineer, require_key=False)
-    services.traffic_policy_revise(
+    endpoint = endpoints.endpoint_create(name="fraud", user=engineer, require_key=False)
+    traffic.traffic_policy_revise(
         endpoint=endpoint, routes=[{"pipeline": "fraud", "version": 1, "role": "primary", "weight": 100}], user=engineer
     )
     port = free_port()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from config.errors import Forbidden
-from inference import services
+from inference import endpoints, environments, traffic
 from inference.models import Endpoint
 from inference.pipelines import services as pipeline_services
 from inference.pipelines.graph import GraphError
@@ -135,18 +135,18 @@ def test_a_production_endpoint_takes_a_pipeline_only_when_every_model_step_is_in
     pipeline_services.pipeline_version_create(
         pipeline=PipelineVersion.objects.get().pipeline, spec=single, user=engineer
     )
-    endpoint = services.endpoint_create(name="fraud-prod", user=engineer)
+    endpoint = endpoints.endpoint_create(name="fraud-prod", user=engineer)
     Endpoint.objects.filter(pk=endpoint.pk).update(environment="production")
     endpoint.refresh_from_db()
     both = [{"pipeline": "fraud", "version": 1, "role": "primary", "weight": 100}]
     with pytest.raises(Forbidden):  # a traffic change on production needs an approver
-        services.traffic_policy_revise(endpoint=endpoint, routes=both, user=engineer)
-    with pytest.raises(services.EnvironmentRuleBroken) as info:  # fraud v2 is not in Production
-        services.traffic_policy_revise(endpoint=endpoint, routes=both, user=approver)
+        traffic.traffic_policy_revise(endpoint=endpoint, routes=both, user=engineer)
+    with pytest.raises(environments.EnvironmentRuleBroken) as info:  # fraud v2 is not in Production
+        traffic.traffic_policy_revise(endpoint=endpoint, routes=both, user=approver)
     assert "pipeline fraud:1 uses fraud:2, which is in None" in info.value.message
     # Version 2 of the pipeline uses fraud@production only: it may serve.
     route = [{"pipeline": "fraud", "version": 2, "role": "primary", "weight": 100}]
-    services.traffic_policy_revise(endpoint=endpoint, routes=route, user=approver)
+    traffic.traffic_policy_revise(endpoint=endpoint, routes=route, user=approver)
     event = AuditEvent.objects.filter(action="traffic.revise").latest("pk")
     assert "pipeline fraud v2 primary 100%" in event.after["split"] and event.actor == approver
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from inference import services
+from inference import endpoints, traffic
 from inference.pipelines import services as pipeline_services
 from inference.pipelines.graph import GraphError
 from tests.pipelines.conftest import fraud_spec
@@ -51,8 +51,8 @@ def test_a_bandit_routes_between_two_pipelines_and_takes_feedback(
     pipeline_services.pipeline_create(
         name="fraud-bandit", spec=bandit_spec({"policy": "epsilon_greedy", "epsilon": 0.2}), user=engineer
     )
-    endpoint = services.endpoint_create(name="fraud-bandit", user=engineer, require_key=False)
-    services.traffic_policy_revise(
+    endpoint = endpoints.endpoint_create(name="fraud-bandit", user=engineer, require_key=False)
+    traffic.traffic_policy_revise(
         endpoint=endpoint,
         routes=[{"pipeline": "fraud-bandit", "version": 1, "role": "primary", "weight": 100}],
         user=engineer,

@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
-from inference.runtime.codec import decode_simple, encode_simple_response, simple_request_format
+from inference.runtime.codec import decode_simple
 from inference.runtime.session import LoadedModel
 
 
@@ -55,35 +55,6 @@ def test_it_decodes_strings_for_a_bytes_input(model_file) -> None:  # type: igno
     assert inputs["x"].dtype == object
     out = model.predict(inputs)
     assert out["y"].tolist() == [["a", "bé"]]
-    assert encode_simple_response(out) == {"predictions": [["a", "bé"]]}
-
-
-def test_the_response_follows_the_request_format(tiny_model: LoadedModel) -> None:
-    body = {"instances": [[0.0] * 10, [1.0] * 10]}
-    outputs = tiny_model.predict(decode_simple(body, tiny_model.signature))
-
-    rows = encode_simple_response(outputs, request_format=simple_request_format(body), model_name="tiny")
-    columns = encode_simple_response(outputs, request_format="inputs")
-
-    assert rows["model_name"] == "tiny"
-    assert [sorted(r) for r in rows["predictions"]] == [["label", "probabilities"]] * 2
-    assert rows["predictions"][1]["label"] == int(outputs["label"][1])
-    assert columns == {"outputs": {k: v.tolist() for k, v in outputs.items()}}
-
-
-def test_a_one_output_response_is_just_the_rows(identity_model: LoadedModel) -> None:
-    out = identity_model.predict({"x": np.ones((2, 3), np.float32)})
-
-    assert encode_simple_response(out) == {"predictions": [[1.0, 1.0, 1.0]] * 2}
-
-
-def test_nan_and_inf_outputs_become_null_so_the_response_stays_valid_json() -> None:
-    out = {"y": np.array([[1.0, np.nan, np.inf]], np.float32)}
-
-    response = encode_simple_response(out, request_format="inputs")
-
-    assert response == {"outputs": {"y": [[1.0, None, None]]}}
-    assert orjson.loads(orjson.dumps(response)) == response
 
 
 @pytest.mark.parametrize(

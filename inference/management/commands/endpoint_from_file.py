@@ -15,7 +15,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from inference import services
+from inference import endpoints, traffic
 from inference.models import Endpoint
 from registry import services as registry_services
 from registry import storage
@@ -55,9 +55,9 @@ class Command(BaseCommand):
             raise CommandError(f"{version} is {version.status}: {version.validation_report}")
         endpoint = Endpoint.objects.filter(name=name).first()
         if endpoint is None:
-            endpoint = services.endpoint_create(name=name, user=user, require_key=not options["open"])
+            endpoint = endpoints.endpoint_create(name=name, user=user, require_key=not options["open"])
         elif endpoint.require_key == options["open"]:
-            endpoint = services.endpoint_update(endpoint=endpoint, user=user, require_key=not options["open"])
+            endpoint = endpoints.endpoint_update(endpoint=endpoint, user=user, require_key=not options["open"])
         route = {
             "model": name,
             "version": version.version,
@@ -70,5 +70,5 @@ class Command(BaseCommand):
         }
         current = endpoint.revisions.filter(is_current=True).first()
         if current is None or [{k: r[k] for k in route} for r in current.routes] != [route]:
-            services.traffic_policy_revise(endpoint=endpoint, routes=[route], user=user, comment="endpoint_from_file")
+            traffic.traffic_policy_revise(endpoint=endpoint, routes=[route], user=user, comment="endpoint_from_file")
         self.stdout.write(f"endpoint {name} serves {version} ({options['placement']})")

@@ -23,7 +23,7 @@ def main() -> None:
     from django.core.management import call_command
 
     from accounts.services import user_token_create
-    from inference import services
+    from inference import api_keys, endpoints, traffic
     from registry import services as registry_services
     from registry import storage
     from registry.demo import iris_onnx
@@ -42,10 +42,10 @@ def main() -> None:
         raise SystemExit(f"iris did not validate: {version.status} {version.validation_report}")
     keys: dict[str, list[str]] = {}
     for name, placement in (("iris", "in_process"), ("iris-pool", "worker_pool")):
-        endpoint = services.endpoint_create(name=name, user=admin)
+        endpoint = endpoints.endpoint_create(name=name, user=admin)
         route = {"model": "iris", "version": version.version, "role": "primary", "weight": 100, "placement": placement}
-        services.traffic_policy_revise(endpoint=endpoint, routes=[route], user=admin)
-        keys[name] = [services.api_key_create(name=f"app{i}", endpoints=[endpoint], user=admin)[1] for i in range(10)]
+        traffic.traffic_policy_revise(endpoint=endpoint, routes=[route], user=admin)
+        keys[name] = [api_keys.api_key_create(name=f"app{i}", endpoints=[endpoint], user=admin)[1] for i in range(10)]
     _, token = user_token_create(user=admin, name="faults")
     print(orjson.dumps({"keys": keys, "token": token}).decode())
 

@@ -1,5 +1,5 @@
 // The endpoint page: the split editor's running total, the "try it" panel, copy buttons.
-// The server (inference.services) decides whether a split is allowed; this only helps.
+// The server (inference.traffic) decides whether a split is allowed; this only helps.
 "use strict";
 (function () {
   var M = window.Modelhub;

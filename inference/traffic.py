@@ -1,10 +1,11 @@
-"""Endpoint rules: endpoints, traffic policy revisions, rollbacks, API keys, following
-production. Every change writes an audit event and invalidates the serving caches.
+"""Traffic policy: revisions of an endpoint's split, rollbacks, following production, and
+moving endpoints off a version that left the stage their environment allows. Every change
+writes an audit event and invalidates the serving caches.
 
 Readiness: a deployment starts LOADING and goes READY once warm (in-process: this
 process loaded and warmed it right after the revision committed; worker pool: a worker
-reported it warm through `deployment_state_set`). A revision is accepted at once, but
-it only takes traffic when every non-shadow deployment in it is READY: until then the
+reported it warm through `loading.deployment_state_set`). A revision is accepted at once,
+but it only takes traffic when every non-shadow deployment in it is READY: until then the
 router keeps serving the latest earlier revision that is fully ready ("the revision
 waits"; see inference.routing_cache). A deployment that fails to load is FAILED with
 the reason; its revision never takes traffic until it is rolled back or revised.
@@ -13,29 +14,36 @@ the reason; its revision never takes traffic until it is rolled back or revised.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from accounts.keys import key_generate
-from accounts.models import Team
-from accounts.permissions import can_access_team, default_team, role_check, team_scope
-from accounts.roles import ADMIN, APPROVER
-from config.errors import Conflict, DomainError, Forbidden, NotFound
+from accounts.permissions import role_check
+from accounts.roles import APPROVER
+from config.errors import Conflict, DomainError, NotFound
 from inference import routing_cache
-from inference.models import ApiKey, Deployment, Endpoint, TrafficPolicyRevision
-from inference.pipeline import PipelineConfigError, config_check, pipeline_compile
+from inference.endpoints import InvalidPolicy, _pipeline_check, _team_adopt, route_models, team_fit_check
+from inference.environments import (
+    ENVIRONMENT_RULES,
+    Environment,
+    EnvironmentRuleBroken,
+    environment_rule_check,
+    version_allowed,
+)
+from inference.loading import deployments_load
+from inference.models import Deployment, Endpoint, TrafficPolicyRevision
 from inference.selectors import endpoints_routing_to
 from registry.audit import audit_record
 from registry.models import ModelVersion, RegisteredModel
-from registry.services import name_check
 
 log = logging.getLogger(__name__)
 
+
 ROLES = tuple(Deployment.Role.values)
+
+
 _ROUTE_KEYS = {
     "model",
     "pipeline",
@@ -47,89 +55,6 @@ _ROUTE_KEYS = {
     "max_batch_size",
     "max_queue_delay_ms",
 }
-ENDPOINT_FIELDS = (
-    "description",
-    "follows_model",
-    "follow",
-    "canary_weight",
-    "preprocessing",
-    "postprocessing",
-    "max_rows_per_request",
-    "timeout_ms",
-    "sticky_header",
-    "require_key",
-    "environment",
-)
-
-
-class InvalidPolicy(DomainError):
-    status = 400
-    code = "invalid_policy"
-
-
-class EnvironmentRuleBroken(Conflict):
-    code = "environment_rule"
-
-
-# --- environments: what an endpoint may serve ------------------------------------------
-
-Environment = Endpoint.Environment
-Stage = ModelVersion.Stage
-ENVIRONMENT_RULES: dict[str, str] = {
-    Environment.PRODUCTION: (
-        "a production endpoint's primary and canary routes take only Production versions; a Staging "
-        "version may join only as a shadow, or as the canary of a rollout an approver started"
-    ),
-    Environment.STAGING: "a staging endpoint takes only Staging or Production versions",
-    Environment.DEVELOPMENT: "a development endpoint takes any validated version",
-}
-
-
-def version_allowed(*, environment: str, stage: str, role: str, rollout_canary: bool = False) -> bool:
-    """May a version in `stage` take `role` on an endpoint of `environment`?"""
-    if environment == Environment.PRODUCTION:
-        if role == Deployment.Role.SHADOW or (rollout_canary and role == Deployment.Role.CANARY):
-            return stage in (Stage.STAGING, Stage.PRODUCTION)
-        return stage == Stage.PRODUCTION
-    if environment == Environment.STAGING:
-        return stage in (Stage.STAGING, Stage.PRODUCTION)
-    return True
-
-
-def environment_rule_check(
-    *,
-    environment: str,
-    endpoint_name: str,
-    routes: list[dict[str, Any]],
-    stages: dict[tuple[str, int], str],
-    rollout_candidate: tuple[str, int] | None = None,
-) -> None:
-    """Raise EnvironmentRuleBroken (409) naming the first route the environment forbids.
-
-    `stages` maps (model, version) to its stage; `rollout_candidate` is the version an
-    approver-started rollout is moving in (it may be a Staging canary on production).
-    """
-    for route in routes:
-        if route.get("pipeline"):
-            continue  # a pipeline's model steps are checked by _pipeline_routes_check
-        key = (route["model"], route["version"])
-        stage = stages[key]
-        if version_allowed(
-            environment=environment, stage=stage, role=route["role"], rollout_canary=key == rollout_candidate
-        ):
-            continue
-        raise EnvironmentRuleBroken(
-            f"{route['model']} v{route['version']} is in {stage}, so it cannot be the {route['role']} of "
-            f'{environment} endpoint "{endpoint_name}": {ENVIRONMENT_RULES[environment]}',
-            details={
-                "model": route["model"],
-                "version": route["version"],
-                "stage": stage,
-                "role": route["role"],
-                "environment": environment,
-                "rule": ENVIRONMENT_RULES[environment],
-            },
-        )
 
 
 def routes_summary(routes: list[dict[str, Any]]) -> str:
@@ -142,235 +67,6 @@ def routes_summary(routes: list[dict[str, Any]]) -> str:
         what = f"pipeline {r['pipeline']}" if r.get("pipeline") else r["model"]
         parts.append(f"{what} v{r['version']} {r['role']}{share}")
     return ", ".join(parts)
-
-
-def _endpoint_snapshot(endpoint: Endpoint) -> dict[str, Any]:
-    return {
-        "name": endpoint.name,
-        "team": endpoint.team.name if endpoint.team_id else None,
-        "description": endpoint.description,
-        "follows_model": endpoint.follows_model.name if endpoint.follows_model else None,
-        "follow": endpoint.follow,
-        "canary_weight": endpoint.canary_weight,
-        "preprocessing": endpoint.preprocessing,
-        "postprocessing": endpoint.postprocessing,
-        "max_rows_per_request": endpoint.max_rows_per_request,
-        "timeout_ms": endpoint.timeout_ms,
-        "sticky_header": endpoint.sticky_header,
-        "require_key": endpoint.require_key,
-        "environment": endpoint.environment,
-    }
-
-
-def _endpoint_check(changes: dict[str, Any]) -> None:
-    if "environment" in changes and changes["environment"] not in Environment.values:
-        raise InvalidPolicy(
-            f"environment: expected one of {', '.join(Environment.values)}, got {changes['environment']!r}"
-        )
-    if "follow" in changes and changes["follow"] not in Endpoint.Follow.values:
-        raise InvalidPolicy(f"follow: expected one of {', '.join(Endpoint.Follow.values)}, got {changes['follow']!r}")
-    if "canary_weight" in changes and not 1 <= int(changes["canary_weight"]) <= 99:
-        raise InvalidPolicy(f"canary_weight: expected 1 to 99, got {changes['canary_weight']}")
-    if "max_rows_per_request" in changes and not 1 <= int(changes["max_rows_per_request"]) <= 1_000_000:
-        raise InvalidPolicy("max_rows_per_request: expected 1 to 1000000")
-    if "timeout_ms" in changes and not 1 <= int(changes["timeout_ms"]) <= 600_000:
-        raise InvalidPolicy("timeout_ms: expected 1 to 600000")
-    header = changes.get("sticky_header")
-    if header and not all(c.isalnum() or c == "-" for c in header):
-        raise InvalidPolicy(f"sticky_header: {header!r} is not a header name")
-    if "preprocessing" in changes or "postprocessing" in changes:
-        try:
-            config_check(changes.get("preprocessing", {}), changes.get("postprocessing", {}))
-        except PipelineConfigError as exc:
-            raise InvalidPolicy(str(exc)) from None
-
-
-# --- Teams ------------------------------------------------------------------------------
-# An endpoint belongs to a team (or to none: then every signed-in user sees it). It may
-# serve only models of its own team or of no team, so a key for it never reaches another
-# team's model; and a route may name only a version the caller may see.
-
-
-def endpoint_team_choose(
-    *, user: AbstractBaseUser | None, team: Team | None = None, models: Sequence[RegisteredModel | None] = ()
-) -> Team | None:
-    """The team of a new endpoint: the one asked for, else the team of a model it serves
-    or follows, else the creator's only team, else none. The creator must belong to it
-    (admins excepted): Forbidden otherwise."""
-    if team is None:
-        team = next((m.team for m in models if m is not None and m.team_id is not None), None)
-    if team is None:
-        team = default_team(user)
-    if team is not None and user is not None and not can_access_team(user, team.pk):
-        raise Forbidden(f"you are not a member of team {team.name!r}")
-    return team
-
-
-def route_models(routes: list[dict[str, Any]], *, user: AbstractBaseUser | None) -> list[RegisteredModel]:
-    """The models the routes name; a model the user may not see is a NotFound naming the
-    version, worded like a missing one. `user=None` is the system (following production)."""
-    models = RegisteredModel.objects.select_related("team")
-    if user is not None:
-        models = team_scope(models, user)
-    found = {m.name: m for m in models.filter(name__in={r["model"] for r in routes})}
-    for route in routes:
-        if route["model"] not in found:
-            raise NotFound(f"no version {route['version']} of a model named {route['model']!r}")
-    return list(found.values())
-
-
-def team_fit_check(*, endpoint_name: str, team: Team | None, models: Sequence[RegisteredModel | None]) -> None:
-    """An endpoint serves (and follows) only models of its own team or of no team."""
-    for model in models:
-        if model is None or model.team_id is None or (team is not None and model.team_id == team.pk):
-            continue
-        owner = "belongs to no team" if team is None else f"belongs to team {team.name!r}"
-        raise InvalidPolicy(
-            f"endpoint {endpoint_name!r} {owner}, so it cannot serve model {model.name!r} of team "
-            f"{model.team.name!r}: an endpoint serves only its own team's models (or models of no team)",
-            details={"model": model.name, "model_team": model.team.name, "endpoint_team": team and team.name},
-        )
-
-
-def _team_adopt(*, endpoint: Endpoint, models: list[RegisteredModel], user: AbstractBaseUser | None) -> None:
-    """An endpoint with no team and no split yet takes the team of the first models it
-    serves (the dashboard creates an endpoint first and routes it next)."""
-    teams = {m.team_id: m.team for m in models if m.team_id is not None}
-    if endpoint.team_id is not None or len(teams) != 1 or endpoint.revisions.exists():
-        return
-    (team,) = teams.values()
-    if user is not None and not can_access_team(user, team.pk):
-        return
-    before = _endpoint_snapshot(endpoint)
-    endpoint.team = team
-    endpoint.save(update_fields=["team", "updated_at"])
-    audit_record(actor=user, action="endpoint.update", obj=endpoint, before=before, after=_endpoint_snapshot(endpoint))
-
-
-def endpoint_create(
-    *,
-    name: str,
-    user: AbstractBaseUser,
-    source_ip: str | None = None,
-    team: Team | None = None,
-    serves: Sequence[RegisteredModel] = (),
-    **fields: Any,
-) -> Endpoint:
-    """A new endpoint. Its team: `team`, else that of the models it `serves` (the models of
-    its first split) or follows, else the creator's only team (see endpoint_team_choose)."""
-    name_check(name)
-    unknown = set(fields) - set(ENDPOINT_FIELDS)
-    if unknown:
-        raise InvalidPolicy(f"unknown endpoint field {sorted(unknown)[0]!r}")
-    _endpoint_check(fields)
-    followed = fields.get("follows_model")
-    team = endpoint_team_choose(user=user, team=team, models=[*serves, followed])
-    team_fit_check(endpoint_name=name, team=team, models=[*serves, followed])
-    try:
-        with transaction.atomic():
-            endpoint = Endpoint.objects.create(name=name, owner=user, team=team, **fields)
-            audit_record(
-                actor=user,
-                action="endpoint.create",
-                obj=endpoint,
-                after=_endpoint_snapshot(endpoint),
-                source_ip=source_ip,
-            )
-    except IntegrityError:
-        raise Conflict(f"an endpoint named {name!r} already exists") from None
-    routing_cache.changed()
-    return endpoint
-
-
-@transaction.atomic
-def endpoint_update(
-    *, endpoint: Endpoint, user: AbstractBaseUser, source_ip: str | None = None, **changes: Any
-) -> Endpoint:
-    unknown = set(changes) - {*ENDPOINT_FIELDS, "team"}
-    if unknown:
-        raise InvalidPolicy(f"unknown endpoint field {sorted(unknown)[0]!r}")
-    endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
-    check = {"preprocessing": endpoint.preprocessing, "postprocessing": endpoint.postprocessing, **changes}
-    _endpoint_check(check)
-    if "team" in changes or "follows_model" in changes:
-        team = changes.get("team", endpoint.team)
-        if "team" in changes and team is not None and not can_access_team(user, team.pk):
-            raise Forbidden(f"you are not a member of team {team.name!r}")
-        served = [d.model_version.model for d in _current_deployments(endpoint)]
-        followed = changes.get("follows_model", endpoint.follows_model)
-        team_fit_check(endpoint_name=endpoint.name, team=team, models=[*served, followed])
-    if changes.get("environment", endpoint.environment) == endpoint.environment:
-        changes.pop("environment", None)
-    else:
-        _environment_change_check(endpoint, changes["environment"], user)
-    before = _endpoint_snapshot(endpoint)
-    for key, value in changes.items():
-        setattr(endpoint, key, value)
-    if "preprocessing" in changes or "postprocessing" in changes:
-        # The new settings must fit every version the endpoint serves now.
-        for deployment in _current_deployments(endpoint):
-            _pipeline_check(endpoint, deployment.model_version)
-    endpoint.save(update_fields=[*changes, "updated_at"])
-    audit_record(
-        actor=user,
-        action="endpoint.update",
-        obj=endpoint,
-        before=before,
-        after=_endpoint_snapshot(endpoint),
-        source_ip=source_ip,
-    )
-    if "environment" in changes:
-        audit_record(
-            actor=user,
-            action="endpoint.environment",
-            obj=endpoint,
-            before={"environment": before["environment"]},
-            after={"environment": endpoint.environment},
-            source_ip=source_ip,
-        )
-    routing_cache.changed()
-    return endpoint
-
-
-def _environment_change_check(endpoint: Endpoint, environment: str, user: AbstractBaseUser) -> None:
-    """Changing an endpoint's environment is an admin's action, and what it serves now must
-    obey the new environment's rule (move the traffic first)."""
-    role_check(user, ADMIN, to="changing an endpoint's environment")
-    current = endpoint.revisions.filter(is_current=True).first()
-    routes = current.routes if current is not None else []
-    environment_rule_check(
-        environment=environment, endpoint_name=endpoint.name, routes=routes, stages=_stages_of(routes)
-    )
-
-
-def _stages_of(routes: list[dict[str, Any]]) -> dict[tuple[str, int], str]:
-    wanted = {(r["model"], r["version"]) for r in routes if r.get("model")}
-    rows = ModelVersion.objects.filter(model__name__in={m for m, _ in wanted}).values_list(
-        "model__name", "version", "stage"
-    )
-    return {(name, number): stage for name, number, stage in rows if (name, number) in wanted}
-
-
-def _current_deployments(endpoint: Endpoint) -> list[Deployment]:
-    current = endpoint.revisions.filter(is_current=True).first()
-    if current is None:
-        return []
-    ids = [route["deployment"] for route in current.routes if route.get("deployment")]
-    return list(Deployment.objects.filter(pk__in=ids).select_related("model_version__model"))
-
-
-def _pipeline_check(endpoint: Endpoint, version: ModelVersion) -> None:
-    from inference.runtime.signature import Signature
-
-    try:
-        pipeline_compile(
-            endpoint.preprocessing,
-            endpoint.postprocessing,
-            signature=Signature.from_dict(version.signature),
-            metadata=version.metadata or {},
-        )
-    except PipelineConfigError as exc:
-        raise InvalidPolicy(f"{version}: {exc}") from None
 
 
 def _route_clean(index: int, route: Any) -> dict[str, Any]:
@@ -658,81 +354,6 @@ def _revise(
     return revision, to_load
 
 
-def deployments_load(*, deployment_ids: list[int]) -> None:
-    """Load and warm in-process deployments here (READY/FAILED); ask the pool for the others."""
-    from inference.selectors import deployment_spec
-    from inference.transport import transport_for
-
-    for deployment in Deployment.objects.filter(pk__in=deployment_ids).select_related(
-        "endpoint", "model_version__model"
-    ):
-        spec = deployment_spec(deployment)
-        if deployment.placement == Deployment.Placement.WORKER_POOL:
-            transaction.on_commit(lambda spec=spec: _pool_ask(spec))
-            continue
-        transport = transport_for(spec)
-        try:
-            transport.ensure_loaded(spec)
-        except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
-            log.warning("deployment %s failed to load: %s", deployment.pk, exc)
-            deployment_state_set(deployment_id=deployment.pk, state=Deployment.State.FAILED, detail=str(exc)[:2000])
-            continue
-        provider = getattr(transport, "provider", lambda s: "")(spec)
-        deployment_state_set(deployment_id=deployment.pk, state=Deployment.State.READY, provider=provider)
-
-
-def _pool_ask(spec: Any) -> None:
-    """Assign a worker-pool deployment, then let a Celery task mark it ready once warm."""
-    from inference.tasks import deployment_pool_load
-    from inference.transport import transport_for
-    from workers.celery import app as celery_app
-
-    try:
-        transport_for(spec).ensure_loaded(spec)
-    except Exception as exc:  # noqa: BLE001
-        log.warning("could not ask the worker pool to load %s: %s", spec.label, exc)
-        deployment_state_set(deployment_id=spec.deployment_id, state=Deployment.State.FAILED, detail=str(exc)[:2000])
-        return
-    if celery_app.conf.task_always_eager:
-        # Waiting for a worker inside this request would block it; without a Celery
-        # worker nothing marks the deployment ready (pool placement needs the full stack).
-        log.warning("%s stays loading: worker-pool deployments need a Celery worker", spec.label)
-        return
-    deployment_pool_load.delay(spec.deployment_id)
-
-
-@transaction.atomic
-def deployment_state_set(*, deployment_id: int, state: str, provider: str = "", detail: str = "") -> Deployment | None:
-    """Record a deployment's readiness (the pool calls this when a worker reports it warm)."""
-    deployment = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
-    if deployment is None:
-        return None
-    if state not in Deployment.State.values:
-        raise ValueError(f"unknown deployment state {state!r}")
-    if (
-        deployment.state == state
-        and (not provider or provider == deployment.provider)
-        and detail == deployment.state_detail
-    ):
-        return deployment
-    before = {"state": deployment.state, "provider": deployment.provider}
-    deployment.state, deployment.state_detail = state, detail
-    fields = ["state", "state_detail", "updated_at"]
-    if provider:
-        deployment.provider = provider
-        fields.append("provider")
-    deployment.save(update_fields=fields)
-    audit_record(
-        actor=None,
-        action=f"deployment.{state}",
-        obj=deployment,
-        before=before,
-        after={"state": state, "provider": deployment.provider, "detail": detail},
-    )
-    routing_cache.changed()
-    return deployment
-
-
 def traffic_policy_rollback(
     *,
     endpoint: Endpoint,
@@ -762,43 +383,6 @@ def traffic_policy_rollback(
         source_ip=source_ip,
         action="traffic.rollback",
     )
-
-
-def api_key_create(
-    *, name: str, endpoints: list[Endpoint], user: AbstractBaseUser, source_ip: str | None = None
-) -> tuple[ApiKey, str]:
-    """A new application key scoped to `endpoints`; the secret is returned once, only here."""
-    if not name or len(name) > 100:
-        raise InvalidPolicy("name: expected 1 to 100 characters")
-    if not endpoints:
-        raise InvalidPolicy("a key needs at least one endpoint")
-    for endpoint in endpoints:
-        if not can_access_team(user, endpoint.team_id):
-            raise NotFound(f"no endpoint named {endpoint.name!r}")
-    new = key_generate("app")
-    with transaction.atomic():
-        key = ApiKey.objects.create(name=name, prefix=new.prefix, hashed=new.hashed, created_by=user)
-        key.endpoints.set(endpoints)
-        audit_record(
-            actor=user,
-            action="apikey.create",
-            obj=key,
-            after={"name": name, "prefix": new.prefix, "endpoints": sorted(e.name for e in endpoints)},
-            source_ip=source_ip,
-        )
-    routing_cache.changed()
-    return key, new.key
-
-
-@transaction.atomic
-def api_key_revoke(*, key: ApiKey, user: AbstractBaseUser, source_ip: str | None = None) -> ApiKey:
-    key = ApiKey.objects.select_for_update().get(pk=key.pk)
-    if key.revoked_at is None:
-        key.revoked_at = timezone.now()
-        key.save(update_fields=["revoked_at"])
-        audit_record(actor=user, action="apikey.revoke", obj=key, after={"prefix": key.prefix}, source_ip=source_ip)
-    routing_cache.changed()
-    return key
 
 
 def _scaled(weights: list[int], total: int) -> list[int]:
