@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Pipelines against their alternatives, side by side in one run (issue #14). Not a test.
 
-    .venv/bin/python bench/pipeline.py [--duration 10] [--conc 16,64] [--rounds 1] [--entities 10000]
+    .venv/bin/python bench/pipeline.py [--duration 8] [--conc 16,64] [--rounds 4] [--entities 10000]
 
 1. `tiny` (10 -> 16 -> 2): the model served directly (a model route) vs a pipeline of one
    model step (a pipeline route), same server, same request (`{"inputs": {"x": [[...]]}}`).
@@ -11,10 +11,14 @@
    a FastAPI service with redis-py and two ORT sessions (bench/pipeline_fastapi.py,
    uvicorn 2 workers, the peers' `base` venv + redis-py). Each request: one random card.
 
+Both servers run at once (one idles while the other is measured); each point is measured
+in `rounds` slices that alternate the two sides (A B, B A, ...), so that both see the
+same background load, and the table shows medians and the median of per-slice ratios.
+
 Modelhub runs as bench/start_modelhub.sh's tuned in-process variant does (config.serve,
 2 workers, intra-op 1, SQLite) plus Redis (MODELHUB_BENCH_REDIS_URL, default db 14) for
-the features. One server at a time; wrk (2 threads) drives each point for `duration` s
-after a 2 s warm-up. Prints one JSON line per point and a table; writes them to
+the features. wrk (2 threads) drives each slice for `duration` s after a 2 s warm-up.
+Prints one JSON line per slice and a table; writes the lines to
 bench/results/pipeline-<time>.jsonl.
 """
 
@@ -220,9 +224,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--conc", default="16,64")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=4, help="alternating slices per point")
     parser.add_argument("--entities", type=int, default=10_000)
     parser.add_argument("--port", type=int, default=18461)
     parser.add_argument("--setup", help=argparse.SUPPRESS)
@@ -270,80 +274,110 @@ def main() -> None:
         with out_file.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
-    base = f"http://127.0.0.1:{args.port}"
-    for round_ in range(args.rounds):
-        server = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "config.serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(args.port),
-                "--workers",
-                "2",
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        try:
-            wait_ready(f"{base}/v2/health/ready", server)
+    # Both servers stay up (an idle one costs next to nothing) and the two sides of each
+    # comparison are measured in alternating slices, so that both see the same background
+    # load (this machine is shared); the table gives medians over the slices.
+    base, peer_base = f"http://127.0.0.1:{args.port}", f"http://127.0.0.1:{args.port + 1}"
+    server = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "config.serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(args.port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    peer_env = {
+        **env,
+        "FRAUD_A": str(models["fraud_a"]),
+        "FRAUD_B": str(models["fraud_b"]),
+        "FEATURE_SET": "bench-cards",
+        "ORT_INTRA_OP": "1",
+        "PYTHONPATH": str(shim),
+    }
+    peer = subprocess.Popen(
+        [
+            PEER_PY,
+            "-m",
+            "uvicorn",
+            "pipeline_fastapi:app",
+            "--app-dir",
+            str(ROOT / "bench"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(args.port + 1),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=peer_env,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    pairs = [
+        (
+            "one-model",
+            ("model directly", f"{base}/api/v1/endpoints/tiny/predict", "tiny.lua"),
+            ("pipeline of one model step", f"{base}/api/v1/endpoints/tiny-pipe/predict", "tiny.lua"),
+        ),
+        (
+            "fraud",
+            ("fastapi+redis-py+2 ORT", f"{peer_base}/predict", "fraud.lua"),
+            ("modelhub pipeline", f"{base}/api/v1/endpoints/fraud/predict", "fraud.lua"),
+        ),
+    ]
+    try:
+        wait_ready(f"{base}/v2/health/ready", server)
+        wait_ready(f"{peer_base}/openapi.json", peer)
+        for case, first, second in pairs:
             for conc in concs:
-                for name in ("tiny", "tiny-pipe"):  # interleaved, same server
-                    point = wrk(f"{base}/api/v1/endpoints/{name}/predict", work / "tiny.lua", conc, args.duration)
-                    record(round=round_, case="one-model", target=f"modelhub {name}", conc=conc, **point)
-            for conc in concs:
-                point = wrk(f"{base}/api/v1/endpoints/fraud/predict", work / "fraud.lua", conc, args.duration)
-                record(round=round_, case="fraud", target="modelhub pipeline", conc=conc, **point)
-        finally:
-            stop(server)
-        peer_env = {
-            **env,
-            "FRAUD_A": str(models["fraud_a"]),
-            "FRAUD_B": str(models["fraud_b"]),
-            "FEATURE_SET": "bench-cards",
-            "ORT_INTRA_OP": "1",
-            "PYTHONPATH": str(shim),
-        }
-        peer = subprocess.Popen(
-            [
-                PEER_PY,
-                "-m",
-                "uvicorn",
-                "pipeline_fastapi:app",
-                "--app-dir",
-                str(ROOT / "bench"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(args.port),
-                "--workers",
-                "2",
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            env=peer_env,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        try:
-            wait_ready(f"{base}/openapi.json", peer)
-            for conc in concs:
-                point = wrk(f"{base}/predict", work / "fraud.lua", conc, args.duration)
-                record(round=round_, case="fraud", target="fastapi+redis-py+2 ORT", conc=conc, **point)
-        finally:
-            stop(peer)
-    print("\n| case | target | c | req/s | p50 ms | p99 ms | errors |\n| --- | --- | --- | --- | --- | --- | --- |")
-    for r in results:
-        print(
-            f"| {r['case']} | {r['target']} | {r['conc']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {r['errors']} |"
-        )
+                for slice_ in range(args.rounds):
+                    order = (first, second) if slice_ % 2 == 0 else (second, first)
+                    for target, url, script in order:
+                        point = wrk(url, work / script, conc, args.duration)
+                        record(slice=slice_, case=case, target=target, conc=conc, **point)
+    finally:
+        stop(server)
+        stop(peer)
+    import statistics
+
+    print("\n| case | target | c | req/s (median) | p50 ms | p99 ms | errors | slices |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for case, first, second in pairs:
+        for conc in concs:
+            medians = {}
+            for target in (first[0], second[0]):
+                rows = [r for r in results if r["case"] == case and r["target"] == target and r["conc"] == conc]
+                med = {k: statistics.median(r[k] for r in rows) for k in ("rps", "p50_ms", "p99_ms")}
+                medians[target] = med
+                print(
+                    f"| {case} | {target} | {conc} | {med['rps']:.0f} | {med['p50_ms']:.2f} | {med['p99_ms']:.2f} | "
+                    f"{sum(r['errors'] for r in rows)} | {len(rows)} |"
+                )
+            ratios = [
+                b["rps"] / a["rps"]
+                for a, b in zip(
+                    [r for r in results if r["case"] == case and r["target"] == first[0] and r["conc"] == conc],
+                    [r for r in results if r["case"] == case and r["target"] == second[0] and r["conc"] == conc],
+                    strict=True,
+                )
+            ]
+            print(
+                f"| {case} | ratio {second[0]} / {first[0]} (median of slices) | {conc} | "
+                f"{statistics.median(ratios):.2f} | | | | |"
+            )
     print(f"\nresults: {out_file}")
 
 
