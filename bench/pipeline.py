@@ -2,6 +2,7 @@
 """Pipelines against their alternatives, side by side in one run (issue #14). Not a test.
 
     .venv/bin/python bench/pipeline.py [--duration 8] [--conc 16,64] [--rounds 4] [--entities 10000]
+    .venv/bin/python bench/pipeline.py --overhead 1000   # only the in-process us/request of (1)
 
 1. `tiny` (10 -> 16 -> 2): the model served directly (a model route) vs a pipeline of one
    model step (a pipeline route), same server, same request (`{"inputs": {"x": [[...]]}}`).
@@ -159,6 +160,53 @@ def setup(models_dir: Path, entities: int) -> None:
         traffic.traffic_policy_revise(endpoint=created, routes=[{**route, "role": "primary", "weight": 100}], user=user)
 
 
+def overhead(n: int) -> None:
+    """Per-request cost in one thread, without the network: the WSGI front (what gunicorn
+    loads) called in process, `tiny` direct and the one-step pipeline in alternating blocks."""
+    import io
+    import statistics
+
+    import django
+
+    django.setup()
+    from config.wsgi import application
+
+    body = b'{"inputs":{"x":[[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0]]}}'
+
+    def call(name: str) -> None:
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": f"/api/v1/endpoints/{name}/predict",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "HTTP_HOST": "127.0.0.1",
+            "wsgi.url_scheme": "http",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+        }
+        status = []
+        b"".join(application(environ, lambda s, h, e=None: status.append(s)))
+        assert status[0].startswith("200"), status
+
+    blocks: dict[str, list[float]] = {"tiny": [], "tiny-pipe": []}
+    for name in blocks:
+        for _ in range(300):
+            call(name)
+    for block in range(10):
+        for name in ("tiny", "tiny-pipe") if block % 2 == 0 else ("tiny-pipe", "tiny"):
+            started = time.perf_counter()
+            for _ in range(n):
+                call(name)
+            blocks[name].append((time.perf_counter() - started) / n * 1e6)
+    for name, values in blocks.items():
+        print(f"{name:10s} median {statistics.median(values):7.1f} us/request (10 blocks of {n}, one thread)")
+    extra = statistics.median(blocks["tiny-pipe"]) - statistics.median(blocks["tiny"])
+    print(f"pipeline of one model step: +{extra:.1f} us/request")
+
+
 # ------------------------------------------------------------------ load
 
 
@@ -230,9 +278,14 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=10_000)
     parser.add_argument("--port", type=int, default=18461)
     parser.add_argument("--setup", help=argparse.SUPPRESS)
+    parser.add_argument("--overhead", type=int, default=0, help="only: in-process us/request, N requests per block")
+    parser.add_argument("--overhead-here", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.setup:
         setup(Path(args.setup), args.entities)
+        return
+    if args.overhead_here:
+        overhead(args.overhead)
         return
     import redis
 
@@ -255,6 +308,11 @@ def main() -> None:
     subprocess.run(
         [PY, __file__, "--setup", str(work), "--entities", str(args.entities)], env=env, check=True, cwd=ROOT
     )
+    if args.overhead:
+        subprocess.run(
+            [PY, __file__, "--overhead-here", "--overhead", str(args.overhead)], env=env, check=True, cwd=ROOT
+        )
+        return
     (work / "tiny.lua").write_text(LUA_TINY)
     (work / "fraud.lua").write_text(LUA_FRAUD.replace("{n}", str(args.entities)))
     # redis-py for the peers' venv (pure Python): the package folder of our venv, on PYTHONPATH.

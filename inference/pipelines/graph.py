@@ -590,6 +590,8 @@ def call_models(step: Model | Ensemble, runner: Runner, env: dict[str, np.ndarra
     """Submit every model call of a step before waiting on any (an ensemble's members run
     in parallel), then combine."""
     calls = step.calls(env)
+    if len(calls) == 1:  # one model: wait in this thread as a direct route does (no Future)
+        return step.finish([runner.predict(*calls[0])])  # type: ignore[attr-defined]
     futures = [runner.submit(ref, inputs) for ref, inputs in calls]
     return step.finish([runner.result(ref, f) for (ref, _), f in zip(calls, futures, strict=True)])
 

@@ -223,3 +223,42 @@ def test_the_embedded_default_keeps_features_in_the_database(
     answer = predict(client, name, {"inputs": {"card_id": [102, 999], "amount": [5.0, 6.0]}}, query="?trace=1")
     assert answer.status_code == 200, answer.content
     assert answer.json()["trace"][0]["outputs"]["avg_amount"] == pytest.approx([900.0, (40.0 + 900.0 + 15.0) / 3])
+
+
+def test_a_switch_sends_each_row_to_its_branch(
+    client: Any, engineer: Any, fraud_versions: Any, feature_set: str
+) -> None:
+    """Rows over 1000 go to the two-model ensemble, the others to version 1 alone."""
+    import onnxruntime as ort
+
+    from tests.pipelines.conftest import SCALE, fraud_bytes
+
+    spec = fraud_spec(feature_set, 0.5)
+    ensemble = spec["steps"][3]
+    spec["steps"][3] = {
+        "name": "pick",
+        "kind": "switch",
+        "cases": [{"when": "amount > 1000", "step": "ensemble"}],
+        "default": "only_v1",
+    }
+    only_v1 = {
+        "name": "only_v1",
+        "kind": "model",
+        "model": "fraud:1",
+        "inputs": {"x": "features"},
+        "outputs": {"probabilities": "proba"},
+    }
+    spec["steps"] += [ensemble, only_v1]
+    name = serve(engineer, spec)
+    answer = predict(client, name, {"inputs": {"card_id": CARDS, "amount": AMOUNTS}}, query="?trace=1")
+    assert answer.status_code == 200, answer.content
+    rows = [
+        [a, CARD_FEATURES[c]["avg_amount"], CARD_FEATURES[c]["tx_count"], a / CARD_FEATURES[c]["avg_amount"]]
+        for a, c in zip(AMOUNTS, CARDS, strict=True)
+    ]
+    x = ((np.array(rows) - np.array(SCALE["mean"])) / np.array(SCALE["std"])).astype(np.float32)
+    v1, v2 = (ort.InferenceSession(fraud_bytes(s)).run(["probabilities"], {"x": x})[0][:, 1] for s in (11, 21))
+    expected = np.where(np.array(AMOUNTS) > 1000, (v1 + v2) / 2, v1)
+    np.testing.assert_allclose(answer.json()["outputs"]["fraud_score"], expected, rtol=1e-4)
+    steps = [t["step"] for t in answer.json()["trace"]]
+    assert "ensemble" in steps and "only_v1" in steps and "pick" in steps
