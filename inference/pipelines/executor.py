@@ -242,8 +242,8 @@ def _result(run: Run, outputs: dict[str, np.ndarray], started: float, trace: boo
 async def infer_async(
     spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float, request_id: str, trace: bool = False
 ) -> InferResult:
-    """`infer` on an event loop: model calls awaited; a graph with a switch or a router (whose
-    branches wait on model calls inside a step) runs in a thread instead."""
+    """`infer` on an event loop: model calls awaited; a graph with a lookup, a switch or a
+    router (`loop_safe` says why) runs in the loop's thread pool instead."""
     graph = GRAPHS.get(spec.deployment_id)
     if graph is None or not graph.loop_safe:
         loop = asyncio.get_running_loop()
