@@ -277,6 +277,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="alternating slices per point")
     parser.add_argument("--entities", type=int, default=10_000)
     parser.add_argument("--port", type=int, default=18461)
+    parser.add_argument("--only", choices=["one-model", "fraud"], help="measure one of the two comparisons")
     parser.add_argument("--setup", help=argparse.SUPPRESS)
     parser.add_argument("--overhead", type=int, default=0, help="only: in-process us/request, N requests per block")
     parser.add_argument("--overhead-here", action="store_true", help=argparse.SUPPRESS)
@@ -396,6 +397,7 @@ def main() -> None:
             ("modelhub pipeline", f"{base}/api/v1/endpoints/fraud/predict", "fraud.lua"),
         ),
     ]
+    pairs = [p for p in pairs if args.only in (None, p[0])]
     try:
         wait_ready(f"{base}/v2/health/ready", server)
         wait_ready(f"{peer_base}/openapi.json", peer)
