@@ -25,3 +25,19 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
                 "check them themselves."
             ),
         }
+
+
+class WorkerKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "accounts.authentication.WorkerKeyAuthentication"
+    name = "workerKeyAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "mh_worker_<prefix>_<secret>",
+            "description": (
+                "An inference worker's key (`mh_worker_...`, from `manage.py modelhub_worker_key create`): "
+                "it downloads artifacts by digest and opens no other route."
+            ),
+        }

@@ -4,7 +4,7 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.models import AbstractBaseUser, Group
 
 from accounts.keys import key_generate
-from accounts.models import UserToken
+from accounts.models import UserToken, WorkerKey
 from accounts.roles import ALL_ROLES
 from config.errors import DomainError
 
@@ -19,6 +19,20 @@ def user_token_create(*, user: AbstractBaseUser, name: str = "") -> tuple[UserTo
     new = key_generate("user")
     token = UserToken.objects.create(user=user, name=name[:100], prefix=new.prefix, hashed=new.hashed)
     return token, new.key
+
+
+def worker_key_create(*, name: str) -> tuple[WorkerKey, str]:
+    """A new inference worker key; the plain key is returned once and never stored."""
+    new = key_generate("worker")
+    key = WorkerKey.objects.create(name=name[:100], prefix=new.prefix, hashed=new.hashed)
+    return key, new.key
+
+
+def worker_key_revoke(*, prefix: str) -> int:
+    """Revoke the worker key with this prefix (its name's key, as listed); how many were revoked."""
+    from django.utils import timezone
+
+    return WorkerKey.objects.filter(prefix=prefix, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
 def user_token_obtain(*, username: str, password: str, name: str = "") -> tuple[UserToken, str]:

@@ -23,6 +23,26 @@ import time
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 
+def wsgi_environ(path: str, body: bytes, key: str | None = None) -> dict[str, object]:
+    """A WSGI environ for a JSON POST to this machine (bench/outlier_cost.py uses it too)."""
+    environ: dict[str, object] = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "HTTP_HOST": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+    }
+    if key:
+        environ["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    return environ
+
+
 def main() -> None:
     import django
 
@@ -40,20 +60,7 @@ def main() -> None:
     simple = orjson.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]})
 
     def environ(path: str, body: bytes) -> dict[str, object]:
-        return {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": path,
-            "QUERY_STRING": "",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "8000",
-            "HTTP_HOST": "127.0.0.1",
-            "wsgi.url_scheme": "http",
-            "CONTENT_TYPE": "application/json",
-            "CONTENT_LENGTH": str(len(body)),
-            "wsgi.input": io.BytesIO(body),
-            "HTTP_AUTHORIZATION": f"Bearer {key}",
-            "wsgi.errors": sys.stderr,
-        }
+        return wsgi_environ(path, body, key)
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> None:
         assert status.startswith("200"), status

@@ -170,6 +170,21 @@ def target_specs(peers, models_dir):
             env=lambda p, v=variant: {"REPO_ROOT": REPO, "MODELHUB_VARIANT": v},
             note=f"bench/start_modelhub.sh MODELHUB_VARIANT={variant}",
         )
+    # One lever at a time: the same start from another checkout (a worktree of the commit
+    # before the change), measured in the same interleaved rounds. MODELHUB_BASELINE_REPO=<path>
+    # TARGETS="modelhub-pool1 modelhub-pool1-baseline"; "-baseline" after any pool or in-process name.
+    baseline = os.environ.get("MODELHUB_BASELINE_REPO", "")
+    if baseline:
+        for offset, (name, variant) in enumerate((("modelhub", "inproc"), ("modelhub-pool1", "pool1")), start=6):
+            specs[f"{name}-baseline"] = dict(
+                specs["modelhub"],
+                title=f"{specs[name]['title'] if name != 'modelhub' else 'Modelhub, in-process'} (baseline)",
+                port=mh_port + offset,
+                cwd=baseline,
+                argv=lambda m, p, b=baseline: [os.path.join(b, "bench", "start_modelhub.sh"), m, str(p)],
+                env=lambda p, b=baseline, v=variant: {"REPO_ROOT": b, "MODELHUB_VARIANT": v},
+                note=f"{baseline}: bench/start_modelhub.sh MODELHUB_VARIANT={variant}",
+            )
     specs["modelhub"]["env"] = lambda p: {"REPO_ROOT": REPO, "MODELHUB_VARIANT": "inproc"}
     specs["modelhub"]["title"] = "Modelhub, in-process"
     return specs

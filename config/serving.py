@@ -11,7 +11,8 @@ halved the mlp model's requests/s and tripled its p99 (docs/benchmarks.md). So e
 process gets `max(1, cores // processes)` intra-op threads unless told otherwise.
 
 Settings (.env.example): MODELHUB_BIND (host:port), MODELHUB_WEB_WORKERS (processes;
-unset = min(4, cores)), MODELHUB_INTRA_OP_THREADS (per session; unset = derived).
+unset = min(4, cores)), MODELHUB_INTRA_OP_THREADS (per session; unset = derived),
+MODELHUB_MODEL_MEMORY_BUDGET_BYTES (models per web process; unset = derived, 0 = none).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from config.env import env_int, env_str
 DEFAULT_BIND = "127.0.0.1:8000"
 MAX_DEFAULT_PROCESSES = 4
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
+MEMINFO = Path("/proc/meminfo")
+# Share of the machine's (or container's) memory that loaded models may take, all
+# serving processes together; the rest is for the processes themselves, the page cache
+# and the other services on the host.
+MODEL_MEMORY_SHARE = 0.5
 
 
 def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
@@ -45,7 +52,7 @@ def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
 
 def web_processes(cores: int | None = None) -> int:
     """MODELHUB_WEB_WORKERS, else one per core up to MAX_DEFAULT_PROCESSES (each process
-    holds every model it serves, so more processes cost memory, not only cores)."""
+    holds the models it serves, up to its memory budget, so more processes cost memory, not only cores)."""
     configured = env_int("MODELHUB_WEB_WORKERS", 0)
     if configured > 0:
         return configured
@@ -60,6 +67,45 @@ def intra_op_threads(processes: int | None = None, cores: int | None = None) -> 
         return configured
     cores = cores or available_cores()
     return max(1, cores // (processes or web_processes(cores)))
+
+
+def available_memory(memory_max: Path = CGROUP_MEMORY_MAX, meminfo: Path = MEMINFO) -> int:
+    """Bytes of memory this process's machine or container has: MemTotal, capped by a
+    cgroup v2 memory limit (a container's `--memory`, a pod's memory limit); 0 if unknown."""
+    total = 0
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                total = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = memory_max.read_text().strip()
+        if limit != "max":
+            total = min(total, int(limit)) if total else int(limit)
+    except (OSError, ValueError):
+        pass
+    return total
+
+
+def model_memory_budget(processes: int | None = None) -> int:
+    """Bytes of loaded models one web process may hold: MODELHUB_MODEL_MEMORY_BUDGET_BYTES,
+    else half the machine's memory shared out between the web processes. 0 = no budget
+    (models stay loaded until their deployment leaves)."""
+    configured = env_int("MODELHUB_MODEL_MEMORY_BUDGET_BYTES", -1)
+    if configured >= 0:
+        return configured
+    return int(available_memory() * MODEL_MEMORY_SHARE) // max(1, processes or web_processes())
+
+
+def worker_memory_budget() -> int:
+    """Bytes of loaded models one inference worker may hold: MODELHUB_WORKER_MEMORY_BUDGET_BYTES,
+    else half the machine's memory (one worker per host; with N, set it to a share each)."""
+    configured = env_int("MODELHUB_WORKER_MEMORY_BUDGET_BYTES", -1)
+    if configured >= 0:
+        return configured
+    return int(available_memory() * MODEL_MEMORY_SHARE)
 
 
 def bind_address() -> tuple[str, int]:

@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "inference",
     "inference.batch",
     "inference.pipelines",
+    "inference.bandits",
     "monitoring",
     "dashboard",
 ]
@@ -232,6 +233,10 @@ ASGI_THREADS = env_int("MODELHUB_ASGI_THREADS", 64)
 # ONNX Runtime threads per in-process session: MODELHUB_INTRA_OP_THREADS, else the cores
 # shared out between the web processes (config/serving.py derives it for every server).
 INTRA_OP_THREADS = serving.intra_op_threads()
+# Bytes of loaded models per web process (docs/serving.md, "Density"): MODELHUB_MODEL_MEMORY_BUDGET_BYTES,
+# else half the machine's memory / the web processes; 0 = no budget. Least recently used
+# unpinned deployments are unloaded to make room and reloaded on their next request.
+MODEL_MEMORY_BUDGET_BYTES = serving.model_memory_budget()
 # Worker-pool placement (docs/serving-workers.md); the names are the ones inference/pool.py reads.
 MODELHUB_POOL_REDIS_URL = env_str("MODELHUB_POOL_REDIS_URL")  # "" = REDIS_URL
 MODELHUB_POOL_CONNECT_TIMEOUT = env_float("MODELHUB_POOL_CONNECT_TIMEOUT", 1.0)
@@ -372,5 +377,13 @@ BATCH_DISK_BUDGET_BYTES = env_int("MODELHUB_BATCH_DISK_BUDGET_BYTES", 20 * 1024*
 BATCH_DRY_RUN_MAX_ROWS = env_int("MODELHUB_BATCH_DRY_RUN_MAX_ROWS", 1000)
 BATCH_INTRA_OP_THREADS = env_int("MODELHUB_BATCH_INTRA_OP_THREADS", 0)
 BATCH_MODELS_KEPT = env_int("MODELHUB_BATCH_MODELS_KEPT", 2)
+# Bandit routers (docs/pipelines.md, "Routers and feedback"): how often a process re-reads
+# the arm statistics, how long a decision stays in the feedback ledger, how often the
+# sweep trims the ledger and snapshots the statistics to the database.
+BANDIT_REFRESH_S = env_float("MODELHUB_BANDIT_REFRESH_S", 1.0)
+BANDIT_LEDGER_RETENTION_S = env_float("MODELHUB_BANDIT_LEDGER_RETENTION_S", 7 * 86400.0)
+BANDIT_SWEEP_INTERVAL_S = env_float("MODELHUB_BANDIT_SWEEP_INTERVAL_S", 60.0)
+if BANDIT_LEDGER_RETENTION_S < 1 or BANDIT_REFRESH_S < 0:
+    raise ImproperlyConfigured("MODELHUB_BANDIT_LEDGER_RETENTION_S must be >= 1 and MODELHUB_BANDIT_REFRESH_S >= 0")
 if BATCH_LEASE_S * 2 > CELERY_VISIBILITY_TIMEOUT:
     raise ImproperlyConfigured("MODELHUB_BATCH_LEASE_S must be under half of MODELHUB_CELERY_VISIBILITY_TIMEOUT")

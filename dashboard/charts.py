@@ -8,10 +8,12 @@ the platform itself.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -332,6 +334,7 @@ def monitoring_figures(
         "errors": timeseries_chart(line("error_rate"), title="Error rate", percent=True),
         "batch": timeseries_chart(line("batch_size"), title="Mean batch size", y_title="rows per ONNX call"),
         "timing": timing_chart(points("model_ms", "queue_ms")),
+        "outliers": timeseries_chart(line("outlier_rate"), title="Outlier rate (scored rows)", percent=True),
     }
     since, until = timeseries.get("since"), timeseries.get("until")
     for fig in timed.values():
@@ -345,3 +348,55 @@ def monitoring_figures(
         ),
         "drift": drift_chart(drift),
     }
+
+
+# --- bandit routers ---------------------------------------------------------------------
+
+
+def _beta_pdf(x: Any, a: float, b: float) -> Any:
+    log_beta = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+    return np.exp((a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - log_beta)
+
+
+def bandit_figures(stats: Mapping[str, Any]) -> dict[str, go.Figure]:
+    """A router's page (inference.bandits.selectors.router_stats): pulls and mean reward
+    per arm, the posteriors, cumulative estimated regret and pulls over time."""
+    arms = list(stats.get("arms") or [])
+    names = [arm["arm"] for arm in arms]
+    colours = [colour(i) for i in range(len(arms))]
+    pulls = go.Figure(go.Bar(x=names, y=[arm["pulls"] for arm in arms], marker_color=colours, name="pulls"))
+    _layout(pulls, title="Pulls per arm", y_title="decisions")
+    means = go.Figure(go.Bar(x=names, y=[arm["mean_reward"] for arm in arms], marker_color=colours, name="mean reward"))
+    _layout(means, title="Mean reward per arm", y_title="reward")
+
+    posterior = go.Figure()
+    for i, arm in enumerate(arms):
+        params = arm.get("posterior") or {}
+        if "alpha" in params:
+            x = np.linspace(0.001, 0.999, 200)
+            y = _beta_pdf(x, params["alpha"], params["beta"])
+        elif params.get("scale"):
+            x = np.linspace(params["mean"] - 4 * params["scale"], params["mean"] + 4 * params["scale"], 200)
+            y = np.exp(-0.5 * ((x - params["mean"]) / params["scale"]) ** 2) / (params["scale"] * np.sqrt(2 * np.pi))
+        else:
+            continue
+        posterior.add_trace(go.Scatter(x=x, y=y, mode="lines", name=arm["arm"], line={"color": colour(i)}))
+    _layout(posterior, title="Posterior of the mean reward", y_title="density")
+    if not posterior.data:
+        _empty(posterior, "no posterior yet (too few rewards, or a policy without one)")
+
+    series = list(stats.get("series") or [])
+    times = [datetime.fromtimestamp(point["time"]) for point in series]
+    regret = go.Figure(
+        go.Scatter(x=times, y=[p["regret"] for p in series], mode=line_mode([p["regret"] for p in series]))
+    )
+    _layout(regret, title="Cumulative regret (estimated)", y_title="reward lost")
+    over_time = go.Figure()
+    for i, name in enumerate(names):
+        values = [p["pulls"].get(name, 0) for p in series]
+        over_time.add_trace(go.Scatter(x=times, y=values, mode=line_mode(values), name=name, line={"color": colour(i)}))
+    _layout(over_time, title="Pulls over time", y_title="decisions (cumulative)")
+    if not series:
+        _empty(regret, "no decisions logged yet")
+        _empty(over_time, "no decisions logged yet")
+    return {"pulls": pulls, "means": means, "posterior": posterior, "regret": regret, "over_time": over_time}

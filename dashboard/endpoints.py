@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import plotly
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -165,6 +166,7 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         )[:20],
         "payload": payload,
         "predict_url": f"{base}/api/v1/endpoints/{endpoint.name}/predict",
+        "plotly_version": plotly.__version__,
         **extra,
     }
 
@@ -182,6 +184,12 @@ def check_summary(check: dict[str, Any]) -> str:
         values = f"candidate {check.get('candidate')} vs stable {check.get('stable')}, max +{check.get('max_increase')}"
     elif name == "p99_latency":
         values = f"p99 {check.get('candidate_ms')} vs {check.get('stable_ms')} ms, max x{check.get('max_ratio')}"
+    elif name == "shadow_agreement":
+        values = (
+            f"{check.get('agreed')} of {check.get('compared')} shadow answers agreed, "
+            f"min {check.get('min_agreement')} (at least {check.get('min_comparisons', 0):g} compared)"
+        )
+        return f"{name} {check.get('result')}: {values}"
     else:
         values = f"PSI {check.get('psi')} on {check.get('output') or '-'}, max {check.get('max_psi')}"
     requests = f"{check.get('candidate_requests')}/{check.get('stable_requests')} requests"
@@ -211,7 +219,7 @@ def _rollouts_context(request: HttpRequest, endpoint: Endpoint) -> list[dict[str
         out.append(
             {
                 "rollout": rollout,
-                "weights": [s["weight"] for s in steps],
+                "weights": (["shadow"] if rollout.plan.get("shadow") else []) + [s["weight"] for s in steps],
                 "weight": steps[rollout.step]["weight"] if 0 <= rollout.step < len(steps) else 0,
                 "active": rollout.state in Rollout.ACTIVE,
                 "events": events,
@@ -330,6 +338,7 @@ def endpoint_settings(request: HttpRequest, name: str) -> HttpResponse:
         source_ip=client_ip(request),
         sticky_header=request.POST.get("sticky_header", "").strip(),
         description=request.POST.get("description", "").strip(),
+        outlier_scoring=request.POST.get("outlier_scoring") == "on",
     )
     messages.success(request, "Settings saved.")
     return redirect("dash-endpoint", name=name)

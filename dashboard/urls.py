@@ -1,7 +1,17 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import approvals, batch_views, endpoints, monitoring_views, people, pipelines, views
+from dashboard import (
+    approvals,
+    bandit_views,
+    batch_views,
+    endpoints,
+    importance,
+    monitoring_views,
+    people,
+    pipelines,
+    views,
+)
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -13,6 +23,11 @@ urlpatterns = [
     path("models/new", views.model_create, name="dash-model-create"),
     path("models/<slug:name>/", views.model_detail, name="dash-model"),
     path("models/<slug:name>/versions/<int:version>/", views.version_detail, name="dash-version"),
+    path(
+        "models/<slug:name>/versions/<int:version>/importance.json",
+        importance.version_importance,
+        name="dash-version-importance",
+    ),
     path("approvals/", approvals.approval_list, name="dash-approvals"),
     path("approvals/<int:request_id>/", approvals.approval_detail, name="dash-approval"),
     path("approvals/<int:request_id>/<str:decision>", approvals.approval_decide, name="dash-approval-decide"),
@@ -32,6 +47,8 @@ urlpatterns = [
     path("endpoints/<slug:name>/settings", endpoints.endpoint_settings, name="dash-endpoint-settings"),
     path("endpoints/<slug:name>/keys", endpoints.key_create, name="dash-key-create"),
     path("endpoints/<slug:name>/keys/<str:prefix>/revoke", endpoints.key_revoke, name="dash-key-revoke"),
+    path("endpoints/<slug:name>/bandits/", bandit_views.bandit_index, name="dash-bandits"),
+    path("endpoints/<slug:name>/bandits/<str:router>/", bandit_views.bandit_router, name="dash-bandit"),
     path("people/", people.people_list, name="dash-people"),
     path("people/new", people.person_create, name="dash-person-create"),
     path("people/<str:username>/<str:action>", people.person_action, name="dash-person"),

@@ -293,6 +293,7 @@ def version_detail(request: HttpRequest, name: str, version: int) -> HttpRespons
             "in_progress": found.status in (ModelVersion.Status.PENDING, ModelVersion.Status.VALIDATING),
             "checklist": (checklist := _checklist(checks, _running_check(found))),
             "checklist_done": sum(c["state"] in ("ok", "fail") for c in checklist),
+            "plotly_version": plotly.__version__,
             **promotion,
         },
     )

@@ -31,8 +31,9 @@ class RolloutStartSerializer(serializers.Serializer):
     model = serializers.CharField(required=False, help_text="default: the model of the current primary")
     plan = serializers.JSONField(
         required=False,
-        help_text='{"steps": [{"weight": 5, "bake_s": 300}, ...], "checks": {...}, "failure_limit": 1, '
-        '"on_inconclusive": "pause", "confirm_full": false}; defaults: 5/25/50/100 %, 5 minutes each',
+        help_text='{"shadow": {"bake_s": 60} (optional shadow phase), "steps": [{"weight": 5, "bake_s": 300}, ...], '
+        '"checks": {...}, "failure_limit": 1, "on_inconclusive": "pause", "confirm_full": false}; '
+        "defaults: no shadow phase, 5/25/50/100 %, 5 minutes each",
     )
 
 
@@ -44,6 +45,7 @@ def rollout_dict(rollout: Rollout, *, events: bool = False) -> dict[str, Any]:
         "candidate": {"model": rollout.candidate.model.name, "version": rollout.candidate.version},
         "state": rollout.state,
         "step": rollout.step,
+        "phase": "shadow" if rollout.step < 0 and rollout.plan.get("shadow") else "traffic",
         "weight": steps[rollout.step]["weight"] if 0 <= rollout.step < len(steps) else 0,
         "step_started_at": rollout.step_started_at,
         "failures": rollout.failures,

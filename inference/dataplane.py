@@ -44,7 +44,7 @@ from common.errors import (
     payload_too_large,
 )
 from common.http import PredictRequest, Reply, Shape, error_reply
-from inference import edge
+from inference import edge, explain
 from inference.routing_cache import edge_cache
 from inference.transport import transport_for
 
@@ -83,12 +83,24 @@ def _v2_infer(request: PredictRequest, args: dict[str, str | None]) -> edge.Infe
     return edge.V2Infer(args["name"] or "", request, version=args["version"])
 
 
+def _explain(request: PredictRequest, args: dict[str, str | None]) -> Reply:
+    return explain.simple_explain(args["name"] or "", request)
+
+
+def _v2_explain(request: PredictRequest, args: dict[str, str | None]) -> Reply:
+    return explain.v2_explain(args["name"] or "", args["version"], request)
+
+
 def _v2_model(request: PredictRequest, args: dict[str, str | None]) -> Reply:
     return edge.v2_model_metadata(args["name"] or "", args["version"], request.headers)
 
 
 def _v2_model_ready(request: PredictRequest, args: dict[str, str | None]) -> Reply:
     return edge.v2_model_ready(args["name"] or "", args["version"], request.headers)
+
+
+def _feedback(request: PredictRequest, args: dict[str, str | None]) -> Reply:
+    return edge.feedback(args["name"] or "", request, _shape(request.path))
 
 
 def _v2_unknown(request: PredictRequest, args: dict[str, str | None]) -> Reply:
@@ -101,11 +113,26 @@ GET = ("GET",)
 ROUTES: tuple[Route, ...] = (
     Route("v2-infer", rf"{_MODEL}/infer", ("POST",), _v2_infer, "v2", body="v2"),
     Route("endpoint-predict", rf"api/v1/endpoints/{_NAME}/predict", ("POST",), _predict, "simple", body="json"),
+    # Explanations run many model rows and read the version's reference statistics: in
+    # the ASGI front's thread pool (offload), never on its event loop.
+    Route("v2-explain", rf"{_MODEL}/explain", ("POST",), _v2_explain, "v2", body="v2", offload=True),
+    Route(
+        "endpoint-explain",
+        rf"api/v1/endpoints/{_NAME}/explain",
+        ("POST",),
+        _explain,
+        "simple",
+        body="json",
+        offload=True,
+    ),
     Route("v2-model-ready", rf"{_MODEL}/ready", GET, _v2_model_ready, "v2", offload=True),
     Route("v2-model", _MODEL, GET, _v2_model, "v2", offload=True),
     Route("v2-live", r"v2/health/live", GET, lambda r, a: edge.v2_live(), "v2"),
     Route("v2-ready", r"v2/health/ready", GET, lambda r, a: edge.v2_ready(), "v2", offload=True),
     Route("v2-server", r"v2/?", GET, lambda r, a: edge.v2_server_metadata(), "v2"),
+    # Bandit feedback (inference.bandits): the store may be the database, so off the loop.
+    Route("endpoint-feedback", rf"api/v1/endpoints/{_NAME}/feedback", ("POST",), _feedback, "simple", "json", True),
+    Route("v2-feedback", rf"v2/models/{_NAME}/feedback", ("POST",), _feedback, "v2", "json", True),
     Route("v2-unknown", r"v2/.*", (), _v2_unknown, "v2"),
 )
 
@@ -129,16 +156,19 @@ class Dispatcher:
     def __init__(self, routes: tuple[Route, ...] = ROUTES) -> None:
         self.routes = routes
         self._matchers = [(re.compile("^/" + route.pattern + "$").match, route) for route in routes]
-        self._predict_path = next(match for match, route in self._matchers if route.name == "endpoint-predict")
+        self._endpoint_paths = [match for match, route in self._matchers if route.name.startswith("endpoint-")]
         self._hosts: dict[str, bool] = {}
         self._hosts_for: object = None
 
     def claims(self, path: str) -> bool:
         """Whether a path is the data plane's (else the front hands it to Django): all of
-        /v2 (an unknown V2 path is answered here, in V2's shape), and the predict path."""
+        /v2 (an unknown V2 path is answered here, in V2's shape), and the predict, explain
+        and feedback paths."""
         if path.startswith("/v2"):
             return len(path) == 3 or path[3] == "/"
-        return path.endswith("/predict") and self._predict_path(path) is not None
+        if not path.endswith(("/predict", "/explain", "/feedback")):
+            return False
+        return any(match(path) is not None for match in self._endpoint_paths)
 
     # ---------------------------------------------------------------- checks before the body
 

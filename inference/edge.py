@@ -26,13 +26,17 @@ import orjson
 from common.errors import ModelhubError
 from common.http import JSON, Headers, PredictRequest, Reply, Shape, as_modelhub_error, error_reply
 from config.renderers import dumps
+from inference.bandits import feedback as bandit_feedback
+from inference.bandits.router import CURRENT_ENDPOINT
 from inference.pipelines import executor as pipelines
 from inference.router import RoutingError, RoutingTable
 from inference.routing_cache import KeyEntry, edge_cache
 from inference.runtime import codec
 from inference.runtime.errors import DeadlineExceeded, InputError
+from inference.runtime.outliers import OutlierScorer, Scores
 from inference.shadow import shadow_pool, shadow_run
-from inference.transport import DeploymentSpec, InferResult, transport_for
+from inference.spec import DeploymentSpec, InferResult
+from inference.transport import transport_for
 from monitoring.recorder import PredictionRecord, record
 
 log = logging.getLogger("modelhub.edge")
@@ -116,7 +120,7 @@ def _shadow(table: RoutingTable, spec: DeploymentSpec, inputs: dict[str, np.ndar
             checked = codec.check_inputs(inputs, signature)
             return transport_for(shadow).infer(shadow, checked, timeout_s=table.timeout_s).outputs
 
-        def done(ok: bool, value: Any, latency_ms: float, shadow: DeploymentSpec = shadow) -> None:
+        def done(ok: bool, value: Any, latency_ms: float, agreed: bool | None, shadow: DeploymentSpec = shadow) -> None:
             record(
                 PredictionRecord(
                     endpoint=table.endpoint,
@@ -127,6 +131,7 @@ def _shadow(table: RoutingTable, spec: DeploymentSpec, inputs: dict[str, np.ndar
                     error_kind=None if ok else getattr(value, "code", "error"),
                     rows=_rows(inputs),
                     outputs=value if ok else None,
+                    agreed=agreed,
                 )
             )
 
@@ -160,6 +165,31 @@ def _refused(name: str, spec: DeploymentSpec | None, started: float, exc: BaseEx
     return Reply(*error_reply(error, shape))
 
 
+def _scorer(table: RoutingTable, spec: DeploymentSpec) -> OutlierScorer | None:
+    """The deployment's outlier scorer when the endpoint scores requests (outlier_scoring)."""
+    return table.outliers.get(spec.deployment_id) if table.outliers else None
+
+
+def _scores_now(scorer: OutlierScorer | None, inputs: Mapping[str, np.ndarray]) -> Scores | None:
+    """Score on the request (only when the caller asked to see the scores): otherwise the
+    recorder keeps the inputs and the flusher scores them off the request path, together."""
+    if scorer is None:
+        return None
+    try:
+        return scorer.score(inputs)
+    except Exception as exc:  # noqa: BLE001 - a scoring bug must not fail the prediction
+        log.warning("outlier scoring failed: %s", exc)
+        return None
+
+
+def _wants_outliers(query: str) -> bool:
+    """?outlier=1 (or true/yes) asks for the scores in the answer."""
+    if "outlier" not in query:
+        return False
+    values = parse_qs(query).get("outlier") or [""]
+    return values[0].lower() in ("1", "true", "yes")
+
+
 def _record_ok(
     name: str,
     spec: DeploymentSpec,
@@ -169,6 +199,8 @@ def _record_ok(
     body: bytes | None,
     payload: bytes,
     key: KeyEntry | None = None,
+    scorer: OutlierScorer | None = None,
+    scores: Scores | None = None,
 ) -> None:
     """Count an answered prediction (refusals are counted in _refused)."""
     record(
@@ -187,6 +219,9 @@ def _record_ok(
             payload=body,
             response=payload,
             api_key=key.prefix if key is not None else None,
+            outlier_scorer=scorer if scores is None else None,
+            scored_rows=0 if scores is None else int(scores.outlier.shape[0]),
+            outlier_rows=0 if scores is None else int(scores.outlier.sum()),
         )
     )
 
@@ -213,6 +248,7 @@ class InferCall:
     def __init__(self, name: str, request: PredictRequest) -> None:
         self.started = time.perf_counter()
         self.name, self.request = name, request
+        CURRENT_ENDPOINT.set(name)  # a bandit router's decisions take feedback through this endpoint only
         self.spec: DeploymentSpec | None = None
         self.key: KeyEntry | None = None
         self.trace = False
@@ -317,16 +353,23 @@ class SimplePredict(InferCall):
             _shadow(self.table, spec, self.inputs, outputs)
         if self.pipeline is not None:
             outputs = self.pipeline.finish(outputs)
-        body: dict[str, Any] = {"endpoint": self.name, "model": spec.model, "version": spec.version, "outputs": outputs}
+        scorer = _scorer(self.table, spec)
+        scores = None
+        answer: dict[str, Any] = {"endpoint": self.name, "model": spec.model, "version": spec.version, "outputs": outputs}
         headers = [("X-Model-Version", str(spec.version)), ("X-Model-Name", spec.model)]
         if spec.placement == pipelines.PLACEMENT:
             # A pipeline's answer: its request id (for feedback), bandit choices, the trace.
-            body["pipeline"] = body.pop("model")
-            body["outputs"] = {k: pipelines.jsonable(v) for k, v in outputs.items()}
-            body.update(result.extra)
+            answer["pipeline"] = answer.pop("model")
+            answer["outputs"] = {k: pipelines.jsonable(v) for k, v in outputs.items()}
+            answer.update(result.extra)
             headers.append(("X-Request-Id", result.extra["request_id"]))
-        payload = dumps(body)
-        _record_ok(self.name, spec, self.started, self.inputs, result, self.request.body, payload, self.key)
+        if self.request.query and _wants_outliers(self.request.query):
+            scores = _scores_now(scorer, self.inputs)
+            answer["outliers"] = None if scores is None or scorer is None else scores.rows(scorer.names)
+        payload = dumps(answer)
+        _record_ok(
+            self.name, spec, self.started, self.inputs, result, self.request.body, payload, self.key, scorer, scores
+        )
         # As docs/serving.md says: the answering version (what the X-Model-Version request
         # header pins), and the model it belongs to.
         return Reply(200, payload, headers)
@@ -371,12 +414,36 @@ class V2Infer(InferCall):
         request_id = result.extra.get("request_id") if spec.placement == pipelines.PLACEMENT else None
         if request_id is not None and info.id is None:
             info = dataclasses.replace(info, id=request_id)  # a pipeline's answer carries its request id
-        payload, headers = codec.encode_v2_response(self.name, str(spec.version), result.outputs, info)
-        _record_ok(self.name, spec, self.started, self.inputs, result, self.request.body, payload, self.key)
+        scorer = _scorer(self.table, spec)
+        scores = parameters = None
+        if (self.request.query and _wants_outliers(self.request.query)) or info.parameters.get("outlier") is True:
+            scores = _scores_now(scorer, self.inputs)
+            parameters = {"outliers": None if scores is None or scorer is None else scores.rows(scorer.names)}
+        payload, headers = codec.encode_v2_response(self.name, str(spec.version), result.outputs, info, parameters)
+        _record_ok(
+            self.name, spec, self.started, self.inputs, result, self.request.body, payload, self.key, scorer, scores
+        )
         content_type = headers.pop("Content-Type", JSON)
         if request_id is not None:
             headers["X-Request-Id"] = request_id
         return Reply(200, payload, list(headers.items()), content_type)
+
+
+# ------------------------------------------------------------------ bandit feedback
+
+
+def feedback(name: str, request: PredictRequest, shape: Shape) -> Reply:
+    """POST /api/v1/endpoints/{name}/feedback and /v2/models/{name}/feedback: a reward for
+    a request a bandit router decided, authenticated like a prediction (the endpoint's API
+    keys); the arm comes from the ledger (inference.bandits.feedback)."""
+    try:
+        table = _table(name)
+        _authorize(table, request.headers)
+        request_id, rewards = bandit_feedback.parse_body(codec.parse_json(request.body))
+        result = bandit_feedback.feedback(name, request_id, rewards)
+    except Exception as exc:  # noqa: BLE001 - every refusal is JSON
+        return Reply(*error_reply(exc, shape))
+    return Reply(200, orjson.dumps(bandit_feedback.reply_body(request_id, result)))
 
 
 # ------------------------------------------------------------------ V2 metadata and health

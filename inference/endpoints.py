@@ -33,6 +33,7 @@ ENDPOINT_FIELDS = (
     "timeout_ms",
     "sticky_header",
     "require_key",
+    "outlier_scoring",
     "environment",
 )
 
@@ -56,6 +57,7 @@ def _endpoint_snapshot(endpoint: Endpoint) -> dict[str, Any]:
         "timeout_ms": endpoint.timeout_ms,
         "sticky_header": endpoint.sticky_header,
         "require_key": endpoint.require_key,
+        "outlier_scoring": endpoint.outlier_scoring,
         "environment": endpoint.environment,
     }
 

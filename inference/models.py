@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from inference.spec import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_DELAY_MS
+
 
 class Endpoint(models.Model):
     """A stable name applications call; its traffic policy says which versions answer."""
@@ -43,6 +45,9 @@ class Endpoint(models.Model):
     # Prediction calls need an API key scoped to this endpoint; off only for open demos
     # and benchmarks (like a KServe server without auth).
     require_key = models.BooleanField(default=True)
+    # Score each request against the serving version's reference statistics (robust
+    # z-scores, Mahalanobis distance; inference/runtime/outliers.py) and count outliers.
+    outlier_scoring = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -82,8 +87,11 @@ class Deployment(models.Model):
     device = models.CharField(max_length=8, choices=Device.choices, default=Device.CPU)
     placement = models.CharField(max_length=16, choices=Placement.choices, default=Placement.IN_PROCESS)
     replicas = models.PositiveSmallIntegerField(default=1)
-    max_batch_size = models.PositiveIntegerField(default=32)
-    max_queue_delay_ms = models.FloatField(default=2.0)
+    max_batch_size = models.PositiveIntegerField(default=DEFAULT_MAX_BATCH_SIZE)
+    max_queue_delay_ms = models.FloatField(default=DEFAULT_MAX_QUEUE_DELAY_MS)
+    # Density (docs/serving.md): a pinned deployment stays loaded; the others may be unloaded
+    # when a serving process's model-memory budget is full, and reload on their next request.
+    pinned = models.BooleanField(default=False)
     state = models.CharField(max_length=16, choices=State.choices, default=State.LOADING)
     state_detail = models.TextField(blank=True)
     # The execution provider ONNX Runtime really gave the session (CPU when a GPU was asked

@@ -22,6 +22,7 @@ Retry-After at once, not after the deadline. Both checks are cached for 0.5 s pe
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -35,19 +36,32 @@ from config.env import env_float, env_str
 from config.errors import ServiceUnavailable
 from inference import pool_protocol as wire
 from inference.runtime.errors import (
+    ColdStart,
     DeadlineExceeded,
     InputError,
+    MemoryBudgetExceeded,
     ModelExecutionError,
     ModelNotFound,
     ModelNotReady,
     Overloaded,
     RuntimeErrorBase,
 )
-from inference.transport import DeploymentSpec, InferResult
+from inference.runtime.repository import cold_start_seconds
+from inference.spec import DeploymentSpec, InferResult
 
+logger = logging.getLogger("modelhub.pool")
 _ERRORS: dict[str, type[RuntimeErrorBase]] = {
     cls.code: cls
-    for cls in (InputError, ModelNotFound, ModelNotReady, Overloaded, DeadlineExceeded, ModelExecutionError)
+    for cls in (
+        InputError,
+        ModelNotFound,
+        ModelNotReady,
+        Overloaded,
+        DeadlineExceeded,
+        ModelExecutionError,
+        ColdStart,
+        MemoryBudgetExceeded,
+    )
 }
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 # How long a reply or a queue outlives the request deadline before Redis drops it.
@@ -145,6 +159,24 @@ def _error_from_reply(header: dict[str, Any]) -> RuntimeErrorBase:
     return cls(str(header.get("e", "inference worker failed")))
 
 
+def _decode_reply(frame: bytes, spec: DeploymentSpec) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A worker's reply; one of another frame version (another release) is a clear 503, never misread."""
+    try:
+        return wire.decode_frame(frame)
+    except wire.FrameVersionMismatch as exc:
+        message = (
+            f'endpoint "{spec.endpoint}" ({spec.label}): the inference worker speaks frame version '
+            f"{exc.version} and this web process speaks frame version {wire.FRAME_VERSION}; web processes "
+            "and inference workers must run the same release"
+        )
+        logger.error("%s (worker %s)", message, exc.header.get("w", "?"))
+        raise ServiceUnavailable(
+            message,
+            retry_after_s=30,
+            details={"worker_frame_version": exc.version, "web_frame_version": wire.FRAME_VERSION},
+        ) from None
+
+
 class WorkerPoolTransport:
     """Serves deployments placed on inference workers; one instance per web process is enough."""
 
@@ -152,7 +184,7 @@ class WorkerPoolTransport:
         self._url = url
         # deployment key -> (when checked, None if warm else why not): a fresh exception per
         # request is raised from it (re-raising one instance would grow its traceback).
-        self._ready_cache: dict[str, tuple[float, str | None]] = {}
+        self._ready_cache: dict[str, tuple[float, str | None, float | None]] = {}
 
     @property
     def client(self) -> redis.Redis:
@@ -189,11 +221,22 @@ class WorkerPoolTransport:
             raise _unavailable(exc) from exc
 
     def ready(self, spec: DeploymentSpec) -> bool:
-        """At least one live heartbeat reports the deployment warm (cached for 0.5 s)."""
-        return self._cold(spec) is None
+        """At least one live heartbeat reports the deployment warm, or holds it cold (loaded
+        on its next request under a memory budget); cached for 0.5 s."""
+        return self._cold(spec)[0] is None
 
-    def _cold(self, spec: DeploymentSpec) -> ServiceUnavailable | None:
-        """None when a live worker holds the deployment warm, else the refusal to raise.
+    def _served_state(
+        self, warm: int, cold: int, load_ms: Any, spec: DeploymentSpec
+    ) -> tuple[str | None, float | None]:
+        if warm > 0:
+            return None, None
+        if cold > 0:  # unloaded under a worker's memory budget: a request loads it
+            return None, float(load_ms or 0.0)
+        return _no_worker(spec), None
+
+    def _cold(self, spec: DeploymentSpec) -> tuple[ServiceUnavailable | None, float | None]:
+        """(the refusal to raise or None, the expected cold-start ms when no worker holds it
+        warm but one holds it cold).
 
         Cached per deployment for 0.5 s, the refusals too: while no worker serves it (a
         worker restarting, Redis back empty and the reconciler re-assigning), a request is
@@ -203,34 +246,63 @@ class WorkerPoolTransport:
         cached = self._ready_cache.get(spec.key)
         if cached is None or now - cached[0] >= _READY_CACHE_S:
             try:
-                why = None if self.warm_workers(spec) > 0 else _no_worker(spec)
+                pipe = self.client.pipeline(transaction=False)
+                pipe.zcount(wire.warm_key(spec.key), time.time(), "+inf")
+                pipe.zcount(wire.cold_key(spec.key), time.time(), "+inf")
+                pipe.hget(wire.LOAD_MS_KEY, spec.key)
+                why, cold_ms = self._served_state(*pipe.execute(), spec)
+            except _REDIS_ERRORS as exc:
+                why, cold_ms = _unavailable(exc).message, None
             except ServiceUnavailable as exc:
-                why = exc.message
-            cached = self._ready_cache[spec.key] = (now, why)
-        return None if cached[1] is None else ServiceUnavailable(cached[1], retry_after_s=2)
+                why, cold_ms = exc.message, None
+            cached = self._ready_cache[spec.key] = (now, why, cold_ms)
+        return (None if cached[1] is None else ServiceUnavailable(cached[1], retry_after_s=2)), cached[2]
 
-    async def _cold_async(self, spec: DeploymentSpec) -> ServiceUnavailable | None:
+    async def _cold_async(self, spec: DeploymentSpec) -> tuple[ServiceUnavailable | None, float | None]:
         """`_cold` on the event loop (redis.asyncio; the same cache)."""
         now = time.monotonic()
         cached = self._ready_cache.get(spec.key)
         if cached is None or now - cached[0] >= _READY_CACHE_S:
             try:
                 client = _async_client(self._url or _redis_url())
-                warm = int(await client.zcount(wire.warm_key(spec.key), time.time(), "+inf"))
-                why = None if warm > 0 else _no_worker(spec)
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.zcount(wire.warm_key(spec.key), time.time(), "+inf")
+                    pipe.zcount(wire.cold_key(spec.key), time.time(), "+inf")
+                    pipe.hget(wire.LOAD_MS_KEY, spec.key)
+                    why, cold_ms = self._served_state(*(await pipe.execute()), spec)
             except _REDIS_ERRORS as exc:
-                why = _unavailable(exc).message
+                why, cold_ms = _unavailable(exc).message, None
             except ServiceUnavailable as exc:
-                why = exc.message
-            cached = self._ready_cache[spec.key] = (now, why)
-        return None if cached[1] is None else ServiceUnavailable(cached[1], retry_after_s=2)
+                why, cold_ms = exc.message, None
+            cached = self._ready_cache[spec.key] = (now, why, cold_ms)
+        return (None if cached[1] is None else ServiceUnavailable(cached[1], retry_after_s=2)), cached[2]
+
+    def _cold_start(self, spec: DeploymentSpec, cold_ms: float | None, timeout_s: float) -> ColdStart | None:
+        """None when the request may wait for a cold start (no worker holds it warm, one
+        holds it cold) or needs none; else wake a worker and return the 503 to raise."""
+        if cold_ms is None or cold_ms / 1000.0 < timeout_s:
+            return None
+        try:  # a wake frame: the worker that takes it loads the deployment, answers nothing
+            self.client.rpush(
+                wire.queue_key(spec.key), wire.encode_frame({"id": "", "dl": time.time() + 60, "r": "", "wake": 1})
+            )
+        except _REDIS_ERRORS as exc:
+            return _unavailable(exc)  # type: ignore[return-value]
+        return ColdStart(
+            f'endpoint "{spec.endpoint}" ({spec.label}) was unloaded on the inference workers to make room for '
+            f"other models; reloading it takes about {cold_ms:.0f} ms, more than the request's deadline of "
+            f"{timeout_s * 1000:.0f} ms",
+            retry_after_s=cold_start_seconds(cold_ms),
+        )
 
     # ---------------------------------------------------------------- the hot path
 
     def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
-        refusal = self._cold(spec)
+        refusal, cold_ms = self._cold(spec)
         if refusal is not None:
             raise refusal
+        if cold_ms is not None and (late := self._cold_start(spec, cold_ms, timeout_s)) is not None:
+            raise late
         request_id = uuid.uuid4().hex
         reply = wire.reply_key(request_id)
         queue = wire.queue_key(spec.key)
@@ -255,7 +327,7 @@ class WorkerPoolTransport:
         except _REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
         del depth
-        header, outputs = wire.decode_frame(popped[1])
+        header, outputs = _decode_reply(popped[1], spec)
         if not header.get("ok"):
             raise _error_from_reply(header)
         return InferResult(
@@ -271,9 +343,11 @@ class WorkerPoolTransport:
         self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float
     ) -> InferResult:
         """`infer` for an event loop (inference/asgi.py): the same one round trip, no thread held."""
-        refusal = await self._cold_async(spec)
+        refusal, cold_ms = await self._cold_async(spec)
         if refusal is not None:
             raise refusal
+        if cold_ms is not None and (late := self._cold_start(spec, cold_ms, timeout_s)) is not None:
+            raise late  # (the wake frame goes with a blocking client: the rare path)
         request_id = uuid.uuid4().hex
         reply = wire.reply_key(request_id)
         queue = wire.queue_key(spec.key)
@@ -295,7 +369,7 @@ class WorkerPoolTransport:
                 popped = await client.blpop([reply], timeout=min(remaining, wait_cap))
         except _REDIS_ERRORS as exc:
             raise _unavailable(exc) from exc
-        header, outputs = wire.decode_frame(popped[1])
+        header, outputs = _decode_reply(popped[1], spec)
         if not header.get("ok"):
             raise _error_from_reply(header)
         return InferResult(

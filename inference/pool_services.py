@@ -16,7 +16,7 @@ from django.db import transaction
 from inference.models import Deployment
 from inference.pool import WorkerPoolTransport, worker_pool_transport, worker_status
 from inference.selectors import deployment_spec
-from inference.transport import DeploymentSpec
+from inference.spec import DeploymentSpec
 from registry.audit import audit_record
 
 
@@ -88,7 +88,7 @@ def deployment_pool_load(
     transport.ensure_loaded(spec)
     deadline = time.monotonic() + wait_s
     while True:
-        if transport.warm_workers(spec) > 0:
+        if transport.ready(spec):  # warm on a live worker, or held cold there (evictable, memory budget)
             return _set_state(deployment_id, Deployment.State.READY, "", provider=_provider(spec)).state
         failure = _load_failure(spec)
         if failure:

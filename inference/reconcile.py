@@ -9,9 +9,12 @@ persistence loses the copy; a worker restarted loses what it had loaded; a Celer
 beat every MODELHUB_POOL_RECONCILE_INTERVAL_S (workers/celery.py), repairs all of them:
 
 1. Assign: every desired deployment whose entry is missing (or differs in what a worker
-   loads) is written back, with the `_desired` marker; entries of deployments the
+   loads, or in `pinned`: the desired state says whether a deployment is evictable) is
+   written back, with the `_desired` marker; entries of deployments the
    database says are retired, failed or gone are removed (workers unload them).
-2. Record the truth: a `loading` deployment warm on a live worker becomes `ready` (with
+2. Record the truth (a deployment a live worker holds cold, unloaded under its memory
+   budget and loaded on the next request, counts as served like a warm one): a
+   `loading` deployment warm on a live worker becomes `ready` (with
    the provider it really got), one every reporting worker failed becomes `failed`; a
    `ready` one that no live worker holds warm for `settle_s` (longer than a heartbeat
    interval, so a worker that just reconnected is not counted as gone) becomes `loading`
@@ -35,12 +38,22 @@ from django.conf import settings
 from inference import pool_protocol as wire
 from inference.models import Deployment
 from inference.selectors import deployment_spec
-from inference.transport import DeploymentSpec
+from inference.spec import DeploymentSpec
 
 log = logging.getLogger("modelhub.reconcile")
 
 # What a worker needs to load the same session; role and weight changes need no reload.
-_LOAD_FIELDS = ("deployment_id", "artifact_sha256", "artifact_path", "device", "max_batch_size", "max_queue_delay_ms")
+# `pinned` too: it is the desired state's "evictable" flag (False: a worker may unload the
+# deployment to make room under its memory budget), applied by workers without a reload.
+_LOAD_FIELDS = (
+    "deployment_id",
+    "artifact_sha256",
+    "artifact_path",
+    "device",
+    "max_batch_size",
+    "max_queue_delay_ms",
+    "pinned",
+)
 _DESIRED_STATES = (Deployment.State.READY, Deployment.State.LOADING)
 
 
@@ -108,11 +121,15 @@ def _assign(client: Any, specs: dict[str, DeploymentSpec], report: ReconcileRepo
 
 
 def _warm(client: Any, keys: list[str]) -> dict[str, int]:
+    """Live workers serving each deployment: holding it warm, or (evictable, under a
+    memory budget) holding it cold, to load on its next request."""
     now = time.time()
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.zcount(wire.warm_key(key), now, "+inf")
-    return {key: int(n) for key, n in zip(keys, pipe.execute(), strict=True)}
+        pipe.zcount(wire.cold_key(key), now, "+inf")
+    counts = pipe.execute()
+    return {key: int(counts[2 * i]) + int(counts[2 * i + 1]) for i, key in enumerate(keys)}
 
 
 def pool_reconcile(*, settle_s: float = 3.0, client: Any = None) -> ReconcileReport:

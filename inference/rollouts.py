@@ -8,6 +8,7 @@ embedded scheduler on `make run`): every evaluation locks the rollout row, so tw
 schedulers, a retried task or a restarted process never act twice on one step; `step`
 and `step_started_at` live in the row, so nothing is lost when every process restarts.
 
+    [shadow phase: the candidate answers copies only (step -1), shadow_agreement decides]
     running --bake passed, checks pass--> next step ... --> 100 % --> succeeded
        |  \\--check failed (failure_limit times)--> rolled_back (stable routes again)
        |   \\--bake passed, inconclusive--> paused | rolled_back (plan.on_inconclusive)
@@ -53,6 +54,14 @@ DEFAULT_CHECKS: dict[str, dict[str, float]] = {
     # PSI of each output's distribution, candidate against stable
     "output_drift": {"max_psi": 0.25, "min_requests": 50},
 }
+# Only with a shadow phase (plan.shadow), and then on by default: the share of the
+# candidate's shadow answers that agreed with the answer the caller got (inference.shadow).
+SHADOW_CHECK: dict[str, float] = {"min_agreement": 0.99, "min_comparisons": 50}
+KNOWN_CHECKS: dict[str, dict[str, float]] = {**DEFAULT_CHECKS, "shadow_agreement": SHADOW_CHECK}
+# Bounds of a check's numbers: ratios of a share at most 1, counts at least one (a check
+# over zero requests decides nothing: it is inconclusive, never a pass).
+BOUNDS: dict[str, tuple[float, float]] = {"min_agreement": (0.0, 1.0)}
+COUNTS = ("min_requests", "min_comparisons")
 ON_INCONCLUSIVE = ("pause", "rollback")
 MAX_BAKE_S = 7 * 24 * 3600.0
 
@@ -81,14 +90,16 @@ def _number(value: Any, where: str, *, low: float, high: float, low_open: bool =
 def plan_check(plan: Any) -> dict[str, Any]:
     """The plan with its defaults filled in; InvalidPlan (400) names what is wrong.
 
-    {"steps": [{"weight": 5, "bake_s": 300}, ...], "checks": {"error_rate": {...},
-    "p99_latency": {...}, "output_drift": {...}} (a check set to null is off),
-    "failure_limit": 1, "on_inconclusive": "pause" | "rollback", "confirm_full": false}
+    {"shadow": {"bake_s": 60} (optional: a shadow phase before the first step),
+    "steps": [{"weight": 5, "bake_s": 300}, ...], "checks": {"error_rate": {...},
+    "p99_latency": {...}, "output_drift": {...}, "shadow_agreement": {...}} (a check set
+    to null is off), "failure_limit": 1, "on_inconclusive": "pause" | "rollback",
+    "confirm_full": false}
     """
     plan = {} if plan is None else plan
     if not isinstance(plan, dict):
         raise InvalidPlan("plan: expected an object")
-    unknown = set(plan) - {"steps", "checks", "failure_limit", "on_inconclusive", "confirm_full"}
+    unknown = set(plan) - {"shadow", "steps", "checks", "failure_limit", "on_inconclusive", "confirm_full"}
     if unknown:
         raise InvalidPlan(f"plan: unknown key {sorted(unknown)[0]!r}")
     raw_steps = plan.get("steps", DEFAULT_STEPS)
@@ -107,20 +118,29 @@ def plan_check(plan: Any) -> dict[str, Any]:
         steps.append({"weight": weight, "bake_s": bake})
     if steps[-1]["weight"] != 100:
         raise InvalidPlan(f"plan.steps: the last step must be 100 %, got {steps[-1]['weight']}")
-    raw_checks = plan.get("checks", DEFAULT_CHECKS)
+    shadow = plan.get("shadow")
+    if shadow is not None:
+        if not isinstance(shadow, dict) or set(shadow) != {"bake_s"}:
+            raise InvalidPlan("plan.shadow: expected {bake_s} (or null: no shadow phase)")
+        shadow = {"bake_s": _number(shadow["bake_s"], "plan.shadow.bake_s", low=0, high=MAX_BAKE_S, low_open=True)}
+    default_checks = {**DEFAULT_CHECKS, "shadow_agreement": SHADOW_CHECK} if shadow else DEFAULT_CHECKS
+    raw_checks = plan.get("checks", default_checks)
     if not isinstance(raw_checks, dict):
         raise InvalidPlan("plan.checks: expected an object")
     checks: dict[str, dict[str, float]] = {}
     for name, settings in raw_checks.items():
-        if name not in DEFAULT_CHECKS:
-            raise InvalidPlan(f"plan.checks: unknown check {name!r}; known: {', '.join(DEFAULT_CHECKS)}")
+        if name not in KNOWN_CHECKS:
+            raise InvalidPlan(f"plan.checks: unknown check {name!r}; known: {', '.join(KNOWN_CHECKS)}")
         if settings is None:
             continue
-        if not isinstance(settings, dict) or set(settings) - set(DEFAULT_CHECKS[name]):
-            raise InvalidPlan(f"plan.checks.{name}: expected some of {', '.join(DEFAULT_CHECKS[name])}")
-        merged = {**DEFAULT_CHECKS[name], **settings}
+        if name == "shadow_agreement" and not shadow:
+            raise InvalidPlan('plan.checks.shadow_agreement: needs a shadow phase ("shadow": {"bake_s": ...})')
+        if not isinstance(settings, dict) or set(settings) - set(KNOWN_CHECKS[name]):
+            raise InvalidPlan(f"plan.checks.{name}: expected some of {', '.join(KNOWN_CHECKS[name])}")
+        merged = {**KNOWN_CHECKS[name], **settings}
         for key, value in merged.items():
-            merged[key] = _number(value, f"plan.checks.{name}.{key}", low=0, high=1e9)
+            low, high = BOUNDS.get(key, (1.0 if key in COUNTS else 0.0, 1e9))
+            merged[key] = _number(value, f"plan.checks.{name}.{key}", low=low, high=high)
         checks[name] = merged
     limit = plan.get("failure_limit", 1)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
@@ -132,6 +152,7 @@ def plan_check(plan: Any) -> dict[str, Any]:
     if not isinstance(confirm, bool):
         raise InvalidPlan("plan.confirm_full: expected true or false")
     return {
+        "shadow": shadow,
         "steps": steps,
         "checks": checks,
         "failure_limit": limit,
@@ -150,7 +171,8 @@ def _label(version: ModelVersion) -> str:
 def routes_at(stable: list[dict[str, Any]], candidate: ModelVersion, weight: int) -> list[dict[str, Any]]:
     """The split with the candidate at `weight` %: the stable routes that take traffic are
     scaled down to make room (the primary stays primary), shadows are kept; at 100 % the
-    candidate is the primary alone. Placement and batching are the stable primary's."""
+    candidate is the primary alone; at 0 % (the shadow phase) the stable routes as they
+    were, plus the candidate as a shadow. Placement and batching are the stable primary's."""
     name, number = candidate.model.name, candidate.version
     others = [dict(r) for r in stable if not (r.get("model") == name and r["version"] == number)]
     taking = [r for r in others if r["role"] != Deployment.Role.SHADOW]
@@ -160,6 +182,8 @@ def routes_at(stable: list[dict[str, Any]], candidate: ModelVersion, weight: int
         k: template[k] for k in ("placement", "device", "max_batch_size", "max_queue_delay_ms") if k in template
     }
     new = {"model": name, "version": number, **settings}
+    if weight == 0:
+        return [*taking, *shadows, {**new, "role": Deployment.Role.SHADOW, "weight": 0}]
     if weight >= 100 or not taking:
         return [{**new, "role": Deployment.Role.PRIMARY, "weight": 100}, *shadows]
     for route, share in zip(taking, traffic._scaled([r["weight"] for r in taking], 100 - weight), strict=True):
@@ -212,6 +236,13 @@ def _record(
 
 
 def _step_apply(rollout: Rollout, index: int, now: datetime, *, actor: AbstractBaseUser | None = None) -> None:
+    """Move to plan step `index` (-1: the shadow phase, the candidate takes copies only)."""
+    if index < 0:
+        _revise(rollout, routes_at(rollout.stable_routes, rollout.candidate, 0), "shadow phase")
+        rollout.step, rollout.step_started_at, rollout.failures = index, now, 0
+        rollout.save(update_fields=["step", "step_started_at", "failures", "updated_at"])
+        _record(rollout, "shadow", f"{rollout.candidate} answers copies of the requests as a shadow", actor=actor)
+        return
     weight = rollout.plan["steps"][index]["weight"]
     _revise(
         rollout,
@@ -296,7 +327,7 @@ def rollout_start(
             _record(
                 rollout, "start", f"{candidate} from {traffic.routes_summary(stable)}", actor=user, source_ip=source_ip
             )
-            _step_apply(rollout, 0, now, actor=user)
+            _step_apply(rollout, -1 if clean_plan.get("shadow") else 0, now, actor=user)
     except IntegrityError:
         raise RolloutConflict(f'endpoint "{endpoint.name}" already has a rollout in progress') from None
     return rollout
@@ -307,9 +338,14 @@ def rollout_start(
 
 def rollout_analyse(rollout: Rollout, *, since: datetime, until: datetime) -> dict[str, Any]:
     """Candidate against stable on the same minutes: each check pass, fail or inconclusive
-    (too few requests), with the values that decided it; the verdict is fail if any
-    failed, else inconclusive if any was, else pass."""
-    stats = deployment_window_totals(endpoint=rollout.endpoint.name, since=since, until=until, include_shadow=False)
+    (too few requests, or comparisons, on either side), with the values that decided it;
+    the verdict is fail if any failed, else inconclusive if any was, else pass. In the
+    shadow phase (step -1) only shadow_agreement runs (the candidate answers nobody, so
+    its error rate and latency are not the callers'); at the weight steps every other."""
+    shadow_phase = rollout.step < 0
+    stats = deployment_window_totals(
+        endpoint=rollout.endpoint.name, since=since, until=until, include_shadow=shadow_phase
+    )
     label = _label(rollout.candidate)
     candidate = stats.get(label, {})
     stable: dict[str, Any] = {}
@@ -320,6 +356,11 @@ def rollout_analyse(rollout: Rollout, *, since: datetime, until: datetime) -> di
     cand, base = window_point(candidate), window_point(stable)
     checks = []
     for name, settings in rollout.plan["checks"].items():
+        if (name == "shadow_agreement") != shadow_phase:
+            continue
+        if name == "shadow_agreement":
+            checks.append(_agreement_check(cand, base, settings))
+            continue
         enough = cand["requests"] >= settings["min_requests"] and base["requests"] >= settings["min_requests"]
         result: dict[str, Any] = {
             "check": name,
@@ -332,9 +373,16 @@ def rollout_analyse(rollout: Rollout, *, since: datetime, until: datetime) -> di
                 "stable": base["error_rate"],
                 "max_increase": settings["max_increase"],
             }
+            enough = enough and cand["error_rate"] is not None and base["error_rate"] is not None
             failed = enough and cand["error_rate"] > base["error_rate"] + settings["max_increase"]
         elif name == "p99_latency":
-            result |= {"candidate_ms": cand["p99_ms"], "stable_ms": base["p99_ms"], "max_ratio": settings["max_ratio"]}
+            result |= {
+                "candidate_ms": cand["p99_ms"],
+                "stable_ms": base["p99_ms"],
+                "max_ratio": settings["max_ratio"],
+                "min_requests": settings["min_requests"],
+            }
+            enough = enough and cand["p99_ms"] is not None and base["p99_ms"] is not None
             failed = (
                 enough
                 and cand["p99_ms"] > base["p99_ms"] * settings["max_ratio"]
@@ -349,7 +397,33 @@ def rollout_analyse(rollout: Rollout, *, since: datetime, until: datetime) -> di
         checks.append(result)
     results = {c["result"] for c in checks}
     verdict = "fail" if "fail" in results else "inconclusive" if "inconclusive" in results else "pass"
-    return {"verdict": verdict, "since": since.isoformat(), "until": until.isoformat(), "checks": checks}
+    return {
+        "verdict": verdict,
+        "phase": "shadow" if shadow_phase else "traffic",
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "checks": checks,
+    }
+
+
+def _agreement_check(cand: dict[str, Any], base: dict[str, Any], settings: dict[str, float]) -> dict[str, Any]:
+    """The candidate's shadow answers that agreed with what the caller got (the stable
+    routes' answers), as a share: fail under min_agreement, inconclusive with fewer than
+    min_comparisons compared answers."""
+    compared, agreement = cand["shadow_compared"], cand["shadow_agreement"]
+    enough = compared >= settings["min_comparisons"] and agreement is not None
+    failed = enough and agreement < settings["min_agreement"]
+    return {
+        "check": "shadow_agreement",
+        "candidate_requests": cand["requests"],
+        "stable_requests": base["requests"],
+        "compared": compared,
+        "agreed": cand["shadow_agreed"],
+        "agreement": agreement,
+        "min_agreement": settings["min_agreement"],
+        "min_comparisons": settings["min_comparisons"],
+        "result": "inconclusive" if not enough else ("fail" if failed else "pass"),
+    }
 
 
 # --- advancing ------------------------------------------------------------------------------
@@ -404,7 +478,7 @@ def rollout_advance(*, rollout_id: int, now: datetime | None = None) -> str:
             return "waiting"
         _step_apply(rollout, len(plan["steps"]) - 1, now)
         return "succeeded"
-    step = plan["steps"][rollout.step]
+    bake_s = plan["shadow"]["bake_s"] if rollout.step < 0 else plan["steps"][rollout.step]["bake_s"]
     started = rollout.step_started_at or now
     analysis = rollout_analyse(rollout, since=started, until=now + timedelta(seconds=1))
     if analysis["verdict"] == "fail":
@@ -425,11 +499,13 @@ def rollout_advance(*, rollout_id: int, now: datetime | None = None) -> str:
             rollout, "analysis", f"{detail} ({rollout.failures} of {plan['failure_limit']} allowed)", analysis=analysis
         )
         return "baking"
-    if (now - started).total_seconds() < step["bake_s"]:
+    if (now - started).total_seconds() < bake_s:
         return "baking"
     if analysis["verdict"] == "inconclusive":
         detail = "inconclusive after the bake time: " + ", ".join(
-            f"{c['check']} ({c['candidate_requests']}/{c['stable_requests']} requests)"
+            f"{c['check']} ({c['compared']} of {c['min_comparisons']:g} comparisons)"
+            if c["check"] == "shadow_agreement"
+            else f"{c['check']} ({c['candidate_requests']}/{c['stable_requests']} requests)"
             for c in analysis["checks"]
             if c["result"] == "inconclusive"
         )
@@ -440,7 +516,8 @@ def rollout_advance(*, rollout_id: int, now: datetime | None = None) -> str:
         rollout.save(update_fields=["state", "reason", "updated_at"])
         _record(rollout, "paused", detail, analysis=analysis)
         return "paused"
-    _record(rollout, "analysis", f"step {rollout.step + 1} passed", analysis=analysis)
+    passed = "the shadow phase" if rollout.step < 0 else f"step {rollout.step + 1}"
+    _record(rollout, "analysis", f"{passed} passed", analysis=analysis)
     following = rollout.step + 1
     if plan["steps"][following]["weight"] == 100:
         blocked = _full_blocked(rollout)

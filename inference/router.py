@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import ModelhubError
-from inference.transport import DeploymentSpec
+from inference.spec import DeploymentSpec
 
 PRIMARY, CANARY, SHADOW = "primary", "canary", "shadow"
 
@@ -59,6 +59,8 @@ class RoutingTable:
     pending_revision: int | None = None
     pipelines: Mapping[int, Any] = field(default_factory=dict)  # deployment id -> Pipeline
     signatures: Mapping[int, Any] = field(default_factory=dict)  # deployment id -> Signature
+    # deployment id -> OutlierScorer, for endpoints that score requests (outlier_scoring)
+    outliers: Mapping[int, Any] = field(default_factory=dict)
     pins: Mapping[str, DeploymentSpec] = field(default_factory=dict)
     _cumulative: tuple[int, ...] = field(default=(), repr=False)
 
@@ -135,6 +137,7 @@ def table_build(
     pending_revision: int | None = None,
     pipelines: Mapping[int, Any] | None = None,
     signatures: Mapping[int, Any] | None = None,
+    outliers: Mapping[int, Any] | None = None,
 ) -> RoutingTable:
     """A table from (spec, role, weight) triples of ready deployments."""
     taking = tuple(Route(spec, role, weight) for spec, role, weight in routes if role != SHADOW and weight > 0)
@@ -159,5 +162,6 @@ def table_build(
         pending_revision=pending_revision,
         pipelines=dict(pipelines or {}),
         signatures=dict(signatures or {}),
+        outliers=dict(outliers or {}),
         pins=pins,
     )

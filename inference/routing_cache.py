@@ -242,6 +242,7 @@ def table_load(name: str) -> RoutingTable | None:
     """Build an endpoint's table from its current revision (or the latest fully ready one)."""
     from inference.models import Deployment, Endpoint
     from inference.pipeline import PipelineConfigError, pipeline_compile
+    from inference.runtime.outliers import scorer_from_reference
     from inference.runtime.signature import Signature
     from inference.selectors import deployment_spec
 
@@ -296,6 +297,7 @@ def table_load(name: str) -> RoutingTable | None:
     signatures: dict[int, Any] = {}
     pipelines: dict[int, Any] = {}
     metadata: dict[int, Any] = {}
+    outliers: dict[int, Any] = {}
     for route, role, weight in chosen:
         if route.get("pipeline"):
             from inference.pipelines.executor import GRAPHS
@@ -333,6 +335,10 @@ def table_load(name: str) -> RoutingTable | None:
             pipeline = None
         if pipeline is not None and not pipeline.empty:
             pipelines[spec.deployment_id] = pipeline
+        if endpoint.outlier_scoring:
+            scorer = scorer_from_reference(version.reference_stats, signatures[spec.deployment_id].inputs)
+            if scorer is not None:
+                outliers[spec.deployment_id] = scorer
     table = table_build(
         endpoint=endpoint.name,
         revision=effective.revision if effective is not None else 0,
@@ -344,5 +350,6 @@ def table_load(name: str) -> RoutingTable | None:
         pending_revision=current.revision if current is not None and effective is not current else None,
         pipelines=pipelines,
         signatures=signatures,
+        outliers=outliers,
     )
     return table

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from inference.models import ApiKey, Deployment, Endpoint, TrafficPolicyRevision
-from inference.transport import DeploymentSpec
+from inference.spec import DeploymentSpec
 from registry import storage
 
 
@@ -29,6 +29,7 @@ def deployment_spec(deployment: Deployment, *, role: str | None = None, weight: 
         placement=deployment.placement,
         max_batch_size=deployment.max_batch_size,
         max_queue_delay_ms=deployment.max_queue_delay_ms,
+        pinned=deployment.pinned,
     )
 
 

@@ -25,6 +25,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "provider",
             "max_batch_size",
             "max_queue_delay_ms",
+            "pinned",
             "state",
             "state_detail",
             "updated_at",
@@ -64,6 +65,7 @@ class EndpointSerializer(serializers.ModelSerializer):
             "timeout_ms",
             "sticky_header",
             "require_key",
+            "outlier_scoring",
             "created_at",
             "updated_at",
             "links",
@@ -122,6 +124,11 @@ class EndpointWriteSerializer(serializers.Serializer):
     timeout_ms = serializers.IntegerField(required=False, min_value=1, max_value=600_000)
     sticky_header = serializers.CharField(required=False, allow_blank=True, max_length=64)
     require_key = serializers.BooleanField(required=False)
+    outlier_scoring = serializers.BooleanField(
+        required=False,
+        help_text="score each request against the serving version's reference statistics and count outliers "
+        "(docs/monitoring.md); ?outlier=1 returns the scores",
+    )
     routes = serializers.JSONField(required=False, help_text="an initial traffic split, as for PUT .../traffic")
 
 
@@ -134,6 +141,9 @@ class RouteSerializer(serializers.Serializer):
     device = serializers.ChoiceField(choices=Deployment.Device.values, required=False)
     max_batch_size = serializers.IntegerField(required=False)
     max_queue_delay_ms = serializers.FloatField(required=False)
+    pinned = serializers.BooleanField(
+        required=False, help_text="stay loaded: never unloaded to make room under a memory budget (default false)"
+    )
 
 
 class TrafficWriteSerializer(serializers.Serializer):

@@ -3,7 +3,12 @@
 A few daemon threads take jobs from a bounded queue. `submit` never blocks: when the
 queue is full the copy is dropped and counted. A job's failure is counted and logged,
 never raised. The comparison of each shadow answer with the answer the caller got is
-kept in small counters per (endpoint, primary, shadow).
+kept in small counters per (endpoint, primary, shadow) in this process, and handed to
+`on_done`: the serving edge records it with the shadow's answer (PredictionRecord.agreed),
+so it travels the monitoring pipeline like every request counter (flusher -> Redis minute
+hashes or, on the embedded default, the database -> MetricRollup.shadow_compared /
+shadow_agreed) and any process reads agreement over a window through
+monitoring.selectors (what a rollout's shadow_agreement check decides on).
 """
 
 from __future__ import annotations
@@ -118,9 +123,10 @@ def shadow_run(
     key: tuple[str, str, str],
     call: Callable[[], Mapping[str, np.ndarray]],
     answered: Mapping[str, np.ndarray],
-    on_done: Callable[[bool, Any, float], None] | None = None,
+    on_done: Callable[[bool, Any, float, bool | None], None] | None = None,
 ) -> bool:
-    """Run `call` in the background and compare its outputs with `answered`."""
+    """Run `call` in the background and compare its outputs with `answered`; `on_done`
+    gets (ok, outputs or the exception, latency in ms, agreed: None when it failed)."""
 
     def job() -> None:
         import time
@@ -131,11 +137,11 @@ def shadow_run(
         except Exception as exc:  # noqa: BLE001
             pool.count(key, errors=1)
             if on_done is not None:
-                on_done(False, exc, (time.perf_counter() - started) * 1000.0)
+                on_done(False, exc, (time.perf_counter() - started) * 1000.0, None)
             return
         agreed = outputs_agree(answered, outputs)
         pool.count(key, compared=1, agreed=int(agreed))
         if on_done is not None:
-            on_done(True, outputs, (time.perf_counter() - started) * 1000.0)
+            on_done(True, outputs, (time.perf_counter() - started) * 1000.0, agreed)
 
     return pool.submit(job, key=key)

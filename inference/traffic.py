@@ -33,8 +33,9 @@ from inference.environments import (
     version_allowed,
 )
 from inference.loading import deployments_load
-from inference.models import Deployment, Endpoint, TrafficPolicyRevision
+from inference.models import Deployment, Endpoint, Rollout, TrafficPolicyRevision
 from inference.selectors import endpoints_routing_to
+from inference.spec import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_DELAY_MS
 from registry.audit import audit_record
 from registry.models import ModelVersion, RegisteredModel
 
@@ -54,6 +55,7 @@ _ROUTE_KEYS = {
     "device",
     "max_batch_size",
     "max_queue_delay_ms",
+    "pinned",
 }
 
 
@@ -90,12 +92,15 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
     device = route.get("device", Deployment.Device.CPU)
     if device not in Deployment.Device.values:
         raise InvalidPolicy(f"{where}.device: expected one of {', '.join(Deployment.Device.values)}")
-    batch = route.get("max_batch_size", 32)
+    batch = route.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 4096:
         raise InvalidPolicy(f"{where}.max_batch_size: expected 1 to 4096")
-    delay = route.get("max_queue_delay_ms", 0.0)
+    delay = route.get("max_queue_delay_ms", DEFAULT_MAX_QUEUE_DELAY_MS)
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 1000:
         raise InvalidPolicy(f"{where}.max_queue_delay_ms: expected 0 to 1000")
+    pinned = route.get("pinned", False)
+    if not isinstance(pinned, bool):
+        raise InvalidPolicy(f"{where}.pinned: expected true or false")
     return {
         "model": model,
         "version": version,
@@ -105,6 +110,7 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
         "device": device,
         "max_batch_size": batch,
         "max_queue_delay_ms": float(delay),
+        "pinned": pinned,
     }
 
 
@@ -171,6 +177,34 @@ def _pipeline_routes_check(endpoint: Endpoint, routes: list[dict[str, Any]]) -> 
         except Exception as exc:  # noqa: BLE001 - a model that will not load is the caller's 400
             raise InvalidPolicy(f"{where}: pipeline {version} could not load its models: {exc}") from None
         route["pipeline_version"] = version.pk
+class RolloutInProgress(Conflict):
+    code = "rollout_in_progress"
+
+
+# Changes people make by hand. While a rollout runs (or is paused or waiting) they are
+# refused: its next step would silently replace them. The rollout's own steps, following
+# an approved promotion, moving off a replaced version and an alert's rollback go on.
+HAND_ACTIONS = ("traffic.revise", "traffic.rollback")
+
+
+def rollout_free_check(endpoint: Endpoint, action: str) -> None:
+    """RolloutInProgress (409) naming the endpoint's unfinished rollout, for a hand change."""
+    if action not in HAND_ACTIONS:
+        return
+    running = (
+        Rollout.objects.filter(endpoint_id=endpoint.pk, state__in=Rollout.ACTIVE)
+        .select_related("candidate__model")
+        .first()
+    )
+    if running is None:
+        return
+    candidate = f"{running.candidate.model.name}:{running.candidate.version}"
+    raise RolloutInProgress(
+        f'endpoint "{endpoint.name}" has rollout #{running.pk} of {candidate} {running.state}: its next step '
+        f"would replace this change. Abort it first (POST /api/v1/endpoints/{endpoint.name}/rollouts/"
+        f"{running.pk}/abort), or let it finish.",
+        details={"rollout": running.pk, "state": running.state, "candidate": candidate},
+    )
 
 
 def _traffic_role_check(endpoint: Endpoint, user: AbstractBaseUser | None) -> None:
@@ -238,13 +272,15 @@ def traffic_policy_revise(
     most one primary; shadows have weight 0; a version appears once; the versions obey
     the endpoint's environment (`environment_rule_check`: the one place that decides it,
     under the endpoint's lock); on a production endpoint only an approver (or the system,
-    user None, acting for one) changes traffic. In-process
+    user None, acting for one) changes traffic; a change by hand (`HAND_ACTIONS`) is
+    refused while the endpoint has an unfinished rollout (`rollout_free_check`). In-process
     deployments are loaded and warmed in this process before this returns (READY, or
     FAILED with the reason); worker-pool ones are asked for on commit and stay LOADING
     until a worker reports them warm. The revision takes traffic once all its
     non-shadow deployments are READY.
     """
     _traffic_role_check(endpoint, user)  # refused before anything is looked up (and again under the lock)
+    rollout_free_check(endpoint, action)  # the same
     clean = routes_check(routes)
     model_routes = [r for r in clean if not r.get("pipeline")]
     models = route_models(model_routes, user=user)
@@ -282,6 +318,7 @@ def _revise(
 ) -> tuple[TrafficPolicyRevision, list[int]]:
     endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
     _traffic_role_check(endpoint, user)
+    rollout_free_check(endpoint, action)
     # Stages are read again under the endpoint's lock: a promotion may have moved one.
     fresh = dict(ModelVersion.objects.filter(pk__in=[v.pk for v in versions.values()]).values_list("pk", "stage"))
     environment_rule_check(
@@ -316,11 +353,16 @@ def _revise(
         )
         if deployment is None:
             deployment = Deployment.objects.create(
-                endpoint=endpoint, model_version=version, role=route["role"], weight=route["weight"], **config
+                endpoint=endpoint,
+                model_version=version,
+                role=route["role"],
+                weight=route["weight"],
+                pinned=route["pinned"],
+                **config,
             )
-        else:
-            deployment.role, deployment.weight = route["role"], route["weight"]
-            deployment.save(update_fields=["role", "weight", "updated_at"])
+        else:  # pinning is not a reload: the loaded sessions just stop being evictable
+            deployment.role, deployment.weight, deployment.pinned = route["role"], route["weight"], route["pinned"]
+            deployment.save(update_fields=["role", "weight", "pinned", "updated_at"])
         if deployment.state != Deployment.State.READY:
             if deployment.state != Deployment.State.LOADING:
                 deployment.state = Deployment.State.LOADING

@@ -12,48 +12,22 @@ table and calls `transport_for(spec).infer(...)`.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import logging
+import threading
+import time
 from typing import Any, Protocol
 
 import numpy as np
 
+from inference.pool import worker_pool_transport
+from inference.runtime.batcher import AdmissionPolicy
+from inference.runtime.errors import ColdStart
+from inference.runtime.repository import ModelRepository, ServedModel, cold_start_seconds
+from inference.spec import DeploymentSpec, InferResult
 
-@dataclass(frozen=True)
-class DeploymentSpec:
-    """Everything a transport needs to serve one deployment, as plain values."""
+log = logging.getLogger("modelhub.transport")
 
-    deployment_id: int
-    endpoint: str
-    model: str
-    version: int
-    role: str  # primary, canary, shadow
-    weight: int
-    artifact_sha256: str
-    artifact_path: str
-    signature: dict[str, Any]  # registry signature JSON: {"inputs": [...], "outputs": [...]}
-    device: str = "cpu"  # cpu or gpu
-    placement: str = "in_process"  # in_process or worker_pool
-    max_batch_size: int = 32
-    max_queue_delay_ms: float = 2.0
-
-    @property
-    def key(self) -> str:
-        """Stable name of the loaded model: one per deployment."""
-        return f"d{self.deployment_id}"
-
-    @property
-    def label(self) -> str:
-        return f"{self.model}:{self.version}"
-
-
-@dataclass(frozen=True)
-class InferResult:
-    outputs: dict[str, np.ndarray]
-    batch_rows: int | None = None  # rows in the ONNX Runtime call this request ran in
-    queue_ms: float | None = None
-    model_ms: float | None = None
-    provider: str = ""  # the execution provider that really ran it
-    extra: dict[str, Any] = field(default_factory=dict)
+__all__ = ["DeploymentSpec", "InProcessTransport", "InferResult", "Transport", "in_process_transport", "transport_for"]
 
 
 class Transport(Protocol):
@@ -75,44 +49,51 @@ class Transport(Protocol):
 
 
 class InProcessTransport:
-    """Serves deployments inside this process, from an inference.runtime ModelRepository.
+    """Serves deployments inside this process, from the process's one ModelRepository.
 
-    Loading is lazy and happens at most once per process and deployment (the repository
-    locks per key), so the first request a web process gets for a deployment waits for
-    load + warm-up; every later one goes straight to the session (or its batcher when
-    max_batch_size > 1). A deployment's settings never change (other settings make a new
-    deployment), so the key and the artifact digest say whether what is loaded fits.
+    The repository is the only record of what is loaded here; this class only turns a
+    spec into a repository key and load options. Loading is lazy and happens at most once
+    per process and deployment (the repository locks per key), so the first request a web
+    process gets for a deployment waits for load + warm-up; every later one goes straight
+    to the session (or its batcher when max_batch_size > 1). A deployment's settings never
+    change (other settings make a new deployment), so the key and the artifact digest say
+    whether what is loaded fits.
     """
 
-    def __init__(self, repository: Any = None) -> None:
-        from inference.runtime.repository import ModelRepository
-
-        self.repository = repository if repository is not None else ModelRepository()
-        self._served: dict[str, tuple[str, Any]] = {}  # key -> (sha256, ServedModel)
+    def __init__(self, repository: ModelRepository | None = None) -> None:
+        self.repository = repository if repository is not None else ModelRepository(budget_bytes=_memory_budget())
+        self._reloading: set[str] = set()  # keys being reloaded in the background (cold starts refused)
+        self._reloading_lock = threading.Lock()
 
     def ensure_loaded(self, spec: DeploymentSpec) -> None:
         self.load(spec)
 
-    def served(self, spec: DeploymentSpec) -> Any:
+    def served(self, spec: DeploymentSpec) -> ServedModel | None:
         """The runtime ServedModel loaded here for this deployment, or None (not loaded, or
         loaded from other bytes): then `load(spec)` it, which blocks for load + warm-up."""
-        entry = self._served.get(spec.key)
-        return entry[1] if entry is not None and entry[0] == spec.artifact_sha256 else None
+        served = self.repository.find(spec.key)
+        return served if served is not None and served.spec.sha256 == spec.artifact_sha256 else None
 
-    def served_models(self) -> list[Any]:
-        return [entry[1] for entry in list(self._served.values())]
+    def served_models(self) -> list[ServedModel]:
+        return self.repository.served()
 
     def ready(self, spec: DeploymentSpec) -> bool:
-        entry = self._served.get(spec.key)
-        return entry is not None and entry[1].ready
+        served = self.served(spec)
+        return served is not None and served.ready
 
     def provider(self, spec: DeploymentSpec) -> str:
         """The provider the session really got in this process, "" when not loaded here."""
-        entry = self._served.get(spec.key)
-        return entry[1].model.provider if entry is not None else ""
+        served = self.repository.find(spec.key)
+        return served.model.provider if served is not None else ""
 
     def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
-        served = self.served(spec) or self.load(spec)
+        served = self.served(spec)
+        if served is None:
+            started = time.monotonic()
+            served = self._cold_load(spec, timeout_s)
+            timeout_s -= time.monotonic() - started
+        elif served.pinned != spec.pinned:
+            served.pinned = spec.pinned
         outputs, (batch_rows, queue_ms, model_ms) = served.predict_timed(inputs, timeout_s=timeout_s)
         return InferResult(
             outputs=outputs,
@@ -126,8 +107,12 @@ class InProcessTransport:
         self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float
     ) -> InferResult:
         served = self.served(spec)
-        if served is None:  # first request in this process: load + warm off the loop
-            served = await asyncio.get_running_loop().run_in_executor(None, self.load, spec)
+        if served is None:  # first request in this process, or unloaded: load + warm off the loop
+            started = time.monotonic()
+            served = await asyncio.get_running_loop().run_in_executor(None, self._cold_load, spec, timeout_s)
+            timeout_s -= time.monotonic() - started
+        elif served.pinned != spec.pinned:
+            served.pinned = spec.pinned
         # The batcher fails the future itself at the deadline (queued or running).
         future = served.submit(inputs, timeout_s=timeout_s)
         outputs = await asyncio.wrap_future(future)
@@ -144,15 +129,42 @@ class InProcessTransport:
         self.unload_key(spec.key)
 
     def unload_key(self, key: str) -> None:
-        self._served.pop(key, None)
         self.repository.unload(key)
 
     def loaded_keys(self) -> list[str]:
-        return list(self._served)
+        return self.repository.keys()
 
-    def load(self, spec: DeploymentSpec) -> Any:
+    def _cold_load(self, spec: DeploymentSpec, timeout_s: float) -> ServedModel:
+        """Load a deployment a request needs: inline when its last load time fits the
+        request's deadline (or it never loaded here), else start the reload in the
+        background and refuse with 503 + Retry-After (ColdStart)."""
+        expected_ms = self.repository.expected_load_ms(spec.key)
+        if expected_ms is None or expected_ms / 1000.0 < timeout_s:
+            return self.load(spec)
+        with self._reloading_lock:
+            start = spec.key not in self._reloading
+            self._reloading.add(spec.key)
+            self.repository.stats.cold_refusals += 1
+        if start:
+            threading.Thread(target=self._reload, args=(spec,), name=f"reload-{spec.key}", daemon=True).start()
+        raise ColdStart(
+            f'endpoint "{spec.endpoint}" ({spec.label}) was unloaded to make room for other models; reloading '
+            f"it takes about {expected_ms:.0f} ms, more than the request's deadline of {timeout_s * 1000:.0f} ms",
+            retry_after_s=cold_start_seconds(expected_ms),
+        )
+
+    def _reload(self, spec: DeploymentSpec) -> None:
+        try:
+            self.load(spec)
+        except Exception as exc:  # noqa: BLE001 - the next request sees the failure itself
+            log.warning("background reload of %s failed: %s", spec.key, exc)
+        finally:
+            with self._reloading_lock:
+                self._reloading.discard(spec.key)
+
+    def load(self, spec: DeploymentSpec) -> ServedModel:
         """Load and warm (once per process and deployment; the repository locks per key)."""
-        served = self.repository.load(
+        return self.repository.load(
             spec.key,
             spec.artifact_path,
             device="gpu" if spec.device == "gpu" else "cpu",
@@ -162,10 +174,9 @@ class InProcessTransport:
             version=str(spec.version),
             sha256=spec.artifact_sha256,
             intra_op_threads=_intra_op_threads(),
+            pinned=spec.pinned,
             **_admission_options(),
         )
-        self._served[spec.key] = (spec.artifact_sha256, served)
-        return served
 
 
 def _intra_op_threads() -> int | None:
@@ -177,11 +188,17 @@ def _intra_op_threads() -> int | None:
     return settings.INTRA_OP_THREADS or None
 
 
+def _memory_budget() -> int:
+    """Bytes of loaded models this web process may hold: settings.MODEL_MEMORY_BUDGET_BYTES
+    (config/serving.py derives it from the machine's memory and the web processes)."""
+    from django.conf import settings
+
+    return int(settings.MODEL_MEMORY_BUDGET_BYTES)
+
+
 def _admission_options() -> dict[str, Any]:
     """The batcher's queue bounds and admission policy, from settings (config/settings.py)."""
     from django.conf import settings
-
-    from inference.runtime.batcher import AdmissionPolicy
 
     wait_ms = settings.SERVING_MAX_QUEUE_WAIT_MS
     return {
@@ -195,7 +212,6 @@ def _admission_options() -> dict[str, Any]:
 
 
 _IN_PROCESS: InProcessTransport | None = None
-_POOL: Transport | None = None
 
 
 def in_process_transport() -> InProcessTransport:
@@ -215,23 +231,12 @@ def placement_register(placement: str, transport: Transport) -> None:
 
 
 def transport_for(spec: DeploymentSpec) -> Transport:
-    """The transport serving `spec`, by its placement (one instance of each per process).
-
-    The worker-pool transport lives in `inference.pool` (`WorkerPoolTransport()`), imported
-    on first use so that the in-process path never pays for it.
-    """
+    """The transport serving `spec`, by its placement: the process's one in-process
+    transport, the process's one worker-pool client (`inference.pool.worker_pool_transport`),
+    or a transport another package registered for its placement (`placement_register`)."""
     other = _PLACEMENTS.get(spec.placement)
     if other is not None:
         return other
     if spec.placement == "worker_pool":
-        global _POOL
-        if _POOL is None:
-            try:
-                from inference.pool import WorkerPoolTransport  # type: ignore[import-not-found]
-            except ImportError as exc:
-                from inference.runtime.errors import ModelNotReady
-
-                raise ModelNotReady(f"{spec.label}: worker-pool placement is not available here ({exc})") from None
-            _POOL = WorkerPoolTransport()
-        return _POOL
+        return worker_pool_transport()
     return in_process_transport()

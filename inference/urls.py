@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path, re_path
 
 from inference import api, api_rollouts, views
+from inference.bandits import api as bandit_api
 from inference.dataplane import ROUTES
 
 urlpatterns = [
@@ -24,6 +25,17 @@ urlpatterns = [
         api_rollouts.RolloutAction.as_view(),
         name="endpoint-rollout-action",
     ),
+    path("api/v1/endpoints/<slug:name>/bandits/", bandit_api.BanditList.as_view(), name="endpoint-bandits"),
+    path(
+        "api/v1/endpoints/<slug:name>/bandits/<str:router>/stats",
+        bandit_api.BanditStats.as_view(),
+        name="endpoint-bandit-stats",
+    ),
+    path(
+        "api/v1/endpoints/<slug:name>/bandits/<str:router>/decisions",
+        bandit_api.BanditDecisions.as_view(),
+        name="endpoint-bandit-decisions",
+    ),
 ]
 
 # The prediction paths, declared once in inference.dataplane: one view hands them to the
@@ -35,6 +47,10 @@ urlpatterns += [re_path(rf"^{route.pattern}$", views.dataplane, name=route.name)
 _N = r"(?P<name>[A-Za-z0-9_-]{1,64})"
 urlpatterns += [
     path("api/v1/endpoints/<slug:name>/predict", views.predict_doc),
+    path("api/v1/endpoints/<slug:name>/feedback", views.feedback_doc),
+    re_path(rf"^v2/models/{_N}/feedback$", views.feedback_doc),
+    path("api/v1/endpoints/<slug:name>/explain", views.explain_doc),
     re_path(rf"^v2/models/{_N}/infer$", views.v2_infer_doc),
+    re_path(rf"^v2/models/{_N}/explain$", views.v2_explain_doc),
     re_path(rf"^v2/models/{_N}$", views.v2_model_doc),
 ]

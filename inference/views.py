@@ -9,6 +9,8 @@ does not again.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
@@ -89,3 +91,71 @@ def v2_infer_doc(request: object, name: str) -> None:  # pragma: no cover - sche
 @permission_classes([])
 def v2_model_doc(request: object, name: str) -> None:  # pragma: no cover - schema only
     raise NotImplementedError
+
+
+@extend_schema(
+    summary="Bandit feedback: a reward for a request a router decided",
+    description=(
+        'Body: {"request_id": "...", "reward": number} or {"request_id": "...", "rewards": '
+        "[number per instance]}. The arm is taken from the feedback ledger written when the "
+        "router decided, never from the body. Answer: "
+        '{"request_id", "status": "accepted" | "duplicate", "duplicate", "reward", "count", '
+        '"attributed": [{"router", "arm", "propensity"}]}; a second feedback for the same '
+        "request changes nothing and says duplicate. Errors: 400 (reward not a number, or "
+        "outside [0, 1] for a thompson_bernoulli router), 401/403 (API key), 404 (unknown or "
+        "expired request id, unknown endpoint). The same route under /v2/models/{name}/feedback "
+        "answers errors in V2's shape."
+    ),
+    parameters=[_KEY],
+    request=OpenApiTypes.OBJECT,
+    responses={code: OpenApiTypes.OBJECT for code in (200, 400, 401, 403, 404, 405, 413, 415, 503)},
+    tags=["predictions"],
+)
+@api_view(["POST"])
+@authentication_classes([])
+@permission_classes([])
+def feedback_doc(request: object, name: str) -> None:  # pragma: no cover - schema only
+    raise NotImplementedError
+
+
+_EXPLAIN = (
+    "Per-feature attributions (KernelSHAP) of a tabular model's prediction against a background "
+    "drawn from the answering version's reference statistics (docs/explain.md). Optional "
+    '"parameters": {"output", "class_index", "background_size" (1-200, 50), "max_evaluations" '
+    '(model rows, 1-65536, 8192), "seed"}. Answer: {"method", "output", "background_rows", '
+    '"model_evaluations", "model_calls", "explanations": [{"class_index", "prediction", "base_value", '
+    '"attributions": {feature: value}, "feature_values"}]}. 422 not_explainable (not one float input '
+    "[-1, features]) or no_background (no reference statistics yet); otherwise the errors of predict."
+)
+
+
+def _explain_doc(summary: str, body: str, parameters: list[OpenApiParameter]) -> Any:
+    """A schema-only stand-in for one of the two explain routes."""
+
+    @extend_schema(
+        summary=summary,
+        description=body + " " + _EXPLAIN,
+        parameters=parameters,
+        request=OpenApiTypes.OBJECT,
+        responses={200: OpenApiTypes.OBJECT},
+        tags=["predictions"],
+    )
+    @api_view(["POST"])
+    @authentication_classes([])
+    @permission_classes([])
+    def view(request: object, name: str) -> None:  # pragma: no cover - schema only
+        raise NotImplementedError
+
+    return view
+
+
+explain_doc = _explain_doc(
+    "Explain predictions (simple JSON)",
+    'Body: as predict ({"instances"} or {"inputs"}) plus "parameters".',
+    [_KEY, _PIN],
+)
+v2_explain_doc = _explain_doc(
+    "Explain predictions (Open Inference Protocol request body)",
+    "Body: a V2 infer request (JSON or binary tensors), parameters in its parameters.",
+    [_KEY],
+)

@@ -25,7 +25,7 @@ User = AbstractBaseUser | AnonymousUser | None
 
 
 # --- alert rules -------------------------------------------------------------------------------------
-RATE_METRICS = {AlertRule.Metric.ERROR_RATE, AlertRule.Metric.THROUGHPUT_DROP}
+RATE_METRICS = {AlertRule.Metric.ERROR_RATE, AlertRule.Metric.THROUGHPUT_DROP, AlertRule.Metric.OUTLIER_RATE}
 
 RULE_FIELDS = (
     "name",
@@ -248,6 +248,8 @@ def alert_metric_value(rule: AlertRule, *, now: datetime) -> float | None:
         return None
     if metric == AlertRule.Metric.ERROR_RATE:
         return window["error_rate"]
+    if metric == AlertRule.Metric.OUTLIER_RATE:
+        return window["outlier_rate"]
     if metric == AlertRule.Metric.P99_LATENCY_MS:
         return window["p99_ms"]
     if metric == AlertRule.Metric.OUTPUT_MEAN:

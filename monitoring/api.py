@@ -124,7 +124,8 @@ class EndpointWindowStats(APIView):
         description=(
             "`monitoring.selectors.endpoint_window_stats`: rolled-up minutes plus the minutes not rolled up "
             "yet, at one-minute resolution (every minute overlapping the window). Requests, errors by kind, "
-            "error rate, p50/p95/p99, mean latency, rps, batch size, queue and model ms, outputs, and the same "
+            "error rate, p50/p95/p99, mean latency, rps, batch size, queue and model ms, outputs, shadow "
+            "agreement (shadow answers compared with the caller's answer, how many agreed), and the same "
             "per version. A window shorter than 60 s or longer than the minute retention is a 400."
         ),
         parameters=[

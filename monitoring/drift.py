@@ -14,6 +14,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from config.errors import DomainError, NotFound
+from inference.routing_cache import changed as routing_changed
+from inference.runtime.outliers import covariance
 from monitoring.models import DriftScore, InputSample, MetricRollup
 from monitoring.stats import (
     bin_counts,
@@ -68,10 +70,14 @@ def reference_stats_set(
         "rows": rows,
         "features": stats,
         "outputs": dict(outputs or {}),
+        # For outlier scores (inference/runtime/outliers.py); None when the columns are
+        # not rows of one table (different lengths).
+        "covariance": covariance({k: v for k, v in features.items() if k in stats}),
     }
     before = {"reference_stats": _reference_brief(row.reference_stats)}
     row.reference_stats = reference
     row.save(update_fields=["reference_stats"])
+    routing_changed()  # endpoints that score outliers rebuild their scorers from it
     audit_record(
         actor=user,
         action="model_version.reference_set",

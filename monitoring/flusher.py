@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from inference import density
 from monitoring import keys
 from monitoring.recorder import MinuteStats, PayloadSample, Recorder, recorder
 from monitoring.stats import tensor_features
@@ -153,6 +154,8 @@ class Flusher:
 
     def _flush(self) -> int:
         self._write_keys_used()
+        if self.redis_url:
+            self._write_density()
         stats = self.recorder.drain()
         samples = self.recorder.drain_samples()
         new_recorder_drops = self.recorder.dropped - self._recorder_dropped_seen
@@ -207,6 +210,13 @@ class Flusher:
             del self._keys_pending[prefix]
         if len(self._keys_written) > 10_000:  # keys come and go: forget old ones
             self._keys_written = {p: t for p, t in self._keys_written.items() if now - t < KEY_LAST_USED_EVERY_S}
+
+    def _write_density(self) -> None:
+        """This process's model-memory report for /metrics (inference/density.py)."""
+        try:
+            density.publish(self.client())
+        except Exception as exc:  # Redis away: the next flush writes it again
+            self._note_error(f"writing the model-memory report: {exc}")
 
     def _note_error(self, message: str) -> None:
         now = time.time()

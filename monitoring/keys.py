@@ -27,6 +27,19 @@ DROPPED = "mh:dropped"
 
 N_BUCKETS = len(LATENCY_BUCKETS_MS) + 1
 FLOAT_FIELDS = {"lat_sum_ms", "queue_ms_sum", "model_ms_sum"}
+INT_FIELDS = frozenset(
+    {
+        "count",
+        "rows",
+        "batch_rows_sum",
+        "batch_count",
+        "outputs_skipped",
+        "scored_rows",
+        "outlier_rows",
+        "shadow_compared",
+        "shadow_agreed",
+    }
+)
 
 
 def series(endpoint: str, deployment: str, role: str) -> str:
@@ -83,6 +96,13 @@ def encode_stats(stats: MinuteStats) -> tuple[dict[str, int], dict[str, float]]:
         ints["batch_count"] = stats.batch_count
     if stats.outputs_skipped:
         ints["outputs_skipped"] = stats.outputs_skipped
+    scored, outliers = outlier_counts(stats)
+    if scored:
+        ints["scored_rows"] = scored
+        ints["outlier_rows"] = outliers
+    if stats.shadow_compared:
+        ints["shadow_compared"] = stats.shadow_compared
+        ints["shadow_agreed"] = stats.shadow_agreed
     floats["lat_sum_ms"] = stats.latency_sum_ms
     if stats.queue_ms_sum:
         floats["queue_ms_sum"] = stats.queue_ms_sum
@@ -98,6 +118,29 @@ def encode_stats(stats: MinuteStats) -> tuple[dict[str, int], dict[str, float]]:
             for b, c in part["bins"].items():
                 ints[_output_field(name, "b", str(b))] = c
     return ints, floats
+
+
+def outlier_counts(stats: MinuteStats) -> tuple[int, int]:
+    """Scored rows and outliers of a MinuteStats: those scored on the request, plus the
+    kept inputs scored here, all the rows of one scorer in one call (off the request)."""
+    scored, outliers = stats.scored_rows, stats.outlier_rows
+    if not stats.to_score:
+        return scored, outliers
+    first = stats.to_score[0][0]
+    if all(scorer is first for scorer, _ in stats.to_score):  # the usual case: one deployment, one scorer
+        groups = {id(first): (first, [inputs for _, inputs in stats.to_score])}
+    else:
+        groups = {}
+        for scorer, inputs in stats.to_score:
+            groups.setdefault(id(scorer), (scorer, []))[1].append(inputs)
+    for scorer, batch in groups.values():
+        try:
+            flags = scorer.outliers(scorer.matrix_of(batch))
+        except Exception:  # noqa: BLE001,S112 - inputs that do not fit the scorer are not scored
+            continue
+        scored += int(flags.shape[0])
+        outliers += int(flags.sum())
+    return scored, outliers
 
 
 def summarise_outputs(stats: MinuteStats) -> dict[str, dict[str, Any]]:
@@ -134,6 +177,10 @@ def empty_rollup() -> dict[str, Any]:
         "model_ms_sum": 0.0,
         "outputs": {},
         "outputs_skipped": 0,
+        "scored_rows": 0,
+        "outlier_rows": 0,
+        "shadow_compared": 0,
+        "shadow_agreed": 0,
     }
 
 
@@ -143,7 +190,7 @@ def decode_hash(raw: dict[Any, Any]) -> dict[str, Any]:
     for k, v in raw.items():
         key = k.decode() if isinstance(k, bytes) else str(k)
         text = v.decode() if isinstance(v, bytes) else str(v)
-        if key in ("count", "rows", "batch_rows_sum", "batch_count", "outputs_skipped"):
+        if key in INT_FIELDS:
             out[key] += int(text)
         elif key == "lat_sum_ms":
             out["latency_sum_ms"] += float(text)

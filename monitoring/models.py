@@ -36,6 +36,12 @@ class MetricRollup(models.Model):
         default=dict, blank=True
     )  # {output: {"kind": "class", "counts"} | {"kind": "float", ...}}
     outputs_skipped = models.BigIntegerField(default=0)
+    # Rows scored against the version's reference (endpoints with outlier_scoring) and outliers among them.
+    scored_rows = models.BigIntegerField(default=0)
+    outlier_rows = models.BigIntegerField(default=0)
+    # Shadow rows only: answers compared with what the caller got, and how many agreed.
+    shadow_compared = models.BigIntegerField(default=0)
+    shadow_agreed = models.BigIntegerField(default=0)
     drift_scores = models.JSONField(default=dict, blank=True)  # {feature: {"psi", "ks", "p_value"}}
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -150,6 +156,7 @@ class AlertRule(models.Model):
         DRIFT_SCORE = "drift_score"
         OUTPUT_MEAN = "output_mean"
         NO_TRAFFIC = "no_traffic"
+        OUTLIER_RATE = "outlier_rate"  # outlier rows / scored rows (endpoints with outlier_scoring)
 
     class Comparison(models.TextChoices):
         GT = ">"

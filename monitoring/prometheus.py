@@ -97,6 +97,7 @@ def render_metrics() -> str:
     _write_pipeline_steps(out)
     if client is not None:
         _write_serving(out, client)
+        _write_density(out, client)
     out.family(
         "modelhub_monitoring_dropped_records_total",
         "counter",
@@ -168,6 +169,18 @@ def _write_predictions(out: _Writer, totals: dict[tuple[str, str, str], dict[str
             labels = {"endpoint": endpoint, "version": version, "role": role}
             out.sample("modelhub_batch_rows_sum", t["batch_rows_sum"], **labels)
             out.sample("modelhub_batch_rows_count", t["batch_count"], **labels)
+    out.family(
+        "modelhub_outlier_scored_rows_total", "counter", "Rows scored against the version's reference statistics."
+    )
+    for (endpoint, version, role), t in series:
+        if t.get("scored_rows"):
+            out.sample(
+                "modelhub_outlier_scored_rows_total", t["scored_rows"], endpoint=endpoint, version=version, role=role
+            )
+    out.family("modelhub_outlier_rows_total", "counter", "Scored rows found outliers (robust z or Mahalanobis).")
+    for (endpoint, version, role), t in series:
+        if t.get("scored_rows"):
+            out.sample("modelhub_outlier_rows_total", t["outlier_rows"], endpoint=endpoint, version=version, role=role)
     out.family("modelhub_queue_wait_seconds_total", "counter", "Time requests waited for a batch, summed.")
     for (endpoint, version, role), t in series:
         out.sample(
@@ -220,3 +233,64 @@ def _write_serving(out: _Writer, client: Any) -> None:
                     device=str(deployment.get("device", "")),
                     provider=str(deployment.get("provider", "")),
                 )
+
+
+def _write_density(out: _Writer, client: Any) -> None:
+    """Model-memory budgets, evictions and cold starts of every serving process: web
+    processes' reports (inference/density.py) and inference workers' heartbeats."""
+    from inference import density
+    from inference.pool import worker_status
+    from inference.runtime.repository import COLD_START_BUCKETS_S
+
+    try:
+        reports = density.web_reports(client)
+        reports += [
+            {"process": f"worker:{b.get('worker', '')}", **b["memory"]}
+            for b in worker_status(client)
+            if b.get("memory")
+        ]
+    except Exception:
+        return
+    if not reports:
+        return
+    gauges = (
+        (
+            "modelhub_model_memory_budget_bytes",
+            "budget_bytes",
+            "gauge",
+            "Model-memory budget of a serving process (0: none).",
+        ),
+        (
+            "modelhub_model_memory_used_bytes",
+            "used_bytes",
+            "gauge",
+            "Memory charged to the models a serving process holds.",
+        ),
+        ("modelhub_process_resident_bytes", "rss_bytes", "gauge", "Resident set size of a serving process."),
+        ("modelhub_models_loaded", "models", "gauge", "Models a serving process holds loaded."),
+        ("modelhub_model_loads_total", "loads", "counter", "Model loads in a serving process."),
+        ("modelhub_model_evictions_total", "evictions", "counter", "Models unloaded to make room under the budget."),
+        (
+            "modelhub_cold_start_refusals_total",
+            "cold_refusals",
+            "counter",
+            "Requests refused (503) because a reload would not fit their deadline.",
+        ),
+    )
+    for name, field, kind, help_text in gauges:
+        out.family(name, kind, help_text)
+        for report in reports:
+            out.sample(name, int(report.get(field, 0)), process=str(report.get("process", "")))
+    out.family("modelhub_cold_start_seconds", "histogram", "Reloads of models unloaded to make room (load + warm-up).")
+    for report in reports:
+        cumulative = 0
+        process = str(report.get("process", ""))
+        buckets = report.get("cold_start_buckets") or [0] * (len(COLD_START_BUCKETS_S) + 1)
+        for edge, count in zip((*COLD_START_BUCKETS_S, math.inf), buckets, strict=True):
+            cumulative += int(count)
+            le = "+Inf" if math.isinf(edge) else _num(float(edge))
+            out.sample("modelhub_cold_start_seconds_bucket", cumulative, process=process, le=le)
+        out.sample(
+            "modelhub_cold_start_seconds_sum", float(report.get("cold_start_ms_total", 0)) / 1000, process=process
+        )
+        out.sample("modelhub_cold_start_seconds_count", int(report.get("cold_starts", 0)), process=process)

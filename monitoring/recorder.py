@@ -55,6 +55,15 @@ class PredictionRecord:
     # The prefix of the application key that made the call: the flusher writes the keys'
     # "last used" time from these (never a database write per request).
     api_key: str | None = None
+    # Endpoints with outlier_scoring (inference/runtime/outliers.py): the deployment's
+    # scorer, for the flusher to score `inputs` with off the request path; or, when the
+    # request was scored already (the caller asked for the scores), its counts.
+    outlier_scorer: Any = None
+    scored_rows: int = 0
+    outlier_rows: int = 0
+    # Shadow answers only: whether the shadow's outputs agreed with the answer the caller
+    # got (inference.shadow.outputs_agree); None when nothing was compared.
+    agreed: bool | None = None
 
 
 # Per key and flush interval: at most this many output tensors are kept for the output
@@ -63,6 +72,9 @@ class PredictionRecord:
 OUTPUT_CAP = 2048
 INPUT_RESERVOIR = 32
 PAYLOAD_CAP = 256  # payload samples kept per flush interval per process
+# Requests whose inputs are kept for outlier scoring per key and flush interval (2 s):
+# beyond it they are not scored (the rate comes from those that were).
+SCORE_CAP = 16384
 
 
 @dataclass
@@ -80,6 +92,12 @@ class MinuteStats:
     outputs_skipped: int = 0
     inputs: list[Mapping[str, Any]] = field(default_factory=list)
     inputs_seen: int = 0
+    scored_rows: int = 0
+    outlier_rows: int = 0
+    to_score: list[tuple[Any, Mapping[str, Any]]] = field(default_factory=list)  # (scorer, inputs)
+    to_score_skipped: int = 0
+    shadow_compared: int = 0  # shadow answers compared with the caller's answer
+    shadow_agreed: int = 0  # ... and found to agree
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +186,14 @@ class Recorder:
                 if not rec.ok:
                     kind = rec.error_kind or "error"
                     stats.errors[kind] = stats.errors.get(kind, 0) + 1
+                if rec.scored_rows:
+                    stats.scored_rows += rec.scored_rows
+                    stats.outlier_rows += rec.outlier_rows
+                elif rec.outlier_scorer is not None and rec.inputs is not None:
+                    if len(stats.to_score) < SCORE_CAP:
+                        stats.to_score.append((rec.outlier_scorer, rec.inputs))
+                    else:
+                        stats.to_score_skipped += 1
                 if rec.batch_rows is not None:
                     stats.batch_rows_sum += rec.batch_rows
                     stats.batch_count += 1
@@ -175,6 +201,9 @@ class Recorder:
                     stats.queue_ms_sum += rec.queue_ms
                 if rec.model_ms is not None:
                     stats.model_ms_sum += rec.model_ms
+                if rec.agreed is not None:
+                    stats.shadow_compared += 1
+                    stats.shadow_agreed += rec.agreed
                 if rec.outputs is not None:
                     if len(stats.outputs) < OUTPUT_CAP:
                         stats.outputs.append(rec.outputs)

@@ -29,6 +29,10 @@ ROLLUP_SUMS = (
     "queue_ms_sum",
     "model_ms_sum",
     "outputs_skipped",
+    "scored_rows",
+    "outlier_rows",
+    "shadow_compared",
+    "shadow_agreed",
 )
 
 INPUT_SAMPLE_CAP = 5000  # feature values kept per deployment per minute

@@ -26,7 +26,7 @@ def endpoint_timeseries(endpoint: str, since: datetime, until: datetime, step: i
     """Per-version series between `since` and `until` in `step`-second buckets (multiples of 60).
 
     {"endpoint", "since", "until", "step", "versions": {deployment: {"role", "t", "requests", "rps",
-    "p50_ms", "p95_ms", "p99_ms", "error_rate", "errors", "batch_size", "queue_ms", "model_ms",
+    "p50_ms", "p95_ms", "p99_ms", "error_rate", "errors", "batch_size", "queue_ms", "model_ms", "outlier_rate",
     "outputs": {output: summary over the range}, "drift": {feature: {"t", "psi", "ks", "p_value"}}}}}
     Buckets with no requests have None for rates and percentiles (and 0 requests).
     """
@@ -117,7 +117,17 @@ def _point(values: dict[str, Any], step: int) -> dict[str, Any]:
         "batch_size": round(values["batch_rows_sum"] / batch_count, 3) if batch_count else None,
         "queue_ms": round(values.get("queue_ms_sum", 0) / count, 3) if count else None,
         "model_ms": round(values.get("model_ms_sum", 0) / count, 3) if count else None,
+        "outlier_rate": _outlier_rate(values, 6),
     }
+
+
+def _outlier_rate(values: dict[str, Any], digits: int | None = None) -> float | None:
+    """Outlier rows over scored rows (None when nothing was scored)."""
+    scored = values.get("scored_rows") or 0
+    if not scored:
+        return None
+    rate = (values.get("outlier_rows") or 0) / scored
+    return round(rate, digits) if digits is not None else rate
 
 
 def endpoint_annotations(endpoint: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
@@ -255,7 +265,10 @@ def endpoint_window_stats(
     Returns {"endpoint", "version", "window_s", "since", "until", "count", "rows",
     "error_count", "errors": {kind: n}, "error_rate", "p50_ms", "p95_ms", "p99_ms",
     "mean_latency_ms", "rps", "batch_size" (mean rows per model call), "queue_ms",
-    "model_ms" (means per request), "outputs": {output: summary}, "versions": {label:
+    "model_ms" (means per request), "scored_rows", "outlier_rows", "outlier_rate" (None
+    when no row was scored), "outputs": {output: summary}, "shadow_compared",
+    "shadow_agreed", "shadow_agreement" (shadow answers compared with the answer the caller
+    got, how many agreed, their share; None when none were compared), "versions": {label:
     the same numbers plus "role"}, "live_minutes" (minute buckets read from Redis),
     "live_error"}. Rates and percentiles are None when there were no requests.
     """
@@ -328,13 +341,24 @@ def deployment_window_totals(
 
 
 def window_point(values: dict[str, Any]) -> dict[str, Any]:
-    """Requests, errors, error rate and p99 (ms) of one deployment's window sums."""
+    """Requests, errors, error rate, p99 (ms) and shadow agreement of one deployment's window sums."""
     count = values.get("count", 0)
     return {
         "requests": count,
         "errors": values.get("error_count", 0),
         "error_rate": values.get("error_count", 0) / count if count else None,
         "p99_ms": latency_percentiles(values.get("latency_buckets") or [], (0.99,))["p99"],
+        **_agreement(values),
+    }
+
+
+def _agreement(values: dict[str, Any]) -> dict[str, Any]:
+    """Of the shadow answers compared with the caller's answer, how many agreed (None: none compared)."""
+    compared, agreed = int(values.get("shadow_compared") or 0), int(values.get("shadow_agreed") or 0)
+    return {
+        "shadow_compared": compared,
+        "shadow_agreed": agreed,
+        "shadow_agreement": agreed / compared if compared else None,
     }
 
 
@@ -372,7 +396,11 @@ def _window_point(values: dict[str, Any], seconds: float) -> dict[str, Any]:
         "batch_size": values["batch_rows_sum"] / batch_count if batch_count else None,
         "queue_ms": values.get("queue_ms_sum", 0.0) / count if count else None,
         "model_ms": values.get("model_ms_sum", 0.0) / count if count else None,
+        "scored_rows": int(values.get("scored_rows") or 0),
+        "outlier_rows": int(values.get("outlier_rows") or 0),
+        "outlier_rate": _outlier_rate(values),
         "outputs": values.get("outputs") or {},
+        **_agreement(values),
     }
 
 

@@ -225,7 +225,8 @@ def reference_statistics(
     sample_cap: int = REFERENCE_SAMPLE_CAP,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Per-feature quantile bins and counts plus a capped sample for the KS test."""
+    """Per-feature quantile bins and counts plus a capped sample for the KS test, and the
+    median and median absolute deviation (robust outlier z-scores)."""
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {}
     for name, values in features.items():
@@ -235,12 +236,15 @@ def reference_statistics(
             continue
         edges = quantile_edges(v, bins)
         sample = v if v.size <= sample_cap else rng.choice(v, size=sample_cap, replace=False)
+        median = float(np.median(v))
         out[name] = {
             "edges": edges,
             "counts": bin_counts(v, edges),
             "n": int(v.size),
             "mean": float(v.mean()),
             "std": float(v.std()),
+            "median": median,
+            "mad": float(np.median(np.abs(v - median))),
             "sample": [float(x) for x in sample],
         }
     return out

@@ -12,10 +12,12 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import WorkerKeyAuthentication, WorkerPrincipal
 from accounts.models import Team
 from accounts.permissions import ReadOrEngineerWrites, team_check
 from config.errors import NotFound, PayloadTooLarge
@@ -229,6 +231,12 @@ class VersionArchive(APIView):
         return Response(ModelVersionSerializer(archived).data)
 
 
+def _artifact_response(path: Any, sha256: str, filename: str) -> FileResponse:
+    response = FileResponse(open(path, "rb"), as_attachment=True, filename=filename)
+    response["X-Content-SHA256"] = sha256
+    return response
+
+
 class VersionArtifact(APIView):
     permission_classes = [ReadOrEngineerWrites]
 
@@ -238,6 +246,39 @@ class VersionArtifact(APIView):
         path = storage.artifact_path(found.artifact_sha256)
         if not path.exists():
             raise NotFound(f"the artifact of {found} is missing from the store")
-        response = FileResponse(open(path, "rb"), as_attachment=True, filename=f"{name}-v{found.version}.onnx")
-        response["X-Content-SHA256"] = found.artifact_sha256
-        return response
+        return _artifact_response(path, found.artifact_sha256, f"{name}-v{found.version}.onnx")
+
+
+class IsInferenceWorker(BasePermission):
+    """Only an inference worker's key (accounts.authentication.WorkerKeyAuthentication)."""
+
+    message = "this route is for inference workers: 'Authorization: Bearer mh_worker_...'"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.user, WorkerPrincipal)
+
+
+class ArtifactByDigest(APIView):
+    """What an inference worker without the shared volume loads: an artifact, by its sha256.
+
+    Team-independent (a worker serves every team's deployments) and read-only; a worker
+    key opens nothing else, and a person's token does not open this.
+    """
+
+    authentication_classes = [WorkerKeyAuthentication]
+    permission_classes = [IsInferenceWorker]
+
+    @extend_schema(
+        summary="Download an artifact by sha256 (inference workers' key only)",
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
+    def get(self, request: Request, sha256: str) -> FileResponse:
+        sha256 = sha256.lower()
+        if not storage.is_digest(sha256):
+            raise ParseError(f"not a sha256 digest: {sha256[:80]!r}")
+        if not selectors.artifact_known(sha256=sha256):
+            raise NotFound(f"no model version has an artifact with sha256 {sha256}")
+        path = storage.artifact_path(sha256)
+        if not path.exists():
+            raise NotFound(f"the artifact {sha256} is missing from the store")
+        return _artifact_response(path, sha256, f"{sha256}.onnx")

@@ -80,6 +80,11 @@ def version_get(*, model_name: str, version: str | int, user: Any = None) -> Mod
     return found
 
 
+def artifact_known(*, sha256: str) -> bool:
+    """Whether some version (of any team) has this artifact: what an inference worker may download."""
+    return ModelVersion.objects.filter(artifact_sha256=sha256).exists()
+
+
 def promotion_list(
     *, user: Any, status: str = "", mine: bool = False, model: str = "", to_stage: str = ""
 ) -> QuerySet[PromotionRequest]:

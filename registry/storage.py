@@ -47,8 +47,12 @@ def _tmp_dir() -> Path:
     return path
 
 
+def is_digest(value: str) -> bool:
+    return bool(_DIGEST.match(value))
+
+
 def artifact_path(sha256: str) -> Path:
-    if not _DIGEST.match(sha256):
+    if not is_digest(sha256):
         raise ValueError(f"not a sha256 digest: {sha256!r}")
     return store_root() / "sha256" / sha256[:2] / f"{sha256}.onnx"
 

@@ -8,6 +8,7 @@ urlpatterns = [
     path("models/<str:name>/versions/", api.VersionListCreate.as_view(), name="version-list"),
     path("models/<str:name>/versions/<int:version>/", api.VersionDetail.as_view(), name="version-detail"),
     path("models/<str:name>/versions/<int:version>/artifact", api.VersionArtifact.as_view(), name="version-artifact"),
+    path("artifacts/<str:sha256>", api.ArtifactByDigest.as_view(), name="artifact-by-digest"),
     path("models/<str:name>/versions/<int:version>/archive", api.VersionArchive.as_view(), name="version-archive"),
     # Promotions, rollback and the audit log (governance).
     path(

@@ -110,6 +110,19 @@ def mlp(hidden: int = 64, features: int = 32, classes: int = 8) -> bytes:
     return _model(graph).SerializeToString()
 
 
+def linear(weights: np.ndarray, bias: np.ndarray) -> bytes:
+    """x FP32 [batch, d] -> "y" = x @ weights + bias, FP32 [batch, k] (weights (d, k))."""
+    d, k = weights.shape
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", d])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", k])
+    initializers = [
+        numpy_helper.from_array(np.asarray(weights, dtype=np.float32), "W"),
+        numpy_helper.from_array(np.asarray(bias, dtype=np.float32).reshape(k), "B"),
+    ]
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "W", "B"], ["y"])], "linear", [x], [y], initializers)
+    return _model(graph).SerializeToString()
+
+
 def identity(dtype: str = "FP32") -> bytes:
     """x -> Identity -> y, both of V2 datatype `dtype` with dynamic dims ["batch", "n"]."""
     elem = _ELEM_TYPES[dtype]
@@ -234,16 +247,19 @@ def future_ir() -> bytes:
     return tiny_classifier_model(ir_version=14).SerializeToString()
 
 
-def lookup(table_size: int) -> bytes:
-    """X FP32 [-1, 4] -> y = table[int(X)]: a Gather whose indices come from the input.
+def lookup(table_size: int, offset: float = 0.0) -> bytes:
+    """X FP32 [-1, 4] -> y = table[int(X)] with table = offset, offset + 1, ...: a Gather
+    whose indices come from the input.
 
     Validation's generated inputs lie in [-1, 1) (indices 0), so every table size passes;
     real iris rows (values up to about 8) fail at run time when the table is smaller than
     that: a model that validates and then answers errors (a broken rollout candidate).
+    Tables of different sizes give the same answers where both have the index; another
+    `offset` gives other answers (a candidate that disagrees with the stable version).
     """
     x = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
-    table = numpy_helper.from_array(np.arange(table_size, dtype=np.float32), "table")
+    table = numpy_helper.from_array(np.arange(table_size, dtype=np.float32) + np.float32(offset), "table")
     nodes = [
         helper.make_node("Cast", ["X"], ["idx"], to=TensorProto.INT64),
         helper.make_node("Gather", ["table", "idx"], ["y"], axis=0),

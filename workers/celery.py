@@ -86,3 +86,11 @@ app.conf.beat_schedule["batch-sweep"] = {
     "task": "batch.sweep",
     "schedule": settings.BATCH_SWEEP_INTERVAL_S,
 }
+
+# --- Bandit routers (docs/pipelines.md): the feedback ledger's retention, and the arm
+# statistics snapshotted from Redis to the database (so a Redis flush loses little).
+app.conf.beat_schedule["bandits-sweep"] = {
+    "task": "bandits.sweep",
+    "schedule": settings.BANDIT_SWEEP_INTERVAL_S,
+    "options": {"expires": settings.BANDIT_SWEEP_INTERVAL_S, **_BEAT_OPTIONS},
+}

@@ -13,22 +13,28 @@ restarted without persistence), a worker keeps serving what it has loaded: the p
 reconciler (inference/reconcile.py) writes the assignment back from the database, and a
 worker that lost its deployments (restarted) loads them again from there.
 
-Per deployment a worker holds a LoadedModel (CUDA when device=gpu and it is really there;
-the provider it got is reported) and a DynamicBatcher, and runs `--pullers` threads that
+A worker's models live in one ModelRepository (inference/runtime/repository.py, the class
+a web process serves its in-process models from): per deployment a session (CUDA when
+device=gpu and it is really there; the provider it got is reported) and, when
+max_batch_size > 1, a DynamicBatcher. Per deployment the worker runs `--pullers` threads that
 take up to max_batch_size frames at once from the queue (LPOP count, else BLPOP 1 s),
 drop the expired ones unrun, submit the rest to the batcher and push the replies in one
 pipeline. Heartbeats every 2 s (key names in docs/serving-workers.md).
 
-Needs only REDIS_URL and the artifact files (a shared volume); no database.
+Needs only REDIS_URL and the artifacts: from a volume shared with the web processes, or
+fetched by sha256 from the platform with a worker key into a local cache with a disk
+budget (inference/runtime/artifacts.py; docs/serving-workers.md, "Artifacts"); no database.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -39,14 +45,14 @@ import numpy as np
 import orjson
 import redis
 
-from config import heap
+from config import heap, serving
 from config.env import env_int, env_str, log_level
 from inference import pool_protocol as wire
-from inference.runtime.batcher import DynamicBatcher
+from inference.runtime.artifacts import ArtifactCache, ArtifactSource
 from inference.runtime.codec import check_inputs
-from inference.runtime.errors import DeadlineExceeded, ModelExecutionError, RuntimeErrorBase
-from inference.runtime.session import LoadedModel, available_providers
-from inference.runtime.signature import Signature
+from inference.runtime.errors import DeadlineExceeded, MemoryBudgetExceeded, ModelExecutionError, RuntimeErrorBase
+from inference.runtime.repository import ModelRepository, ServedModel
+from inference.runtime.session import available_providers
 
 logger = logging.getLogger("modelhub.inference_worker")
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -54,7 +60,12 @@ RECONCILE_INTERVAL_S = 0.5
 
 
 class Served:
-    """One deployment on this worker: its session, batcher and puller threads."""
+    """One deployment on this worker: its queue's puller threads and counters.
+
+    The model itself (session and batcher) is owned by the worker's ModelRepository, the
+    same class that holds a web process's in-process models; this object only asks the
+    repository for it by the deployment's key and feeds it from the Redis queue.
+    """
 
     def __init__(self, spec: Any, worker: InferenceWorker) -> None:
         self.spec = spec
@@ -62,42 +73,60 @@ class Served:
         self.worker = worker
         self.state = "loading"
         self.error = ""
-        self.model: LoadedModel | None = None
-        self.batcher: DynamicBatcher | None = None
-        self.signature: Signature | None = None
-        self.stop = threading.Event()
+        self.served: ServedModel | None = None
+        self.stop = threading.Event()  # withdrawn: stop for good
+        self.pull_stop = threading.Event()  # this load's pullers stop (withdrawn or unloaded to make room)
+        self.cold_start = False  # this load was started by a request for a cold deployment
         self.threads: list[threading.Thread] = []
         self.expired = 0
         self.bad_frames = 0
+        self.version_refused = 0
         self.pulled = 0
+        self.artifact_source = ""  # shared (the volume), cache (already here) or fetched (from the platform)
+        self.path = ""  # the file loaded: on the shared volume or in the artifact cache
         self.lock = threading.Lock()
 
     # -- lifecycle
 
     def load(self) -> None:
         spec = self.spec
+        self.state = "loading"
         try:
-            model = LoadedModel.load(
-                spec.artifact_path,
-                device=spec.device,
+            if not self.artifact_source:  # acquired once per assignment: a cold reload finds it here
+                self.path, self.artifact_source = self.worker.artifacts.acquire(
+                    spec.artifact_sha256, spec.artifact_path, stop=self.stop, waiting=self._waiting
+                )
+            self.error = ""
+            served = self.worker.repository.load(
+                spec.key,
+                self.path,
+                device="gpu" if spec.device == "gpu" else "cpu",
+                max_batch_size=spec.max_batch_size,
+                max_queue_delay_ms=spec.max_queue_delay_ms,
                 intra_op_threads=self.worker.intra_op_threads,
                 name=spec.model,
                 version=str(spec.version),
                 sha256=spec.artifact_sha256,
+                pinned=spec.pinned,
             )
-            model.warm()
+        except MemoryBudgetExceeded as exc:
+            # No room even after unloading every unpinned model: an evictable deployment
+            # stays cold (loaded when room frees up and a request comes); a pinned one failed.
+            self.state, self.error = ("failed", str(exc)[:500]) if spec.pinned else ("cold", "")
+            logger.warning("deployment %s (%s) not loaded: %s", spec.key, spec.label, exc)
+            return
         except Exception as exc:  # noqa: BLE001 - reported in the heartbeat, the worker lives on
             self.state, self.error = "failed", str(exc)[:500]
             logger.error("deployment %s (%s) failed to load: %s", spec.key, spec.label, exc)
             return
-        if self.stop.is_set():
-            model.unload()
+        if self.stop.is_set():  # withdrawn while loading
+            self.worker.repository.unload(spec.key, expected=served)
+            self._release_artifact()
             return
-        self.model, self.signature = model, model.signature
-        self.batcher = DynamicBatcher(
-            model, max_batch_size=spec.max_batch_size, max_queue_delay_ms=spec.max_queue_delay_ms
-        )
+        self.served, self.error = served, ""
         heap.settle()  # the new session's objects join the frozen start-up heap, before traffic
+        self.pull_stop = threading.Event()
+        self.threads = []
         for i in range(self.worker.pullers):
             t = threading.Thread(target=self._pull_loop, name=f"pull-{spec.key}-{i}", daemon=True)
             t.start()
@@ -107,21 +136,47 @@ class Served:
             "deployment %s (%s) ready on %s (asked for %s) in %.0f ms load + %.0f ms warm",
             spec.key,
             spec.label,
-            model.provider,
+            served.model.provider,
             spec.device,
-            model.load_ms,
-            model.warm_ms,
+            served.model.load_ms,
+            served.model.warm_ms,
         )
 
     def close(self) -> None:
+        """Stop pulling and unload the model, unless the key already holds another one
+        (a changed assignment loads its new model under the same key)."""
         self.stop.set()
+        self.pull_stop.set()
         for t in self.threads:
             t.join(3)
-        if self.batcher is not None:
-            self.batcher.close(drain=True, timeout_s=5)
-        if self.model is not None:
-            self.model.unload()
+        if self.served is not None:
+            self.worker.repository.unload(self.spec.key, expected=self.served)
         self.state = "unloaded"
+        self._release_artifact()
+
+    def _waiting(self, why: str) -> None:
+        self.error = why[:500]  # still loading: the heartbeat says what it waits for
+        logger.warning("deployment %s (%s): %s", self.spec.key, self.spec.label, why)
+
+    def _release_artifact(self) -> None:
+        """Once unloaded, the artifact may leave the cache when it is over its budget."""
+        with self.lock:
+            source, self.artifact_source = self.artifact_source, ""
+        if source:
+            self.worker.artifacts.release(self.spec.artifact_sha256, source)
+
+    def holds_cold(self) -> bool:
+        """Unloaded under the memory budget (or being loaded again for a request): a
+        request for it waits for the load instead of being refused."""
+        return self.state == "cold" or (self.state == "loading" and self.cold_start)
+
+    def evicted(self) -> None:
+        """The repository unloaded the model to make room: stop pulling; the worker's cold
+        watcher loads it again when a request for it arrives."""
+        self.pull_stop.set()
+        self.served = None
+        if not self.stop.is_set():
+            self.state = "cold"
 
     # -- serving
 
@@ -129,7 +184,8 @@ class Served:
         client = self.worker.client
         queue = wire.queue_key(self.spec.key)
         limit = max(1, self.spec.max_batch_size)
-        while not self.stop.is_set():
+        stop = self.pull_stop
+        while not stop.is_set():
             try:
                 frames = client.lpop(queue, limit)
                 if not frames:
@@ -139,7 +195,7 @@ class Served:
                     frames = [got[1]]
             except _REDIS_ERRORS as exc:
                 logger.warning("redis unreachable while pulling %s: %s", queue, exc)
-                self.stop.wait(0.5)
+                stop.wait(0.5)
                 continue
             try:
                 self._serve(client, frames)
@@ -149,16 +205,27 @@ class Served:
                 logger.exception("puller for %s failed on a batch", queue)
 
     def _serve(self, client: redis.Redis, frames: list[bytes]) -> None:
-        batcher, signature = self.batcher, self.signature
-        assert batcher is not None and signature is not None
+        served = self.served
+        if served is None or not served.ready:  # unloaded to make room meanwhile: back to the queue
+            client.lpush(wire.queue_key(self.spec.key), *reversed(frames))
+            return
+        signature = served.signature
         now = time.time()
         jobs: list[tuple[dict[str, Any], Future[dict[str, np.ndarray]] | None, RuntimeErrorBase | None, float]] = []
         expired = bad = 0
+        refusals: list[tuple[str, bytes]] = []
         for frame in frames:
             try:
                 header, tensors = wire.decode_frame(frame)
+                if header.get("wake"):  # a web process asked for a cold start only
+                    continue
                 deadline = float(header["dl"])
                 str(header["r"])  # a frame without a reply key is malformed
+            except wire.FrameVersionMismatch as exc:
+                refusal = self._refuse_version(exc)
+                if refusal is not None:
+                    refusals.append(refusal)
+                continue
             except (wire.FrameError, KeyError, TypeError, ValueError) as exc:
                 bad += 1
                 logger.warning("dropping a malformed request frame on %s: %s", self.spec.key, exc)
@@ -169,7 +236,7 @@ class Served:
                 continue
             try:
                 checked = check_inputs(tensors, signature, max_batch_size=self.spec.max_batch_size)
-                future = batcher.submit(checked, timeout_s=remaining)
+                future = served.submit(checked, timeout_s=remaining)
                 jobs.append((header, future, None, deadline))
             except RuntimeErrorBase as exc:
                 jobs.append((header, None, exc, deadline))
@@ -177,10 +244,13 @@ class Served:
             self.pulled += len(frames)
             self.expired += expired
             self.bad_frames += bad
-        if not jobs:
+        if not jobs and not refusals:
             return
         pipe = client.pipeline(transaction=False)
-        provider = self.model.provider if self.model else ""
+        for reply_to, body in refusals:
+            pipe.rpush(reply_to, body)
+            pipe.pexpire(reply_to, 60_000)
+        provider = served.model.provider
         for header, future, error, deadline in jobs:
             if future is not None:
                 try:
@@ -207,8 +277,40 @@ class Served:
             pipe.pexpire(header["r"], ttl_ms)
         pipe.execute()
 
+    def _refuse_version(self, exc: wire.FrameVersionMismatch) -> tuple[str, bytes] | None:
+        """Log a request of another frame version (another release) and say so to its sender, if it can be told."""
+        message = (
+            f"a request frame of version {exc.version} reached this inference worker, which speaks frame "
+            f"version {wire.FRAME_VERSION}: web processes and inference workers must run the same release"
+        )
+        with self.lock:
+            self.version_refused += 1
+            first = self.version_refused == 1 or self.version_refused % 1000 == 0
+        if first:
+            logger.error(
+                "deployment %s (%s): %s (%d refused so far)",
+                self.spec.key,
+                self.spec.label,
+                message,
+                self.version_refused,
+            )
+        reply_to = exc.header.get("r")
+        if not isinstance(reply_to, str):
+            return None
+        refusal = {
+            "ok": 0,
+            "s": 503,
+            "c": "frame_version",
+            "e": message,
+            "w": self.worker.worker_id,
+            "v": wire.FRAME_VERSION,
+        }
+        if exc.version == 1:  # a release before versioning reads only the old layout; it knows model_not_ready
+            return reply_to, wire.encode_legacy_refusal({**refusal, "c": "model_not_ready"})
+        return reply_to, wire.encode_frame(refusal)
+
     def report(self) -> dict[str, Any]:
-        spec = self.spec
+        spec, served = self.spec, self.served  # served may be unloaded meanwhile
         out: dict[str, Any] = {
             "deployment_id": spec.deployment_id,
             "endpoint": spec.endpoint,
@@ -217,15 +319,19 @@ class Served:
             "role": spec.role,
             "state": self.state,
             "ready": self.state == "ready",
+            "pinned": bool(spec.pinned),
+            "cold": self.holds_cold(),
             "device": spec.device,
-            "provider": self.model.provider if self.model else "",
+            "provider": served.model.provider if served is not None else "",
             "error": self.error,
             "pulled": self.pulled,
             "expired_dropped": self.expired,
             "bad_frames": self.bad_frames,
+            "frame_version_refused": self.version_refused,
+            "artifact": self.artifact_source,
         }
-        if self.batcher is not None:
-            stats = self.batcher.stats()
+        stats = served.stats() if served is not None else None
+        if stats is not None:
             out["batcher"] = stats.to_dict()
             out["batches"], out["batch_rows"] = stats.batches, stats.rows
             out["mean_batch_rows"] = round(stats.mean_batch_rows, 2)
@@ -242,8 +348,11 @@ class InferenceWorker:
         pullers: int = 4,
         intra_op_threads: int | None = None,
         worker_id: str | None = None,
+        artifacts: ArtifactSource | None = None,
+        memory_budget_bytes: int = 0,
     ) -> None:
         self.device = device
+        self.artifacts = artifacts or ArtifactSource(mode="shared", cache=ArtifactCache(_default_cache()))
         self.pullers = pullers
         self.intra_op_threads = intra_op_threads
         self.host = socket.gethostname()
@@ -256,7 +365,10 @@ class InferenceWorker:
             max_connections=64,
         )
         self.client = redis.Redis(connection_pool=pool)
+        # The one owner of this worker's sessions and batchers, within its memory budget.
+        self.repository = ModelRepository(budget_bytes=memory_budget_bytes, on_evict=self._on_evict)
         self.served: dict[str, Served] = {}
+        self.peers_free: dict[str, int] = {}  # other live workers of this device: free model memory (bytes)
         self.started_at = time.time()
         self.stopping = threading.Event()
         self.orphaned = False  # serving without a desired state in Redis (see reconcile)
@@ -278,7 +390,11 @@ class InferenceWorker:
         self.orphaned = False
         wanted = {k.decode(): v for k, v in raw.items() if not k.startswith(b"_")}
         for key, served in list(self.served.items()):
-            if key not in wanted or wanted[key] != served.spec_json:
+            if key in wanted and wanted[key] != served.spec_json and _only_pin_changed(wanted[key], served.spec):
+                served.spec = wire.spec_from_json(wanted[key])  # pinning is not a reload
+                served.spec_json = wanted[key]
+                self.repository.pin(key, served.spec.pinned)
+            elif key not in wanted or wanted[key] != served.spec_json:
                 logger.info("unloading deployment %s (%s)", key, served.spec.label)
                 del self.served[key]
                 threading.Thread(target=served.close, daemon=True).start()
@@ -290,11 +406,99 @@ class InferenceWorker:
             except Exception as exc:  # noqa: BLE001
                 logger.error("assignment %s is not a deployment spec: %s", key, exc)
                 continue
+            place_here = self._place_here(spec)  # before it joins self.served (loads in progress count)
             served = Served(spec, self)
             served.spec_json = raw_spec
             self.served[key] = served
+            if not place_here:
+                served.state = "cold"  # no room here now; loaded on demand (by a worker with room, if any)
+                logger.info("deployment %s (%s) assigned, cold here: no room under the memory budget", key, spec.label)
+                continue
             logger.info("loading deployment %s (%s) on %s", key, spec.label, self.device)
             threading.Thread(target=served.load, name=f"load-{key}", daemon=True).start()
+
+    # ------------------------------------------------------------ density
+
+    def _free_bytes(self) -> int | None:
+        """Room left under this worker's budget, counting loads in progress (None: no budget)."""
+        free = self.repository.free_bytes()
+        if free is None:
+            return None
+        loading = sum(self._estimate(s.spec) for s in self.served.values() if s.state == "loading")
+        return free - loading
+
+    def _estimate(self, spec: Any) -> int:
+        """A deployment's expected model memory, from its artifact on the shared volume or,
+        when the worker fetches artifacts, the copy in its cache (0 before the first fetch)."""
+        if os.path.isfile(spec.artifact_path):
+            return self.repository.estimate_bytes(spec.artifact_path)
+        path = self.artifacts.cache.path(spec.artifact_sha256)
+        return self.repository.estimate_bytes(str(path))
+
+    def _place_here(self, spec: Any) -> bool:
+        """Load a new assignment now? Pinned ones, and any that fits the room left under
+        this worker's budget (so while there is room every worker holds a replica);
+        otherwise it stays cold here and a request loads it on a worker with room."""
+        free = self._free_bytes()
+        return spec.pinned or free is None or free >= self._estimate(spec)
+
+    def _watch_cold(self, served: Served) -> bool:
+        """Take requests for a cold deployment? When this worker has room for it, or no
+        live peer has (then this worker unloads its least recently used models for it)."""
+        free = self._free_bytes()
+        need = self._estimate(served.spec)
+        if free is None or free >= need:
+            return True
+        return not any(peer_free >= need for peer_free in self.peers_free.values())
+
+    def _on_evict(self, key: str) -> None:
+        served = self.served.get(key)
+        if served is not None:
+            served.evicted()
+            logger.info("deployment %s (%s) unloaded to make room; cold until its next request", key, served.spec.label)
+
+    def cold_watch(self) -> None:
+        """One thread: BLPOP over the queues of this worker's cold deployments; a request
+        for one goes back to the head of its queue and the deployment is loaded (pullers
+        then serve it), unloading the least recently used unpinned models if needed."""
+        client = self.client
+        while not self.stopping.is_set():
+            cold = {
+                wire.queue_key(k): s for k, s in list(self.served.items()) if s.state == "cold" and self._watch_cold(s)
+            }
+            if not cold:
+                self.stopping.wait(0.2)
+                continue
+            try:
+                got = client.blpop(list(cold), timeout=0.5)
+                if got is None:
+                    continue
+                queue, frame = got[0].decode(), got[1]
+                client.lpush(queue, frame)
+            except _REDIS_ERRORS as exc:
+                logger.warning("redis unreachable while watching cold queues: %s", exc)
+                self.stopping.wait(0.5)
+                continue
+            served = cold[queue]
+            if served.state == "cold" and not served.stop.is_set():
+                served.state, served.cold_start = "loading", True
+                logger.info("cold start of deployment %s (%s)", served.spec.key, served.spec.label)
+                threading.Thread(target=served.load, name=f"load-{served.spec.key}", daemon=True).start()
+
+    def _read_peers(self) -> None:
+        """Free model memory of the other live workers of this device, from their heartbeats."""
+        ids = [i.decode() for i in self.client.zrangebyscore(wire.WORKERS_KEY, time.time(), "+inf")]
+        ids = [i for i in ids if i != self.worker_id]
+        peers: dict[str, int] = {}
+        if ids:
+            for raw in self.client.mget([wire.heartbeat_key(i) for i in ids]):
+                if not raw:
+                    continue
+                beat = orjson.loads(raw)
+                memory = beat.get("memory") or {}
+                if beat.get("device") == self.device and memory.get("budget_bytes"):
+                    peers[str(beat.get("worker"))] = int(memory["budget_bytes"]) - int(memory.get("used_bytes", 0))
+        self.peers_free = peers
 
     def heartbeat(self) -> None:
         now = time.time()
@@ -315,9 +519,12 @@ class InferenceWorker:
             "providers": available_providers(),
             "pullers": self.pullers,
             "intra_op_threads": self.intra_op_threads,
+            "frame_version": wire.FRAME_VERSION,
+            "artifact_mode": self.artifacts.mode,
             "started_at": self.started_at,
             "ts": now,
             "deployments": deployments,
+            "memory": self.repository.memory_report(),
         }
         pipe = self.client.pipeline(transaction=False)
         pipe.set(wire.heartbeat_key(self.worker_id), orjson.dumps(beat), px=wire.HEARTBEAT_TTL_MS)
@@ -329,8 +536,16 @@ class InferenceWorker:
             else:
                 pipe.zrem(wire.warm_key(key), self.worker_id)
             pipe.zremrangebyscore(wire.warm_key(key), "-inf", now - 60)
+            if report["cold"]:
+                pipe.zadd(wire.cold_key(key), {self.worker_id: expiry})  # loadable here on demand
+            else:
+                pipe.zrem(wire.cold_key(key), self.worker_id)
+            pipe.zremrangebyscore(wire.cold_key(key), "-inf", now - 60)
+            load_ms = self.repository.expected_load_ms(key)
+            if load_ms is not None:
+                pipe.hset(wire.LOAD_MS_KEY, key, round(load_ms, 1))
         pipe.execute()
-        write_batch_stats({s.spec.model: s.batcher.stats() for s in self.served.values() if s.batcher is not None})
+        write_batch_stats({m.model.name: m.batcher.stats() for m in self.repository.served() if m.batcher is not None})
 
     def _forget_me(self) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -338,6 +553,7 @@ class InferenceWorker:
         pipe.zrem(wire.WORKERS_KEY, self.worker_id)
         for key in self.served:
             pipe.zrem(wire.warm_key(key), self.worker_id)
+            pipe.zrem(wire.cold_key(key), self.worker_id)
         pipe.execute()
 
     def run(self) -> None:
@@ -348,9 +564,14 @@ class InferenceWorker:
             ", ".join(available_providers()),
             self.pullers,
         )
+        self.artifacts.cache.sweep()
         last_beat = 0.0
+        if self.repository.budget_bytes:
+            threading.Thread(target=self.cold_watch, name="cold-watch", daemon=True).start()
         while not self.stopping.is_set():
             try:
+                if self.repository.budget_bytes and time.monotonic() - last_beat >= wire.HEARTBEAT_INTERVAL_S:
+                    self._read_peers()
                 self.reconcile()
                 if time.monotonic() - last_beat >= wire.HEARTBEAT_INTERVAL_S:
                     self.heartbeat()
@@ -378,6 +599,14 @@ class InferenceWorker:
             served.close()
 
 
+def _only_pin_changed(raw: bytes, spec: Any) -> bool:
+    try:
+        wanted = wire.spec_from_json(raw)
+    except Exception:  # noqa: BLE001 - a broken entry is handled as a change
+        return False
+    return wanted != spec and dataclasses.replace(wanted, pinned=spec.pinned) == spec
+
+
 def write_batch_stats(stats: dict[str, Any]) -> None:
     """For bench/harness.py: $STATS_FILE.pid<PID>.json = {model: {"calls": N, "rows": M}}, if STATS_FILE is set."""
     path = env_str("STATS_FILE")
@@ -388,6 +617,10 @@ def write_batch_stats(stats: dict[str, Any]) -> None:
     with open(tmp, "wb") as out:
         out.write(orjson.dumps(data))
     os.replace(tmp, f"{path}.pid{os.getpid()}.json")
+
+
+def _default_cache() -> str:
+    return os.path.join(tempfile.gettempdir(), "modelhub-worker-artifacts")
 
 
 def preload_cuda_libraries() -> None:
@@ -412,7 +645,27 @@ def main(argv: list[str] | None = None) -> None:
     intra = env_int("MODELHUB_WORKER_INTRA_OP", 0) or None  # empty (from a .env) = unset
     parser.add_argument("--intra-op-threads", type=int, default=intra, help="ORT intra-op threads (default: ORT's)")
     parser.add_argument("--worker-id", default=env_str("MODELHUB_WORKER_ID") or None)
+    parser.add_argument(
+        "--memory-budget",
+        type=int,
+        default=serving.worker_memory_budget(),
+        help="bytes of loaded models (default: MODELHUB_WORKER_MEMORY_BUDGET_BYTES, else half the memory; 0: none)",
+    )
     parser.add_argument("--log-level", default=log_level())
+    parser.add_argument(
+        "--artifacts",
+        choices=ArtifactSource.MODES,
+        default=env_str("MODELHUB_WORKER_ARTIFACTS", "auto") or "auto",
+        help="auto: the shared volume if the file is there, else fetch by digest; fetch; shared",
+    )
+    parser.add_argument("--platform-url", default=env_str("MODELHUB_WORKER_PLATFORM_URL"))
+    parser.add_argument("--artifact-cache", default=env_str("MODELHUB_WORKER_ARTIFACT_CACHE") or _default_cache())
+    parser.add_argument(
+        "--artifact-cache-bytes",
+        type=int,
+        default=env_int("MODELHUB_WORKER_ARTIFACT_CACHE_BYTES", 10 * 1024**3),
+        help="disk budget of the artifact cache (0: none)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.device == "gpu":
@@ -423,6 +676,13 @@ def main(argv: list[str] | None = None) -> None:
         pullers=args.pullers,
         intra_op_threads=args.intra_op_threads,
         worker_id=args.worker_id,
+        artifacts=ArtifactSource(
+            mode=args.artifacts,
+            cache=ArtifactCache(args.artifact_cache, budget_bytes=args.artifact_cache_bytes),
+            platform_url=args.platform_url,
+            key=env_str("MODELHUB_WORKER_KEY"),  # not a flag: a secret does not belong in `ps`
+        ),
+        memory_budget_bytes=args.memory_budget,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stopping.set())

@@ -7,21 +7,19 @@
 The driver resolves the version once through the REST API (a stage alias becomes the
 newest ready version in that stage) and hands the executors only its artifact's sha256 and
 download URL. Each executor process downloads the artifact once into a local cache named
-by its digest, checks the digest, loads it with the serving runtime (`LoadedModel`: no
+by its digest (inference/runtime/artifacts.py, the same client as the inference
+workers'), checks the digest, loads it with the serving runtime (`LoadedModel`: no
 Django here, as in `inference/runtime/`), and runs ONNX Runtime on the Arrow batches
 Spark passes to a pandas UDF. Optional: needs `pyspark` (and pandas), see docs/batch.md.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import tempfile
 import threading
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from inference.runtime.artifacts import ArtifactCache
 from inference.runtime.session import LoadedModel
 from inference.runtime.signature import Signature, numpy_dtype
 
 _ALIASES = {"production": "Production", "staging": "Staging"}
 _MODELS: dict[str, LoadedModel] = {}
+_CACHES: dict[Path, ArtifactCache] = {}
 _LOCK = threading.Lock()
-
-
-class ArtifactDigestMismatch(RuntimeError):
-    """The downloaded artifact does not have the digest the platform listed."""
 
 
 @dataclass(frozen=True)
@@ -89,37 +85,13 @@ def version_resolve(
     )
 
 
-def artifact_fetch(ref: VersionRef, *, token: str, cache_dir: Path, timeout_s: float = 300.0) -> Path:
-    """The artifact in the local cache, downloaded (and its digest checked) only when missing."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    final = cache_dir / f"{ref.sha256}.onnx"
-    if final.exists():
-        return final
-    tmp = cache_dir / f".{ref.sha256}.{uuid.uuid4().hex}.part"
-    digest = hashlib.sha256()
-    request = urllib.request.Request(ref.artifact_url, headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response, open(tmp, "wb") as out:  # noqa: S310
-            while block := response.read(1024 * 1024):
-                digest.update(block)
-                out.write(block)
-        if digest.hexdigest() != ref.sha256:
-            raise ArtifactDigestMismatch(
-                f"{ref.model} v{ref.version}: downloaded artifact has sha256 {digest.hexdigest()}, "
-                f"expected {ref.sha256}"
-            )
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return final
-
-
 def _model(ref: VersionRef, token: str, cache_dir: Path) -> LoadedModel:
     """One loaded model per executor process and digest."""
     with _LOCK:
         loaded = _MODELS.get(ref.sha256)
         if loaded is None:
-            path = artifact_fetch(ref, token=token, cache_dir=cache_dir)
+            cache = _CACHES.setdefault(cache_dir, ArtifactCache(cache_dir))
+            path = cache.get(ref.sha256, ref.artifact_url, token=token)
             loaded = LoadedModel.load(str(path), name=ref.model, version=str(ref.version), sha256=ref.sha256)
             _MODELS[ref.sha256] = loaded
         return loaded

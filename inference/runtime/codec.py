@@ -485,8 +485,9 @@ def encode_v2_response(
     model_version: str,
     outputs: Mapping[str, Array],
     info: V2RequestInfo,
+    parameters: Mapping[str, Any] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
-    """A V2 infer response body and its headers.
+    """A V2 infer response body and its headers (`parameters`: the response's own, if any).
 
     Outputs listed in `info.binary_outputs` go as raw little-endian bytes after the JSON
     header (BYTES as 4-byte-length-prefixed strings), with `Inference-Header-Content-
@@ -517,6 +518,8 @@ def encode_v2_response(
         response["model_version"] = model_version
     if info.id is not None:
         response["id"] = info.id
+    if parameters:
+        response["parameters"] = parameters
     response["outputs"] = entries
     # orjson writes numpy arrays natively, and NaN/Inf as null.
     header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -48,6 +48,28 @@ class ModelNotReady(RuntimeErrorBase):
     code = "model_not_ready"
 
 
+class ColdStart(ModelNotReady):
+    """The model was unloaded to make room for others and reloading it takes longer than
+    the request's deadline: the reload has started, retry after about that long."""
+
+    code = "cold_start"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after_s
+
+
+class MemoryBudgetExceeded(ModelNotReady):
+    """Loading the model would exceed the process's model-memory budget even after
+    unloading every model that may be unloaded (the others are pinned or too few)."""
+
+    code = "memory_budget_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after_s
+
+
 class Overloaded(RuntimeErrorBase):
     """The deployment's queue is full; the client should back off and retry."""
 

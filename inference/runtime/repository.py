@@ -1,22 +1,44 @@
-"""The models a serving process holds, by key (KServe's ModelRepository, as a plain dict)."""
+"""The models a serving process holds, by key (KServe's ModelRepository, as a plain dict).
+
+Density: a repository may have a memory budget (bytes). Before a load it estimates the
+model's memory, and when the load would exceed the budget it unloads the least recently
+used models that are not pinned (ModelMesh's policy). How a model's memory is counted:
+the process's resident set size (RSS, /proc/self/statm) is measured before and after
+the load and warm-up (freed memory handed back to the OS first, `release_memory`), and
+the model is charged the larger of that delta and
+`artifact size x ratio`, where `ratio` is the largest delta/size this process has seen
+(1.5 until a first measure, at most 8). The floor matters because the allocator reuses memory a
+previous model freed, so a delta can read near zero. The estimate before a load is
+`artifact size x ratio`; loads are serialised while a budget is set so the deltas do
+not overlap.
+"""
 
 from __future__ import annotations
 
 import builtins
+import logging
+import math
+import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from numpy.typing import NDArray
 
 from inference.runtime.batcher import AdmissionPolicy, BatcherStats, DynamicBatcher, TimedFuture, Timing
-from inference.runtime.errors import ModelNotFound, ModelNotReady
+from inference.runtime.errors import MemoryBudgetExceeded, ModelNotFound, ModelNotReady
 from inference.runtime.session import Device, LoadedModel
 from inference.runtime.signature import Signature
 
 Array = NDArray[Any]
+log = logging.getLogger("modelhub.runtime.repository")
+
+INITIAL_MEMORY_RATIO = 1.5  # resident bytes per artifact byte, until this process has measured one
+MAX_MEMORY_RATIO = 8.0
+# Cold-start histogram buckets (seconds), for the metrics page.
+COLD_START_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -79,6 +101,9 @@ class ServedModel:
         self.key = key
         self.spec = spec
         self.model = model
+        self.memory_bytes = 0  # what the repository charges it against its budget
+        self.last_used = time.monotonic()  # for least-recently-used eviction
+        self.pinned = False  # never unloaded to make room
         self.batcher: DynamicBatcher | None = None
         if spec.max_batch_size > 1:
             self.batcher = DynamicBatcher(
@@ -99,6 +124,7 @@ class ServedModel:
 
     def predict(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> dict[str, Array]:
         """Run checked inputs, through the batcher when there is one."""
+        self.last_used = time.monotonic()
         if self.batcher is not None:
             return self.batcher.predict(inputs, timeout_s=timeout_s)
         if not self.model.ready:
@@ -112,6 +138,7 @@ class ServedModel:
 
         Without a batcher the call runs alone in the caller's thread: no queue, and its
         own rows."""
+        self.last_used = time.monotonic()
         if self.batcher is not None:
             return self.batcher.predict_timed(inputs, timeout_s=timeout_s)
         if not self.model.ready:
@@ -122,6 +149,7 @@ class ServedModel:
 
     def submit(self, inputs: Mapping[str, Array], *, timeout_s: float | None = None) -> TimedFuture:
         """Like `predict` but returns a Future (resolved at once when not batching)."""
+        self.last_used = time.monotonic()
         if self.batcher is not None:
             return self.batcher.submit(inputs, timeout_s=timeout_s)
         future = TimedFuture()
@@ -157,24 +185,155 @@ class ServedModel:
         self.model.unload()
 
 
+@dataclass
+class DensityStats:
+    """Counters of a repository with a budget (cumulative since the process started)."""
+
+    loads: int = 0
+    evictions: int = 0
+    cold_starts: int = 0  # loads of a key this repository had unloaded to make room
+    cold_start_ms_total: float = 0.0
+    cold_refusals: int = 0  # requests refused because a reload would not fit their deadline
+    cold_start_buckets: builtins.list[int] | None = None  # per COLD_START_BUCKETS_S, then +Inf
+
+    def observe_cold_start(self, ms: float) -> None:
+        if self.cold_start_buckets is None:
+            self.cold_start_buckets = [0] * (len(COLD_START_BUCKETS_S) + 1)
+        self.cold_starts += 1
+        self.cold_start_ms_total += ms
+        for i, edge in enumerate(COLD_START_BUCKETS_S):
+            if ms <= edge * 1000:
+                self.cold_start_buckets[i] += 1
+                return
+        self.cold_start_buckets[-1] += 1
+
+
 class ModelRepository:
     """Loaded models by key (e.g. a deployment id), owned by one serving process.
 
     Thread-safe: concurrent `load` calls for one key load it once (the others wait and
-    get the same model); loads of different keys run in parallel. Loading a key again
+    get the same model); loads of different keys run in parallel (one at a time while a
+    memory budget is set, so each load's memory can be measured). Loading a key again
     with the same `LoadSpec` returns the loaded model, so load tasks may be retried;
     with a different spec the new model is loaded and warmed first, then swapped in,
     and the old one drained and closed.
+
+    `budget_bytes` > 0: a load that would take the models' memory past it first unloads
+    the least recently used unpinned models (`on_evict(key)` is called for each); when
+    even that cannot make room, the load raises MemoryBudgetExceeded (503).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, budget_bytes: int = 0, on_evict: Callable[[str], None] | None = None) -> None:
         self._models: dict[str, ServedModel] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
+        self.budget_bytes = max(0, int(budget_bytes))
+        self.on_evict = on_evict
+        self._load_lock = threading.Lock()
+        self._evicted: set[str] = set()
+        self._load_ms: dict[str, float] = {}  # key -> its last load + warm-up time
+        self.stats = DensityStats()
 
     def _key_lock(self, key: str) -> threading.Lock:
         with self._lock:
             return self._key_locks.setdefault(key, threading.Lock())
+
+    # ------------------------------------------------------------ memory
+
+    def estimate_bytes(self, path: str) -> int:
+        """What loading `path` is expected to cost: its size x the measured ratio."""
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            size = 0
+        return int(size * _memory_ratio)
+
+    def used_bytes(self) -> int:
+        with self._lock:
+            return sum(m.memory_bytes for m in self._models.values())
+
+    def free_bytes(self) -> int | None:
+        """Room left under the budget (None: no budget)."""
+        return None if not self.budget_bytes else max(0, self.budget_bytes - self.used_bytes())
+
+    def expected_load_ms(self, key: str) -> float | None:
+        """How long `key` took to load and warm last time in this process (None: never loaded)."""
+        return self._load_ms.get(key)
+
+    def was_evicted(self, key: str) -> bool:
+        return key in self._evicted
+
+    def pin(self, key: str, pinned: bool) -> None:
+        served = self._models.get(key)
+        if served is not None:
+            served.pinned = pinned
+
+    def memory_report(self) -> dict[str, Any]:
+        """Budget, use and counters (for heartbeats and /metrics)."""
+        with self._lock:
+            models = list(self._models.values())
+        stats = self.stats
+        return {
+            "budget_bytes": self.budget_bytes,
+            "used_bytes": sum(m.memory_bytes for m in models),
+            "rss_bytes": rss_bytes(),
+            "models": len(models),
+            "pinned": sum(1 for m in models if m.pinned),
+            "loads": stats.loads,
+            "evictions": stats.evictions,
+            "cold_starts": stats.cold_starts,
+            "cold_start_ms_total": round(stats.cold_start_ms_total, 3),
+            "cold_refusals": stats.cold_refusals,
+            "cold_start_buckets": list(stats.cold_start_buckets or [0] * (len(COLD_START_BUCKETS_S) + 1)),
+        }
+
+    def _make_room(self, key: str, needed: int) -> builtins.list[ServedModel]:
+        """Take the least recently used unpinned models (never `key`) out of the map until
+        `needed` bytes fit under the budget; returns them for the caller to close. Takes
+        none when even all of them would not make room."""
+        with self._lock:
+            others = [m for k, m in self._models.items() if k != key]
+            used = sum(m.memory_bytes for m in others)
+            if used + needed <= self.budget_bytes:
+                return []
+            candidates = sorted((m for m in others if not m.pinned), key=lambda m: m.last_used)
+            victims: builtins.list[ServedModel] = []
+            for victim in candidates:
+                if used + needed <= self.budget_bytes:
+                    break
+                victims.append(victim)
+                used -= victim.memory_bytes
+            if used + needed > self.budget_bytes:
+                pinned_count = len(others) - len(candidates)
+                raise MemoryBudgetExceeded(
+                    f'cannot load "{key}": it needs about {needed >> 20} MiB, and the model-memory budget of '
+                    f"{self.budget_bytes >> 20} MiB stays too full even with every unpinned model unloaded "
+                    f"({len(others)} loaded, {pinned_count} pinned)"
+                )
+            for victim in victims:
+                del self._models[victim.key]
+                self._evicted.add(victim.key)
+            self.stats.evictions += len(victims)
+        return victims
+
+    def _evict(self, victims: builtins.list[ServedModel]) -> None:
+        if not victims:
+            return
+        for victim in victims:
+            log.info(
+                "unloading %s (%s MiB, least recently used) to stay within the model-memory budget",
+                victim.key,
+                victim.memory_bytes >> 20,
+            )
+            victim.close(drain=True)
+            if self.on_evict is not None:
+                try:
+                    self.on_evict(victim.key)
+                except Exception:  # noqa: BLE001 - a listener must not fail the load
+                    log.exception("on_evict(%s) failed", victim.key)
+        release_memory()
+
+    # ------------------------------------------------------------ load / unload
 
     def load(
         self,
@@ -191,8 +350,10 @@ class ModelRepository:
         name: str = "",
         version: str = "",
         sha256: str = "",
+        pinned: bool = False,
     ) -> ServedModel:
-        """Load, warm and register `path` under `key`; ModelLoadError if it cannot."""
+        """Load, warm and register `path` under `key`; ModelLoadError if it cannot,
+        MemoryBudgetExceeded if it cannot fit under the budget."""
         spec = LoadSpec(
             path=path,
             device=device,
@@ -209,27 +370,56 @@ class ModelRepository:
         with self._key_lock(key):
             current = self._models.get(key)
             if current is not None and current.spec == spec and current.ready:
+                current.pinned = pinned
+                current.last_used = time.monotonic()
                 return current
-            model = LoadedModel.load(
-                path,
-                device=device,
-                intra_op_threads=intra_op_threads,
-                name=name,
-                version=version,
-                sha256=sha256,
-            )
-            try:
-                model.warm(warm_runs)
-            except Exception:
-                model.unload()
-                raise
+            if self.budget_bytes:
+                with self._load_lock:  # one load at a time: its RSS delta is its own
+                    self._evict(self._make_room(key, self.estimate_bytes(path)))
+                    before = rss_bytes()
+                    model, ms = self._load_model(spec)
+                    release_memory()  # what the load parsed and dropped is not the model's
+                    delta = rss_bytes() - before
+                    size = os.path.getsize(path) if os.path.exists(path) else 0
+                    charged = max(delta, int(size * _learn_ratio(size, delta)))
+            else:
+                model, ms = self._load_model(spec)
+                charged = 0
             served = ServedModel(key, spec, model)
+            served.memory_bytes, served.pinned = charged, pinned
             with self._lock:
                 old = self._models.get(key)
                 self._models[key] = served
+                self.stats.loads += 1
+                if key in self._evicted:
+                    self._evicted.discard(key)
+                    self.stats.observe_cold_start(ms)
+                self._load_ms[key] = ms
         if old is not None:
             old.close(drain=True)
+        if self.budget_bytes:  # measured above its estimate: trim others so the budget holds
+            try:
+                self._evict(self._make_room(key, charged))
+            except MemoryBudgetExceeded:
+                log.warning("%s loaded over the model-memory budget (the others are pinned)", key)
         return served
+
+    def _load_model(self, spec: LoadSpec) -> tuple[LoadedModel, float]:
+        started = time.perf_counter()
+        model = LoadedModel.load(
+            spec.path,
+            device=spec.device,
+            intra_op_threads=spec.intra_op_threads,
+            name=spec.name,
+            version=spec.version,
+            sha256=spec.sha256,
+        )
+        try:
+            model.warm(spec.warm_runs)
+        except Exception:
+            model.unload()
+            raise
+        return model, (time.perf_counter() - started) * 1000.0
 
     def get(self, key: str) -> ServedModel:
         """The model under `key`; ModelNotFound if there is none."""
@@ -245,15 +435,19 @@ class ModelRepository:
         served = self._models.get(key)
         return served is not None and served.ready
 
-    def unload(self, key: str) -> bool:
-        """Remove and close the model under `key`; False if there was none."""
+    def unload(self, key: str, *, expected: ServedModel | None = None) -> bool:
+        """Remove and close the model under `key`; False if there was none (or, with
+        `expected`, if the key now holds another model: a reload swapped it in)."""
         with self._key_lock(key):
             with self._lock:
-                served = self._models.pop(key, None)
-            if served is None:
-                return False
+                served = self._models.get(key)
+                if served is None or (expected is not None and served is not expected):
+                    return False
+                del self._models[key]
             served.close(drain=True)
-            return True
+        if self.budget_bytes:
+            release_memory()
+        return True
 
     def list(self) -> builtins.list[ModelStatus]:
         """Status of every loaded model: ready flag, provider, batching."""
@@ -265,6 +459,11 @@ class ModelRepository:
         with self._lock:
             return list(self._models)
 
+    def served(self) -> builtins.list[ServedModel]:
+        """Every loaded model (for stats writers and reports)."""
+        with self._lock:
+            return list(self._models.values())
+
     def close(self) -> None:
         """Unload everything (process shutdown)."""
         for key in self.keys():
@@ -275,6 +474,53 @@ class ModelRepository:
 
     def __len__(self) -> int:
         return len(self._models)
+
+
+# Resident bytes per artifact byte: the largest this process has measured (a property of
+# ONNX Runtime on this machine, so one per process, shared by its repositories).
+_memory_ratio = INITIAL_MEMORY_RATIO
+_ratio_lock = threading.Lock()
+
+
+def _learn_ratio(size: int, delta: int) -> float:
+    global _memory_ratio
+    with _ratio_lock:
+        if size and delta > 0:
+            _memory_ratio = min(MAX_MEMORY_RATIO, max(_memory_ratio, delta / size))
+        return _memory_ratio
+
+
+_libc: Any = None
+
+
+def release_memory() -> None:
+    """Give the memory of unloaded sessions back to the operating system (glibc's
+    malloc_trim; a no-op elsewhere). Without it glibc keeps freed blocks in its per-thread
+    arenas and a process that loads and unloads models grows well past its budget
+    (bench/density.py measured about 2x)."""
+    global _libc
+    try:
+        if _libc is None:
+            import ctypes
+
+            _libc = ctypes.CDLL("libc.so.6")
+        _libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        _libc = False
+
+
+def rss_bytes() -> int:
+    """This process's resident set size (Linux /proc/self/statm; 0 where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def cold_start_seconds(ms: float) -> int:
+    """A Retry-After for a reload that takes `ms` (whole seconds, at least 1)."""
+    return max(1, math.ceil(ms / 1000.0))
 
 
 def _rows(inputs: Mapping[str, Array]) -> int:

@@ -1,13 +1,13 @@
-"""The Spark helper's artifact client: fetched by digest once, refused when the digest differs."""
+"""The Spark helper's artifact client (inference/runtime/artifacts.py): fetched by digest once,
+refused when the digest differs."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 
 from accounts.services import user_token_create
-from inference.batch.spark import ArtifactDigestMismatch, artifact_fetch, version_resolve
+from inference.batch.spark import version_resolve
+from inference.runtime.artifacts import ArtifactCache, ArtifactDigestMismatch
 from tests.batch.conftest import ready_version
 from tests.onnx_models import mlp
 
@@ -19,17 +19,12 @@ def test_the_artifact_is_fetched_once_by_digest_and_a_wrong_digest_is_refused(li
     _, token = user_token_create(user=engineer, name="spark")
     ref = version_resolve(base_url=live_server.url, token=token, model="mlp4@staging")
     assert (ref.version, ref.sha256) == (1, version.artifact_sha256)
-    path = artifact_fetch(ref, token=token, cache_dir=tmp_path / "cache")
+    cache = ArtifactCache(tmp_path / "cache")
+    path = cache.get(ref.sha256, ref.artifact_url, token=token)
     assert path.name == f"{version.artifact_sha256}.onnx"
-    assert (
-        artifact_fetch(
-            dataclasses.replace(ref, artifact_url="http://127.0.0.1:9/gone"), token=token, cache_dir=tmp_path / "cache"
-        )
-        == path
-    )
-    forged = dataclasses.replace(ref, sha256="0" * 64)
+    assert cache.get(ref.sha256, "http://127.0.0.1:9/gone", token=token) == path
     with pytest.raises(ArtifactDigestMismatch):
-        artifact_fetch(forged, token=token, cache_dir=tmp_path / "cache")
+        cache.get("0" * 64, ref.artifact_url, token=token)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [path.name]  # nothing half-written left
     with pytest.raises(LookupError):
         version_resolve(base_url=live_server.url, token=token, model="mlp4@production")

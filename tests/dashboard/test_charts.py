@@ -97,7 +97,7 @@ def timeseries():
 
 def test_monitoring_figures_draw_every_chart_per_version():
     figures = charts.monitoring_figures(timeseries())
-    assert set(figures) == {"rps", "latency", "errors", "batch", "timing", "outputs", "drift"}
+    assert set(figures) == {"rps", "latency", "errors", "batch", "timing", "outputs", "drift", "outliers"}
     assert [t.name for t in figures["rps"].data] == ["iris:1 (primary)", "iris:2 (canary)"]
     assert [t.name for t in figures["timing"].data] == ["iris:1 (primary) model", "iris:1 (primary) queue"]
     assert list(figures["timing"].data[1].y) == [0.1, 0.2, None]

@@ -107,6 +107,16 @@ def test_the_sticky_header_is_saved(browser_client, endpoint):
     assert endpoint.sticky_header == "X-User-Id"
 
 
+def test_outlier_scoring_is_turned_on_and_off_from_the_settings(browser_client, endpoint):
+    browser_client.post("/endpoints/flowers/settings", {"sticky_header": "X", "outlier_scoring": "on"})
+    endpoint.refresh_from_db()
+    assert endpoint.outlier_scoring
+    assert 'id="outlier-scoring" name="outlier_scoring" checked' in browser_client.get("/endpoints/flowers/").text
+    browser_client.post("/endpoints/flowers/settings", {"sticky_header": "X"})
+    endpoint.refresh_from_db()
+    assert not endpoint.outlier_scoring
+
+
 def test_a_viewer_cannot_change_the_split(viewer_client, browser_client, endpoint):
     response = split(viewer_client, [("iris:1", "primary", 100)])
     assert "needs the ml_engineer role" in response.content.decode()
@@ -194,4 +204,16 @@ def test_the_timeline_shows_the_values_that_decided_an_analysis():
     }
     assert endpoints.check_summary(check) == (
         "error_rate fail: candidate 0.3 vs stable 0.0, max +0.01 (100/98 requests)"
+    )
+    shadow = {
+        "check": "shadow_agreement",
+        "result": "fail",
+        "compared": 145,
+        "agreed": 0,
+        "agreement": 0.0,
+        "min_agreement": 0.99,
+        "min_comparisons": 20.0,
+    }
+    assert endpoints.check_summary(shadow) == (
+        "shadow_agreement fail: 0 of 145 shadow answers agreed, min 0.99 (at least 20 compared)"
     )

@@ -64,7 +64,7 @@ def test_the_charts_json_has_every_figure_with_the_traffic(browser_client, flowe
     rollups("flowers", "iris:1", "primary", count=60)
     rollups("flowers", "iris:2", "canary", count=6)
     body = browser_client.get("/monitoring/flowers/charts.json?range=15m").json()
-    assert set(body["figures"]) == {"rps", "latency", "errors", "batch", "timing", "outputs", "drift"}
+    assert set(body["figures"]) == {"rps", "latency", "errors", "batch", "timing", "outputs", "drift", "outliers"}
     assert body["requests"] == {"iris:1": 300, "iris:2": 30}
     names = [trace["name"] for trace in body["figures"]["rps"]["data"]]
     assert names == ["iris:1 (primary)", "iris:2 (canary)"]

@@ -149,16 +149,6 @@ def test_an_unchanged_copy_passes(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_an_empty_setting_that_the_code_parses_as_a_number_fails(tmp_path: Path) -> None:
-    """`int(os.environ.get("MODELHUB_WORKER_PULLERS", "4"))` stops the worker on the '' an empty .env line gives."""
-    env_example = ENV_EXAMPLE.replace("MODELHUB_WORKER_PULLERS=4", "MODELHUB_WORKER_PULLERS=")
-    assert env_example != ENV_EXAMPLE
-    done = check(COMPOSE, DOCKERFILE, tmp_path, env_example)
-    assert done.returncode == 1, done.stdout
-    assert "leaves MODELHUB_WORKER_PULLERS empty" in done.stdout
-    assert "workers/inference_worker.py" in done.stdout
-
-
 def test_a_setting_the_code_needs_missing_from_env_example_fails(tmp_path: Path) -> None:
     """MODELHUB_ADMIN_PASSWORD is read without a default: it must reach the containers."""
     env_example = ENV_EXAMPLE.replace("MODELHUB_ADMIN_PASSWORD=\n", "")

@@ -19,7 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(autouse=True)
 def unset(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MODELHUB_WEB_WORKERS", "MODELHUB_INTRA_OP_THREADS", "MODELHUB_BIND"):
+    for name in (
+        "MODELHUB_WEB_WORKERS",
+        "MODELHUB_INTRA_OP_THREADS",
+        "MODELHUB_BIND",
+        "MODELHUB_MODEL_MEMORY_BUDGET_BYTES",
+        "MODELHUB_WORKER_MEMORY_BUDGET_BYTES",
+    ):
         monkeypatch.setenv(name, "")  # restored after the test, even when gunicorn.conf.py sets it
 
 
@@ -58,6 +64,25 @@ def test_a_cgroup_cpu_quota_caps_the_cores(tmp_path: Path) -> None:
     assert serving.available_cores(cpu_max) == 1
     cpu_max.write_text("max 100000\n")
     assert serving.available_cores(cpu_max) == len(os.sched_getaffinity(0))
+
+
+def test_the_model_memory_budget_is_half_the_memory_shared_out_and_a_cgroup_limit_caps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meminfo, memory_max = tmp_path / "meminfo", tmp_path / "memory.max"
+    meminfo.write_text("MemTotal:       16777216 kB\nMemFree:         1000 kB\n")  # 16 GiB
+    memory_max.write_text("max\n")
+    assert serving.available_memory(memory_max, meminfo) == 16 << 30
+    memory_max.write_text(str(4 << 30))  # a container limited to 4 GiB
+    assert serving.available_memory(memory_max, meminfo) == 4 << 30
+
+    monkeypatch.setattr(serving, "available_memory", lambda: 16 << 30)
+    monkeypatch.setenv("MODELHUB_WEB_WORKERS", "4")
+    assert serving.model_memory_budget() == 2 << 30  # half of 16 GiB over 4 processes
+    assert serving.worker_memory_budget() == 8 << 30
+    monkeypatch.setenv("MODELHUB_MODEL_MEMORY_BUDGET_BYTES", "0")  # off
+    monkeypatch.setenv("MODELHUB_WORKER_MEMORY_BUDGET_BYTES", "123")
+    assert (serving.model_memory_budget(), serving.worker_memory_budget()) == (0, 123)
 
 
 def test_settings_take_the_derivation(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -149,6 +149,33 @@ TABLE: dict[str, tuple[str, str, str, bytes, dict[str, str], int]] = {
     "server ready": ("GET", "/v2/health/ready", "", b"", {}, 200),
     "server live": ("GET", "/v2/health/live", "", b"", {}, 200),
     "server metadata": ("GET", "/v2", "", b"", {}, 200),
+    # Bandit feedback (inference.bandits): the refusals (a 200 would be a duplicate on the next front).
+    "feedback unknown request": (
+        "POST",
+        "/api/v1/endpoints/iris/feedback",
+        "",
+        orjson.dumps({"request_id": "never", "reward": 1}),
+        JSON,
+        404,
+    ),
+    "feedback unknown request v2": (
+        "POST",
+        "/v2/models/iris/feedback",
+        "",
+        orjson.dumps({"request_id": "never", "reward": 1}),
+        JSON,
+        404,
+    ),
+    "feedback reward not a number": (
+        "POST",
+        "/api/v1/endpoints/iris/feedback",
+        "",
+        orjson.dumps({"request_id": "r", "reward": "good"}),
+        JSON,
+        400,
+    ),
+    "feedback missing key": ("POST", "/v2/models/locked/feedback", "", b"{}", JSON, 401),
+    "feedback wrong method": ("GET", "/api/v1/endpoints/iris/feedback", "", b"", {}, 405),
     "disallowed host": ("POST", "/v2/models/iris/infer", "", v2_json(ROWS), {**JSON, "host": "evil.example"}, 400),
     "disallowed host simple": (
         "POST",

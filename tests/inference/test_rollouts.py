@@ -230,6 +230,18 @@ def test_pause_resume_and_abort_and_an_abort_of_a_finished_rollout_is_409(
         ({"version": 2, "plan": {"steps": [{"weight": 50, "bake_s": 5}, {"weight": 20, "bake_s": 5}]}}, 400, "grow"),
         ({"version": 2, "plan": {"checks": {"error_rate": {"max_increase": "x"}}}}, 400, "expected a number"),
         ({"version": 2, "plan": {"on_inconclusive": "shrug"}}, 400, "on_inconclusive"),
+        ({"version": 2, "plan": {"checks": {"shadow_agreement": {}}}}, 400, "needs a shadow phase"),
+        ({"version": 2, "plan": {"shadow": {"bake_s": 0}}}, 400, "shadow.bake_s: expected more than 0"),
+        (
+            {"version": 2, "plan": {"shadow": {"bake_s": 5}, "checks": {"shadow_agreement": {"min_agreement": 2}}}},
+            400,
+            "min_agreement: expected at least 0 and at most 1",
+        ),
+        (
+            {"version": 2, "plan": {"checks": {"p99_latency": {"min_requests": 0}}}},
+            400,
+            "min_requests: expected at least 1",
+        ),
         ({"version": 1}, 409, "already takes traffic"),
     ],
 )
@@ -352,3 +364,128 @@ def test_approving_the_candidate_to_production_mid_rollout_finishes_it(
     assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=5)) == "succeeded"
     rollout.refresh_from_db()
     assert rollout.state == "succeeded" and "already serves all the traffic" in rollout.reason
+
+
+# --- the shadow phase and its shadow_agreement check ------------------------------------------
+
+SHADOWED = {"shadow": {"bake_s": 30}, **FAST}
+
+
+def shadow_traffic(endpoint: str, version: int, at: datetime, *, compared: int, agreed: int) -> None:
+    """A minute of a shadow's answers, `agreed` of `compared` the same as the caller's."""
+    MetricRollup.objects.create(
+        endpoint=endpoint,
+        deployment=f"iris:{version}",
+        role="shadow",
+        minute=at.replace(second=0, microsecond=0),
+        count=compared,
+        latency_buckets=[0, compared] + [0] * 13,
+        shadow_compared=compared,
+        shadow_agreed=agreed,
+    )
+
+
+def analysis_check(action: str, check: str) -> dict[str, Any]:
+    event = AuditEvent.objects.filter(action=action).order_by("-pk").first()
+    assert event is not None, f"no {action} event"
+    return next(c for c in event.after["analysis"]["checks"] if c["check"] == check)
+
+
+def test_a_shadow_phase_comes_first_and_an_agreeing_candidate_moves_on_to_the_first_step(
+    endpoint: Endpoint, engineer: Any, t0: datetime
+) -> None:
+    rollout = start(endpoint, engineer, t0, SHADOWED)
+    assert (rollout.state, rollout.step) == ("running", -1)
+    assert split(endpoint) == [(1, "primary", 100), (2, "shadow", 0)]
+    assert set(rollout.plan["checks"]) == {"error_rate", "p99_latency", "output_drift", "shadow_agreement"}
+    traffic("flowers", 1, "primary", t0)
+    shadow_traffic("flowers", 2, t0, compared=100, agreed=100)
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=10)) == "baking"
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=31)) == "step"
+    assert split(endpoint) == [(1, "primary", 90), (2, "canary", 10)]
+    check = analysis_check("rollout.analysis", "shadow_agreement")
+    assert (check["compared"], check["agreed"], check["agreement"], check["result"]) == (100, 100, 1.0, "pass")
+    # Only shadow_agreement decides the shadow phase (the candidate answered nobody).
+    event = AuditEvent.objects.get(action="rollout.analysis")
+    assert event.after["analysis"]["phase"] == "shadow" and len(event.after["analysis"]["checks"]) == 1
+    assert [e.kind for e in rollout.events.all()][:3] == ["start", "shadow", "analysis"]
+
+
+def test_a_candidate_that_disagrees_with_stable_in_the_shadow_phase_is_rolled_back(
+    endpoint: Endpoint, engineer: Any, t0: datetime
+) -> None:
+    rollout = start(endpoint, engineer, t0, SHADOWED)
+    traffic("flowers", 1, "primary", t0)
+    shadow_traffic("flowers", 2, t0, compared=100, agreed=80)
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=5)) == "rolled_back"
+    assert split(endpoint) == [(1, "primary", 100)]
+    rollout.refresh_from_db()
+    assert rollout.state == "rolled_back" and "shadow_agreement" in rollout.reason
+    check = analysis_check("rollout.rollback", "shadow_agreement")
+    assert (check["agreement"], check["min_agreement"], check["result"]) == (0.8, 0.99, "fail")
+
+
+def test_too_few_shadow_comparisons_are_inconclusive_and_pause_or_roll_back_as_the_plan_says(
+    endpoint: Endpoint, engineer: Any, t0: datetime
+) -> None:
+    rollout = start(endpoint, engineer, t0, SHADOWED)
+    traffic("flowers", 1, "primary", t0)
+    shadow_traffic("flowers", 2, t0, compared=10, agreed=0)  # all disagree, but only 10 of 50 needed
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=5)) == "baking"
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=31)) == "paused"
+    assert split(endpoint) == [(1, "primary", 100), (2, "shadow", 0)]
+    rollout.refresh_from_db()
+    assert "shadow_agreement (10 of 50 comparisons)" in rollout.reason
+    assert analysis_check("rollout.paused", "shadow_agreement")["result"] == "inconclusive"
+    rollouts.rollout_abort(rollout=rollout, user=engineer)
+    other = start(endpoint, engineer, t0, {**SHADOWED, "on_inconclusive": "rollback"})
+    assert rollouts.rollout_advance(rollout_id=other.pk, now=t0 + timedelta(seconds=31)) == "rolled_back"
+    assert split(endpoint) == [(1, "primary", 100)]
+
+
+@pytest.mark.parametrize(("candidate_n", "stable_n"), [(49, 100), (100, 49)])
+def test_the_p99_check_is_inconclusive_below_its_minimum_requests_on_either_side(
+    endpoint: Endpoint, engineer: Any, t0: datetime, candidate_n: int, stable_n: int
+) -> None:
+    plan = {**FAST, "checks": {"p99_latency": {"min_requests": 50}}}
+    rollout = start(endpoint, engineer, t0, plan)
+    fast, slow = [0, stable_n] + [0] * 13, [0] * 9 + [candidate_n] + [0] * 5  # 0.5-1 ms; 200-500 ms
+    MetricRollup.objects.create(
+        endpoint="flowers", deployment="iris:1", role="primary", minute=t0, count=stable_n, latency_buckets=fast
+    )
+    MetricRollup.objects.create(
+        endpoint="flowers", deployment="iris:2", role="canary", minute=t0, count=candidate_n, latency_buckets=slow
+    )
+    # 200 times slower, but too few requests on one side: not a failure ...
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=5)) == "baking"
+    # ... and inconclusive once the bake time is over.
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=31)) == "paused"
+    check = analysis_check("rollout.paused", "p99_latency")
+    assert check["result"] == "inconclusive" and check["min_requests"] == 50
+    assert (check["candidate_requests"], check["stable_requests"]) == (candidate_n, stable_n)
+    assert check["candidate_ms"] > 200 and check["stable_ms"] < 1
+
+
+def test_a_hand_traffic_change_while_a_rollout_is_unfinished_is_409_naming_it(
+    endpoint: Endpoint, engineer: Any, t0: datetime
+) -> None:
+    rollout = start(endpoint, engineer, t0)
+    api = client_for(engineer)
+    body = {"routes": [{"model": "iris", "version": 1, "role": "primary", "weight": 100}]}
+    for state in ("running", "paused"):
+        if state == "paused":
+            rollouts.rollout_pause(rollout=rollout, user=engineer)
+        response = api.put("/api/v1/endpoints/flowers/traffic", body, format="json")
+        assert response.status_code == 409, response.content
+        error = response.json()["error"]
+        assert error["code"] == "rollout_in_progress" and f"rollout #{rollout.pk} of iris:2 {state}" in error["message"]
+        assert error["details"] == {"rollout": rollout.pk, "state": state, "candidate": "iris:2"}
+        assert api.post("/api/v1/endpoints/flowers/traffic/rollback", {}, format="json").status_code == 409
+        assert split(endpoint) == [(1, "primary", 90), (2, "canary", 10)]
+    # The rollout's own steps are not hand changes.
+    rollouts.rollout_resume(rollout=rollout, user=engineer, now=t0)
+    traffic("flowers", 1, "primary", t0)
+    traffic("flowers", 2, "canary", t0)
+    assert rollouts.rollout_advance(rollout_id=rollout.pk, now=t0 + timedelta(seconds=31)) == "step"
+    rollouts.rollout_abort(rollout=rollout, user=engineer)
+    assert api.put("/api/v1/endpoints/flowers/traffic", body, format="json").status_code == 200

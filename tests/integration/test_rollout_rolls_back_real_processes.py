@@ -1,5 +1,7 @@
 """A real `celery beat` and worker advance a rollout on PostgreSQL; a candidate that answers
-errors on real requests is rolled back by itself, and no request hangs meanwhile."""
+errors on real requests is rolled back by itself, and no request hangs meanwhile; in a
+shadow phase, the agreement of the candidate's shadow answers (compared in this process,
+read by the worker through Redis) decides whether it goes on or is rolled back."""
 
 from __future__ import annotations
 
@@ -71,7 +73,8 @@ def _upload(api: APIClient, data: bytes) -> int:
 class Traffic:
     """Requests from a thread, each timed: (started, status, version that answered, seconds)."""
 
-    def __init__(self) -> None:
+    def __init__(self, endpoint: str = "lookup") -> None:
+        self.endpoint = endpoint
         self.results: list[tuple[float, int, int | None, float]] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -83,7 +86,9 @@ class Traffic:
         try:
             while not self.stop.is_set():
                 started = time.monotonic()
-                response = client.post("/api/v1/endpoints/lookup/predict", ROW, content_type="application/json")
+                response = client.post(
+                    f"/api/v1/endpoints/{self.endpoint}/predict", ROW, content_type="application/json"
+                )
                 version = response.json().get("version") if response.status_code == 200 else None
                 self.results.append((time.time(), response.status_code, version, time.monotonic() - started))
                 time.sleep(0.01)
@@ -156,3 +161,66 @@ def test_a_candidate_that_answers_errors_is_rolled_back_by_beat(
         f"-> seen by the test {rolled_back_at - first_error:.2f} s; last error "
         f"{max(r[0] for r in errors) - current.created_at.timestamp():+.2f} s after the revision"
     )
+
+
+@pytest.mark.parametrize(
+    ("offset", "outcome"),
+    [(1.0, "rolled_back"), (0.0, "succeeded")],
+    ids=["a candidate that disagrees is rolled back", "one that agrees goes on"],
+)
+def test_shadow_agreement_decides_the_shadow_phase_on_real_processes(
+    rollout_beat: WorkerProcess, celery_worker: WorkerProcess, engineer: Any, offset: float, outcome: str
+) -> None:
+    api = client_for(engineer)
+    assert api.post("/api/v1/models/", {"name": "lookup"}, format="json").status_code == 201
+    # Same answers for real rows (a bigger table), or every answer one more (another offset).
+    stable, candidate = _upload(api, lookup(16)), _upload(api, lookup(17, offset=offset))
+    name = f"shadowed-{outcome.replace('_', '-')}"  # its own minute keys in Redis
+    response = api.post(
+        "/api/v1/endpoints/",
+        {
+            "name": name,
+            "require_key": False,
+            "routes": [{"model": "lookup", "version": stable, "role": "primary", "weight": 100}],
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    plan = {
+        "shadow": {"bake_s": 6},
+        "steps": [{"weight": 100, "bake_s": 1}],
+        "checks": {"shadow_agreement": {"min_agreement": 0.95, "min_comparisons": 10}},
+    }
+    traffic = Traffic(name)
+    traffic.thread.start()
+    try:
+        response = api.post(f"/api/v1/endpoints/{name}/rollouts", {"version": candidate, "plan": plan}, format="json")
+        assert response.status_code == 201, response.content
+        assert response.json()["phase"] == "shadow"
+        rollout = Rollout.objects.get(pk=response.json()["id"])
+        wait_for(
+            lambda: Rollout.objects.get(pk=rollout.pk).state not in Rollout.ACTIVE,
+            timeout=90,
+            what=f"beat to finish the rollout; beat log:\n{rollout_beat.output()[-3000:]}\n"
+            f"worker log:\n{celery_worker.output()[-5000:]}",
+        )
+    finally:
+        traffic.stop.set()
+        traffic.thread.join(60)
+    rollout.refresh_from_db()
+    assert rollout.state == outcome, rollout.reason
+    decided = AuditEvent.objects.filter(
+        action="rollout.rollback" if outcome == "rolled_back" else "rollout.analysis", object_id=str(rollout.pk)
+    ).get()
+    check = decided.after["analysis"]["checks"][0]
+    assert check["check"] == "shadow_agreement" and check["compared"] >= 10
+    assert (check["agreement"], check["result"]) == ((0.0, "fail") if offset else (1.0, "pass"))
+    current = TrafficPolicyRevision.objects.get(endpoint__name=name, is_current=True)
+    routes = [(r["version"], r["role"], r["weight"]) for r in current.routes]
+    assert routes == ([(stable, "primary", 100)] if offset else [(candidate, "primary", 100)])
+    # The shadow never answered a caller: every answer came from the stable version until
+    # the candidate took the traffic, and none failed or hung.
+    assert traffic.results and all(r[1] == 200 for r in traffic.results)
+    assert max(r[3] for r in traffic.results) < 30
+    if offset:
+        assert {r[2] for r in traffic.results} == {stable}

@@ -123,3 +123,40 @@ def test_without_redis_metrics_come_from_the_rollup_table(client: Any, settings:
     Flusher(recorder, redis_url="").flush()
     _, samples = parse(client.get("/metrics").content.decode())
     assert value(samples, "modelhub_predictions_total", endpoint="iris") == 4
+
+
+def test_model_memory_budgets_evictions_and_cold_starts_are_exposed_for_web_processes_and_workers(
+    client: Any, redis_client: Any, tmp_path: Any
+) -> None:
+    import orjson
+
+    from inference import density
+    from inference import pool_protocol as wire
+    from inference.runtime.repository import ModelRepository
+    from inference.transport import in_process_transport
+    from tests import density as models
+
+    paths = models.model_files(tmp_path, 3)
+    transport = in_process_transport()
+    own, transport.repository = transport.repository, ModelRepository(budget_bytes=models.budget_for(2.5, paths[0]))
+    try:
+        for key in ("a", "b", "c", "a"):  # c unloads a, a comes back: one cold start
+            transport.repository.load(key, paths["abc".index(key)], intra_op_threads=1)
+        density.publish(redis_client)
+    finally:
+        transport.repository.close()
+        transport.repository = own
+    worker_memory = {**transport.repository.memory_report(), "budget_bytes": 1000, "cold_starts": 4}
+    body = {"worker": "cpu-0", "device": "cpu", "ts": time.time(), "deployments": {}, "memory": worker_memory}
+    redis_client.set(wire.heartbeat_key("cpu-0"), orjson.dumps(body), ex=60)
+    redis_client.zadd(wire.WORKERS_KEY, {"cpu-0": time.time() + 6})
+
+    types, samples = parse(client.get("/metrics").content.decode())
+
+    web = density.process_name()
+    assert types["modelhub_cold_start_seconds"] == "histogram"
+    assert value(samples, "modelhub_cold_start_seconds_count", process=web) == 1
+    assert value(samples, "modelhub_model_evictions_total", process=web) == 2
+    assert value(samples, "modelhub_models_loaded", process=web) == 2
+    assert value(samples, "modelhub_model_memory_budget_bytes", process="worker:cpu-0") == 1000
+    assert value(samples, "modelhub_cold_start_seconds_count", process="worker:cpu-0") == 4

@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from inference import endpoints, traffic
 from inference.models import Endpoint
+from inference.spec import DEFAULT_MAX_QUEUE_DELAY_MS
 from registry import services as registry_services
 from registry import storage
 from registry.models import ModelVersion, RegisteredModel
@@ -32,7 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("--placement", default="in_process", choices=["in_process", "worker_pool"])
         parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
         parser.add_argument("--max-batch-size", type=int, default=64)
-        parser.add_argument("--max-queue-delay-ms", type=float, default=0.0)
+        parser.add_argument("--max-queue-delay-ms", type=float, default=DEFAULT_MAX_QUEUE_DELAY_MS)
 
     def handle(self, *args: Any, **options: Any) -> None:
         users = get_user_model()

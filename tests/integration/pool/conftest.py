@@ -89,12 +89,28 @@ class InferenceWorkerProcess:
                 self.kill()
 
 
-def start_inference_worker(redis_url: str, log: Path, *, device: str = "cpu") -> InferenceWorkerProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+def start_inference_worker(
+    redis_url: str,
+    log: Path,
+    *,
+    device: str = "cpu",
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    frame_version: int | None = None,
+) -> InferenceWorkerProcess:
+    """`python -m workers.inference_worker`; `frame_version` starts it speaking another frame version
+    (as a worker of another release would), `env` and `args` add settings."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    entry = ["-m", "workers.inference_worker"]
+    if frame_version is not None:
+        entry = [
+            "-c",
+            "import inference.pool_protocol as w, workers.inference_worker as m\n"
+            f"w.FRAME_VERSION = {int(frame_version)}\nm.main()",
+        ]
     cmd = [
         sys.executable,
-        "-m",
-        "workers.inference_worker",
+        *entry,
         "--device",
         device,
         "--redis-url",
@@ -103,19 +119,22 @@ def start_inference_worker(redis_url: str, log: Path, *, device: str = "cpu") ->
         "1",
         "--pullers",
         "4",
+        *(args or []),
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return InferenceWorkerProcess(proc, log)
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
+def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, fail: bool = True) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.1)
+    if not fail:
+        return None
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
@@ -140,12 +159,12 @@ def transport(redis_url: str) -> Iterator[WorkerPoolTransport]:
 
 
 @pytest.fixture
-def inference_workers(redis_url: str, tmp_path: Path) -> Iterator[Callable[[], InferenceWorkerProcess]]:
+def inference_workers(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., InferenceWorkerProcess]]:
     """A factory of real `python -m workers.inference_worker` processes, all stopped at the end."""
     started: list[InferenceWorkerProcess] = []
 
-    def start() -> InferenceWorkerProcess:
-        worker = start_inference_worker(redis_url, tmp_path / f"inference-worker-{len(started)}.log")
+    def start(**options: Any) -> InferenceWorkerProcess:
+        worker = start_inference_worker(redis_url, tmp_path / f"inference-worker-{len(started)}.log", **options)
         started.append(worker)
         return worker
 

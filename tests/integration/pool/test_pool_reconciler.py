@@ -70,6 +70,36 @@ def test_a_weight_change_does_not_rewrite_the_assignment(transport, tmp_path):
     assert report.assigned == []  # a rewrite would make every worker reload the session
 
 
+def test_pinning_rewrites_the_assignment_so_workers_stop_evicting_it(transport, tmp_path):
+    deployment = pool_deployment(tmp_path)
+    pool_reconcile(settle_s=0)
+    key = f"d{deployment.pk}"
+    assert wire.spec_from_json(transport.client.hget(wire.assign_key("cpu"), key)).pinned is False  # evictable
+    Deployment.objects.filter(pk=deployment.pk).update(pinned=True)
+
+    report = pool_reconcile(settle_s=0)
+
+    assert report.assigned == [key]
+    assert wire.spec_from_json(transport.client.hget(wire.assign_key("cpu"), key)).pinned is True
+
+
+def test_a_deployment_a_worker_holds_cold_is_not_moved_back_to_loading(transport, tmp_path):
+    import time
+
+    deployment = pool_deployment(tmp_path)
+    Deployment.objects.filter(pk=deployment.pk).update(state=Deployment.State.READY)
+    key = f"d{deployment.pk}"
+    # A live worker holds it assigned but unloaded under its memory budget (what its heartbeat writes).
+    transport.client.zadd(wire.cold_key(key), {"worker-1": time.time() + 60})
+
+    report = pool_reconcile(settle_s=0.5)
+
+    assert key not in report.became_loading
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.READY
+    transport.client.delete(wire.cold_key(key))
+
+
 def test_without_redis_the_reconciler_does_nothing(settings):
     settings.REDIS_URL = ""
     assert pool_reconcile().skipped

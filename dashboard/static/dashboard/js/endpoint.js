@@ -29,26 +29,55 @@
   }
   var tryForm = document.getElementById("try-form");
   if (tryForm) {
-    tryForm.addEventListener("submit", function (e) {
-      e.preventDefault();
+    // One request from the panel: to predict (the form's submit) or to explain (the
+    // Explain button); an explanation's first instance is drawn as a bar chart.
+    var send = function (url, explaining) {
       var status = document.getElementById("try-status"), out = document.getElementById("try-output");
+      var chart = document.getElementById("try-attributions");
       var body = document.getElementById("try-body").value, key = document.getElementById("try-key").value.trim();
       try { JSON.parse(body); } catch (err) { status.textContent = "The body is not valid JSON: " + err.message; status.className = "small error"; return; }
       var headers = { "Content-Type": "application/json", "Accept": "application/json" };
       if (key) { headers.Authorization = "Bearer " + key; }
       var started = performance.now();
-      status.textContent = "Sending…"; status.className = "small muted";
-      fetch(tryForm.dataset.url, { method: "POST", headers: headers, body: body, credentials: "omit" }).then(function (response) {
+      status.textContent = explaining ? "Explaining…" : "Sending…"; status.className = "small muted";
+      chart.hidden = true;
+      fetch(url, { method: "POST", headers: headers, body: body, credentials: "omit" }).then(function (response) {
         return response.text().then(function (text) {
-          var ms = (performance.now() - started).toFixed(1);
+          var ms = (performance.now() - started).toFixed(1), data = null;
           status.textContent = "HTTP " + response.status + " in " + ms + " ms" + (response.headers.get("X-Model-Version") ? " · answered by " + (response.headers.get("X-Model-Name") || "") + " v" + response.headers.get("X-Model-Version") : "");
           status.className = response.ok ? "small" : "small error";
           status.dataset.status = String(response.status);
-          try { out.textContent = JSON.stringify(JSON.parse(text), null, 2); } catch (err) { out.textContent = text; }
+          try { data = JSON.parse(text); out.textContent = JSON.stringify(data, null, 2); } catch (err) { out.textContent = text; }
           out.hidden = false;
+          if (explaining && response.ok && data && data.explanations && data.explanations.length && window.Plotly) {
+            drawAttributions(chart, data);
+          }
         });
       }).catch(function (err) { status.textContent = "Network error: " + err.message; status.className = "small error"; });
+    };
+    var drawAttributions = function (node, data) {
+      var first = data.explanations[0], names = Object.keys(first.attributions);
+      names.sort(function (a, b) { return Math.abs(first.attributions[a]) - Math.abs(first.attributions[b]); });
+      var values = names.map(function (n) { return first.attributions[n]; });
+      node.hidden = false;
+      node.dataset.features = String(names.length);
+      window.Plotly.react(node, [{
+        type: "bar", orientation: "h", x: values, y: names,
+        marker: { color: values.map(function (v) { return v >= 0 ? "#2f7d5a" : "#b3413b"; }) },
+        hovertemplate: "%{y}: %{x:.4g}<extra></extra>"
+      }], {
+        title: { text: data.output + (first.class_index !== null ? " [" + first.class_index + "]" : "") + ": " + first.base_value.toFixed(3) + " → " + first.prediction.toFixed(3), font: { size: 13 } },
+        margin: { l: 120, r: 20, t: 36, b: 30 }, xaxis: { zeroline: true, title: { text: "attribution" } }
+      }, { displayModeBar: false, responsive: true });
+    };
+    tryForm.addEventListener("submit", function (e) {
+      e.preventDefault();
+      send(tryForm.dataset.url, false);
     });
+    var explainButton = document.getElementById("try-explain");
+    if (explainButton) {
+      explainButton.addEventListener("click", function () { send(tryForm.dataset.explainUrl, true); });
+    }
   }
   // Deployments warming up: poll the endpoint API until none is loading any more.
   var warmTable = document.querySelector("[data-warmup-poll]");
