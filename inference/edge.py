@@ -355,7 +355,12 @@ class SimplePredict(InferCall):
             outputs = self.pipeline.finish(outputs)
         scorer = _scorer(self.table, spec)
         scores = None
-        answer: dict[str, Any] = {"endpoint": self.name, "model": spec.model, "version": spec.version, "outputs": outputs}
+        answer: dict[str, Any] = {
+            "endpoint": self.name,
+            "model": spec.model,
+            "version": spec.version,
+            "outputs": outputs,
+        }
         headers = [("X-Model-Version", str(spec.version)), ("X-Model-Name", spec.model)]
         if spec.placement == pipelines.PLACEMENT:
             # A pipeline's answer: its request id (for feedback), bandit choices, the trace.

@@ -177,6 +177,8 @@ def _pipeline_routes_check(endpoint: Endpoint, routes: list[dict[str, Any]]) -> 
         except Exception as exc:  # noqa: BLE001 - a model that will not load is the caller's 400
             raise InvalidPolicy(f"{where}: pipeline {version} could not load its models: {exc}") from None
         route["pipeline_version"] = version.pk
+
+
 class RolloutInProgress(Conflict):
     code = "rollout_in_progress"
 
