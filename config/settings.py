@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "registry",
     "inference",
     "inference.batch",
+    "inference.pipelines",
     "inference.bandits",
     "monitoring",
     "dashboard",

@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/v1/", include("accounts.urls")),
     path("api/v1/", include("registry.urls")),
     path("api/v1/", include("inference.batch.urls")),
+    path("api/v1/", include("inference.pipelines.urls")),
     path("", include("inference.urls")),
     path("", include("monitoring.urls")),
     path("", include("dashboard.urls")),

@@ -127,7 +127,15 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
                 "warmup": warmup.get(deployment.pk) if deployment else None,
             }
         )
-    editor = [{"model": r["model"], "version": r["version"], "role": r["role"], "weight": r["weight"]} for r in routes]
+    editor = [
+        {
+            "model": r.get("model") or f"pipeline:{r.get('pipeline')}",
+            "version": r["version"],
+            "role": r["role"],
+            "weight": r["weight"],
+        }
+        for r in routes
+    ]
     editor += [{"model": "", "version": "", "role": "canary", "weight": 0}] * (2 if editor else 3)
     primary = next((by_id.get(r.get("deployment")) for r in routes if r["role"] == "primary"), None)
     signature = primary.model_version.signature if primary else {}

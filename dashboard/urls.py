@@ -1,7 +1,17 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import approvals, bandit_views, batch_views, endpoints, importance, monitoring_views, people, views
+from dashboard import (
+    approvals,
+    bandit_views,
+    batch_views,
+    endpoints,
+    importance,
+    monitoring_views,
+    people,
+    pipelines,
+    views,
+)
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -48,6 +58,8 @@ urlpatterns = [
     path("alerts/", monitoring_views.alert_list, name="dash-alerts"),
     path("alerts/rules/new", monitoring_views.alert_rule_create, name="dash-alert-create"),
     path("batch/", batch_views.batch_list, name="dash-batch"),
+    path("pipelines/", pipelines.pipeline_list, name="dash-pipelines"),
+    path("pipelines/<slug:name>/", pipelines.pipeline_detail, name="dash-pipeline"),
     path("batch/<int:job_id>/", batch_views.batch_detail, name="dash-batch-job"),
     path("alerts/rules/<int:rule_id>/delete", monitoring_views.alert_rule_delete, name="dash-alert-delete"),
 ]

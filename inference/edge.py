@@ -13,6 +13,7 @@ Nothing here touches the ORM once the edge cache is warm (tests/inference/test_p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ from common.http import JSON, Headers, PredictRequest, Reply, Shape, as_modelhub
 from config.renderers import dumps
 from inference.bandits import feedback as bandit_feedback
 from inference.bandits.router import CURRENT_ENDPOINT
+from inference.pipelines import executor as pipelines
 from inference.router import RoutingError, RoutingTable
 from inference.routing_cache import KeyEntry, edge_cache
 from inference.runtime import codec
@@ -237,7 +239,7 @@ class InferCall:
     Both count the request for monitoring.
     """
 
-    __slots__ = ("inputs", "key", "name", "request", "spec", "started", "table", "timeout_s")
+    __slots__ = ("inputs", "key", "name", "request", "spec", "started", "table", "timeout_s", "trace")
     shape: Shape = "simple"
     inputs: dict[str, np.ndarray]
     table: RoutingTable
@@ -249,6 +251,12 @@ class InferCall:
         CURRENT_ENDPOINT.set(name)  # a bandit router's decisions take feedback through this endpoint only
         self.spec: DeploymentSpec | None = None
         self.key: KeyEntry | None = None
+        self.trace = False
+
+    def request_id(self) -> str:
+        """The id a pipeline's answer carries (feedback references it): the caller's
+        X-Request-Id when sane, else a new one."""
+        return pipelines.request_id_for(self.request.headers.get("x-request-id"))
 
     def prepare(self) -> None:
         raise NotImplementedError
@@ -265,7 +273,12 @@ class InferCall:
             spec = self.spec
             assert spec is not None, "prepare() routes"
             called = time.perf_counter()
-            result = transport_for(spec).infer(spec, self.inputs, timeout_s=self.timeout_s)
+            if spec.placement == pipelines.PLACEMENT:
+                result = pipelines.infer(
+                    spec, self.inputs, timeout_s=self.timeout_s, request_id=self.request_id(), trace=self.trace
+                )
+            else:
+                result = transport_for(spec).infer(spec, self.inputs, timeout_s=self.timeout_s)
             self._in_time(called)
             return self.answer(result)
         except Exception as exc:  # noqa: BLE001 - every refusal is JSON and recorded
@@ -277,7 +290,12 @@ class InferCall:
             spec = self.spec
             assert spec is not None, "prepare() routes"
             called = time.perf_counter()
-            result = await transport_for(spec).infer_async(spec, self.inputs, timeout_s=self.timeout_s)
+            if spec.placement == pipelines.PLACEMENT:
+                result = await pipelines.infer_async(
+                    spec, self.inputs, timeout_s=self.timeout_s, request_id=self.request_id(), trace=self.trace
+                )
+            else:
+                result = await transport_for(spec).infer_async(spec, self.inputs, timeout_s=self.timeout_s)
             self._in_time(called)
             return self.answer(result)
         except Exception as exc:  # noqa: BLE001 - every refusal is JSON and recorded
@@ -324,6 +342,8 @@ class SimplePredict(InferCall):
             inputs = pipeline.prepare_inputs(inputs)
         self.inputs = inputs
         self.timeout_s = table.timeout_s
+        if request.query and spec.placement == pipelines.PLACEMENT:
+            self.trace = parse_qs(request.query).get("trace", [""])[0] in ("1", "true")
 
     def answer(self, result: InferResult) -> Reply:
         spec = self.spec
@@ -335,7 +355,19 @@ class SimplePredict(InferCall):
             outputs = self.pipeline.finish(outputs)
         scorer = _scorer(self.table, spec)
         scores = None
-        answer = {"endpoint": self.name, "model": spec.model, "version": spec.version, "outputs": outputs}
+        answer: dict[str, Any] = {
+            "endpoint": self.name,
+            "model": spec.model,
+            "version": spec.version,
+            "outputs": outputs,
+        }
+        headers = [("X-Model-Version", str(spec.version)), ("X-Model-Name", spec.model)]
+        if spec.placement == pipelines.PLACEMENT:
+            # A pipeline's answer: its request id (for feedback), bandit choices, the trace.
+            answer["pipeline"] = answer.pop("model")
+            answer["outputs"] = {k: pipelines.jsonable(v) for k, v in outputs.items()}
+            answer.update(result.extra)
+            headers.append(("X-Request-Id", result.extra["request_id"]))
         if self.request.query and _wants_outliers(self.request.query):
             scores = _scores_now(scorer, self.inputs)
             answer["outliers"] = None if scores is None or scorer is None else scores.rows(scorer.names)
@@ -345,7 +377,7 @@ class SimplePredict(InferCall):
         )
         # As docs/serving.md says: the answering version (what the X-Model-Version request
         # header pins), and the model it belongs to.
-        return Reply(200, payload, [("X-Model-Version", str(spec.version)), ("X-Model-Name", spec.model)])
+        return Reply(200, payload, headers)
 
 
 class V2Infer(InferCall):
@@ -357,6 +389,11 @@ class V2Infer(InferCall):
     def __init__(self, name: str, request: PredictRequest, *, version: str | None = None) -> None:
         super().__init__(name, request)
         self.version = version
+
+    def request_id(self) -> str:
+        """V2's request "id" when the caller sent one, else as the simple API."""
+        given = self.info.id
+        return given if given and pipelines.request_id_for(given) == given else super().request_id()
 
     def prepare(self) -> None:
         request = self.request
@@ -378,16 +415,22 @@ class V2Infer(InferCall):
         assert spec is not None, "prepare() first"
         if self.table.shadows:
             _shadow(self.table, spec, self.inputs, result.outputs)
+        info = self.info
+        request_id = result.extra.get("request_id") if spec.placement == pipelines.PLACEMENT else None
+        if request_id is not None and info.id is None:
+            info = dataclasses.replace(info, id=request_id)  # a pipeline's answer carries its request id
         scorer = _scorer(self.table, spec)
         scores = parameters = None
-        if (self.request.query and _wants_outliers(self.request.query)) or self.info.parameters.get("outlier") is True:
+        if (self.request.query and _wants_outliers(self.request.query)) or info.parameters.get("outlier") is True:
             scores = _scores_now(scorer, self.inputs)
             parameters = {"outliers": None if scores is None or scorer is None else scores.rows(scorer.names)}
-        payload, headers = codec.encode_v2_response(self.name, str(spec.version), result.outputs, self.info, parameters)
+        payload, headers = codec.encode_v2_response(self.name, str(spec.version), result.outputs, info, parameters)
         _record_ok(
             self.name, spec, self.started, self.inputs, result, self.request.body, payload, self.key, scorer, scores
         )
         content_type = headers.pop("Content-Type", JSON)
+        if request_id is not None:
+            headers["X-Request-Id"] = request_id
         return Reply(200, payload, list(headers.items()), content_type)
 
 

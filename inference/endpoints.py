@@ -112,6 +112,7 @@ def route_models(routes: list[dict[str, Any]], *, user: AbstractBaseUser | None)
     models = RegisteredModel.objects.select_related("team")
     if user is not None:
         models = team_scope(models, user)
+    routes = [r for r in routes if r.get("model")]  # pipeline routes name no model
     found = {m.name: m for m in models.filter(name__in={r["model"] for r in routes})}
     for route in routes:
         if route["model"] not in found:
@@ -244,7 +245,7 @@ def _environment_change_check(endpoint: Endpoint, environment: str, user: Abstra
 
 
 def _stages_of(routes: list[dict[str, Any]]) -> dict[tuple[str, int], str]:
-    wanted = {(r["model"], r["version"]) for r in routes}
+    wanted = {(r["model"], r["version"]) for r in routes if r.get("model")}
     rows = ModelVersion.objects.filter(model__name__in={m for m, _ in wanted}).values_list(
         "model__name", "version", "stage"
     )
@@ -255,7 +256,7 @@ def _current_deployments(endpoint: Endpoint) -> list[Deployment]:
     current = endpoint.revisions.filter(is_current=True).first()
     if current is None:
         return []
-    ids = [route["deployment"] for route in current.routes]
+    ids = [route["deployment"] for route in current.routes if route.get("deployment")]
     return list(Deployment.objects.filter(pk__in=ids).select_related("model_version__model"))
 
 

@@ -51,6 +51,8 @@ def environment_rule_check(
     approver-started rollout is moving in (it may be a Staging canary on production).
     """
     for route in routes:
+        if route.get("pipeline"):
+            continue  # a pipeline's model steps are checked by traffic._pipeline_routes_check
         key = (route["model"], route["version"])
         stage = stages[key]
         if version_allowed(

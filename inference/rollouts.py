@@ -174,7 +174,7 @@ def routes_at(stable: list[dict[str, Any]], candidate: ModelVersion, weight: int
     candidate is the primary alone; at 0 % (the shadow phase) the stable routes as they
     were, plus the candidate as a shadow. Placement and batching are the stable primary's."""
     name, number = candidate.model.name, candidate.version
-    others = [dict(r) for r in stable if not (r["model"] == name and r["version"] == number)]
+    others = [dict(r) for r in stable if not (r.get("model") == name and r["version"] == number)]
     taking = [r for r in others if r["role"] != Deployment.Role.SHADOW]
     shadows = [r for r in others if r["role"] == Deployment.Role.SHADOW]
     template = next((r for r in taking if r["role"] == Deployment.Role.PRIMARY), taking[0] if taking else {})
@@ -313,7 +313,7 @@ def rollout_start(
                     f"{candidate} is {candidate.status}: only a version that passed validation can be rolled out",
                     details={"status": candidate.status},
                 )
-            if any(r["model"] == model and r["version"] == version and r["role"] != "shadow" for r in stable):
+            if any(r.get("model") == model and r["version"] == version and r["role"] != "shadow" for r in stable):
                 raise RolloutConflict(f"{candidate} already takes traffic on {endpoint.name}: nothing to roll out")
             rollout = Rollout.objects.create(
                 endpoint=endpoint,
@@ -448,7 +448,7 @@ def _candidate_serves_all(rollout: Rollout) -> bool:
     current = rollout.endpoint.revisions.filter(is_current=True).first()
     taking = [r for r in (current.routes if current else []) if r["role"] != Deployment.Role.SHADOW]
     label = (rollout.candidate.model.name, rollout.candidate.version)
-    return len(taking) == 1 and (taking[0]["model"], taking[0]["version"]) == label
+    return len(taking) == 1 and (taking[0].get("model"), taking[0]["version"]) == label
 
 
 @transaction.atomic

@@ -251,12 +251,24 @@ def table_load(name: str) -> RoutingTable | None:
         return None
     revisions = list(endpoint.revisions.order_by("-revision")[:50])
     current = next((r for r in revisions if r.is_current), None)
-    ids = {route["deployment"] for r in revisions for route in r.routes}
+    ids = {route["deployment"] for r in revisions for route in r.routes if route.get("deployment")}
     deployments = {
         d.pk: d for d in Deployment.objects.filter(pk__in=ids).select_related("endpoint", "model_version__model")
     }
+    # Pipeline routes (inference.pipelines.serving): compiled once per table build.
+    piped: dict[int, Any] = {}
+
+    def pipeline_route(route: dict[str, Any], role: str, weight: int) -> Any:
+        from inference.pipelines.serving import route_spec
+
+        key = route["pipeline_version"]
+        if key not in piped:
+            piped[key] = route_spec(route, endpoint=name, role=role, weight=weight)
+        return piped[key]
 
     def ready(route: dict[str, Any]) -> bool:
+        if route.get("pipeline"):
+            return pipeline_route(route, route["role"], route["weight"]) is not None
         d = deployments.get(route["deployment"])
         if d is None:
             return False
@@ -276,21 +288,33 @@ def table_load(name: str) -> RoutingTable | None:
                 break
     chosen: list[tuple[Any, str, int]] = []
     if effective is not None:
-        chosen += [
-            (deployments[r["deployment"]], r["role"], r["weight"]) for r in effective.routes if r["role"] != SHADOW
-        ]
+        chosen += [(r, r["role"], r["weight"]) for r in effective.routes if r["role"] != SHADOW]
     if current is not None:
         # Shadows take no traffic, so the current revision's ready ones run even while
         # its primary and canaries are still loading.
-        chosen += [
-            (deployments[r["deployment"]], SHADOW, 0) for r in current.routes if r["role"] == SHADOW and ready(r)
-        ]
+        chosen += [(r, SHADOW, 0) for r in current.routes if r["role"] == SHADOW and ready(r)]
     specs = []
     signatures: dict[int, Any] = {}
     pipelines: dict[int, Any] = {}
     metadata: dict[int, Any] = {}
     outliers: dict[int, Any] = {}
-    for deployment, role, weight in chosen:
+    for route, role, weight in chosen:
+        if route.get("pipeline"):
+            from inference.pipelines.executor import GRAPHS
+            from inference.pipelines.serving import spec_for
+
+            built = pipeline_route(route, role, weight)
+            if built is None:
+                continue
+            graph_spec, graph_signature = built
+            # The same graph under this route's role and weight (a pipeline may be a shadow).
+            spec = spec_for(
+                GRAPHS[graph_spec.deployment_id], route["pipeline_version"], endpoint=name, role=role, weight=weight
+            )
+            specs.append((spec, role, weight))
+            signatures[spec.deployment_id] = graph_signature
+            continue
+        deployment = deployments[route["deployment"]]
         spec = deployment_spec(deployment, role=role, weight=weight)
         specs.append((spec, role, weight))
         signatures[spec.deployment_id] = Signature.from_dict(spec.signature)

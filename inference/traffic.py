@@ -25,7 +25,13 @@ from accounts.roles import APPROVER
 from config.errors import Conflict, DomainError, NotFound
 from inference import routing_cache
 from inference.endpoints import InvalidPolicy, _pipeline_check, _team_adopt, route_models, team_fit_check
-from inference.environments import Environment, EnvironmentRuleBroken, environment_rule_check, version_allowed
+from inference.environments import (
+    ENVIRONMENT_RULES,
+    Environment,
+    EnvironmentRuleBroken,
+    environment_rule_check,
+    version_allowed,
+)
 from inference.loading import deployments_load
 from inference.models import Deployment, Endpoint, Rollout, TrafficPolicyRevision
 from inference.selectors import endpoints_routing_to
@@ -41,6 +47,7 @@ ROLES = tuple(Deployment.Role.values)
 
 _ROUTE_KEYS = {
     "model",
+    "pipeline",
     "version",
     "role",
     "weight",
@@ -59,7 +66,8 @@ def routes_summary(routes: list[dict[str, Any]]) -> str:
     parts = []
     for r in routes:
         share = "" if r["role"] == Deployment.Role.SHADOW else f" {r['weight']}%"
-        parts.append(f"{r['model']} v{r['version']} {r['role']}{share}")
+        what = f"pipeline {r['pipeline']}" if r.get("pipeline") else r["model"]
+        parts.append(f"{what} v{r['version']} {r['role']}{share}")
     return ", ".join(parts)
 
 
@@ -67,22 +75,17 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
     where = f"routes[{index}]"
     if not isinstance(route, dict):
         raise InvalidPolicy(f"{where}: expected an object with model, version, role, weight")
-    unknown = set(route) - _ROUTE_KEYS - {"deployment", "state", "provider"}
+    unknown = set(route) - _ROUTE_KEYS - {"deployment", "state", "provider", "pipeline_version"}
     if unknown:
         raise InvalidPolicy(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    if route.get("pipeline") is not None:
+        return _pipeline_route_clean(where, route)
     model, version = route.get("model"), route.get("version")
     if not isinstance(model, str) or not model:
         raise InvalidPolicy(f"{where}.model: expected a model name")
     if isinstance(version, bool) or not isinstance(version, int):
         raise InvalidPolicy(f"{where}.version: expected a version number")
-    role = route.get("role", Deployment.Role.PRIMARY)
-    if role not in ROLES:
-        raise InvalidPolicy(f"{where}.role: expected one of {', '.join(ROLES)}, got {role!r}")
-    weight = route.get("weight", 0 if role == Deployment.Role.SHADOW else None)
-    if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
-        raise InvalidPolicy(f"{where}.weight: expected an integer from 0 to 100, got {weight!r}")
-    if role == Deployment.Role.SHADOW and weight:
-        raise InvalidPolicy(f"{where}: a shadow takes no traffic, so its weight must be 0 (got {weight})")
+    role, weight = _role_weight(where, route)
     placement = route.get("placement", Deployment.Placement.IN_PROCESS)
     if placement not in Deployment.Placement.values:
         raise InvalidPolicy(f"{where}.placement: expected one of {', '.join(Deployment.Placement.values)}")
@@ -109,6 +112,71 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
         "max_queue_delay_ms": float(delay),
         "pinned": pinned,
     }
+
+
+def _role_weight(where: str, route: dict[str, Any]) -> tuple[str, int]:
+    role = route.get("role", Deployment.Role.PRIMARY)
+    if role not in ROLES:
+        raise InvalidPolicy(f"{where}.role: expected one of {', '.join(ROLES)}, got {role!r}")
+    weight = route.get("weight", 0 if role == Deployment.Role.SHADOW else None)
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
+        raise InvalidPolicy(f"{where}.weight: expected an integer from 0 to 100, got {weight!r}")
+    if role == Deployment.Role.SHADOW and weight:
+        raise InvalidPolicy(f"{where}: a shadow takes no traffic, so its weight must be 0 (got {weight})")
+    return role, weight
+
+
+def _pipeline_route_clean(where: str, route: dict[str, Any]) -> dict[str, Any]:
+    """A route to a pipeline version: {"pipeline": name, "version": N, "role", "weight"}."""
+    if route.get("model") is not None:
+        raise InvalidPolicy(f"{where}: a route names a model or a pipeline, not both")
+    name, version = route.get("pipeline"), route.get("version")
+    if not isinstance(name, str) or not name:
+        raise InvalidPolicy(f"{where}.pipeline: expected a pipeline name")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InvalidPolicy(f"{where}.version: expected the pipeline's version number")
+    role, weight = _role_weight(where, route)
+    return {"pipeline": name, "version": version, "role": role, "weight": weight}
+
+
+def _pipeline_routes_check(endpoint: Endpoint, routes: list[dict[str, Any]]) -> None:
+    """Each pipeline route: the endpoint's team may serve it, its graph checks now, and every
+    model step and bandit arm obeys the endpoint's environment for the route's role (a
+    pipeline has no stage of its own). Its models are loaded here (400 if one fails)."""
+    from inference.pipelines import executor
+    from inference.pipelines.graph import GraphError
+    from inference.pipelines.services import compile_version, pipeline_version_get
+
+    for index, route in enumerate(routes):
+        if not route.get("pipeline"):
+            continue
+        where = f"routes[{index}]"
+        version = pipeline_version_get(
+            name=route["pipeline"], version=route["version"], team_id=endpoint.team_id, where=where
+        )
+        try:
+            graph = compile_version(version)
+        except GraphError as exc:
+            raise InvalidPolicy(f"{where}: pipeline {version} no longer checks: {exc.message}") from None
+        for ref in graph.models():
+            if not version_allowed(environment=endpoint.environment, stage=ref.stage, role=route["role"]):
+                raise EnvironmentRuleBroken(
+                    f"pipeline {version} uses {ref.label}, which is in {ref.stage}, so it cannot be the "
+                    f'{route["role"]} of {endpoint.environment} endpoint "{endpoint.name}": '
+                    f"{ENVIRONMENT_RULES[endpoint.environment]}",
+                    details={
+                        "pipeline": version.pipeline.name,
+                        "model": ref.model,
+                        "version": ref.version,
+                        "stage": ref.stage,
+                        "environment": endpoint.environment,
+                    },
+                )
+        try:
+            executor.load_models(graph)
+        except Exception as exc:  # noqa: BLE001 - a model that will not load is the caller's 400
+            raise InvalidPolicy(f"{where}: pipeline {version} could not load its models: {exc}") from None
+        route["pipeline_version"] = version.pk
 
 
 class RolloutInProgress(Conflict):
@@ -155,10 +223,10 @@ def routes_check(routes: Any) -> list[dict[str, Any]]:
     clean = [_route_clean(i, route) for i, route in enumerate(routes)]
     seen: set[tuple[str, int]] = set()
     for route in clean:
-        key = (route["model"], route["version"])
+        key = (route.get("model") or f"pipeline {route.get('pipeline')}", route["version"])
         if key in seen:
             raise InvalidPolicy(
-                f"{route['model']} version {route['version']} appears more than once; a version takes one route"
+                f"{key[0]} version {route['version']} appears more than once; a version takes one route"
             )
         seen.add(key)
     primaries = [r for r in clean if r["role"] == Deployment.Role.PRIMARY]
@@ -216,12 +284,14 @@ def traffic_policy_revise(
     _traffic_role_check(endpoint, user)  # refused before anything is looked up (and again under the lock)
     rollout_free_check(endpoint, action)  # the same
     clean = routes_check(routes)
-    models = route_models(clean, user=user)
-    versions = _versions_resolve(clean)
+    model_routes = [r for r in clean if not r.get("pipeline")]
+    models = route_models(model_routes, user=user)
+    versions = _versions_resolve(model_routes)
     for version in versions.values():
         _pipeline_check(endpoint, version)
     _team_adopt(endpoint=endpoint, models=models, user=user)
     team_fit_check(endpoint_name=endpoint.name, team=endpoint.team, models=models)
+    _pipeline_routes_check(endpoint, clean)
     revision, to_load = _revise(
         endpoint=endpoint,
         clean=clean,
@@ -264,6 +334,10 @@ def _revise(
     snapshot: list[dict[str, Any]] = []
     to_load: list[int] = []
     for route in clean:
+        if route.get("pipeline"):
+            # No Deployment row: the pipeline's model steps have their own sessions.
+            snapshot.append({"deployment": None, **route})
+            continue
         version = versions[(route["model"], route["version"])]
         config = {
             "placement": route["placement"],
@@ -299,7 +373,7 @@ def _revise(
             to_load.append(deployment.pk)
         snapshot.append({"deployment": deployment.pk, **route})
     # Deployments that left the split are retired: workers and web processes unload them.
-    kept = [entry["deployment"] for entry in snapshot]
+    kept = [entry["deployment"] for entry in snapshot if entry["deployment"]]
     Deployment.objects.filter(endpoint=endpoint).exclude(pk__in=kept).exclude(
         state__in=[Deployment.State.RETIRED, Deployment.State.FAILED]
     ).update(state=Deployment.State.RETIRED, weight=0, updated_at=timezone.now())
@@ -381,10 +455,11 @@ def endpoints_follow_production(
         current = endpoint.revisions.filter(is_current=True).first()
         routes = [{k: v for k, v in r.items() if k in _ROUTE_KEYS} for r in (current.routes if current else [])]
         if any(
-            r["model"] == model.name and r["version"] == model_version.version and r["role"] != "shadow" for r in routes
+            r.get("model") == model.name and r["version"] == model_version.version and r["role"] != "shadow"
+            for r in routes
         ):
             continue
-        routes = [r for r in routes if not (r["model"] == model.name and r["version"] == model_version.version)]
+        routes = [r for r in routes if not (r.get("model") == model.name and r["version"] == model_version.version)]
         template = next((r for r in routes if r["role"] == "primary"), routes[0] if routes else {})
         settings = {
             k: template[k] for k in ("placement", "device", "max_batch_size", "max_queue_delay_ms") if k in template
@@ -443,7 +518,7 @@ def endpoints_move_off(
     ):
         current = endpoint.revisions.get(is_current=True)
         routes = [{k: v for k, v in r.items() if k in _ROUTE_KEYS} for r in current.routes]
-        mine = next(r for r in routes if r["model"] == name and r["version"] == version.version)
+        mine = next(r for r in routes if r.get("model") == name and r["version"] == version.version)
         if version_allowed(environment=endpoint.environment, stage=version.stage, role=mine["role"]):
             continue
         routes.remove(mine)
@@ -455,7 +530,7 @@ def endpoints_move_off(
                     details={"endpoints": [endpoint.name], "version": version.version, "stage": version.stage},
                 )
             other = next(
-                (r for r in routes if r["model"] == name and r["version"] == replacement.version),
+                (r for r in routes if r.get("model") == name and r["version"] == replacement.version),
                 None,
             )
             if other is not None and other["role"] != Deployment.Role.SHADOW:

@@ -221,9 +221,22 @@ def in_process_transport() -> InProcessTransport:
     return _IN_PROCESS
 
 
+_PLACEMENTS: dict[str, Transport] = {}
+
+
+def placement_register(placement: str, transport: Transport) -> None:
+    """Another kind of route's transport (inference.pipelines registers "pipeline"), so
+    that this module imports nothing above it."""
+    _PLACEMENTS[placement] = transport
+
+
 def transport_for(spec: DeploymentSpec) -> Transport:
     """The transport serving `spec`, by its placement: the process's one in-process
-    transport, or the process's one worker-pool client (`inference.pool.worker_pool_transport`)."""
+    transport, the process's one worker-pool client (`inference.pool.worker_pool_transport`),
+    or a transport another package registered for its placement (`placement_register`)."""
+    other = _PLACEMENTS.get(spec.placement)
+    if other is not None:
+        return other
     if spec.placement == "worker_pool":
         return worker_pool_transport()
     return in_process_transport()

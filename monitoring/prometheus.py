@@ -8,6 +8,7 @@ process's flusher), or on the embedded default summed from the roll-up table. Se
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import defaultdict
 from typing import Any
@@ -93,6 +94,7 @@ def render_metrics() -> str:
     else:
         totals = _totals_from_database()
     _write_predictions(out, totals)
+    _write_pipeline_steps(out)
     if client is not None:
         _write_serving(out, client)
         _write_density(out, client)
@@ -105,6 +107,36 @@ def render_metrics() -> str:
     out.family("modelhub_monitoring_store_up", "gauge", "1 when /metrics could read the shared metrics store.")
     out.sample("modelhub_monitoring_store_up", 0 if redis_error else 1)
     return out.text()
+
+
+def _write_pipeline_steps(out: _Writer) -> None:
+    """Per-step latency and errors of the pipelines this process ran (process-local: each
+    web process answers with its own counters, labelled with its pid)."""
+    from inference.pipelines.executor import BUCKETS_MS, step_stats
+
+    stats = step_stats()
+    if not stats:
+        return
+    pid = str(os.getpid())
+    out.family("modelhub_pipeline_step_calls_total", "counter", "Pipeline steps run, by pipeline version and step.")
+    for (pipeline, step, kind), s in sorted(stats.items()):
+        out.sample("modelhub_pipeline_step_calls_total", s.calls, pipeline=pipeline, step=step, kind=kind, pid=pid)
+    out.family(
+        "modelhub_pipeline_step_errors_total", "counter", "Pipeline steps that raised (the request was refused)."
+    )
+    for (pipeline, step, kind), s in sorted(stats.items()):
+        out.sample("modelhub_pipeline_step_errors_total", s.errors, pipeline=pipeline, step=step, kind=kind, pid=pid)
+    name = "modelhub_pipeline_step_latency_ms"
+    out.family(name, "histogram", "Time per pipeline step, milliseconds.")
+    for (pipeline, step, kind), s in sorted(stats.items()):
+        labels = {"pipeline": pipeline, "step": step, "kind": kind, "pid": pid}
+        running = 0
+        for bound, count in zip(BUCKETS_MS, s.buckets, strict=True):
+            running += count
+            out.sample(f"{name}_bucket", running, le=_num(float(bound)), **labels)
+        out.sample(f"{name}_bucket", s.calls, le="+Inf", **labels)
+        out.sample(f"{name}_sum", s.seconds * 1000.0, **labels)
+        out.sample(f"{name}_count", s.calls, **labels)
 
 
 def _write_predictions(out: _Writer, totals: dict[tuple[str, str, str], dict[str, Any]]) -> None:

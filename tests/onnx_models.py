@@ -60,8 +60,9 @@ def _weights(name: str, shape: tuple[int, ...], seed: int) -> onnx.TensorProto:
     return numpy_helper.from_array(values, name)
 
 
-def tiny_classifier_model(*, ir_version: int = IR_VERSION) -> onnx.ModelProto:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 10])
+def tiny_classifier_model(*, ir_version: int = IR_VERSION, features: int = 10, seed: int = 1) -> onnx.ModelProto:
+    """`features` FP32 inputs -> 2 classes; `seed` picks other weights (a second version)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])
     probabilities = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])
     label = helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"])
     nodes = [
@@ -75,7 +76,7 @@ def tiny_classifier_model(*, ir_version: int = IR_VERSION) -> onnx.ModelProto:
         "tiny_classifier",
         [x],
         [probabilities, label],
-        initializer=[_weights("W", (10, 2), 1), _weights("B", (2,), 2)],
+        initializer=[_weights("W", (features, 2), seed), _weights("B", (2,), seed + 1)],
     )
     return _model(graph, ir_version=ir_version)
 

@@ -15,6 +15,7 @@ NAV = [
     ("Models", "dash-models", "/models/"),
     ("Approvals", "dash-approvals", "/approvals/"),
     ("Endpoints", "dash-endpoints", "/endpoints/"),
+    ("Pipelines", "dash-pipelines", "/pipelines/"),
     ("Monitoring", "dash-monitoring", "/monitoring/"),
     ("Alerts", "dash-alerts", "/alerts/"),
     ("Batch", "dash-batch", "/batch/"),

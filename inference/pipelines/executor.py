@@ -1,0 +1,280 @@
+"""Running a compiled pipeline for one request: model calls, lookups, bandit decisions,
+per-step timing, the trace and the request id. Called by the edge (inference/edge.py)
+for a route whose spec has placement "pipeline"; no ORM here once the table is built
+(the embedded default's feature lookups excepted: they read the database).
+
+Model steps run on the in-process transport: one ONNX Runtime session and batcher per
+model version and process (key "d-<version id>", shared by every pipeline that uses the
+version), so a pipeline's model call joins the same dynamic batches as any other. An
+ensemble submits every member before it waits for any: they run in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from inference.pipelines import features
+from inference.pipelines.graph import CompiledPipeline, FeatureLookup, ModelRef, Router, Step
+from inference.runtime.errors import DeadlineExceeded
+from inference.transport import DeploymentSpec, InferResult, in_process_transport, placement_register
+
+PLACEMENT = "pipeline"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+# Compiled graphs by their route's deployment id (-pipeline version id), filled when the
+# routing table is built (inference.pipelines.serving.route_specs).
+GRAPHS: dict[int, CompiledPipeline] = {}
+
+
+def request_id_for(header: str | None) -> str:
+    """The caller's X-Request-Id when it is a sane token, else a new one."""
+    if header and _REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
+_SPECS: dict[tuple[int, str], DeploymentSpec] = {}
+
+
+def model_spec(ref: ModelRef) -> DeploymentSpec:
+    """The transport's spec of a model step's version (built once per version and process)."""
+    spec = _SPECS.get((ref.version_id, ref.artifact_sha256))
+    if spec is None:
+        spec = _SPECS[(ref.version_id, ref.artifact_sha256)] = _model_spec(ref)
+    return spec
+
+
+def _model_spec(ref: ModelRef) -> DeploymentSpec:
+    return DeploymentSpec(
+        deployment_id=-ref.version_id,
+        endpoint="",
+        model=ref.model,
+        version=ref.version,
+        role="pipeline",
+        weight=0,
+        artifact_sha256=ref.artifact_sha256,
+        artifact_path=ref.artifact_path,
+        signature=ref.signature.to_dict(),
+        max_batch_size=32,
+        max_queue_delay_ms=0.0,
+    )
+
+
+def load_models(graph: CompiledPipeline) -> None:
+    """Load and warm every model step's session in this process (at save and at start)."""
+    transport = in_process_transport()
+    for ref in graph.models():
+        spec = model_spec(ref)
+        if transport.served(spec) is None:
+            transport.load(spec)
+
+
+# ------------------------------------------------------------------ metrics per step
+
+
+@dataclass
+class StepStats:
+    calls: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKETS_MS))
+
+
+BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000)
+_stats: dict[tuple[str, str, str], StepStats] = {}
+_stats_lock = threading.Lock()
+
+
+def _count(pipeline: str, step: Step, seconds: float, ok: bool) -> None:
+    key = (pipeline, step.name, step.kind)
+    with _stats_lock:
+        stats = _stats.get(key)
+        if stats is None:
+            stats = _stats[key] = StepStats()
+        stats.calls += 1
+        stats.errors += 0 if ok else 1
+        stats.seconds += seconds
+        ms = seconds * 1000.0
+        for i, bound in enumerate(BUCKETS_MS):
+            if ms <= bound:
+                stats.buckets[i] += 1
+                break
+
+
+def step_stats() -> dict[tuple[str, str, str], StepStats]:
+    """A copy of this process's per-step counters (for /metrics)."""
+    with _stats_lock:
+        return {k: StepStats(v.calls, v.errors, v.seconds, list(v.buckets)) for k, v in _stats.items()}
+
+
+# ------------------------------------------------------------------ one request
+
+
+class Run:
+    """The runner a CompiledPipeline calls back (graph.Runner)."""
+
+    def __init__(
+        self, graph: CompiledPipeline, *, timeout_s: float, request_id: str, trace: bool, endpoint: str = ""
+    ) -> None:
+        self.graph = graph
+        self.endpoint = endpoint
+        self.deadline = time.monotonic() + timeout_s
+        self.timeout_s = timeout_s
+        self.request_id = request_id
+        self.tracing = trace
+        self.trace: list[dict[str, Any]] = []
+        self.decisions: dict[str, dict[str, Any]] = {}
+        self.transport = in_process_transport()
+        self.label = f"{graph.name}:{graph.version}"
+        self.prefix = ""  # a sub-pipeline's steps are traced as "<router>/<arm>/<step>"
+
+    def child(self, graph: CompiledPipeline, *, prefix: str) -> Run:
+        """The runner of a pipeline that is an arm: same deadline, request id and trace."""
+        child = Run(
+            graph, timeout_s=self.timeout_s, request_id=self.request_id, trace=self.tracing, endpoint=self.endpoint
+        )
+        child.deadline, child.trace, child.decisions = self.deadline, self.trace, self.decisions
+        child.prefix = f"{prefix}/"
+        return child
+
+    def remaining(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(f'pipeline "{self.label}": past the deadline of {self.timeout_s * 1000:.0f} ms')
+        return left
+
+    def submit(self, ref: ModelRef, inputs: dict[str, np.ndarray]) -> Any:
+        spec = model_spec(ref)
+        served = self.transport.served(spec) or self.transport.load(spec)
+        return served.submit(inputs, timeout_s=self.remaining())
+
+    def predict(self, ref: ModelRef, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        spec = model_spec(ref)
+        served = self.transport.served(spec) or self.transport.load(spec)
+        return served.predict_timed(inputs, timeout_s=self.remaining())[0]  # type: ignore[no-any-return]
+
+    def result(self, ref: ModelRef, future: Any) -> dict[str, np.ndarray]:
+        try:
+            return future.result(timeout=self.remaining() + 0.05)  # type: ignore[no-any-return]
+        except FutureTimeout:
+            raise DeadlineExceeded(f'pipeline "{self.label}": {ref.label} did not answer in time') from None
+
+    async def result_async(self, ref: ModelRef, future: Any) -> dict[str, np.ndarray]:
+        # The batcher fails the future itself at the deadline (queued or running), as for
+        # a direct route: no timer of our own (asyncio.wait_for costs a task per call).
+        return await asyncio.wrap_future(future)  # type: ignore[no-any-return]
+
+    def features(self, step: FeatureLookup, keys: np.ndarray) -> np.ndarray:
+        self.remaining()
+        return features.fetch(step, keys)
+
+    def decide(self, step: Router) -> str:
+        from inference.bandits import decide  # the bandit library (another package), on first use
+
+        decision = decide(
+            f"pipeline:{self.graph.pipeline_id}:{step.name}",
+            list(step.arms),
+            step.config,
+            self.request_id,
+            endpoint=self.endpoint,  # feedback for this request is taken through this endpoint only
+        )
+        self.decisions[step.name] = {"arm": decision.arm, "propensity": float(decision.propensity)}
+        return str(decision.arm)
+
+    def step_done(self, step: Step, seconds: float, out: Mapping[str, np.ndarray] | None, exc: Any) -> None:
+        _count(self.label, step, seconds, exc is None)
+        if self.tracing:
+            entry: dict[str, Any] = {
+                "step": self.prefix + step.name,
+                "kind": step.kind,
+                "ms": round(seconds * 1000.0, 3),
+            }
+            if exc is None and out is not None:
+                entry["outputs"] = {k: jsonable(v) for k, v in out.items()}
+            else:
+                entry["error"] = str(getattr(exc, "message", exc))[:500]
+            if step.name in self.decisions:
+                entry["decision"] = self.decisions[step.name]
+            self.trace.append(entry)
+
+
+def jsonable(arr: np.ndarray) -> Any:
+    if arr.dtype.kind in "OSU":
+        return [v.decode() if isinstance(v, bytes) else v for v in arr.tolist()]
+    return arr
+
+
+def infer(
+    spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float, request_id: str, trace: bool = False
+) -> InferResult:
+    """Run the pipeline a route serves; `extra` carries request_id, decisions and trace."""
+    graph = GRAPHS.get(spec.deployment_id)
+    if graph is None:
+        from inference.runtime.errors import ModelNotReady
+
+        raise ModelNotReady(f"pipeline {spec.label} is not loaded in this process")
+    started = time.perf_counter()
+    run = Run(graph, timeout_s=timeout_s, request_id=request_id, trace=trace, endpoint=spec.endpoint)
+    outputs = graph.run(run, inputs)
+    return _result(run, outputs, started, trace)
+
+
+def _result(run: Run, outputs: dict[str, np.ndarray], started: float, trace: bool) -> InferResult:
+    extra: dict[str, Any] = {"request_id": run.request_id}
+    if run.decisions:
+        extra["decisions"] = run.decisions
+    if trace:
+        extra["trace"] = run.trace
+    return InferResult(outputs=outputs, model_ms=(time.perf_counter() - started) * 1000.0, extra=extra)
+
+
+async def infer_async(
+    spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float, request_id: str, trace: bool = False
+) -> InferResult:
+    """`infer` on an event loop: model calls awaited; a graph with a lookup, a switch or a
+    router (`loop_safe` says why) runs in the loop's thread pool instead."""
+    graph = GRAPHS.get(spec.deployment_id)
+    if graph is None or not graph.loop_safe:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, lambda: infer(spec, inputs, timeout_s=timeout_s, request_id=request_id, trace=trace)
+        )
+    started = time.perf_counter()
+    run = Run(graph, timeout_s=timeout_s, request_id=request_id, trace=trace, endpoint=spec.endpoint)
+    outputs = await graph.run_async(run, inputs)
+    return _result(run, outputs, started, trace)
+
+
+class PipelineTransport:
+    """The Transport interface for a pipeline route (used when a pipeline is a shadow)."""
+
+    def ensure_loaded(self, spec: DeploymentSpec) -> None:
+        load_models(GRAPHS[spec.deployment_id])
+
+    def ready(self, spec: DeploymentSpec) -> bool:
+        return spec.deployment_id in GRAPHS
+
+    def infer(self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float) -> InferResult:
+        return infer(spec, inputs, timeout_s=timeout_s, request_id=request_id_for(None))
+
+    async def infer_async(
+        self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float
+    ) -> InferResult:
+        return await infer_async(spec, inputs, timeout_s=timeout_s, request_id=request_id_for(None))
+
+    def unload(self, spec: DeploymentSpec) -> None:
+        GRAPHS.pop(spec.deployment_id, None)
+
+
+PIPELINE_TRANSPORT = PipelineTransport()
+placement_register(PLACEMENT, PIPELINE_TRANSPORT)

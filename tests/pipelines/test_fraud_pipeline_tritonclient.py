@@ -1,0 +1,96 @@
+"""The fraud pipeline called unchanged by tritonclient.http against a real gunicorn."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from inference import endpoints, traffic
+from inference.pipelines import services as pipeline_services
+from tests.integration.conftest import database_url, free_port
+from tests.pipelines.conftest import expected_scores, fraud_spec
+
+pytestmark = [pytest.mark.integration]
+ROOT = Path(__file__).resolve().parents[2]
+CARDS = [101, 102, 103]
+AMOUNTS = [2500.0, 50.0, 1800.0]
+
+
+@pytest.fixture
+def served(
+    transactional_db: Any, settings: Any, tmp_path: Path, engineer: Any, fraud_versions: Any, feature_set: str
+) -> Iterator[tuple[str, float]]:
+    scores = expected_scores(CARDS, AMOUNTS)
+    threshold = float(np.mean([scores[0], scores[2]]))
+    pipeline_services.pipeline_create(name="fraud", spec=fraud_spec(feature_set, threshold), user=engineer)
+    endpoint = endpoints.endpoint_create(name="fraud", user=engineer, require_key=False)
+    traffic.traffic_policy_revise(
+        endpoint=endpoint, routes=[{"pipeline": "fraud", "version": 1, "role": "primary", "weight": 100}], user=engineer
+    )
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL or "",
+        "MODELHUB_ARTIFACT_STORE": str(settings.ARTIFACT_STORE),
+        "MODELHUB_BIND": f"127.0.0.1:{port}",
+        "MODELHUB_WEB_WORKERS": "1",
+        "MODELHUB_WEB_THREADS": "4",
+    }
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "platform/gunicorn.conf.py", "config.wsgi"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"127.0.0.1:{port}"
+    try:
+        client = httpclient.InferenceServerClient(url)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if client.is_server_ready():
+                    break
+            except Exception:  # noqa: BLE001 - not listening yet
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not start:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield url, threshold
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(20)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tritonclient_calls_the_fraud_pipeline_unchanged(served: tuple[str, float], binary: bool) -> None:
+    url, threshold = served
+    client = httpclient.InferenceServerClient(url)
+    meta = client.get_model_metadata("fraud")
+    assert [i["name"] for i in meta["inputs"]] == ["card_id", "amount"]
+    cards = httpclient.InferInput("card_id", [3], "INT64")
+    cards.set_data_from_numpy(np.array(CARDS, dtype=np.int64), binary_data=binary)
+    amounts = httpclient.InferInput("amount", [3], "FP32")
+    amounts.set_data_from_numpy(np.array(AMOUNTS, dtype=np.float32), binary_data=binary)
+    outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("fraud_score", "action")]
+    result = client.infer("fraud", [cards, amounts], outputs=outputs, request_id="tx-1")
+    scores = expected_scores(CARDS, AMOUNTS)
+    np.testing.assert_allclose(result.as_numpy("fraud_score"), scores, rtol=1e-4)
+    actions = [a.decode() if isinstance(a, bytes) else a for a in result.as_numpy("action").tolist()]
+    assert actions == [
+        "review" if s > threshold and a > 100 else "approve" for s, a in zip(scores, AMOUNTS, strict=True)
+    ]
+    assert result.get_response()["id"] == "tx-1"
