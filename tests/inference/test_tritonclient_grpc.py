@@ -187,3 +187,35 @@ def test_a_message_over_the_size_limit_is_resource_exhausted(served: Served) -> 
     assert status_of(exc) == "StatusCode.RESOURCE_EXHAUSTED"
     # The server still answers afterwards.
     assert served.client().infer("iris", [rows_input(True)], headers=served.auth()).as_numpy("label").tolist() == [0, 2]
+
+
+def test_config_serve_starts_and_stops_the_grpc_service_with_the_web_server(
+    transactional_db: Any, settings: Any, tmp_path: Path, engineer: Any
+) -> None:
+    key = iris_served_with_key(engineer, "grpc")
+    port, grpc_port = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    env = {**server_env(settings), "MODELHUB_GRPC_PORT": str(grpc_port), "MODELHUB_WEB_WORKERS": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"127.0.0.1:{grpc_port}"
+    try:
+        wait_until_serving(url, proc, log)
+        client = grpcclient.InferenceServerClient(url)
+        result = client.infer("iris", [rows_input(True)], headers={"authorization": f"Bearer {key}"})
+        assert result.as_numpy("label").tolist() == [0, 2]
+        proc.send_signal(15)  # the supervisor stops its web worker and the gRPC process
+        assert proc.wait(30) == 0
+        with pytest.raises(InferenceServerException):
+            client.is_server_live()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait(20)
