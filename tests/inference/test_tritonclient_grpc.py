@@ -135,7 +135,7 @@ def test_tritonclient_grpc_sees_a_pin_to_no_ready_version(served: Served) -> Non
     client = served.client()
     with pytest.raises(InferenceServerException, match="serves no ready version '9'") as exc:
         client.infer("iris", [rows_input(True)], model_version="9", headers=served.auth())
-    assert status_of(exc) != "StatusCode.OK"
+    assert status_of(exc) == "StatusCode.NOT_FOUND"
     assert not client.is_model_ready("iris", model_version="9", headers=served.auth())
 
 
