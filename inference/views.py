@@ -137,7 +137,7 @@ def _explain_doc(summary: str, body: str, parameters: list[OpenApiParameter]) ->
         description=body + " " + _EXPLAIN,
         parameters=parameters,
         request=OpenApiTypes.OBJECT,
-        responses={200: OpenApiTypes.OBJECT},
+        responses={code: OpenApiTypes.OBJECT for code in (200, 400, 401, 403, 404, 405, 413, 415, 422, 429, 503, 504)},
         tags=["predictions"],
     )
     @api_view(["POST"])
