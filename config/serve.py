@@ -2,6 +2,7 @@
 
     python -m config.serve                      # MODELHUB_BIND, MODELHUB_WEB_WORKERS (config/serving.py)
     python -m config.serve --port 8000 --workers 2
+    MODELHUB_GRPC_PORT=8001 python -m config.serve   # plus the V2 gRPC service (inference/grpc_server.py)
 
 This is the default server (`make run`, docker-compose, the Kubernetes web Deployment):
 the raw prediction front (config/asgi_edge.py) answers predictions in the event loop and
@@ -127,28 +128,48 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 2
-    if args.workers <= 1:
+    grpc_port = serving.grpc_port()
+    if grpc_port:
+        try:
+            check_port(args.host, grpc_port)
+        except OSError as exc:
+            log.error("cannot serve gRPC on %s:%d: %s", args.host, grpc_port, exc)
+            return 2
+    if args.workers <= 1 and not grpc_port:
         run_worker(args.host, args.port, options)
         return 0
-    return Supervisor(args.host, args.port, args.workers, options).run()
+    return Supervisor(args.host, args.port, args.workers, options, grpc_port=grpc_port).run()
+
+
+def run_grpc(host: str, port: int) -> None:
+    """The gRPC front's process (MODELHUB_GRPC_PORT): one process of its own, loading the
+    in-process deployments like a web worker does."""
+    from inference.grpc_server import run
+
+    run(host, port)
 
 
 class Supervisor:
     RESTART_BACKOFF_S = 1.0
 
-    def __init__(self, host: str, port: int, workers: int, options: dict[str, Any]) -> None:
+    def __init__(self, host: str, port: int, workers: int, options: dict[str, Any], *, grpc_port: int = 0) -> None:
         self.host, self.port, self.options = host, port, options
         self.context = multiprocessing.get_context("spawn")
-        self.procs: list[Any] = [None] * workers
+        # What each slot runs: the web workers, then the gRPC front when it has a port.
+        self.targets: list[tuple[str, Any, tuple[Any, ...], int]] = [
+            (f"modelhub-web-{slot}", run_worker, (host, port, options), port) for slot in range(workers)
+        ]
+        if grpc_port:
+            self.targets.append(("modelhub-grpc", run_grpc, (host, grpc_port), grpc_port))
+        self.procs: list[Any] = [None] * len(self.targets)
         self.stopping = False
 
     def _start(self, slot: int) -> None:
-        proc = self.context.Process(
-            target=run_worker, args=(self.host, self.port, self.options), name=f"modelhub-web-{slot}"
-        )
+        name, target, args, port = self.targets[slot]
+        proc = self.context.Process(target=target, args=args, name=name)
         proc.start()
         self.procs[slot] = proc
-        log.info("web worker %d started (pid %s) on %s:%d", slot, proc.pid, self.host, self.port)
+        log.info("%s started (pid %s) on %s:%d", name, proc.pid, self.host, port)
 
     def _stop(self, *_: Any) -> None:
         self.stopping = True
@@ -164,7 +185,7 @@ class Supervisor:
             for slot, proc in enumerate(self.procs):
                 if proc.is_alive() or self.stopping:
                     continue
-                log.warning("web worker %d (pid %s) exited with %s; restarting", slot, proc.pid, proc.exitcode)
+                log.warning("%s (pid %s) exited with %s; restarting", self.targets[slot][0], proc.pid, proc.exitcode)
                 if time.monotonic() - started[slot] < self.RESTART_BACKOFF_S:
                     time.sleep(self.RESTART_BACKOFF_S)  # one crashing at start-up must not spin
                 self._start(slot)

@@ -119,6 +119,18 @@ def bind_address() -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def grpc_port() -> int:
+    """MODELHUB_GRPC_PORT: the port of the Open Inference Protocol's gRPC service
+    (inference/grpc_server.py), which `python -m config.serve` starts beside the web
+    processes when set; 0 or unset: no gRPC service."""
+    port = env_int("MODELHUB_GRPC_PORT", 0)
+    if not 0 <= port <= 65535:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"MODELHUB_GRPC_PORT: expected a port number, got {port}")
+    return port
+
+
 def describe(processes: int) -> str:
     """One log line for the start-up banner."""
     cores = available_cores()
