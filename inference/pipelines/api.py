@@ -16,7 +16,7 @@ from accounts.permissions import ReadOrEngineerWrites, get_visible_or_404, team_
 from config.errors import DomainError
 from config.http import client_ip
 from inference.pipelines import features, services
-from inference.pipelines.models import Pipeline, PipelineVersion
+from inference.pipelines.models import FeatureSet, Pipeline, PipelineVersion
 
 
 class PipelineVersionSerializer(serializers.ModelSerializer[PipelineVersion]):
@@ -180,9 +180,28 @@ class PipelineValidate(APIView):
         )
 
 
+class FeatureSetSerializer(serializers.ModelSerializer[FeatureSet]):
+    team = serializers.CharField(source="team.name", default=None, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+
+    class Meta:
+        model = FeatureSet
+        fields = ["name", "team", "rows_loaded", "loaded_at", "created_by", "created_at"]
+
+
+class FeatureSetList(APIView):
+    permission_classes = [ReadOrEngineerWrites]
+
+    @extend_schema(summary="List the feature sets the caller may see", responses=FeatureSetSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        sets = team_scope(FeatureSet.objects.select_related("team", "created_by"), request.user)
+        return Response(FeatureSetSerializer(sets, many=True).data)
+
+
 class FeatureLoad(APIView):
     """Load entities into the online store from a CSV or Parquet upload (field `file`) or
-    JSON {"key": "card_id", "rows": [{...}, ...]}."""
+    JSON {"key": "card_id", "rows": [{...}, ...]}. A new set belongs to `team` (else the
+    caller's only team); another team's set is a 404."""
 
     permission_classes = [ReadOrEngineerWrites]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
@@ -204,5 +223,15 @@ class FeatureLoad(APIView):
             rows = request.data.get("rows")
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise DomainError("rows: expected a list of objects (or upload a CSV/Parquet `file`)")
-        result = features.features_load(feature_set=feature_set, key=key, rows=rows)
+        team_name = request.data.get("team")
+        if team_name is not None and not isinstance(team_name, str):
+            raise DomainError("team: expected a team name")
+        result = services.feature_set_load(
+            name=feature_set,
+            key=key,
+            rows=rows,
+            user=request.user,
+            team=team_for_user(request.user, team_name) if team_name else None,
+            source_ip=client_ip(request),
+        )
         return Response(result, status=status.HTTP_201_CREATED)

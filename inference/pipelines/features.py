@@ -135,7 +135,10 @@ def fetch(step: FeatureLookup, keys: np.ndarray) -> np.ndarray:
     url = _redis_url()
     unavailable = ""
     try:
-        lookup = _read_redis(url, step, entities) if url else _read_database(step, entities)
+        if not step.readable:  # another team's set: nothing is read, every entity is unknown
+            lookup = Lookup({}, {})
+        else:
+            lookup = _read_redis(url, step, entities) if url else _read_database(step, entities)
     except Exception as exc:  # noqa: BLE001 - an unreachable store is a miss for every row
         import redis
 
@@ -214,15 +217,30 @@ def rows_from_file(path: str | Path, data: bytes | None = None) -> Iterator[dict
     yield from csv.DictReader(io.StringIO(text))
 
 
-def features_load(*, feature_set: str, key: str, rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Write entities (the `key` column) and their numeric features; refresh the statistics.
-
-    Returns {"entities": n, "features": [...]}. A value that is not a number is a 400 naming
-    the row and column."""
+def name_check(feature_set: str) -> None:
     if not feature_set or ":" in feature_set or len(feature_set) > 100:
         raise ModelhubError(
             "feature set: expected a name without ':' (at most 100 characters)", status=400, code="invalid_features"
         )
+
+
+def has_data(feature_set: str) -> bool:
+    """Whether the store already holds this set (loaded before sets had owners): every load
+    with a feature column writes the set's statistics, so one key answers."""
+    url = _redis_url()
+    if url:
+        return bool(_redis(url, 5.0).exists(entity_key(feature_set, STATS)))
+    from inference.pipelines.models import FeatureRow
+
+    return FeatureRow.objects.filter(feature_set=feature_set).exists()
+
+
+def features_load(*, feature_set: str, key: str, rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Write entities (the `key` column) and their numeric features; refresh the statistics.
+
+    Returns {"entities": n, "features": [...]}. A value that is not a number is a 400 naming
+    the row and column. Who may load is decided by services.feature_set_load."""
+    name_check(feature_set)
     now = time.time()
     entries: dict[str, dict[str, float]] = {}
     for n, row in enumerate(rows):

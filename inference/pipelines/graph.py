@@ -147,6 +147,9 @@ class FeatureLookup(Step):
     max_age_s: float | None = None
     on_missing: str = "default"
     defaults: dict[str, float] = field(default_factory=dict)
+    # False when the set belongs to a team the pipeline's may not read (set by
+    # services.compile_version): the lookup then reads nothing, as from an empty set.
+    readable: bool = True
 
     def parse(self) -> None:
         raw = self.raw

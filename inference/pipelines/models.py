@@ -56,3 +56,26 @@ class FeatureRow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.feature_set}:{self.entity}"
+
+
+class FeatureSet(models.Model):
+    """Who owns a feature set of the online store (its rows are FeatureRow / Redis hashes).
+
+    Created by its first load (the loader's team) or by the first pipeline version that
+    names it (the pipeline's team); a set that already held data before owners existed
+    stays team-less. Its team never changes afterwards."""
+
+    name = models.CharField(max_length=100, unique=True)
+    team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    rows_loaded = models.PositiveIntegerField(default=0)  # entities written by the last load
+    loaded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -9,12 +9,14 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from accounts.models import Team
-from accounts.permissions import can_access_team, default_team
+from accounts.permissions import can_access_team, default_team, get_visible_or_404
 from config.errors import Conflict, DomainError, Forbidden, NotFound
-from inference.pipelines.graph import CompiledPipeline, GraphError, ModelRef, pipeline_compile
-from inference.pipelines.models import Pipeline, PipelineVersion
+from inference.pipelines import features
+from inference.pipelines.graph import CompiledPipeline, FeatureLookup, GraphError, ModelRef, pipeline_compile
+from inference.pipelines.models import FeatureSet, Pipeline, PipelineVersion
 from inference.runtime.signature import Signature
 from registry import storage
 from registry.audit import audit_record
@@ -111,8 +113,9 @@ def pipeline_resolver(team_id: int | None, depth: int) -> Any:
 
 
 def compile_version(version: PipelineVersion, *, depth: int = 0) -> CompiledPipeline:
+    """The graph a route serves; a lookup of a set its team may not read reads nothing."""
     team_id = version.pipeline.team_id
-    return pipeline_compile(
+    graph = pipeline_compile(
         version.spec,
         name=version.pipeline.name,
         version=version.version,
@@ -121,18 +124,96 @@ def compile_version(version: PipelineVersion, *, depth: int = 0) -> CompiledPipe
         router_check=router_check,
         resolve_pipeline=pipeline_resolver(team_id, depth),
     )
+    owners = _feature_set_owners(graph)
+    for step in _lookups(graph):
+        step.readable = _may_read(owners.get(step.feature_set), team_id)
+    return graph
 
 
 def spec_check(spec: Any, *, team: Team | None, name: str = "") -> CompiledPipeline:
     """What the editor and the API run before saving (400 naming the problem)."""
     team_id = team.pk if team else None
-    return pipeline_compile(
+    graph = pipeline_compile(
         spec,
         name=name,
         resolve=resolver(team_id),
         router_check=router_check,
         resolve_pipeline=pipeline_resolver(team_id, 0),
     )
+    owners = _feature_set_owners(graph)
+    for step in _lookups(graph):
+        _refuse_foreign(step, owners.get(step.feature_set), team_id)
+    return graph
+
+
+# --- feature sets: a set belongs to a team; a pipeline reads its own team's sets and shared ones ---
+
+
+def _lookups(graph: CompiledPipeline) -> list[FeatureLookup]:
+    return [s for s in graph.steps.values() if isinstance(s, FeatureLookup)]
+
+
+def _feature_set_owners(graph: CompiledPipeline) -> dict[str, int | None]:
+    names = {s.feature_set for s in _lookups(graph)}
+    if not names:
+        return {}
+    return dict(FeatureSet.objects.filter(name__in=names).values_list("name", "team_id"))
+
+
+def _may_read(owner: int | None, team_id: int | None) -> bool:
+    """A set of no team (or not created yet) is shared; a team's set is its team's alone."""
+    return owner is None or owner == team_id
+
+
+def _refuse_foreign(step: FeatureLookup, owner: int | None, team_id: int | None) -> None:
+    if not _may_read(owner, team_id):
+        raise GraphError(
+            f'step "{step.name}": feature set "{step.feature_set}" belongs to another team; '
+            "a pipeline reads only its own team's feature sets and shared ones",
+            details={"step": step.name, "feature_set": step.feature_set},
+        )
+
+
+def feature_set_claim(name: str, *, team: Team | None, user: AbstractBaseUser | None) -> FeatureSet:
+    """The set called `name`, created for `team` if new (no team when the store already
+    holds its data from before sets had owners: it stays shared)."""
+    found = FeatureSet.objects.filter(name=name).first()
+    if found is not None:
+        return found
+    owner = None if features.has_data(name) else team
+    found, _ = FeatureSet.objects.get_or_create(name=name, defaults={"team": owner, "created_by": user})
+    return found
+
+
+def feature_set_load(
+    *,
+    name: str,
+    key: str,
+    rows: Any,
+    user: AbstractBaseUser | None,
+    team: Team | None = None,
+    source_ip: str | None = None,
+) -> dict[str, Any]:
+    """Load rows into a set the caller may see (404 otherwise), creating it for `team`
+    (else the caller's only team) on first load. `user` None is an operator (manage.py)."""
+    features.name_check(name)
+    feature_set = feature_set_claim(name, team=team if team is not None else default_team(user), user=user)
+    if user is not None:
+        get_visible_or_404(FeatureSet.objects.filter(pk=feature_set.pk), user, name=name)
+    if team is not None and feature_set.team_id != team.pk:
+        owner = feature_set.team.name if feature_set.team else None
+        raise DomainError(f"feature set {name!r} belongs to team {owner!r}, not {team.name!r}")
+    result = features.features_load(feature_set=name, key=key, rows=rows)
+    feature_set.rows_loaded, feature_set.loaded_at = result["entities"], timezone.now()
+    feature_set.save(update_fields=["rows_loaded", "loaded_at"])
+    audit_record(
+        actor=user,
+        action="feature_set.load",
+        obj=feature_set,
+        after={"entities": result["entities"], "features": result["features"], "store": result["store"]},
+        source_ip=source_ip,
+    )
+    return {**result, "team": feature_set.team.name if feature_set.team else None}
 
 
 def _snapshot(version: PipelineVersion, graph: CompiledPipeline) -> dict[str, Any]:
@@ -204,6 +285,9 @@ def _version_add(
         created_by=user,
     )
     graph.version = number
+    for step in _lookups(graph):  # a set named before any load is its pipeline's team's
+        claimed = feature_set_claim(step.feature_set, team=pipeline.team, user=user)
+        _refuse_foreign(step, claimed.team_id, pipeline.team_id)
     audit_record(actor=user, action=action, obj=version, after=_snapshot(version, graph), source_ip=source_ip)
     return version
 

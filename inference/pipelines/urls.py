@@ -10,5 +10,6 @@ urlpatterns = [
     path("pipelines/<slug:name>/", api.PipelineDetail.as_view(), name="pipeline-detail"),
     path("pipelines/<slug:name>/versions/", api.PipelineVersions.as_view(), name="pipeline-versions"),
     path("pipelines/<slug:name>/versions/<int:version>", api.PipelineVersionDetail.as_view(), name="pipeline-version"),
+    path("feature-sets/", api.FeatureSetList.as_view(), name="feature-set-list"),
     path("feature-sets/<str:feature_set>/load", api.FeatureLoad.as_view(), name="feature-load"),
 ]
