@@ -39,6 +39,7 @@ DESCRIPTIONS = {
     "404": "No such object, or one of another team (answered alike).",
     "409": "The change clashes with the current state (a duplicate, a version not ready, ...).",
     "413": "The request body is over the limit.",
+    "415": "The body's Content-Type is not one this route reads (the message names it).",
 }
 
 WRITES = {"post", "put", "patch", "delete"}
@@ -82,7 +83,7 @@ def _applicable(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     if signed_in and method in WRITES:
         codes.append("409")
     if "requestBody" in operation:
-        codes.append("413")
+        codes += ["413", "415"]  # too large; a content type the view does not parse
     return codes
 
 

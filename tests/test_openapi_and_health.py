@@ -62,7 +62,7 @@ def test_readiness_fails_with_the_reason_when_redis_is_unreachable(client, setti
 def test_the_token_response_schema_matches_what_the_endpoint_returns(client, django_user_model):
     schema = client.get("/api/schema/?format=json").json()
     documented = schema["paths"]["/api/v1/auth/token/"]["post"]["responses"]
-    assert set(documented) == {"201", "400", "401", "413", "429"}
+    assert set(documented) == {"201", "400", "401", "413", "415", "429"}
     django_user_model.objects.create_user("schema-check", password="long-enough-pass-1")
     answer = client.post(
         "/api/v1/auth/token/",
