@@ -591,6 +591,8 @@ def job_plan(*, job_id: int) -> str:
         message = exc.message if isinstance(exc, DomainError) else str(exc)
         job_fail(job_id=job.pk, reason=f"reading the input failed: {message}", expect=BatchJob.State.PLANNING)
         return "failed"
+    finally:
+        tables.memory_release()  # the plan read the whole input: keep none of it for the chunks
     with transaction.atomic():
         job = BatchJob.objects.select_for_update().get(pk=job_id)
         if job.state != BatchJob.State.PLANNING:
@@ -689,6 +691,8 @@ def chunk_run(*, job_id: int, index: int) -> ChunkOutcome:
         _chunk_release(chunk.pk, token, error=f"{type(exc).__name__}: {exc}")
         _dispatch("chunk", job_id, [index], countdown=2.0)
         return ChunkOutcome("error", str(exc))
+    finally:
+        tables.memory_release()
     return _chunk_complete(job_id, index, token, good_rows, len(bad), time.monotonic() - started, ran)
 
 
