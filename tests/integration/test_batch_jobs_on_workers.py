@@ -58,7 +58,9 @@ def slow4(depth: int = 48, width: int = 512) -> bytes:
     return model.SerializeToString()
 
 
-def batch_worker_start(settings: Any, tmp_path: Path, *, queues: list[str], label: str) -> WorkerProcess:
+def batch_worker_start(
+    settings: Any, tmp_path: Path, *, queues: list[str], label: str, children: int = 2
+) -> WorkerProcess:
     """A real `celery worker` (2 pool children) consuming `queues`, with the test's batch settings."""
     log = tmp_path / f"worker-{label}.log"
     env = {
@@ -75,9 +77,11 @@ def batch_worker_start(settings: Any, tmp_path: Path, *, queues: list[str], labe
         "MODELHUB_CELERY_EAGER": "0",
         "PYTHONUNBUFFERED": "1",
     }
+    if settings.BATCH_DATA_DIR:
+        env["MODELHUB_BATCH_DATA_DIR"] = str(settings.BATCH_DATA_DIR)
     name = f"{settings.BATCH_QUEUE}-{label}@%h"
     cmd = [sys.executable, "-m", "celery", "-A", "workers.celery", "worker", "-Q", ",".join(queues), "-n", name]
-    cmd += ["-c", "2", "--pool", "prefork", "--without-gossip", "--without-mingle", "-l", "info"]
+    cmd += ["-c", str(children), "--pool", "prefork", "--without-gossip", "--without-mingle", "-l", "info"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     worker = WorkerProcess(proc, name, log)
