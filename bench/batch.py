@@ -10,7 +10,9 @@ for the naive script), then measures, one after the other on the same cores:
 - raw-ort: one ORT session, batch 256, features already in memory (the ceiling);
 - job: a batch job (Parquet in, Parquet out) on `--workers` Celery worker processes
   (`-c 1` each, one ORT thread each) on a queue of its own; rows/s from the job's start to
-  its result (planning and finalizing included), and the peak RSS of the worker processes;
+  its result (planning and finalizing included), the peak RSS of the worker processes (the
+  sum over all of them, and each one's own: Celery main process + pool child), and each
+  worker's RSS a second after the job ended;
 - naive: pandas.read_csv + one ORT session over the whole frame + DataFrame.to_csv;
 - spark (`--spark`): Spark local[N] reading the Parquet, scoring with
   `inference.batch.spark.predict_udf` (the artifact fetched from a `manage.py runserver`
@@ -234,9 +236,12 @@ def main() -> None:
             )
             job = services.job_create(request=request, user=user, input_path=parquet.name)
             peak = 0
+            each = [0] * len(workers)
             while True:
                 job.refresh_from_db()
-                peak = max(peak, sum(rss_bytes(w.pid) for w in workers))
+                now = [rss_bytes(w.pid) for w in workers]
+                peak = max(peak, sum(now))
+                each = [max(a, b) for a, b in zip(each, now, strict=True)]
                 if job.state in BatchJob.TERMINAL:
                     break
                 time.sleep(0.5)
@@ -245,6 +250,9 @@ def main() -> None:
             seconds = (job.finished_at - job.created_at).total_seconds()
             row["job_rows_per_s"] = round(rows / seconds, 1)
             row["job_worker_peak_rss_mb"] = round(peak / 2**20, 1)
+            row["job_each_worker_peak_rss_mb"] = [round(b / 2**20, 1) for b in each]
+            time.sleep(1.0)  # the last chunk's task has returned: what each worker keeps between jobs
+            row["job_workers_idle_rss_mb"] = [round(rss_bytes(w.pid) / 2**20, 1) for w in workers]
             row["job_vs_raw"] = round(row["job_rows_per_s"] / row["raw_ort_rows_per_s"], 3)  # type: ignore[operator]
             print(json.dumps(row), file=sys.stderr, flush=True)  # so far, in case a later step is stopped
             if run_naive:
