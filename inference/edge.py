@@ -214,7 +214,10 @@ def _record_ok(
             batch_rows=result.batch_rows,
             queue_ms=result.queue_ms,
             model_ms=result.model_ms,
-            inputs=inputs,
+            # A pipeline's drift samples are what each model step received, recorded by
+            # its executor under the step's version; the request's own inputs (entity keys,
+            # raw fields) are not a model's and could collide with a model of the same name.
+            inputs=None if spec.placement == pipelines.PLACEMENT else inputs,
             outputs=result.outputs,
             payload=body,
             response=payload,
