@@ -190,6 +190,25 @@ def _wants_outliers(query: str) -> bool:
     return values[0].lower() in ("1", "true", "yes")
 
 
+def _wants_trace(query: str) -> bool:
+    """?trace=1 (or true) asks a pipeline route for each step's outputs and timing."""
+    return "trace" in query and (parse_qs(query).get("trace") or [""])[0] in ("1", "true")
+
+
+def _v2_trace(trace: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A pipeline's trace for V2's response `parameters`: outputs as nested JSON lists."""
+    out = []
+    for entry in trace:
+        entry = dict(entry)
+        if "outputs" in entry:
+            entry["outputs"] = {
+                name: value.tolist() if isinstance(value, np.ndarray) else value
+                for name, value in entry["outputs"].items()
+            }
+        out.append(entry)
+    return out
+
+
 def _record_ok(
     name: str,
     spec: DeploymentSpec,
@@ -214,7 +233,10 @@ def _record_ok(
             batch_rows=result.batch_rows,
             queue_ms=result.queue_ms,
             model_ms=result.model_ms,
-            inputs=inputs,
+            # A pipeline's drift samples are what each model step received, recorded by
+            # its executor under the step's version; the request's own inputs (entity keys,
+            # raw fields) are not a model's and could collide with a model of the same name.
+            inputs=None if spec.placement == pipelines.PLACEMENT else inputs,
             outputs=result.outputs,
             payload=body,
             response=payload,
@@ -343,7 +365,7 @@ class SimplePredict(InferCall):
         self.inputs = inputs
         self.timeout_s = table.timeout_s
         if request.query and spec.placement == pipelines.PLACEMENT:
-            self.trace = parse_qs(request.query).get("trace", [""])[0] in ("1", "true")
+            self.trace = _wants_trace(request.query)
 
     def answer(self, result: InferResult) -> Reply:
         spec = self.spec
@@ -409,6 +431,10 @@ class V2Infer(InferCall):
             max_batch_size=table.max_rows,
         )
         self.timeout_s = min(self.info.timeout_s or table.timeout_s, table.timeout_s)
+        if spec.placement == pipelines.PLACEMENT:  # ?trace=1, or the request's parameters {"trace": true}
+            self.trace = self.info.parameters.get("trace") is True or bool(
+                request.query and _wants_trace(request.query)
+            )
 
     def answer(self, result: InferResult) -> Reply:
         spec = self.spec
@@ -424,6 +450,8 @@ class V2Infer(InferCall):
         if (self.request.query and _wants_outliers(self.request.query)) or info.parameters.get("outlier") is True:
             scores = _scores_now(scorer, self.inputs)
             parameters = {"outliers": None if scores is None or scorer is None else scores.rows(scorer.names)}
+        if self.trace and "trace" in result.extra:
+            parameters = {**(parameters or {}), "trace": _v2_trace(result.extra["trace"])}
         payload, headers = codec.encode_v2_response(self.name, str(spec.version), result.outputs, info, parameters)
         _record_ok(
             self.name, spec, self.started, self.inputs, result, self.request.body, payload, self.key, scorer, scores

@@ -38,6 +38,12 @@ def dataplane(request: HttpRequest, **_: str) -> HttpResponse:
 
 _KEY = OpenApiParameter("Authorization", str, OpenApiParameter.HEADER, description="Bearer mh_app_... (or X-Api-Key)")
 _PIN = OpenApiParameter("version", int, description="pin a model version instead of the traffic split")
+_TRACE = OpenApiParameter(
+    "trace",
+    int,
+    enum=[0, 1],
+    description="a pipeline route: 1 returns each step's outputs and timing (docs/pipelines.md)",
+)
 
 
 @extend_schema(
@@ -49,7 +55,7 @@ _PIN = OpenApiParameter("version", int, description="pin a model version instead
         "revoked key), 403 (key not scoped here), 404 (unknown endpoint or version), 413, "
         "503 (no ready deployment, overloaded), 504 (deadline)."
     ),
-    parameters=[_KEY, _PIN],
+    parameters=[_KEY, _PIN, _TRACE],
     request=OpenApiTypes.OBJECT,
     responses={200: OpenApiTypes.OBJECT},
     tags=["predictions"],
@@ -66,9 +72,10 @@ def predict_doc(request: object, name: str) -> None:  # pragma: no cover - schem
     description=(
         "JSON tensors, or the binary tensor extension (Inference-Header-Content-Length). "
         "The V2 model name is the endpoint name, the version the model version. Errors: "
-        '{"error": "..."} with the matching 4xx/5xx.'
+        '{"error": "..."} with the matching 4xx/5xx. A pipeline route with ?trace=1 (or request '
+        'parameters {"trace": true}) answers its trace in the response parameters.trace.'
     ),
-    parameters=[_KEY],
+    parameters=[_KEY, _TRACE],
     request=OpenApiTypes.OBJECT,
     responses={200: OpenApiTypes.OBJECT},
     tags=["predictions"],

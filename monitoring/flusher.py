@@ -157,17 +157,22 @@ class Flusher:
         if self.redis_url:
             self._write_density()
         stats = self.recorder.drain()
+        step_inputs = self.recorder.drain_step_inputs()
         samples = self.recorder.drain_samples()
         new_recorder_drops = self.recorder.dropped - self._recorder_dropped_seen
         if new_recorder_drops:
             self._recorder_dropped_seen = self.recorder.dropped
             self.dropped += new_recorder_drops
             self._dropped_unreported += new_recorder_drops
-        if not stats and not samples and not self._dropped_unreported:
+        if not stats and not step_inputs and not samples and not self._dropped_unreported:
             self.last_flush_at = time.time()
             return 0
         count = sum(s.count for s in stats.values())
         inputs = self._input_columns(stats)
+        for key, columns in self._input_columns(step_inputs).items():  # a pipeline's model steps
+            merged = inputs.setdefault(key, {})
+            for name, values in columns.items():
+                merged.setdefault(name, []).extend(values)
         payloads = [self._payload_row(s) for s in samples]
         try:
             if self.redis_url:

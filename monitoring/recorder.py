@@ -112,6 +112,17 @@ class PayloadSample:
     response: bytes | None
 
 
+def _keep_inputs(stats: MinuteStats, inputs: Mapping[str, Any]) -> None:
+    """A reservoir of INPUT_RESERVOIR sampled input sets (the caller holds the lock)."""
+    stats.inputs_seen += 1
+    if len(stats.inputs) < INPUT_RESERVOIR:
+        stats.inputs.append(inputs)
+    else:
+        slot = random.randrange(stats.inputs_seen)
+        if slot < INPUT_RESERVOIR:
+            stats.inputs[slot] = inputs
+
+
 _recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
 
 
@@ -123,6 +134,9 @@ class Recorder:
         self._stats: dict[tuple[int, str, str, str], MinuteStats] = {}
         self._samples: list[PayloadSample] = []
         self._keys_used: dict[str, float] = {}  # key prefix -> last use (unix time)
+        # Inputs a model received inside a pipeline (record_inputs), per (minute, endpoint,
+        # deployment, ""): only their `inputs` reservoir is used, nothing is counted.
+        self._step_inputs: dict[tuple[int, str, str, str], MinuteStats] = {}
         self.dropped = 0  # records lost to errors inside the recorder itself
         self.samples_skipped = 0
         # Sampling rates per endpoint (0..1), refreshed by the flusher from the database.
@@ -145,6 +159,7 @@ class Recorder:
         self._stats = {}
         self._samples = []
         self._keys_used = {}
+        self._step_inputs = {}
         self._started = False
         self.pid = os.getpid()
 
@@ -210,13 +225,7 @@ class Recorder:
                     else:
                         stats.outputs_skipped += 1
                 if sample_inputs:
-                    stats.inputs_seen += 1
-                    if len(stats.inputs) < INPUT_RESERVOIR:
-                        stats.inputs.append(rec.inputs)  # type: ignore[arg-type]
-                    else:
-                        slot = random.randrange(stats.inputs_seen)
-                        if slot < INPUT_RESERVOIR:
-                            stats.inputs[slot] = rec.inputs  # type: ignore[assignment]
+                    _keep_inputs(stats, rec.inputs)  # type: ignore[arg-type]
                 if sample_payload:
                     if len(self._samples) < PAYLOAD_CAP:
                         self._samples.append(
@@ -235,6 +244,38 @@ class Recorder:
                         self.samples_skipped += 1
         except Exception:
             self.dropped += 1
+
+    def record_inputs(self, endpoint: str, deployment: str, inputs: Mapping[str, Any]) -> None:
+        """The inputs a model version received inside a pipeline (after feature lookup and
+        transforms), for that version's drift and input samples on the endpoint.
+
+        Sampled at the endpoint's drift rate like a request's inputs (one dict lookup and
+        one random() when it misses); kept by reference in the same reservoir, under the
+        version's own label, so drift compares them with the version's reference. Not a
+        prediction: nothing is counted (the pipeline's request is).
+        """
+        if not self.enabled:
+            return
+        rate = self.drift_rates.get(endpoint, self.default_drift_rate)
+        if rate <= 0 or random.random() >= rate:
+            return
+        try:
+            if not self._started:
+                self._first_use()
+            key = (int(time.time() // 60), endpoint, deployment, "")
+            with self._lock:
+                stats = self._step_inputs.get(key)
+                if stats is None:
+                    stats = self._step_inputs[key] = MinuteStats()
+                _keep_inputs(stats, inputs)
+        except Exception:
+            self.dropped += 1
+
+    def drain_step_inputs(self) -> dict[tuple[int, str, str, str], MinuteStats]:
+        """Take the inputs kept by record_inputs so far (the flusher calls this)."""
+        with self._lock:
+            taken, self._step_inputs = self._step_inputs, {}
+        return taken
 
     def drain(self) -> dict[tuple[int, str, str, str], MinuteStats]:
         """Take everything counted so far (the flusher calls this)."""
@@ -274,6 +315,10 @@ recorder = Recorder(on_first_use=_start_default_flusher)
 
 def record(rec: PredictionRecord) -> None:
     recorder.record(rec)
+
+
+def record_inputs(endpoint: str, deployment: str, inputs: Mapping[str, Any]) -> None:
+    recorder.record_inputs(endpoint, deployment, inputs)
 
 
 def flush_now() -> None:

@@ -153,6 +153,11 @@ def endpoint_primary_resolve(*, endpoint: str, user: Any) -> Target:
     if not primaries:
         raise NoPrimary(f'endpoint "{found.name}" has no primary version to run (no traffic split yet)')
     route = max(primaries, key=lambda r: int(r.get("weight") or 0))
+    if route.get("pipeline"):  # a pipeline route has no "model" (it was a KeyError, a 500)
+        raise BatchInputError(
+            f'endpoint "{found.name}" serves pipeline "{route["pipeline"]}" version {route.get("version")} as its '
+            "primary; pipelines as batch targets are not supported yet: name a model version or a stage alias"
+        )
     version = registry_selectors.version_get(model_name=route["model"], version=int(route["version"]), user=user)
     if not version_allowed(environment=found.environment, stage=version.stage, role=Deployment.Role.PRIMARY):
         raise EnvironmentRuleBroken(

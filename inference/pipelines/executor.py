@@ -27,6 +27,7 @@ from inference.pipelines import features
 from inference.pipelines.graph import CompiledPipeline, FeatureLookup, ModelRef, Router, Step
 from inference.runtime.errors import DeadlineExceeded
 from inference.transport import DeploymentSpec, InferResult, in_process_transport, placement_register
+from monitoring.recorder import record_inputs
 
 PLACEMENT = "pipeline"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -156,12 +157,18 @@ class Run:
     def submit(self, ref: ModelRef, inputs: dict[str, np.ndarray]) -> Any:
         spec = model_spec(ref)
         served = self.transport.served(spec) or self.transport.load(spec)
-        return served.submit(inputs, timeout_s=self.remaining())
+        future = served.submit(inputs, timeout_s=self.remaining())
+        # What the version really received (after lookups and transforms), for its drift
+        # on this endpoint: sampled at the endpoint's drift rate, kept by reference.
+        record_inputs(self.endpoint, ref.label, inputs)
+        return future
 
     def predict(self, ref: ModelRef, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         spec = model_spec(ref)
         served = self.transport.served(spec) or self.transport.load(spec)
-        return served.predict_timed(inputs, timeout_s=self.remaining())[0]  # type: ignore[no-any-return]
+        outputs = served.predict_timed(inputs, timeout_s=self.remaining())[0]
+        record_inputs(self.endpoint, ref.label, inputs)  # as in submit()
+        return outputs  # type: ignore[no-any-return]
 
     def result(self, ref: ModelRef, future: Any) -> dict[str, np.ndarray]:
         try:

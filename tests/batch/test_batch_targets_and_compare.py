@@ -104,6 +104,19 @@ def test_a_pipeline_target_is_refused_as_not_supported_yet(mlp4, engineer, tmp_p
     assert "not supported yet" in found["message"]
 
 
+def test_an_endpoint_whose_primary_is_a_pipeline_is_a_clear_400(mlp4, engineer, tmp_path):
+    endpoint = Endpoint.objects.create(name="piped")
+    TrafficPolicyRevision.objects.create(
+        endpoint=endpoint,
+        revision=1,
+        is_current=True,
+        routes=[{"pipeline": "fraud", "version": 3, "pipeline_version": 1, "role": "primary", "weight": 100}],
+    )
+    found = error(by_endpoint(client_for(engineer), csv_input(tmp_path), endpoint="piped"), 400)
+    assert "not supported yet" in found["message"] and 'pipeline "fraud" version 3' in found["message"]
+    assert not BatchJob.objects.exists()
+
+
 # --- compare jobs ----------------------------------------------------------------------------------
 
 

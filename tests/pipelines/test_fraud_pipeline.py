@@ -75,6 +75,48 @@ def test_trace_returns_each_steps_output_and_timing(
     assert "trace" not in predict(client, name, {"inputs": {"card_id": [102], "amount": [10.0]}}).json()
 
 
+def v2_infer(client: Any, name: str, body: dict[str, Any], query: str = "") -> Any:
+    return client.post(f"/v2/models/{name}/infer{query}", orjson.dumps(body), content_type="application/json")
+
+
+V2_BODY = {
+    "inputs": [
+        {"name": "card_id", "datatype": "INT64", "shape": [2], "data": [102, 101]},
+        {"name": "amount", "datatype": "FP32", "shape": [2], "data": [10.0, 2500.0]},
+    ]
+}
+
+
+@pytest.mark.parametrize("ask", ["query", "parameters"])
+def test_v2_trace_returns_each_steps_output_and_timing_in_parameters(
+    client: Any, engineer: Any, fraud_versions: Any, feature_set: str, ask: str
+) -> None:
+    name = serve(engineer, fraud_spec(feature_set, 0.5))
+    body = {**V2_BODY, "parameters": {"trace": True}} if ask == "parameters" else V2_BODY
+    response = v2_infer(client, name, body, query="?trace=1" if ask == "query" else "")
+    assert response.status_code == 200, response.content
+    data = response.json()
+    trace = data["parameters"]["trace"]
+    assert [t["step"] for t in trace] == ["lookup", "prep", "ensemble", "business"]
+    assert [t["kind"] for t in trace] == ["feature_lookup", "transform", "ensemble", "transform"]
+    assert all(isinstance(t["ms"], float) and t["ms"] >= 0 for t in trace)
+    assert trace[0]["outputs"]["avg_amount"] == [900.0, 40.0]
+    assert np.asarray(trace[1]["outputs"]["features"]).shape == (2, 4)  # nested lists, the tensor's shape
+    assert np.asarray(trace[2]["outputs"]["proba"]).shape == (2, 2)
+    scores = {o["name"]: o["data"] for o in data["outputs"]}["fraud_score"]
+    np.testing.assert_allclose(trace[3]["outputs"]["fraud_score"], scores, rtol=1e-6)
+    assert trace[3]["outputs"]["action"][0] in ("review", "approve")
+
+
+def test_v2_answers_carry_no_trace_unless_asked(
+    client: Any, engineer: Any, fraud_versions: Any, feature_set: str
+) -> None:
+    name = serve(engineer, fraud_spec(feature_set, 0.5))
+    response = v2_infer(client, name, V2_BODY, query="?trace=0")
+    assert response.status_code == 200, response.content
+    assert "trace" not in (response.json().get("parameters") or {})
+
+
 def test_an_unknown_entity_is_refused_naming_it(
     client: Any, engineer: Any, fraud_versions: Any, feature_set: str
 ) -> None:
