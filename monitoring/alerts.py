@@ -15,6 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
+from config import queue
 from config.errors import DomainError, NotFound
 from monitoring.models import AlertEvent, AlertRule, DriftScore
 from registry.audit import audit_record
@@ -283,8 +284,6 @@ def alert_rule_evaluate(*, rule_id: int, now: datetime | None = None) -> AlertEv
     `cooldown_minutes` after the previous firing. Notifications go out in their own task
     after commit, so a slow channel never holds up evaluation.
     """
-    from monitoring.tasks import alert_notify
-
     now = now or timezone.now()
     with transaction.atomic():
         rule = AlertRule.objects.select_for_update().select_related("endpoint").filter(pk=rule_id).first()
@@ -322,7 +321,7 @@ def alert_rule_evaluate(*, rule_id: int, now: datetime | None = None) -> AlertEv
         )
         if rule.channel != AlertRule.Channel.DASHBOARD:
             event_id = event.pk
-            transaction.on_commit(lambda: alert_notify.delay(event_id))
+            transaction.on_commit(lambda: queue.enqueue("monitoring.alert_notify", args=[event_id]))
         if kind == AlertEvent.Kind.FIRING and rule.action == AlertRule.Action.ROLLBACK:
             alert = {
                 "rule": rule.pk,
@@ -341,16 +340,13 @@ def alert_rule_evaluate(*, rule_id: int, now: datetime | None = None) -> AlertEv
 def _alert_rollback_on_commit(endpoint_id: int, alert: dict[str, Any]) -> None:
     """Roll back the endpoint's rollout or canary after commit, in inference's task.
 
-    Looked up by name in the app's task registry (which imports every app's tasks):
-    inference imports monitoring (rollouts read its metrics), so monitoring does not
-    import inference.
+    Enqueued by name: the rollouts sit above monitoring (they read its metrics), so
+    monitoring does not import them.
     """
-    from workers.celery import app  # late, like monitoring.tasks above: the app loads tasks modules
 
     def enqueue() -> None:
         try:
-            app.loader.import_default_modules()  # every app's tasks.py, as a worker does at start
-            app.tasks["inference.alert_rollback"].delay(endpoint_id, alert)
+            queue.enqueue("inference.alert_rollback", args=[endpoint_id, alert])
         except Exception:
             log.exception("could not enqueue the rollback of alert event %s", alert["event"])
 
