@@ -33,7 +33,9 @@ class ApproverOnly(BasePermission):
 # --- Team scoping ---------------------------------------------------------------------
 # A user sees and changes only their teams' objects, plus those that belong to no team;
 # admins see everything. These helpers are shared by the registry, inference (endpoints)
-# and the dashboard: pass any queryset whose rows carry a team foreign key.
+# and the dashboard: pass any queryset whose rows carry a team foreign key. Each app
+# scopes its own models with them (registry.selectors.visible_models,
+# inference.selectors.visible_endpoints): accounts knows no app above it.
 
 
 def is_admin(user: Any) -> bool:
@@ -57,20 +59,6 @@ def team_scope(queryset: QuerySet[Any], user: Any, *, team_field: str = "team") 
     return queryset.filter(Q(**{f"{team_field}__isnull": True}) | Q(**{f"{team_field}__in": teams}))
 
 
-def visible_models(user: Any, queryset: QuerySet[Any] | None = None) -> QuerySet[Any]:
-    """Registered models the user may see (`queryset` narrows a prepared one)."""
-    from registry.models import RegisteredModel
-
-    return team_scope(queryset if queryset is not None else RegisteredModel.objects.all(), user)
-
-
-def visible_endpoints(user: Any, queryset: QuerySet[Any] | None = None) -> QuerySet[Any]:
-    """Endpoints the user may see; the serving API and the dashboard use this."""
-    from inference.models import Endpoint
-
-    return team_scope(queryset if queryset is not None else Endpoint.objects.all(), user)
-
-
 def get_visible_or_404(queryset: QuerySet[Any], user: Any, *, team_field: str = "team", **lookup: Any) -> Any:
     """The one row of `queryset` matching `lookup` that the user may see, else NotFound (404).
 
@@ -85,28 +73,6 @@ def get_visible_or_404(queryset: QuerySet[Any], user: Any, *, team_field: str = 
         shown = ", ".join(f"{key.split('__')[0]} {value!r}" for key, value in lookup.items())
         raise NotFound(f"no {what} with {shown}" if shown else f"no such {what}")
     return found
-
-
-def endpoint_for_user_or_404(user: Any, name: str, queryset: QuerySet[Any] | None = None) -> Any:
-    """The endpoint called `name` if the user may see it; NotFound (404) otherwise."""
-    from inference.models import Endpoint
-
-    endpoints = queryset if queryset is not None else Endpoint.objects.select_related("follows_model", "owner", "team")
-    found = team_scope(endpoints, user).filter(name=name).first()
-    if found is None:
-        raise NotFound(f"no endpoint named {name!r}")
-    return found
-
-
-def scope_by_endpoint_name(queryset: QuerySet[Any], user: Any, *, field: str = "endpoint") -> QuerySet[Any]:
-    """Rows keyed by an endpoint's name (roll-ups, samples, alert events) the user may see.
-
-    Monitoring history is kept by name so that it outlives the endpoint; admins see all of
-    it, others only the rows of endpoints they can see now.
-    """
-    if is_admin(user):
-        return queryset
-    return queryset.filter(**{f"{field}__in": visible_endpoints(user).values("name")})
 
 
 def team_for_user(user: Any, name: str) -> Any:

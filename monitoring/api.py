@@ -22,18 +22,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import (
-    ReadOrEngineerWrites,
-    endpoint_for_user_or_404,
-    get_visible_or_404,
-    is_admin,
-    scope_by_endpoint_name,
-    team_scope,
-)
+from accounts.permissions import ReadOrEngineerWrites, get_visible_or_404, is_admin, team_scope
 from config.errors import DomainError, NotFound
 from config.exceptions import json_error
 from config.http import client_ip
 from config.parsers import JsonParser, read_limited
+from inference.selectors import endpoint_for_user_or_404, scope_by_endpoint_name
 from monitoring import alerts, drift, endpoint_settings, prometheus, selectors
 from monitoring.models import AlertRule, MonitoringSettings
 from monitoring.serializers import (

@@ -138,3 +138,8 @@ def audit_list(
     if until is not None:
         events = events.filter(created_at__lt=until)
     return events.order_by("-created_at", "-id")
+
+
+def visible_models(user: Any, queryset: QuerySet[Any] | None = None) -> QuerySet[Any]:
+    """Registered models the user may see (`queryset` narrows a prepared one)."""
+    return team_scope(queryset if queryset is not None else RegisteredModel.objects.all(), user)
