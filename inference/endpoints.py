@@ -13,12 +13,12 @@ from django.db import IntegrityError, transaction
 from accounts.models import Team
 from accounts.permissions import can_access_team, default_team, role_check, team_scope
 from accounts.roles import ADMIN
+from audit.services import audit_record
 from config.errors import Conflict, DomainError, Forbidden, NotFound
 from inference import routing_cache
 from inference.environments import Environment, environment_rule_check
 from inference.models import Deployment, Endpoint
 from inference.pipeline import PipelineConfigError, config_check, pipeline_compile
-from registry.audit import audit_record
 from registry.models import ModelVersion, RegisteredModel
 from registry.services import name_check
 

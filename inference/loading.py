@@ -8,10 +8,10 @@ from typing import Any
 
 from django.db import transaction
 
+from audit.services import audit_record
 from config import queue
 from inference import routing_cache
 from inference.models import Deployment
-from registry.audit import audit_record
 
 log = logging.getLogger(__name__)
 

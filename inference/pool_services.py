@@ -13,11 +13,11 @@ from collections.abc import Iterable
 
 from django.db import transaction
 
+from audit.services import audit_record
 from inference.models import Deployment
 from inference.pool import WorkerPoolTransport, worker_pool_transport, worker_status
 from inference.selectors import deployment_spec
 from inference.spec import DeploymentSpec
-from registry.audit import audit_record
 
 
 def _provider(spec: DeploymentSpec) -> str:

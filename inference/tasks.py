@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import shared_task
 
-from inference import pool_services, rollouts
+from inference import pool_services
 
 
 @shared_task(name="inference.deployment_pool_load", bind=True, max_retries=20)
@@ -31,15 +29,3 @@ def pool_reconcile() -> dict[str, object]:
     from inference.reconcile import pool_reconcile as reconcile
 
     return reconcile().to_dict()
-
-
-@shared_task(name="inference.rollouts_advance")
-def rollouts_advance() -> dict[int, str]:
-    """Beat: one evaluation of every running rollout (each under its row lock: safe twice)."""
-    return rollouts.rollouts_advance()
-
-
-@shared_task(name="inference.alert_rollback")
-def alert_rollback(endpoint_id: int, alert: dict[str, Any]) -> str:
-    """An alert rule with the rollback action fired: roll back the rollout or the canary."""
-    return rollouts.alert_rollback(endpoint_id=endpoint_id, alert=alert)

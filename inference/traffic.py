@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from accounts.permissions import role_check
 from accounts.roles import APPROVER
+from audit.services import audit_record
 from config.errors import Conflict, DomainError, NotFound
 from inference import routing_cache
 from inference.endpoints import InvalidPolicy, _pipeline_check, _team_adopt, route_models, team_fit_check
@@ -36,7 +37,6 @@ from inference.loading import deployments_load
 from inference.models import Deployment, Endpoint, Rollout, TrafficPolicyRevision
 from inference.selectors import endpoints_routing_to
 from inference.spec import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_DELAY_MS
-from registry.audit import audit_record
 from registry.models import ModelVersion, RegisteredModel
 
 log = logging.getLogger(__name__)

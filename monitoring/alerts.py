@@ -15,10 +15,10 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
+from audit.services import audit_record
 from config import queue
 from config.errors import DomainError, NotFound
 from monitoring.models import AlertEvent, AlertRule, DriftScore
-from registry.audit import audit_record
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,13 @@ class MonitoringConfig(AppConfig):
     name = "monitoring"
 
     def ready(self) -> None:
+        # Imported here, not at the top: models are not loaded before ready().
         from django.conf import settings
 
-        from monitoring.recorder import recorder
+        from inference.telemetry.recorder import recorder
+        from monitoring.flusher import ensure_started
 
         recorder.enabled = settings.MONITORING_ENABLED
+        # The recorder (below inference, Django-free) starts this process's flusher on
+        # its first record, after gunicorn's fork.
+        recorder.on_first_use(ensure_started)

@@ -13,6 +13,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
+from audit.services import audit_record
 from config.errors import DomainError, NotFound
 from inference.routing_cache import changed as routing_changed
 from inference.runtime.outliers import covariance
@@ -26,7 +27,6 @@ from monitoring.stats import (
     reference_statistics,
     summary_distribution,
 )
-from registry.audit import audit_record
 
 User = AbstractBaseUser | AnonymousUser | None
 

@@ -9,9 +9,9 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 
+from audit.services import audit_record
 from config.errors import DomainError, NotFound
 from monitoring.models import MonitoringSettings
-from registry.audit import audit_record
 
 User = AbstractBaseUser | AnonymousUser | None
 

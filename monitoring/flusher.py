@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from inference import density
+from inference.telemetry.recorder import MinuteStats, PayloadSample, Recorder, recorder
 from monitoring import keys
-from monitoring.recorder import MinuteStats, PayloadSample, Recorder, recorder
 from monitoring.stats import tensor_features
 
 log = logging.getLogger(__name__)

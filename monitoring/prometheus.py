@@ -15,9 +15,9 @@ from typing import Any
 
 from django.conf import settings
 
+from inference.telemetry.recorder import LATENCY_BUCKETS_MS
 from monitoring import keys
 from monitoring.flusher import flusher
-from monitoring.recorder import LATENCY_BUCKETS_MS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

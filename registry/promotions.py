@@ -19,10 +19,10 @@ from django.utils import timezone
 
 from accounts.permissions import is_admin, role_check, team_check
 from accounts.roles import APPROVER, ML_ENGINEER
+from audit.services import audit_record
 from config import queue
 from config.errors import Conflict, DomainError, Forbidden, NotFound
 from registry import hooks
-from registry.audit import audit_record
 from registry.errors import InvalidTransition
 from registry.gates import gates_evaluate
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel

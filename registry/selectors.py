@@ -5,8 +5,9 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from accounts.permissions import team_scope
+from audit.models import AuditEvent
 from config.errors import NotFound
-from registry.models import AuditEvent, ModelVersion, PromotionRequest, RegisteredModel
+from registry.models import ModelVersion, PromotionRequest, RegisteredModel
 
 
 def model_list(

@@ -13,9 +13,9 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from accounts.models import Team
+from audit.services import audit_record
 from config import queue
 from registry import hooks, storage
-from registry.audit import audit_record
 from registry.errors import DuplicateArtifact, InvalidMetadata, InvalidName, InvalidTransition
 from registry.gates import gate_settings_check
 from registry.models import ModelVersion, RegisteredModel

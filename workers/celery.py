@@ -52,7 +52,7 @@ app.conf.beat_schedule = {
         "schedule": settings.VALIDATION_SWEEP_INTERVAL_S,
         "options": {"expires": settings.VALIDATION_SWEEP_INTERVAL_S, **_BEAT_OPTIONS},
     },
-    # Progressive rollouts (inference/rollouts.py): a failed check rolls back within one interval.
+    # Progressive rollouts (rollouts/services.py): a failed check rolls back within one interval.
     "inference-rollouts-advance": {
         "task": "inference.rollouts_advance",
         "schedule": _ROLLOUTS_EVERY,

@@ -13,13 +13,13 @@ from django.utils import timezone
 
 from accounts.models import Team
 from accounts.permissions import can_access_team, default_team, get_visible_or_404
+from audit.services import audit_record
 from config.errors import Conflict, DomainError, Forbidden, NotFound
 from inference.pipelines import features
 from inference.pipelines.graph import CompiledPipeline, FeatureLookup, GraphError, ModelRef, pipeline_compile
 from inference.pipelines.models import FeatureSet, Pipeline, PipelineVersion
 from inference.runtime.signature import Signature
 from registry import storage
-from registry.audit import audit_record
 from registry.models import ModelVersion
 
 log = logging.getLogger(__name__)

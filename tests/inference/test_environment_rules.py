@@ -8,13 +8,14 @@ import pytest
 from django.test import TestCase
 
 from accounts.roles import ADMIN, APPROVER
+from audit.models import AuditEvent
 from config.errors import Forbidden
 from inference import endpoints, environments, traffic
 from inference.models import Endpoint, TrafficPolicyRevision
 from registry import promotions
 from registry import services as registry_services
 from registry.errors import VersionServing
-from registry.models import AuditEvent, ModelVersion
+from registry.models import ModelVersion
 from tests.conftest import client_for, make_user
 from tests.inference.conftest import IRIS_META, iris_variant, version_add
 
