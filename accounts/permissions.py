@@ -6,6 +6,7 @@ from django.db.models import Q, QuerySet
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
+from accounts.models import Team
 from accounts.roles import ADMIN, APPROVER, ML_ENGINEER, has_role
 from config.errors import Forbidden, NotFound
 
@@ -80,8 +81,6 @@ def team_for_user(user: Any, name: str) -> Any:
 
     NotFound when there is no such team, Forbidden when the user is not a member of it.
     """
-    from accounts.models import Team
-
     team = Team.objects.filter(name=name).first()
     if team is None:
         raise NotFound(f"no team named {name!r}")
@@ -108,8 +107,6 @@ def can_access_team(user: Any, team_id: int | None) -> bool:
 def team_check(user: Any, team_id: int | None, *, what: str) -> None:
     """Raise Forbidden (403 JSON) when the object belongs to a team the user is not in."""
     if not can_access_team(user, team_id):
-        from accounts.models import Team
-
         team = Team.objects.filter(pk=team_id).values_list("name", flat=True).first()
         raise Forbidden(f"{what} belongs to team {team!r} and you are not a member of it")
 

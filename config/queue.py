@@ -20,6 +20,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("modelhub")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Batch chunks run on the `batch` queue (docs/batch.md). Here, not in workers/celery.py:
+# the web processes that send them never import the worker wiring.
+app.conf.task_routes = {
+    **(app.conf.task_routes or {}),
+    "batch.job_plan": {"queue": "batch"},
+    "batch.chunk_run": {"queue": "batch"},
+    "batch.job_finalize": {"queue": "batch"},
+}
 
 
 def eager() -> bool:

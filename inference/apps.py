@@ -7,7 +7,6 @@ class InferenceConfig(AppConfig):
     def ready(self) -> None:
         # Promotions move the endpoints that follow a model, and archiving is refused while
         # an endpoint serves the version: registry calls back through registry/hooks.py.
-        # Imported here, not at the top: models are not loaded before ready().
-        from inference import stage_hooks
+        from inference import stage_hooks  # in ready(): it imports models
 
         stage_hooks.register()

@@ -19,6 +19,7 @@ from inference import routing_cache
 from inference.environments import Environment, environment_rule_check
 from inference.models import Deployment, Endpoint
 from inference.pipeline import PipelineConfigError, config_check, pipeline_compile
+from inference.runtime.signature import Signature
 from registry.models import ModelVersion, RegisteredModel
 from registry.services import name_check
 
@@ -261,8 +262,6 @@ def _current_deployments(endpoint: Endpoint) -> list[Deployment]:
 
 
 def _pipeline_check(endpoint: Endpoint, version: ModelVersion) -> None:
-    from inference.runtime.signature import Signature
-
     try:
         pipeline_compile(
             endpoint.preprocessing,

@@ -12,15 +12,14 @@ from audit.services import audit_record
 from config import queue
 from inference import routing_cache
 from inference.models import Deployment
+from inference.selectors import deployment_spec
+from inference.transport import transport_for
 
 log = logging.getLogger(__name__)
 
 
 def deployments_load(*, deployment_ids: list[int]) -> None:
     """Load and warm in-process deployments here (READY/FAILED); ask the pool for the others."""
-    from inference.selectors import deployment_spec
-    from inference.transport import transport_for
-
     for deployment in Deployment.objects.filter(pk__in=deployment_ids).select_related(
         "endpoint", "model_version__model"
     ):
@@ -41,8 +40,6 @@ def deployments_load(*, deployment_ids: list[int]) -> None:
 
 def _pool_ask(spec: Any) -> None:
     """Assign a worker-pool deployment, then let a Celery task mark it ready once warm."""
-    from inference.transport import transport_for
-
     try:
         transport_for(spec).ensure_loaded(spec)
     except Exception as exc:  # noqa: BLE001

@@ -46,7 +46,7 @@ def _set_state(deployment_id: int, state: str, detail: str, provider: str = "") 
     # The serving edge's service records state + provider, audits and tells every web
     # process's routing cache; use it where it exists.
     try:
-        from inference.loading import deployment_state_set
+        from inference.loading import deployment_state_set  # optional, as the comment above says
     except ImportError:
         deployment_state_set = None
     if deployment_state_set is not None:

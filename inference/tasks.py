@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from inference import pool_services
+from inference.reconcile import pool_reconcile as reconcile
 
 
 @shared_task(name="inference.deployment_pool_load", bind=True, max_retries=20)
@@ -26,6 +27,4 @@ def deployment_pool_unload(deployment_id: int) -> str:
 @shared_task(name="inference.pool_reconcile")
 def pool_reconcile() -> dict[str, object]:
     """Re-assign worker-pool deployments from the database and record which are really warm (beat)."""
-    from inference.reconcile import pool_reconcile as reconcile
-
     return reconcile().to_dict()

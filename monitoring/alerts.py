@@ -18,7 +18,9 @@ from django.utils import timezone
 from audit.services import audit_record
 from config import queue
 from config.errors import DomainError, NotFound
+from inference.models import Endpoint
 from monitoring.models import AlertEvent, AlertRule, DriftScore
+from monitoring.selectors import endpoint_window_stats
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +153,6 @@ def alert_rule_dict(rule: AlertRule) -> dict[str, Any]:
 def alert_rule_create(
     *, endpoint_name: str, values: Mapping[str, Any], user: User, source_ip: str | None = None
 ) -> AlertRule:
-    from inference.models import Endpoint
-
     endpoint = Endpoint.objects.filter(name=endpoint_name).first()
     if endpoint is None:
         raise NotFound(f"no endpoint named {endpoint_name!r}")
@@ -212,8 +212,6 @@ COMPARE: dict[str, Callable[[float, float], bool]] = {
 
 def _window(rule: AlertRule, *, now: datetime) -> dict[str, Any]:
     """The rule's window through the one window selector (rolled-up and live minutes alike)."""
-    from monitoring.selectors import endpoint_window_stats
-
     return endpoint_window_stats(
         rule.endpoint.name, rule.deployment or None, window_s=rule.window_minutes * 60, now=now
     )

@@ -5,11 +5,10 @@ class MonitoringConfig(AppConfig):
     name = "monitoring"
 
     def ready(self) -> None:
-        # Imported here, not at the top: models are not loaded before ready().
         from django.conf import settings
 
-        from inference.telemetry.recorder import recorder
-        from monitoring.flusher import ensure_started
+        from inference.telemetry.recorder import recorder  # in ready(), like the flusher below
+        from monitoring.flusher import ensure_started  # in ready(): it imports monitoring's models
 
         recorder.enabled = settings.MONITORING_ENABLED
         # The recorder (below inference, Django-free) starts this process's flusher on

@@ -15,6 +15,7 @@ from django.utils import timezone
 from accounts.models import Team
 from audit.services import audit_record
 from config import queue
+from config.errors import Conflict
 from registry import hooks, storage
 from registry.errors import DuplicateArtifact, InvalidMetadata, InvalidName, InvalidTransition
 from registry.gates import gate_settings_check
@@ -79,8 +80,6 @@ def model_register(
             )
             audit_record(actor=user, action="model.register", obj=model, after={"name": name}, source_ip=source_ip)
     except IntegrityError:
-        from config.errors import Conflict
-
         raise Conflict(f"a model named {name!r} already exists") from None
     return model
 

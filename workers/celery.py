@@ -69,14 +69,8 @@ app.conf.beat_schedule["inference-pool-reconcile"] = {
     "options": {"expires": _RECONCILE_EVERY, **_BEAT_OPTIONS},
 }
 
-# --- Batch jobs (docs/batch.md): chunks run on the `batch` queue; the sweep re-queues
-# chunks whose lease expired and enforces retention and the disk budget.
-app.conf.task_routes = {
-    **(app.conf.task_routes or {}),
-    "batch.job_plan": {"queue": "batch"},
-    "batch.chunk_run": {"queue": "batch"},
-    "batch.job_finalize": {"queue": "batch"},
-}
+# --- Batch jobs (docs/batch.md; their queue routes are in config/queue.py): the sweep
+# re-queues chunks whose lease expired and enforces retention and the disk budget.
 app.conf.beat_schedule["batch-sweep"] = {
     "task": "batch.sweep",
     "schedule": settings.BATCH_SWEEP_INTERVAL_S,

@@ -227,7 +227,7 @@ def infer(
     """Run the pipeline a route serves; `extra` carries request_id, decisions and trace."""
     graph = GRAPHS.get(spec.deployment_id)
     if graph is None:
-        from inference.runtime.errors import ModelNotReady
+        from inference.runtime.errors import ModelNotReady  # only on this rare miss
 
         raise ModelNotReady(f"pipeline {spec.label} is not loaded in this process")
     started = time.perf_counter()

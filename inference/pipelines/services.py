@@ -86,7 +86,7 @@ def resolver(team_id: int | None) -> Any:
 def router_check(config: dict[str, Any]) -> None:
     """A router step's settings, checked by the bandit library (inference.bandits)."""
     try:
-        from inference.bandits import validate_config
+        from inference.bandits import validate_config  # optional: the bandit library may be absent
     except ImportError:
         raise GraphError("router steps need the bandit library (inference.bandits), which is not installed") from None
     validate_config(config)
