@@ -336,7 +336,7 @@ def alert_rule_evaluate(*, rule_id: int, now: datetime | None = None) -> AlertEv
 
 
 def _alert_rollback_on_commit(endpoint_id: int, alert: dict[str, Any]) -> None:
-    """Roll back the endpoint's rollout or canary after commit, in inference's task.
+    """Roll back the endpoint's rollout or canary after commit, in the rollouts app's task.
 
     Enqueued by name: the rollouts sit above monitoring (they read its metrics), so
     monitoring does not import them.
