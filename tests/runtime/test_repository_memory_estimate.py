@@ -56,9 +56,7 @@ def test_the_estimate_and_the_charge_of_an_mlp_are_within_a_quarter_of_its_measu
     charged, measured = _load_measured(repository, "mlp", path)
 
     assert measured > 24 * MIB, f"the session added only {measured / MIB:.1f} MiB"
-    assert abs(estimate - measured) <= 0.25 * measured, (
-        f"estimate {estimate / MIB:.1f} MiB"
-    )
+    assert abs(estimate - measured) <= 0.25 * measured, f"estimate {estimate / MIB:.1f} MiB"
     assert abs(charged - measured) <= 0.25 * measured, f"charged {charged / MIB:.1f} MiB, measured {measured / MIB:.1f}"
     repository.close()
 
