@@ -6,12 +6,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import Group
+from django.test.utils import override_settings
 from rest_framework.test import APIClient
 
 from accounts.roles import ADMIN, APPROVER, ML_ENGINEER, VIEWER
 from accounts.services import user_token_create
 from workers.celery import app as celery_app
+
+
+class OneRoundPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    """The production hasher's algorithm with one round instead of a million.
+
+    Each user a test creates with a password cost about 0.3 s of CPU (and a sign-in as
+    much again). The hash keeps the `pbkdf2_sha256$1$...` format, so a server started by a
+    test with the production settings (gunicorn, Celery, uvicorn) still checks it."""
+
+    iterations = 1
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hashing() -> Iterator[None]:
+    with override_settings(PASSWORD_HASHERS=[f"{__name__}.{OneRoundPBKDF2PasswordHasher.__qualname__}"]):
+        yield
 
 
 @pytest.fixture(autouse=True)
