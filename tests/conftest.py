@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import Group
+from django.db.backends.postgresql.operations import DatabaseOperations as PostgresOperations
 from django.test.utils import override_settings
 from rest_framework.test import APIClient
 
@@ -29,6 +30,27 @@ class OneRoundPBKDF2PasswordHasher(PBKDF2PasswordHasher):
 @pytest.fixture(autouse=True, scope="session")
 def fast_password_hashing() -> Iterator[None]:
     with override_settings(PASSWORD_HASHERS=[f"{__name__}.{OneRoundPBKDF2PasswordHasher.__qualname__}"]):
+        yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def flush_by_delete() -> Iterator[None]:
+    """After each transactional test (transactional_db, live_server, real workers) Django
+    empties every table with one TRUNCATE, which rewrites the files of some 40 tables and
+    their indexes: 1.3 s on the loaded 2-core machine, against 0.02 s for a DELETE of each
+    table. Every foreign key Django creates on PostgreSQL is DEFERRABLE INITIALLY DEFERRED,
+    so the DELETEs can run in any order inside the flush's transaction."""
+    truncate = PostgresOperations.sql_flush
+
+    def sql_flush(
+        self: PostgresOperations, style: Any, tables: Any, *, reset_sequences: bool = False, allow_cascade: bool = False
+    ) -> list[str]:
+        if reset_sequences or not tables:
+            return truncate(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        return [f"DELETE FROM {self.quote_name(table)};" for table in tables]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PostgresOperations, "sql_flush", sql_flush)
         yield
 
 
