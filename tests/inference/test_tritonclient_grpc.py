@@ -25,7 +25,7 @@ from accounts.roles import ML_ENGINEER
 from inference import api_keys, endpoints
 from tests.conftest import make_user
 from tests.inference.conftest import ROWS, iris_served_with_key
-from tests.integration.conftest import ROOT, database_url, free_port, module_rows
+from tests.integration.conftest import database_url, free_port, module_rows, spawn_logged
 
 pytestmark = [pytest.mark.integration]
 MAX_BYTES = 64 * 1024
@@ -81,15 +81,8 @@ def served(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytes
             _, other_key = api_keys.api_key_create(name="other", endpoints=[empty], user=engineer)
         port = free_port()
         log = folder / "grpc.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "inference.grpc_server", "--host", "127.0.0.1", "--port", str(port)],
-                cwd=ROOT,
-                env=server_env(folder / "artifacts"),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        args = [sys.executable, "-m", "inference.grpc_server", "--host", "127.0.0.1", "--port", str(port)]
+        proc = spawn_logged(args, server_env(folder / "artifacts"), log)
         url = f"127.0.0.1:{port}"
         try:
             wait_until_serving(url, proc, log)
@@ -205,15 +198,8 @@ def test_config_serve_starts_and_stops_the_grpc_service_with_the_web_server(
     port, grpc_port = free_port(), free_port()
     log = tmp_path / "serve.log"
     env = {**server_env(settings.ARTIFACT_STORE), "MODELHUB_GRPC_PORT": str(grpc_port), "MODELHUB_WEB_WORKERS": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    args = [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    proc = spawn_logged(args, env, log)
     url = f"127.0.0.1:{grpc_port}"
     try:
         wait_until_serving(url, proc, log)

@@ -122,6 +122,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def spawn_logged(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A server process in the repository root, in a session of its own (stop it with
+    os.killpg), its stdout and stderr into `log`."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 @contextmanager
 def gunicorn_serving(artifact_store: Path, log: Path) -> Iterator[str]:
     """`gunicorn -c platform/gunicorn.conf.py config.wsgi` (one worker, 4 threads) on a free port,
@@ -138,15 +145,7 @@ def gunicorn_serving(artifact_store: Path, log: Path) -> Iterator[str]:
         "MODELHUB_WEB_WORKERS": "1",
         "MODELHUB_WEB_THREADS": "4",
     }
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "platform/gunicorn.conf.py", "config.wsgi"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = spawn_logged([sys.executable, "-m", "gunicorn", "-c", "platform/gunicorn.conf.py", "config.wsgi"], env, log)
     url = f"127.0.0.1:{port}"
 
     def ready() -> bool:
