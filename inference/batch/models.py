@@ -28,6 +28,14 @@ class BatchJob(models.Model):
         SKIP = "skip"  # bad rows go to the errors file, up to max_error_pct of all rows
         FAIL = "fail"  # the first bad row fails the job
 
+    class ChunksFrom(models.TextChoices):
+        # The plan rewrote the input as Parquet chunk files (CSV, JSON Lines, and Parquet
+        # whose row groups are larger than chunk_rows).
+        FILES = "files"
+        # Parquet: each chunk reads its own whole row groups of the input file; the plan
+        # read only the footer.
+        INPUT = "input"
+
     class Kind(models.TextChoices):
         SCORE = "score"  # one version scores the table
         COMPARE = "compare"  # two versions score the same rows; a diff report is written
@@ -68,6 +76,11 @@ class BatchJob(models.Model):
     input_format = models.CharField(max_length=8, choices=Format.choices)
     input_sha256 = models.CharField(max_length=64, blank=True)
     input_size = models.BigIntegerField(default=0)
+    # Where chunks read their rows (set by the plan), and for a path input read directly,
+    # the file's size and mtime at planning ("size:mtime_ns"): a chunk refuses a file that
+    # changed since, so the output matches the recorded input_sha256.
+    chunks_from = models.CharField(max_length=8, choices=ChunksFrom.choices, default=ChunksFrom.FILES)
+    input_stamp = models.CharField(max_length=64, blank=True)
 
     # {input name: [column, ...]}: the columns that feed each model input, in order.
     column_mapping = models.JSONField(default=dict)

@@ -72,7 +72,8 @@ class NoPrimary(Conflict):
 
 
 class _RowError(Exception):
-    """A bad row under error_policy=fail, or the model failing on rows it accepted."""
+    """A bad row under error_policy=fail, the model failing on rows it accepted, or an input
+    read directly by the chunks that is gone or changed: the job fails, no retry helps."""
 
 
 class _Stop(Exception):
@@ -561,7 +562,14 @@ def _dispatch(kind: str, job_id: int, indexes: Sequence[int] = (), *, countdown:
 
 
 def job_plan(*, job_id: int) -> str:
-    """Read the input once into Parquet chunk files and write the manifest; then queue the chunks."""
+    """Plan the chunks and write the manifest; then queue the chunks.
+
+    A Parquet input whose row groups fit in `chunk_rows` is planned from its footer alone:
+    each chunk is a run of whole row groups that the chunk reads from the input itself.
+    Any other input is read once into Parquet chunk files (CSV and JSON Lines must be
+    parsed to find their rows; a row group larger than a chunk would be decoded by every
+    chunk cut from it).
+    """
     job = BatchJob.objects.select_related("model_version").get(pk=job_id)
     if job.state != BatchJob.State.PLANNING:
         return f"job is {job.state}"
@@ -574,23 +582,41 @@ def job_plan(*, job_id: int) -> str:
 
     folder = storage.chunks_dir(job.pk)
     building = folder.with_name(f"chunks.{uuid.uuid4().hex}.tmp")
+    columns = _needed_columns(job.column_mapping, job.passthrough)
+    chunks_from, stamp = BatchJob.ChunksFrom.FILES, ""
     try:
         path = storage.input_file(job.input_kind, job.input_path)
         sha256, size = (job.input_sha256, job.input_size)
+        ranges = None
+        if job.input_format == "parquet":
+            ranges = tables.parquet_row_group_chunks(path, job.chunk_rows)
         if job.input_kind == BatchJob.InputKind.PATH:
+            # A path input can change under the job: the digest and the stamp that chunks
+            # reading the file itself check are taken together, and must agree.
+            stamp = tables.file_stamp(path)
             sha256, size = storage.file_sha256(path)
-        counts = tables.split_into_chunks(
-            path,
-            job.input_format,
-            columns=_needed_columns(job.column_mapping, job.passthrough),
-            chunk_rows=job.chunk_rows,
-            out_dir=building,
-            on_bad_line=on_bad_line,
-        )
-        if bad_lines:
-            tables.errors_part(bad_lines, storage.plan_errors_path(job.pk))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(building, folder)
+            if tables.file_stamp(path) != stamp:
+                raise tables.TableFormatError("the input file changed while it was being read; start the job again")
+        if ranges is not None:
+            present = set(tables.column_names(path, "parquet"))
+            missing = [name for name in columns if name not in present]
+            if missing:
+                raise tables.TableFormatError(f"the input has no column {missing[0]!r} any more")
+            chunks_from = BatchJob.ChunksFrom.INPUT
+            counts = [count for _, count in ranges]
+        else:
+            counts = tables.split_into_chunks(
+                path,
+                job.input_format,
+                columns=columns,
+                chunk_rows=job.chunk_rows,
+                out_dir=building,
+                on_bad_line=on_bad_line,
+            )
+            if bad_lines:
+                tables.errors_part(bad_lines, storage.plan_errors_path(job.pk))
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(building, folder)
     except (tables.TableFormatError, DomainError, OSError, pa.ArrowException) as exc:
         shutil.rmtree(building, ignore_errors=True)
         message = exc.message if isinstance(exc, DomainError) else str(exc)
@@ -614,10 +640,13 @@ def job_plan(*, job_id: int) -> str:
         job.rows_failed = job.plan_failed_rows = len(bad_lines)
         job.chunks_total = len(chunks)
         job.input_sha256, job.input_size = sha256, size
+        job.chunks_from = chunks_from
+        job.input_stamp = stamp if chunks_from == BatchJob.ChunksFrom.INPUT else ""
         job.started_at = job.last_progress_at = now
         job.state = BatchJob.State.RUNNING
         job.status_detail = ""
         fields = ["rows_total", "rows_failed", "plan_failed_rows", "chunks_total", "input_sha256", "input_size"]
+        fields += ["chunks_from", "input_stamp"]
         job.save(update_fields=[*fields, "started_at", "last_progress_at", "state", "status_detail"])
         if not chunks:
             _fail_locked(job, "the input has no readable rows")
@@ -726,7 +755,7 @@ def _chunk_execute(job: BatchJob, chunk: BatchChunk, token: str) -> tuple[int, l
         second = executor.model_for(
             sha256=job.compare_sha256, name=other.model.name, version=str(other.version), device=job.device
         )
-    table = tables.read_chunk(tables.chunk_file(storage.chunks_dir(job.pk), chunk.index))
+    table = _chunk_rows(job, chunk)
     feeds, good, bad = tables.model_feeds(table, job.column_mapping, signature)
     if bad and job.error_policy == BatchJob.ErrorPolicy.FAIL:
         first = bad[0]
@@ -764,6 +793,30 @@ def _chunk_execute(job: BatchJob, chunk: BatchChunk, token: str) -> tuple[int, l
         BatchJob.objects.filter(pk=job.pk, output_columns=[]).update(output_columns=result.column_names)
     providers = {model.provider, second.provider} if second is not None else {model.provider}
     return n, bad, _Ran(",".join(sorted(providers)), stats)
+
+
+def _chunk_rows(job: BatchJob, chunk: BatchChunk) -> pa.Table:
+    """The chunk's rows with their input row numbers: its chunk file, or its row groups of
+    the input itself. An input that is gone or changed since the plan fails the job (running
+    the chunk again would not bring it back, and its rows would not be the recorded input's)."""
+    if job.chunks_from == BatchJob.ChunksFrom.FILES:
+        return tables.read_chunk(tables.chunk_file(storage.chunks_dir(job.pk), chunk.index))
+    try:
+        path = storage.input_file(job.input_kind, job.input_path)
+        if job.input_stamp and tables.file_stamp(path) != job.input_stamp:
+            raise tables.TableFormatError(
+                f"the input file changed since the job was planned (size:mtime {tables.file_stamp(path)}, "
+                f"planned {job.input_stamp}); start a new job"
+            )
+        return tables.read_row_range(
+            path,
+            columns=_needed_columns(job.column_mapping, job.passthrough),
+            row_start=chunk.row_start,
+            row_count=chunk.row_count,
+        )
+    except (tables.TableFormatError, DomainError, OSError) as exc:
+        message = exc.message if isinstance(exc, DomainError) else str(exc)
+        raise _RowError(f"chunk {chunk.index}: reading the input failed: {message}") from exc
 
 
 def _result_table(table: pa.Table, passthrough: Sequence[str], outputs: Mapping[str, Any]) -> pa.Table:

@@ -311,6 +311,67 @@ def split_into_chunks(
     return counts
 
 
+def parquet_row_group_chunks(path: Path, chunk_rows: int) -> list[tuple[int, int]] | None:
+    """Chunks of a Parquet input as runs of its own whole row groups, from the footer alone.
+
+    Returns [(first row, rows), ...]: consecutive row groups are packed into a chunk while
+    it stays within `chunk_rows`. None when one row group alone is larger than `chunk_rows`
+    (every chunk cut from it would have to decode the whole group): the caller rewrites the
+    input as chunk files instead. Row groups with no rows are left out.
+    """
+    metadata = _parquet_file(path).metadata
+    chunks: list[tuple[int, int]] = []
+    start = count = 0
+    for group in range(metadata.num_row_groups):
+        rows = metadata.row_group(group).num_rows
+        if rows > chunk_rows:
+            return None
+        if count and count + rows > chunk_rows:
+            chunks.append((start, count))
+            start, count = start + count, 0
+        count += rows
+    if count:
+        chunks.append((start, count))
+    return chunks
+
+
+def read_row_range(path: Path, *, columns: Sequence[str], row_start: int, row_count: int) -> pa.Table:
+    """Rows [row_start, row_start + row_count) of a Parquet file, only `columns`, with `__row`.
+
+    Only the row groups the range lies in are decoded (a chunk planned by
+    parquet_row_group_chunks is exactly its own groups). A file with fewer rows than the
+    range (changed since it was planned) is a TableFormatError.
+    """
+    source = _parquet_file(path)
+    metadata = source.metadata
+    groups: list[int] = []
+    first = offset = 0
+    for group in range(metadata.num_row_groups):
+        rows = metadata.row_group(group).num_rows
+        if rows and offset < row_start + row_count and offset + rows > row_start:
+            if not groups:
+                first = offset
+            groups.append(group)
+        offset += rows
+    try:
+        table = source.read_row_groups(groups, columns=list(columns)).select(list(columns))
+    except (pa.ArrowInvalid, pa.ArrowKeyError, KeyError, OSError) as exc:
+        raise TableFormatError(f"not a readable Parquet file: {exc}") from None
+    table = table.slice(row_start - first, row_count)
+    if table.num_rows != row_count:
+        raise TableFormatError(
+            f"rows {row_start} to {row_start + row_count - 1} are not in the file any more ({offset} rows now)"
+        )
+    numbers = pa.array(np.arange(row_start, row_start + row_count, dtype=np.int64))
+    return table.append_column(ROW_COLUMN, numbers)
+
+
+def file_stamp(path: Path) -> str:
+    """ "size:mtime_ns" of a file: what tells a chunk that a path input changed since the plan."""
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def memory_release() -> None:
     """Hand memory freed by a finished plan or chunk back to the operating system.
 
