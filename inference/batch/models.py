@@ -44,10 +44,22 @@ class BatchJob(models.Model):
 
     team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    model_version = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="batch_jobs")
-    # What the user asked for ("churn@production" or "churn/3"), and the digest that ran.
+    # The version that runs; empty for a pipeline job (pipeline_version below).
+    model_version = models.ForeignKey(
+        "registry.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="batch_jobs"
+    )
+    # A pipeline job (an endpoint whose primary is a pipeline): the pipeline version whose
+    # graph runs over each chunk, and its model steps' versions as resolved when the job was
+    # created ([{"model", "version", "stage", "sha256"}]): the lineage; a chunk refuses a
+    # graph that resolves to other versions (a stage alias promoted meanwhile).
+    pipeline_version = models.ForeignKey(
+        "pipelines.PipelineVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="batch_jobs"
+    )
+    pipeline_models = models.JSONField(default=list, blank=True)
+    # What the user asked for ("churn@production", "churn/3", "endpoint:fraud"), and the
+    # digest that ran (empty for a pipeline job: pipeline_models has one per model step).
     model_ref = models.CharField(max_length=100)
-    model_sha256 = models.CharField(max_length=64)
+    model_sha256 = models.CharField(max_length=64, blank=True)
     device = models.CharField(max_length=8, default="cpu")
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.SCORE)
     # The endpoint whose current primary was resolved into model_version (when the job

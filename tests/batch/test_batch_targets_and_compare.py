@@ -1,4 +1,5 @@
-"""What a job runs (an endpoint's current primary; pipelines refused), compare jobs and their
+"""What a job runs (an endpoint's current primary; tests/batch/test_batch_pipeline_target.py
+has pipelines), compare jobs and their
 report as a promotion request's evidence, GPU jobs' queue and status, non-UTF-8 CSV input."""
 
 from __future__ import annotations
@@ -99,12 +100,12 @@ def test_endpoint_targets_are_team_scoped_and_need_a_primary(mlp4, engineer, dja
     assert "not both" in error(both, 400)["message"]
 
 
-def test_a_pipeline_target_is_refused_as_not_supported_yet(mlp4, engineer, tmp_path):
+def test_a_pipeline_is_named_through_its_endpoint(mlp4, engineer, tmp_path):
     found = error(by_endpoint(client_for(engineer), csv_input(tmp_path), pipeline="churn-pipeline"), 400)
-    assert "not supported yet" in found["message"]
+    assert "name the endpoint that serves it" in found["message"]
 
 
-def test_an_endpoint_whose_primary_is_a_pipeline_is_a_clear_400(mlp4, engineer, tmp_path):
+def test_an_endpoint_whose_primary_pipeline_is_gone_is_a_404(mlp4, engineer, tmp_path):
     endpoint = Endpoint.objects.create(name="piped")
     TrafficPolicyRevision.objects.create(
         endpoint=endpoint,
@@ -112,8 +113,8 @@ def test_an_endpoint_whose_primary_is_a_pipeline_is_a_clear_400(mlp4, engineer, 
         is_current=True,
         routes=[{"pipeline": "fraud", "version": 3, "pipeline_version": 1, "role": "primary", "weight": 100}],
     )
-    found = error(by_endpoint(client_for(engineer), csv_input(tmp_path), endpoint="piped"), 400)
-    assert "not supported yet" in found["message"] and 'pipeline "fraud" version 3' in found["message"]
+    found = error(by_endpoint(client_for(engineer), csv_input(tmp_path), endpoint="piped"), 404)
+    assert "no version 3 of a pipeline named 'fraud'" in found["message"]
     assert not BatchJob.objects.exists()
 
 
