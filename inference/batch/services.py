@@ -412,9 +412,12 @@ def _check(*, request: JobRequest, user: Any, path: Path, filename: str, size: i
     passthrough = list(request.passthrough)
     if not passthrough:
         raise BatchInputError("passthrough: name at least one column (a key) to copy to the output")
+    # error_policy=skip: a CSV row with bytes that are not UTF-8 goes to the errors file
+    # (tables.split_into_chunks); fail: such a file is refused as a whole.
+    replace = request.error_policy == BatchJob.ErrorPolicy.SKIP
     try:
-        columns = tables.column_names(path, fmt)
-        first = tables.head(path, fmt, rows=1)
+        columns = tables.column_names(path, fmt, replace=replace)
+        first = tables.head(path, fmt, rows=1, replace=replace)
     except tables.TableFormatError as exc:
         raise BatchInputError(f"input: {exc}") from None
     if first.num_rows == 0:
@@ -439,12 +442,21 @@ def job_dry_run(*, request: JobRequest, user: Any, path: Path, filename: str, si
     checked = _check(request=request, user=user, path=path, filename=filename, size=size)
     rows = max(1, min(request.dry_run_rows, settings.BATCH_DRY_RUN_MAX_ROWS))
     columns = _needed_columns(checked.mapping, checked.passthrough)
+    replace = checked.fmt == "csv" and request.error_policy == BatchJob.ErrorPolicy.SKIP
     try:
-        table = tables.head(path, checked.fmt, rows=rows, columns=columns)
+        table = tables.head(path, checked.fmt, rows=rows, columns=columns, replace=replace)
     except tables.TableFormatError as exc:
         raise BatchInputError(f"input: {exc}") from None
+    not_utf8: list[tables.BadRow] = []
+    if replace:
+        # Row numbers kept beside the rows, so that bad values after a dropped row keep theirs.
+        table = table.append_column(tables.ROW_COLUMN, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+        mask, found = tables.replaced_rows(table, columns)
+        not_utf8 = [tables.BadRow(position, column, tables.NOT_UTF8_ROW) for position, column in found]
+        table = table.filter(pa.array(~mask))  # as the plan does: those rows never reach a chunk
     target = checked.target
     feeds, good, bad = tables.model_feeds(table, checked.mapping, target.signature)
+    bad = sorted([*not_utf8, *bad], key=lambda b: b.row or 0)
     output_columns: list[str] = []
     sample: list[dict[str, Any]] = []
     if good.any():
@@ -693,6 +705,7 @@ def job_plan(*, job_id: int) -> str:
                 chunk_rows=job.chunk_rows,
                 out_dir=building,
                 on_bad_line=on_bad_line,
+                on_bad_row=bad_lines.append if job.error_policy == BatchJob.ErrorPolicy.SKIP else None,
             )
             if bad_lines:
                 tables.errors_part(bad_lines, storage.plan_errors_path(job.pk))
