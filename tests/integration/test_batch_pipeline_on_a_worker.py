@@ -5,23 +5,31 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 import numpy as np
 import pytest
 
 from inference.batch.models import BatchJob
+from tests.batch.conftest import ready_version
 from tests.batch.test_batch_pipeline_target import by_endpoint, card_rows, serve_pipeline
 from tests.conftest import client_for
 from tests.integration import test_batch_jobs_on_workers as on_workers
 from tests.integration.conftest import wait_for
 from tests.pipelines import conftest as pipeline_fixtures
-from tests.pipelines.conftest import expected_scores, fraud_spec
+from tests.pipelines.conftest import expected_scores, fraud_bytes, fraud_spec
 
 pytestmark = [pytest.mark.integration]
 
 batch_worker = on_workers.batch_worker
-fraud_versions = pipeline_fixtures.fraud_versions
 feature_set = pipeline_fixtures.feature_set
+
+
+@pytest.fixture
+def fraud_versions(batch_worker: Any) -> list[Any]:
+    """The fraud example's two versions, ready (validation would wait for a validation worker:
+    this test's worker consumes its batch queue only)."""
+    return [ready_version("fraud", fraud_bytes(seed), version=i) for i, seed in ((1, 11), (2, 21))]
 
 
 def test_a_pipeline_job_runs_on_a_worker_and_records_its_lineage(batch_worker, engineer, fraud_versions, feature_set):
