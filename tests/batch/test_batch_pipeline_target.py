@@ -136,3 +136,23 @@ def test_a_pipeline_job_fails_when_its_alias_moves_to_another_version(engineer, 
     assert services.chunk_run(job_id=job_id, index=1).status == "error"
     job = BatchJob.objects.get(pk=job_id)
     assert job.state == "failed" and "a stage alias moved since the job was created" in job.error
+
+
+def test_a_pipeline_with_a_router_is_refused_as_a_batch_target(engineer, fraud_versions, feature_set):
+    pytest.importorskip("inference.bandits")
+    from tests.pipelines.test_router_pipeline import bandit_spec
+
+    pipeline_services.pipeline_create(name="fraud-strict", spec=fraud_spec(feature_set, 0.2), user=engineer)
+    pipeline_services.pipeline_create(name="fraud-lenient", spec=fraud_spec(feature_set, 0.9), user=engineer)
+    pipeline_services.pipeline_create(
+        name="fraud-bandit", spec=bandit_spec({"policy": "epsilon_greedy", "epsilon": 0.2}), user=engineer
+    )
+    endpoint = endpoints.endpoint_create(name="fraud-ep", user=engineer, require_key=False)
+    traffic.traffic_policy_revise(
+        endpoint=endpoint,
+        routes=[{"pipeline": "fraud-bandit", "version": 1, "role": "primary", "weight": 100}],
+        user=engineer,
+    )
+    found = error(by_endpoint(client_for(engineer), card_rows(5)), 400)
+    assert "router step (bandit)" in found["message"] and "per request" in found["message"]
+    assert not BatchJob.objects.exists()
