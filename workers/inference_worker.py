@@ -50,7 +50,13 @@ from config.env import env_int, env_str, log_level
 from inference import pool_protocol as wire
 from inference.runtime.artifacts import ArtifactCache, ArtifactSource
 from inference.runtime.codec import check_inputs
-from inference.runtime.errors import DeadlineExceeded, MemoryBudgetExceeded, ModelExecutionError, RuntimeErrorBase
+from inference.runtime.errors import (
+    DeadlineExceeded,
+    InputError,
+    MemoryBudgetExceeded,
+    ModelExecutionError,
+    RuntimeErrorBase,
+)
 from inference.runtime.repository import ModelRepository, ServedModel
 from inference.runtime.session import available_providers
 
@@ -58,6 +64,8 @@ logger = logging.getLogger("modelhub.inference_worker")
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 RECONCILE_INTERVAL_S = 0.5
 # One request taken from a frame: its batcher future, or the error that answers it, and its deadline.
+# Distinct request layouts a deployment remembers as checked (forgotten all at once beyond it).
+_LAYOUTS_KEPT = 256
 _Job = tuple[Future[dict[str, np.ndarray]] | None, RuntimeErrorBase | None, float]
 
 
@@ -88,6 +96,8 @@ class Served:
         self.artifact_source = ""  # shared (the volume), cache (already here) or fetched (from the platform)
         self.path = ""  # the file loaded: on the shared volume or in the artifact cache
         self.lock = threading.Lock()
+        # request layouts (name, dtype, shape per tensor) already checked against the model
+        self.layouts: dict[tuple[tuple[str, str, tuple[int, ...]], ...], InputError | bool] = {}
 
     # -- lifecycle
 
@@ -127,6 +137,7 @@ class Served:
             self._release_artifact()
             return
         self.served, self.error = served, ""
+        self.layouts = {}  # checked against the model loaded now
         heap.settle()  # the new session's objects join the frozen start-up heap, before traffic
         self.pull_stop = threading.Event()
         self.threads = []
@@ -250,7 +261,7 @@ class Served:
                     continue
                 live += 1
                 try:
-                    checked = check_inputs(tensors, signature, max_batch_size=self.spec.max_batch_size)
+                    checked = self._fit(tensors, signature)
                     jobs.append((served.submit(checked, timeout_s=remaining), None, deadline))
                 except RuntimeErrorBase as exc:
                     jobs.append((None, exc, deadline))
@@ -295,6 +306,32 @@ class Served:
             pipe.rpush(reply_to, body)
             pipe.pexpire(reply_to, ttl_ms)
         pipe.execute()
+
+    def _fit(self, tensors: dict[str, np.ndarray], signature: Any) -> dict[str, np.ndarray]:
+        """The request's tensors, once their names, datatypes and shapes fit the model.
+
+        Validation happens once, on the web process: it checked the request against the
+        deployment's signature (names, datatypes, shapes, row limit, NaN/Inf) before the
+        frame left, and only web processes reach this Redis. A frame guarantees that each
+        tensor is whole (its bytes match its datatype and shape). So the worker does not scan
+        the values again; it checks the layout (a web process of another release, a model
+        changed under the same key) once per distinct layout, not per request: a
+        coalesced frame carries the same layout many times.
+        """
+        layout = tuple((name, arr.dtype.str, arr.shape) for name, arr in tensors.items())
+        known = self.layouts.get(layout)
+        if known is None:
+            try:
+                check_inputs(tensors, signature, max_batch_size=self.spec.max_batch_size, allow_non_finite=True)
+                known = True
+            except InputError as exc:
+                known = exc
+            if len(self.layouts) >= _LAYOUTS_KEPT:
+                self.layouts.clear()
+            self.layouts[layout] = known
+        if known is not True:
+            raise InputError(known.message)
+        return tensors
 
     def _result(self, job: _Job) -> tuple[dict[str, np.ndarray], list[float] | None] | RuntimeErrorBase:
         """A request's outputs and timing once its future resolves, or the error that answers it."""
