@@ -13,6 +13,11 @@ by a worker that then dies is lost; its caller gets 504 at its deadline. If at t
 deadline the request is still in the queue (LREM removes it), no worker ever took it:
 that answers 503 (no worker serving), which is safe to retry elsewhere.
 
+On an event loop (`infer_async`, the ASGI front) requests are coalesced: one frame per
+deployment is in flight from a loop at a time, and the requests that arrive meanwhile go
+together in the next one (frame version 3: one frame, many requests, one reply frame split
+back per request; docs/serving-workers.md). Each keeps its own deadline and answer.
+
 Redis unreachable: connects are bounded (MODELHUB_POOL_CONNECT_TIMEOUT, default 1 s)
 and so is every read, so a request answers 503 with Retry-After instead of hanging.
 No live worker holds the deployment warm (its `mh:warm:` set is empty: a worker
