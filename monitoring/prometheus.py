@@ -15,9 +15,15 @@ from typing import Any
 
 from django.conf import settings
 
+from inference import density
+from inference.pipelines.executor import BUCKETS_MS, step_stats
+from inference.pool import worker_status
+from inference.runtime.repository import COLD_START_BUCKETS_S
+from inference.telemetry.recorder import LATENCY_BUCKETS_MS
 from monitoring import keys
 from monitoring.flusher import flusher
-from monitoring.recorder import LATENCY_BUCKETS_MS
+from monitoring.models import MetricRollup
+from monitoring.rollups import ROLLUP_SUMS, add_rollup
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -66,9 +72,6 @@ def _totals_from_redis(client: Any) -> dict[tuple[str, str, str], dict[str, Any]
 
 
 def _totals_from_database() -> dict[tuple[str, str, str], dict[str, Any]]:
-    from monitoring.models import MetricRollup
-    from monitoring.rollups import ROLLUP_SUMS, add_rollup
-
     totals: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(dict)
     for row in MetricRollup.objects.values("endpoint", "deployment", "role", *ROLLUP_SUMS, "errors", "latency_buckets"):
         add_rollup(totals[(row["endpoint"], row["deployment"], row["role"])], row)
@@ -112,8 +115,6 @@ def render_metrics() -> str:
 def _write_pipeline_steps(out: _Writer) -> None:
     """Per-step latency and errors of the pipelines this process ran (process-local: each
     web process answers with its own counters, labelled with its pid)."""
-    from inference.pipelines.executor import BUCKETS_MS, step_stats
-
     stats = step_stats()
     if not stats:
         return
@@ -195,8 +196,6 @@ def _write_predictions(out: _Writer, totals: dict[tuple[str, str, str], dict[str
 
 def _write_serving(out: _Writer, client: Any) -> None:
     """Queue depth, heartbeats and loaded models, from the inference workers' heartbeats."""
-    from inference.pool import worker_status
-
     try:
         beats = worker_status(client)
     except Exception:
@@ -238,10 +237,6 @@ def _write_serving(out: _Writer, client: Any) -> None:
 def _write_density(out: _Writer, client: Any) -> None:
     """Model-memory budgets, evictions and cold starts of every serving process: web
     processes' reports (inference/density.py) and inference workers' heartbeats."""
-    from inference import density
-    from inference.pool import worker_status
-    from inference.runtime.repository import COLD_START_BUCKETS_S
-
     try:
         reports = density.web_reports(client)
         reports += [
