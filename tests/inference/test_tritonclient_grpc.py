@@ -141,6 +141,16 @@ def test_tritonclient_grpc_sees_a_pin_to_no_ready_version(served: Served) -> Non
     assert not client.is_model_ready("iris", model_version="9", headers=served.auth())
 
 
+def test_any_authority_is_served_because_allowed_hosts_guards_the_http_host_only(served: Served) -> None:
+    # docs/serving.md, "gRPC": no browser speaks native gRPC (no DNS rebinding) and the
+    # service builds no URL from :authority, so the name a client dialled is not checked.
+    client = grpcclient.InferenceServerClient(served.url, channel_args=[("grpc.default_authority", "evil.example")])
+
+    result = client.infer("iris", [rows_input(True)], headers=served.auth())
+
+    assert result.as_numpy("label").tolist() == [0, 2]
+
+
 def test_wrong_shape_and_dtype_are_invalid_argument(served: Served) -> None:
     client = served.client()
     with pytest.raises(InferenceServerException, match=r"expected FP32 \[-1, 4\], got FP32 \[2, 2\]") as exc:
