@@ -13,6 +13,11 @@ by a worker that then dies is lost; its caller gets 504 at its deadline. If at t
 deadline the request is still in the queue (LREM removes it), no worker ever took it:
 that answers 503 (no worker serving), which is safe to retry elsewhere.
 
+On an event loop (`infer_async`, the ASGI front) requests are coalesced: one frame per
+deployment is in flight from a loop at a time, and the requests that arrive meanwhile go
+together in the next one (frame version 3: one frame, many requests, one reply frame split
+back per request; docs/serving-workers.md). Each keeps its own deadline and answer.
+
 Redis unreachable: connects are bounded (MODELHUB_POOL_CONNECT_TIMEOUT, default 1 s)
 and so is every read, so a request answers 503 with Retry-After instead of hanging.
 No live worker holds the deployment warm (its `mh:warm:` set is empty: a worker
@@ -22,11 +27,13 @@ Retry-After at once, not after the deadline. Both checks are cached for 0.5 s pe
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 import time
 import uuid
+import weakref
 from typing import Any
 
 import numpy as np
@@ -177,6 +184,46 @@ def _decode_reply(frame: bytes, spec: DeploymentSpec) -> tuple[dict[str, Any], d
         ) from None
 
 
+def _decode_many_reply(frame: bytes, spec: DeploymentSpec) -> tuple[dict[str, Any], list[dict[str, np.ndarray]]]:
+    """`_decode_reply` for a frame that answers many requests."""
+    try:
+        return wire.decode_many(frame)
+    except wire.FrameVersionMismatch:
+        _decode_reply(frame, spec)  # raises the 503 that names both versions
+        raise
+
+
+# Frames one process keeps in flight per deployment before it coalesces what arrives.
+_FRAMES_IN_FLIGHT = 1
+# The most requests one frame carries (the worker's batcher cuts them into its batches).
+_MAX_FRAME_REQUESTS = 256
+# Requests waiting behind a frame that has been out this long are sent in a frame of their
+# own: a worker killed with the frame (its callers get 504) must not hold up the others.
+_STALLED_S = 0.05
+
+
+class _Call:
+    """One request waiting in a lane for its frame, then for its part of the reply."""
+
+    __slots__ = ("future", "inputs", "started", "timeout_s")
+
+    def __init__(self, inputs: dict[str, np.ndarray], started: float, timeout_s: float, future: Any) -> None:
+        self.inputs, self.started, self.timeout_s, self.future = inputs, started, timeout_s, future
+
+
+class _Lane:
+    """One deployment's requests on one event loop: the frames in flight and what waits for the next."""
+
+    __slots__ = ("in_flight", "sent_at", "tasks", "timer", "waiting")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.sent_at = 0.0
+        self.waiting: list[_Call] = []
+        self.timer: Any = None
+        self.tasks: set[Any] = set()
+
+
 class WorkerPoolTransport:
     """Serves deployments placed on inference workers; one instance per web process is enough."""
 
@@ -185,6 +232,10 @@ class WorkerPoolTransport:
         # deployment key -> (when checked, None if warm else why not): a fresh exception per
         # request is raised from it (re-raising one instance would grow its traceback).
         self._ready_cache: dict[str, tuple[float, str | None, float | None]] = {}
+        # event loop -> deployment key -> its lane (requests coalesced per loop, in infer_async)
+        self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Lane]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def client(self) -> redis.Redis:
@@ -342,54 +393,141 @@ class WorkerPoolTransport:
     async def infer_async(
         self, spec: DeploymentSpec, inputs: dict[str, np.ndarray], *, timeout_s: float
     ) -> InferResult:
-        """`infer` for an event loop (inference/asgi.py): the same one round trip, no thread held."""
+        """`infer` for an event loop (inference/asgi.py), coalesced: while a frame for the
+        deployment is in flight from this process, the requests that arrive wait in its
+        lane and go together in the next frame (one round trip, one batch on the worker)."""
         refusal, cold_ms = await self._cold_async(spec)
         if refusal is not None:
             raise refusal
         if cold_ms is not None and (late := self._cold_start(spec, cold_ms, timeout_s)) is not None:
             raise late  # (the wake frame goes with a blocking client: the rare path)
-        request_id = uuid.uuid4().hex
-        reply = wire.reply_key(request_id)
+        loop = asyncio.get_running_loop()
+        lanes = self._lanes.get(loop)
+        if lanes is None:
+            lanes = self._lanes[loop] = {}
+        lane = lanes.get(spec.key)
+        if lane is None:
+            lane = lanes[spec.key] = _Lane()
+        call = _Call(inputs, time.monotonic(), timeout_s, loop.create_future())
+        lane.waiting.append(call)
+        if lane.in_flight < _FRAMES_IN_FLIGHT:
+            self._launch(lane, spec, loop)
+        elif lane.timer is None:
+            self._arm(lane, spec, loop)
+        return await call.future  # type: ignore[no-any-return]
+
+    def _launch(self, lane: _Lane, spec: DeploymentSpec, loop: asyncio.AbstractEventLoop) -> None:
+        """Send what waits in the lane as one frame, in a task of its own (a cancelled caller
+        must not take the others' round trip with it)."""
+        if lane.timer is not None:
+            lane.timer.cancel()
+            lane.timer = None
+        calls, lane.waiting = lane.waiting[:_MAX_FRAME_REQUESTS], lane.waiting[_MAX_FRAME_REQUESTS:]
+        lane.in_flight += 1
+        lane.sent_at = time.monotonic()
+        task = loop.create_task(self._fly(lane, spec, calls, loop))
+        lane.tasks.add(task)
+        task.add_done_callback(lane.tasks.discard)
+        if lane.waiting:  # more than one frame holds: the rest go next, or when this one stalls
+            self._arm(lane, spec, loop)
+
+    def _arm(self, lane: _Lane, spec: DeploymentSpec, loop: asyncio.AbstractEventLoop) -> None:
+        """Requests wait behind a frame in flight; if it does not come back within
+        _STALLED_S (a worker killed with it, a slow model), send them anyway."""
+        now = time.monotonic()
+        first_deadline = min(c.started + c.timeout_s for c in lane.waiting)
+        delay = max(min(lane.sent_at + _STALLED_S, first_deadline) - now, 0.0)
+        lane.timer = loop.call_later(delay, self._unstall, lane, spec, loop)
+
+    def _unstall(self, lane: _Lane, spec: DeploymentSpec, loop: asyncio.AbstractEventLoop) -> None:
+        lane.timer = None
+        if lane.waiting:
+            self._launch(lane, spec, loop)
+
+    async def _fly(
+        self, lane: _Lane, spec: DeploymentSpec, calls: list[_Call], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        try:
+            await self._round_trip(spec, calls)
+        except asyncio.CancelledError:  # the loop is shutting down
+            for call in calls:
+                call.future.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - every caller gets an answer, whatever happened
+            error = _unavailable(exc) if isinstance(exc, _REDIS_ERRORS) else exc
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(error)
+        finally:
+            lane.in_flight -= 1
+            if lane.waiting and lane.in_flight < _FRAMES_IN_FLIGHT:
+                self._launch(lane, spec, loop)
+
+    async def _round_trip(self, spec: DeploymentSpec, calls: list[_Call]) -> None:
+        """One frame for `calls`, its reply split back into each call's future, each call
+        answered by its own deadline at the latest."""
         queue = wire.queue_key(spec.key)
-        started = time.monotonic()
-        frame = wire.encode_frame({"id": request_id, "dl": time.time() + timeout_s, "r": reply}, inputs)
+        now, epoch = time.monotonic(), time.time()
+        deadlines = [epoch + c.started + c.timeout_s - now for c in calls]
+        frame_deadline = max(deadlines)
+        reply = wire.reply_key(uuid.uuid4().hex)
+        frame = wire.encode_many({"r": reply, "dl": frame_deadline, "d": deadlines}, [c.inputs for c in calls])
         client = _async_client(self._url or _redis_url())
         wait_cap = max(float(client.connection_pool.connection_kwargs.get("socket_timeout") or 5.0) - 0.25, 0.05)
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.rpush(queue, frame)
-                pipe.pexpire(queue, int(timeout_s * 1000) + _EXPIRE_GRACE_MS)
-                pipe.blpop([reply], timeout=max(min(timeout_s, wait_cap), 0.001))
-                _, _, popped = await pipe.execute()
-            while popped is None:
-                remaining = timeout_s - (time.monotonic() - started)
-                if remaining <= 0.001:
-                    # The rare path: take the frame back with a blocking client.
-                    raise self._deadline(self.client, queue, frame, spec, timeout_s)
-                popped = await client.blpop([reply], timeout=min(remaining, wait_cap))
-        except _REDIS_ERRORS as exc:
-            raise _unavailable(exc) from exc
-        header, outputs = _decode_reply(popped[1], spec)
-        if not header.get("ok"):
-            raise _error_from_reply(header)
-        return InferResult(
-            outputs=outputs,
-            batch_rows=header.get("b"),
-            queue_ms=header.get("q"),
-            model_ms=header.get("m"),
-            provider=header.get("p", ""),
-            extra={"worker": header.get("w", ""), "round_trip_ms": (time.monotonic() - started) * 1000.0},
-        )
+        open_calls = list(zip(calls, deadlines, strict=True))
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.rpush(queue, frame)
+            pipe.pexpire(queue, int((frame_deadline - epoch) * 1000) + _EXPIRE_GRACE_MS)
+            pipe.blpop([reply], timeout=max(min(min(deadlines) - epoch, wait_cap), 0.001))
+            _, _, popped = await pipe.execute()
+        while popped is None:
+            # Answer the calls whose deadline passed; the rest wait on.
+            epoch = time.time()
+            late = [(c, d) for c, d in open_calls if d - epoch <= 0.001 and not c.future.done()]
+            open_calls = [(c, d) for c, d in open_calls if d - epoch > 0.001 and not c.future.done()]
+            if late:
+                if open_calls:  # still queued: the worker will drop these unrun (their deadline is in the frame)
+                    queued = await client.lpos(queue, frame) is not None
+                else:  # the last ones: take the frame back if no worker took it
+                    queued = bool(await client.lrem(queue, 1, frame))
+                for call, _ in late:
+                    call.future.set_exception(self._late(spec, call.timeout_s, queued=queued))
+            if not open_calls:
+                return
+            next_deadline = min(d for _, d in open_calls)
+            popped = await client.blpop([reply], timeout=max(min(next_deadline - epoch, wait_cap), 0.001))
+        header, groups = _decode_many_reply(popped[1], spec)
+        if "g" not in header:  # a refusal of the whole frame
+            error = _error_from_reply(header) if not header.get("ok") else ModelExecutionError("reply without requests")
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(error)
+            return
+        answered = time.monotonic()
+        errors, timings = header.get("e") or [], header.get("x") or []
+        provider, worker = header.get("p", ""), header.get("w", "")
+        for i, call in enumerate(calls):
+            if call.future.done():  # answered as late, or its caller went away
+                continue
+            error = errors[i] if i < len(errors) else [500, "model_error", "no answer for this request"]
+            if error is not None:
+                cls = _ERRORS.get(error[1], ModelExecutionError)
+                call.future.set_exception(cls(str(error[2])))
+                continue
+            timing = timings[i] if i < len(timings) and timings[i] else (None, None, None)
+            call.future.set_result(
+                InferResult(
+                    outputs=groups[i],
+                    batch_rows=timing[0],
+                    queue_ms=timing[1],
+                    model_ms=timing[2],
+                    provider=provider,
+                    extra={"worker": worker, "round_trip_ms": (answered - call.started) * 1000.0},
+                )
+            )
 
-    def _deadline(
-        self, client: redis.Redis, queue: str, frame: bytes, spec: DeploymentSpec, timeout_s: float
-    ) -> RuntimeErrorBase | ServiceUnavailable:
-        # Still queued means no worker ever took it: take it back so it never runs late.
-        try:
-            removed = client.lrem(queue, 1, frame)
-        except _REDIS_ERRORS:
-            removed = 0
-        if removed:
+    def _late(self, spec: DeploymentSpec, timeout_s: float, *, queued: bool) -> RuntimeErrorBase | ServiceUnavailable:
+        if queued:
             return ServiceUnavailable(
                 f'no inference worker took the request for endpoint "{spec.endpoint}" '
                 f"({spec.label}) within its deadline of {timeout_s * 1000:.0f} ms; is a worker "
@@ -400,6 +538,16 @@ class WorkerPoolTransport:
             f'endpoint "{spec.endpoint}" ({spec.label}): no answer from the inference worker '
             f"within the deadline of {timeout_s * 1000:.0f} ms"
         )
+
+    def _deadline(
+        self, client: redis.Redis, queue: str, frame: bytes, spec: DeploymentSpec, timeout_s: float
+    ) -> RuntimeErrorBase | ServiceUnavailable:
+        # Still queued means no worker ever took it: take it back so it never runs late.
+        try:
+            removed = client.lrem(queue, 1, frame)
+        except _REDIS_ERRORS:
+            removed = 0
+        return self._late(spec, timeout_s, queued=bool(removed))
 
 
 _transport: WorkerPoolTransport | None = None

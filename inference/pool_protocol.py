@@ -15,6 +15,14 @@ another version answers 503 naming both. Frames of the releases before versionin
 (`<u32 header length><JSON header>...`, version 1 here) are recognised too, and a worker
 answers them in that old layout so that an old web process shows the refusal.
 Tensors of strings (numpy object dtype) travel inside the header as a JSON list instead.
+
+Version 3 added frames that carry many requests (a web process coalesces the requests
+for one deployment that arrive while its previous frame is in flight): `g` lists each
+request's tensor count (its tensors follow one another in the one table) and `d` each
+request's deadline, while `dl` is the latest of them and `r` the one reply key. The
+reply is one frame with the same `g`, plus `e` (per request: null, or [status, code,
+message]) and `x` (per request: [rows in its ONNX Runtime call, queue ms, model ms], or
+null). A frame without `g` is one request, as in version 2.
 Floats never go through JSON: a [64, 256] FP32 tensor is 64 KiB of raw bytes, not 400 KB of text.
 
 Redis keys (all prefixed `mh:`; documented in docs/serving-workers.md):
@@ -35,14 +43,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import struct
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 
 PREFIX = "mh:"
-# The wire format's version: 1 was the unversioned layout before it; see the module doc.
-FRAME_VERSION = 2
+# The wire format's version: 1 was the unversioned layout, 2 one request per frame; see the module doc.
+FRAME_VERSION = 3
 _MAGIC = b"\x89MHF"
 _ENVELOPE = struct.Struct("<4sHI")
 HEARTBEAT_INTERVAL_S = 2.0
@@ -98,19 +107,34 @@ class FrameVersionMismatch(FrameError):
         super().__init__(f"frame version {version}, this process speaks {FRAME_VERSION}")
 
 
-def encode_frame(header: dict[str, Any], tensors: dict[str, np.ndarray] | None = None) -> bytes:
+def encode_frame(header: dict[str, Any], tensors: Mapping[str, np.ndarray] | None = None) -> bytes:
     """One frame: the header (plus the tensor table) as JSON, then each tensor's raw bytes."""
     table: list[list[Any]] = []
     chunks: list[bytes | memoryview] = []
-    for name, arr in (tensors or {}).items():
+    _add_tensors(tensors or {}, table, chunks)
+    head = orjson.dumps({**header, "t": table})
+    return b"".join([_ENVELOPE.pack(_MAGIC, FRAME_VERSION, len(head)), head, *chunks])
+
+
+def encode_many(header: dict[str, Any], groups: Sequence[Mapping[str, np.ndarray]]) -> bytes:
+    """One frame carrying several requests (or their replies): `g` in the header counts each
+    one's tensors, which follow in order in one tensor table (read back with `decode_many`)."""
+    table: list[list[Any]] = []
+    chunks: list[bytes | memoryview] = []
+    counts = [_add_tensors(tensors, table, chunks) for tensors in groups]
+    head = orjson.dumps({**header, "g": counts, "t": table})
+    return b"".join([_ENVELOPE.pack(_MAGIC, FRAME_VERSION, len(head)), head, *chunks])
+
+
+def _add_tensors(tensors: Mapping[str, np.ndarray], table: list[list[Any]], chunks: list[bytes | memoryview]) -> int:
+    for name, arr in tensors.items():
         if arr.dtype.kind in "OUS":
             table.append([name, "json", list(arr.shape), [_text(v) for v in arr.ravel().tolist()]])
             continue
         contiguous = np.ascontiguousarray(arr)
         table.append([name, contiguous.dtype.str, list(contiguous.shape)])
         chunks.append(memoryview(contiguous.reshape(-1).view(np.uint8)))
-    head = orjson.dumps({**header, "t": table})
-    return b"".join([_ENVELOPE.pack(_MAGIC, FRAME_VERSION, len(head)), head, *chunks])
+    return len(tensors)
 
 
 def encode_legacy_refusal(header: dict[str, Any]) -> bytes:
@@ -140,6 +164,37 @@ def decode_frame(frame: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     A frame of another version raises FrameVersionMismatch (with its header when that
     parses, so that a worker can still send the refusal to its reply key).
     """
+    header, entries, offset = _open(frame)
+    tensors: dict[str, np.ndarray] = {}
+    for entry in entries:
+        name, array, offset = _tensor(frame, entry, offset)
+        tensors[name] = array
+    return header, tensors
+
+
+def decode_many(frame: bytes) -> tuple[dict[str, Any], list[dict[str, np.ndarray]]]:
+    """The header and each request's tensors of a frame written by `encode_many`; a frame
+    written by `encode_frame` (no `g`) is one request."""
+    header, entries, offset = _open(frame)
+    counts = header.get("g")
+    if counts is None:
+        counts = [len(entries)]
+    elif not isinstance(counts, list) or sum(counts) != len(entries):
+        raise FrameError(f"frame groups {counts!r} do not add up to its {len(entries)} tensors")
+    groups: list[dict[str, np.ndarray]] = []
+    index = 0
+    for count in counts:
+        tensors: dict[str, np.ndarray] = {}
+        for entry in entries[index : index + count]:
+            name, array, offset = _tensor(frame, entry, offset)
+            tensors[name] = array
+        index += count
+        groups.append(tensors)
+    return header, groups
+
+
+def _open(frame: bytes) -> tuple[dict[str, Any], list[Any], int]:
+    """(header without its tensor table, the tensor table, where the tensor bytes start)."""
     version, start, end = _envelope(frame)
     try:
         header = orjson.loads(memoryview(frame)[start:end])
@@ -149,21 +204,21 @@ def decode_frame(frame: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         raise FrameError(f"frame header is not JSON: {exc}") from None
     if version != FRAME_VERSION:
         raise FrameVersionMismatch(version, header if isinstance(header, dict) else None)
-    tensors: dict[str, np.ndarray] = {}
-    offset = end
-    for entry in header.pop("t", []):
-        name, dtype, shape = entry[0], entry[1], tuple(entry[2])
-        if dtype == "json":
-            tensors[name] = np.array(entry[3], dtype=object).reshape(shape)
-            continue
-        dt = np.dtype(dtype)
-        count = math.prod(shape)  # not np.prod: on a small tuple that costs ~20 us, most of a decode
-        nbytes = count * dt.itemsize
-        if offset + nbytes > len(frame):
-            raise FrameError(f'tensor "{name}" needs {nbytes} bytes, {len(frame) - offset} remain')
-        tensors[name] = np.frombuffer(frame, dtype=dt, count=count, offset=offset).reshape(shape)
-        offset += nbytes
-    return header, tensors
+    if not isinstance(header, dict):
+        raise FrameError("frame header is not a JSON object")
+    return header, header.pop("t", []), end
+
+
+def _tensor(frame: bytes, entry: list[Any], offset: int) -> tuple[str, np.ndarray, int]:
+    name, dtype, shape = entry[0], entry[1], tuple(entry[2])
+    if dtype == "json":
+        return name, np.array(entry[3], dtype=object).reshape(shape), offset
+    dt = np.dtype(dtype)
+    count = math.prod(shape)  # not np.prod: on a small tuple that costs ~20 us, most of a decode
+    nbytes = count * dt.itemsize
+    if offset + nbytes > len(frame):
+        raise FrameError(f'tensor "{name}" needs {nbytes} bytes, {len(frame) - offset} remain')
+    return name, np.frombuffer(frame, dtype=dt, count=count, offset=offset).reshape(shape), offset + nbytes
 
 
 def _text(value: Any) -> Any:

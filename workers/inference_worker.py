@@ -51,13 +51,23 @@ from inference import pool_protocol as wire
 from inference.bench_stats import write_batch_stats
 from inference.runtime.artifacts import ArtifactCache, ArtifactSource
 from inference.runtime.codec import check_inputs
-from inference.runtime.errors import DeadlineExceeded, MemoryBudgetExceeded, ModelExecutionError, RuntimeErrorBase
+from inference.runtime.errors import (
+    DeadlineExceeded,
+    InputError,
+    MemoryBudgetExceeded,
+    ModelExecutionError,
+    RuntimeErrorBase,
+)
 from inference.runtime.repository import ModelRepository, ServedModel
 from inference.runtime.session import available_providers
 
 logger = logging.getLogger("modelhub.inference_worker")
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 RECONCILE_INTERVAL_S = 0.5
+# One request taken from a frame: its batcher future, or the error that answers it, and its deadline.
+# Distinct request layouts a deployment remembers as checked (forgotten all at once beyond it).
+_LAYOUTS_KEPT = 256
+_Job = tuple[Future[dict[str, np.ndarray]] | None, RuntimeErrorBase | None, float]
 
 
 class Served:
@@ -82,10 +92,13 @@ class Served:
         self.expired = 0
         self.bad_frames = 0
         self.version_refused = 0
-        self.pulled = 0
+        self.pulled = 0  # requests taken from the queue
+        self.frames = 0  # frames they came in (a web process coalesces requests into frames)
         self.artifact_source = ""  # shared (the volume), cache (already here) or fetched (from the platform)
         self.path = ""  # the file loaded: on the shared volume or in the artifact cache
         self.lock = threading.Lock()
+        # request layouts (name, dtype, shape per tensor) already checked against the model
+        self.layouts: dict[tuple[tuple[str, str, tuple[int, ...]], ...], InputError | bool] = {}
 
     # -- lifecycle
 
@@ -125,6 +138,7 @@ class Served:
             self._release_artifact()
             return
         self.served, self.error = served, ""
+        self.layouts = {}  # checked against the model loaded now
         heap.settle()  # the new session's objects join the frozen start-up heap, before traffic
         self.pull_stop = threading.Event()
         self.threads = []
@@ -212,16 +226,22 @@ class Served:
             return
         signature = served.signature
         now = time.time()
-        jobs: list[tuple[dict[str, Any], Future[dict[str, np.ndarray]] | None, RuntimeErrorBase | None, float]] = []
-        expired = bad = 0
+        # Per frame: its reply key and deadline, whether it carries many requests (version 3's
+        # `g`), and per request (its future, or the error that answers it, its deadline).
+        answers: list[tuple[str, float, bool, list[_Job]]] = []
+        expired = bad = requests = 0
         refusals: list[tuple[str, bytes]] = []
         for frame in frames:
             try:
-                header, tensors = wire.decode_frame(frame)
+                header, groups = wire.decode_many(frame)
                 if header.get("wake"):  # a web process asked for a cold start only
                     continue
-                deadline = float(header["dl"])
-                str(header["r"])  # a frame without a reply key is malformed
+                frame_deadline = float(header["dl"])
+                reply_to = str(header["r"])  # a frame without a reply key is malformed
+                many = "g" in header
+                deadlines = [float(d) for d in header["d"]] if many else [frame_deadline]
+                if len(deadlines) != len(groups):
+                    raise wire.FrameError(f"{len(deadlines)} deadlines for {len(groups)} requests")
             except wire.FrameVersionMismatch as exc:
                 refusal = self._refuse_version(exc)
                 if refusal is not None:
@@ -231,52 +251,105 @@ class Served:
                 bad += 1
                 logger.warning("dropping a malformed request frame on %s: %s", self.spec.key, exc)
                 continue
-            remaining = deadline - now
-            if remaining <= 0:
-                expired += 1  # its caller has given up (or is about to): never run it
-                continue
-            try:
-                checked = check_inputs(tensors, signature, max_batch_size=self.spec.max_batch_size)
-                future = served.submit(checked, timeout_s=remaining)
-                jobs.append((header, future, None, deadline))
-            except RuntimeErrorBase as exc:
-                jobs.append((header, None, exc, deadline))
+            jobs: list[_Job] = []
+            live = 0
+            for tensors, deadline in zip(groups, deadlines, strict=True):
+                requests += 1
+                remaining = deadline - now
+                if remaining <= 0:  # its caller has given up (or is about to): never run it
+                    expired += 1
+                    jobs.append((None, DeadlineExceeded(f"{self.spec.label}: expired in the queue"), deadline))
+                    continue
+                live += 1
+                try:
+                    checked = self._fit(tensors, signature)
+                    jobs.append((served.submit(checked, timeout_s=remaining), None, deadline))
+                except RuntimeErrorBase as exc:
+                    jobs.append((None, exc, deadline))
+            if live:  # a frame whose requests all expired has no one waiting for its reply
+                answers.append((reply_to, frame_deadline, many, jobs))
         with self.lock:
-            self.pulled += len(frames)
+            self.pulled += requests
+            self.frames += len(frames)
             self.expired += expired
             self.bad_frames += bad
-        if not jobs and not refusals:
+        if not answers and not refusals:
             return
         pipe = client.pipeline(transaction=False)
         for reply_to, body in refusals:
             pipe.rpush(reply_to, body)
             pipe.pexpire(reply_to, 60_000)
         provider = served.model.provider
-        for header, future, error, deadline in jobs:
-            if future is not None:
-                try:
-                    outputs = future.result(timeout=max(deadline - time.time(), 0) + 1.0)
-                    reply: dict[str, Any] = {"ok": 1, "p": provider, "w": self.worker.worker_id}
-                    timing = getattr(future, "timing", None)
-                    if timing is not None:  # rows in the ORT call, queue ms, model ms: for monitoring
-                        reply["b"], reply["q"], reply["m"] = timing[0], round(timing[1], 3), round(timing[2], 3)
-                    body = wire.encode_frame(reply, outputs)
-                except RuntimeErrorBase as exc:
-                    error = exc
-                except Exception as exc:  # noqa: BLE001 - includes the future's own timeout
-                    error = (
-                        DeadlineExceeded(f"{self.spec.label}: no result before the deadline")
-                        if time.time() >= deadline
-                        else ModelExecutionError(f"{self.spec.label}: {exc}")
-                    )
-            if error is not None:
+        for reply_to, frame_deadline, many, jobs in answers:
+            results = [self._result(job) for job in jobs]
+            if many:
+                body = wire.encode_many(
+                    {
+                        "ok": 1,
+                        "p": provider,
+                        "w": self.worker.worker_id,
+                        "e": [None if isinstance(r, tuple) else [r.status, r.code, r.message] for r in results],
+                        "x": [r[1] if isinstance(r, tuple) else None for r in results],
+                    },
+                    [r[0] if isinstance(r, tuple) else {} for r in results],
+                )
+            elif isinstance(results[0], tuple):
+                reply: dict[str, Any] = {"ok": 1, "p": provider, "w": self.worker.worker_id}
+                if results[0][1] is not None:  # rows in the ORT call, queue ms, model ms: for monitoring
+                    reply["b"], reply["q"], reply["m"] = results[0][1]
+                body = wire.encode_frame(reply, results[0][0])
+            else:
+                error = results[0]
                 body = wire.encode_frame(
                     {"ok": 0, "s": error.status, "c": error.code, "e": error.message, "w": self.worker.worker_id}
                 )
-            ttl_ms = int(max(deadline - time.time(), 0) * 1000) + 5000
-            pipe.rpush(header["r"], body)
-            pipe.pexpire(header["r"], ttl_ms)
+            ttl_ms = int(max(frame_deadline - time.time(), 0) * 1000) + 5000
+            pipe.rpush(reply_to, body)
+            pipe.pexpire(reply_to, ttl_ms)
         pipe.execute()
+
+    def _fit(self, tensors: dict[str, np.ndarray], signature: Any) -> dict[str, np.ndarray]:
+        """The request's tensors, once their names, datatypes and shapes fit the model.
+
+        Validation happens once, on the web process: it checked the request against the
+        deployment's signature (names, datatypes, shapes, row limit, NaN/Inf) before the
+        frame left, and only web processes reach this Redis. A frame guarantees that each
+        tensor is whole (its bytes match its datatype and shape). So the worker does not scan
+        the values again; it checks the layout (a web process of another release, a model
+        changed under the same key) once per distinct layout, not per request: a
+        coalesced frame carries the same layout many times.
+        """
+        layout = tuple((name, arr.dtype.str, arr.shape) for name, arr in tensors.items())
+        known = self.layouts.get(layout)
+        if known is None:
+            try:
+                check_inputs(tensors, signature, max_batch_size=self.spec.max_batch_size, allow_non_finite=True)
+                known = True
+            except InputError as exc:
+                known = exc
+            if len(self.layouts) >= _LAYOUTS_KEPT:
+                self.layouts.clear()
+            self.layouts[layout] = known
+        if known is not True:
+            raise InputError(known.message)
+        return tensors
+
+    def _result(self, job: _Job) -> tuple[dict[str, np.ndarray], list[float] | None] | RuntimeErrorBase:
+        """A request's outputs and timing once its future resolves, or the error that answers it."""
+        future, error, deadline = job
+        if future is None:
+            assert error is not None
+            return error
+        try:
+            outputs = future.result(timeout=max(deadline - time.time(), 0) + 1.0)
+        except RuntimeErrorBase as exc:
+            return exc
+        except Exception as exc:  # noqa: BLE001 - includes the future's own timeout
+            if time.time() >= deadline:
+                return DeadlineExceeded(f"{self.spec.label}: no result before the deadline")
+            return ModelExecutionError(f"{self.spec.label}: {exc}")
+        timing = getattr(future, "timing", None)
+        return outputs, None if timing is None else [timing[0], round(timing[1], 3), round(timing[2], 3)]
 
     def _refuse_version(self, exc: wire.FrameVersionMismatch) -> tuple[str, bytes] | None:
         """Log a request of another frame version (another release) and say so to its sender, if it can be told."""
@@ -326,6 +399,7 @@ class Served:
             "provider": served.model.provider if served is not None else "",
             "error": self.error,
             "pulled": self.pulled,
+            "frames": self.frames,
             "expired_dropped": self.expired,
             "bad_frames": self.bad_frames,
             "frame_version_refused": self.version_refused,

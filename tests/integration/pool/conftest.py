@@ -138,6 +138,43 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, fail:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def two_workers_warm(
+    transport: WorkerPoolTransport, inference_workers: Callable[..., InferenceWorkerProcess], tmp_path: Path
+) -> tuple[DeploymentSpec, InferenceWorkerProcess, InferenceWorkerProcess]:
+    """A deployment of the small mlp that two real workers both hold warm."""
+    spec = pool_spec(mlp_model(tmp_path / "mlp.onnx"), max_queue_delay_ms=1)
+    transport.ensure_loaded(spec)
+    first, second = inference_workers(), inference_workers()
+    wait_until(lambda: transport.warm_workers(spec) == 2, timeout=60, what="both workers to warm the model")
+    return spec, first, second
+
+
+def outcome(error: BaseException | None) -> str:
+    """How a request through a pool losing a worker ended: "ok", "503", "504", or what
+    else happened (which fails the test)."""
+    from config.errors import ServiceUnavailable
+    from inference.runtime.errors import DeadlineExceeded
+
+    if error is None:
+        return "ok"
+    if isinstance(error, ServiceUnavailable):
+        return "503"
+    if isinstance(error, DeadlineExceeded):
+        return "504"
+    return f"unexpected {type(error).__name__}: {error}"
+
+
+def assert_survived_the_kill(outcomes: list[tuple[float, float, str]], killed_at: float, deadline_s: float) -> None:
+    """(started, seconds, outcome) of every request: each ended 200, 503 or 504 by its
+    deadline (plus scheduling slack on a busy machine), and the ones started well after the
+    kill were all served by the surviving worker."""
+    kinds = {o for _, _, o in outcomes}
+    assert kinds <= {"ok", "503", "504"}, kinds
+    assert max(seconds for _, seconds, _ in outcomes) < deadline_s + 3
+    later = [o for started, _, o in outcomes if started > killed_at + deadline_s + 0.5]
+    assert later and set(later) == {"ok"}, later[-20:]
+
+
 def deployment_report(spec: DeploymentSpec) -> list[dict[str, Any]]:
     """This deployment's entry in every live worker's heartbeat."""
     return [b["deployments"][spec.key] for b in worker_status() if spec.key in b.get("deployments", {})]

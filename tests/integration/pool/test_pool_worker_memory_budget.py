@@ -85,3 +85,40 @@ def test_a_pinned_deployment_is_never_unloaded_for_another(transport, inference_
 
     wait_until(lambda: _state(b) == "cold" and _state(c) == "ready", timeout=30, what="b unloaded, c warm")
     assert _state(a) == "ready"
+
+
+def test_a_deployment_evicted_while_its_requests_are_in_flight_answers_them_or_503_cold_start(
+    transport, inference_workers, tmp_path
+):
+    """Three deployments, room for two, a caller on each: every load of the cold one evicts
+    another while requests for that one are queued, in the batcher or running. Each request
+    is answered, or refused with the documented 503 cold_start; never a 500, never a hang."""
+    import threading
+
+    from inference.runtime.errors import ColdStart
+
+    specs = _three(tmp_path)
+    worker = _start(transport, inference_workers, specs, tmp_path)
+    transport.ensure_loaded(specs[2])
+    wait_until(lambda: _state(specs[2]) == "cold", timeout=30, what=f"the third held cold:\n{worker.output()}")
+    outcomes: list[str] = []
+
+    def caller(spec: Any) -> None:
+        for _ in range(25):
+            try:
+                transport.infer(spec, X, timeout_s=30)
+                outcomes.append("ok")
+            except ColdStart:
+                outcomes.append("cold_start")
+            except Exception as exc:  # noqa: BLE001 - anything else fails the test
+                outcomes.append(f"{type(exc).__name__} {getattr(exc, 'status', '')}: {exc}")
+
+    threads = [threading.Thread(target=caller, args=(spec,)) for spec in specs for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "a request hung"
+    assert set(outcomes) <= {"ok", "cold_start"}, [o for o in outcomes if o not in ("ok", "cold_start")][:5]
+    # Deployments really were unloaded under the callers (the heartbeat says so within 2 s).
+    wait_until(lambda: _memory()["evictions"] >= 2, timeout=15, what="evictions in the heartbeat")
