@@ -241,7 +241,7 @@ class Run:
             record_inputs(self.endpoint, ref.label, inputs)
             return future
         spec = model_spec(ref)
-        served = self.transport.served(spec) or self.transport.load(spec)
+        served = self.transport.acquire(spec, self.remaining())
         future = served.submit(inputs, timeout_s=self.remaining())
         # What the version really received (after lookups and transforms), for its drift
         # on this endpoint: sampled at the endpoint's drift rate, kept by reference.
@@ -255,7 +255,7 @@ class Run:
             record_inputs(self.endpoint, ref.label, inputs)
             return outputs
         spec = model_spec(ref)
-        served = self.transport.served(spec) or self.transport.load(spec)
+        served = self.transport.acquire(spec, self.remaining())
         outputs = served.predict_timed(inputs, timeout_s=self.remaining())[0]
         record_inputs(self.endpoint, ref.label, inputs)  # as in submit()
         return outputs  # type: ignore[no-any-return]
