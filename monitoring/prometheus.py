@@ -95,6 +95,7 @@ def render_metrics() -> str:
         totals = _totals_from_database()
     _write_predictions(out, totals)
     _write_pipeline_steps(out)
+    _write_bandit_ledger(out)
     if client is not None:
         _write_serving(out, client)
         _write_density(out, client)
@@ -137,6 +138,19 @@ def _write_pipeline_steps(out: _Writer) -> None:
         out.sample(f"{name}_bucket", s.calls, le="+Inf", **labels)
         out.sample(f"{name}_sum", s.seconds * 1000.0, **labels)
         out.sample(f"{name}_count", s.calls, **labels)
+
+
+def _write_bandit_ledger(out: _Writer) -> None:
+    """Bandit decisions the feedback ledger never recorded, every process's (inference/bandits/ledger.py)."""
+    from inference.bandits.ledger import dropped_totals
+
+    out.family(
+        "modelhub_bandit_ledger_dropped_total",
+        "counter",
+        "Bandit decisions served but not recorded in the feedback ledger (their feedback is a 404), by reason.",
+    )
+    for reason, count in sorted(dropped_totals().items()):
+        out.sample("modelhub_bandit_ledger_dropped_total", count, reason=reason)
 
 
 def _write_predictions(out: _Writer, totals: dict[tuple[str, str, str], dict[str, Any]]) -> None:
