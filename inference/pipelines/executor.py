@@ -19,12 +19,11 @@ import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from inference.pipelines import features
+from inference.pipelines import features, step_metrics
 from inference.pipelines.graph import CompiledPipeline, FeatureLookup, ModelRef, Router, Step
 from inference.pool import worker_pool_transport
 from inference.runtime.errors import DeadlineExceeded
@@ -116,44 +115,6 @@ def _pool_executor() -> ThreadPoolExecutor:
             if _pool_threads is None:
                 _pool_threads = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pipeline-pool")
     return _pool_threads
-
-
-# ------------------------------------------------------------------ metrics per step
-
-
-@dataclass
-class StepStats:
-    calls: int = 0
-    errors: int = 0
-    seconds: float = 0.0
-    buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKETS_MS))
-
-
-BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000)
-_stats: dict[tuple[str, str, str], StepStats] = {}
-_stats_lock = threading.Lock()
-
-
-def _count(pipeline: str, step: Step, seconds: float, ok: bool) -> None:
-    key = (pipeline, step.name, step.kind)
-    with _stats_lock:
-        stats = _stats.get(key)
-        if stats is None:
-            stats = _stats[key] = StepStats()
-        stats.calls += 1
-        stats.errors += 0 if ok else 1
-        stats.seconds += seconds
-        ms = seconds * 1000.0
-        for i, bound in enumerate(BUCKETS_MS):
-            if ms <= bound:
-                stats.buckets[i] += 1
-                break
-
-
-def step_stats() -> dict[tuple[str, str, str], StepStats]:
-    """A copy of this process's per-step counters (for /metrics)."""
-    with _stats_lock:
-        return {k: StepStats(v.calls, v.errors, v.seconds, list(v.buckets)) for k, v in _stats.items()}
 
 
 # ------------------------------------------------------------------ one request
@@ -292,7 +253,7 @@ class Run:
         return str(decision.arm)
 
     def step_done(self, step: Step, seconds: float, out: Mapping[str, np.ndarray] | None, exc: Any) -> None:
-        _count(self.label, step, seconds, exc is None)
+        step_metrics.count(self.label, step.name, step.kind, seconds, exc is None)
         if self.tracing:
             entry: dict[str, Any] = {
                 "step": self.prefix + step.name,
