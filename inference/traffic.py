@@ -86,12 +86,7 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
     if isinstance(version, bool) or not isinstance(version, int):
         raise InvalidPolicy(f"{where}.version: expected a version number")
     role, weight = _role_weight(where, route)
-    placement = route.get("placement", Deployment.Placement.IN_PROCESS)
-    if placement not in Deployment.Placement.values:
-        raise InvalidPolicy(f"{where}.placement: expected one of {', '.join(Deployment.Placement.values)}")
-    device = route.get("device", Deployment.Device.CPU)
-    if device not in Deployment.Device.values:
-        raise InvalidPolicy(f"{where}.device: expected one of {', '.join(Deployment.Device.values)}")
+    placement, device = _placement_device(where, route)
     batch = route.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 4096:
         raise InvalidPolicy(f"{where}.max_batch_size: expected 1 to 4096")
@@ -112,6 +107,16 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
         "max_queue_delay_ms": float(delay),
         "pinned": pinned,
     }
+
+
+def _placement_device(where: str, route: dict[str, Any]) -> tuple[str, str]:
+    placement = route.get("placement", Deployment.Placement.IN_PROCESS)
+    if placement not in Deployment.Placement.values:
+        raise InvalidPolicy(f"{where}.placement: expected one of {', '.join(Deployment.Placement.values)}")
+    device = route.get("device", Deployment.Device.CPU)
+    if device not in Deployment.Device.values:
+        raise InvalidPolicy(f"{where}.device: expected one of {', '.join(Deployment.Device.values)}")
+    return placement, device
 
 
 def _role_weight(where: str, route: dict[str, Any]) -> tuple[str, int]:
@@ -138,12 +143,7 @@ def _pipeline_route_clean(where: str, route: dict[str, Any]) -> dict[str, Any]:
     role, weight = _role_weight(where, route)
     clean: dict[str, Any] = {"pipeline": name, "version": version, "role": role, "weight": weight}
     # Where its model steps run (a step's own placement wins); kept only when not the default.
-    placement = route.get("placement", Deployment.Placement.IN_PROCESS)
-    if placement not in Deployment.Placement.values:
-        raise InvalidPolicy(f"{where}.placement: expected one of {', '.join(Deployment.Placement.values)}")
-    device = route.get("device", Deployment.Device.CPU)
-    if device not in Deployment.Device.values:
-        raise InvalidPolicy(f"{where}.device: expected one of {', '.join(Deployment.Device.values)}")
+    placement, device = _placement_device(where, route)
     if placement != Deployment.Placement.IN_PROCESS:
         clean["placement"] = placement
     if device != Deployment.Device.CPU:

@@ -136,6 +136,13 @@ def _arm_names(raw: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------ Redis
 
 
+def _decide_call(request_id: str, entry: LedgerEntry, retention: int) -> tuple[list[str], list[Any]]:
+    """The _DECIDE script's keys and arguments for one entry (without the force flag)."""
+    value = json.dumps([entry.arm, entry.propensity, entry.at, entry.endpoint, entry.learn, entry.bernoulli])
+    keys = [PREFIX + "arms:" + entry.router_key, PREFIX + "ledger:" + request_id, PREFIX + "log:" + entry.router_key]
+    return keys, [entry.arm, entry.router_key, value, retention, LOG_MAX, request_id, entry.propensity]
+
+
 class RedisStore:
     def __init__(self, url: str) -> None:
         timeout = float(getattr(settings, "REDIS_SOCKET_TIMEOUT", 2.0))
@@ -175,8 +182,12 @@ class RedisStore:
 
     def record(self, request_id: str, entry: LedgerEntry) -> None:
         """One Lua call; when the router's hash is missing (new, or flushed) the snapshot is
-        restored first, so a decision never starts the statistics over from 1 pull."""
-        self.record_many([(request_id, entry)])
+        restored first, so a decision never starts the statistics over from 1 pull. (Not
+        record_many of one: a pipeline with a script checks it exists first, a second round trip.)"""
+        keys, args = _decide_call(request_id, entry, max(int(retention_s()), 1))
+        if not self._decide(keys=keys, args=[*args, "0"]):
+            self._restore_from_snapshot(entry.router_key)
+            self._decide(keys=keys, args=[*args, "1"])
 
     def record_many(self, entries: list[tuple[str, LedgerEntry]], *, dropped: dict[str, int] | None = None) -> None:
         """The same Lua call per entry, all in one pipelined round trip (the ledger writer's
@@ -187,13 +198,7 @@ class RedisStore:
         calls: list[tuple[list[str], list[Any]]] = []
         pipe = self.client.pipeline(transaction=False)
         for request_id, entry in entries:
-            value = json.dumps([entry.arm, entry.propensity, entry.at, entry.endpoint, entry.learn, entry.bernoulli])
-            keys = [
-                PREFIX + "arms:" + entry.router_key,
-                PREFIX + "ledger:" + request_id,
-                PREFIX + "log:" + entry.router_key,
-            ]
-            args: list[Any] = [entry.arm, entry.router_key, value, retention, LOG_MAX, request_id, entry.propensity]
+            keys, args = _decide_call(request_id, entry, retention)
             calls.append((keys, args))
             self._decide(keys=keys, args=[*args, "0"], client=pipe)
         for reason, count in (dropped or {}).items():

@@ -150,15 +150,7 @@ class Run:
 
     def child(self, graph: CompiledPipeline, *, prefix: str) -> Run:
         """The runner of a pipeline that is an arm: same deadline, request id and trace."""
-        child = Run(
-            graph,
-            timeout_s=self.timeout_s,
-            request_id=self.request_id,
-            trace=self.tracing,
-            endpoint=self.endpoint,
-            placement=self.placement,
-            device=self.device,
-        )
+        child = _run(graph, self.endpoint, self.placement, self.device, self.timeout_s, self.request_id, self.tracing)
         child.deadline, child.trace, child.decisions = self.deadline, self.trace, self.decisions
         child.prefix = f"{prefix}/"
         return child
@@ -285,20 +277,23 @@ def infer(
 
         raise ModelNotReady(f"pipeline {spec.label} is not loaded in this process")
     started = time.perf_counter()
-    run = _run(graph, spec, timeout_s=timeout_s, request_id=request_id, trace=trace)
+    run = _run(graph, spec.endpoint, spec.step_placement, spec.device, timeout_s, request_id, trace)
     outputs = graph.run(run, inputs)
     return _result(run, outputs, started, trace)
 
 
-def _run(graph: CompiledPipeline, spec: DeploymentSpec, *, timeout_s: float, request_id: str, trace: bool) -> Run:
+def _run(
+    graph: CompiledPipeline, endpoint: str, placement: str, device: str, timeout_s: float, request_id: str, trace: bool
+) -> Run:
+    """A runner for `graph` on `endpoint`, its model steps placed as the route says."""
     return Run(
         graph,
         timeout_s=timeout_s,
         request_id=request_id,
         trace=trace,
-        endpoint=spec.endpoint,
-        placement=spec.step_placement,
-        device=spec.device,
+        endpoint=endpoint,
+        placement=placement,
+        device=device,
     )
 
 
@@ -323,7 +318,7 @@ async def infer_async(
             None, lambda: infer(spec, inputs, timeout_s=timeout_s, request_id=request_id, trace=trace)
         )
     started = time.perf_counter()
-    run = _run(graph, spec, timeout_s=timeout_s, request_id=request_id, trace=trace)
+    run = _run(graph, spec.endpoint, spec.step_placement, spec.device, timeout_s, request_id, trace)
     outputs = await graph.run_async(run, inputs)
     return _result(run, outputs, started, trace)
 
