@@ -3,10 +3,13 @@ per-step timing, the trace and the request id. Called by the edge (inference/edg
 for a route whose spec has placement "pipeline"; no ORM here once the table is built
 (the embedded default's feature lookups excepted: they read the database).
 
-Model steps run on the in-process transport: one ONNX Runtime session and batcher per
-model version and process (key "d-<version id>", shared by every pipeline that uses the
-version), so a pipeline's model call joins the same dynamic batches as any other. An
-ensemble submits every member before it waits for any: they run in parallel.
+Model steps run on the in-process transport by default: one ONNX Runtime session and
+batcher per model version and process (key "d-<version id>" in the process's one
+ModelRepository, under its memory budget, shared by every pipeline that uses the version),
+so a pipeline's model call joins the same dynamic batches as any other. On a route of
+placement "worker_pool" (or a step that names it) they run on the inference workers
+through inference.pool's client, the same key on the pool. An ensemble submits every
+member before it waits for any: they run in parallel.
 """
 
 from __future__ import annotations
