@@ -125,6 +125,33 @@ def test_a_worker_pool_route_runs_its_model_steps_on_the_inference_worker(
     assert in_process_transport().repository.find(v2) is None
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_asgi_front_awaits_the_pool_steps_on_its_event_loop(
+    engineer, two_versions, transport, inference_workers, monkeypatch
+) -> None:
+    """A graph of model and ensemble steps runs on the loop (run_async): each pool call is a
+    task there (redis.asyncio), the ensemble's two members in flight together."""
+    from tests.inference.asgi_client import asgi_call
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # what the front's lifespan start-up does
+    _serve(engineer, "fraud-asgi", _spec(), placement="worker_pool")
+    inference_workers()
+    for spec in _pool_specs():
+        wait_until(lambda s=spec: transport.ready(s), timeout=60, what=f"the worker to warm {spec.key}")
+
+    status, _, raw = asgi_call(
+        "POST",
+        "/api/v1/endpoints/fraud-asgi/predict",
+        orjson.dumps({"inputs": {"features": X}}),
+        [("content-type", "application/json")],
+    )
+
+    assert status == 200, raw
+    outputs = orjson.loads(raw)["outputs"]
+    np.testing.assert_allclose(outputs["proba"], (_expected(11) + _expected(21)) / 2, rtol=1e-5, atol=1e-6)
+    assert in_process_transport().repository.find(f"d-{two_versions[1].pk}") is None  # not loaded here
+
+
 def test_a_step_may_name_the_worker_pool_on_an_in_process_route(
     client, engineer, two_versions, transport, inference_workers
 ) -> None:
