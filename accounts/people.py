@@ -23,8 +23,8 @@ from accounts.models import Team, UserToken
 from accounts.permissions import role_check
 from accounts.roles import ADMIN, ALL_ROLES, user_role
 from accounts.services import roles_ensure
+from audit.services import audit_record
 from config.errors import Conflict, DomainError, NotFound
-from registry.audit import audit_record
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from django.db.models import Q, QuerySet
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
+from accounts.models import Team
 from accounts.roles import ADMIN, APPROVER, ML_ENGINEER, has_role
 from config.errors import Forbidden, NotFound
 
@@ -33,7 +34,9 @@ class ApproverOnly(BasePermission):
 # --- Team scoping ---------------------------------------------------------------------
 # A user sees and changes only their teams' objects, plus those that belong to no team;
 # admins see everything. These helpers are shared by the registry, inference (endpoints)
-# and the dashboard: pass any queryset whose rows carry a team foreign key.
+# and the dashboard: pass any queryset whose rows carry a team foreign key. Each app
+# scopes its own models with them (registry.selectors.visible_models,
+# inference.selectors.visible_endpoints): accounts knows no app above it.
 
 
 def is_admin(user: Any) -> bool:
@@ -57,20 +60,6 @@ def team_scope(queryset: QuerySet[Any], user: Any, *, team_field: str = "team") 
     return queryset.filter(Q(**{f"{team_field}__isnull": True}) | Q(**{f"{team_field}__in": teams}))
 
 
-def visible_models(user: Any, queryset: QuerySet[Any] | None = None) -> QuerySet[Any]:
-    """Registered models the user may see (`queryset` narrows a prepared one)."""
-    from registry.models import RegisteredModel
-
-    return team_scope(queryset if queryset is not None else RegisteredModel.objects.all(), user)
-
-
-def visible_endpoints(user: Any, queryset: QuerySet[Any] | None = None) -> QuerySet[Any]:
-    """Endpoints the user may see; the serving API and the dashboard use this."""
-    from inference.models import Endpoint
-
-    return team_scope(queryset if queryset is not None else Endpoint.objects.all(), user)
-
-
 def get_visible_or_404(queryset: QuerySet[Any], user: Any, *, team_field: str = "team", **lookup: Any) -> Any:
     """The one row of `queryset` matching `lookup` that the user may see, else NotFound (404).
 
@@ -87,35 +76,11 @@ def get_visible_or_404(queryset: QuerySet[Any], user: Any, *, team_field: str = 
     return found
 
 
-def endpoint_for_user_or_404(user: Any, name: str, queryset: QuerySet[Any] | None = None) -> Any:
-    """The endpoint called `name` if the user may see it; NotFound (404) otherwise."""
-    from inference.models import Endpoint
-
-    endpoints = queryset if queryset is not None else Endpoint.objects.select_related("follows_model", "owner", "team")
-    found = team_scope(endpoints, user).filter(name=name).first()
-    if found is None:
-        raise NotFound(f"no endpoint named {name!r}")
-    return found
-
-
-def scope_by_endpoint_name(queryset: QuerySet[Any], user: Any, *, field: str = "endpoint") -> QuerySet[Any]:
-    """Rows keyed by an endpoint's name (roll-ups, samples, alert events) the user may see.
-
-    Monitoring history is kept by name so that it outlives the endpoint; admins see all of
-    it, others only the rows of endpoints they can see now.
-    """
-    if is_admin(user):
-        return queryset
-    return queryset.filter(**{f"{field}__in": visible_endpoints(user).values("name")})
-
-
 def team_for_user(user: Any, name: str) -> Any:
     """The team called `name`, if the user may put things in it (a member, or an admin).
 
     NotFound when there is no such team, Forbidden when the user is not a member of it.
     """
-    from accounts.models import Team
-
     team = Team.objects.filter(name=name).first()
     if team is None:
         raise NotFound(f"no team named {name!r}")
@@ -142,8 +107,6 @@ def can_access_team(user: Any, team_id: int | None) -> bool:
 def team_check(user: Any, team_id: int | None, *, what: str) -> None:
     """Raise Forbidden (403 JSON) when the object belongs to a team the user is not in."""
     if not can_access_team(user, team_id):
-        from accounts.models import Team
-
         team = Team.objects.filter(pk=team_id).values_list("name", flat=True).first()
         raise Forbidden(f"{what} belongs to team {team!r} and you are not a member of it")
 

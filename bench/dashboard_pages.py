@@ -36,8 +36,9 @@ N_ENDPOINTS = 50
 def seed() -> None:
     from django.contrib.auth.models import Group, User
 
+    from audit.models import AuditEvent
     from inference.models import Deployment, Endpoint, TrafficPolicyRevision
-    from registry.models import AuditEvent, ModelVersion, RegisteredModel
+    from registry.models import ModelVersion, RegisteredModel
 
     user = User.objects.create_user("bench", password="bench-pass-123")
     user.groups.add(Group.objects.get_or_create(name="ml_engineer")[0])

@@ -42,8 +42,8 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     import numpy as np
 
+    from inference.telemetry.recorder import PredictionRecord, Recorder
     from monitoring.flusher import Flusher
-    from monitoring.recorder import PredictionRecord, Recorder
 
     recorder = Recorder()
     recorder._started = True  # no background flusher: this script flushes by hand

@@ -44,8 +44,8 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
+from inference.telemetry.recorder import PredictionRecord, recorder  # noqa: E402
 from monitoring.flusher import ensure_started, flusher  # noqa: E402
-from monitoring.recorder import PredictionRecord, recorder  # noqa: E402
 
 BODY = json.dumps({"inputs": [{"name": "x", "shape": [1, 10], "datatype": "FP32", "data": [0.5] * 10}]}).encode()
 RESPONSE = b'{"outputs": [{"name": "label", "shape": [1], "datatype": "INT64", "data": [1]}]}'

@@ -19,7 +19,7 @@ class ModelhubConfig(AppConfig):
 
         # The prediction edge answers /v2/health/ready with the project's one readiness
         # check; wiring it from here keeps the arrow pointing down (config -> inference).
-        from config.health import READY_RETRY_AFTER_S, readiness
-        from inference import edge
+        from config.health import READY_RETRY_AFTER_S, readiness  # in ready(): models are loaded
+        from inference import edge  # in ready(): models are loaded
 
         edge.readiness_probe_install(readiness, retry_after_s=READY_RETRY_AFTER_S)

@@ -17,6 +17,8 @@ from rest_framework.decorators import api_view, authentication_classes, permissi
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from inference.pool_services import pool_readiness
+
 
 def _check_database() -> dict[str, Any]:
     """SELECT 1; a connection that died with a database restart is dropped and tried once more."""
@@ -62,7 +64,6 @@ def _check_workers() -> dict[str, Any]:
     """Every worker-pool primary taking traffic is warm on at least one inference worker."""
     if not settings.REDIS_URL:
         return {"ok": True, "detail": "embedded mode: no worker pool"}
-    from inference.pool_services import pool_readiness
 
     return pool_readiness()
 

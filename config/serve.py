@@ -83,7 +83,7 @@ def check_port(host: str, port: int) -> None:
 def run_worker(host: str, port: int, options: dict[str, Any]) -> None:
     import uvicorn
 
-    from workers.embedded_scheduler import start_embedded
+    from workers.embedded_scheduler import start_embedded  # in the server process, after the fork
 
     sock = bound_socket(host, port)
     start_embedded()  # beat's jobs when there is no Redis, in one of the processes
@@ -100,7 +100,7 @@ def run_worker(host: str, port: int, options: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from config import serving
+    from config import serving  # reads Django's settings: not when the supervisor module is imported
 
     host, port = serving.bind_address()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_grpc(host: str, port: int) -> None:
     """The gRPC front's process (MODELHUB_GRPC_PORT): one process of its own, loading the
     in-process deployments like a web worker does."""
-    from inference.grpc_server import run
+    from inference.grpc_server import run  # grpc is imported only by the gRPC front's process
 
     run(host, port)
 

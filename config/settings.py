@@ -69,12 +69,14 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "accounts",
+    "audit",
     "registry",
     "inference",
     "inference.batch",
     "inference.pipelines",
     "inference.bandits",
     "monitoring",
+    "rollouts",
     "dashboard",
 ]
 

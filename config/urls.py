@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/v1/", include("inference.batch.urls")),
     path("api/v1/", include("inference.pipelines.urls")),
     path("", include("inference.urls")),
+    path("", include("rollouts.urls")),
     path("", include("monitoring.urls")),
     path("", include("dashboard.urls")),
 ]

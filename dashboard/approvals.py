@@ -17,11 +17,11 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from accounts.roles import APPROVER, has_role
+from audit.models import AuditEvent
 from config.errors import NotFound
 from config.http import client_ip
 from dashboard.views import domain_errors_as_messages, page
 from registry import gates, promotions, selectors
-from registry.models import AuditEvent
 
 STATUSES = ("pending", "approved", "rejected", "cancelled")
 

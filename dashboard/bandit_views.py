@@ -6,12 +6,12 @@ import plotly
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 
-from accounts.permissions import endpoint_for_user_or_404
 from config.errors import NotFound
 from dashboard import charts
 from dashboard.views import page
 from inference.bandits import selectors
 from inference.bandits.api import router_for_user_or_404
+from inference.selectors import endpoint_for_user_or_404
 
 
 @login_required

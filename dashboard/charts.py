@@ -17,6 +17,8 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from monitoring.stats import float_bin_lower
+
 # One palette for every page: a version keeps its colour across charts.
 PALETTE = ("#2f5bd3", "#e07b00", "#1f7a3f", "#b42318", "#7a3fb4", "#0f8a8a", "#8a6d0f", "#5b6475")
 PERCENTILE_DASH = {"p50": "solid", "p95": "dash", "p99": "dot"}
@@ -269,8 +271,6 @@ def output_distribution(outputs: Mapping[str, Any]) -> tuple[str, dict[str, floa
         if summary.get("kind") == "class" and summary.get("counts"):
             return name, {str(k): float(v) for k, v in summary["counts"].items()}
         if summary.get("kind") == "float" and summary.get("bins"):
-            from monitoring.stats import float_bin_lower
-
             return name, {f"{float_bin_lower(int(k)):.3g}": float(v) for k, v in summary["bins"].items()}
     return None
 

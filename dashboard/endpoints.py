@@ -24,16 +24,19 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
 from accounts.models import Team
-from accounts.permissions import endpoint_for_user_or_404, is_admin, team_for_user, team_scope, visible_endpoints
+from accounts.permissions import is_admin, team_for_user, team_scope
 from accounts.roles import APPROVER, ML_ENGINEER, has_role
+from audit.models import AuditEvent
 from config.errors import DomainError, NotFound
 from config.http import client_ip
 from dashboard.views import _health, domain_errors_as_messages, page, require_role
-from inference import api_keys, environments, rollouts, selectors, traffic
+from inference import api_keys, environments, selectors, traffic
 from inference import endpoints as inference_endpoints
 from inference.models import ApiKey, Deployment, Endpoint, Rollout, TrafficPolicyRevision
 from inference.pool_services import deployment_warmup
-from registry.models import AuditEvent, ModelVersion
+from inference.selectors import endpoint_for_user_or_404, visible_endpoints
+from registry.models import ModelVersion
+from rollouts import services as rollouts
 
 ROLES = ("primary", "canary", "shadow")
 MAX_ROUTES = 8

@@ -20,19 +20,14 @@ from django.shortcuts import redirect
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from accounts.permissions import (
-    endpoint_for_user_or_404,
-    get_visible_or_404,
-    scope_by_endpoint_name,
-    team_scope,
-    visible_endpoints,
-)
+from accounts.permissions import get_visible_or_404, team_scope
 from accounts.roles import ML_ENGINEER
 from config.errors import DomainError, NotFound
 from config.http import client_ip
 from dashboard import charts
 from dashboard.views import domain_errors_as_messages, page, require_role
 from inference.models import Deployment, Endpoint
+from inference.selectors import endpoint_for_user_or_404, scope_by_endpoint_name, visible_endpoints
 from monitoring import alerts, selectors
 from monitoring.models import AlertEvent, AlertRule, MetricRollup
 

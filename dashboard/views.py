@@ -22,16 +22,19 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from accounts.permissions import team_scope, visible_endpoints, visible_models
+from accounts.permissions import team_scope
 from accounts.roles import ML_ENGINEER, has_role, user_role
+from audit.models import AuditEvent
 from config.errors import DomainError, Forbidden, NotFound
 from config.http import client_ip
 from inference.models import Deployment
 from inference.runtime.validate_child import CHECKS as VALIDATION_CHECKS
+from inference.selectors import visible_endpoints
 from monitoring.models import AlertRule
 from registry import selectors, services
-from registry.models import AuditEvent, ModelVersion, RegisteredModel
+from registry.models import ModelVersion, RegisteredModel
 from registry.promotions import TRANSITIONS
+from registry.selectors import visible_models
 
 MODELS_PER_PAGE = 25
 VERSIONS_PER_PAGE = 50

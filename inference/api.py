@@ -13,12 +13,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import ReadOrEngineerWrites, endpoint_for_user_or_404, team_for_user, visible_endpoints
+from accounts.permissions import ReadOrEngineerWrites, team_for_user
 from config.errors import NotFound
 from config.http import client_ip
 from inference import api_keys, selectors, traffic
 from inference.endpoints import ENDPOINT_FIELDS, endpoint_create, endpoint_update, route_models
 from inference.models import ApiKey
+from inference.selectors import endpoint_for_user_or_404, visible_endpoints
 from inference.serializers import (
     ApiKeyCreateSerializer,
     ApiKeySerializer,

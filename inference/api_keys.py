@@ -8,11 +8,11 @@ from django.utils import timezone
 
 from accounts.keys import key_generate
 from accounts.permissions import can_access_team
+from audit.services import audit_record
 from config.errors import NotFound
 from inference import routing_cache
 from inference.endpoints import InvalidPolicy
 from inference.models import ApiKey, Endpoint
-from registry.audit import audit_record
 
 
 def api_key_create(

@@ -41,6 +41,7 @@ from django.conf import settings
 from common.http import PredictRequest, Reply
 from config import heap
 from config.env import env_str
+from inference.bench_stats import write_batch_stats
 from inference.dataplane import DATAPLANE, server_started, warm_in_process_deployments
 from inference.transport import in_process_transport
 
@@ -141,10 +142,6 @@ class EdgeASGI:
 
 def _write_stats_forever() -> None:
     """For bench/harness.py: this process's batcher counters in $STATS_FILE.pid<PID>.json every 0.5 s."""
-    # Imported here, not at the top: only the benchmark harness sets STATS_FILE, and
-    # workers/ sits above inference/ (the one writer of the stats format lives there).
-    from workers.inference_worker import write_batch_stats
-
     transport = in_process_transport()
     while True:
         served = transport.served_models()

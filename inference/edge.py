@@ -36,8 +36,8 @@ from inference.runtime.errors import DeadlineExceeded, InputError
 from inference.runtime.outliers import OutlierScorer, Scores
 from inference.shadow import shadow_pool, shadow_run
 from inference.spec import DeploymentSpec, InferResult
+from inference.telemetry.recorder import PredictionRecord, record
 from inference.transport import transport_for
-from monitoring.recorder import PredictionRecord, record
 
 log = logging.getLogger("modelhub.edge")
 

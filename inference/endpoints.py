@@ -13,12 +13,13 @@ from django.db import IntegrityError, transaction
 from accounts.models import Team
 from accounts.permissions import can_access_team, default_team, role_check, team_scope
 from accounts.roles import ADMIN
+from audit.services import audit_record
 from config.errors import Conflict, DomainError, Forbidden, NotFound
 from inference import routing_cache
 from inference.environments import Environment, environment_rule_check
 from inference.models import Deployment, Endpoint
 from inference.pipeline import PipelineConfigError, config_check, pipeline_compile
-from registry.audit import audit_record
+from inference.runtime.signature import Signature
 from registry.models import ModelVersion, RegisteredModel
 from registry.services import name_check
 
@@ -261,8 +262,6 @@ def _current_deployments(endpoint: Endpoint) -> list[Deployment]:
 
 
 def _pipeline_check(endpoint: Endpoint, version: ModelVersion) -> None:
-    from inference.runtime.signature import Signature
-
     try:
         pipeline_compile(
             endpoint.preprocessing,

@@ -337,9 +337,9 @@ def run(host: str, port: int) -> None:
     django.setup()
     from django.conf import settings
 
-    from config import heap
-    from inference.asgi import allow_orm_on_the_event_loop
-    from inference.dataplane import server_started, warm_in_process_deployments
+    from config import heap  # after django.setup()
+    from inference.asgi import allow_orm_on_the_event_loop  # after django.setup()
+    from inference.dataplane import server_started, warm_in_process_deployments  # after django.setup()
 
     allow_orm_on_the_event_loop()  # the edge cache's rare miss reads the database on the loop, as under uvicorn
     server_started()
@@ -352,8 +352,8 @@ def run(host: str, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from config import serving
-    from config.env import log_level
+    from config import serving  # read Django's settings: on use
+    from config.env import log_level  # read Django's settings: on use
 
     host, _ = serving.bind_address()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

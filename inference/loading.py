@@ -8,18 +8,18 @@ from typing import Any
 
 from django.db import transaction
 
+from audit.services import audit_record
+from config import queue
 from inference import routing_cache
 from inference.models import Deployment
-from registry.audit import audit_record
+from inference.selectors import deployment_spec
+from inference.transport import transport_for
 
 log = logging.getLogger(__name__)
 
 
 def deployments_load(*, deployment_ids: list[int]) -> None:
     """Load and warm in-process deployments here (READY/FAILED); ask the pool for the others."""
-    from inference.selectors import deployment_spec
-    from inference.transport import transport_for
-
     for deployment in Deployment.objects.filter(pk__in=deployment_ids).select_related(
         "endpoint", "model_version__model"
     ):
@@ -40,22 +40,18 @@ def deployments_load(*, deployment_ids: list[int]) -> None:
 
 def _pool_ask(spec: Any) -> None:
     """Assign a worker-pool deployment, then let a Celery task mark it ready once warm."""
-    from inference.tasks import deployment_pool_load
-    from inference.transport import transport_for
-    from workers.celery import app as celery_app
-
     try:
         transport_for(spec).ensure_loaded(spec)
     except Exception as exc:  # noqa: BLE001
         log.warning("could not ask the worker pool to load %s: %s", spec.label, exc)
         deployment_state_set(deployment_id=spec.deployment_id, state=Deployment.State.FAILED, detail=str(exc)[:2000])
         return
-    if celery_app.conf.task_always_eager:
+    if queue.eager():
         # Waiting for a worker inside this request would block it; without a Celery
         # worker nothing marks the deployment ready (pool placement needs the full stack).
         log.warning("%s stays loading: worker-pool deployments need a Celery worker", spec.label)
         return
-    deployment_pool_load.delay(spec.deployment_id)
+    queue.enqueue("inference.deployment_pool_load", args=[spec.deployment_id])
 
 
 @transaction.atomic

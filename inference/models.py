@@ -145,10 +145,21 @@ class ApiKey(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix})"
 
+    @property
+    def audit_team_id(self) -> int | None:
+        """The team the audit log files this key's events under (audit.services).
+
+        A key belongs to its endpoints' team (it is made for one endpoint and may reach
+        others the same caller sees): its events are scoped like them.
+        """
+        if self.pk is None:
+            return None
+        return self.endpoints.exclude(team=None).values_list("team_id", flat=True).first()
+
 
 class Rollout(models.Model):
     """A progressive rollout of a candidate version on an endpoint: a persisted state
-    machine that beat advances (inference.rollouts). `step` is the index of the plan step
+    machine that beat advances (rollouts.services). `step` is the index of the plan step
     whose weight the candidate has now (-1 before the first); together with the row lock
     it makes every step happen at most once."""
 

@@ -176,7 +176,7 @@ def spec_to_json(spec: Any) -> bytes:
 
 
 def spec_from_json(raw: bytes | str) -> Any:
-    from inference.spec import DeploymentSpec
+    from inference.spec import DeploymentSpec  # on use, as the worker reads it
 
     data = orjson.loads(raw)
     fields = {f.name for f in dataclasses.fields(DeploymentSpec)}

@@ -13,11 +13,11 @@ from collections.abc import Iterable
 
 from django.db import transaction
 
+from audit.services import audit_record
 from inference.models import Deployment
 from inference.pool import WorkerPoolTransport, worker_pool_transport, worker_status
 from inference.selectors import deployment_spec
 from inference.spec import DeploymentSpec
-from registry.audit import audit_record
 
 
 def _provider(spec: DeploymentSpec) -> str:
@@ -46,7 +46,7 @@ def _set_state(deployment_id: int, state: str, detail: str, provider: str = "") 
     # The serving edge's service records state + provider, audits and tells every web
     # process's routing cache; use it where it exists.
     try:
-        from inference.loading import deployment_state_set
+        from inference.loading import deployment_state_set  # optional, as the comment above says
     except ImportError:
         deployment_state_set = None
     if deployment_state_set is not None:

@@ -36,7 +36,10 @@ from typing import Any
 from django.conf import settings
 
 from inference import pool_protocol as wire
+from inference.loading import deployment_state_set
 from inference.models import Deployment
+from inference.pool import redis_client
+from inference.pool_services import _load_failure, _provider
 from inference.selectors import deployment_spec
 from inference.spec import DeploymentSpec
 
@@ -134,10 +137,6 @@ def _warm(client: Any, keys: list[str]) -> dict[str, int]:
 
 def pool_reconcile(*, settle_s: float = 3.0, client: Any = None) -> ReconcileReport:
     """One reconcile pass over every worker-pool deployment (see the module's docstring)."""
-    from inference.loading import deployment_state_set
-    from inference.pool import redis_client
-    from inference.pool_services import _load_failure, _provider
-
     report = ReconcileReport()
     if client is None:
         if not (getattr(settings, "MODELHUB_POOL_REDIS_URL", "") or settings.REDIS_URL):

@@ -195,14 +195,14 @@ edge_cache = EdgeCache()
 
 def unload_retired() -> None:
     """Drop this process's sessions of deployments that left every split (one query)."""
-    from inference.transport import in_process_transport
+    from inference.transport import in_process_transport  # apps not loaded at import (raw fronts)
 
     transport = in_process_transport()
     loaded = {int(key[1:]) for key in transport.loaded_keys()}
     if not loaded:
         return
     try:
-        from inference.models import Deployment
+        from inference.models import Deployment  # apps not loaded at import (raw fronts)
 
         retired = set(
             Deployment.objects.filter(pk__in=loaded, state=Deployment.State.RETIRED).values_list("pk", flat=True)
@@ -227,7 +227,7 @@ def changed() -> None:
 
 
 def key_load(raw: str) -> KeyEntry | None:
-    from inference.models import ApiKey
+    from inference.models import ApiKey  # apps not loaded at import (raw fronts)
 
     prefix = key_prefix(raw, "app")
     if prefix is None:
@@ -240,11 +240,11 @@ def key_load(raw: str) -> KeyEntry | None:
 
 def table_load(name: str) -> RoutingTable | None:
     """Build an endpoint's table from its current revision (or the latest fully ready one)."""
-    from inference.models import Deployment, Endpoint
-    from inference.pipeline import PipelineConfigError, pipeline_compile
-    from inference.runtime.outliers import scorer_from_reference
-    from inference.runtime.signature import Signature
-    from inference.selectors import deployment_spec
+    from inference.models import Deployment, Endpoint  # apps not loaded at import (raw fronts)
+    from inference.pipeline import PipelineConfigError, pipeline_compile  # apps not loaded at import (raw fronts)
+    from inference.runtime.outliers import scorer_from_reference  # apps not loaded at import (raw fronts)
+    from inference.runtime.signature import Signature  # apps not loaded at import (raw fronts)
+    from inference.selectors import deployment_spec  # apps not loaded at import (raw fronts)
 
     endpoint = Endpoint.objects.filter(name=name).first()
     if endpoint is None:
@@ -259,7 +259,7 @@ def table_load(name: str) -> RoutingTable | None:
     piped: dict[int, Any] = {}
 
     def pipeline_route(route: dict[str, Any], role: str, weight: int) -> Any:
-        from inference.pipelines.serving import route_spec
+        from inference.pipelines.serving import route_spec  # apps not loaded at import (raw fronts)
 
         key = route["pipeline_version"]
         if key not in piped:
@@ -300,8 +300,8 @@ def table_load(name: str) -> RoutingTable | None:
     outliers: dict[int, Any] = {}
     for route, role, weight in chosen:
         if route.get("pipeline"):
-            from inference.pipelines.executor import GRAPHS
-            from inference.pipelines.serving import route_placement, spec_for
+            from inference.pipelines.executor import GRAPHS  # apps not loaded at import (raw fronts)
+            from inference.pipelines.serving import route_placement, spec_for  # apps not loaded at import (raw fronts)
 
             built = pipeline_route(route, role, weight)
             if built is None:

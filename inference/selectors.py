@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import QuerySet
 
+from accounts.permissions import is_admin, team_scope
+from config.errors import NotFound
 from inference.models import ApiKey, Deployment, Endpoint, TrafficPolicyRevision
 from inference.spec import DeploymentSpec
 from registry import storage
@@ -56,3 +60,31 @@ def endpoints_routing_to(*, model: str, version: int, environments: tuple[str, .
         if any(r.get("model") == model and r.get("version") == version for r in revision.routes):
             endpoints.append(revision.endpoint)
     return endpoints
+
+
+# --- Team scoping of endpoints (accounts.permissions holds the rule, for any team-owned model)
+
+
+def visible_endpoints(user: Any, queryset: QuerySet[Any] | None = None) -> QuerySet[Any]:
+    """Endpoints the user may see; the serving API and the dashboard use this."""
+    return team_scope(queryset if queryset is not None else Endpoint.objects.all(), user)
+
+
+def endpoint_for_user_or_404(user: Any, name: str, queryset: QuerySet[Any] | None = None) -> Any:
+    """The endpoint called `name` if the user may see it; NotFound (404) otherwise."""
+    endpoints = queryset if queryset is not None else Endpoint.objects.select_related("follows_model", "owner", "team")
+    found = team_scope(endpoints, user).filter(name=name).first()
+    if found is None:
+        raise NotFound(f"no endpoint named {name!r}")
+    return found
+
+
+def scope_by_endpoint_name(queryset: QuerySet[Any], user: Any, *, field: str = "endpoint") -> QuerySet[Any]:
+    """Rows keyed by an endpoint's name (roll-ups, samples, alert events) the user may see.
+
+    Monitoring history is kept by name so that it outlives the endpoint; admins see all of
+    it, others only the rows of endpoints they can see now.
+    """
+    if is_admin(user):
+        return queryset
+    return queryset.filter(**{f"{field}__in": visible_endpoints(user).values("name")})

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import shared_task
 
-from inference import pool_services, rollouts
+from inference import pool_services
+from inference.reconcile import pool_reconcile as reconcile
 
 
 @shared_task(name="inference.deployment_pool_load", bind=True, max_retries=20)
@@ -28,18 +27,4 @@ def deployment_pool_unload(deployment_id: int) -> str:
 @shared_task(name="inference.pool_reconcile")
 def pool_reconcile() -> dict[str, object]:
     """Re-assign worker-pool deployments from the database and record which are really warm (beat)."""
-    from inference.reconcile import pool_reconcile as reconcile
-
     return reconcile().to_dict()
-
-
-@shared_task(name="inference.rollouts_advance")
-def rollouts_advance() -> dict[int, str]:
-    """Beat: one evaluation of every running rollout (each under its row lock: safe twice)."""
-    return rollouts.rollouts_advance()
-
-
-@shared_task(name="inference.alert_rollback")
-def alert_rollback(endpoint_id: int, alert: dict[str, Any]) -> str:
-    """An alert rule with the rollback action fired: roll back the rollout or the canary."""
-    return rollouts.alert_rollback(endpoint_id=endpoint_id, alert=alert)

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from accounts.permissions import role_check
 from accounts.roles import APPROVER
+from audit.services import audit_record
 from config.errors import Conflict, DomainError, NotFound, ServiceUnavailable
 from inference import routing_cache
 from inference.endpoints import InvalidPolicy, _pipeline_check, _team_adopt, route_models, team_fit_check
@@ -34,9 +35,11 @@ from inference.environments import (
 )
 from inference.loading import deployments_load
 from inference.models import Deployment, Endpoint, Rollout, TrafficPolicyRevision
+from inference.pipelines import executor
+from inference.pipelines.graph import GraphError
+from inference.pipelines.services import compile_version, pipeline_version_get
 from inference.selectors import endpoints_routing_to
 from inference.spec import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_DELAY_MS
-from registry.audit import audit_record
 from registry.models import ModelVersion, RegisteredModel
 
 log = logging.getLogger(__name__)
@@ -155,10 +158,6 @@ def _pipeline_routes_check(endpoint: Endpoint, routes: list[dict[str, Any]]) -> 
     """Each pipeline route: the endpoint's team may serve it, its graph checks now, and every
     model step and bandit arm obeys the endpoint's environment for the route's role (a
     pipeline has no stage of its own). Its models are loaded here (400 if one fails)."""
-    from inference.pipelines import executor
-    from inference.pipelines.graph import GraphError
-    from inference.pipelines.services import compile_version, pipeline_version_get
-
     for index, route in enumerate(routes):
         if not route.get("pipeline"):
             continue

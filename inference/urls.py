@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from inference import api, api_rollouts, views
+from inference import api, views
 from inference.bandits import api as bandit_api
 from inference.dataplane import ROUTES
 
@@ -14,17 +14,6 @@ urlpatterns = [
     path("api/v1/endpoints/<slug:name>/traffic/rollback", api.RollbackView.as_view(), name="endpoint-rollback"),
     path("api/v1/endpoints/<slug:name>/keys/", api.KeyListCreate.as_view(), name="endpoint-keys"),
     path("api/v1/endpoints/<slug:name>/keys/<str:prefix>", api.KeyRevoke.as_view(), name="endpoint-key-revoke"),
-    path("api/v1/endpoints/<slug:name>/rollouts", api_rollouts.RolloutListCreate.as_view(), name="endpoint-rollouts"),
-    path(
-        "api/v1/endpoints/<slug:name>/rollouts/<int:rollout_id>",
-        api_rollouts.RolloutDetail.as_view(),
-        name="endpoint-rollout",
-    ),
-    path(
-        "api/v1/endpoints/<slug:name>/rollouts/<int:rollout_id>/<str:action>",
-        api_rollouts.RolloutAction.as_view(),
-        name="endpoint-rollout-action",
-    ),
     path("api/v1/endpoints/<slug:name>/bandits/", bandit_api.BanditList.as_view(), name="endpoint-bandits"),
     path(
         "api/v1/endpoints/<slug:name>/bandits/<str:router>/stats",

@@ -15,9 +15,12 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
+from audit.services import audit_record
+from config import queue
 from config.errors import DomainError, NotFound
+from inference.models import Endpoint
 from monitoring.models import AlertEvent, AlertRule, DriftScore
-from registry.audit import audit_record
+from monitoring.selectors import endpoint_window_stats
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +153,6 @@ def alert_rule_dict(rule: AlertRule) -> dict[str, Any]:
 def alert_rule_create(
     *, endpoint_name: str, values: Mapping[str, Any], user: User, source_ip: str | None = None
 ) -> AlertRule:
-    from inference.models import Endpoint
-
     endpoint = Endpoint.objects.filter(name=endpoint_name).first()
     if endpoint is None:
         raise NotFound(f"no endpoint named {endpoint_name!r}")
@@ -211,8 +212,6 @@ COMPARE: dict[str, Callable[[float, float], bool]] = {
 
 def _window(rule: AlertRule, *, now: datetime) -> dict[str, Any]:
     """The rule's window through the one window selector (rolled-up and live minutes alike)."""
-    from monitoring.selectors import endpoint_window_stats
-
     return endpoint_window_stats(
         rule.endpoint.name, rule.deployment or None, window_s=rule.window_minutes * 60, now=now
     )
@@ -283,8 +282,6 @@ def alert_rule_evaluate(*, rule_id: int, now: datetime | None = None) -> AlertEv
     `cooldown_minutes` after the previous firing. Notifications go out in their own task
     after commit, so a slow channel never holds up evaluation.
     """
-    from monitoring.tasks import alert_notify
-
     now = now or timezone.now()
     with transaction.atomic():
         rule = AlertRule.objects.select_for_update().select_related("endpoint").filter(pk=rule_id).first()
@@ -322,7 +319,7 @@ def alert_rule_evaluate(*, rule_id: int, now: datetime | None = None) -> AlertEv
         )
         if rule.channel != AlertRule.Channel.DASHBOARD:
             event_id = event.pk
-            transaction.on_commit(lambda: alert_notify.delay(event_id))
+            transaction.on_commit(lambda: queue.enqueue("monitoring.alert_notify", args=[event_id]))
         if kind == AlertEvent.Kind.FIRING and rule.action == AlertRule.Action.ROLLBACK:
             alert = {
                 "rule": rule.pk,
@@ -339,18 +336,15 @@ def alert_rule_evaluate(*, rule_id: int, now: datetime | None = None) -> AlertEv
 
 
 def _alert_rollback_on_commit(endpoint_id: int, alert: dict[str, Any]) -> None:
-    """Roll back the endpoint's rollout or canary after commit, in inference's task.
+    """Roll back the endpoint's rollout or canary after commit, in the rollouts app's task.
 
-    Looked up by name in the app's task registry (which imports every app's tasks):
-    inference imports monitoring (rollouts read its metrics), so monitoring does not
-    import inference.
+    Enqueued by name: the rollouts sit above monitoring (they read its metrics), so
+    monitoring does not import them.
     """
-    from workers.celery import app  # late, like monitoring.tasks above: the app loads tasks modules
 
     def enqueue() -> None:
         try:
-            app.loader.import_default_modules()  # every app's tasks.py, as a worker does at start
-            app.tasks["inference.alert_rollback"].delay(endpoint_id, alert)
+            queue.enqueue("inference.alert_rollback", args=[endpoint_id, alert])
         except Exception:
             log.exception("could not enqueue the rollback of alert event %s", alert["event"])
 

@@ -22,18 +22,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import (
-    ReadOrEngineerWrites,
-    endpoint_for_user_or_404,
-    get_visible_or_404,
-    is_admin,
-    scope_by_endpoint_name,
-    team_scope,
-)
+from accounts.permissions import ReadOrEngineerWrites, get_visible_or_404, is_admin, team_scope
 from config.errors import DomainError, NotFound
 from config.exceptions import json_error
 from config.http import client_ip
 from config.parsers import JsonParser, read_limited
+from inference.models import Endpoint
+from inference.selectors import endpoint_for_user_or_404, scope_by_endpoint_name
 from monitoring import alerts, drift, endpoint_settings, prometheus, selectors
 from monitoring.models import AlertRule, MonitoringSettings
 from monitoring.serializers import (
@@ -43,7 +38,8 @@ from monitoring.serializers import (
     MonitoringSettingsSerializer,
     PayloadSampleSerializer,
 )
-from monitoring.stats import tensor_features
+from monitoring.stats import output_summary, tensor_features
+from registry.selectors import version_get
 
 MAX_REFERENCE_ROWS = 200_000
 
@@ -136,8 +132,6 @@ class EndpointWindowStats(APIView):
         responses=OpenApiTypes.OBJECT,
     )
     def get(self, request: Request, name: str) -> Response:
-        from inference.models import Endpoint
-
         if not Endpoint.objects.filter(name=name).exists():
             raise NotFound(f"no endpoint named {name!r}")
         window_s = _int(request.query_params.get("window_s"), "window_s", 300)
@@ -321,8 +315,6 @@ class VersionReference(APIView):
 
     @extend_schema(summary="A version's reference statistics for drift", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, name: str, version: int) -> Response:
-        from registry.selectors import version_get
-
         reference = version_get(model_name=name, version=version, user=request.user).reference_stats or {}
         features = {
             k: {key: v for key, v in f.items() if key != "sample"} for k, f in (reference.get("features") or {}).items()
@@ -336,8 +328,6 @@ class VersionReference(APIView):
         responses={201: OpenApiTypes.OBJECT},
     )
     def post(self, request: Request, name: str, version: int) -> Response:
-        from registry.selectors import version_get
-
         model_version = version_get(model_name=name, version=version, user=request.user)
         features, outputs = _reference_features(request, model_version.signature or {})
         reference = drift.reference_stats_set(
@@ -366,8 +356,6 @@ def _reference_features(request: Request, signature: dict[str, Any]) -> tuple[di
         raise ParseError('send JSON {"inputs": {...}} or {"rows": [...]}, or a CSV with a header row')
     outputs: dict[str, Any] = {}
     if isinstance(data.get("outputs"), dict):
-        from monitoring.stats import output_summary
-
         try:
             outputs = output_summary({k: np.asarray(v) for k, v in data["outputs"].items()})
         except (ValueError, TypeError) as exc:

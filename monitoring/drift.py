@@ -13,6 +13,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
+from audit.services import audit_record
 from config.errors import DomainError, NotFound
 from inference.routing_cache import changed as routing_changed
 from inference.runtime.outliers import covariance
@@ -26,7 +27,7 @@ from monitoring.stats import (
     reference_statistics,
     summary_distribution,
 )
-from registry.audit import audit_record
+from registry.models import ModelVersion
 
 User = AbstractBaseUser | AnonymousUser | None
 
@@ -35,8 +36,6 @@ DRIFT_MIN_VALUES = 20
 
 # --- reference statistics ----------------------------------------------------------------------------
 def _version_for(deployment: str) -> Any:
-    from registry.models import ModelVersion
-
     model, _, version = deployment.rpartition(":")
     if not model or not version.isdigit():
         return None
@@ -55,8 +54,6 @@ def reference_stats_set(
     source_ip: str | None = None,
 ) -> dict[str, Any]:
     """Store a version's reference statistics (quantile bins, counts, a capped sample)."""
-    from registry.models import ModelVersion
-
     row = ModelVersion.objects.select_for_update().filter(model__name=model, version=version).first()
     if row is None:
         raise NotFound(f"no version {version} of model {model!r}")

@@ -9,9 +9,10 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 
+from audit.services import audit_record
 from config.errors import DomainError, NotFound
+from inference.models import Endpoint
 from monitoring.models import MonitoringSettings
-from registry.audit import audit_record
 
 User = AbstractBaseUser | AnonymousUser | None
 
@@ -26,8 +27,6 @@ def _rate(name: str, value: Any) -> float:
 def monitoring_settings_update(
     *, endpoint_name: str, changes: Mapping[str, Any], user: User, source_ip: str | None = None
 ) -> MonitoringSettings:
-    from inference.models import Endpoint
-
     endpoint = Endpoint.objects.filter(name=endpoint_name).first()
     if endpoint is None:
         raise NotFound(f"no endpoint named {endpoint_name!r}")

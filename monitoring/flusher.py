@@ -23,10 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from config.db import retry_if_locked
 from inference import density
 from inference.pipelines import step_metrics
-from monitoring import keys
-from monitoring.recorder import MinuteStats, PayloadSample, Recorder, recorder
+from inference.telemetry.recorder import MinuteStats, PayloadSample, Recorder, recorder
+from monitoring import keys, rollups
+from monitoring.models import MonitoringSettings
+from monitoring.rollups import monitoring_store_flush
 from monitoring.stats import tensor_features
 
 log = logging.getLogger(__name__)
@@ -89,8 +92,6 @@ class Flusher:
     def refresh_config(self) -> None:
         """Sampling rates, size caps and redaction lists from MonitoringSettings (every 30 s)."""
         from django.conf import settings
-
-        from monitoring.models import MonitoringSettings
 
         try:
             rows = list(MonitoringSettings.objects.select_related("endpoint"))
@@ -205,7 +206,6 @@ class Flusher:
         }
         if not due:
             return
-        from monitoring import rollups
 
         try:
             rollups.api_keys_last_used_store(due)
@@ -283,9 +283,6 @@ class Flusher:
         inputs: dict[tuple[int, str, str], dict[str, list[float]]],
         payloads: list[dict[str, Any]],
     ) -> None:
-        from config.db import retry_if_locked
-        from monitoring.rollups import monitoring_store_flush
-
         rollups = [((minute, ep, dep, role), keys.stats_to_rollup(s)) for (minute, ep, dep, role), s in stats.items()]
         # One short transaction, run again if it lost the race for SQLite's write lock.
         retry_if_locked(lambda: monitoring_store_flush(rollups=rollups, inputs=list(inputs.items()), payloads=payloads))

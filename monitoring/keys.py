@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from monitoring.recorder import LATENCY_BUCKETS_MS, MinuteStats
+from inference.telemetry.recorder import LATENCY_BUCKETS_MS, MinuteStats
 from monitoring.stats import merge_output_summaries, output_summary
 
 PREFIX = "mh:"

@@ -195,7 +195,7 @@ class AlertRule(models.Model):
     severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.WARNING)
     channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.DASHBOARD)
     target = models.CharField(max_length=500, blank=True)  # webhook URL or e-mail address
-    # What firing does besides the notification (inference.rollouts.alert_rollback).
+    # What firing does besides the notification (rollouts.services.alert_rollback).
     action = models.CharField(max_length=16, choices=Action.choices, default=Action.NOTIFY)
     enabled = models.BooleanField(default=True)
     state = models.CharField(max_length=8, choices=State.choices, default=State.OK)

@@ -14,9 +14,16 @@ from typing import Any
 
 from django.conf import settings
 
+from inference import density
+from inference.bandits.ledger import dropped_totals
+from inference.pipelines.step_metrics import BUCKETS_MS, totals
+from inference.pool import worker_status
+from inference.runtime.repository import COLD_START_BUCKETS_S
+from inference.telemetry.recorder import LATENCY_BUCKETS_MS
 from monitoring import keys
 from monitoring.flusher import flusher
-from monitoring.recorder import LATENCY_BUCKETS_MS
+from monitoring.models import MetricRollup
+from monitoring.rollups import ROLLUP_SUMS, add_rollup
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -65,9 +72,6 @@ def _totals_from_redis(client: Any) -> dict[tuple[str, str, str], dict[str, Any]
 
 
 def _totals_from_database() -> dict[tuple[str, str, str], dict[str, Any]]:
-    from monitoring.models import MetricRollup
-    from monitoring.rollups import ROLLUP_SUMS, add_rollup
-
     totals: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(dict)
     for row in MetricRollup.objects.values("endpoint", "deployment", "role", *ROLLUP_SUMS, "errors", "latency_buckets"):
         add_rollup(totals[(row["endpoint"], row["deployment"], row["role"])], row)
@@ -113,8 +117,6 @@ def _write_pipeline_steps(out: _Writer, client: Any) -> None:
     """Per-step latency and errors of the pipelines, summed over every process (each
     flusher publishes its process's counts to Redis, inference/pipelines/step_metrics.py;
     without Redis, this process's)."""
-    from inference.pipelines.step_metrics import BUCKETS_MS, totals
-
     try:
         stats = totals(client)
     except Exception:  # noqa: BLE001 - Redis away: modelhub_monitoring_store_up says so
@@ -144,8 +146,6 @@ def _write_pipeline_steps(out: _Writer, client: Any) -> None:
 
 def _write_bandit_ledger(out: _Writer) -> None:
     """Bandit decisions the feedback ledger never recorded, every process's (inference/bandits/ledger.py)."""
-    from inference.bandits.ledger import dropped_totals
-
     out.family(
         "modelhub_bandit_ledger_dropped_total",
         "counter",
@@ -211,8 +211,6 @@ def _write_predictions(out: _Writer, totals: dict[tuple[str, str, str], dict[str
 
 def _write_serving(out: _Writer, client: Any) -> None:
     """Queue depth, heartbeats and loaded models, from the inference workers' heartbeats."""
-    from inference.pool import worker_status
-
     try:
         beats = worker_status(client)
     except Exception:
@@ -254,10 +252,6 @@ def _write_serving(out: _Writer, client: Any) -> None:
 def _write_density(out: _Writer, client: Any) -> None:
     """Model-memory budgets, evictions and cold starts of every serving process: web
     processes' reports (inference/density.py) and inference workers' heartbeats."""
-    from inference import density
-    from inference.pool import worker_status
-    from inference.runtime.repository import COLD_START_BUCKETS_S
-
     try:
         reports = density.web_reports(client)
         reports += [

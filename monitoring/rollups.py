@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from inference.models import ApiKey
 from monitoring import keys
 from monitoring.models import DriftScore, InputSample, MetricRollup, PayloadSample
 from monitoring.stats import merge_output_summaries
@@ -155,8 +156,6 @@ def api_keys_last_used_store(uses: Mapping[str, float]) -> int:
 
     `uses` maps key prefixes to unix times; a later time already stored is kept."""
     from django.db.models import Q
-
-    from inference.models import ApiKey
 
     updated = 0
     with transaction.atomic():

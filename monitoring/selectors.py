@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from config.errors import DomainError
+from inference.models import RolloutEvent, TrafficPolicyRevision
 from monitoring import keys
 from monitoring.models import AlertEvent, AlertRule, DriftScore, MetricRollup, PayloadSample, SchedulerHeartbeat
 from monitoring.rollups import ROLLUP_SUMS, _minute_dt, _redis, add_rollup
@@ -138,8 +139,6 @@ def endpoint_annotations(endpoint: str, since: datetime, until: datetime) -> lis
     decision (start, step, pause, rollback, success; not the passing analyses in between)
     and every alert firing or resolving.
     """
-    from inference.models import RolloutEvent, TrafficPolicyRevision
-
     out: list[tuple[datetime, str, str]] = []
     for rev in TrafficPolicyRevision.objects.filter(
         endpoint__name=endpoint, created_at__gte=since, created_at__lte=until

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from monitoring.recorder import LATENCY_BUCKETS_MS
+from inference.telemetry.recorder import LATENCY_BUCKETS_MS
 
 PSI_EPSILON = 1e-4
 REFERENCE_BINS = 10

@@ -9,11 +9,11 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from accounts.roles import APPROVER, has_role
+from audit.services import audit_record
 from config.errors import DomainError
 from config.http import client_ip
 from registry import promotions
-from registry.audit import audit_record
-from registry.models import AuditEvent, ModelVersion, PromotionRequest, RegisteredModel, Webhook
+from registry.models import ModelVersion, PromotionRequest, RegisteredModel, Webhook
 
 
 class VersionInline(admin.TabularInline):
@@ -58,24 +58,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "created_by",
         "created_at",
     ]
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    """Read-only: the audit trail is never edited, from here or anywhere."""
-
-    list_display = ["created_at", "actor_name", "action", "object_type", "object_repr", "source_ip"]
-    list_filter = ["action", "object_type"]
-    search_fields = ["actor_name", "object_repr", "object_id"]
-
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
 
 
 def _decide(

@@ -17,3 +17,9 @@ class InvalidTransition(Conflict):
 
 class InvalidMetadata(DomainError):
     code = "invalid_metadata"
+
+
+class VersionServing(Conflict):
+    """Archiving a version that a production or staging endpoint still routes to."""
+
+    code = "version_serving"

@@ -12,8 +12,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from audit.services import audit_record
 from config.errors import Conflict
-from registry.audit import audit_record
 from registry.models import PromotionRequest
 from registry.selectors import promotion_get
 

@@ -19,8 +19,10 @@ from django.utils import timezone
 
 from accounts.permissions import is_admin, role_check, team_check
 from accounts.roles import APPROVER, ML_ENGINEER
+from audit.services import audit_record
+from config import queue
 from config.errors import Conflict, DomainError, Forbidden, NotFound
-from registry.audit import audit_record
+from registry import hooks
 from registry.errors import InvalidTransition
 from registry.gates import gates_evaluate
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel
@@ -240,7 +242,7 @@ def _move(
     production version aside per the model's policy. Returns the version moved aside."""
     previous = None
     if to_stage == Stage.ARCHIVED:
-        serving_refuse(version=version)
+        hooks.serving_refuse(version=version)
     if to_stage == Stage.PRODUCTION:
         previous = (
             ModelVersion.objects.select_for_update()
@@ -255,72 +257,8 @@ def _move(
     model_version_set_stage(version=version, stage=to_stage, user=user, source_ip=source_ip)
     if previous is not None:
         previous.model = version.model
-        _endpoints_move_off(previous, replacement=version, user=user)
-    if to_stage == Stage.PRODUCTION:
-        _follow_production_on_commit(version.pk, previous.pk if previous else None, user.pk)
+    hooks.stage_changed(hooks.StageChange(version=version, stage=to_stage, previous=previous, user=user))
     return previous
-
-
-class VersionServing(Conflict):
-    code = "version_serving"
-
-
-# registry sits below inference (inference imports registry's models), so the serving
-# side is reached through late imports here, as for following production below.
-
-
-def serving_refuse(*, version: ModelVersion) -> None:
-    """Archiving is refused while a production or staging endpoint routes to the version.
-
-    Archiving is never urgent, so the people who own the traffic move it themselves
-    (docs/governance.md: "Archive and rollback while serving"); a rollback, which is
-    urgent, moves the endpoints instead (`_endpoints_move_off`).
-    """
-    from inference.models import Endpoint
-    from inference.selectors import endpoints_routing_to
-
-    endpoints = endpoints_routing_to(
-        model=version.model.name,
-        version=version.version,
-        environments=(Endpoint.Environment.PRODUCTION, Endpoint.Environment.STAGING),
-    )
-    if endpoints:
-        names = ", ".join(f'{e.environment} endpoint "{e.name}"' for e in endpoints)
-        raise VersionServing(
-            f"{version} cannot be archived while it serves traffic on {names}: move their traffic off it first",
-            details={"endpoints": [e.name for e in endpoints]},
-        )
-
-
-def _endpoints_move_off(previous: ModelVersion, *, replacement: ModelVersion, user: AbstractBaseUser) -> None:
-    """The version moved aside leaves the production/staging endpoints that can no longer
-    serve it, in this transaction, for the version that replaced it."""
-    from inference.traffic import endpoints_move_off
-
-    endpoints_move_off(
-        version=previous,
-        replacement=replacement,
-        user=user,
-        reason=f"{replacement} is in {replacement.stage} now",
-    )
-
-
-def _follow_production_on_commit(version_id: int, previous_id: int | None, user_id: int) -> None:
-    """Endpoints that follow the model's production stage move once the approval commits."""
-    from inference import traffic
-
-    hook = traffic.endpoints_follow_production
-
-    def call() -> None:
-        from django.contrib.auth import get_user_model
-
-        hook(
-            model_version=ModelVersion.objects.get(pk=version_id),
-            previous_version=ModelVersion.objects.filter(pk=previous_id).first() if previous_id else None,
-            user=get_user_model().objects.get(pk=user_id),
-        )
-
-    transaction.on_commit(call)
 
 
 @_refusals_audited("promotion.reject")
@@ -440,10 +378,8 @@ def production_rollback(
 
 def _notify_on_commit(request_id: int, event: str) -> None:
     def enqueue() -> None:
-        from registry.tasks import promotion_notify
-
         try:
-            promotion_notify.delay(request_id, event)
+            queue.enqueue("registry.promotion_notify", args=[request_id, event])
         except Exception:
             # A broker outage must not undo a decision that is already committed.
             log.exception("could not enqueue notifications for promotion request %s", request_id)

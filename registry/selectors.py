@@ -5,8 +5,9 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from accounts.permissions import team_scope
+from audit.models import AuditEvent
 from config.errors import NotFound
-from registry.models import AuditEvent, ModelVersion, PromotionRequest, RegisteredModel
+from registry.models import ModelVersion, PromotionRequest, RegisteredModel
 
 
 def model_list(
@@ -138,3 +139,8 @@ def audit_list(
     if until is not None:
         events = events.filter(created_at__lt=until)
     return events.order_by("-created_at", "-id")
+
+
+def visible_models(user: Any, queryset: QuerySet[Any] | None = None) -> QuerySet[Any]:
+    """Registered models the user may see (`queryset` narrows a prepared one)."""
+    return team_scope(queryset if queryset is not None else RegisteredModel.objects.all(), user)

@@ -4,7 +4,8 @@ from typing import Any
 
 from rest_framework import serializers
 
-from registry.models import AuditEvent, ModelVersion, PromotionRequest, RegisteredModel
+from audit.models import AuditEvent
+from registry.models import ModelVersion, PromotionRequest, RegisteredModel
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):

@@ -13,8 +13,10 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from accounts.models import Team
-from registry import storage
-from registry.audit import audit_record
+from audit.services import audit_record
+from config import queue
+from config.errors import Conflict
+from registry import hooks, storage
 from registry.errors import DuplicateArtifact, InvalidMetadata, InvalidName, InvalidTransition
 from registry.gates import gate_settings_check
 from registry.models import ModelVersion, RegisteredModel
@@ -78,8 +80,6 @@ def model_register(
             )
             audit_record(actor=user, action="model.register", obj=model, after={"name": name}, source_ip=source_ip)
     except IntegrityError:
-        from config.errors import Conflict
-
         raise Conflict(f"a model named {name!r} already exists") from None
     return model
 
@@ -158,10 +158,8 @@ def model_version_create(
 
 
 def _validation_enqueue(version_id: int) -> None:
-    from registry.tasks import model_version_validate
-
     try:
-        model_version_validate.delay(version_id)
+        queue.enqueue("registry.model_version_validate", args=[version_id])
     except Exception:
         # The row stays pending; the periodic sweep (registry.tasks) picks it up again.
         log.exception("could not enqueue validation of version %s", version_id)
@@ -350,10 +348,7 @@ def model_version_archive(
         raise InvalidTransition(
             f"{version} is in Production: promote another version or ask for a promotion to Archived"
         )
-    # Late: promotions imports this module (registry.services is the lower layer).
-    from registry.promotions import serving_refuse
-
-    serving_refuse(version=version)
+    hooks.serving_refuse(version=version)
     return model_version_set_stage(version=version, stage=ModelVersion.Stage.ARCHIVED, user=user, source_ip=source_ip)
 
 

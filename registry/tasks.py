@@ -14,7 +14,10 @@ from django.conf import settings
 from django.db import connection
 
 from config.db import retry_if_locked
-from registry import services, storage
+from config.renderers import dumps
+from inference.runtime.validation import validate_model_file
+from registry import notifications, services, storage
+from registry.models import PromotionRequest, Webhook
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +27,6 @@ def model_version_validate(self: Task, version_id: int) -> str:
     """Validate an uploaded artifact in a child process with memory and time limits,
     holding the version's lease (renewed while it runs) so that a dead worker's
     validation is picked up again by `validation_sweep`."""
-    from inference.runtime.validation import validate_model_file
-
     owner = self.request.id or uuid.uuid4().hex
     lease_s = settings.VALIDATION_LEASE_S
     version = retry_if_locked(
@@ -119,9 +120,6 @@ def promotion_notify(request_id: int, event: str) -> int:
     """Email the requester and watchers, and queue one signed delivery per webhook."""
     import uuid
 
-    from registry import notifications
-    from registry.models import PromotionRequest
-
     request = (
         PromotionRequest.objects.select_related("version__model", "requester", "reviewer").filter(pk=request_id).first()
     )
@@ -153,10 +151,6 @@ def webhook_deliver(webhook_id: int, event: str, payload: dict, delivery_id: str
     """POST one signed event to one webhook; non-2xx and network errors are retried with
     exponential back-off (2, 4, 8 ... s, capped at 10 min). Short timeouts: nothing hangs."""
     import requests
-
-    from config.renderers import dumps
-    from registry import notifications
-    from registry.models import Webhook
 
     hook = Webhook.objects.filter(pk=webhook_id, active=True).first()
     if hook is None:

@@ -4,13 +4,13 @@
 
 Reads every module of the listed packages with `ast` (imports inside functions count:
 they are arrows too, only later), and fails on
-- an upward arrow: a module importing a module of a higher layer, unless the contract
-  lists that pair under `upward` with a reason;
+- an upward arrow: a module importing a module of a higher layer;
 - Django (or DRF, Celery) imported by a layer declared Django-free;
-- an import cycle (a strongly connected group of modules) that is not inside a group the
-  contract lists under `cycles` with a reason;
+- an import cycle (a strongly connected group of modules);
 - a function-level import of our own code without a comment saying why, in the files
   listed under `explained`.
+There are no exceptions: a contract that lists `upward` or `cycles` entries (the
+allowances of the first wave, issue #11) is refused, so fix the structure instead.
 Imports under `if TYPE_CHECKING:` are ignored: they never run.
 """
 
@@ -176,15 +176,16 @@ def violations(contract: dict | None = None) -> list[str]:
     layers: dict[str, list[str]] = contract["layers"]
     packages = sorted({prefix.split(".")[0] for prefixes in layers.values() for prefix in prefixes})
     modules, found, external = arrows(packages)
-    allowed_up = [(e["importer"], e["imported"]) for e in contract.get("upward", [])]
-    problems: list[str] = []
+    problems: list[str] = [
+        f"pyproject.toml lists {key!r} exceptions: none are accepted any more (fix the structure)"
+        for key in ("upward", "cycles")
+        if contract.get(key)
+    ]
 
     for arrow in found:
         rank_from, layer_from = _layer_of(arrow.importer, layers)
         rank_to, layer_to = _layer_of(arrow.imported, layers)
         if rank_to >= rank_from:
-            continue
-        if any(_matches(arrow.importer, a) and _matches(arrow.imported, b) for a, b in allowed_up):
             continue
         where = "inside a function" if arrow.in_function else "at the top"
         problems.append(
@@ -197,10 +198,8 @@ def violations(contract: dict | None = None) -> list[str]:
         if layer in django_free and names & set(DJANGO):
             problems.append(f"{module} ({layer}, Django-free) imports {sorted(names & set(DJANGO))}")
 
-    allowed_cycles = [set(c["modules"]) for c in contract.get("cycles", [])]
     for group in _cycles(modules, found):
-        if not any(group <= allowed for allowed in allowed_cycles):
-            problems.append(f"import cycle: {' <-> '.join(sorted(group))}")
+        problems.append(f"import cycle: {' <-> '.join(sorted(group))}")
 
     explained = contract.get("explained", [])
     for arrow in found:

@@ -1,24 +1,21 @@
-"""The Celery app: settings come from Django's (CELERY_*), tasks from each app's tasks.py."""
+"""The worker wiring: `celery -A workers.celery` runs this app with its beat schedule and routes.
+
+The app itself (settings from Django's CELERY_*, tasks from each app's tasks.py) is
+created in config/queue.py, below the apps, which enqueue through it by task name.
+"""
 
 from __future__ import annotations
 
-import os
+from django.conf import settings
 
-from celery import Celery
+from config.env import env_float, env_str
+from config.queue import app
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-
-app = Celery("modelhub")
-app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks()
+__all__ = ["app"]
 
 # --- Monitoring beat schedule (docs/monitoring.md). Intervals in seconds, from the
 # environment so that tests can run a real beat on a short schedule.
-from django.conf import settings as django_settings  # noqa: E402
-
-from config.env import env_float, env_str  # noqa: E402
-
-_ALERTS_EVERY = django_settings.MONITORING_ALERT_EVAL_INTERVAL_S
+_ALERTS_EVERY = settings.MONITORING_ALERT_EVAL_INTERVAL_S
 _ROLLOUTS_EVERY = env_float("MODELHUB_ROLLOUT_EVAL_INTERVAL_S", 10.0)
 # Tests point beat at their worker's own queue; normally the default queue.
 _BEAT_QUEUE = env_str("MODELHUB_MONITORING_BEAT_QUEUE")
@@ -38,24 +35,24 @@ app.conf.beat_schedule = {
     },
     "monitoring-compute-drift": {
         "task": "monitoring.compute_drift",
-        "schedule": django_settings.MONITORING_DRIFT_INTERVAL_S,
+        "schedule": settings.MONITORING_DRIFT_INTERVAL_S,
     },
     "monitoring-compact-rollups": {"task": "monitoring.compact_rollups", "schedule": 3600.0},
     # Says the periodic jobs run at all (beat and a worker, or the embedded scheduler): the
     # Alerts page warns when it is stale (monitoring.selectors.scheduler_status).
     "monitoring-scheduler-heartbeat": {
         "task": "monitoring.scheduler_heartbeat",
-        "schedule": django_settings.MONITORING_SCHEDULER_HEARTBEAT_S,
-        "options": {"expires": django_settings.MONITORING_SCHEDULER_HEARTBEAT_S, **_BEAT_OPTIONS},
+        "schedule": settings.MONITORING_SCHEDULER_HEARTBEAT_S,
+        "options": {"expires": settings.MONITORING_SCHEDULER_HEARTBEAT_S, **_BEAT_OPTIONS},
     },
     "monitoring-reference-from-traffic": {"task": "monitoring.reference_from_traffic", "schedule": 3600.0},
     # A validation whose worker died comes back within about a lease + an interval.
     "registry-validation-sweep": {
         "task": "registry.validation_sweep",
-        "schedule": django_settings.VALIDATION_SWEEP_INTERVAL_S,
-        "options": {"expires": django_settings.VALIDATION_SWEEP_INTERVAL_S, **_BEAT_OPTIONS},
+        "schedule": settings.VALIDATION_SWEEP_INTERVAL_S,
+        "options": {"expires": settings.VALIDATION_SWEEP_INTERVAL_S, **_BEAT_OPTIONS},
     },
-    # Progressive rollouts (inference/rollouts.py): a failed check rolls back within one interval.
+    # Progressive rollouts (rollouts/services.py): a failed check rolls back within one interval.
     "inference-rollouts-advance": {
         "task": "inference.rollouts_advance",
         "schedule": _ROLLOUTS_EVERY,
@@ -72,16 +69,8 @@ app.conf.beat_schedule["inference-pool-reconcile"] = {
     "options": {"expires": _RECONCILE_EVERY, **_BEAT_OPTIONS},
 }
 
-from django.conf import settings  # noqa: E402
-
-# --- Batch jobs (docs/batch.md): chunks run on the `batch` queue; the sweep re-queues
-# chunks whose lease expired and enforces retention and the disk budget.
-app.conf.task_routes = {
-    **(app.conf.task_routes or {}),
-    "batch.job_plan": {"queue": "batch"},
-    "batch.chunk_run": {"queue": "batch"},
-    "batch.job_finalize": {"queue": "batch"},
-}
+# --- Batch jobs (docs/batch.md; their queue routes are in config/queue.py): the sweep
+# re-queues chunks whose lease expired and enforces retention and the disk budget.
 app.conf.beat_schedule["batch-sweep"] = {
     "task": "batch.sweep",
     "schedule": settings.BATCH_SWEEP_INTERVAL_S,

@@ -56,7 +56,7 @@ def jobs_from_beat(beat_schedule: Mapping[str, Mapping[str, Any]]) -> list[Job]:
 
 def embedded_jobs() -> list[Job]:
     """What the embedded scheduler runs: exactly beat's schedule (workers/celery.py)."""
-    from workers.celery import app
+    from workers.celery import app  # reads Django's settings: on use, not at this module's import
 
     app.loader.import_default_modules()  # every app's tasks.py, as a worker would (autodiscovery)
     return jobs_from_beat(app.conf.beat_schedule)
@@ -160,7 +160,7 @@ class EmbeddedScheduler:
 
 
 def _run_celery_task(job: Job) -> None:
-    from workers.celery import app
+    from workers.celery import app  # reads Django's settings: on use, not at this module's import
 
     result = app.tasks[job.task].apply(args=job.args, kwargs=dict(job.kwargs or {}))
     if result.failed():

@@ -48,6 +48,7 @@ import redis
 from config import heap, serving
 from config.env import env_int, env_str, log_level
 from inference import pool_protocol as wire
+from inference.bench_stats import write_batch_stats
 from inference.runtime.artifacts import ArtifactCache, ArtifactSource
 from inference.runtime.codec import check_inputs
 from inference.runtime.errors import DeadlineExceeded, MemoryBudgetExceeded, ModelExecutionError, RuntimeErrorBase
@@ -605,18 +606,6 @@ def _only_pin_changed(raw: bytes, spec: Any) -> bool:
     except Exception:  # noqa: BLE001 - a broken entry is handled as a change
         return False
     return wanted != spec and dataclasses.replace(wanted, pinned=spec.pinned) == spec
-
-
-def write_batch_stats(stats: dict[str, Any]) -> None:
-    """For bench/harness.py: $STATS_FILE.pid<PID>.json = {model: {"calls": N, "rows": M}}, if STATS_FILE is set."""
-    path = env_str("STATS_FILE")
-    if not path:
-        return
-    data = {model: {"calls": st.batches, "rows": st.rows} for model, st in stats.items()}
-    tmp = f"{path}.pid{os.getpid()}.tmp"
-    with open(tmp, "wb") as out:
-        out.write(orjson.dumps(data))
-    os.replace(tmp, f"{path}.pid{os.getpid()}.json")
 
 
 def _default_cache() -> str:

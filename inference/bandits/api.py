@@ -12,9 +12,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import ReadOrEngineerWrites, endpoint_for_user_or_404
+from accounts.permissions import ReadOrEngineerWrites
 from config.errors import DomainError, NotFound
 from inference.bandits import selectors
+from inference.selectors import endpoint_for_user_or_404
 
 
 def router_for_user_or_404(user: Any, name: str, router: str) -> Any:

@@ -34,7 +34,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from accounts.permissions import endpoint_for_user_or_404
+from audit.services import audit_record
 from config.errors import Conflict, DomainError, PayloadTooLarge
 from inference.batch import compare, executor, storage, tables
 from inference.batch.models import BatchChunk, BatchJob
@@ -43,9 +43,8 @@ from inference.environments import ENVIRONMENT_RULES, EnvironmentRuleBroken, ver
 from inference.models import Deployment, Endpoint
 from inference.runtime.errors import InputError, ModelExecutionError
 from inference.runtime.signature import Signature
-from inference.selectors import revision_current
+from inference.selectors import endpoint_for_user_or_404, revision_current
 from registry import selectors as registry_selectors
-from registry.audit import audit_record
 from registry.evidence import promotion_evidence_attach
 from registry.models import ModelVersion, PromotionRequest
 from registry.storage import StagedArtifact

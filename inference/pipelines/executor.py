@@ -30,8 +30,8 @@ from inference.pipelines import features, step_metrics
 from inference.pipelines.graph import CompiledPipeline, FeatureLookup, ModelRef, Router, Step
 from inference.pool import worker_pool_transport
 from inference.runtime.errors import DeadlineExceeded
+from inference.telemetry.recorder import record_inputs
 from inference.transport import DeploymentSpec, InferResult, in_process_transport, placement_register
-from monitoring.recorder import record_inputs
 
 PLACEMENT = "pipeline"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -276,7 +276,7 @@ def infer(
     """Run the pipeline a route serves; `extra` carries request_id, decisions and trace."""
     graph = GRAPHS.get(spec.deployment_id)
     if graph is None:
-        from inference.runtime.errors import ModelNotReady
+        from inference.runtime.errors import ModelNotReady  # only on this rare miss
 
         raise ModelNotReady(f"pipeline {spec.label} is not loaded in this process")
     started = time.perf_counter()

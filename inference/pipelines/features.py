@@ -230,7 +230,7 @@ def has_data(feature_set: str) -> bool:
     url = _redis_url()
     if url:
         return bool(_redis(url, 5.0).exists(entity_key(feature_set, STATS)))
-    from inference.pipelines.models import FeatureRow
+    from inference.pipelines.models import FeatureRow  # embedded store only: none on the Redis path
 
     return FeatureRow.objects.filter(feature_set=feature_set).exists()
 
@@ -271,7 +271,7 @@ def features_load(*, feature_set: str, key: str, rows: Iterable[Mapping[str, Any
     else:
         from django.utils import timezone
 
-        from inference.pipelines.models import FeatureRow
+        from inference.pipelines.models import FeatureRow  # embedded store only: none on the Redis path
 
         stamp = timezone.now()
         FeatureRow.objects.bulk_create(

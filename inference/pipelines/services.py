@@ -13,13 +13,13 @@ from django.utils import timezone
 
 from accounts.models import Team
 from accounts.permissions import can_access_team, default_team, get_visible_or_404
+from audit.services import audit_record
 from config.errors import Conflict, DomainError, Forbidden, NotFound
 from inference.pipelines import features
 from inference.pipelines.graph import CompiledPipeline, FeatureLookup, GraphError, ModelRef, pipeline_compile
 from inference.pipelines.models import FeatureSet, Pipeline, PipelineVersion
 from inference.runtime.signature import Signature
 from registry import storage
-from registry.audit import audit_record
 from registry.models import ModelVersion
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def resolver(team_id: int | None) -> Any:
 def router_check(config: dict[str, Any]) -> None:
     """A router step's settings, checked by the bandit library (inference.bandits)."""
     try:
-        from inference.bandits import validate_config
+        from inference.bandits import validate_config  # optional: the bandit library may be absent
     except ImportError:
         raise GraphError("router steps need the bandit library (inference.bandits), which is not installed") from None
     validate_config(config)

@@ -92,12 +92,12 @@ class _Validation:
         return ok
 
     def _memory_text(self, reason: str) -> str:
-        from inference.runtime.validation import bytes_text
+        from inference.runtime.validation import bytes_text  # after the limits
 
         return f"exceeded the memory limit of {bytes_text(self.memory_limit_bytes)} ({reason})"
 
     def _describe(self, name: str, exc: Exception) -> str:
-        from inference.runtime.session import ort_error_text
+        from inference.runtime.session import ort_error_text  # after the limits
 
         text = ort_error_text(exc)
         if any(marker in text for marker in _MEMORY_MARKERS):
@@ -183,7 +183,7 @@ class _Validation:
         return f"loaded on {self.session.get_providers()[0]}"
 
     def _signature(self) -> str:
-        from inference.runtime.signature import UnsupportedTypeError, signature_from_session
+        from inference.runtime.signature import UnsupportedTypeError, signature_from_session  # after the limits
 
         try:
             self.signature = signature_from_session(self.session)
@@ -195,8 +195,8 @@ class _Validation:
         return f"inputs: {ins or 'none'}; outputs: {outs or 'none'}"
 
     def _smoke_inference(self) -> str:
-        from inference.runtime.inputs import example_inputs
-        from inference.runtime.signature import shape_text
+        from inference.runtime.inputs import example_inputs  # after the limits
+        from inference.runtime.signature import shape_text  # after the limits
 
         feeds = example_inputs(self.signature)
         names = list(self.signature.output_names)

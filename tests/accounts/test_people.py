@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Team, UserToken
 from accounts.roles import user_role
-from registry.models import AuditEvent
+from audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 

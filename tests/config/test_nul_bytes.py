@@ -52,8 +52,8 @@ def test_the_audit_export_runs_its_query_before_streaming(approver):
     """A query that fails (here: a division by zero in PostgreSQL) fails before the 200 starts."""
     from django.db import DataError, transaction
 
+    from audit.models import AuditEvent
     from registry.api_governance import audit_csv_response
-    from registry.models import AuditEvent
 
     g.version(g.model("csv"), 1)
     AuditEvent.objects.create(action="x.y", object_type="t", object_id="1")

@@ -161,8 +161,8 @@ def test_the_split_editor_greys_out_versions_the_environment_forbids_and_says_wh
 
 
 def test_a_rollout_is_started_watched_and_aborted_from_the_endpoint_page(browser_client, endpoint, viewer_client):
-    from inference import rollouts
     from inference.models import Rollout
+    from rollouts import services as rollouts
 
     split(browser_client, [("iris:1", "primary", 100)])
     plan = '{"steps": [{"weight": 20, "bake_s": 60}, {"weight": 100, "bake_s": 60}]}'

@@ -18,8 +18,8 @@ def flowers(engineer):
 
 
 def rollups(endpoint: str, deployment: str, role: str, *, minutes: int = 5, count: int = 60, errors: int = 0):
+    from inference.telemetry.recorder import LATENCY_BUCKETS_MS
     from monitoring.models import MetricRollup
-    from monitoring.recorder import LATENCY_BUCKETS_MS
 
     now = timezone.now().replace(second=0, microsecond=0)
     buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)
@@ -211,9 +211,9 @@ def test_the_charts_carry_a_per_version_summary_and_markers_for_changes(browser_
 
 
 def test_the_charts_show_the_live_minute_before_it_is_rolled_up(browser_client, flowers, settings):
+    from inference.telemetry.recorder import PredictionRecord, Recorder
     from monitoring.flusher import Flusher
     from monitoring.models import MetricRollup
-    from monitoring.recorder import PredictionRecord, Recorder
 
     if not settings.REDIS_URL:
         pytest.skip("needs Redis")

@@ -8,9 +8,9 @@ from typing import Any
 
 from django.utils import timezone
 
+from audit.services import audit_record
 from inference.models import Deployment, Endpoint
 from registry import services
-from registry.audit import audit_record
 from registry.models import ModelVersion
 
 CHECKS = [
@@ -99,9 +99,9 @@ def seed_extras(user: Any, approver: Any, made: dict[str, Any]) -> dict[str, str
     import random
 
     from inference.models import TrafficPolicyRevision
+    from inference.telemetry.recorder import LATENCY_BUCKETS_MS
     from monitoring import alerts
     from monitoring.models import MetricRollup
-    from monitoring.recorder import LATENCY_BUCKETS_MS
     from registry import promotions
 
     pages: dict[str, str] = {}

@@ -9,11 +9,13 @@ import pytest
 from django.test import TestCase
 from django.utils import timezone
 
-from inference import endpoints, rollouts, traffic
+from audit.models import AuditEvent
+from inference import endpoints, traffic
 from inference.models import Endpoint, Rollout, TrafficPolicyRevision
 from monitoring import alerts
 from monitoring.models import MetricRollup
-from registry.models import AuditEvent, ModelVersion
+from registry.models import ModelVersion
+from rollouts import services as rollouts
 from tests.conftest import client_for
 from tests.inference.conftest import IRIS_META, iris_variant, version_add
 

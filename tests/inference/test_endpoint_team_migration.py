@@ -65,8 +65,8 @@ def test_endpoints_without_a_team_get_their_primary_models_team():
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
 
+    from audit.models import AuditEvent
     from inference.models import Endpoint as EndpointNow
-    from registry.models import AuditEvent
 
     teams = dict(EndpointNow.objects.values_list("name", "team__name"))
     assert teams == {"alpha-ep": "alpha", "open-ep": None, "empty-ep": None, "stolen-ep": "alpha"}

@@ -8,12 +8,14 @@ import pytest
 from django.test import TestCase
 
 from accounts.roles import ADMIN, APPROVER
+from audit.models import AuditEvent
 from config.errors import Forbidden
 from inference import endpoints, environments, traffic
 from inference.models import Endpoint, TrafficPolicyRevision
 from registry import promotions
 from registry import services as registry_services
-from registry.models import AuditEvent, ModelVersion
+from registry.errors import VersionServing
+from registry.models import ModelVersion
 from tests.conftest import client_for, make_user
 from tests.inference.conftest import IRIS_META, iris_variant, version_add
 
@@ -223,12 +225,12 @@ def test_archiving_a_version_a_staging_endpoint_serves_is_refused_with_the_endpo
     response = client_for(approver).post("/api/v1/models/iris/versions/2/archive", format="json")
     assert response.status_code == 409, response.content
     assert response.json()["error"]["details"]["endpoints"] == ["iris-staging"]
-    with pytest.raises(promotions.VersionServing):
+    with pytest.raises(VersionServing):
         registry_services.model_version_archive(version=v2, user=approver)
     request = promotions.promotion_request_create(
         version=v2, to_stage=Stage.ARCHIVED, justification="old", user=engineer
     )
-    with pytest.raises(promotions.VersionServing, match='staging endpoint "iris-staging"'):
+    with pytest.raises(VersionServing, match='staging endpoint "iris-staging"'):
         promotions.promotion_approve(request_id=request.pk, reviewer=approver)
     assert ModelVersion.objects.get(pk=v2.pk).stage == Stage.STAGING
     assert current_routes(endpoint) == [(1, "primary", 80), (2, "canary", 20)]

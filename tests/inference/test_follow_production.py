@@ -4,9 +4,10 @@ from typing import Any
 
 import pytest
 
+from audit.models import AuditEvent
 from inference import traffic
 from inference.models import Endpoint
-from registry.models import AuditEvent, ModelVersion, RegisteredModel
+from registry.models import ModelVersion, RegisteredModel
 
 pytestmark = pytest.mark.django_db
 

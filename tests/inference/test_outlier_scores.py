@@ -16,8 +16,8 @@ from inference import api_keys
 from inference.runtime.outliers import chi2_quantile, scorer_from_reference
 from inference.runtime.signature import Signature
 from monitoring import alerts, drift, rollups
+from monitoring.flusher import flush_now
 from monitoring.models import AlertRule, MetricRollup
-from monitoring.recorder import flush_now
 from monitoring.selectors import endpoint_window_stats
 from tests import onnx_models
 from tests.inference.conftest import auth, version_add

@@ -117,7 +117,7 @@ def test_it_answers_get_with_405(client: Any, app_key: str) -> None:
 
 
 def test_it_records_every_prediction_and_refusal(client: Any, app_key: str) -> None:
-    from monitoring.recorder import recorder
+    from inference.telemetry.recorder import recorder
 
     recorder.drain()
     post(client, "iris", {"instances": ROWS}, app_key)
@@ -131,7 +131,7 @@ def test_it_records_every_prediction_and_refusal(client: Any, app_key: str) -> N
 
 
 def test_calls_to_unknown_endpoints_are_counted_under_one_name(client: Any, app_key: str) -> None:
-    from monitoring.recorder import recorder
+    from inference.telemetry.recorder import recorder
 
     recorder.drain()
     for i in range(3):

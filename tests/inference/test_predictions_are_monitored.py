@@ -7,8 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
+from inference.telemetry.recorder import recorder
 from monitoring import rollups
-from monitoring.recorder import flush_now, recorder
+from monitoring.flusher import flush_now
 from tests.conftest import client_for
 from tests.inference.conftest import ROWS, auth
 from tests.monitoring.conftest import later, redis_client  # noqa: F401 (a fixture)

@@ -9,13 +9,15 @@ import pytest
 from django.utils import timezone
 
 from accounts.roles import APPROVER
+from audit.models import AuditEvent
 from config.errors import Forbidden
-from inference import endpoints, rollouts
+from inference import endpoints
 from inference.models import Endpoint, Rollout, RolloutEvent, TrafficPolicyRevision
 from inference.traffic import traffic_policy_revise
 from monitoring.models import MetricRollup
 from monitoring.selectors import deployment_window_totals
-from registry.models import AuditEvent, ModelVersion
+from registry.models import ModelVersion
+from rollouts import services as rollouts
 from tests.conftest import client_for, make_user
 from tests.inference.conftest import IRIS_META, iris_variant, version_add
 

@@ -9,7 +9,7 @@ import pytest
 
 from inference import traffic
 from inference.shadow import ShadowPool, outputs_agree, shadow_pool, shadow_run
-from monitoring.recorder import recorder
+from inference.telemetry.recorder import recorder
 from tests.inference.conftest import ROWS, auth
 
 pytestmark = pytest.mark.django_db

@@ -11,11 +11,12 @@ import pytest
 from django.test import Client
 
 from accounts.roles import ML_ENGINEER
+from audit.models import AuditEvent
 from inference import api_keys, endpoints, traffic
 from inference.models import ApiKey, Endpoint, TrafficPolicyRevision
 from monitoring.models import AlertEvent, AlertRule
 from registry import storage
-from registry.models import AuditEvent, ModelVersion
+from registry.models import ModelVersion
 from tests.conftest import client_for
 from tests.inference.conftest import IRIS_META, iris_variant
 from tests.registry import governance as g

@@ -4,11 +4,12 @@ from typing import Any
 
 import pytest
 
+from audit.models import AuditEvent
 from config.errors import Conflict, DomainError, NotFound
 from inference import loading, traffic
 from inference.models import Deployment, TrafficPolicyRevision
 from inference.routing_cache import edge_cache
-from registry.models import AuditEvent, ModelVersion
+from registry.models import ModelVersion
 
 pytestmark = pytest.mark.django_db
 

@@ -182,7 +182,8 @@ def test_a_one_minute_rule_fires_on_real_traffic_before_any_roll_up(celery_beat:
     from django.test import Client
 
     from inference.routing_cache import edge_cache
-    from monitoring.recorder import flush_now, recorder
+    from inference.telemetry.recorder import recorder
+    from monitoring.flusher import flush_now
     from tests.inference.conftest import ROWS, iris_served_with_key
     from workers.celery import app
 

@@ -19,8 +19,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.test import APIClient
 
+from audit.models import AuditEvent
 from inference.models import Rollout, TrafficPolicyRevision
-from registry.models import AuditEvent, ModelVersion
+from registry.models import ModelVersion
 from tests.conftest import client_for
 from tests.integration.conftest import ROOT, WorkerProcess, wait_for
 from tests.onnx_models import lookup

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from inference.telemetry.recorder import PredictionRecord, Recorder
 from monitoring.flusher import Flusher
-from monitoring.recorder import PredictionRecord, Recorder
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from registry.models import AuditEvent
+from audit.models import AuditEvent
 from tests.conftest import client_for
 from tests.monitoring.conftest import make_endpoint
 

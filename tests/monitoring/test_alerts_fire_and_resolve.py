@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from inference.telemetry.recorder import LATENCY_BUCKETS_MS
 from monitoring import alerts
 from monitoring.models import AlertEvent, AlertRule, DriftScore, MetricRollup
-from monitoring.recorder import LATENCY_BUCKETS_MS
 from monitoring.tasks import evaluate_alerts
 from tests.monitoring.conftest import make_endpoint
 

@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent("""
     import django
     django.setup()
     from monitoring.flusher import flusher
-    from monitoring.recorder import PredictionRecord, record, recorder
+    from inference.telemetry.recorder import PredictionRecord, record, recorder
 
     def wait(predicate):
         deadline = time.monotonic() + 20

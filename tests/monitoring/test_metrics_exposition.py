@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from inference.telemetry.recorder import Recorder
 from monitoring.flusher import Flusher
-from monitoring.recorder import Recorder
 from tests.monitoring.conftest import rec
 
 pytestmark = pytest.mark.django_db

@@ -86,8 +86,8 @@ def test_without_redis_a_flush_writes_the_database_directly(recorder: Any, db_fl
 def test_several_processes_flushing_the_same_minute_add_up(
     redis_flusher: Any, redis_client: Any, settings: Any
 ) -> None:
+    from inference.telemetry.recorder import Recorder
     from monitoring.flusher import Flusher
-    from monitoring.recorder import Recorder
 
     others = [Recorder() for _ in range(3)]
     for r in others:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from registry.models import AuditEvent
+from audit.models import AuditEvent
 from tests.monitoring.conftest import make_version
 
 pytestmark = pytest.mark.django_db

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from inference.telemetry.recorder import PredictionRecord
 from monitoring import drift, rollups
 from monitoring.models import DriftScore, MetricRollup
-from monitoring.recorder import PredictionRecord
 from monitoring.stats import latency_percentiles
 from tests.monitoring.conftest import later, make_version
 from tests.onnx_models import tiny_classifier, write_model

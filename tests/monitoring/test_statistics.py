@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from monitoring.recorder import LATENCY_BUCKETS_MS
+from inference.telemetry.recorder import LATENCY_BUCKETS_MS
 from monitoring.stats import (
     bin_counts,
     float_bin,

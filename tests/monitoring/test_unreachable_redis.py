@@ -25,8 +25,8 @@ def test_a_closed_port_does_not_raise_and_counts_the_dropped_records(recorder: A
 
 @pytest.mark.django_db
 def test_the_loss_shows_in_metrics_and_readiness(client: Any, redis_client: Any, settings: Any) -> None:
+    from inference.telemetry.recorder import record
     from monitoring import flusher as flusher_module
-    from monitoring.recorder import record
 
     settings.MONITORING_FLUSH_INTERVAL_S = 0  # no background thread in this test
     default = flusher_module.flusher

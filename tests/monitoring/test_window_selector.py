@@ -9,9 +9,9 @@ import pytest
 from django.utils import timezone
 
 from config.errors import DomainError
+from inference.telemetry.recorder import LATENCY_BUCKETS_MS
 from monitoring import alerts, keys, rollups
 from monitoring.models import AlertEvent, MetricRollup
-from monitoring.recorder import LATENCY_BUCKETS_MS
 from monitoring.selectors import endpoint_window_stats, window_minutes
 from tests.monitoring.conftest import make_endpoint, rec
 

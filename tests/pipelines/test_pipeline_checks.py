@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
+from audit.models import AuditEvent
 from config.errors import Forbidden
 from inference import endpoints, environments, traffic
 from inference.models import Endpoint
 from inference.pipelines import services as pipeline_services
 from inference.pipelines.graph import GraphError
 from inference.pipelines.models import PipelineVersion
-from registry.models import AuditEvent, ModelVersion
+from registry.models import ModelVersion
 from tests.conftest import client_for
 from tests.pipelines.conftest import fraud_spec
 

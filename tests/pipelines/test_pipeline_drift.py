@@ -17,10 +17,10 @@ import pytest
 from inference import endpoints, traffic
 from inference.pipelines import features
 from inference.pipelines import services as pipeline_services
+from inference.telemetry.recorder import Recorder
 from monitoring import drift, rollups
 from monitoring.flusher import Flusher
 from monitoring.models import DriftScore, InputSample, MetricRollup, MonitoringSettings
-from monitoring.recorder import Recorder
 from tests.monitoring.conftest import later
 from tests.pipelines.conftest import SCALE, fraud_spec
 
@@ -40,7 +40,7 @@ def model_view(amount: np.ndarray, avg_amount: np.ndarray, tx_count: np.ndarray)
 def recorder(monkeypatch: Any) -> Recorder:
     """A private recorder in place of the process's (no background flusher)."""
     private = Recorder()
-    monkeypatch.setattr("monitoring.recorder.recorder", private)
+    monkeypatch.setattr("inference.telemetry.recorder.recorder", private)
     return private
 
 

@@ -16,8 +16,8 @@ import pytest
 
 from inference import endpoints, traffic
 from inference.pipelines import services as pipeline_services
+from inference.telemetry.recorder import Recorder
 from monitoring.flusher import Flusher
-from monitoring.recorder import Recorder
 from tests.inference.conftest import fresh_edge_cache, version_add  # noqa: F401 - the autouse fixture
 from tests.onnx_models import tiny_classifier_model
 

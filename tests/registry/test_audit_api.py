@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from registry.models import AuditEvent
+from audit.models import AuditEvent
 from tests.conftest import client_for
 from tests.registry import governance as g
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from registry.models import AuditEvent, ModelVersion, PromotionRequest
+from audit.models import AuditEvent
+from registry.models import ModelVersion, PromotionRequest
 from tests.registry import governance as g
 
 pytestmark = pytest.mark.django_db
@@ -87,7 +88,7 @@ def test_requests_and_audit_events_cannot_be_edited_in_the_admin(engineer, admin
     browser.force_login(staff(admin_user))
     event = AuditEvent.objects.first()
     browser.post(f"/admin/registry/promotionrequest/{request.pk}/change/", {"status": "approved"})
-    browser.post(f"/admin/registry/auditevent/{event.pk}/delete/", {"post": "yes"})
+    browser.post(f"/admin/audit/auditevent/{event.pk}/delete/", {"post": "yes"})
     assert PromotionRequest.objects.get().status == "pending"
     assert AuditEvent.objects.filter(pk=event.pk).exists()
     assert browser.get("/admin/registry/promotionrequest/add/").status_code == 403

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from registry.models import AuditEvent, RegisteredModel
+from audit.models import AuditEvent
+from registry.models import RegisteredModel
 from tests.conftest import iris_bytes, upload
 
 pytestmark = pytest.mark.django_db

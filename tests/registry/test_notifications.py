@@ -147,7 +147,7 @@ def test_a_user_watches_and_unwatches_a_model(people):
     assert list(m.watchers.all()) == [watcher]
     assert api.delete("/api/v1/models/churn/watch").json() == {"watching": False}
     assert m.watchers.count() == 0
-    from registry.models import AuditEvent
+    from audit.models import AuditEvent
 
     assert list(AuditEvent.objects.values_list("action", flat=True).order_by("pk")) == ["model.watch", "model.unwatch"]
     assert api.post("/api/v1/models/nope/watch").status_code == 404
@@ -156,7 +156,7 @@ def test_a_user_watches_and_unwatches_a_model(people):
 def test_webhook_changes_in_the_admin_are_audited_without_the_secret(admin_user):
     from django.test import Client
 
-    from registry.models import AuditEvent
+    from audit.models import AuditEvent
 
     admin_user.is_staff = admin_user.is_superuser = True
     admin_user.save(update_fields=["is_staff", "is_superuser"])

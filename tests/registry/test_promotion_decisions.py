@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 from django.test import TestCase
 
+from audit.models import AuditEvent
 from registry import promotions
-from registry.models import AuditEvent, ModelVersion
+from registry.models import ModelVersion
 from tests.conftest import client_for
 from tests.registry import governance as g
 

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from django.db import connection, connections
 
+from audit.models import AuditEvent
 from config.errors import DomainError
 from registry import promotions
-from registry.models import AuditEvent, ModelVersion, PromotionRequest
+from registry.models import ModelVersion, PromotionRequest
 from tests.conftest import make_user
 from tests.registry import governance as g
 

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from registry.models import AuditEvent, PromotionRequest
+from audit.models import AuditEvent
+from registry.models import PromotionRequest
 from tests.conftest import client_for
 from tests.registry import governance as g
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from django.test import TestCase
 
-from registry.models import AuditEvent, ModelVersion
+from audit.models import AuditEvent
+from registry.models import ModelVersion
 from tests.conftest import client_for
 from tests.registry import governance as g
 

@@ -3,9 +3,12 @@ from __future__ import annotations
 import pytest
 from django.test import TestCase
 
-from accounts.permissions import can_access_team, visible_endpoints, visible_models
+from accounts.permissions import can_access_team
+from audit.models import AuditEvent
 from inference.models import Endpoint
-from registry.models import AuditEvent, ModelVersion
+from inference.selectors import visible_endpoints
+from registry.models import ModelVersion
+from registry.selectors import visible_models
 from tests.conftest import client_for, make_user
 from tests.registry import governance as g
 

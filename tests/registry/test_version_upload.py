@@ -4,8 +4,9 @@ import hashlib
 
 import pytest
 
+from audit.models import AuditEvent
 from registry import storage
-from registry.models import AuditEvent, ModelVersion
+from registry.models import ModelVersion
 from tests.conftest import iris_bytes, upload
 
 pytestmark = pytest.mark.django_db

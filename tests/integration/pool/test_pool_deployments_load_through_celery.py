@@ -6,13 +6,14 @@ import hashlib
 
 import pytest
 
+from audit.models import AuditEvent
 from config.health import READINESS_CHECKS
 from inference import tasks
 from inference.models import Deployment, Endpoint
 from inference.pool import worker_pool_transport
 from inference.selectors import deployment_spec
 from registry import storage
-from registry.models import AuditEvent, ModelVersion, RegisteredModel
+from registry.models import ModelVersion, RegisteredModel
 from tests.integration.pool.conftest import deployment_report, mlp_model, wait_until
 
 pytestmark = [pytest.mark.integration]

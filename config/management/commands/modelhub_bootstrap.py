@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from accounts.services import roles_ensure
+from inference.bootstrap import serving_bootstrap
 from registry import services, storage
 from registry.demo import DEMO_MODEL_NAME, iris_onnx
 from registry.models import RegisteredModel
@@ -42,8 +43,6 @@ class Command(BaseCommand):
 
     def _serving(self, admin: Any) -> None:
         # Serving step (inference app): the demo endpoint `iris` and an API key for it.
-        from inference.bootstrap import serving_bootstrap
-
         serving_bootstrap(admin=admin, write=lambda line: self.stdout.write(self.style.SUCCESS(line)))
 
     def _demo(self, admin: Any) -> None:

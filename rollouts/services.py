@@ -33,12 +33,12 @@ from django.utils import timezone
 
 from accounts.permissions import role_check, team_check
 from accounts.roles import APPROVER, ML_ENGINEER, has_role
+from audit.services import audit_record
 from config.errors import Conflict, DomainError, NotFound
 from inference import environments, traffic
 from inference.models import Deployment, Endpoint, Rollout, RolloutEvent
 from monitoring.rollups import add_rollup
 from monitoring.selectors import deployment_window_totals, output_psi, window_point
-from registry.audit import audit_record
 from registry.models import ModelVersion
 
 log = logging.getLogger(__name__)

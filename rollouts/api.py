@@ -1,5 +1,5 @@
 """The rollouts API: start, list, read (with the timeline), pause, resume, abort, promote.
-Thin: inference.rollouts decides; roles are checked there (approver on production)."""
+Thin: rollouts.services decides; roles are checked there (approver on production)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.permissions import ReadOrEngineerWrites, endpoint_for_user_or_404, team_scope
+from accounts.permissions import ReadOrEngineerWrites, team_scope
 from config.errors import NotFound
 from config.http import client_ip
-from inference import rollouts
 from inference.models import Rollout
+from inference.selectors import endpoint_for_user_or_404
+from rollouts import services as rollouts
 
 ACTIONS = {
     "pause": rollouts.rollout_pause,

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import models
 
-from registry.models import AuditEvent
+from audit.models import AuditEvent
 
 
 def audit_record(
@@ -35,15 +35,17 @@ def audit_record(
 
 
 def _team_id_of(obj: models.Model) -> int | None:
-    """The owning team of a model, version, promotion request or endpoint, if any."""
+    """The owning team of a model, version, promotion request or endpoint, if any.
+
+    A model without a team of its own says how to find it with an `audit_team_id`
+    property (the audit log knows none of the apps above it).
+    """
     if hasattr(obj, "team_id"):
         return obj.team_id  # type: ignore[no-any-return]
+    if hasattr(obj, "audit_team_id"):
+        return obj.audit_team_id  # type: ignore[no-any-return]
     for parent in ("model", "version", "endpoint"):
         related = getattr(obj, parent, None)
         if isinstance(related, models.Model):
             return _team_id_of(related)
-    if obj._meta.label_lower == "inference.apikey" and obj.pk is not None:
-        # An application key belongs to its endpoints' team (a key is made for one endpoint
-        # and may reach others the same caller sees): its events are scoped like them.
-        return obj.endpoints.exclude(team=None).values_list("team_id", flat=True).first()  # type: ignore[attr-defined]
     return None

@@ -4,7 +4,9 @@ It must cost microseconds and never fail a prediction, so it only updates counte
 this process under a lock; a background flusher (monitoring/flusher.py, started lazily
 on the first record in each process, so after gunicorn's fork) moves them to Redis (or to
 the database on the embedded default) every couple of seconds, and beat rolls them up.
-Nothing here touches the ORM or the network.
+Nothing here touches the ORM or the network, and nothing here imports monitoring: it
+sits below inference, and MonitoringConfig.ready() hands the default recorder the
+flusher's start-up hook (`Recorder.on_first_use`).
 
 Outputs and inputs are kept by reference only: output summaries are computed by the
 flusher (off the request), and input rows for drift and payload samples are kept only
@@ -151,6 +153,11 @@ class Recorder:
         self.enabled = True
         self.pid = os.getpid()
         _recorders.add(self)
+
+    def on_first_use(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on this recorder's first record in each process (after a fork
+        too): monitoring starts its flusher thread so."""
+        self._on_first_use = callback
 
     def _after_fork(self) -> None:
         # The parent's counts are the parent's to flush; the child starts empty, with a
@@ -304,13 +311,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def _start_default_flusher() -> None:
-    from monitoring.flusher import ensure_started
-
-    ensure_started()
-
-
-recorder = Recorder(on_first_use=_start_default_flusher)
+recorder = Recorder()
 
 
 def record(rec: PredictionRecord) -> None:
@@ -319,10 +320,3 @@ def record(rec: PredictionRecord) -> None:
 
 def record_inputs(endpoint: str, deployment: str, inputs: Mapping[str, Any]) -> None:
     recorder.record_inputs(endpoint, deployment, inputs)
-
-
-def flush_now() -> None:
-    """Move everything recorded in this process out now (tests, shutdown)."""
-    from monitoring.flusher import flush_now as _flush_now
-
-    _flush_now()
