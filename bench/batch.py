@@ -5,7 +5,10 @@
         python3 bench/batch.py --rows 100000,1000000 --workers 2 --out /tmp/batch_bench.json
 
 For each row count N it writes N rows of `id` + 256 FP32 features as Parquet (and as CSV
-for the naive script), then measures, one after the other on the same cores:
+for the naive script), then measures on the same cores, interleaved in `--rounds` rounds
+(raw, job, naive, raw, job, naive, ...: the machine may be shared, so each method sees the
+same mix of load), and reports each figure's median, min and max, the 1/5/15-minute load
+average before and after every round, and the ratios per round (and their median):
 
 - raw-ort: one ORT session, batch 256, features already in memory (the ceiling);
 - job: a batch job (Parquet in, Parquet out) on `--workers` Celery worker processes
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,6 +134,21 @@ def spark_rows_per_s(parquet: Path, out: Path, *, base_url: str, token: str, mod
         spark.stop()
 
 
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages (what `uptime` prints), noted with every figure."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def _spread(values: list[float], digits: int = 1) -> dict[str, object]:
+    """Median, min and max of one figure over the rounds."""
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "all": [round(v, digits) for v in values],
+    }
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process and its children (the Celery pool), from /proc."""
     total = 0
@@ -163,6 +182,9 @@ def main() -> None:
         "features it passed 17 GB RSS on a 24 GB machine and was stopped)",
     )
     parser.add_argument("--spark-max-rows", type=int, default=0, help="skip Spark above this many rows (0: never)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of raw / job / naive per row count (medians)"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not os.environ.get("REDIS_URL") or not os.environ.get("DATABASE_URL", "").startswith("postgres"):
@@ -224,41 +246,75 @@ def main() -> None:
         server = subprocess.Popen(server_cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(5)
     results = []
+
+    def run_job(parquet: Path, rows: int) -> dict[str, object]:
+        request = services.JobRequest(
+            model=name, version=1, passthrough=["id"], chunk_rows=args.chunk_rows, output_format="parquet"
+        )
+        job = services.job_create(request=request, user=user, input_path=parquet.name)
+        peak = 0
+        each = [0] * len(workers)
+        while True:
+            job.refresh_from_db()
+            now = [rss_bytes(w.pid) for w in workers]
+            peak = max(peak, sum(now))
+            each = [max(a, b) for a, b in zip(each, now, strict=True)]
+            if job.state in BatchJob.TERMINAL:
+                break
+            time.sleep(0.5)
+        if job.state != "succeeded":
+            raise SystemExit(f"job failed: {job.error}")
+        seconds = (job.finished_at - job.created_at).total_seconds()
+        chunks = list(job.chunks.values_list("started_at", "finished_at", "seconds"))
+        first_chunk = min(c[0] for c in chunks)
+        last_chunk = max(c[1] for c in chunks)
+        time.sleep(1.0)  # the last chunk's task has returned: what each worker keeps between jobs
+        return {
+            "rows_per_s": round(rows / seconds, 1),
+            # Phases from the job's own timestamps: creation to the first chunk's start
+            # (planning and queueing), chunks, the last chunk to the result (finalize).
+            "plan_s": round((first_chunk - job.created_at).total_seconds(), 2),
+            "chunks_s": round((last_chunk - first_chunk).total_seconds(), 2),
+            "finalize_s": round((job.finished_at - last_chunk).total_seconds(), 2),
+            "chunk_s_mean": round(statistics.fmean(c[2] for c in chunks), 2),
+            "worker_peak_rss_mb": round(peak / 2**20, 1),
+            "each_worker_peak_rss_mb": [round(b / 2**20, 1) for b in each],
+            "workers_idle_rss_mb": [round(rss_bytes(w.pid) / 2**20, 1) for w in workers],
+        }
+
     try:
         for rows in [int(r) for r in args.rows.split(",")]:
             run_naive = rows <= args.naive_max_rows
             run_spark = args.spark and (not args.spark_max_rows or rows <= args.spark_max_rows)
             parquet, csv = write_inputs(data, rows, with_csv=run_naive)
-            row: dict[str, object] = {"rows": rows, "model": args.model, "workers": args.workers}
-            row["raw_ort_rows_per_s"] = round(raw_ort(model_path, rows, args.threads), 1)
-            request = services.JobRequest(
-                model=name, version=1, passthrough=["id"], chunk_rows=args.chunk_rows, output_format="parquet"
-            )
-            job = services.job_create(request=request, user=user, input_path=parquet.name)
-            peak = 0
-            each = [0] * len(workers)
-            while True:
-                job.refresh_from_db()
-                now = [rss_bytes(w.pid) for w in workers]
-                peak = max(peak, sum(now))
-                each = [max(a, b) for a, b in zip(each, now, strict=True)]
-                if job.state in BatchJob.TERMINAL:
-                    break
-                time.sleep(0.5)
-            if job.state != "succeeded":
-                raise SystemExit(f"job failed: {job.error}")
-            seconds = (job.finished_at - job.created_at).total_seconds()
-            row["job_rows_per_s"] = round(rows / seconds, 1)
-            row["job_worker_peak_rss_mb"] = round(peak / 2**20, 1)
-            row["job_each_worker_peak_rss_mb"] = [round(b / 2**20, 1) for b in each]
-            time.sleep(1.0)  # the last chunk's task has returned: what each worker keeps between jobs
-            row["job_workers_idle_rss_mb"] = [round(rss_bytes(w.pid) / 2**20, 1) for w in workers]
-            row["job_vs_raw"] = round(row["job_rows_per_s"] / row["raw_ort_rows_per_s"], 3)  # type: ignore[operator]
-            print(json.dumps(row), file=sys.stderr, flush=True)  # so far, in case a later step is stopped
+            row: dict[str, object] = {"rows": rows, "model": args.model, "workers": args.workers, "rounds": []}
+            rounds: list[dict[str, object]] = []
+            # Interleaved (raw, job, naive, raw, job, naive, ...): the machine is shared, so
+            # each method sees the same mix of load; medians and the spread are reported.
+            for number in range(args.rounds):
+                one: dict[str, object] = {"round": number + 1, "load_before": _load()}
+                one["raw_ort_rows_per_s"] = round(raw_ort(model_path, rows, args.threads), 1)
+                one["job"] = run_job(parquet, rows)
+                if run_naive:
+                    one["naive_rows_per_s"] = round(naive(model_path, csv, work / "naive-out.csv", args.threads), 1)
+                one["load_after"] = _load()
+                print(json.dumps({"rows": rows, **one}), file=sys.stderr, flush=True)
+                rounds.append(one)
+            row["rounds"] = rounds
+            raw = [float(r["raw_ort_rows_per_s"]) for r in rounds]  # type: ignore[arg-type]
+            job_rates = [float(r["job"]["rows_per_s"]) for r in rounds]  # type: ignore[index]
+            row["raw_ort_rows_per_s"] = _spread(raw)
+            row["job_rows_per_s"] = _spread(job_rates)
+            for phase in ("plan_s", "chunks_s", "finalize_s", "worker_peak_rss_mb"):
+                row[f"job_{phase}"] = _spread([float(r["job"][phase]) for r in rounds])  # type: ignore[index]
+            # Per-round ratios (same round, neighbouring load), then their median.
+            row["job_vs_raw"] = _spread([j / r for j, r in zip(job_rates, raw, strict=True)], digits=3)
             if run_naive:
-                row["naive_rows_per_s"] = round(naive(model_path, csv, work / "naive-out.csv", args.threads), 1)
-                row["job_vs_naive"] = round(row["job_rows_per_s"] / row["naive_rows_per_s"], 3)  # type: ignore[operator]
+                naive_rates = [float(r["naive_rows_per_s"]) for r in rounds]  # type: ignore[arg-type]
+                row["naive_rows_per_s"] = _spread(naive_rates)
+                row["job_vs_naive"] = _spread([j / n for j, n in zip(job_rates, naive_rates, strict=True)], digits=3)
             if run_spark:
+                row["spark_load_before"] = _load()
                 row["spark_rows_per_s"] = round(
                     spark_rows_per_s(
                         parquet,
@@ -270,7 +326,7 @@ def main() -> None:
                     ),
                     1,
                 )
-            print(json.dumps(row), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True)
             results.append(row)
             for path in (parquet, csv):
                 path.unlink(missing_ok=True)

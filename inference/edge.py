@@ -63,11 +63,14 @@ def max_body_bytes() -> int:
 # ------------------------------------------------------------------ shared steps
 
 
-def _table(name: str) -> RoutingTable:
+def authorized_table(name: str, headers: Headers) -> tuple[RoutingTable, KeyEntry | None]:
+    """The routing table of endpoint `name` and the API key in `headers` that may call it:
+    404 for an unknown endpoint, 401 for a missing or unknown key, 403 for a key of other
+    endpoints (EdgeError). Every route that serves an endpoint starts here."""
     table = edge_cache.table(name)
     if table is None:
         raise EdgeError(404, "unknown_endpoint", f'no endpoint named "{name}"')
-    return table
+    return table, _authorize(table, headers)
 
 
 def _authorize(table: RoutingTable, headers: Headers) -> KeyEntry | None:
@@ -104,7 +107,9 @@ def _header_name(environ_key: str) -> str:
     return name
 
 
-def _route(table: RoutingTable, headers: Headers, pin: str | None) -> DeploymentSpec:
+def deployment_choose(table: RoutingTable, headers: Headers, pin: str | None) -> DeploymentSpec:
+    """The deployment this request goes to: the `?version=` pin or the pin header, else the
+    sticky header's hash, else the weighted split."""
     sticky = headers.get(_header_name(table.sticky_header)) if table.sticky_header else None
     return table.choose(sticky_key=sticky or None, pin=pin or headers.get(PIN_HEADER) or None)
 
@@ -363,9 +368,9 @@ class SimplePredict(InferCall):
 
     def prepare(self) -> None:
         request = self.request
-        table = self.table = _table(self.name)
-        self.key = _authorize(table, request.headers)
-        spec = self.spec = _route(table, request.headers, self.pin)
+        table, self.key = authorized_table(self.name, request.headers)
+        self.table = table
+        spec = self.spec = deployment_choose(table, request.headers, self.pin)
         signature = table.signature_for(spec)
         pipeline = self.pipeline = table.pipeline_for(spec)
         parsed = codec.parse_json(request.body)
@@ -431,9 +436,9 @@ class V2Infer(InferCall):
 
     def prepare(self) -> None:
         request = self.request
-        table = self.table = _table(self.name)
-        self.key = _authorize(table, request.headers)
-        spec = self.spec = _route(table, request.headers, self.version)
+        table, self.key = authorized_table(self.name, request.headers)
+        self.table = table
+        spec = self.spec = deployment_choose(table, request.headers, self.version)
         header_length = codec.parse_header_length(request.headers.get("inference-header-content-length"))
         self.inputs, self.info = codec.decode_v2_request(
             request.body,
@@ -482,8 +487,7 @@ def feedback(name: str, request: PredictRequest, shape: Shape) -> Reply:
     a request a bandit router decided, authenticated like a prediction (the endpoint's API
     keys); the arm comes from the ledger (inference.bandits.feedback)."""
     try:
-        table = _table(name)
-        _authorize(table, request.headers)
+        authorized_table(name, request.headers)
         request_id, rewards = bandit_feedback.parse_body(codec.parse_json(request.body))
         result = bandit_feedback.feedback(name, request_id, rewards)
     except Exception as exc:  # noqa: BLE001 - every refusal is JSON
@@ -509,8 +513,7 @@ def _default_spec(table: RoutingTable, version: str | None) -> DeploymentSpec:
 
 def v2_model_metadata(name: str, version: str | None, headers: Headers) -> Reply:
     try:
-        table = _table(name)
-        _authorize(table, headers)
+        table, _ = authorized_table(name, headers)
         spec = _default_spec(table, version)
         signature = table.signature_for(spec)
         versions = sorted({str(s.version) for s in table.all_specs()}, key=int)
@@ -529,8 +532,7 @@ def v2_model_metadata(name: str, version: str | None, headers: Headers) -> Reply
 
 def v2_model_ready(name: str, version: str | None, headers: Headers) -> Reply:
     try:
-        table = _table(name)
-        _authorize(table, headers)
+        table, _ = authorized_table(name, headers)
         spec = _default_spec(table, version)
     except Exception as exc:  # noqa: BLE001
         return Reply(*error_reply(exc, "v2"))

@@ -134,7 +134,7 @@ def team_fit_check(*, endpoint_name: str, team: Team | None, models: Sequence[Re
         )
 
 
-def _team_adopt(*, endpoint: Endpoint, models: list[RegisteredModel], user: AbstractBaseUser | None) -> None:
+def endpoint_team_adopt(*, endpoint: Endpoint, models: list[RegisteredModel], user: AbstractBaseUser | None) -> None:
     """An endpoint with no team and no split yet takes the team of the first models it
     serves (the dashboard creates an endpoint first and routes it next)."""
     teams = {m.team_id: m.team for m in models if m.team_id is not None}
@@ -211,7 +211,7 @@ def endpoint_update(
     if "preprocessing" in changes or "postprocessing" in changes:
         # The new settings must fit every version the endpoint serves now.
         for deployment in _current_deployments(endpoint):
-            _pipeline_check(endpoint, deployment.model_version)
+            endpoint_pipeline_check(endpoint, deployment.model_version)
     endpoint.save(update_fields=[*changes, "updated_at"])
     audit_record(
         actor=user,
@@ -261,7 +261,7 @@ def _current_deployments(endpoint: Endpoint) -> list[Deployment]:
     return list(Deployment.objects.filter(pk__in=ids).select_related("model_version__model"))
 
 
-def _pipeline_check(endpoint: Endpoint, version: ModelVersion) -> None:
+def endpoint_pipeline_check(endpoint: Endpoint, version: ModelVersion) -> None:
     try:
         pipeline_compile(
             endpoint.preprocessing,

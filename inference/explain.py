@@ -213,9 +213,8 @@ def explain(
 
 
 def _authorized(name: str, request: PredictRequest, pin: str | None) -> tuple[Any, DeploymentSpec]:
-    table = edge._table(name)
-    edge._authorize(table, request.headers)
-    return table, edge._route(table, request.headers, pin)
+    table, _ = edge.authorized_table(name, request.headers)
+    return table, edge.deployment_choose(table, request.headers, pin)
 
 
 def _reply(body: dict[str, Any], spec: DeploymentSpec) -> Reply:

@@ -24,7 +24,8 @@ the REST ones, decided in one place. The reply is translated back:
 The message classes and the servicer base are the generated ones that tritonclient ships
 (`tritonclient.grpc.service_pb2`, `service_pb2_grpc`, from Triton's grpc_service.proto,
 which is KServe's V2 service plus Triton's extensions; those extensions answer
-UNIMPLEMENTED). ALLOWED_HOSTS is not checked (gRPC clients send `:authority`, not Host).
+UNIMPLEMENTED). ALLOWED_HOSTS is not checked: it guards HTTP's Host header against forged
+URLs and DNS rebinding, which do not reach a gRPC service (docs/serving.md, "gRPC").
 """
 
 from __future__ import annotations

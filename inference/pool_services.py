@@ -20,7 +20,7 @@ from inference.selectors import deployment_spec
 from inference.spec import DeploymentSpec
 
 
-def _provider(spec: DeploymentSpec) -> str:
+def worker_provider(spec: DeploymentSpec) -> str:
     """The execution provider a warm worker's session really got for this deployment."""
     for beat in worker_status():
         report = beat.get("deployments", {}).get(spec.key)
@@ -29,7 +29,7 @@ def _provider(spec: DeploymentSpec) -> str:
     return ""
 
 
-def _load_failure(spec: DeploymentSpec) -> str:
+def worker_load_failure(spec: DeploymentSpec) -> str:
     """A worker's load error for this deployment, if every reporting worker failed it."""
     errors = []
     for beat in worker_status():
@@ -89,8 +89,8 @@ def deployment_pool_load(
     deadline = time.monotonic() + wait_s
     while True:
         if transport.ready(spec):  # warm on a live worker, or held cold there (evictable, memory budget)
-            return _set_state(deployment_id, Deployment.State.READY, "", provider=_provider(spec)).state
-        failure = _load_failure(spec)
+            return _set_state(deployment_id, Deployment.State.READY, "", provider=worker_provider(spec)).state
+        failure = worker_load_failure(spec)
         if failure:
             return _set_state(deployment_id, Deployment.State.FAILED, failure[:2000]).state
         if time.monotonic() >= deadline:

@@ -39,7 +39,7 @@ from inference import pool_protocol as wire
 from inference.loading import deployment_state_set
 from inference.models import Deployment
 from inference.pool import redis_client
-from inference.pool_services import _load_failure, _provider
+from inference.pool_services import worker_load_failure, worker_provider
 from inference.selectors import deployment_spec
 from inference.spec import DeploymentSpec
 
@@ -170,11 +170,11 @@ def pool_reconcile(*, settle_s: float = 3.0, client: Any = None) -> ReconcileRep
         state = states[key]
         if warm[key] > 0 and state == Deployment.State.LOADING:
             deployment_state_set(
-                deployment_id=spec.deployment_id, state=Deployment.State.READY, provider=_provider(spec)
+                deployment_id=spec.deployment_id, state=Deployment.State.READY, provider=worker_provider(spec)
             )
             report.became_ready.append(key)
         elif warm[key] == 0 and state == Deployment.State.LOADING:
-            failure = _load_failure(spec)
+            failure = worker_load_failure(spec)
             if failure:
                 deployment_state_set(
                     deployment_id=spec.deployment_id, state=Deployment.State.FAILED, detail=failure[:2000]

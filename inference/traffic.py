@@ -25,7 +25,13 @@ from accounts.roles import APPROVER
 from audit.services import audit_record
 from config.errors import Conflict, DomainError, NotFound, ServiceUnavailable
 from inference import routing_cache
-from inference.endpoints import InvalidPolicy, _pipeline_check, _team_adopt, route_models, team_fit_check
+from inference.endpoints import (
+    InvalidPolicy,
+    endpoint_pipeline_check,
+    endpoint_team_adopt,
+    route_models,
+    team_fit_check,
+)
 from inference.environments import (
     ENVIRONMENT_RULES,
     Environment,
@@ -48,7 +54,8 @@ log = logging.getLogger(__name__)
 ROLES = tuple(Deployment.Role.values)
 
 
-_ROUTE_KEYS = {
+# What a stored route may carry (the rollouts app copies routes by these keys too).
+ROUTE_KEYS = {
     "model",
     "pipeline",
     "version",
@@ -78,7 +85,7 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
     where = f"routes[{index}]"
     if not isinstance(route, dict):
         raise InvalidPolicy(f"{where}: expected an object with model, version, role, weight")
-    unknown = set(route) - _ROUTE_KEYS - {"deployment", "state", "provider", "pipeline_version"}
+    unknown = set(route) - ROUTE_KEYS - {"deployment", "state", "provider", "pipeline_version"}
     if unknown:
         raise InvalidPolicy(f"{where}: unknown key {sorted(unknown)[0]!r}")
     if route.get("pipeline") is not None:
@@ -302,8 +309,8 @@ def traffic_policy_revise(
     models = route_models(model_routes, user=user)
     versions = _versions_resolve(model_routes)
     for version in versions.values():
-        _pipeline_check(endpoint, version)
-    _team_adopt(endpoint=endpoint, models=models, user=user)
+        endpoint_pipeline_check(endpoint, version)
+    endpoint_team_adopt(endpoint=endpoint, models=models, user=user)
     team_fit_check(endpoint_name=endpoint.name, team=endpoint.team, models=models)
     _pipeline_routes_check(endpoint, clean)
     revision, to_load = _revise(
@@ -432,7 +439,7 @@ def traffic_policy_rollback(
         target = endpoint.revisions.filter(revision=revision).first()
         if target is None:
             raise NotFound(f'endpoint "{endpoint.name}" has no revision {revision}')
-    routes = [{k: v for k, v in route.items() if k in _ROUTE_KEYS} for route in target.routes]
+    routes = [{k: v for k, v in route.items() if k in ROUTE_KEYS} for route in target.routes]
     return traffic_policy_revise(
         endpoint=endpoint,
         routes=routes,
@@ -443,7 +450,7 @@ def traffic_policy_rollback(
     )
 
 
-def _scaled(weights: list[int], total: int) -> list[int]:
+def weights_scaled(weights: list[int], total: int) -> list[int]:
     """Integer weights proportional to `weights` that add up to `total` (largest remainder)."""
     whole = sum(weights) or 1
     raw = [w * total / whole for w in weights]
@@ -467,7 +474,7 @@ def endpoints_follow_production(
     revisions = []
     for endpoint in Endpoint.objects.filter(follows_model=model).exclude(follow=Endpoint.Follow.NONE):
         current = endpoint.revisions.filter(is_current=True).first()
-        routes = [{k: v for k, v in r.items() if k in _ROUTE_KEYS} for r in (current.routes if current else [])]
+        routes = [{k: v for k, v in r.items() if k in ROUTE_KEYS} for r in (current.routes if current else [])]
         if any(
             r.get("model") == model.name and r["version"] == model_version.version and r["role"] != "shadow"
             for r in routes
@@ -496,7 +503,7 @@ def endpoints_follow_production(
             else:
                 routes = [{**new, "role": "primary", "weight": 100}, *shadows]
         else:
-            weights = _scaled([r["weight"] for r in taking], 100 - endpoint.canary_weight)
+            weights = weights_scaled([r["weight"] for r in taking], 100 - endpoint.canary_weight)
             for route, weight in zip(taking, weights, strict=True):
                 route["weight"] = weight
             taking = [r for r in taking if r["weight"] > 0]
@@ -531,7 +538,7 @@ def endpoints_move_off(
         model=name, version=version.version, environments=(Environment.PRODUCTION, Environment.STAGING)
     ):
         current = endpoint.revisions.get(is_current=True)
-        routes = [{k: v for k, v in r.items() if k in _ROUTE_KEYS} for r in current.routes]
+        routes = [{k: v for k, v in r.items() if k in ROUTE_KEYS} for r in current.routes]
         mine = next(r for r in routes if r.get("model") == name and r["version"] == version.version)
         if version_allowed(environment=endpoint.environment, stage=version.stage, role=mine["role"]):
             continue

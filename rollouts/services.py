@@ -186,7 +186,7 @@ def routes_at(stable: list[dict[str, Any]], candidate: ModelVersion, weight: int
         return [*taking, *shadows, {**new, "role": Deployment.Role.SHADOW, "weight": 0}]
     if weight >= 100 or not taking:
         return [{**new, "role": Deployment.Role.PRIMARY, "weight": 100}, *shadows]
-    for route, share in zip(taking, traffic._scaled([r["weight"] for r in taking], 100 - weight), strict=True):
+    for route, share in zip(taking, traffic.weights_scaled([r["weight"] for r in taking], 100 - weight), strict=True):
         route["weight"] = share
     taking = [r for r in taking if r["weight"] > 0]
     return [*taking, {**new, "role": Deployment.Role.CANARY, "weight": weight}, *shadows]
@@ -302,7 +302,7 @@ def rollout_start(
             current = endpoint.revisions.filter(is_current=True).first()
             if current is None:
                 raise RolloutConflict(f'endpoint "{endpoint.name}" has no traffic split to roll out from')
-            stable = [{k: v for k, v in r.items() if k in traffic._ROUTE_KEYS} for r in current.routes]
+            stable = [{k: v for k, v in r.items() if k in traffic.ROUTE_KEYS} for r in current.routes]
             primary = next((r for r in stable if r["role"] == Deployment.Role.PRIMARY), stable[0])
             model = model or primary["model"]
             candidate = ModelVersion.objects.select_related("model").filter(model__name=model, version=version).first()
@@ -648,7 +648,7 @@ def alert_rollback(*, endpoint_id: int, alert: dict[str, Any], now: datetime | N
             return "rollout_rolled_back"
         endpoint = Endpoint.objects.get(pk=endpoint_id)
         current = endpoint.revisions.filter(is_current=True).first()
-        routes = [{k: v for k, v in r.items() if k in traffic._ROUTE_KEYS} for r in (current.routes if current else [])]
+        routes = [{k: v for k, v in r.items() if k in traffic.ROUTE_KEYS} for r in (current.routes if current else [])]
         primary = next((r for r in routes if r["role"] == Deployment.Role.PRIMARY), None)
         if primary is None or not any(r["role"] == Deployment.Role.CANARY for r in routes):
             return "nothing"

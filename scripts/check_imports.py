@@ -8,7 +8,9 @@ they are arrows too, only later), and fails on
 - Django (or DRF, Celery) imported by a layer declared Django-free;
 - an import cycle (a strongly connected group of modules);
 - a function-level import of our own code without a comment saying why, in the files
-  listed under `explained`.
+  listed under `explained`;
+- a module of the packages listed under `private` using another module's underscore
+  name (`from x import _y`, `x._y`): what two modules share gets a public name.
 There are no exceptions: a contract that lists `upward` or `cycles` entries (the
 allowances of the first wave, issue #11) is refused, so fix the structure instead.
 Imports under `if TYPE_CHECKING:` are ignored: they never run.
@@ -171,6 +173,35 @@ def _cycles(modules: dict[str, Path], found: list[Arrow]) -> list[set[str]]:
     return groups
 
 
+def private_uses(packages: list[str]) -> list[str]:
+    """`module:line: name` for each use of another module's underscore name in `packages`."""
+    modules = _modules(packages)
+    found: list[str] = []
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        aliases: set[str] = set()  # local names bound to our modules
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                target = _targets(node, name, path.name == "__init__.py")[-1]
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__") and target in modules:
+                        found.append(f"{name}:{node.lineno}: from {target} import {alias.name}")
+                    elif f"{target}.{alias.name}" in modules:
+                        aliases.add(alias.asname or alias.name)
+            elif isinstance(node, ast.Import):
+                aliases.update(a.asname for a in node.names if a.asname and a.name in modules)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                found.append(f"{name}:{node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
 def violations(contract: dict | None = None) -> list[str]:
     contract = contract or _load_contract()
     layers: dict[str, list[str]] = contract["layers"]
@@ -205,6 +236,9 @@ def violations(contract: dict | None = None) -> list[str]:
     for arrow in found:
         if arrow.in_function and not arrow.explained and any(_matches(arrow.importer, p) for p in explained):
             problems.append(f"{arrow.importer}:{arrow.line}: import inside a function without a comment saying why")
+
+    for use in private_uses(contract.get("private", [])):
+        problems.append(f"{use}: another module's private name (give it a public one)")
     return problems
 
 

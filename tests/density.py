@@ -18,8 +18,8 @@ def model_files(directory: Path, count: int) -> list[str]:
 
 
 def charge_per_model(path: str) -> int:
-    """What a repository with a budget charges for one of these models, once its measured
-    memory ratio has settled (the first load of a process also pays ORT's start-up)."""
+    """What a repository with a budget charges for one of these models (loaded twice: the
+    first load of a process also pays ONNX Runtime's start-up, which is not the model's)."""
     repository = ModelRepository(budget_bytes=1 << 50)
     repository.load("probe", path, intra_op_threads=1)
     repository.unload("probe")

@@ -28,6 +28,14 @@ class BatchJob(models.Model):
         SKIP = "skip"  # bad rows go to the errors file, up to max_error_pct of all rows
         FAIL = "fail"  # the first bad row fails the job
 
+    class ChunksFrom(models.TextChoices):
+        # The plan rewrote the input as Parquet chunk files (CSV, JSON Lines, and Parquet
+        # whose row groups are larger than chunk_rows).
+        FILES = "files"
+        # Parquet: each chunk reads its own whole row groups of the input file; the plan
+        # read only the footer.
+        INPUT = "input"
+
     class Kind(models.TextChoices):
         SCORE = "score"  # one version scores the table
         COMPARE = "compare"  # two versions score the same rows; a diff report is written
@@ -36,10 +44,22 @@ class BatchJob(models.Model):
 
     team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    model_version = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="batch_jobs")
-    # What the user asked for ("churn@production" or "churn/3"), and the digest that ran.
+    # The version that runs; empty for a pipeline job (pipeline_version below).
+    model_version = models.ForeignKey(
+        "registry.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="batch_jobs"
+    )
+    # A pipeline job (an endpoint whose primary is a pipeline): the pipeline version whose
+    # graph runs over each chunk, and its model steps' versions as resolved when the job was
+    # created ([{"model", "version", "stage", "sha256"}]): the lineage; a chunk refuses a
+    # graph that resolves to other versions (a stage alias promoted meanwhile).
+    pipeline_version = models.ForeignKey(
+        "pipelines.PipelineVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="batch_jobs"
+    )
+    pipeline_models = models.JSONField(default=list, blank=True)
+    # What the user asked for ("churn@production", "churn/3", "endpoint:fraud"), and the
+    # digest that ran (empty for a pipeline job: pipeline_models has one per model step).
     model_ref = models.CharField(max_length=100)
-    model_sha256 = models.CharField(max_length=64)
+    model_sha256 = models.CharField(max_length=64, blank=True)
     device = models.CharField(max_length=8, default="cpu")
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.SCORE)
     # The endpoint whose current primary was resolved into model_version (when the job
@@ -68,6 +88,11 @@ class BatchJob(models.Model):
     input_format = models.CharField(max_length=8, choices=Format.choices)
     input_sha256 = models.CharField(max_length=64, blank=True)
     input_size = models.BigIntegerField(default=0)
+    # Where chunks read their rows (set by the plan), and for a path input read directly,
+    # the file's size and mtime at planning ("size:mtime_ns"): a chunk refuses a file that
+    # changed since, so the output matches the recorded input_sha256.
+    chunks_from = models.CharField(max_length=8, choices=ChunksFrom.choices, default=ChunksFrom.FILES)
+    input_stamp = models.CharField(max_length=64, blank=True)
 
     # {input name: [column, ...]}: the columns that feed each model input, in order.
     column_mapping = models.JSONField(default=dict)

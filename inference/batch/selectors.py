@@ -16,7 +16,12 @@ def job_list(*, user: Any, state: str = "", model: str = "", version_id: int | N
     """Jobs the user may see (their teams' and those of no team), newest first."""
     jobs = team_scope(
         BatchJob.objects.select_related(
-            "model_version__model", "compare_version__model", "endpoint", "created_by", "team"
+            "model_version__model",
+            "compare_version__model",
+            "pipeline_version__pipeline",
+            "endpoint",
+            "created_by",
+            "team",
         ),
         user,
     )
@@ -32,7 +37,7 @@ def job_list(*, user: Any, state: str = "", model: str = "", version_id: int | N
 def job_get(*, job_id: int, user: Any) -> BatchJob:
     """One job; another team's job is answered exactly as a missing one (404)."""
     jobs = BatchJob.objects.select_related(
-        "model_version__model", "compare_version__model", "endpoint", "created_by", "team"
+        "model_version__model", "compare_version__model", "pipeline_version__pipeline", "endpoint", "created_by", "team"
     )
     found: BatchJob = get_visible_or_404(jobs, user, pk=job_id)
     return found

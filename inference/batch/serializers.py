@@ -29,8 +29,9 @@ class BatchChunkSerializer(serializers.ModelSerializer):
 
 
 class BatchJobSerializer(serializers.ModelSerializer):
-    model = serializers.CharField(source="model_version.model.name", read_only=True)
-    version = serializers.IntegerField(source="model_version.version", read_only=True)
+    model = serializers.CharField(source="model_version.model.name", read_only=True, allow_null=True)
+    version = serializers.IntegerField(source="model_version.version", read_only=True, allow_null=True)
+    pipeline = serializers.SerializerMethodField()
     team = serializers.SlugRelatedField(slug_field="name", read_only=True)
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     progress = serializers.SerializerMethodField()
@@ -52,6 +53,7 @@ class BatchJobSerializer(serializers.ModelSerializer):
             "version",
             "model_ref",
             "model_sha256",
+            "pipeline",
             "kind",
             "endpoint",
             "compare",
@@ -79,6 +81,14 @@ class BatchJobSerializer(serializers.ModelSerializer):
             "finished_at",
             "files_deleted_at",
         ]
+
+    def get_pipeline(self, job: BatchJob) -> dict[str, Any] | None:
+        """A pipeline job (model and version are null): the pipeline version that ran, and the
+        model versions its steps resolved to when the job was created (lineage)."""
+        found = job.pipeline_version
+        if found is None:
+            return None
+        return {"pipeline": found.pipeline.name, "version": found.version, "models": job.pipeline_models}
 
     def get_compare(self, job: BatchJob) -> dict[str, Any] | None:
         """compare jobs: the second version ("b"; model/version above are "a")."""

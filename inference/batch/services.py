@@ -37,10 +37,15 @@ from django.utils import timezone
 from audit.services import audit_record
 from config.errors import Conflict, DomainError, PayloadTooLarge
 from inference.batch import compare, executor, storage, tables
+from inference.batch import pipeline as batch_pipeline
 from inference.batch.models import BatchChunk, BatchJob
 from inference.batch.runner import LocalRunner
 from inference.environments import ENVIRONMENT_RULES, EnvironmentRuleBroken, version_allowed
 from inference.models import Deployment, Endpoint
+from inference.pipelines.features import UnknownEntity
+from inference.pipelines.graph import CompiledPipeline, GraphError
+from inference.pipelines.models import PipelineVersion
+from inference.pipelines.services import compile_version, pipeline_version_get
 from inference.runtime.errors import InputError, ModelExecutionError
 from inference.runtime.signature import Signature
 from inference.selectors import endpoint_for_user_or_404, revision_current
@@ -71,7 +76,8 @@ class NoPrimary(Conflict):
 
 
 class _RowError(Exception):
-    """A bad row under error_policy=fail, or the model failing on rows it accepted."""
+    """A bad row under error_policy=fail, the model failing on rows it accepted, or an input
+    read directly by the chunks that is gone or changed: the job fails, no retry helps."""
 
 
 class _Stop(Exception):
@@ -131,11 +137,27 @@ def model_version_resolve(*, model: str, version: int | None, user: Any) -> Mode
 
 @dataclass(frozen=True)
 class Target:
-    """What a job runs: the version, how it was named, and the endpoint it came from."""
+    """What a job runs: the version (or, for an endpoint serving a pipeline, the pipeline
+    version and its compiled graph), how it was named, and the endpoint it came from."""
 
-    version: ModelVersion
+    version: ModelVersion | None
     ref: str
     endpoint: Endpoint | None = None
+    pipeline: PipelineVersion | None = None
+    graph: CompiledPipeline | None = None
+
+    @property
+    def signature(self) -> Signature:
+        if self.graph is not None:
+            return batch_pipeline.signature(self.graph)
+        assert self.version is not None
+        return _signature(self.version)
+
+    @property
+    def model(self) -> ModelVersion:
+        """The version of a model target (a pipeline target has none: callers check first)."""
+        assert self.version is not None, "a pipeline target has no model version"
+        return self.version
 
 
 def endpoint_primary_resolve(*, endpoint: str, user: Any) -> Target:
@@ -152,11 +174,8 @@ def endpoint_primary_resolve(*, endpoint: str, user: Any) -> Target:
     if not primaries:
         raise NoPrimary(f'endpoint "{found.name}" has no primary version to run (no traffic split yet)')
     route = max(primaries, key=lambda r: int(r.get("weight") or 0))
-    if route.get("pipeline"):  # a pipeline route has no "model" (it was a KeyError, a 500)
-        raise BatchInputError(
-            f'endpoint "{found.name}" serves pipeline "{route["pipeline"]}" version {route.get("version")} as its '
-            "primary; pipelines as batch targets are not supported yet: name a model version or a stage alias"
-        )
+    if route.get("pipeline"):
+        return _endpoint_pipeline_resolve(found, route)
     version = registry_selectors.version_get(model_name=route["model"], version=int(route["version"]), user=user)
     if not version_allowed(environment=found.environment, stage=version.stage, role=Deployment.Role.PRIMARY):
         raise EnvironmentRuleBroken(
@@ -173,12 +192,45 @@ def endpoint_primary_resolve(*, endpoint: str, user: Any) -> Target:
     return Target(version, f"endpoint:{found.name}"[:100], found)
 
 
+def _endpoint_pipeline_resolve(endpoint: Endpoint, route: Mapping[str, Any]) -> Target:
+    """The pipeline an endpoint serves as its primary, under the same rules as its split:
+    the graph checks now, and every model step obeys the endpoint's environment (a
+    pipeline has no stage of its own; traffic._pipeline_routes_check is the online side)."""
+    where = f'endpoint "{endpoint.name}"'
+    try:
+        found = pipeline_version_get(
+            name=route["pipeline"], version=route["version"], team_id=endpoint.team_id, where=where
+        )
+        graph = compile_version(found)
+        batch_pipeline.batch_check(graph)
+    except GraphError as exc:
+        raise BatchInputError(
+            f"{where}: pipeline {route['pipeline']}:{route['version']} no longer checks: {exc.message}"
+        ) from None
+    except batch_pipeline.PipelineRefused as exc:
+        raise BatchInputError(str(exc)) from None
+    for ref in graph.models():
+        if not version_allowed(environment=endpoint.environment, stage=ref.stage, role=Deployment.Role.PRIMARY):
+            raise EnvironmentRuleBroken(
+                f"pipeline {found} uses {ref.label}, which is in {ref.stage}, so it cannot run as the primary of "
+                f'{endpoint.environment} endpoint "{endpoint.name}": {ENVIRONMENT_RULES[endpoint.environment]}',
+                details={
+                    "pipeline": found.pipeline.name,
+                    "model": ref.model,
+                    "version": ref.version,
+                    "stage": ref.stage,
+                    "environment": endpoint.environment,
+                },
+            )
+    return Target(None, f"endpoint:{endpoint.name}"[:100], endpoint, pipeline=found, graph=graph)
+
+
 def target_resolve(*, request: JobRequest, user: Any) -> Target:
-    """A model version, a stage alias, or an endpoint's current primary (pipelines: not yet)."""
+    """A model version, a stage alias, or an endpoint's current primary (a version or a pipeline)."""
     if request.extra.get("pipeline"):
         raise BatchInputError(
-            "pipeline: pipelines as batch targets are not supported yet; name a model version, a stage alias "
-            "or an endpoint"
+            'pipeline: name the endpoint that serves it ("endpoint"): a pipeline runs as a batch job under its '
+            "endpoint's rules; or name a model version or a stage alias"
         )
     if request.endpoint:
         if request.model or request.version is not None:
@@ -323,8 +375,11 @@ class _Checked:
 def _check(*, request: JobRequest, user: Any, path: Path, filename: str, size: int) -> _Checked:
     """Every check a job gets before it is accepted: cheap, reads only the file's start."""
     target = target_resolve(request=request, user=user)
-    version = target.version
-    second = compare_target_resolve(request=request, first=version, user=user)
+    if target.graph is not None and (request.compare_model or request.compare_version is not None):
+        raise BatchInputError("compare: a compare job scores two model versions; a pipeline cannot be compared")
+    second = (
+        None if target.graph is not None else compare_target_resolve(request=request, first=target.model, user=user)
+    )
     fmt = request.input_format or tables.format_from_name(filename)
     if fmt is None:
         raise BatchInputError(
@@ -356,23 +411,26 @@ def _check(*, request: JobRequest, user: Any, path: Path, filename: str, size: i
     passthrough = list(request.passthrough)
     if not passthrough:
         raise BatchInputError("passthrough: name at least one column (a key) to copy to the output")
+    # error_policy=skip: a CSV row with bytes that are not UTF-8 goes to the errors file
+    # (tables.split_into_chunks); fail: such a file is refused as a whole.
+    replace = request.error_policy == BatchJob.ErrorPolicy.SKIP
     try:
-        columns = tables.column_names(path, fmt)
-        first = tables.head(path, fmt, rows=1)
+        columns = tables.column_names(path, fmt, replace=replace)
+        first = tables.head(path, fmt, rows=1, replace=replace)
     except tables.TableFormatError as exc:
         raise BatchInputError(f"input: {exc}") from None
     if first.num_rows == 0:
         raise BatchInputError("the input has no rows")
     mapping = column_mapping_resolve(
-        signature=_signature(version),
-        metadata=version.metadata or {},
+        signature=target.signature,
+        metadata=target.version.metadata or {} if target.version is not None else {},
         columns=columns,
         mapping=request.column_mapping,
         passthrough=passthrough,
     )
     if second is not None:
         try:
-            compare.signatures_check(_signature(version), _signature(second.version), mapping)
+            compare.signatures_check(target.signature, _signature(second.model), mapping)
         except ValueError as exc:
             raise BatchInputError(f"compare: {exc}") from None
     return _Checked(target, second, path, fmt, output_format, mapping, passthrough, chunk_rows)
@@ -383,30 +441,53 @@ def job_dry_run(*, request: JobRequest, user: Any, path: Path, filename: str, si
     checked = _check(request=request, user=user, path=path, filename=filename, size=size)
     rows = max(1, min(request.dry_run_rows, settings.BATCH_DRY_RUN_MAX_ROWS))
     columns = _needed_columns(checked.mapping, checked.passthrough)
+    replace = checked.fmt == "csv" and request.error_policy == BatchJob.ErrorPolicy.SKIP
     try:
-        table = tables.head(path, checked.fmt, rows=rows, columns=columns)
+        table = tables.head(path, checked.fmt, rows=rows, columns=columns, replace=replace)
     except tables.TableFormatError as exc:
         raise BatchInputError(f"input: {exc}") from None
-    version = checked.target.version
-    signature = _signature(version)
-    feeds, good, bad = tables.model_feeds(table, checked.mapping, signature)
+    not_utf8: list[tables.BadRow] = []
+    if replace:
+        # Row numbers kept beside the rows, so that bad values after a dropped row keep theirs.
+        table = table.append_column(tables.ROW_COLUMN, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+        mask, found = tables.replaced_rows(table, columns)
+        not_utf8 = [tables.BadRow(position, column, tables.NOT_UTF8_ROW) for position, column in found]
+        table = table.filter(pa.array(~mask))  # as the plan does: those rows never reach a chunk
+    target = checked.target
+    feeds, good, bad = tables.model_feeds(table, checked.mapping, target.signature)
+    bad = sorted([*not_utf8, *bad], key=lambda b: b.row or 0)
     output_columns: list[str] = []
     sample: list[dict[str, Any]] = []
     if good.any():
-        model = executor.model_for(
-            sha256=version.artifact_sha256, name=version.model.name, version=str(version.version), device=request.device
-        )
         try:
-            outputs = model.predict(feeds)
-        except (InputError, ModelExecutionError) as exc:
+            if target.graph is not None:
+                outputs, _ = batch_pipeline.run(
+                    target.graph, feeds, device=request.device, infer_rows=settings.BATCH_INFER_ROWS, between=_nothing
+                )
+            else:
+                version = target.model
+                model = executor.model_for(
+                    sha256=version.artifact_sha256,
+                    name=version.model.name,
+                    version=str(version.version),
+                    device=request.device,
+                )
+                outputs = model.predict(feeds)
+        except (InputError, ModelExecutionError, UnknownEntity) as exc:
             raise BatchInputError(f"the model failed on the first rows: {exc}") from None
         result = _result_table(table.filter(pa.array(good)), checked.passthrough, outputs)
         output_columns = result.column_names
         sample = result.slice(0, 5).to_pylist()
+    what: dict[str, Any] = {}
+    if target.pipeline is not None and target.graph is not None:
+        what["pipeline_version"] = {"pipeline": target.pipeline.pipeline.name, "version": target.pipeline.version}
+        what["pipeline_models"] = batch_pipeline.lineage(target.graph)
+    else:
+        what["model_version"] = {"model": target.model.model.name, "version": target.model.version}
     return {
         "dry_run": True,
         "ok": not bad,
-        "model_version": {"model": version.model.name, "version": version.version},
+        **what,
         "model_ref": checked.target.ref,
         "rows_checked": table.num_rows,
         "bad_rows": len(bad),
@@ -416,6 +497,10 @@ def job_dry_run(*, request: JobRequest, user: Any, path: Path, filename: str, si
         "output_columns": output_columns,
         "sample": sample,
     }
+
+
+def _nothing() -> None:
+    return None
 
 
 def _needed_columns(mapping: Mapping[str, Sequence[str]], passthrough: Sequence[str]) -> list[str]:
@@ -453,16 +538,23 @@ def job_create(
         if upload is not None:
             upload.discard()
         raise
-    version, second = checked.target.version, checked.compare
-    ref = checked.target.ref
+    target, second = checked.target, checked.compare
+    version, ref = target.version, target.ref
+    if target.pipeline is not None and target.graph is not None:
+        team_id = target.pipeline.pipeline.team_id
+        lineage = batch_pipeline.lineage(target.graph)
+    else:
+        team_id, lineage = target.model.model.team_id, []
     queue = _queue_for(request.device)
     with transaction.atomic():
         job = BatchJob.objects.create(
-            team_id=version.model.team_id,
+            team_id=team_id,
             created_by=user if getattr(user, "is_authenticated", False) else None,
             model_version=version,
             model_ref=ref,
-            model_sha256=version.artifact_sha256,
+            model_sha256=version.artifact_sha256 if version is not None else "",
+            pipeline_version=target.pipeline,
+            pipeline_models=lineage,
             endpoint=checked.target.endpoint,
             kind=BatchJob.Kind.COMPARE if second else BatchJob.Kind.SCORE,
             compare_version=second.version if second else None,
@@ -490,6 +582,8 @@ def job_create(
             after={
                 "model": ref,
                 "model_sha256": job.model_sha256,
+                "pipeline": str(target.pipeline) if target.pipeline is not None else None,
+                "pipeline_models": lineage or None,
                 "compare_to": second.ref if second else None,
                 "input": filename,
                 "input_sha256": sha256,
@@ -560,7 +654,14 @@ def _dispatch(kind: str, job_id: int, indexes: Sequence[int] = (), *, countdown:
 
 
 def job_plan(*, job_id: int) -> str:
-    """Read the input once into Parquet chunk files and write the manifest; then queue the chunks."""
+    """Plan the chunks and write the manifest; then queue the chunks.
+
+    A Parquet input whose row groups fit in `chunk_rows` is planned from its footer alone:
+    each chunk is a run of whole row groups that the chunk reads from the input itself.
+    Any other input is read once into Parquet chunk files (CSV and JSON Lines must be
+    parsed to find their rows; a row group larger than a chunk would be decoded by every
+    chunk cut from it).
+    """
     job = BatchJob.objects.select_related("model_version").get(pk=job_id)
     if job.state != BatchJob.State.PLANNING:
         return f"job is {job.state}"
@@ -573,23 +674,42 @@ def job_plan(*, job_id: int) -> str:
 
     folder = storage.chunks_dir(job.pk)
     building = folder.with_name(f"chunks.{uuid.uuid4().hex}.tmp")
+    columns = _needed_columns(job.column_mapping, job.passthrough)
+    chunks_from, stamp = BatchJob.ChunksFrom.FILES, ""
     try:
         path = storage.input_file(job.input_kind, job.input_path)
         sha256, size = (job.input_sha256, job.input_size)
+        ranges = None
+        if job.input_format == "parquet":
+            ranges = tables.parquet_row_group_chunks(path, job.chunk_rows)
         if job.input_kind == BatchJob.InputKind.PATH:
+            # A path input can change under the job: the digest and the stamp that chunks
+            # reading the file itself check are taken together, and must agree.
+            stamp = tables.file_stamp(path)
             sha256, size = storage.file_sha256(path)
-        counts = tables.split_into_chunks(
-            path,
-            job.input_format,
-            columns=_needed_columns(job.column_mapping, job.passthrough),
-            chunk_rows=job.chunk_rows,
-            out_dir=building,
-            on_bad_line=on_bad_line,
-        )
-        if bad_lines:
-            tables.errors_part(bad_lines, storage.plan_errors_path(job.pk))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(building, folder)
+            if tables.file_stamp(path) != stamp:
+                raise tables.TableFormatError("the input file changed while it was being read; start the job again")
+        if ranges is not None:
+            present = set(tables.column_names(path, "parquet"))
+            missing = [name for name in columns if name not in present]
+            if missing:
+                raise tables.TableFormatError(f"the input has no column {missing[0]!r} any more")
+            chunks_from = BatchJob.ChunksFrom.INPUT
+            counts = [count for _, count in ranges]
+        else:
+            counts = tables.split_into_chunks(
+                path,
+                job.input_format,
+                columns=columns,
+                chunk_rows=job.chunk_rows,
+                out_dir=building,
+                on_bad_line=on_bad_line,
+                on_bad_row=bad_lines.append if job.error_policy == BatchJob.ErrorPolicy.SKIP else None,
+            )
+            if bad_lines:
+                tables.errors_part(bad_lines, storage.plan_errors_path(job.pk))
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(building, folder)
     except (tables.TableFormatError, DomainError, OSError, pa.ArrowException) as exc:
         shutil.rmtree(building, ignore_errors=True)
         message = exc.message if isinstance(exc, DomainError) else str(exc)
@@ -613,10 +733,13 @@ def job_plan(*, job_id: int) -> str:
         job.rows_failed = job.plan_failed_rows = len(bad_lines)
         job.chunks_total = len(chunks)
         job.input_sha256, job.input_size = sha256, size
+        job.chunks_from = chunks_from
+        job.input_stamp = stamp if chunks_from == BatchJob.ChunksFrom.INPUT else ""
         job.started_at = job.last_progress_at = now
         job.state = BatchJob.State.RUNNING
         job.status_detail = ""
         fields = ["rows_total", "rows_failed", "plan_failed_rows", "chunks_total", "input_sha256", "input_size"]
+        fields += ["chunks_from", "input_stamp"]
         job.save(update_fields=[*fields, "started_at", "last_progress_at", "state", "status_detail"])
         if not chunks:
             _fail_locked(job, "the input has no readable rows")
@@ -710,7 +833,10 @@ class _Ran:
 
 def _chunk_execute(job: BatchJob, chunk: BatchChunk, token: str) -> tuple[int, list[tables.BadRow], _Ran]:
     renew = _lease_renewer(chunk.pk, token)
+    if job.pipeline_version_id is not None:
+        return _pipeline_chunk_execute(job, chunk, renew)
     version = job.model_version
+    assert version is not None
     signature = _signature(version)
     model = executor.model_for(
         sha256=job.model_sha256, name=version.model.name, version=str(version.version), device=job.device
@@ -725,7 +851,7 @@ def _chunk_execute(job: BatchJob, chunk: BatchChunk, token: str) -> tuple[int, l
         second = executor.model_for(
             sha256=job.compare_sha256, name=other.model.name, version=str(other.version), device=job.device
         )
-    table = tables.read_chunk(tables.chunk_file(storage.chunks_dir(job.pk), chunk.index))
+    table = _chunk_rows(job, chunk)
     feeds, good, bad = tables.model_feeds(table, job.column_mapping, signature)
     if bad and job.error_policy == BatchJob.ErrorPolicy.FAIL:
         first = bad[0]
@@ -763,6 +889,70 @@ def _chunk_execute(job: BatchJob, chunk: BatchChunk, token: str) -> tuple[int, l
         BatchJob.objects.filter(pk=job.pk, output_columns=[]).update(output_columns=result.column_names)
     providers = {model.provider, second.provider} if second is not None else {model.provider}
     return n, bad, _Ran(",".join(sorted(providers)), stats)
+
+
+def _pipeline_chunk_execute(
+    job: BatchJob, chunk: BatchChunk, renew: Callable[..., None]
+) -> tuple[int, list[tables.BadRow], _Ran]:
+    """A pipeline job's chunk: the graph over the chunk's good rows, as compiled when the
+    job was created (a graph that now resolves to other model versions fails the job)."""
+    assert job.pipeline_version is not None
+    try:
+        graph = compile_version(job.pipeline_version)
+    except GraphError as exc:
+        raise _RowError(f"pipeline {job.pipeline_version} no longer checks: {exc.message}") from exc
+    changed = batch_pipeline.lineage_mismatch(graph, job.pipeline_models)
+    if changed:
+        raise _RowError(changed)
+    table = _chunk_rows(job, chunk)
+    feeds, good, bad = tables.model_feeds(table, job.column_mapping, batch_pipeline.signature(graph))
+    if bad and job.error_policy == BatchJob.ErrorPolicy.FAIL:
+        first = bad[0]
+        raise _RowError(f'row {first.row}, column "{first.column}": {first.reason} (error_policy is fail)')
+    n = int(good.sum())
+    provider = ""
+    outputs: dict[str, np.ndarray[Any, Any]] = {}
+    if n:
+        try:
+            outputs, provider = batch_pipeline.run(
+                graph, feeds, device=job.device, infer_rows=settings.BATCH_INFER_ROWS, between=renew
+            )
+        except (InputError, ModelExecutionError, UnknownEntity) as exc:
+            raise _RowError(
+                f"pipeline {graph.name}:{graph.version} failed on rows of chunk {chunk.index}: {exc}"
+            ) from exc
+    renew(force=True)
+    kept = table.filter(pa.array(good)) if bad else table
+    result = _result_table(kept, job.passthrough, outputs)
+    tables.write_part(result, storage.part_path(job.pk, chunk.index, job.output_format), job.output_format)
+    tables.errors_part(bad, storage.errors_part_path(job.pk, chunk.index))
+    if not job.output_columns and result.num_rows:
+        BatchJob.objects.filter(pk=job.pk, output_columns=[]).update(output_columns=result.column_names)
+    return n, bad, _Ran(provider, {})
+
+
+def _chunk_rows(job: BatchJob, chunk: BatchChunk) -> pa.Table:
+    """The chunk's rows with their input row numbers: its chunk file, or its row groups of
+    the input itself. An input that is gone or changed since the plan fails the job (running
+    the chunk again would not bring it back, and its rows would not be the recorded input's)."""
+    if job.chunks_from == BatchJob.ChunksFrom.FILES:
+        return tables.read_chunk(tables.chunk_file(storage.chunks_dir(job.pk), chunk.index))
+    try:
+        path = storage.input_file(job.input_kind, job.input_path)
+        if job.input_stamp and tables.file_stamp(path) != job.input_stamp:
+            raise tables.TableFormatError(
+                f"the input file changed since the job was planned (size:mtime {tables.file_stamp(path)}, "
+                f"planned {job.input_stamp}); start a new job"
+            )
+        return tables.read_row_range(
+            path,
+            columns=_needed_columns(job.column_mapping, job.passthrough),
+            row_start=chunk.row_start,
+            row_count=chunk.row_count,
+        )
+    except (tables.TableFormatError, DomainError, OSError) as exc:
+        message = exc.message if isinstance(exc, DomainError) else str(exc)
+        raise _RowError(f"chunk {chunk.index}: reading the input failed: {message}") from exc
 
 
 def _result_table(table: pa.Table, passthrough: Sequence[str], outputs: Mapping[str, Any]) -> pa.Table:
@@ -917,7 +1107,7 @@ def _compare_sides(job: BatchJob) -> dict[str, Any]:
     def side(version: ModelVersion, sha256: str) -> dict[str, Any]:
         return {"model": version.model.name, "version": version.version, "stage": version.stage, "sha256": sha256}
 
-    assert job.compare_version is not None
+    assert job.compare_version is not None and job.model_version is not None
     return {"a": side(job.model_version, job.model_sha256), "b": side(job.compare_version, job.compare_sha256)}
 
 

@@ -35,6 +35,9 @@ _JSONL_BATCH_ROWS = 4096
 _CSV_BLOCK_BYTES = 4 * 1024 * 1024
 
 
+NOT_UTF8_ROW = "invalid UTF-8 bytes in this value (the file is not all UTF-8; save it as UTF-8 to keep the row)"
+
+
 class TableFormatError(ValueError):
     """The file is not what its format says, or cannot be read as a table."""
 
@@ -91,13 +94,59 @@ def utf8_check(path: Path) -> None:
             offset += len(block)
 
 
+REPLACEMENT = "\ufffd"  # what an invalid byte sequence becomes in a repaired CSV
+_REPLACEMENT_BYTES = REPLACEMENT.encode()
+
+
+def utf8_repair(path: Path, out: Path) -> bool:
+    """Copy a CSV to `out` with each invalid UTF-8 sequence replaced by U+FFFD; streaming.
+
+    Only bytes >= 0x80 are ever replaced (an ASCII byte is never part of an invalid
+    sequence: the decoder stops before it), so every comma, quote and newline stays where
+    it was and pyarrow numbers the rows of the copy as it would the original's. Returns
+    False, writing nothing, when the file already holds a U+FFFD of its own: a replaced
+    byte could then not be told from it, and the caller refuses the file as before.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    tail = b""
+    try:
+        with open(path, "rb") as source, open(out, "wb") as target:
+            while block := source.read(_CSV_BLOCK_BYTES):
+                if _REPLACEMENT_BYTES in tail + block[:2] or _REPLACEMENT_BYTES in block:
+                    raise FileExistsError
+                tail = block[-2:]
+                target.write(decoder.decode(block).encode())
+            target.write(decoder.decode(b"", final=True).encode())
+    except FileExistsError:
+        out.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def replaced_rows(
+    batch: pa.RecordBatch | pa.Table, columns: Sequence[str]
+) -> tuple[np.ndarray[Any, Any], list[tuple[int, str]]]:
+    """(mask, [(position, column)]) of the rows of a repaired CSV's batch with a U+FFFD in
+    one of `columns` (the first such column names the row)."""
+    mask = np.zeros(batch.num_rows, dtype=bool)
+    found: list[tuple[int, str]] = []
+    for name in columns:
+        hit = pc.match_substring(batch.column(name), REPLACEMENT).fill_null(False).to_numpy(zero_copy_only=False)
+        for position in np.flatnonzero(hit & ~mask):
+            found.append((int(position), name))
+        mask |= hit
+    found.sort()
+    return mask, found
+
+
 def _source(path: Path | bytes) -> Any:
     return pa.BufferReader(path) if isinstance(path, bytes) else path
 
 
-def _csv_head(path: Path) -> bytes:
+def _csv_head(path: Path, *, replace: bool = False) -> bytes:
     """The file's first whole lines, up to _UTF8_HEAD_BYTES, checked for UTF-8: what a look
-    at the start of a CSV reads (pyarrow never sees the bytes after it)."""
+    at the start of a CSV reads (pyarrow never sees the bytes after it). With `replace`,
+    invalid bytes after the header line become U+FFFD (as the plan's repaired copy has them)."""
     with open(path, "rb") as source:
         data = source.read(_UTF8_HEAD_BYTES + 1)
     if len(data) > _UTF8_HEAD_BYTES:
@@ -105,7 +154,11 @@ def _csv_head(path: Path) -> bytes:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(data) - 3 or len(data) <= _UTF8_HEAD_BYTES:  # not a character cut at the end
+        header_end = data.find(b"\n") + 1 or len(data)
+        cut = exc.start >= len(data) - 3 and len(data) > _UTF8_HEAD_BYTES  # a character cut at the end
+        if replace and exc.start >= header_end and _REPLACEMENT_BYTES not in data:
+            return data.decode("utf-8", "replace").encode()
+        if not cut:
             raise _not_utf8(data, exc.start, line_before=0, offset=0) from None
     return data
 
@@ -187,10 +240,10 @@ def _jsonl_batch(rows: list[dict[str, Any]], names: list[str]) -> pa.RecordBatch
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def column_names(path: Path, fmt: str) -> list[str]:
+def column_names(path: Path, fmt: str, *, replace: bool = False) -> list[str]:
     """The columns of a table file (the first JSON Lines object's keys)."""
     if fmt == "csv":
-        return list(_csv_reader(_csv_head(path), None, _ignore).schema.names)
+        return list(_csv_reader(_csv_head(path, replace=replace), None, _ignore).schema.names)
     if fmt == "parquet":
         return list(_parquet_file(path).schema_arrow.names)
     return list(head(path, fmt, rows=1).column_names)
@@ -214,6 +267,7 @@ def iter_batches(
     columns: Sequence[str] | None = None,
     on_bad_line: Callable[[str], None] | None = None,
     start_only: bool = False,
+    replace: bool = False,
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of `path` (only `columns`); never the whole file in memory.
 
@@ -224,7 +278,7 @@ def iter_batches(
         raise TableFormatError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     try:
         if fmt == "csv":
-            yield from _csv_reader(_csv_head(path) if start_only else path, columns, on_bad_line)
+            yield from _csv_reader(_csv_head(path, replace=replace) if start_only else path, columns, on_bad_line)
         elif fmt == "parquet":
             # One reader per row group: a single reader over the whole file keeps memory in
             # proportion to the rows read so far (measured: about 1 KB per row of 256 FP32
@@ -239,7 +293,7 @@ def iter_batches(
         raise TableFormatError(f"not a readable {fmt} file: {exc}") from None
 
 
-def head(path: Path, fmt: str, *, rows: int, columns: Sequence[str] | None = None) -> pa.Table:
+def head(path: Path, fmt: str, *, rows: int, columns: Sequence[str] | None = None, replace: bool = False) -> pa.Table:
     """The first `rows` rows (fewer if the file is shorter), read without the rest.
 
     Lines that do not parse are left out, as the job would; a file with no row that
@@ -249,7 +303,7 @@ def head(path: Path, fmt: str, *, rows: int, columns: Sequence[str] | None = Non
     bad: list[str] = []
     count = 0
     schema = None
-    for batch in iter_batches(path, fmt, columns=columns, on_bad_line=bad.append, start_only=True):
+    for batch in iter_batches(path, fmt, columns=columns, on_bad_line=bad.append, start_only=True, replace=replace):
         schema = batch.schema
         batches.append(batch)
         count += batch.num_rows
@@ -270,15 +324,26 @@ def split_into_chunks(
     chunk_rows: int,
     out_dir: Path,
     on_bad_line: Callable[[str], None] | None,
+    on_bad_row: Callable[[BadRow], None] | None = None,
 ) -> list[int]:
     """Write the input as Parquet files of `chunk_rows` rows each (chunk-00000.parquet ...).
 
     Every chunk file gets a `__row` column with the input row number. Returns the row
-    counts. One record batch is in memory at a time.
+    counts. One record batch is in memory at a time. A CSV that is not UTF-8 is refused
+    (TableFormatError naming the first bad byte's line) unless `on_bad_row` is given: then
+    it is read from a repaired copy (utf8_repair) and each row with invalid bytes in one of
+    `columns` goes to `on_bad_row` with its row number instead of into a chunk.
     """
-    if fmt == "csv":
-        utf8_check(path)
     out_dir.mkdir(parents=True, exist_ok=True)
+    repaired = False
+    if fmt == "csv":
+        try:
+            utf8_check(path)
+        except TableFormatError:
+            copy = out_dir / "input.utf8.csv"
+            if on_bad_row is None or not utf8_repair(path, copy):
+                raise
+            path, repaired = copy, True
     counts: list[int] = []
     writer: pq.ParquetWriter | None = None
     in_chunk = 0
@@ -292,6 +357,13 @@ def split_into_chunks(
         numbers = pa.array(np.arange(row, row + batch.num_rows, dtype=np.int64))
         batch = pa.RecordBatch.from_arrays([*batch.columns, numbers], names=[*columns, ROW_COLUMN])
         row += batch.num_rows
+        if repaired:
+            mask, found = replaced_rows(batch, columns)
+            if found:
+                assert on_bad_row is not None
+                for position, column in found:
+                    on_bad_row(BadRow(row - batch.num_rows + position, column, NOT_UTF8_ROW))
+                batch = batch.filter(pa.array(~mask))
         offset = 0
         while offset < batch.num_rows:
             if writer is None:
@@ -308,7 +380,70 @@ def split_into_chunks(
     if writer is not None:
         writer.close()
         counts.append(in_chunk)
+    if repaired:
+        path.unlink(missing_ok=True)
     return counts
+
+
+def parquet_row_group_chunks(path: Path, chunk_rows: int) -> list[tuple[int, int]] | None:
+    """Chunks of a Parquet input as runs of its own whole row groups, from the footer alone.
+
+    Returns [(first row, rows), ...]: consecutive row groups are packed into a chunk while
+    it stays within `chunk_rows`. None when one row group alone is larger than `chunk_rows`
+    (every chunk cut from it would have to decode the whole group): the caller rewrites the
+    input as chunk files instead. Row groups with no rows are left out.
+    """
+    metadata = _parquet_file(path).metadata
+    chunks: list[tuple[int, int]] = []
+    start = count = 0
+    for group in range(metadata.num_row_groups):
+        rows = metadata.row_group(group).num_rows
+        if rows > chunk_rows:
+            return None
+        if count and count + rows > chunk_rows:
+            chunks.append((start, count))
+            start, count = start + count, 0
+        count += rows
+    if count:
+        chunks.append((start, count))
+    return chunks
+
+
+def read_row_range(path: Path, *, columns: Sequence[str], row_start: int, row_count: int) -> pa.Table:
+    """Rows [row_start, row_start + row_count) of a Parquet file, only `columns`, with `__row`.
+
+    Only the row groups the range lies in are decoded (a chunk planned by
+    parquet_row_group_chunks is exactly its own groups). A file with fewer rows than the
+    range (changed since it was planned) is a TableFormatError.
+    """
+    source = _parquet_file(path)
+    metadata = source.metadata
+    groups: list[int] = []
+    first = offset = 0
+    for group in range(metadata.num_row_groups):
+        rows = metadata.row_group(group).num_rows
+        if rows and offset < row_start + row_count and offset + rows > row_start:
+            if not groups:
+                first = offset
+            groups.append(group)
+        offset += rows
+    try:
+        table = source.read_row_groups(groups, columns=list(columns)).select(list(columns))
+    except (pa.ArrowInvalid, pa.ArrowKeyError, KeyError, OSError) as exc:
+        raise TableFormatError(f"not a readable Parquet file: {exc}") from None
+    table = table.slice(row_start - first, row_count)
+    if table.num_rows != row_count:
+        raise TableFormatError(
+            f"rows {row_start} to {row_start + row_count - 1} are not in the file any more ({offset} rows now)"
+        )
+    numbers = pa.array(np.arange(row_start, row_start + row_count, dtype=np.int64))
+    return table.append_column(ROW_COLUMN, numbers)
+
+
+def file_stamp(path: Path) -> str:
+    """ "size:mtime_ns" of a file: what tells a chunk that a path input changed since the plan."""
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def memory_release() -> None:

@@ -87,8 +87,8 @@ class Lookup:
         self.found, self.stats = found, stats
 
 
-def _read_redis(url: str, step: FeatureLookup, entities: list[str]) -> Lookup:
-    client = _redis(url, step.timeout_s)
+def _read_redis(url: str, step: FeatureLookup, entities: list[str], timeout_s: float | None = None) -> Lookup:
+    client = _redis(url, step.timeout_s if timeout_s is None else timeout_s)
     pipe = client.pipeline(transaction=False)
     for entity in entities:
         pipe.hmget(entity_key(step.feature_set, entity), [*step.features, TS])
@@ -128,8 +128,12 @@ def _read_database(step: FeatureLookup, entities: list[str]) -> Lookup:
     return Lookup(found, stats)
 
 
-def fetch(step: FeatureLookup, keys: np.ndarray) -> np.ndarray:
-    """[rows, features] float32 for the entity keys of a batch, `on_missing` applied."""
+def fetch(step: FeatureLookup, keys: np.ndarray, *, timeout_s: float | None = None, strict: bool = False) -> np.ndarray:
+    """[rows, features] float32 for the entity keys of a batch, `on_missing` applied.
+
+    Batch jobs (inference.batch) look up a whole chunk's keys at once: `timeout_s` replaces
+    the step's online `timeout_ms` for that read, and `strict` lets a store error raise (the
+    chunk runs again) instead of counting every row as missing."""
     texts = [_entity_text(k) for k in keys.tolist()]
     entities = list(dict.fromkeys(texts))
     url = _redis_url()
@@ -138,11 +142,11 @@ def fetch(step: FeatureLookup, keys: np.ndarray) -> np.ndarray:
         if not step.readable:  # another team's set: nothing is read, every entity is unknown
             lookup = Lookup({}, {})
         else:
-            lookup = _read_redis(url, step, entities) if url else _read_database(step, entities)
+            lookup = _read_redis(url, step, entities, timeout_s) if url else _read_database(step, entities)
     except Exception as exc:  # noqa: BLE001 - an unreachable store is a miss for every row
         import redis
 
-        if url and not isinstance(exc, redis.RedisError):
+        if strict or (url and not isinstance(exc, redis.RedisError)):
             raise
         unavailable = f"{type(exc).__name__}: {str(exc)[:200]}"
         log.warning("feature store unreachable for %s: %s", step.feature_set, unavailable)

@@ -2,15 +2,16 @@
 
 Density: a repository may have a memory budget (bytes). Before a load it estimates the
 model's memory, and when the load would exceed the budget it unloads the least recently
-used models that are not pinned (ModelMesh's policy). How a model's memory is counted:
-the process's resident set size (RSS, /proc/self/statm) is measured before and after
-the load and warm-up (freed memory handed back to the OS first, `release_memory`), and
-the model is charged the larger of that delta and
-`artifact size x ratio`, where `ratio` is the largest delta/size this process has seen
-(1.5 until a first measure, at most 8). The floor matters because the allocator reuses memory a
-previous model freed, so a delta can read near zero. The estimate before a load is
-`artifact size x ratio`; loads are serialised while a budget is set so the deltas do
-not overlap.
+used models that are not pinned (ModelMesh's policy). How a model's memory is counted
+(measured with bench/session_memory.py, docs/benchmarks.md "Density"): once the allocator
+has handed back what the load parsed and dropped (`release_memory`), an ONNX Runtime CPU
+session holds its initializers and little else, so the estimate is
+`artifact size x MEMORY_PER_ARTIFACT_BYTE + MEMORY_PER_SESSION`. The process's resident set
+size is also measured around each load (loads are serialised while a budget is set); a
+model whose session is much larger than its file (constants folded out of a small graph)
+is charged that measured delta instead. A delta is not charged otherwise: it reads near
+zero when the allocator reuses what an unloaded model freed, and high when other threads
+allocate during the load.
 """
 
 from __future__ import annotations
@@ -35,8 +36,13 @@ from inference.runtime.signature import Signature
 Array = NDArray[Any]
 log = logging.getLogger("modelhub.runtime.repository")
 
-INITIAL_MEMORY_RATIO = 1.5  # resident bytes per artifact byte, until this process has measured one
-MAX_MEMORY_RATIO = 8.0
+# Resident bytes a loaded, warmed, trimmed CPU session holds per artifact byte, and per
+# session on top (measured 1.00-1.03 and 0.1-1.2 MiB for 0.4 kB-136 MB MLPs; rounded up).
+MEMORY_PER_ARTIFACT_BYTE = 1.05
+MEMORY_PER_SESSION = 1 << 20
+# A measured delta above estimate x this + the slack is the model's own, not noise.
+MEASURED_OVER_ESTIMATE = 1.5
+MEASURED_SLACK = 8 << 20
 # Cold-start histogram buckets (seconds), for the metrics page.
 COLD_START_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -241,12 +247,8 @@ class ModelRepository:
     # ------------------------------------------------------------ memory
 
     def estimate_bytes(self, path: str) -> int:
-        """What loading `path` is expected to cost: its size x the measured ratio."""
-        try:
-            size = os.path.getsize(path)
-        except OSError:
-            size = 0
-        return int(size * _memory_ratio)
+        """What loading `path` is expected to hold once loaded and warm (module docstring)."""
+        return memory_estimate(path)
 
     def used_bytes(self) -> int:
         with self._lock:
@@ -379,9 +381,7 @@ class ModelRepository:
                     before = rss_bytes()
                     model, ms = self._load_model(spec)
                     release_memory()  # what the load parsed and dropped is not the model's
-                    delta = rss_bytes() - before
-                    size = os.path.getsize(path) if os.path.exists(path) else 0
-                    charged = max(delta, int(size * _learn_ratio(size, delta)))
+                    charged = memory_charge(path, rss_bytes() - before)
             else:
                 model, ms = self._load_model(spec)
                 charged = 0
@@ -476,18 +476,26 @@ class ModelRepository:
         return len(self._models)
 
 
-# Resident bytes per artifact byte: the largest this process has measured (a property of
-# ONNX Runtime on this machine, so one per process, shared by its repositories).
-_memory_ratio = INITIAL_MEMORY_RATIO
-_ratio_lock = threading.Lock()
+def memory_estimate(path: str) -> int:
+    """Resident bytes a CPU session of `path` holds once loaded and warm (0-byte file: one
+    session's overhead)."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = 0
+    return int(size * MEMORY_PER_ARTIFACT_BYTE) + MEMORY_PER_SESSION
 
 
-def _learn_ratio(size: int, delta: int) -> float:
-    global _memory_ratio
-    with _ratio_lock:
-        if size and delta > 0:
-            _memory_ratio = min(MAX_MEMORY_RATIO, max(_memory_ratio, delta / size))
-        return _memory_ratio
+def memory_charge(path: str, measured: int) -> int:
+    """What a loaded model counts against the budget: the estimate, or the RSS delta measured
+    around its load when that is well above it (a session larger than its file)."""
+    estimate = memory_estimate(path)
+    if measured > estimate * MEASURED_OVER_ESTIMATE + MEASURED_SLACK:
+        log.info(
+            "%s holds %s MiB, above its %s MiB estimate: charged as measured", path, measured >> 20, estimate >> 20
+        )
+        return measured
+    return estimate
 
 
 _libc: Any = None

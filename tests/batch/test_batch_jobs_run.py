@@ -157,3 +157,61 @@ def test_a_chunk_whose_rows_all_fail_leaves_the_result_columns_intact(mlp4, engi
     assert job.state == "succeeded", job.error
     assert job.output_columns == ["id", "y_0", "y_1", "y_2"]
     assert [r["id"] for r in result_rows(api, job)] == [f"k{i}" for i in range(10, 40)]
+
+
+def write_row_groups(path: Any, records: list[dict[str, Any]], group_rows: int) -> Any:
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist(records), path, row_group_size=group_rows)
+    return path
+
+
+def test_a_parquet_input_is_planned_from_its_row_groups_and_read_in_place(mlp4, engineer, tmp_path):
+    api = client_for(engineer)
+    records = rows(1000)
+    records[250]["f2"] = None  # a bad value in the third row group: its row number is the input's
+    source = write_row_groups(tmp_path / "input.parquet", records, group_rows=100)
+    assert pq.ParquetFile(source).num_row_groups == 10
+    job_id = start(api, source, chunk_rows="250").json()["id"]
+    assert services.job_plan(job_id=job_id) == "planned 5 chunks"  # 2 whole row groups (200 rows) each
+    job = BatchJob.objects.get(pk=job_id)
+    assert job.chunks_from == "input"
+    assert not storage.chunks_dir(job_id).exists()  # the input was not rewritten
+    assert list(job.chunks.values_list("row_start", "row_count")) == [(i * 200, 200) for i in range(5)]
+    job = run(job_id)
+    assert job.state == "succeeded", job.error
+    assert (job.rows_done, job.rows_failed) == (999, 1)
+    assert [r["id"] for r in result_rows(api, job)] == [f"k{i}" for i in range(1000) if i != 250]
+    errors = b"".join(api.get(f"/api/v1/batch-jobs/{job.pk}/errors").streaming_content).decode()
+    assert errors.splitlines()[1:] == ["250,f2,missing value"]
+    detail = api.get(f"/api/v1/batch-jobs/{job.pk}/").json()
+    assert detail["input"]["sha256"] == storage.file_sha256(source)[0]
+
+
+def test_a_parquet_row_group_larger_than_a_chunk_is_rewritten_into_chunk_files(mlp4, engineer, tmp_path):
+    api = client_for(engineer)
+    source = write_row_groups(tmp_path / "input.parquet", rows(600), group_rows=400)
+    job_id = start(api, source, chunk_rows="250").json()["id"]
+    services.job_plan(job_id=job_id)
+    job = BatchJob.objects.get(pk=job_id)
+    assert job.chunks_from == "files"
+    assert list(job.chunks.values_list("row_count", flat=True)) == [250, 250, 100]
+    job = run(job_id)
+    assert job.state == "succeeded", job.error
+    assert [r["id"] for r in result_rows(api, job)] == [f"k{i}" for i in range(600)]
+
+
+def test_a_parquet_path_input_changed_after_the_plan_fails_the_job(mlp4, engineer, tmp_path, data_dir):
+    api = client_for(engineer)
+    source = write_row_groups(data_dir / "in.parquet", rows(400), group_rows=100)
+    body = {"model": "mlp4", "version": 1, "passthrough": ["id"], "input_path": "in.parquet", "chunk_rows": 200}
+    response = api.post("/api/v1/batch-jobs/", body, format="json")
+    assert response.status_code == 201, response.json()
+    job_id = response.json()["id"]
+    services.job_plan(job_id=job_id)
+    assert services.chunk_run(job_id=job_id, index=0).status == "done"
+    write_row_groups(source, rows(400, start=5) + rows(5), group_rows=100)  # other rows, same count
+    assert services.chunk_run(job_id=job_id, index=1).status == "error"
+    job = BatchJob.objects.get(pk=job_id)
+    assert job.state == "failed"
+    assert "the input file changed since the job was planned" in job.error

@@ -1,4 +1,5 @@
-"""What a job runs (an endpoint's current primary; pipelines refused), compare jobs and their
+"""What a job runs (an endpoint's current primary; tests/batch/test_batch_pipeline_target.py
+has pipelines), compare jobs and their
 report as a promotion request's evidence, GPU jobs' queue and status, non-UTF-8 CSV input."""
 
 from __future__ import annotations
@@ -99,12 +100,12 @@ def test_endpoint_targets_are_team_scoped_and_need_a_primary(mlp4, engineer, dja
     assert "not both" in error(both, 400)["message"]
 
 
-def test_a_pipeline_target_is_refused_as_not_supported_yet(mlp4, engineer, tmp_path):
+def test_a_pipeline_is_named_through_its_endpoint(mlp4, engineer, tmp_path):
     found = error(by_endpoint(client_for(engineer), csv_input(tmp_path), pipeline="churn-pipeline"), 400)
-    assert "not supported yet" in found["message"]
+    assert "name the endpoint that serves it" in found["message"]
 
 
-def test_an_endpoint_whose_primary_is_a_pipeline_is_a_clear_400(mlp4, engineer, tmp_path):
+def test_an_endpoint_whose_primary_pipeline_is_gone_is_a_404(mlp4, engineer, tmp_path):
     endpoint = Endpoint.objects.create(name="piped")
     TrafficPolicyRevision.objects.create(
         endpoint=endpoint,
@@ -112,8 +113,8 @@ def test_an_endpoint_whose_primary_is_a_pipeline_is_a_clear_400(mlp4, engineer, 
         is_current=True,
         routes=[{"pipeline": "fraud", "version": 3, "pipeline_version": 1, "role": "primary", "weight": 100}],
     )
-    found = error(by_endpoint(client_for(engineer), csv_input(tmp_path), endpoint="piped"), 400)
-    assert "not supported yet" in found["message"] and 'pipeline "fraud" version 3' in found["message"]
+    found = error(by_endpoint(client_for(engineer), csv_input(tmp_path), endpoint="piped"), 404)
+    assert "no version 3 of a pipeline named 'fraud'" in found["message"]
     assert not BatchJob.objects.exists()
 
 
@@ -262,8 +263,8 @@ def latin1_csv(n: int = 10, *, bad_line_at: int = 6) -> bytes:
     return ("\n".join(lines) + "\n").encode("latin-1")
 
 
-def test_a_csv_that_is_not_utf8_is_refused_with_the_line_named(mlp4, engineer, tmp_path):
-    found = error(post(client_for(engineer), data=latin1_csv(bad_line_at=2)), 400)
+def test_a_csv_that_is_not_utf8_is_refused_with_the_line_named_under_error_policy_fail(mlp4, engineer, tmp_path):
+    found = error(post(client_for(engineer), data=latin1_csv(bad_line_at=2), error_policy="fail"), 400)
     assert "not UTF-8" in found["message"] and "line 3" in found["message"] and "0xe9" in found["message"]
 
 
@@ -273,10 +274,67 @@ def test_a_non_utf8_line_past_the_checked_head_fails_the_job_with_its_line(
     from inference.batch import tables
 
     monkeypatch.setattr(tables, "_UTF8_HEAD_BYTES", 64)  # creation checks the first 64 bytes only
-    job_id = post(client_for(engineer), data=latin1_csv(n=40, bad_line_at=30)).json()["id"]
+    job_id = post(client_for(engineer), data=latin1_csv(n=40, bad_line_at=30), error_policy="fail").json()["id"]
     unraisable: list[Any] = []
     monkeypatch.setattr("sys.unraisablehook", unraisable.append)
     services._job_drive(job_id)
     job = BatchJob.objects.get(pk=job_id)
     assert job.state == "failed" and "not UTF-8" in job.error and "line 31" in job.error
     assert unraisable == []  # pyarrow's invalid-row handler never saw the line
+
+
+def mixed_csv(n: int = 12) -> bytes:
+    """UTF-8 rows, with Latin-1 bytes in the key of row 4 and in feature f2 of row 7."""
+    lines = [b"id,f0,f1,f2,f3"] + [f"k{i},1,2,3,4".encode() for i in range(n)]
+    lines[1 + 4] = "k4é,1,2,3,4".encode("latin-1")
+    lines[1 + 7] = "k7,1,2,3é,4".encode("latin-1")
+    lines[1 + 9] = b"k9,1,2,3,4,5"  # a line with one field too many: not a row
+    return b"\n".join(lines) + b"\n"
+
+
+def errors_of(api: Any, job_id: int) -> list[dict[str, str]]:
+    body = b"".join(api.get(f"/api/v1/batch-jobs/{job_id}/errors").streaming_content).decode()
+    return list(csv.DictReader(io.StringIO(body)))
+
+
+def test_with_error_policy_skip_rows_that_are_not_utf8_go_to_the_errors_file(mlp4, engineer, tmp_path):
+    api = client_for(engineer)
+    response = post(api, data=mixed_csv(), max_error_pct="40", chunk_rows="5")
+    assert response.status_code == 201, response.content
+    job_id = response.json()["id"]
+    services._job_drive(job_id)
+    job = BatchJob.objects.get(pk=job_id)
+    assert job.state == "succeeded", job.error
+    assert (job.rows_total, job.rows_done, job.rows_failed) == (12, 9, 3)
+    errors = errors_of(api, job_id)
+    assert [(e["row"], e["column"]) for e in errors if e["row"]] == [("4", "id"), ("7", "f2")]
+    assert all("invalid UTF-8 bytes" in e["reason"] for e in errors if e["row"])
+    body = b"".join(api.get(f"/api/v1/batch-jobs/{job_id}/result").streaming_content).decode()
+    ids = [r["id"] for r in csv.DictReader(io.StringIO(body))]
+    # Row numbers are the input's: the rows after a dropped one keep theirs (k10 is row 9,
+    # because line 11 has a field too many and is not a row).
+    assert ids == ["k0", "k1", "k2", "k3", "k5", "k6", "k8", "k10", "k11"]
+
+
+def test_a_dry_run_with_error_policy_skip_counts_the_rows_that_are_not_utf8(mlp4, engineer, tmp_path):
+    response = post(client_for(engineer), data=mixed_csv(), dry_run="true", dry_run_rows="9")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["bad_rows"] == 2 and [(e["row"], e["column"]) for e in body["errors"]] == [(4, "id"), (7, "f2")]
+
+
+def test_a_csv_holding_its_own_replacement_character_is_still_refused_as_a_whole(mlp4, engineer, tmp_path):
+    data = mixed_csv().replace(b"k2,", "k2\ufffd,".encode())  # a real U+FFFD: a replaced byte would look alike
+    found = error(post(client_for(engineer), data=data, max_error_pct="40"), 400)
+    assert "not UTF-8" in found["message"] and "line 6" in found["message"]
+
+
+def test_a_csv_holding_its_own_replacement_character_past_the_head_fails_the_job(mlp4, engineer, tmp_path, monkeypatch):
+    from inference.batch import tables
+
+    monkeypatch.setattr(tables, "_UTF8_HEAD_BYTES", 32)  # creation checks the first 32 bytes only
+    data = mixed_csv().replace(b"k2,", "k2\ufffd,".encode())
+    job_id = post(client_for(engineer), data=data, max_error_pct="40").json()["id"]
+    services._job_drive(job_id)
+    job = BatchJob.objects.get(pk=job_id)
+    assert job.state == "failed" and "not UTF-8" in job.error and "line 6" in job.error

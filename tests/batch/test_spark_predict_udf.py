@@ -36,6 +36,9 @@ def spark():
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "1")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100")
+        # A short-lived JVM: the C1 compiler alone and the serial collector start the session
+        # and run the job in 40 s instead of 67 s on the loaded 2-core machine (medians of two).
+        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
         .getOrCreate()
     )
     # py4j logs "Closing down clientserver connection" at INFO from a finalizer that runs

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from tests.inference.conftest import ROWS, iris_served_with_key
-from tests.inference.test_tritonclient_against_gunicorn import ROOT, free_port
-from tests.integration.conftest import database_url
+from tests.integration.conftest import ROOT, database_url, free_port
 
 pytestmark = [pytest.mark.integration]
 

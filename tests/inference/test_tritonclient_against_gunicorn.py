@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,62 +10,37 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from django.contrib.auth import get_user_model
 from tritonclient.utils import InferenceServerException
 
+from accounts.roles import ML_ENGINEER
+from tests.conftest import make_user
 from tests.inference.conftest import ROWS, iris_served_with_key
-from tests.integration.conftest import database_url
+from tests.integration.conftest import gunicorn_serving, module_rows
 
 pytestmark = [pytest.mark.integration]
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture(scope="module")
+def served(
+    django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """The demo iris endpoint behind `gunicorn -c platform/gunicorn.conf.py config.wsgi`,
+    one server for the module's tests that only call it."""
+    folder = tmp_path_factory.mktemp("triton")
+    with module_rows(django_db_blocker, folder / "artifacts") as writing:
+        with writing():
+            key = iris_served_with_key(make_user(get_user_model(), "erin", ML_ENGINEER), "triton")
+        with gunicorn_serving(folder / "artifacts", folder / "gunicorn.log") as url:
+            yield url, key
 
 
 @pytest.fixture
-def served(transactional_db: Any, settings: Any, tmp_path: Path, engineer: Any) -> Iterator[tuple[str, str]]:
-    """The demo iris endpoint behind `gunicorn -c platform/gunicorn.conf.py config.wsgi`."""
+def served_alone(transactional_db: Any, settings: Any, tmp_path: Path, engineer: Any) -> Iterator[tuple[str, str]]:
+    """The same, with a server of its own, for a test that changes rows under it."""
     key = iris_served_with_key(engineer, "triton")
-    port = free_port()
-    log = tmp_path / "gunicorn.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "REDIS_URL": settings.REDIS_URL or "",
-        "MODELHUB_ARTIFACT_STORE": str(settings.ARTIFACT_STORE),
-        "MODELHUB_BIND": f"127.0.0.1:{port}",
-        "MODELHUB_WEB_WORKERS": "1",
-        "MODELHUB_WEB_THREADS": "4",
-    }
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "platform/gunicorn.conf.py", "config.wsgi"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        client = httpclient.InferenceServerClient(url)
-        while True:
-            try:
-                if client.is_server_ready():
-                    break
-            except Exception:  # noqa: BLE001 - not listening yet
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start:\n{log.read_text()}")
-            time.sleep(0.2)
+    with gunicorn_serving(settings.ARTIFACT_STORE, tmp_path / "gunicorn.log") as url:
         yield url, key
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(20)
 
 
 def rows_input(binary: bool) -> httpclient.InferInput:
@@ -123,7 +94,9 @@ def test_the_simple_json_api_answers_through_gunicorn(served: tuple[str, str]) -
         assert orjson.loads(response.read())["outputs"]["label"] == [0, 2]
 
 
-def test_a_revoked_key_is_refused_by_the_server_process_within_the_cache_window(served: tuple[str, str]) -> None:
+def test_a_revoked_key_is_refused_by_the_server_process_within_the_cache_window(
+    served_alone: tuple[str, str],
+) -> None:
     import urllib.error
     import urllib.request
 
@@ -132,7 +105,7 @@ def test_a_revoked_key_is_refused_by_the_server_process_within_the_cache_window(
     from inference import api_keys
     from inference.models import ApiKey
 
-    url, key = served
+    url, key = served_alone
 
     def status() -> int:
         request = urllib.request.Request(

@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from django.contrib.auth import get_user_model
 from tritonclient.utils import InferenceServerException
 
+from accounts.roles import ML_ENGINEER
 from inference import api_keys, endpoints
+from tests.conftest import make_user
 from tests.inference.conftest import ROWS, iris_served_with_key
-from tests.inference.test_tritonclient_against_gunicorn import ROOT, free_port
-from tests.integration.conftest import database_url
+from tests.integration.conftest import database_url, free_port, module_rows, spawn_logged
 
 pytestmark = [pytest.mark.integration]
 MAX_BYTES = 64 * 1024
@@ -54,40 +56,40 @@ def wait_until_serving(url: str, proc: subprocess.Popen[bytes], log: Path) -> No
         time.sleep(0.2)
 
 
-def server_env(settings: Any) -> dict[str, str]:
+def server_env(artifact_store: Path) -> dict[str, str]:
+    from django.conf import settings
+
     return {
         **os.environ,
         "DATABASE_URL": database_url(),
         "REDIS_URL": settings.REDIS_URL or "",
-        "MODELHUB_ARTIFACT_STORE": str(settings.ARTIFACT_STORE),
+        "MODELHUB_ARTIFACT_STORE": str(artifact_store),
         "MODELHUB_MAX_PREDICT_BYTES": str(MAX_BYTES),
     }
 
 
-@pytest.fixture
-def served(transactional_db: Any, settings: Any, tmp_path: Path, engineer: Any) -> Iterator[Served]:
-    """The demo iris endpoint, and "empty" (no deployment) with a key of its own."""
-    key = iris_served_with_key(engineer, "grpc")
-    empty = endpoints.endpoint_create(name="empty", user=engineer)
-    _, other_key = api_keys.api_key_create(name="other", endpoints=[empty], user=engineer)
-    port = free_port()
-    log = tmp_path / "grpc.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "inference.grpc_server", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=server_env(settings),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"127.0.0.1:{port}"
-    try:
-        wait_until_serving(url, proc, log)
-        yield Served(url, key, other_key)
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(20)
+@pytest.fixture(scope="module")
+def served(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The demo iris endpoint, and "empty" (no deployment) with a key of its own: one
+    `python -m inference.grpc_server` for the module's tests that only call it."""
+    folder = tmp_path_factory.mktemp("grpc")
+    with module_rows(django_db_blocker, folder / "artifacts") as writing:
+        with writing():
+            engineer = make_user(get_user_model(), "erin", ML_ENGINEER)
+            key = iris_served_with_key(engineer, "grpc")
+            empty = endpoints.endpoint_create(name="empty", user=engineer)
+            _, other_key = api_keys.api_key_create(name="other", endpoints=[empty], user=engineer)
+        port = free_port()
+        log = folder / "grpc.log"
+        args = [sys.executable, "-m", "inference.grpc_server", "--host", "127.0.0.1", "--port", str(port)]
+        proc = spawn_logged(args, server_env(folder / "artifacts"), log)
+        url = f"127.0.0.1:{port}"
+        try:
+            wait_until_serving(url, proc, log)
+            yield Served(url, key, other_key)
+        finally:
+            os.killpg(proc.pid, 15)
+            proc.wait(20)
 
 
 def rows_input(binary: bool, rows: Any = ROWS, datatype: str = "FP32") -> grpcclient.InferInput:
@@ -137,6 +139,16 @@ def test_tritonclient_grpc_sees_a_pin_to_no_ready_version(served: Served) -> Non
         client.infer("iris", [rows_input(True)], model_version="9", headers=served.auth())
     assert status_of(exc) == "StatusCode.NOT_FOUND"
     assert not client.is_model_ready("iris", model_version="9", headers=served.auth())
+
+
+def test_any_authority_is_served_because_allowed_hosts_guards_the_http_host_only(served: Served) -> None:
+    # docs/serving.md, "gRPC": no browser speaks native gRPC (no DNS rebinding) and the
+    # service builds no URL from :authority, so the name a client dialled is not checked.
+    client = grpcclient.InferenceServerClient(served.url, channel_args=[("grpc.default_authority", "evil.example")])
+
+    result = client.infer("iris", [rows_input(True)], headers=served.auth())
+
+    assert result.as_numpy("label").tolist() == [0, 2]
 
 
 def test_wrong_shape_and_dtype_are_invalid_argument(served: Served) -> None:
@@ -195,16 +207,9 @@ def test_config_serve_starts_and_stops_the_grpc_service_with_the_web_server(
     key = iris_served_with_key(engineer, "grpc")
     port, grpc_port = free_port(), free_port()
     log = tmp_path / "serve.log"
-    env = {**server_env(settings), "MODELHUB_GRPC_PORT": str(grpc_port), "MODELHUB_WEB_WORKERS": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    env = {**server_env(settings.ARTIFACT_STORE), "MODELHUB_GRPC_PORT": str(grpc_port), "MODELHUB_WEB_WORKERS": "1"}
+    args = [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    proc = spawn_logged(args, env, log)
     url = f"127.0.0.1:{grpc_port}"
     try:
         wait_until_serving(url, proc, log)

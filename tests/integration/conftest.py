@@ -8,12 +8,17 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
+from django.test.utils import override_settings
 
 from workers.celery import app as celery_app
 
@@ -115,6 +120,76 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def spawn_logged(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A server process in the repository root, in a session of its own (stop it with
+    os.killpg), its stdout and stderr into `log`."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@contextmanager
+def gunicorn_serving(artifact_store: Path, log: Path) -> Iterator[str]:
+    """`gunicorn -c platform/gunicorn.conf.py config.wsgi` (one worker, 4 threads) on a free port,
+    on the test database and Redis; yields `127.0.0.1:port` once /v2/health/ready answers 200."""
+    from django.conf import settings
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL or "",
+        "MODELHUB_ARTIFACT_STORE": str(artifact_store),
+        "MODELHUB_BIND": f"127.0.0.1:{port}",
+        "MODELHUB_WEB_WORKERS": "1",
+        "MODELHUB_WEB_THREADS": "4",
+    }
+    proc = spawn_logged([sys.executable, "-m", "gunicorn", "-c", "platform/gunicorn.conf.py", "config.wsgi"], env, log)
+    url = f"127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{url}/v2/health/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    try:
+        deadline = time.monotonic() + 60
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not start:\n{log.read_text(errors='replace')}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+
+
+@contextmanager
+def module_rows(django_db_blocker: Any, artifact_store: Path) -> Iterator[Callable[[], AbstractContextManager[None]]]:
+    """For a server that a whole module's tests share (one start instead of one per test):
+    yields `writing`, a context in which the module's rows are written and committed (the
+    server is another process) with uploads validated in-process into `artifact_store`.
+    On leaving, every table is emptied, as after a transactional test. The tests that use
+    such a server talk to it only; a test that writes rows keeps a server of its own."""
+
+    @contextmanager
+    def writing() -> Iterator[None]:
+        previous = celery_app.conf.task_always_eager
+        celery_app.conf.task_always_eager = True
+        try:
+            with django_db_blocker.unblock(), override_settings(ARTIFACT_STORE=artifact_store):
+                yield
+        finally:
+            celery_app.conf.task_always_eager = previous
+
+    try:
+        yield writing
+    finally:
+        with django_db_blocker.unblock():
+            call_command("flush", interactive=False, verbosity=0)
 
 
 class RedisServer:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from onnx import TensorProto, helper, numpy_helper
@@ -116,8 +118,8 @@ def batch_worker(transactional_db: Any, settings: Any, tmp_path: Path) -> Iterat
             worker.stop()
 
 
-def start(api: Any, data: bytes, **fields: Any) -> int:
-    body = {"model": "slow4", "version": 1, "passthrough": "id", "input": SimpleUploadedFile("in.csv", data)}
+def start(api: Any, data: bytes, filename: str = "in.csv", **fields: Any) -> int:
+    body = {"model": "slow4", "version": 1, "passthrough": "id", "input": SimpleUploadedFile(filename, data)}
     response = api.post("/api/v1/batch-jobs/", {**body, **fields}, format="multipart")
     assert response.status_code == 201, response.content
     return int(response.json()["id"])
@@ -132,11 +134,18 @@ def output_ids(api: Any, job_id: int) -> list[str]:
     return [row["id"] for row in csv.DictReader(io.StringIO(body))]
 
 
-def test_a_worker_killed_mid_chunk_changes_nothing_in_the_output(batch_worker, engineer, tmp_path):
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_worker_killed_mid_chunk_changes_nothing_in_the_output(batch_worker, engineer, tmp_path, fmt):
     ready_version("slow4", slow4(), metadata={"feature_names": FEATURES})
     api = client_for(engineer)
     n = 3000
-    job_id = start(api, write_csv(tmp_path / "in.csv", rows(n)).read_bytes(), chunk_rows="500")
+    if fmt == "csv":
+        data = write_csv(tmp_path / "in.csv", rows(n)).read_bytes()
+    else:
+        # Row groups of 250 rows: chunks read pairs of them from the uploaded input in place.
+        pq.write_table(pa.Table.from_pylist(rows(n)), tmp_path / "in.parquet", row_group_size=250)
+        data = (tmp_path / "in.parquet").read_bytes()
+    job_id = start(api, data, f"in.{fmt}", chunk_rows="500", output_format="csv")
 
     def running_chunk() -> BatchChunk | None:
         return BatchChunk.objects.filter(job_id=job_id, state="running", index__gte=1).order_by("index").first()
@@ -152,6 +161,7 @@ def test_a_worker_killed_mid_chunk_changes_nothing_in_the_output(batch_worker, e
     assert len(ids) == n and len(set(ids)) == n  # every row, exactly once
     assert ids == [f"k{i}" for i in range(n)]
     assert job.rows_done == n and job.rows_failed == 0
+    assert job.chunks_from == ("input" if fmt == "parquet" else "files")
 
 
 def test_a_cancelled_job_stops_within_one_chunk_on_the_worker(batch_worker, engineer, tmp_path):

@@ -57,14 +57,14 @@ def one_child_worker(transactional_db: Any, settings: Any, tmp_path: Path) -> It
             worker.stop()
 
 
-def write_input(path: Path, rows: int) -> None:
-    """`rows` rows of id + WIDTH FP32 features, in row groups of 10,000 rows."""
+def write_input(path: Path, rows: int, group_rows: int) -> None:
+    """`rows` rows of id + WIDTH FP32 features, in row groups of `group_rows` rows."""
     names = ["id", *[f"f{i}" for i in range(WIDTH)]]
     rng = np.random.default_rng(rows)
     with pq.ParquetWriter(path, pa.schema([(n, pa.int64() if n == "id" else pa.float32()) for n in names])) as out:
-        for start in range(0, rows, 10_000):
-            x = rng.standard_normal((10_000, WIDTH)).astype(np.float32)
-            out.write_table(pa.table([pa.array(np.arange(start, start + 10_000)), *x.T], names=names))
+        for start in range(0, rows, group_rows):
+            x = rng.standard_normal((group_rows, WIDTH)).astype(np.float32)
+            out.write_table(pa.table([pa.array(np.arange(start, start + group_rows)), *x.T], names=names))
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -74,10 +74,10 @@ def peak_rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmHWM for {pid}")
 
 
-def run_job(api: Any, data_dir: Path, chunks: int) -> int:
+def run_job(api: Any, data_dir: Path, chunks: int, group_rows: int) -> int:
     """Run a job of `chunks` chunks to its end; the pid of the pool child that ran it."""
-    name = f"in-{chunks}.parquet"
-    write_input(data_dir / name, chunks * CHUNK_ROWS)
+    name = f"in-{chunks}-{group_rows}.parquet"
+    write_input(data_dir / name, chunks * CHUNK_ROWS, group_rows)
     body = {"model": "wide", "version": 1, "input_path": name, "passthrough": ["id"], "chunk_rows": CHUNK_ROWS}
     response = api.post("/api/v1/batch-jobs/", body, format="json")
     assert response.status_code == 201, response.content
@@ -95,15 +95,19 @@ def run_job(api: Any, data_dir: Path, chunks: int) -> int:
     return pid
 
 
-def test_a_worker_peak_memory_does_not_grow_with_the_number_of_chunks(one_child_worker, engineer, tmp_path):
+# Row groups of 10,000 rows: chunks read pairs of them from the input in place; of 40,000
+# (larger than a chunk): the plan rewrites the input into chunk files, reading it group by group.
+@pytest.mark.parametrize("group_rows", [10_000, 40_000])
+def test_a_worker_peak_memory_does_not_grow_with_the_number_of_chunks(one_child_worker, engineer, tmp_path, group_rows):
     features = [f"f{i}" for i in range(WIDTH)]
     ready_version("wide", onnx_models.mlp(hidden=64, features=WIDTH, classes=10), metadata={"feature_names": features})
     api = client_for(engineer)
     data_dir = tmp_path / "data"
-    pid = run_job(api, data_dir, chunks=2)
+    pid = run_job(api, data_dir, chunks=2, group_rows=group_rows)
     after_small = peak_rss_mb(pid)
-    assert run_job(api, data_dir, chunks=10) == pid  # the same process ran both
+    assert run_job(api, data_dir, chunks=10, group_rows=group_rows) == pid  # the same process ran both
     after_large = peak_rss_mb(pid)
+    assert set(BatchJob.objects.values_list("chunks_from", flat=True)) == {"input" if group_rows == 10_000 else "files"}
     assert after_large - after_small < MARGIN_MB, (
         f"the worker's peak RSS rose from {after_small:.0f} MB (2 chunks) to {after_large:.0f} MB (10 chunks)"
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.inference.conftest import iris_variant
-from tests.integration.conftest import ROOT, WorkerProcess, wait_for
+from tests.integration.conftest import ROOT, WorkerProcess, free_port, wait_for
 
 pytestmark = [pytest.mark.integration]
 
@@ -42,19 +42,10 @@ print(json.dumps({"token": token, "key": key}))
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def embedded(tmp_path: Path) -> Any:
-    """`make run`'s layout on a fresh data dir: migrate, bootstrap, gunicorn with 2 workers."""
-    port = free_port()
+def embedded_env(data: Path, port: int = 0) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "MODELHUB_ARTIFACT_STORE")}
     env.update(
-        MODELHUB_DATA_DIR=str(tmp_path / "data"),
+        MODELHUB_DATA_DIR=str(data),
         MODELHUB_ADMIN_PASSWORD="admin-pass-123",
         MODELHUB_BIND=f"127.0.0.1:{port}",
         MODELHUB_WEB_WORKERS="2",
@@ -64,13 +55,32 @@ def embedded(tmp_path: Path) -> Any:
         MODELHUB_VALIDATION_LEASE_S="3",
         PYTHONUNBUFFERED="1",
     )
+    return env
+
+
+@pytest.fixture(scope="session")
+def embedded_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A data dir as `make run` leaves it (migrate, bootstrap) with an admin token and a key
+    for `iris`: built once a session, copied by each test (the three commands took 13 s).
+    A fresh `make run` on an empty data dir is tests/readme's and tests/deploy's business."""
+    data = tmp_path_factory.mktemp("embedded") / "data"
+    env = embedded_env(data)
     manage = [sys.executable, "manage.py"]
     for command in (["migrate", "--noinput"], ["modelhub_bootstrap"]):
         subprocess.run(manage + command, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     setup = subprocess.run(
         [*manage, "shell", "-c", SETUP], cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=120
     )
-    credentials = json.loads(setup.stdout.strip().splitlines()[-1])
+    return data, json.loads(setup.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def embedded(embedded_data: tuple[Path, dict[str, str]], tmp_path: Path) -> Any:
+    """`make run`'s layout on its own copy of the data dir: gunicorn with 2 workers."""
+    template, credentials = embedded_data
+    shutil.copytree(template, tmp_path / "data")
+    port = free_port()
+    env = embedded_env(tmp_path / "data", port)
     log = tmp_path / "gunicorn.log"
     cmd = [sys.executable, "-m", "gunicorn", "-c", "platform/gunicorn.conf.py", "config.wsgi"]
     with open(log, "wb") as out:

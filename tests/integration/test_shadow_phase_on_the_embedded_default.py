@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import wait_for
-from tests.integration.test_embedded_sqlite_under_load import embedded  # noqa: F401 - the server fixture
+from tests.integration.test_embedded_sqlite_under_load import embedded, embedded_data  # noqa: F401 - the server fixtures
 from tests.onnx_models import lookup
 
 pytestmark = [pytest.mark.integration]

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +12,10 @@ import tritonclient.http as httpclient
 
 from inference import endpoints, traffic
 from inference.pipelines import services as pipeline_services
-from tests.integration.conftest import database_url, free_port
+from tests.integration.conftest import gunicorn_serving
 from tests.pipelines.conftest import expected_scores, fraud_spec
 
 pytestmark = [pytest.mark.integration]
-ROOT = Path(__file__).resolve().parents[2]
 CARDS = [101, 102, 103]
 AMOUNTS = [2500.0, 50.0, 1800.0]
 
@@ -36,43 +31,8 @@ def served(
     traffic.traffic_policy_revise(
         endpoint=endpoint, routes=[{"pipeline": "fraud", "version": 1, "role": "primary", "weight": 100}], user=engineer
     )
-    port = free_port()
-    log = tmp_path / "gunicorn.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "REDIS_URL": settings.REDIS_URL or "",
-        "MODELHUB_ARTIFACT_STORE": str(settings.ARTIFACT_STORE),
-        "MODELHUB_BIND": f"127.0.0.1:{port}",
-        "MODELHUB_WEB_WORKERS": "1",
-        "MODELHUB_WEB_THREADS": "4",
-    }
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "platform/gunicorn.conf.py", "config.wsgi"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"127.0.0.1:{port}"
-    try:
-        client = httpclient.InferenceServerClient(url)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.is_server_ready():
-                    break
-            except Exception:  # noqa: BLE001 - not listening yet
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start:\n{log.read_text()}")
-            time.sleep(0.2)
+    with gunicorn_serving(settings.ARTIFACT_STORE, tmp_path / "gunicorn.log") as url:
         yield url, threshold
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(20)
 
 
 @pytest.mark.parametrize("binary", [True, False])

@@ -40,8 +40,7 @@ def _three(tmp_path, *, pin_first: bool = False) -> list[Any]:
 
 def _start(transport, inference_workers, specs, tmp_path) -> Any:
     """A worker whose budget holds two of the three: what one model costs is measured by a
-    first worker (its first load also pays ONNX Runtime's start-up, which sets the ratio
-    every later load is charged at), then a second worker gets 2.5 times that."""
+    first worker, then a second worker gets 2.5 times that."""
     transport.ensure_loaded(specs[0])
     probe = inference_workers(args=["--memory-budget", str(1 << 50)])
     wait_until(lambda: _state(specs[0]) == "ready", timeout=60, what=f"the probe warm:\n{probe.output()}")
