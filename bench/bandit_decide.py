@@ -7,9 +7,13 @@
 For each policy (two arms, the default refresh of MODELHUB_BANDIT_REFRESH_S = 1 s) it
 times N decisions twice: `choose()` (the decision alone: the cached shares, one random
 draw; the statistics are re-read from Redis once a second and that read is included) and
-`decide()` (the same plus the ledger write: one Lua call to Redis). Prints p50/p90/p99 in
-microseconds, and first a plain Redis PING for the round trip under the write. The
-router keys are "bench:<policy>" and are deleted afterwards.
+`decide()` (the same plus the ledger entry: with Redis and MODELHUB_BANDIT_LEDGER_FLUSH_MS
+> 0 (the default) handed to the process's background writer, inference/bandits/ledger.py;
+with MODELHUB_BANDIT_LEDGER_FLUSH_MS=0 one Lua call to Redis in the call, as before).
+Prints p50/p90/p99 in microseconds, and first a plain Redis PING for the round trip under
+the write; with the writer, the entries it dropped (a tight loop outruns it) and the cost
+per entry of one pipelined flush of 5,000. The router keys are "bench:<policy>" and are
+deleted afterwards.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def main() -> None:
     django.setup()
     from django.conf import settings
 
-    from inference.bandits import decide, router
+    from inference.bandits import decide, ledger, router
     from inference.bandits.feedback import feedback
     from inference.bandits.store import PREFIX, store
 
@@ -71,6 +75,10 @@ def main() -> None:
                 call(i)
                 samples.append(time.perf_counter() - started)
             print(f"{policy:19s} {label:18s} {percentiles(samples)}")
+        if ledger.buffering():  # what the background writer did with this policy's decisions
+            writer = ledger.writer()
+            writer.flush()
+            print(f"{'':19s} {'ledger':18s} dropped so far {writer.dropped}")
         if settings.REDIS_URL:
             client = backend.client  # type: ignore[union-attr]
             for pattern in (f"{PREFIX}*{key}*", f"{PREFIX}ledger:{key}:*"):
@@ -79,5 +87,31 @@ def main() -> None:
             client.srem(PREFIX + "routers", key)
 
 
+def flush_cost(n: int) -> None:
+    """The background writer's cost per entry: n buffered decisions written by one flush."""
+    from inference.bandits import ledger, router
+    from inference.bandits.store import PREFIX, LedgerEntry, store
+
+    if not ledger.buffering():
+        return
+    key = "bench:flush"
+    writer = ledger.LedgerWriter(capacity=n, interval_s=3600.0)
+    writer.add(f"{key}:first", LedgerEntry(key, "a", 0.5, time.time(), "bench", True, False))
+    writer.flush()  # the router's hash exists, as for a router in use
+    for i in range(n):
+        decision = router.choose(key, ["a", "b"], {"arms": ["a", "b"]}, "bench")
+        writer.add(f"{key}:{i}", LedgerEntry(key, decision.arm, decision.propensity, time.time(), "bench", True, False))
+    started = time.perf_counter()
+    writer.flush()
+    took = time.perf_counter() - started
+    writer.close()
+    print(f"{'flush of ' + str(n):38s} {took * 1e3:7.1f} ms, {took / n * 1e6:5.1f} us per entry (off the request path)")
+    client = store().client  # type: ignore[union-attr]
+    for found in client.scan_iter(f"{PREFIX}*{key}*", count=1000):
+        client.delete(found)
+    client.srem(PREFIX + "routers", key)
+
+
 if __name__ == "__main__":
     main()
+    flush_cost(5000)

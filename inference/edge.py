@@ -129,7 +129,7 @@ def _shadow(table: RoutingTable, spec: DeploymentSpec, inputs: dict[str, np.ndar
             record(
                 PredictionRecord(
                     endpoint=table.endpoint,
-                    deployment=shadow.label,
+                    deployment=_series(shadow),
                     role="shadow",
                     latency_ms=latency_ms,
                     ok=ok,
@@ -141,8 +141,20 @@ def _shadow(table: RoutingTable, spec: DeploymentSpec, inputs: dict[str, np.ndar
             )
 
         shadow_run(
-            pool=shadow_pool, key=(table.endpoint, spec.label, shadow.label), call=call, answered=answered, on_done=done
+            pool=shadow_pool,
+            key=(table.endpoint, _series(spec), _series(shadow)),
+            call=call,
+            answered=answered,
+            on_done=done,
         )
+
+
+def _series(spec: DeploymentSpec) -> str:
+    """The deployment label monitoring records for a route: a pipeline's is
+    "pipeline:<name>:<version>", so that a pipeline named like a model never shares that
+    model version's series (its counters, output summaries and output drift, which would be
+    scored against the version's reference)."""
+    return f"pipeline:{spec.label}" if spec.placement == pipelines.PLACEMENT else spec.label
 
 
 def _rows(inputs: Mapping[str, np.ndarray]) -> int:
@@ -159,7 +171,7 @@ def _refused(name: str, spec: DeploymentSpec | None, started: float, exc: BaseEx
     record(
         PredictionRecord(
             endpoint=name,
-            deployment=spec.label if spec is not None else "",
+            deployment=_series(spec) if spec is not None else "",
             role=spec.role if spec is not None else "",
             latency_ms=(time.perf_counter() - started) * 1000.0,
             ok=False,
@@ -230,7 +242,7 @@ def _record_ok(
     record(
         PredictionRecord(
             endpoint=name,
-            deployment=spec.label,
+            deployment=_series(spec),
             role=spec.role,
             latency_ms=(time.perf_counter() - started) * 1000.0,
             ok=True,

@@ -150,7 +150,11 @@ def pool_reconcile(*, settle_s: float = 3.0, client: Any = None) -> ReconcileRep
     )
     specs = {f"d{d.pk}": deployment_spec(d) for d in deployments}
     states = {f"d{d.pk}": d.state for d in deployments}
-    _assign(client, specs, report)
+    # Pipeline model steps placed on the pool (keys d-<version id>, no Deployment row):
+    # assigned like deployments, withdrawn once no current route uses them.
+    from inference.pipelines.serving import pool_step_specs  # the pipelines package sits above
+
+    _assign(client, {**pool_step_specs(), **specs}, report)
     if not specs:
         return report
 

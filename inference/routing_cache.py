@@ -301,15 +301,22 @@ def table_load(name: str) -> RoutingTable | None:
     for route, role, weight in chosen:
         if route.get("pipeline"):
             from inference.pipelines.executor import GRAPHS  # apps not loaded at import (raw fronts)
-            from inference.pipelines.serving import spec_for  # apps not loaded at import (raw fronts)
+            from inference.pipelines.serving import route_placement, spec_for  # apps not loaded at import (raw fronts)
 
             built = pipeline_route(route, role, weight)
             if built is None:
                 continue
             graph_spec, graph_signature = built
+            placement, device = route_placement(route)
             # The same graph under this route's role and weight (a pipeline may be a shadow).
             spec = spec_for(
-                GRAPHS[graph_spec.deployment_id], route["pipeline_version"], endpoint=name, role=role, weight=weight
+                GRAPHS[graph_spec.deployment_id],
+                route["pipeline_version"],
+                endpoint=name,
+                role=role,
+                weight=weight,
+                placement=placement,
+                device=device,
             )
             specs.append((spec, role, weight))
             signatures[spec.deployment_id] = graph_signature

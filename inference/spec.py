@@ -40,6 +40,9 @@ class DeploymentSpec:
     # Density: False = evictable (may be unloaded to make room under a memory budget and
     # reloaded on its next request); True = pinned, stays loaded.
     pinned: bool = False
+    # A pipeline route (placement "pipeline"): where its model steps run unless a step
+    # names its own placement, "in_process" or "worker_pool" (on inference workers of `device`).
+    step_placement: str = "in_process"
 
     @property
     def key(self) -> str:

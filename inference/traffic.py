@@ -23,7 +23,7 @@ from django.utils import timezone
 from accounts.permissions import role_check
 from accounts.roles import APPROVER
 from audit.services import audit_record
-from config.errors import Conflict, DomainError, NotFound
+from config.errors import Conflict, DomainError, NotFound, ServiceUnavailable
 from inference import routing_cache
 from inference.endpoints import (
     InvalidPolicy,
@@ -96,12 +96,7 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
     if isinstance(version, bool) or not isinstance(version, int):
         raise InvalidPolicy(f"{where}.version: expected a version number")
     role, weight = _role_weight(where, route)
-    placement = route.get("placement", Deployment.Placement.IN_PROCESS)
-    if placement not in Deployment.Placement.values:
-        raise InvalidPolicy(f"{where}.placement: expected one of {', '.join(Deployment.Placement.values)}")
-    device = route.get("device", Deployment.Device.CPU)
-    if device not in Deployment.Device.values:
-        raise InvalidPolicy(f"{where}.device: expected one of {', '.join(Deployment.Device.values)}")
+    placement, device = _placement_device(where, route)
     batch = route.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 4096:
         raise InvalidPolicy(f"{where}.max_batch_size: expected 1 to 4096")
@@ -122,6 +117,16 @@ def _route_clean(index: int, route: Any) -> dict[str, Any]:
         "max_queue_delay_ms": float(delay),
         "pinned": pinned,
     }
+
+
+def _placement_device(where: str, route: dict[str, Any]) -> tuple[str, str]:
+    placement = route.get("placement", Deployment.Placement.IN_PROCESS)
+    if placement not in Deployment.Placement.values:
+        raise InvalidPolicy(f"{where}.placement: expected one of {', '.join(Deployment.Placement.values)}")
+    device = route.get("device", Deployment.Device.CPU)
+    if device not in Deployment.Device.values:
+        raise InvalidPolicy(f"{where}.device: expected one of {', '.join(Deployment.Device.values)}")
+    return placement, device
 
 
 def _role_weight(where: str, route: dict[str, Any]) -> tuple[str, int]:
@@ -146,7 +151,14 @@ def _pipeline_route_clean(where: str, route: dict[str, Any]) -> dict[str, Any]:
     if isinstance(version, bool) or not isinstance(version, int):
         raise InvalidPolicy(f"{where}.version: expected the pipeline's version number")
     role, weight = _role_weight(where, route)
-    return {"pipeline": name, "version": version, "role": role, "weight": weight}
+    clean: dict[str, Any] = {"pipeline": name, "version": version, "role": role, "weight": weight}
+    # Where its model steps run (a step's own placement wins); kept only when not the default.
+    placement, device = _placement_device(where, route)
+    if placement != Deployment.Placement.IN_PROCESS:
+        clean["placement"] = placement
+    if device != Deployment.Device.CPU:
+        clean["device"] = device
+    return clean
 
 
 def _pipeline_routes_check(endpoint: Endpoint, routes: list[dict[str, Any]]) -> None:
@@ -178,8 +190,11 @@ def _pipeline_routes_check(endpoint: Endpoint, routes: list[dict[str, Any]]) -> 
                         "environment": endpoint.environment,
                     },
                 )
+        placement, device = route.get("placement", "in_process"), route.get("device", "cpu")
         try:
-            executor.load_models(graph)
+            executor.load_models(graph, placement, device)
+        except ServiceUnavailable:
+            raise  # worker-pool steps: the pool is unreachable (503 + Retry-After), not a bad route
         except Exception as exc:  # noqa: BLE001 - a model that will not load is the caller's 400
             raise InvalidPolicy(f"{where}: pipeline {version} could not load its models: {exc}") from None
         route["pipeline_version"] = version.pk

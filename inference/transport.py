@@ -74,6 +74,13 @@ class InProcessTransport:
         served = self.repository.find(spec.key)
         return served if served is not None and served.spec.sha256 == spec.artifact_sha256 else None
 
+    def acquire(self, spec: DeploymentSpec, timeout_s: float) -> ServedModel:
+        """The model a request of `timeout_s` runs on: loaded here, or reloaded now when that
+        fits the deadline, else ColdStart (503 + Retry-After) with the reload started, as
+        `infer` does (a pipeline's model steps call it)."""
+        served = self.served(spec)
+        return served if served is not None else self._cold_load(spec, timeout_s)
+
     def served_models(self) -> list[ServedModel]:
         return self.repository.served()
 

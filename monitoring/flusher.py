@@ -25,6 +25,7 @@ import numpy as np
 
 from config.db import retry_if_locked
 from inference import density
+from inference.pipelines import step_metrics
 from inference.telemetry.recorder import MinuteStats, PayloadSample, Recorder, recorder
 from monitoring import keys, rollups
 from monitoring.models import MonitoringSettings
@@ -157,6 +158,7 @@ class Flusher:
         self._write_keys_used()
         if self.redis_url:
             self._write_density()
+            self._write_pipeline_steps()
         stats = self.recorder.drain()
         step_inputs = self.recorder.drain_step_inputs()
         samples = self.recorder.drain_samples()
@@ -222,6 +224,13 @@ class Flusher:
             density.publish(self.client())
         except Exception as exc:  # Redis away: the next flush writes it again
             self._note_error(f"writing the model-memory report: {exc}")
+
+    def _write_pipeline_steps(self) -> None:
+        """This process's pipeline step counts into the shared totals (inference/pipelines/step_metrics.py)."""
+        try:
+            step_metrics.publish(self.client())
+        except Exception as exc:  # Redis away: the next flush sends them
+            self._note_error(f"writing the pipeline step counts: {exc}")
 
     def _note_error(self, message: str) -> None:
         now = time.time()

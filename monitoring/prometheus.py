@@ -8,7 +8,6 @@ process's flusher), or on the embedded default summed from the roll-up table. Se
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections import defaultdict
 from typing import Any
@@ -16,7 +15,8 @@ from typing import Any
 from django.conf import settings
 
 from inference import density
-from inference.pipelines.executor import BUCKETS_MS, step_stats
+from inference.bandits.ledger import dropped_totals
+from inference.pipelines.step_metrics import BUCKETS_MS, totals
 from inference.pool import worker_status
 from inference.runtime.repository import COLD_START_BUCKETS_S
 from inference.telemetry.recorder import LATENCY_BUCKETS_MS
@@ -97,7 +97,8 @@ def render_metrics() -> str:
     else:
         totals = _totals_from_database()
     _write_predictions(out, totals)
-    _write_pipeline_steps(out)
+    _write_pipeline_steps(out, client)
+    _write_bandit_ledger(out)
     if client is not None:
         _write_serving(out, client)
         _write_density(out, client)
@@ -112,25 +113,28 @@ def render_metrics() -> str:
     return out.text()
 
 
-def _write_pipeline_steps(out: _Writer) -> None:
-    """Per-step latency and errors of the pipelines this process ran (process-local: each
-    web process answers with its own counters, labelled with its pid)."""
-    stats = step_stats()
+def _write_pipeline_steps(out: _Writer, client: Any) -> None:
+    """Per-step latency and errors of the pipelines, summed over every process (each
+    flusher publishes its process's counts to Redis, inference/pipelines/step_metrics.py;
+    without Redis, this process's)."""
+    try:
+        stats = totals(client)
+    except Exception:  # noqa: BLE001 - Redis away: modelhub_monitoring_store_up says so
+        stats = totals(None)
     if not stats:
         return
-    pid = str(os.getpid())
     out.family("modelhub_pipeline_step_calls_total", "counter", "Pipeline steps run, by pipeline version and step.")
     for (pipeline, step, kind), s in sorted(stats.items()):
-        out.sample("modelhub_pipeline_step_calls_total", s.calls, pipeline=pipeline, step=step, kind=kind, pid=pid)
+        out.sample("modelhub_pipeline_step_calls_total", s.calls, pipeline=pipeline, step=step, kind=kind)
     out.family(
         "modelhub_pipeline_step_errors_total", "counter", "Pipeline steps that raised (the request was refused)."
     )
     for (pipeline, step, kind), s in sorted(stats.items()):
-        out.sample("modelhub_pipeline_step_errors_total", s.errors, pipeline=pipeline, step=step, kind=kind, pid=pid)
+        out.sample("modelhub_pipeline_step_errors_total", s.errors, pipeline=pipeline, step=step, kind=kind)
     name = "modelhub_pipeline_step_latency_ms"
     out.family(name, "histogram", "Time per pipeline step, milliseconds.")
     for (pipeline, step, kind), s in sorted(stats.items()):
-        labels = {"pipeline": pipeline, "step": step, "kind": kind, "pid": pid}
+        labels = {"pipeline": pipeline, "step": step, "kind": kind}
         running = 0
         for bound, count in zip(BUCKETS_MS, s.buckets, strict=True):
             running += count
@@ -138,6 +142,17 @@ def _write_pipeline_steps(out: _Writer) -> None:
         out.sample(f"{name}_bucket", s.calls, le="+Inf", **labels)
         out.sample(f"{name}_sum", s.seconds * 1000.0, **labels)
         out.sample(f"{name}_count", s.calls, **labels)
+
+
+def _write_bandit_ledger(out: _Writer) -> None:
+    """Bandit decisions the feedback ledger never recorded, every process's (inference/bandits/ledger.py)."""
+    out.family(
+        "modelhub_bandit_ledger_dropped_total",
+        "counter",
+        "Bandit decisions served but not recorded in the feedback ledger (their feedback is a 404), by reason.",
+    )
+    for reason, count in sorted(dropped_totals().items()):
+        out.sample("modelhub_bandit_ledger_dropped_total", count, reason=reason)
 
 
 def _write_predictions(out: _Writer, totals: dict[tuple[str, str, str], dict[str, Any]]) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import redis
+from django.conf import settings
 
 from common.errors import BadRequest, ModelhubError
+from inference.bandits import ledger
 from inference.bandits.store import Feedback, store
 
 RETRY_AFTER_S = 2.0
@@ -72,8 +75,13 @@ def feedback(endpoint: str, request_id: str, rewards: list[float]) -> Feedback:
 
 def _feedback(endpoint: str, request_id: str, rewards: list[float]) -> Feedback:
     backend = store()
-    entries, _ = backend.entries(request_id)
-    entries = [entry for entry in entries if entry.endpoint == endpoint]
+    ledger.flush_pending()  # decided by this process and still buffered: written first
+    entries = _entries(backend, endpoint, request_id)
+    if not entries and ledger.buffering():
+        # Decided by another process, its entry may still wait in that process's buffer
+        # for at most one flush interval (docs/pipelines.md, "Feedback"): read once more.
+        time.sleep(2 * float(settings.BANDIT_LEDGER_FLUSH_MS) / 1000.0)
+        entries = _entries(backend, endpoint, request_id)
     if not entries:
         raise UnknownRequest(
             f'no bandit decision for request "{request_id}" on endpoint "{endpoint}" '
@@ -87,6 +95,11 @@ def _feedback(endpoint: str, request_id: str, rewards: list[float]) -> Feedback:
     if result.status == "unknown":
         raise UnknownRequest(f'no bandit decision for request "{request_id}" (it expired just now)')
     return result
+
+
+def _entries(backend: Any, endpoint: str, request_id: str) -> list[Any]:
+    entries, _ = backend.entries(request_id)
+    return [entry for entry in entries if entry.endpoint == endpoint]
 
 
 def reply_body(request_id: str, result: Feedback) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 Each process keeps, per router key, the policy's shares computed from a snapshot of the
 arm statistics, refreshed at most every MODELHUB_BANDIT_REFRESH_S (default 1 s: one
 Redis read per router per second per process, whatever the traffic). A decision draws an
-arm from those shares (a few microseconds) and records it with one Lua call (pulls + 1,
-the ledger entry with its TTL, the decision log). Rewards reach the shares at the next
-refresh, in every process.
+arm from those shares (a few microseconds) and hands its ledger entry to the process's
+ledger writer (inference/bandits/ledger.py), which records it off the request path with
+the same Lua call (pulls + 1, the ledger entry with its TTL, the decision log), pipelined
+with the others of its flush. Rewards reach the shares at the next refresh, in every process.
 
 If the store cannot be reached the decision is still made, from the last shares (or the
 floors and caps applied to a uniform split when there are none), and is not recorded:
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
-from inference.bandits import policies
+from inference.bandits import ledger, policies
 from inference.bandits.config import RouterConfig, parse
 from inference.bandits.policies import ArmStats
 from inference.bandits.store import LedgerEntry, store
@@ -149,6 +150,9 @@ def decide(
         not router.config.frozen,
         router.config.bernoulli,
     )
+    if ledger.buffering():  # Redis: buffered, written by this process's flusher thread
+        ledger.writer().add(request_id, entry)
+        return decision
     try:
         store().record(request_id, entry)
     except Exception as exc:  # noqa: BLE001 - the bandit never fails a prediction

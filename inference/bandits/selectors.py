@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from inference.bandits import policies
+from inference.bandits import ledger, policies
 from inference.bandits.config import RouterConfig, RouterConfigError, parse
 from inference.bandits.policies import ArmStats
 from inference.bandits.store import store
@@ -66,6 +66,7 @@ def regret_series(rows: list[dict[str, Any]], means: dict[str, float]) -> list[d
 
 
 def router_stats(key: str) -> dict[str, Any]:
+    ledger.flush_pending()  # this process's buffered decisions count (the pulls, the log)
     backend = store()
     raw, endpoints = backend.meta(key)
     stats = backend.load(key)
@@ -106,6 +107,7 @@ def router_stats(key: str) -> dict[str, Any]:
 def export_lines(key: str, fmt: str) -> Iterator[bytes]:
     """The decision log of `key` as JSON Lines or CSV (header first): one decision a line,
     with its propensity and the reward fed back (empty when none)."""
+    ledger.flush_pending()  # as in router_stats
     rows = store().decisions(key)
     if fmt == "csv":
         buffer = io.StringIO()

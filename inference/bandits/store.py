@@ -11,6 +11,8 @@ is atomic across web processes and workers):
                                          "_reward" once fed back; expires after the retention
     modelhub:bandit:log:<router>         stream of decisions (q, a, p) and rewards (q, r, c);
                                          trimmed to the retention by the sweep, and to LOG_MAX entries
+    modelhub:bandit:ledger_dropped       hash: reason -> decisions the ledger writers dropped
+                                         (buffer_full, store_unreachable), summed over processes
 
 The sweep (beat) copies every router's statistics to the database (`BanditRouter`,
 `BanditArm`); when a router's Redis hash is gone (a flush, a Redis without persistence
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 PREFIX = "modelhub:bandit:"
 ROUTERS = PREFIX + "routers"
 LOG_MAX = 200_000  # entries per router's decision log, whatever the retention
+LEDGER_DROPPED = PREFIX + "ledger_dropped"  # hash: reason -> decisions not recorded, all processes
 
 # KEYS: arms, ledger, log. ARGV: arm, router, ledger value, TTL, log max, request id,
 # propensity, force. Returns 0 without writing when the arms hash is missing and force is
@@ -133,6 +136,13 @@ def _arm_names(raw: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------ Redis
 
 
+def _decide_call(request_id: str, entry: LedgerEntry, retention: int) -> tuple[list[str], list[Any]]:
+    """The _DECIDE script's keys and arguments for one entry (without the force flag)."""
+    value = json.dumps([entry.arm, entry.propensity, entry.at, entry.endpoint, entry.learn, entry.bernoulli])
+    keys = [PREFIX + "arms:" + entry.router_key, PREFIX + "ledger:" + request_id, PREFIX + "log:" + entry.router_key]
+    return keys, [entry.arm, entry.router_key, value, retention, LOG_MAX, request_id, entry.propensity]
+
+
 class RedisStore:
     def __init__(self, url: str) -> None:
         timeout = float(getattr(settings, "REDIS_SOCKET_TIMEOUT", 2.0))
@@ -172,25 +182,43 @@ class RedisStore:
 
     def record(self, request_id: str, entry: LedgerEntry) -> None:
         """One Lua call; when the router's hash is missing (new, or flushed) the snapshot is
-        restored first, so a decision never starts the statistics over from 1 pull."""
-        value = json.dumps([entry.arm, entry.propensity, entry.at, entry.endpoint, entry.learn, entry.bernoulli])
-        keys = [
-            PREFIX + "arms:" + entry.router_key,
-            PREFIX + "ledger:" + request_id,
-            PREFIX + "log:" + entry.router_key,
-        ]
-        args: list[Any] = [
-            entry.arm,
-            entry.router_key,
-            value,
-            max(int(retention_s()), 1),
-            LOG_MAX,
-            request_id,
-            entry.propensity,
-        ]
+        restored first, so a decision never starts the statistics over from 1 pull. (Not
+        record_many of one: a pipeline with a script checks it exists first, a second round trip.)"""
+        keys, args = _decide_call(request_id, entry, max(int(retention_s()), 1))
         if not self._decide(keys=keys, args=[*args, "0"]):
             self._restore_from_snapshot(entry.router_key)
             self._decide(keys=keys, args=[*args, "1"])
+
+    def record_many(self, entries: list[tuple[str, LedgerEntry]], *, dropped: dict[str, int] | None = None) -> None:
+        """The same Lua call per entry, all in one pipelined round trip (the ledger writer's
+        flush, inference/bandits/ledger.py); `dropped` counts are added to the shared drop
+        counters in the same round trip. Entries whose router hash was missing are written
+        again after the snapshot is restored."""
+        retention = max(int(retention_s()), 1)
+        calls: list[tuple[list[str], list[Any]]] = []
+        pipe = self.client.pipeline(transaction=False)
+        for request_id, entry in entries:
+            keys, args = _decide_call(request_id, entry, retention)
+            calls.append((keys, args))
+            self._decide(keys=keys, args=[*args, "0"], client=pipe)
+        for reason, count in (dropped or {}).items():
+            if count:
+                pipe.hincrby(LEDGER_DROPPED, reason, count)
+        results = pipe.execute()
+        missing = [(keys, args) for (keys, args), written in zip(calls, results, strict=False) if not written]
+        if not missing:
+            return
+        # A router new or flushed: its snapshot restored once, then its entries forced, in one round trip.
+        for router_key in dict.fromkeys(args[1] for _, args in missing):
+            self._restore_from_snapshot(router_key)
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in missing:
+            self._decide(keys=keys, args=[*args, "1"], client=pipe)
+        pipe.execute()
+
+    def ledger_dropped(self) -> dict[str, int]:
+        """Decisions every process dropped from the ledger (shared counters), by reason."""
+        return {k.decode(): int(v) for k, v in self.client.hgetall(LEDGER_DROPPED).items()}
 
     # -- feedback
     def entries(self, request_id: str) -> tuple[list[LedgerEntry], bool]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -58,6 +58,8 @@ class ModelRef:
     artifact_sha256: str = ""
     artifact_path: str = ""
     version_id: int = 0
+    # Where the step runs: "in_process", "worker_pool", or "" (the pipeline route's placement).
+    placement: str = ""
 
     @property
     def label(self) -> str:
@@ -423,6 +425,17 @@ def _ref_of(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
     return {"model": model, "version": version}
 
 
+PLACEMENTS = ("in_process", "worker_pool")
+
+
+def _placement_of(raw: dict[str, Any], where: str) -> str:
+    """A model or ensemble step's `placement`: "" (absent) follows the pipeline's route."""
+    placement = raw.get("placement", "")
+    if placement != "" and placement not in PLACEMENTS:
+        raise GraphError(f"{where}.placement: expected one of {', '.join(PLACEMENTS)} (got {placement!r})")
+    return str(placement)
+
+
 @dataclass
 class Model(Step):
     ref: ModelRef | None = None
@@ -431,12 +444,8 @@ class Model(Step):
 
     def parse(self, resolve: Resolver) -> None:
         raw = self.raw
-        placement = raw.get("placement", "in_process")
-        if placement != "in_process":
-            raise GraphError(
-                f'{self.where()}.placement: only "in_process" model steps are served today (got {placement!r})'
-            )
-        self.ref = resolve(self.name, _ref_of(raw, self.where()))
+        placement = _placement_of(raw, self.where())
+        self.ref = replace(resolve(self.name, _ref_of(raw, self.where())), placement=placement)
         self.inputs_map = _names_map(raw.get("inputs"), f"{self.where()}.inputs")
         self.outputs_map = _names_map(raw.get("outputs"), f"{self.where()}.outputs")
         signature = self.ref.signature
@@ -512,7 +521,8 @@ class Ensemble(Step):
             weight = _number(member.get("weight", 1.0), f"{where}.weight")
             if weight <= 0:
                 raise GraphError(f"{where}.weight: must be above 0")
-            self.members.append((resolve(self.name, _ref_of(member, where)), weight))
+            ref = resolve(self.name, _ref_of(member, where))
+            self.members.append((replace(ref, placement=_placement_of(raw, self.where())), weight))
         self.inputs_map = _names_map(raw.get("inputs"), f"{self.where()}.inputs")
         self.outputs_map = _names_map(raw.get("outputs"), f"{self.where()}.outputs")
         if not self.outputs_map:

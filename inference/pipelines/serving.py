@@ -32,19 +32,37 @@ def route_spec(
     version = PipelineVersion.objects.select_related("pipeline").filter(pk=route.get("pipeline_version")).first()
     if version is None:
         return None
+    placement, device = route_placement(route)
     try:
         graph = compile_version(version)
-        executor.load_models(graph)
+        # In-process steps load here; worker-pool steps were assigned when the route was
+        # saved, and the pool reconciler keeps them assigned (inference/reconcile.py).
+        executor.load_models(graph, placement, device, assign=False)
     except GraphError as exc:
         log.error("endpoint %s: pipeline %s no longer checks: %s", endpoint, version, exc.message)
         return None
     except Exception as exc:  # noqa: BLE001 - a model that fails to load: the route is not ready
         log.error("endpoint %s: pipeline %s could not load its models: %s", endpoint, version, exc)
         return None
-    return spec_for(graph, version.pk, endpoint=endpoint, role=role, weight=weight), signature(graph)
+    spec = spec_for(graph, version.pk, endpoint=endpoint, role=role, weight=weight, placement=placement, device=device)
+    return spec, signature(graph)
 
 
-def spec_for(graph: CompiledPipeline, version_id: int, *, endpoint: str, role: str, weight: int) -> DeploymentSpec:
+def route_placement(route: dict[str, Any]) -> tuple[str, str]:
+    """Where a pipeline route's model steps run (unless a step says): placement and device."""
+    return str(route.get("placement") or executor.IN_PROCESS), str(route.get("device") or "cpu")
+
+
+def spec_for(
+    graph: CompiledPipeline,
+    version_id: int,
+    *,
+    endpoint: str,
+    role: str,
+    weight: int,
+    placement: str = "in_process",
+    device: str = "cpu",
+) -> DeploymentSpec:
     spec = DeploymentSpec(
         deployment_id=-version_id,
         endpoint=endpoint,
@@ -56,6 +74,8 @@ def spec_for(graph: CompiledPipeline, version_id: int, *, endpoint: str, role: s
         artifact_path="",
         signature=graph.signature_dict(),
         placement=executor.PLACEMENT,
+        step_placement=placement,
+        device=device,
     )
     executor.GRAPHS[spec.deployment_id] = graph
     return spec
@@ -63,3 +83,35 @@ def spec_for(graph: CompiledPipeline, version_id: int, *, endpoint: str, role: s
 
 def signature(graph: CompiledPipeline) -> Signature:
     return Signature.from_dict(graph.signature_dict())
+
+
+def pool_step_specs() -> dict[str, DeploymentSpec]:
+    """The worker-pool specs of the model steps the current revisions' pipeline routes
+    serve (a route of placement worker_pool, or a step that names it), by key: the desired
+    state the pool reconciler adds to the deployments' (inference/reconcile.py)."""
+    from inference.models import TrafficPolicyRevision  # the revisions own the routes
+
+    specs: dict[str, DeploymentSpec] = {}
+    compiled: dict[tuple[int, str, str], list[DeploymentSpec]] = {}
+    for routes in TrafficPolicyRevision.objects.filter(is_current=True).values_list("routes", flat=True):
+        for route in routes:
+            if not route.get("pipeline_version"):
+                continue
+            placement, device = route_placement(route)
+            key = (route["pipeline_version"], placement, device)
+            if key not in compiled:
+                compiled[key] = _pool_specs_of(route["pipeline_version"], placement, device)
+            specs.update((s.key, s) for s in compiled[key])
+    return specs
+
+
+def _pool_specs_of(version_id: int, placement: str, device: str) -> list[DeploymentSpec]:
+    version = PipelineVersion.objects.select_related("pipeline").filter(pk=version_id).first()
+    if version is None:
+        return []
+    try:
+        graph = compile_version(version)
+    except GraphError as exc:
+        log.warning("pipeline %s no longer checks, its worker-pool steps are not assigned: %s", version, exc.message)
+        return []
+    return [s for s in executor.step_specs(graph, placement, device) if s.placement == executor.WORKER_POOL]

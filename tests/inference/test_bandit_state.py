@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from inference.bandits import decide, router
+from inference.bandits.ledger import flush_pending
 from inference.bandits.models import BanditArm, BanditDecision
 from inference.bandits.selectors import router_stats
 from inference.bandits.store import PREFIX, RedisStore, store
@@ -101,8 +102,10 @@ def test_a_decision_right_after_a_flush_restores_the_snapshot_first(settings: An
     sweep.apply().get()
     settings.BANDIT_REFRESH_S = 3600.0  # this process decides from its cached shares, no read
     decide(key, ["a", "b"], CONFIG, "warm", endpoint="e")
+    flush_pending()  # written (the ledger buffers entries: inference/bandits/ledger.py)
     redis_client().delete(PREFIX + "arms:" + key)
     decide(key, ["a", "b"], CONFIG, "after-flush", endpoint="e")
+    flush_pending()
     after = store().load(key)
     assert sum(arm.pulls for arm in after.values()) == 25 + 1  # the snapshot (before "warm") + this decision
     assert sum(arm.n for arm in after.values()) == 25

@@ -20,7 +20,7 @@ from inference.pipelines import services as pipeline_services
 from inference.telemetry.recorder import Recorder
 from monitoring import drift, rollups
 from monitoring.flusher import Flusher
-from monitoring.models import DriftScore, InputSample, MonitoringSettings
+from monitoring.models import DriftScore, InputSample, MetricRollup, MonitoringSettings
 from tests.monitoring.conftest import later
 from tests.pipelines.conftest import SCALE, fraud_spec
 
@@ -137,3 +137,45 @@ def test_nothing_is_kept_when_the_endpoint_samples_no_drift(
         )
         assert response.status_code == 200, response.content
     assert recorder.drain_step_inputs() == {}
+
+
+def test_a_pipeline_named_like_its_model_keeps_its_own_output_series(
+    client: Any, engineer: Any, fraud_versions: Any, recorder: Recorder, settings: Any
+) -> None:
+    """Pipeline "fraud" version 1 and model "fraud" version 1 would both be "fraud:1": the
+    pipeline's answers (its outputs, named like the model's) would be counted in the model
+    version's series and scored against its reference as its output drift."""
+    rng = np.random.default_rng(5)
+    drift.reference_stats_set(  # the model's reference: its "label" output all class 1
+        model="fraud",
+        version=1,
+        features={f"x[{j}]": rng.normal(0, 1, 500) for j in range(4)},
+        outputs={"label": {"kind": "class", "counts": {"1": 500}}},
+        source="upload",
+        user=None,
+    )
+    spec = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+        "outputs": ["label"],
+        "steps": [{"name": "score", "kind": "model", "model": "fraud", "version": 1}],
+    }
+    pipeline_services.pipeline_create(name="fraud", spec=spec, user=engineer)
+    endpoint = endpoints.endpoint_create(name="fraud-labels", user=engineer, require_key=False)
+    traffic.traffic_policy_revise(
+        endpoint=endpoint, routes=[{"pipeline": "fraud", "version": 1, "role": "primary", "weight": 100}], user=engineer
+    )
+    flusher = Flusher(recorder, redis_url=settings.REDIS_URL, interval_s=0)
+    for _ in range(10):
+        body = {"inputs": {"x": rng.normal(0, 1, (8, 4)).astype(np.float32).tolist()}}
+        response = client.post(
+            "/api/v1/endpoints/fraud-labels/predict", orjson.dumps(body), content_type="application/json"
+        )
+        assert response.status_code == 200, response.content
+    flusher.flush()
+    rollups.rollup_minutes(now=later(5))
+    drift.drift_compute(now=later(5), window_minutes=30)
+
+    series = set(MetricRollup.objects.filter(endpoint="fraud-labels").values_list("deployment", flat=True))
+    assert series == {"pipeline:fraud:1"}  # the pipeline's own series, not the model version's
+    outputs = DriftScore.objects.filter(endpoint="fraud-labels", kind=DriftScore.Kind.OUTPUT)
+    assert not outputs.filter(deployment="fraud:1").exists()  # nothing scored against the model's reference
