@@ -29,7 +29,7 @@ from accounts.roles import APPROVER, ML_ENGINEER, has_role
 from audit.models import AuditEvent
 from config.errors import DomainError, NotFound
 from config.http import client_ip
-from dashboard.views import _health, domain_errors_as_messages, page, require_role
+from dashboard.views import deployment_health, domain_errors_as_messages, page, require_role
 from inference import api_keys, environments, selectors, traffic
 from inference import endpoints as inference_endpoints
 from inference.models import ApiKey, Deployment, Endpoint, Rollout, TrafficPolicyRevision
@@ -61,7 +61,7 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
         for r in TrafficPolicyRevision.objects.filter(endpoint__in=[e.pk for e in rows], is_current=True)
     }
     for endpoint in rows:
-        endpoint.health = _health(endpoint.ready, endpoint.failed, endpoint.loading)
+        endpoint.health = deployment_health(endpoint.ready, endpoint.failed, endpoint.loading)
         endpoint.current = current.get(endpoint.pk)
     teams = Team.objects.all() if is_admin(request.user) else request.user.teams.all()
     team_choices = list(teams.order_by("name").values_list("name", flat=True))

@@ -116,7 +116,7 @@ def home(request: HttpRequest) -> HttpResponse:
         .order_by("name")[:20]
     )
     for endpoint in endpoints:
-        endpoint.health = _health(endpoint.ready, endpoint.failed, endpoint.loading)
+        endpoint.health = deployment_health(endpoint.ready, endpoint.failed, endpoint.loading)
     context = {
         "model_count": visible_models(user).count(),
         "version_count": team_scope(ModelVersion.objects.all(), user, team_field="model__team").count(),
@@ -149,7 +149,7 @@ def _home_alerts(user: Any) -> dict[str, Any]:
     return {"firing_count": firing.count(), "firing": firing[:8]}
 
 
-def _health(ready: int, failed: int, loading: int) -> str:
+def deployment_health(ready: int, failed: int, loading: int) -> str:
     if failed:
         return "unhealthy"
     if loading:

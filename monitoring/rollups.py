@@ -39,11 +39,11 @@ ROLLUP_SUMS = (
 INPUT_SAMPLE_CAP = 5000  # feature values kept per deployment per minute
 
 
-def _minute_dt(minute: int) -> datetime:
+def minute_dt(minute: int) -> datetime:
     return datetime.fromtimestamp(minute * 60, tz=UTC)
 
 
-def _redis() -> Any:
+def rollup_redis() -> Any:
     import redis
 
     return redis.Redis.from_url(
@@ -92,7 +92,7 @@ def monitoring_store_flush(
             deployment=deployment,
             role=role,
             granularity=MetricRollup.Granularity.MINUTE,
-            minute=_minute_dt(minute),
+            minute=minute_dt(minute),
             defaults=values,
         )
         if not created:
@@ -100,7 +100,7 @@ def monitoring_store_flush(
                 setattr(row, name, value)
             row.save(update_fields=ROLLUP_FIELDS)
     for (minute, endpoint, deployment), columns in inputs:
-        _input_sample_append(endpoint=endpoint, deployment=deployment, minute=_minute_dt(minute), columns=columns)
+        _input_sample_append(endpoint=endpoint, deployment=deployment, minute=minute_dt(minute), columns=columns)
     _payloads_store(payloads)
 
 
@@ -180,7 +180,7 @@ def rollup_minutes(*, now: datetime | None = None) -> int:
         return 0
     now = now or timezone.now()
     last_closed = int((now.timestamp() - settings.MONITORING_ROLLUP_GRACE_S) // 60) - 1
-    client = _redis()
+    client = rollup_redis()
     names = [k.decode() for k in client.zrangebyscore(keys.MINUTES_INDEX, "-inf", last_closed)]
     input_names = [k.decode() for k in client.zrangebyscore(keys.INPUTS_INDEX, "-inf", last_closed)]
     if not names and not input_names:
@@ -202,7 +202,7 @@ def rollup_minutes(*, now: datetime | None = None) -> int:
                 deployment=deployment,
                 role=role,
                 granularity=MetricRollup.Granularity.MINUTE,
-                minute=_minute_dt(minute),
+                minute=minute_dt(minute),
                 defaults=keys.decode_hash(raw),
             )
         for name, items in zip(input_names, lists, strict=True):
@@ -213,12 +213,12 @@ def rollup_minutes(*, now: datetime | None = None) -> int:
                     columns.setdefault(feature, []).extend(values)
             if columns:
                 # Replacing the minute's rows, so a rerun is harmless.
-                InputSample.objects.filter(endpoint=endpoint, deployment=deployment, minute=_minute_dt(minute)).delete()
+                InputSample.objects.filter(endpoint=endpoint, deployment=deployment, minute=minute_dt(minute)).delete()
                 features = {k: v[:INPUT_SAMPLE_CAP] for k, v in columns.items()}
                 InputSample.objects.create(
                     endpoint=endpoint,
                     deployment=deployment,
-                    minute=_minute_dt(minute),
+                    minute=minute_dt(minute),
                     features=features,
                     rows=_rows(features),
                 )
@@ -237,7 +237,7 @@ def persist_samples() -> int:
     """Move payload samples from the capped Redis lists into PayloadSample (deduplicated by id)."""
     if not settings.REDIS_URL:
         return 0
-    client = _redis()
+    client = rollup_redis()
     stored = 0
     for raw_endpoint in client.smembers(keys.SAMPLES_INDEX):
         key = keys.samples_key(raw_endpoint.decode())

@@ -16,7 +16,7 @@ from config.errors import DomainError
 from inference.models import RolloutEvent, TrafficPolicyRevision
 from monitoring import keys
 from monitoring.models import AlertEvent, AlertRule, DriftScore, MetricRollup, PayloadSample, SchedulerHeartbeat
-from monitoring.rollups import ROLLUP_SUMS, _minute_dt, _redis, add_rollup
+from monitoring.rollups import ROLLUP_SUMS, add_rollup, minute_dt, rollup_redis
 from monitoring.stats import categorical_psi, latency_percentiles, summary_distribution
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,11 @@ def endpoint_timeseries(endpoint: str, since: datetime, until: datetime, step: i
     last = math.ceil(until.timestamp() / 60) - 1
     live, _error = _live_minutes(endpoint, first, max(first, last), None)
     for (minute, deployment, role), values in live.items():
-        cells[(MetricRollup.Granularity.MINUTE, _minute_dt(minute), deployment, role)] = {
+        cells[(MetricRollup.Granularity.MINUTE, minute_dt(minute), deployment, role)] = {
             **values,
             "deployment": deployment,
             "role": role,
-            "minute": _minute_dt(minute),
+            "minute": minute_dt(minute),
         }
     buckets: dict[str, list[dict[str, Any]]] = {}
     roles: dict[str, str] = {}
@@ -287,7 +287,7 @@ def endpoint_window_stats(
         "endpoint": endpoint,
         "version": version,
         "window_s": window_s,
-        "since": _minute_dt(first).isoformat(),
+        "since": minute_dt(first).isoformat(),
         "until": now.isoformat(),
         **_window_point(total, now.timestamp() - first * 60),
         "versions": {
@@ -309,8 +309,8 @@ def _window_buckets(
     rows = MetricRollup.objects.filter(
         endpoint=endpoint,
         granularity=MetricRollup.Granularity.MINUTE,
-        minute__gte=_minute_dt(first),
-        minute__lte=_minute_dt(last),
+        minute__gte=minute_dt(first),
+        minute__lte=minute_dt(last),
     )
     if version:
         rows = rows.filter(deployment=version)
@@ -410,7 +410,7 @@ def _live_minutes(
     if not settings.REDIS_URL:
         return {}, None
     try:
-        client = _redis()
+        client = rollup_redis()
         names: list[str] = []
         for raw in client.zrangebyscore(keys.MINUTES_INDEX, first, last):
             name = raw.decode()
