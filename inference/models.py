@@ -233,17 +233,15 @@ class Rollout(models.Model):
     def candidate_label(self) -> str:
         """The candidate's monitoring series: "iris:2", or "pipeline:fraud:3" for a pipeline."""
         route = self.candidate_route
-        if "pipeline" in route:
-            return f"pipeline:{route['pipeline']}:{route['version']}"
-        return f"{route['model']}:{route['version']}"
+        what = f"pipeline:{route['pipeline']}" if "pipeline" in route else route["model"]
+        return f"{what}:{route['version']}"
 
     @property
     def candidate_name(self) -> str:
         """The candidate as people read it: "iris v2", "pipeline fraud v3"."""
         route = self.candidate_route
-        if "pipeline" in route:
-            return f"pipeline {route['pipeline']} v{route['version']}"
-        return f"{route['model']} v{route['version']}"
+        what = f"pipeline {route['pipeline']}" if "pipeline" in route else route["model"]
+        return f"{what} v{route['version']}"
 
 
 class RolloutEvent(models.Model):
