@@ -25,10 +25,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-
-# The project's Celery app (config/__init__.py imports workers.celery when Django starts);
-# through current_app so that this app does not import the wiring above it.
-from celery import current_app as celery_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -36,6 +32,8 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from config.errors import Conflict, DomainError, PayloadTooLarge
+from config.queue import app as celery_app
+from config.queue import enqueue
 from inference.batch import compare, executor, storage, tables
 from inference.batch import pipeline as batch_pipeline
 from inference.batch.models import BatchChunk, BatchJob
@@ -624,8 +622,6 @@ def _job_drive(job_id: int) -> None:
 
 RUNNER = LocalRunner(_job_drive)
 
-_TASKS = {"plan": "batch.job_plan", "chunk": "batch.chunk_run", "finalize": "batch.job_finalize"}
-
 
 def _queue_for(device: str) -> str:
     """device=gpu jobs run every step on the GPU workers' queue; the rest on the batch queue."""
@@ -642,9 +638,11 @@ def _dispatch(kind: str, job_id: int, indexes: Sequence[int] = (), *, countdown:
         queue = _queue_for(device)
         if kind == "chunk":
             for index in indexes:
-                celery_app.send_task(_TASKS[kind], args=[job_id, index], queue=queue, countdown=countdown)
+                enqueue("batch.chunk_run", args=[job_id, index], queue=queue, countdown=countdown)
+        elif kind == "plan":
+            enqueue("batch.job_plan", args=[job_id], queue=queue, countdown=countdown)
         else:
-            celery_app.send_task(_TASKS[kind], args=[job_id], queue=queue, countdown=countdown)
+            enqueue("batch.job_finalize", args=[job_id], queue=queue, countdown=countdown)
     except Exception:
         # The job's state is in PostgreSQL: the sweep queues what is stalled again.
         log.exception("batch job %s: could not queue %s; the sweep will retry", job_id, kind)
