@@ -202,7 +202,7 @@ def check_summary(check: dict[str, Any]) -> str:
 def _rollouts_context(request: HttpRequest, endpoint: Endpoint) -> list[dict[str, Any]]:
     rows = (
         team_scope(Rollout.objects.filter(endpoint=endpoint), request.user)
-        .select_related("candidate__model", "started_by")
+        .select_related("candidate__model", "candidate_pipeline__pipeline", "started_by")
         .prefetch_related("events")[:5]
     )
     out = []
@@ -404,7 +404,7 @@ def rollout_start(request: HttpRequest, name: str) -> HttpResponse:
         user=request.user,
         source_ip=client_ip(request),
     )
-    messages.success(request, f"Rollout #{rollout.pk} started: {rollout.candidate} takes its first step.")
+    messages.success(request, f"Rollout #{rollout.pk} started: {rollout.candidate_name} takes its first step.")
     return redirect("dash-endpoint", name=name)
 
 

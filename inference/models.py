@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 
@@ -175,7 +177,14 @@ class Rollout(models.Model):
 
     endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="rollouts")
     team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    candidate = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="rollouts")
+    # The candidate is a model version or a pipeline version (a route {"pipeline", "version"}),
+    # exactly one of the two.
+    candidate = models.ForeignKey(
+        "registry.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="rollouts"
+    )
+    candidate_pipeline = models.ForeignKey(
+        "pipelines.PipelineVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="rollouts"
+    )
     # The split when the rollout started: what a rollback restores.
     stable_routes = models.JSONField(default=list)
     plan = models.JSONField(default=dict)
@@ -202,11 +211,37 @@ class Rollout(models.Model):
                 fields=["endpoint"],
                 condition=models.Q(state__in=["running", "paused", "waiting"]),
                 name="one_active_rollout_per_endpoint",
-            )
+            ),
+            models.CheckConstraint(
+                condition=models.Q(candidate__isnull=False, candidate_pipeline__isnull=True)
+                | models.Q(candidate__isnull=True, candidate_pipeline__isnull=False),
+                name="rollout_one_candidate",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"rollout #{self.pk} of {self.endpoint.name}"
+
+    @property
+    def candidate_route(self) -> dict[str, Any]:
+        """The candidate as a route names it: {"model", "version"} or {"pipeline", "version"}."""
+        if self.candidate_pipeline_id is not None:
+            return {"pipeline": self.candidate_pipeline.pipeline.name, "version": self.candidate_pipeline.version}
+        return {"model": self.candidate.model.name, "version": self.candidate.version}
+
+    @property
+    def candidate_label(self) -> str:
+        """The candidate's monitoring series: "iris:2", or "pipeline:fraud:3" for a pipeline."""
+        route = self.candidate_route
+        what = f"pipeline:{route['pipeline']}" if "pipeline" in route else route["model"]
+        return f"{what}:{route['version']}"
+
+    @property
+    def candidate_name(self) -> str:
+        """The candidate as people read it: "iris v2", "pipeline fraud v3"."""
+        route = self.candidate_route
+        what = f"pipeline {route['pipeline']}" if "pipeline" in route else route["model"]
+        return f"{what} v{route['version']}"
 
 
 class RolloutEvent(models.Model):

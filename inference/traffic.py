@@ -42,7 +42,8 @@ from inference.environments import (
 from inference.loading import deployments_load
 from inference.models import Deployment, Endpoint, Rollout, TrafficPolicyRevision
 from inference.pipelines import executor
-from inference.pipelines.graph import GraphError
+from inference.pipelines.graph import CompiledPipeline, GraphError
+from inference.pipelines.models import PipelineVersion
 from inference.pipelines.services import compile_version, pipeline_version_get
 from inference.selectors import endpoints_routing_to
 from inference.spec import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_DELAY_MS
@@ -161,6 +162,35 @@ def _pipeline_route_clean(where: str, route: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def pipeline_environment_check(
+    endpoint: Endpoint, version: PipelineVersion, role: str, *, where: str = "pipeline"
+) -> CompiledPipeline:
+    """The pipeline version's graph, checked now, when every model step and bandit arm may
+    take `role` on the endpoint (a pipeline has no stage of its own): InvalidPolicy (400)
+    if the graph no longer checks, EnvironmentRuleBroken (409) naming the first model the
+    endpoint's environment forbids. A hand traffic change and a rollout's candidate both
+    pass here."""
+    try:
+        graph = compile_version(version)
+    except GraphError as exc:
+        raise InvalidPolicy(f"{where}: pipeline {version} no longer checks: {exc.message}") from None
+    for ref in graph.models():
+        if not version_allowed(environment=endpoint.environment, stage=ref.stage, role=role):
+            raise EnvironmentRuleBroken(
+                f"pipeline {version} uses {ref.label}, which is in {ref.stage}, so it cannot be the "
+                f'{role} of {endpoint.environment} endpoint "{endpoint.name}": '
+                f"{ENVIRONMENT_RULES[endpoint.environment]}",
+                details={
+                    "pipeline": version.pipeline.name,
+                    "model": ref.model,
+                    "version": ref.version,
+                    "stage": ref.stage,
+                    "environment": endpoint.environment,
+                },
+            )
+    return graph
+
+
 def _pipeline_routes_check(endpoint: Endpoint, routes: list[dict[str, Any]]) -> None:
     """Each pipeline route: the endpoint's team may serve it, its graph checks now, and every
     model step and bandit arm obeys the endpoint's environment for the route's role (a
@@ -172,24 +202,7 @@ def _pipeline_routes_check(endpoint: Endpoint, routes: list[dict[str, Any]]) -> 
         version = pipeline_version_get(
             name=route["pipeline"], version=route["version"], team_id=endpoint.team_id, where=where
         )
-        try:
-            graph = compile_version(version)
-        except GraphError as exc:
-            raise InvalidPolicy(f"{where}: pipeline {version} no longer checks: {exc.message}") from None
-        for ref in graph.models():
-            if not version_allowed(environment=endpoint.environment, stage=ref.stage, role=route["role"]):
-                raise EnvironmentRuleBroken(
-                    f"pipeline {version} uses {ref.label}, which is in {ref.stage}, so it cannot be the "
-                    f'{route["role"]} of {endpoint.environment} endpoint "{endpoint.name}": '
-                    f"{ENVIRONMENT_RULES[endpoint.environment]}",
-                    details={
-                        "pipeline": version.pipeline.name,
-                        "model": ref.model,
-                        "version": ref.version,
-                        "stage": ref.stage,
-                        "environment": endpoint.environment,
-                    },
-                )
+        graph = pipeline_environment_check(endpoint, version, route["role"], where=where)
         placement, device = route.get("placement", "in_process"), route.get("device", "cpu")
         try:
             executor.load_models(graph, placement, device)
@@ -216,12 +229,12 @@ def rollout_free_check(endpoint: Endpoint, action: str) -> None:
         return
     running = (
         Rollout.objects.filter(endpoint_id=endpoint.pk, state__in=Rollout.ACTIVE)
-        .select_related("candidate__model")
+        .select_related("candidate__model", "candidate_pipeline__pipeline")
         .first()
     )
     if running is None:
         return
-    candidate = f"{running.candidate.model.name}:{running.candidate.version}"
+    candidate = running.candidate_label
     raise RolloutInProgress(
         f'endpoint "{endpoint.name}" has rollout #{running.pk} of {candidate} {running.state}: its next step '
         f"would replace this change. Abort it first (POST /api/v1/endpoints/{endpoint.name}/rollouts/"

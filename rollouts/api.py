@@ -28,8 +28,12 @@ ACTIONS = {
 
 
 class RolloutStartSerializer(serializers.Serializer):
-    version = serializers.JSONField(help_text="the candidate's version number")
+    version = serializers.JSONField(help_text="the candidate's version number (of the model or of the pipeline)")
     model = serializers.CharField(required=False, help_text="default: the model of the current primary")
+    pipeline = serializers.CharField(
+        required=False,
+        help_text="the candidate is this pipeline's version instead of a model version (not with model)",
+    )
     plan = serializers.JSONField(
         required=False,
         help_text='{"shadow": {"bake_s": 60} (optional shadow phase), "steps": [{"weight": 5, "bake_s": 300}, ...], '
@@ -43,7 +47,7 @@ def rollout_dict(rollout: Rollout, *, events: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": rollout.pk,
         "endpoint": rollout.endpoint.name,
-        "candidate": {"model": rollout.candidate.model.name, "version": rollout.candidate.version},
+        "candidate": rollout.candidate_route,  # {"model", "version"} or {"pipeline", "version"}
         "state": rollout.state,
         "step": rollout.step,
         "phase": "shadow" if rollout.step < 0 and rollout.plan.get("shadow") else "traffic",
@@ -76,7 +80,9 @@ def rollout_dict(rollout: Rollout, *, events: bool = False) -> dict[str, Any]:
 def _rollouts(request: Request, name: str) -> Any:
     endpoint = endpoint_for_user_or_404(request.user, name)
     scoped = team_scope(Rollout.objects.filter(endpoint=endpoint), request.user)
-    return endpoint, scoped.select_related("endpoint", "candidate__model", "started_by", "confirmed_by")
+    return endpoint, scoped.select_related(
+        "endpoint", "candidate__model", "candidate_pipeline__pipeline", "started_by", "confirmed_by"
+    )
 
 
 def _rollout(request: Request, name: str, rollout_id: int) -> Rollout:
@@ -98,7 +104,7 @@ class RolloutListCreate(APIView):
         return Response({"results": [rollout_dict(r) for r in rows[:100]]})
 
     @extend_schema(
-        summary="Start a progressive rollout of a candidate version (the first step moves traffic now)",
+        summary="Start a progressive rollout of a model or pipeline version (the first step moves traffic now)",
         request=RolloutStartSerializer,
         responses={201: OpenApiTypes.OBJECT},
         operation_id="rollout_start",
@@ -110,6 +116,7 @@ class RolloutListCreate(APIView):
             endpoint=endpoint_for_user_or_404(request.user, name),
             version=data.validated_data["version"],
             model=data.validated_data.get("model"),
+            pipeline=data.validated_data.get("pipeline"),
             plan=data.validated_data.get("plan"),
             user=request.user,
             source_ip=client_ip(request),

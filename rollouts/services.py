@@ -1,6 +1,7 @@
-"""Progressive rollouts: a candidate version takes a growing share of an endpoint's traffic,
-step by step, while analysis compares it with the stable version on the same minutes; a
-failed check puts the stable split back by itself.
+"""Progressive rollouts: a candidate version (of a model, or of a pipeline: a route
+{"pipeline", "version"}) takes a growing share of an endpoint's traffic, step by step,
+while analysis compares it with the stable routes on the same minutes (a pipeline's series
+is "pipeline:<name>:<version>"); a failed check puts the stable split back by itself.
 
 The rollout is a persisted state machine (inference.models.Rollout) advanced by a
 periodic task (`inference.rollouts_advance` in workers/celery.py's beat schedule, and the
@@ -18,7 +19,10 @@ and `step_started_at` live in the row, so nothing is lost when every process res
 Traffic moves only through inference.traffic.traffic_policy_revise, so the environment
 rule holds at every step: on a production endpoint a Staging candidate may be the canary
 of a rollout an approver started, and takes 100 % only once it is in Production (the
-normal approval; the rollout waits for it).
+normal approval; the rollout waits for it). A pipeline has no stage of its own: a pipeline
+candidate is checked when the rollout starts as the primary it would become
+(traffic.pipeline_environment_check, as a hand change: 409 naming the model), and at 100 %
+again (its stage aliases may resolve to other versions by then; the rollout then waits).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from audit.services import audit_record
 from config.errors import Conflict, DomainError, NotFound
 from inference import environments, traffic
 from inference.models import Deployment, Endpoint, Rollout, RolloutEvent
+from inference.pipelines.models import PipelineVersion
+from inference.pipelines.services import pipeline_version_get
 from monitoring.rollups import add_rollup
 from monitoring.selectors import deployment_window_totals, output_psi, window_point
 from registry.models import ModelVersion
@@ -64,6 +70,9 @@ BOUNDS: dict[str, tuple[float, float]] = {"min_agreement": (0.0, 1.0)}
 COUNTS = ("min_requests", "min_comparisons")
 ON_INCONCLUSIVE = ("pause", "rollback")
 MAX_BAKE_S = 7 * 24 * 3600.0
+# What a model candidate copies from the stable primary's route (a pipeline candidate only
+# placement and device: its model steps batch as their own sessions do).
+PLACEMENT_KEYS = ("placement", "device", "max_batch_size", "max_queue_delay_ms")
 
 
 class InvalidPlan(DomainError):
@@ -164,24 +173,31 @@ def plan_check(plan: Any) -> dict[str, Any]:
 # --- routes at a step --------------------------------------------------------------------
 
 
-def _label(version: ModelVersion) -> str:
-    return f"{version.model.name}:{version.version}"
+def _identity(route: dict[str, Any]) -> tuple[str, str, int]:
+    """What a route serves: ("model", name, version) or ("pipeline", name, version)."""
+    if route.get("pipeline"):
+        return ("pipeline", route["pipeline"], route["version"])
+    return ("model", route["model"], route["version"])
 
 
-def routes_at(stable: list[dict[str, Any]], candidate: ModelVersion, weight: int) -> list[dict[str, Any]]:
-    """The split with the candidate at `weight` %: the stable routes that take traffic are
-    scaled down to make room (the primary stays primary), shadows are kept; at 100 % the
-    candidate is the primary alone; at 0 % (the shadow phase) the stable routes as they
-    were, plus the candidate as a shadow. Placement and batching are the stable primary's."""
-    name, number = candidate.model.name, candidate.version
-    others = [dict(r) for r in stable if not (r.get("model") == name and r["version"] == number)]
+def _series(route: dict[str, Any]) -> str:
+    """The route's monitoring series, as inference.edge records it: "iris:2", "pipeline:fraud:3"."""
+    kind, name, version = _identity(route)
+    return f"pipeline:{name}:{version}" if kind == "pipeline" else f"{name}:{version}"
+
+
+def routes_at(stable: list[dict[str, Any]], candidate: dict[str, Any], weight: int) -> list[dict[str, Any]]:
+    """The split with the candidate (a route's {"model"|"pipeline", "version"}) at `weight` %:
+    the stable routes that take traffic are scaled down to make room (the primary stays
+    primary), shadows are kept; at 100 % the candidate is the primary alone; at 0 % (the
+    shadow phase) the stable routes as they were, plus the candidate as a shadow. Placement
+    and batching are the stable primary's (a pipeline route keeps placement and device)."""
+    others = [dict(r) for r in stable if _identity(r) != _identity(candidate)]
     taking = [r for r in others if r["role"] != Deployment.Role.SHADOW]
     shadows = [r for r in others if r["role"] == Deployment.Role.SHADOW]
     template = next((r for r in taking if r["role"] == Deployment.Role.PRIMARY), taking[0] if taking else {})
-    settings = {
-        k: template[k] for k in ("placement", "device", "max_batch_size", "max_queue_delay_ms") if k in template
-    }
-    new = {"model": name, "version": number, **settings}
+    keys = ("placement", "device") if candidate.get("pipeline") else PLACEMENT_KEYS
+    new = {**candidate, **{k: template[k] for k in keys if k in template}}
     if weight == 0:
         return [*taking, *shadows, {**new, "role": Deployment.Role.SHADOW, "weight": 0}]
     if weight >= 100 or not taking:
@@ -193,13 +209,16 @@ def routes_at(stable: list[dict[str, Any]], candidate: ModelVersion, weight: int
 
 
 def _revise(rollout: Rollout, routes: list[dict[str, Any]], comment: str) -> None:
+    # A Staging model candidate may be the canary of a rollout an approver started; a
+    # pipeline candidate's models obey the rule for each role like any pipeline route's.
+    canary = rollout.candidate if rollout.approved_start else None
     traffic.traffic_policy_revise(
         endpoint=rollout.endpoint,
         routes=routes,
         user=None,  # the system, acting for the person who started the rollout
         comment=f"rollout #{rollout.pk}: {comment}",
         action="traffic.rollout",
-        rollout_candidate=(rollout.candidate.model.name, rollout.candidate.version) if rollout.approved_start else None,
+        rollout_candidate=(canary.model.name, canary.version) if canary is not None else None,
     )
 
 
@@ -224,7 +243,7 @@ def _record(
         obj=rollout,
         after={
             "endpoint": rollout.endpoint.name,
-            "candidate": str(rollout.candidate),
+            "candidate": rollout.candidate_name,
             "state": rollout.state,
             "step": rollout.step,
             "weight": weight,
@@ -238,15 +257,15 @@ def _record(
 def _step_apply(rollout: Rollout, index: int, now: datetime, *, actor: AbstractBaseUser | None = None) -> None:
     """Move to plan step `index` (-1: the shadow phase, the candidate takes copies only)."""
     if index < 0:
-        _revise(rollout, routes_at(rollout.stable_routes, rollout.candidate, 0), "shadow phase")
+        _revise(rollout, routes_at(rollout.stable_routes, rollout.candidate_route, 0), "shadow phase")
         rollout.step, rollout.step_started_at, rollout.failures = index, now, 0
         rollout.save(update_fields=["step", "step_started_at", "failures", "updated_at"])
-        _record(rollout, "shadow", f"{rollout.candidate} answers copies of the requests as a shadow", actor=actor)
+        _record(rollout, "shadow", f"{rollout.candidate_name} answers copies of the requests as a shadow", actor=actor)
         return
     weight = rollout.plan["steps"][index]["weight"]
     _revise(
         rollout,
-        routes_at(rollout.stable_routes, rollout.candidate, weight),
+        routes_at(rollout.stable_routes, rollout.candidate_route, weight),
         f"step {index + 1}: {weight} %",
     )
     rollout.step, rollout.step_started_at, rollout.failures = index, now, 0
@@ -255,9 +274,9 @@ def _step_apply(rollout: Rollout, index: int, now: datetime, *, actor: AbstractB
         rollout.state, rollout.finished_at = State.SUCCEEDED, now
         fields += ["state", "finished_at"]
     rollout.save(update_fields=fields)
-    _record(rollout, "step", f"{rollout.candidate} takes {weight} % of the traffic", actor=actor)
+    _record(rollout, "step", f"{rollout.candidate_name} takes {weight} % of the traffic", actor=actor)
     if weight == 100:
-        _record(rollout, "succeeded", f"{rollout.candidate} serves all the traffic", actor=actor)
+        _record(rollout, "succeeded", f"{rollout.candidate_name} serves all the traffic", actor=actor)
 
 
 def _roll_back(rollout: Rollout, now: datetime, kind: str, detail: str, **record: Any) -> None:
@@ -282,17 +301,21 @@ def rollout_start(
     endpoint: Endpoint,
     version: int,
     model: str | None = None,
+    pipeline: str | None = None,
     plan: Any = None,
     user: AbstractBaseUser,
     source_ip: str | None = None,
     now: datetime | None = None,
 ) -> Rollout:
-    """Start a rollout of `model` v`version` (the model of the current primary by default)
-    with `plan`; the first step's traffic moves at once, in the same transaction."""
+    """Start a rollout of `model` v`version` (the model of the current primary by default),
+    or of pipeline `pipeline` v`version`, with `plan`; the first step's traffic moves at
+    once, in the same transaction."""
     _traffic_role(user, endpoint, "starting a rollout")
     clean_plan = plan_check(plan)
     if isinstance(version, bool) or not isinstance(version, int):
         raise InvalidPlan(f"version: expected a version number, got {version!r}")
+    if model and pipeline is not None:
+        raise InvalidPlan("the candidate is a model version or a pipeline version: name model or pipeline, not both")
     now = now or timezone.now()
     try:
         with transaction.atomic():
@@ -303,34 +326,65 @@ def rollout_start(
             if current is None:
                 raise RolloutConflict(f'endpoint "{endpoint.name}" has no traffic split to roll out from')
             stable = [{k: v for k, v in r.items() if k in traffic.ROUTE_KEYS} for r in current.routes]
-            primary = next((r for r in stable if r["role"] == Deployment.Role.PRIMARY), stable[0])
-            model = model or primary["model"]
-            candidate = ModelVersion.objects.select_related("model").filter(model__name=model, version=version).first()
-            if candidate is None:
-                raise NotFound(f"no version {version} of a model named {model!r}")
-            if candidate.status != ModelVersion.Status.READY:
+            if pipeline is not None:
+                candidate, candidate_pipeline = None, _pipeline_candidate(endpoint, pipeline, version)
+                target: dict[str, Any] = {"pipeline": pipeline, "version": version}
+            else:
+                candidate, candidate_pipeline = _model_candidate(stable, model, version), None
+                target = {"model": candidate.model.name, "version": version}
+            if any(_identity(r) == _identity(target) and r["role"] != "shadow" for r in stable):
                 raise RolloutConflict(
-                    f"{candidate} is {candidate.status}: only a version that passed validation can be rolled out",
-                    details={"status": candidate.status},
+                    f"{candidate or f'pipeline {candidate_pipeline}'} already takes traffic on {endpoint.name}: "
+                    "nothing to roll out"
                 )
-            if any(r.get("model") == model and r["version"] == version and r["role"] != "shadow" for r in stable):
-                raise RolloutConflict(f"{candidate} already takes traffic on {endpoint.name}: nothing to roll out")
             rollout = Rollout.objects.create(
                 endpoint=endpoint,
                 team_id=endpoint.team_id,
                 candidate=candidate,
+                candidate_pipeline=candidate_pipeline,
                 stable_routes=stable,
                 plan=clean_plan,
                 started_by=user,
                 approved_start=has_role(user, APPROVER),
             )
             _record(
-                rollout, "start", f"{candidate} from {traffic.routes_summary(stable)}", actor=user, source_ip=source_ip
+                rollout,
+                "start",
+                f"{rollout.candidate_name} from {traffic.routes_summary(stable)}",
+                actor=user,
+                source_ip=source_ip,
             )
             _step_apply(rollout, -1 if clean_plan.get("shadow") else 0, now, actor=user)
     except IntegrityError:
         raise RolloutConflict(f'endpoint "{endpoint.name}" already has a rollout in progress') from None
     return rollout
+
+
+def _model_candidate(stable: list[dict[str, Any]], model: str | None, version: int) -> ModelVersion:
+    """The model version to roll out (of the current primary's model when `model` is None)."""
+    if not model:
+        primary = next((r for r in stable if r["role"] == Deployment.Role.PRIMARY), stable[0])
+        model = primary.get("model")
+        if model is None:
+            raise InvalidPlan("the primary is a pipeline: name the candidate's model or pipeline")
+    candidate = ModelVersion.objects.select_related("model").filter(model__name=model, version=version).first()
+    if candidate is None:
+        raise NotFound(f"no version {version} of a model named {model!r}")
+    if candidate.status != ModelVersion.Status.READY:
+        raise RolloutConflict(
+            f"{candidate} is {candidate.status}: only a version that passed validation can be rolled out",
+            details={"status": candidate.status},
+        )
+    return candidate
+
+
+def _pipeline_candidate(endpoint: Endpoint, name: str, version: int) -> PipelineVersion:
+    """The pipeline version to roll out, when the endpoint's team may serve it and every model
+    step and bandit arm may be the endpoint's primary (the role it takes at 100 %): refused
+    with the 404/400/409 a hand traffic change would get."""
+    candidate = pipeline_version_get(name=name, version=version, team_id=endpoint.team_id, where="candidate")
+    traffic.pipeline_environment_check(endpoint, candidate, Deployment.Role.PRIMARY, where="candidate")
+    return candidate
 
 
 # --- analysis -----------------------------------------------------------------------------
@@ -346,10 +400,10 @@ def rollout_analyse(rollout: Rollout, *, since: datetime, until: datetime) -> di
     stats = deployment_window_totals(
         endpoint=rollout.endpoint.name, since=since, until=until, include_shadow=shadow_phase
     )
-    label = _label(rollout.candidate)
+    label = rollout.candidate_label  # "pipeline:<name>:<version>" for a pipeline (inference.edge)
     candidate = stats.get(label, {})
     stable: dict[str, Any] = {}
-    stable_labels = {f"{r['model']}:{r['version']}" for r in rollout.stable_routes if r["role"] != "shadow"}
+    stable_labels = {_series(r) for r in rollout.stable_routes if r["role"] != "shadow"}
     for name, values in stats.items():
         if name in stable_labels and name != label:
             add_rollup(stable, values)
@@ -433,6 +487,12 @@ def _full_blocked(rollout: Rollout) -> str:
     """Why the candidate cannot take 100 % now ("" when it can)."""
     if rollout.plan["confirm_full"] and rollout.confirmed_by_id is None:
         return "the plan asks an approver to confirm 100 % (POST .../promote)"
+    if rollout.candidate_pipeline_id is not None:
+        try:
+            traffic.pipeline_environment_check(rollout.endpoint, rollout.candidate_pipeline, Deployment.Role.PRIMARY)
+        except environments.EnvironmentRuleBroken as exc:
+            return f"{exc.message} (the rollout waits until it may)"
+        return ""
     candidate = ModelVersion.objects.get(pk=rollout.candidate_id)
     if not environments.version_allowed(
         environment=rollout.endpoint.environment, stage=candidate.stage, role=Deployment.Role.PRIMARY
@@ -447,8 +507,7 @@ def _full_blocked(rollout: Rollout) -> str:
 def _candidate_serves_all(rollout: Rollout) -> bool:
     current = rollout.endpoint.revisions.filter(is_current=True).first()
     taking = [r for r in (current.routes if current else []) if r["role"] != Deployment.Role.SHADOW]
-    label = (rollout.candidate.model.name, rollout.candidate.version)
-    return len(taking) == 1 and (taking[0].get("model"), taking[0]["version"]) == label
+    return len(taking) == 1 and _identity(taking[0]) == _identity(rollout.candidate_route)
 
 
 @transaction.atomic
@@ -458,7 +517,7 @@ def rollout_advance(*, rollout_id: int, now: datetime | None = None) -> str:
     now = now or timezone.now()
     rollout = (
         Rollout.objects.select_for_update(of=("self",))
-        .select_related("endpoint", "candidate__model")
+        .select_related("endpoint", "candidate__model", "candidate_pipeline__pipeline")
         .filter(pk=rollout_id)
         .first()
     )
@@ -548,7 +607,7 @@ def rollouts_advance(*, now: datetime | None = None) -> dict[int, str]:
 def _locked(rollout: Rollout) -> Rollout:
     return (
         Rollout.objects.select_for_update(of=("self",))
-        .select_related("endpoint", "candidate__model")
+        .select_related("endpoint", "candidate__model", "candidate_pipeline__pipeline")
         .get(pk=rollout.pk)
     )
 
@@ -639,7 +698,7 @@ def alert_rollback(*, endpoint_id: int, alert: dict[str, Any], now: datetime | N
     with transaction.atomic():
         rollout = (
             Rollout.objects.select_for_update(of=("self",))
-            .select_related("endpoint", "candidate__model")
+            .select_related("endpoint", "candidate__model", "candidate_pipeline__pipeline")
             .filter(endpoint_id=endpoint_id, state__in=Rollout.ACTIVE)
             .first()
         )
