@@ -1,7 +1,7 @@
-"""The worker wiring: `celery -A workers.celery` runs this app with its beat schedule and routes.
+"""The worker wiring: `celery -A workers.celery` runs this app with its beat schedule.
 
-The app itself (settings from Django's CELERY_*, tasks from each app's tasks.py) is
-created in config/queue.py, below the apps, which enqueue through it by task name.
+The app itself (settings from Django's CELERY_*, tasks from each app's tasks.py, the queue
+routes) is created in config/queue.py, below the apps, which enqueue through it by task name.
 """
 
 from __future__ import annotations
