@@ -441,6 +441,9 @@ class Model(Step):
     ref: ModelRef | None = None
     inputs_map: dict[str, str] = field(default_factory=dict)
     outputs_map: dict[str, str] = field(default_factory=dict)
+    # Filled by parse(), read per request: (the model's tensor, the graph's name) pairs.
+    in_pairs: tuple[tuple[str, str], ...] = ()
+    out_pairs: tuple[tuple[str, str], ...] = ()
 
     def parse(self, resolve: Resolver) -> None:
         raw = self.raw
@@ -456,26 +459,31 @@ class Model(Step):
             if not signature.has_output(name):
                 raise GraphError(f'{self.where()}.outputs: {self.ref.label} has no output "{name}"')
         self.reads = tuple(self.inputs_map.get(s.name, s.name) for s in signature.inputs)
+        self.in_pairs = tuple(zip((s.name for s in signature.inputs), self.reads, strict=True))
+        exposed = self.outputs_map or {s.name: s.name for s in signature.outputs}
+        self.out_pairs = tuple(exposed.items())
 
     def check(self, types: Types, graph: CompiledPipeline) -> None:
         assert self.ref is not None
         self.writes = check_model_io(self, self.ref, self.inputs_map, self.outputs_map, types)
 
+    def model_inputs(self, env: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's inputs by its own names, from the graph's tensors."""
+        return {own: env[graph_name] for own, graph_name in self.in_pairs}
+
+    def model_outputs(self, result: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's outputs as the graph names them."""
+        return {graph_name: result[own] for own, graph_name in self.out_pairs}
+
     def calls(self, env: dict[str, np.ndarray]) -> list[tuple[ModelRef, dict[str, np.ndarray]]]:
         assert self.ref is not None
-        return [(self.ref, {s.name: env[self.inputs_map.get(s.name, s.name)] for s in self.ref.signature.inputs})]
+        return [(self.ref, self.model_inputs(env))]
 
     def finish(self, results: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        return {graph_name: results[0][own] for own, graph_name in self._exposed().items()}
+        return self.model_outputs(results[0])
 
     def run(self, runner: Runner, env: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         return call_models(self, runner, env)
-
-    def _exposed(self) -> dict[str, str]:
-        assert self.ref is not None
-        if self.outputs_map:
-            return self.outputs_map
-        return {s.name: s.name for s in self.ref.signature.outputs}
 
 
 def check_model_io(
@@ -827,7 +835,7 @@ class CompiledPipeline:
 
     def run(self, runner: Runner, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         env = dict(inputs)
-        rows = _rows(inputs)
+        rows = rows_of(inputs)
         for name in self.order:
             env.update(run_step(runner, self.steps[name], env, rows))
         return {spec.name: env[spec.name] for spec in self.outputs}
@@ -843,7 +851,7 @@ class CompiledPipeline:
     async def run_async(self, runner: Runner, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """`run` on an event loop: model calls are awaited (the batcher's futures), no thread."""
         env = dict(inputs)
-        rows = _rows(inputs)
+        rows = rows_of(inputs)
         for name in self.order:
             step = self.steps[name]
             if not isinstance(step, (Model, Ensemble)):
@@ -863,7 +871,7 @@ class CompiledPipeline:
         return {spec.name: env[spec.name] for spec in self.outputs}
 
 
-def _rows(inputs: Mapping[str, np.ndarray]) -> int:
+def rows_of(inputs: Mapping[str, np.ndarray]) -> int:
     for arr in inputs.values():
         return int(arr.shape[0]) if arr.ndim else 1
     return 0
