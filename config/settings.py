@@ -382,6 +382,9 @@ BATCH_DISK_BUDGET_BYTES = env_int("MODELHUB_BATCH_DISK_BUDGET_BYTES", 20 * 1024*
 BATCH_DRY_RUN_MAX_ROWS = env_int("MODELHUB_BATCH_DRY_RUN_MAX_ROWS", 1000)
 BATCH_INTRA_OP_THREADS = env_int("MODELHUB_BATCH_INTRA_OP_THREADS", 0)
 BATCH_MODELS_KEPT = env_int("MODELHUB_BATCH_MODELS_KEPT", 2)
+# Feature lookups with a Feast source (docs/pipelines.md, "Feast feature servers") may call
+# only these servers (base URLs, comma-separated); empty: Feast sources are refused when saved.
+FEAST_SERVERS = [url.rstrip("/") for url in env_list("MODELHUB_FEAST_SERVERS", [])]
 # Bandit routers (docs/pipelines.md, "Routers and feedback"): how often a process re-reads
 # the arm statistics, how long a decision stays in the feedback ledger, how often the
 # sweep trims the ledger and snapshots the statistics to the database.
