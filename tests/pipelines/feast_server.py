@@ -2,8 +2,8 @@
 
 Feast does not install into the platform's venv (feast 0.67.0 requires pandas<3; the
 platform pins pandas 3), so it gets a venv of its own at a fixed path keyed by its version,
-built once (about a minute from the package index) and kept across runs; scripts/test.sh
-builds it before the suite (`python -m tests.pipelines.feast_server`). A feature repo is
+built on first use from the package index (one to three minutes) and kept across runs
+(`python -m tests.pipelines.feast_server` builds it ahead). A feature repo is
 written in a temporary folder: a Parquet file (the file offline source), a SQLite online
 store, `feast apply`, `feast materialize-incremental`, then `feast serve` on a free port.
 """
@@ -186,6 +186,6 @@ class FeastServer:
             self.process.wait(timeout=30)
 
 
-if __name__ == "__main__":  # scripts/test.sh: build the venv before the suite
+if __name__ == "__main__":  # build the venv ahead of a test run
     started = time.monotonic()
     print(f"feast {FEAST_VERSION} venv: {ensure_venv().parent.parent} ({time.monotonic() - started:.0f} s)")
