@@ -86,6 +86,7 @@ def read(step: FeatureLookup, entities: dict[str, Any], timeout_s: float) -> tup
             headers={"Content-Type": "application/json", "Accept": "application/json"},
             timeout=urllib3.Timeout(total=timeout_s),
             retries=False,
+            redirect=False,  # a redirect is an error answer: only the listed server is called
         )
     except urllib3.exceptions.HTTPError as exc:  # refused, timed out, reset
         raise FeastError(f"{source.url}: {type(exc).__name__}: {exc}") from None

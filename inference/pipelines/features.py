@@ -143,7 +143,7 @@ def fetch(step: FeatureLookup, keys: np.ndarray, *, timeout_s: float | None = No
     chunk runs again) instead of counting every row as missing."""
     raw_keys = keys.tolist()
     texts = [_entity_text(k) for k in raw_keys]
-    unique = dict(zip(texts, raw_keys, strict=True))  # text -> key value, first seen
+    unique = dict(zip(texts, raw_keys, strict=True))  # text -> key value (the order of first sight)
     entities = list(unique)
     url = "" if step.source == "feast" else _redis_url()
     unavailable = ""
