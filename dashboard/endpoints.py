@@ -33,6 +33,7 @@ from dashboard.views import deployment_health, domain_errors_as_messages, page, 
 from inference import api_keys, environments, selectors, traffic
 from inference import endpoints as inference_endpoints
 from inference.models import ApiKey, Deployment, Endpoint, Rollout, TrafficPolicyRevision
+from inference.pipelines.models import PipelineVersion
 from inference.pool_services import deployment_warmup
 from inference.selectors import endpoint_for_user_or_404, visible_endpoints
 from registry.models import ModelVersion
@@ -162,6 +163,7 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         "keys": ApiKey.objects.filter(endpoints=endpoint).order_by("-created_at")[:20],
         "rollouts": _rollouts_context(request, endpoint),
         "version_options": mark_safe(options),  # built by _version_options from escaped parts
+        "pipeline_options": _pipeline_options(request.user, endpoint),
         "can_start_rollout": can_change(request.user, endpoint),
         "is_approver": has_role(request.user, APPROVER),
         "events": AuditEvent.objects.filter(object_type="inference.endpoint", object_id=str(endpoint.pk)).order_by(
@@ -268,6 +270,25 @@ def _version_options(user: Any, endpoint: Endpoint, limit: int = 300) -> str:
                 )
             )
     return mark_safe("".join(options))  # every part went through format_html
+
+
+PIPELINE_PREFIX = "pipeline:"  # a rollout candidate "pipeline:<name>:<version>" (names are slugs: no ":")
+
+
+def _pipeline_options(user: Any, endpoint: Endpoint, limit: int = 100) -> str:
+    """The rollout form's <option>s for pipeline versions: those the user may see and the
+    endpoint's team may serve (its team's or no team's), newest first. Whether its models
+    may serve there is the service's decision when the rollout starts (its 409 is shown)."""
+    versions = team_scope(PipelineVersion.objects.all(), user, team_field="pipeline__team")
+    if endpoint.team_id is not None:
+        versions = versions.filter(Q(pipeline__team__isnull=True) | Q(pipeline__team=endpoint.team_id))
+    rows = versions.order_by("pipeline__name", "-version").values_list("pipeline__name", "version")[:limit]
+    return mark_safe(  # every part went through format_html
+        "".join(
+            format_html('<option value="{}{}:{}">pipeline {} v{}</option>', PIPELINE_PREFIX, name, n, name, n)
+            for name, n in rows
+        )
+    )
 
 
 @login_required
@@ -387,8 +408,13 @@ def key_revoke(request: HttpRequest, name: str, prefix: str) -> HttpResponse:
 @require_POST
 @domain_errors_as_messages
 def rollout_start(request: HttpRequest, name: str) -> HttpResponse:
-    """Start a rollout from the page: a candidate and (optionally) a plan as JSON."""
-    model, _, number = request.POST.get("candidate", "").rpartition(":")
+    """Start a rollout from the page: a candidate (a model version "iris:2", or a pipeline
+    version "pipeline:fraud:3") and (optionally) a plan as JSON; the API's service decides,
+    its refusals (404, 400, 409 environment_rule, 403) come back as messages."""
+    name_part, _, number = request.POST.get("candidate", "").rpartition(":")
+    model, pipeline = name_part, None
+    if name_part.startswith(PIPELINE_PREFIX):
+        model, pipeline = None, name_part.removeprefix(PIPELINE_PREFIX)
     raw_plan = request.POST.get("plan", "").strip()
     try:
         plan = json.loads(raw_plan) if raw_plan else None
@@ -399,6 +425,7 @@ def rollout_start(request: HttpRequest, name: str) -> HttpResponse:
     rollout = rollouts.rollout_start(
         endpoint=_endpoint(request, name),
         model=model,
+        pipeline=pipeline,
         version=int(number),
         plan=plan,
         user=request.user,
