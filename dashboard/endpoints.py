@@ -41,6 +41,8 @@ from rollouts import services as rollouts
 
 ROLES = ("primary", "canary", "shadow")
 MAX_ROUTES = 8
+# A pipeline version in the forms: "pipeline:<name>:<version>" (names are slugs: no ":").
+PIPELINE_PREFIX = "pipeline:"
 
 
 @login_required
@@ -133,7 +135,7 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         )
     editor = [
         {
-            "model": r.get("model") or f"pipeline:{r.get('pipeline')}",
+            "model": r.get("model") or f"{PIPELINE_PREFIX}{r.get('pipeline')}",
             "version": r["version"],
             "role": r["role"],
             "weight": r["weight"],
@@ -144,9 +146,12 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
     primary = next((by_id.get(r.get("deployment")) for r in routes if r["role"] == "primary"), None)
     signature = primary.model_version.signature if primary else {}
     options = _version_options(request.user, endpoint)
+    pipelines = _pipeline_options(request.user, endpoint)
+    # The split editor's rows offer both, so that a pipeline route is kept when the split is saved.
+    both = options + (format_html('<optgroup label="Pipeline versions">{}</optgroup>', pipelines) if pipelines else "")
     for row in editor:
         picked = format_html('value="{}:{}"', row["model"], row["version"])
-        row["options"] = mark_safe(options.replace(picked, picked + " selected", 1))
+        row["options"] = mark_safe(both.replace(picked, picked + " selected", 1))
     base = request.build_absolute_uri("/").rstrip("/")
     payload = json.dumps(example_payload(signature or {}))
     return {
@@ -163,7 +168,7 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         "keys": ApiKey.objects.filter(endpoints=endpoint).order_by("-created_at")[:20],
         "rollouts": _rollouts_context(request, endpoint),
         "version_options": mark_safe(options),  # built by _version_options from escaped parts
-        "pipeline_options": _pipeline_options(request.user, endpoint),
+        "pipeline_options": pipelines,
         "can_start_rollout": can_change(request.user, endpoint),
         "is_approver": has_role(request.user, APPROVER),
         "events": AuditEvent.objects.filter(object_type="inference.endpoint", object_id=str(endpoint.pk)).order_by(
@@ -272,9 +277,6 @@ def _version_options(user: Any, endpoint: Endpoint, limit: int = 300) -> str:
     return mark_safe("".join(options))  # every part went through format_html
 
 
-PIPELINE_PREFIX = "pipeline:"  # a rollout candidate "pipeline:<name>:<version>" (names are slugs: no ":")
-
-
 def _pipeline_options(user: Any, endpoint: Endpoint, limit: int = 100) -> str:
     """The rollout form's <option>s for pipeline versions: those the user may see and the
     endpoint's team may serve (its team's or no team's), newest first. Whether its models
@@ -307,14 +309,16 @@ def routes_from_form(post: Any) -> list[dict[str, Any]]:
         picked = post.get(f"route-{i}-version", "").strip()
         if not picked:
             continue
-        model, _, number = picked.rpartition(":")
+        name, _, number = picked.rpartition(":")
         role = post.get(f"route-{i}-role", "primary")
         raw_weight = post.get(f"route-{i}-weight", "0").strip() or "0"
         try:
             version, weight = int(number), int(raw_weight)
         except ValueError:
             raise DomainError(f"row {i + 1}: weight must be a whole number, got {raw_weight!r}") from None
-        routes.append({"model": model, "version": version, "role": role, "weight": 0 if role == "shadow" else weight})
+        kind = "pipeline" if name.startswith(PIPELINE_PREFIX) else "model"
+        route = {kind: name.removeprefix(PIPELINE_PREFIX), "version": version, "role": role}
+        routes.append({**route, "weight": 0 if role == "shadow" else weight})
     return routes
 
 

@@ -304,3 +304,18 @@ def test_the_pipeline_rollout_form_shows_the_services_refusals(
     html = _start(approver_client, "pipeline:iris-pipe:1")
     assert "pipeline iris-pipe:1 uses iris:2, which is in None, so it cannot be the canary" in html
     assert not Rollout.objects.exists()
+
+
+def test_the_split_editor_keeps_a_pipeline_route_and_can_set_one(browser_client, endpoint, engineer):
+    split(browser_client, [("iris:1", "primary", 100)])
+    _pipeline(engineer)
+    response = split(browser_client, [("iris:1", "primary", 70), ("pipeline:iris-pipe:1", "canary", 30)])
+    assert "Revision 2 is the split of flowers now." in response.content.decode()
+    current = endpoint.revisions.get(is_current=True)
+    assert [(r.get("model") or r.get("pipeline"), r["role"], r["weight"]) for r in current.routes] == [
+        ("iris", "primary", 70),
+        ("iris-pipe", "canary", 30),
+    ]
+    # Its row shows it selected: saving the page's split as it is keeps the pipeline route.
+    html = browser_client.get("/endpoints/flowers/").content.decode()
+    assert '<option value="pipeline:iris-pipe:1" selected>pipeline iris-pipe v1</option>' in html
