@@ -391,9 +391,10 @@ FEAST_SERVERS = [url.rstrip("/") for url in env_list("MODELHUB_FEAST_SERVERS", [
 BANDIT_REFRESH_S = env_float("MODELHUB_BANDIT_REFRESH_S", 1.0)
 BANDIT_LEDGER_RETENTION_S = env_float("MODELHUB_BANDIT_LEDGER_RETENTION_S", 7 * 86400.0)
 BANDIT_SWEEP_INTERVAL_S = env_float("MODELHUB_BANDIT_SWEEP_INTERVAL_S", 60.0)
-# The feedback ledger's writes (Redis store) leave the request path: each process buffers
-# its decisions and a background thread writes them in one pipeline every FLUSH_MS (0:
-# written inline, in the request, as before); at most BUFFER wait, more are dropped and counted.
+# The feedback ledger's writes leave the request path (Redis or database store): each process
+# buffers its decisions and a background thread writes them every FLUSH_MS, in one Redis
+# pipeline or one database transaction (0: written inline, in the request, as before); at
+# most BUFFER wait, more are dropped and counted.
 BANDIT_LEDGER_FLUSH_MS = env_float("MODELHUB_BANDIT_LEDGER_FLUSH_MS", 50.0)
 BANDIT_LEDGER_BUFFER = env_int("MODELHUB_BANDIT_LEDGER_BUFFER", 10_000)
 if BANDIT_LEDGER_FLUSH_MS < 0 or BANDIT_LEDGER_BUFFER < 1:
