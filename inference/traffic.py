@@ -542,6 +542,41 @@ def endpoints_follow_production(
     return revisions
 
 
+def pipeline_routes_using(
+    *, model: str, version: int, environments: tuple[str, ...], pinned_only: bool
+) -> list[tuple[Endpoint, dict[str, Any], str]]:
+    """(endpoint, route, the step's model as written) for each current pipeline route, on
+    endpoints in `environments`, whose graph runs the version: named by number
+    ("fraud:2"), and, unless `pinned_only`, through a stage alias that resolves to it now
+    ("fraud@production"; an alias follows a stage change by itself, as the routing table
+    resolves it again). A graph that no longer checks runs nothing: its route is not ready."""
+    found = []
+    revisions = TrafficPolicyRevision.objects.filter(is_current=True, endpoint__environment__in=environments)
+    for revision in revisions.select_related("endpoint").order_by("endpoint__name"):
+        endpoint = revision.endpoint
+        for route in revision.routes:
+            if not route.get("pipeline"):
+                continue
+            try:
+                pipeline = pipeline_version_get(
+                    name=route["pipeline"], version=route["version"], team_id=endpoint.team_id, where="route"
+                )
+                graph = compile_version(pipeline)
+            except (DomainError, GraphError):
+                continue
+            step = next(
+                (
+                    ref.ref
+                    for ref in graph.models()
+                    if ref.model == model and ref.version == version and not (pinned_only and "@" in ref.ref)
+                ),
+                None,
+            )
+            if step is not None:
+                found.append((endpoint, route, step))
+    return found
+
+
 def endpoints_move_off(
     *, version: ModelVersion, replacement: ModelVersion | None, user: AbstractBaseUser | None, reason: str
 ) -> list[TrafficPolicyRevision]:
@@ -590,5 +625,28 @@ def endpoints_move_off(
                 comment=f"moved off {version} ({version.stage}): {reason}",
                 action="traffic.move_off",
             )
+        )
+    # A pipeline that names the version by number cannot be moved: its graph is a version
+    # of its own, which an engineer writes. The stage change is refused until it is replaced.
+    for endpoint, route, step in pipeline_routes_using(
+        model=name,
+        version=version.version,
+        environments=(Environment.PRODUCTION, Environment.STAGING),
+        pinned_only=True,
+    ):
+        if version_allowed(environment=endpoint.environment, stage=version.stage, role=route["role"]):
+            continue
+        instead = f"{name}:{replacement.version}" if replacement is not None else "another version"
+        raise EnvironmentRuleBroken(
+            f"{version} would be in {version.stage}, but pipeline {route['pipeline']} v{route['version']} "
+            f'({route["role"]} of {endpoint.environment} endpoint "{endpoint.name}") runs it as "{step}": '
+            f'attach a pipeline version that uses {instead} or "{name}@production" first',
+            details={
+                "endpoints": [endpoint.name],
+                "pipeline": route["pipeline"],
+                "pipeline_version": route["version"],
+                "version": version.version,
+                "stage": version.stage,
+            },
         )
     return revisions
