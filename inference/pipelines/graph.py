@@ -19,10 +19,12 @@ their owner, on the rows (switch) or the request (router) sent to them.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -33,6 +35,7 @@ from inference.runtime.signature import TensorSpec, numpy_dtype
 KINDS = ("feature_lookup", "transform", "model", "ensemble", "switch", "router")
 COMBINE = ("mean", "weighted_mean", "majority_vote", "max", "concat")
 ON_MISSING = ("default", "impute", "refuse")
+SOURCES = ("store", "feast")  # a lookup's source: the built-in store (Redis / database), a Feast feature server
 FLOATS = ("FP16", "FP32", "FP64")
 INTS = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "BOOL")
 MAX_STEPS = 64
@@ -138,6 +141,68 @@ class Step:
 
 # ------------------------------------------------------------------ feature lookup
 
+FEAST_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+FEAST_KEYS = ("kind", "url", "feature_service", "feature_refs", "entity_key")
+
+
+@dataclass(frozen=True)
+class FeastSource:
+    """Where a lookup reads from a Feast feature server: POST {url}/get-online-features
+    with `feature_service` or `feature_refs` ("view:feature"), the batch's keys sent as
+    the join key `entity_key`. The step's `features` are Feast's feature names (without
+    the view: the answer's names when full_feature_names is off)."""
+
+    url: str  # scheme://host[:port][/path], no trailing "/"
+    entity_key: str
+    feature_service: str = ""
+    feature_refs: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], where: str, features: tuple[str, ...], key: str) -> FeastSource:
+        unknown = sorted(set(raw) - set(FEAST_KEYS))
+        if unknown:
+            raise GraphError(f"{where}: unknown field(s) {', '.join(unknown)} (expected {', '.join(FEAST_KEYS)})")
+        url = raw.get("url")
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.username
+            or parts.password
+            or parts.query
+            or parts.fragment
+        ):
+            raise GraphError(f"{where}.url: expected the feature server's http(s)://host:port, got {url!r}")
+        try:
+            parts.port  # noqa: B018 - a bad port raises here
+        except ValueError:
+            raise GraphError(f"{where}.url: bad port in {url!r}") from None
+        entity_key = raw.get("entity_key", key)
+        if not isinstance(entity_key, str) or not FEAST_NAME.fullmatch(entity_key):
+            raise GraphError(f"{where}.entity_key: expected Feast's join key name (letters, digits, _)")
+        service, refs = raw.get("feature_service"), raw.get("feature_refs")
+        if (service is None) == (refs is None):
+            raise GraphError(f"{where}: name either feature_service or feature_refs")
+        if service is not None:
+            if not isinstance(service, str) or not FEAST_NAME.fullmatch(service):
+                raise GraphError(f"{where}.feature_service: expected a Feast feature service name")
+            return cls(url=url.rstrip("/"), entity_key=entity_key, feature_service=service)
+        if not isinstance(refs, list) or not refs:
+            raise GraphError(f'{where}.feature_refs: expected a non-empty list of "view:feature"')
+        names: dict[str, str] = {}
+        for ref in refs:
+            view, _, name = ref.partition(":") if isinstance(ref, str) else ("", "", "")
+            if not FEAST_NAME.fullmatch(view) or not FEAST_NAME.fullmatch(name):
+                raise GraphError(f'{where}.feature_refs: expected "view:feature", got {ref!r}')
+            if name in names:
+                raise GraphError(f'{where}.feature_refs: "{name}" is in both {names[name]!r} and {ref!r}')
+            names[name] = ref
+        missing = [f for f in features if f not in names]
+        if missing:
+            raise GraphError(f"{where}.feature_refs: no ref names the feature(s) {', '.join(missing)}")
+        return cls(url=url.rstrip("/"), entity_key=entity_key, feature_refs=tuple(names[f] for f in features))
+
 
 @dataclass
 class FeatureLookup(Step):
@@ -149,6 +214,10 @@ class FeatureLookup(Step):
     max_age_s: float | None = None
     on_missing: str = "default"
     defaults: dict[str, float] = field(default_factory=dict)
+    # "store" (the built-in Redis hashes / database rows) or "feast" (a Feast feature
+    # server over HTTP, `feast` below; docs/pipelines.md "Feast feature servers").
+    source: str = "store"
+    feast: FeastSource | None = None
     # False when the set belongs to a team the pipeline's may not read (set by
     # services.compile_version): the lookup then reads nothing, as from an empty set.
     readable: bool = True
@@ -186,7 +255,29 @@ class FeatureLookup(Step):
             missing = [f for f in self.features if f not in self.defaults]
             if missing:
                 raise GraphError(f'{self.where()}: on_missing "default" needs defaults for {", ".join(missing)}')
+        self.parse_source(raw.get("source"))
         self.reads = (self.key,)
+
+    def parse_source(self, raw: Any) -> None:
+        where = f"{self.where()}.source"
+        if raw is None:
+            return
+        if not isinstance(raw, dict):
+            raise GraphError(f"{where}: expected an object with a kind ({', '.join(SOURCES)})")
+        self.source = raw.get("kind", "store")
+        if self.source not in SOURCES:
+            raise GraphError(f"{where}.kind: expected one of {', '.join(SOURCES)}")
+        if self.source == "store":
+            extra = sorted(set(raw) - {"kind"})
+            if extra:
+                raise GraphError(f"{where}: the built-in store takes no settings (got {', '.join(extra)})")
+            return
+        if self.on_missing == "impute":
+            raise GraphError(
+                f'{where}: on_missing "impute" needs the reference statistics of the built-in store; '
+                'a Feast source takes "default" or "refuse"'
+            )
+        self.feast = FeastSource.parse(raw, where, self.features, self.key)
 
     def check(self, types: Types, graph: CompiledPipeline) -> None:
         key = self.need(types, self.key, "key")
