@@ -378,7 +378,7 @@ async def infer_async(
 # ------------------------------------------------------------------ the fast plan
 
 # What the plan's step loop asks its driver for: run this model on these inputs (its
-# outputs are sent back), before this deadline.
+# outputs are sent back) within this many seconds.
 _ModelCall = tuple[ServedModel, dict[str, np.ndarray], float]
 
 
@@ -393,8 +393,10 @@ class Plan:
     model specs and their tensor name pairs ready, and a step loop shared by the blocking
     and the awaiting drivers. The same outputs, per-step metrics, drift samples (what each
     model received), trace and errors as the general path
-    (tests/pipelines/test_fast_plan.py). Ensembles, lookups, switches, routers and
-    worker-pool steps take the general path.
+    (tests/pipelines/test_fast_plan.py); one difference: a drift sample is kept once the
+    model answered (the general path on the loop keeps it at submit, also for a call that
+    then fails). Ensembles, lookups, switches, routers and worker-pool steps take the
+    general path.
     """
 
     __slots__ = ("follows_route", "label", "outputs", "steps")
