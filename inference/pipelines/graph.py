@@ -1066,12 +1066,17 @@ def pipeline_compile(
     pending = {s.name: s for s in top}
     order: list[str] = []
     owners_first = {s.name: s for s in graph.steps.values() if s.owner is not None}
+    sources: dict[str, dict[str, str]] = {}  # step -> the step each tensor it reads came from
+    rewrites = _rewrites(top, graph)
+    position = {s.name: i for i, s in enumerate(top)}
     while pending:
         progressed = False
         for step_name in list(pending):
             step = pending[step_name]
             needs = _needs(step, graph)
             if any(n not in types for n in needs):
+                continue
+            if _waits_for_rewrite(step_name, needs, pending, rewrites, position):
                 continue
             if isinstance(step, (Switch, Router)):
                 for branch in step.branches():
@@ -1080,6 +1085,7 @@ def pipeline_compile(
                     owned.checked = True
             step.check(types, graph)
             step.checked = True
+            sources[step_name] = {t: producer.get(t, "") for t in _needs(step, graph)}
             for tensor, tensor_type in step.writes.items():
                 # A transform may rewrite a tensor it reads (scale, clip, a rule on it).
                 if tensor in producer and not (isinstance(step, Transform) and tensor in step.reads):
@@ -1093,7 +1099,7 @@ def pipeline_compile(
             del pending[step_name]
             progressed = True
         if not progressed:
-            _explain_stuck(pending, graph, types)
+            _explain_stuck(pending, graph, types, rewrites)
     graph.order = tuple(order)
     raw_outputs = spec.get("outputs")
     if not isinstance(raw_outputs, list) or not raw_outputs or not all(isinstance(o, str) for o in raw_outputs):
@@ -1102,7 +1108,7 @@ def pipeline_compile(
         if out not in types:
             raise GraphError(f'outputs: no input or step produces "{out}"')
     graph.outputs = tuple(_spec(o, types[o].datatype, types[o].shape) for o in raw_outputs)
-    _reachable_check(graph, producer, raw_outputs)
+    _reachable_check(graph, producer, sources, raw_outputs)
     return graph
 
 
@@ -1198,13 +1204,63 @@ def _transform_reads(step: Transform) -> list[str]:
     return names
 
 
-def _explain_stuck(pending: dict[str, Step], graph: CompiledPipeline, types: Types) -> None:
-    """Nothing more can run: a tensor nobody produces, or a cycle."""
+def _rewrites(top: list[Step], graph: CompiledPipeline) -> dict[str, set[str]]:
+    """Tensors each top-level transform rewrites in place (scale, clip or fill of a field, a
+    rule assigning to a name an input or another step provides): every other reader of such
+    a tensor reads it rewritten, so it runs after the transform, whatever the steps' order."""
+    provided = {i.name for i in graph.inputs}
+    declared = {s.name: _declared_writes(s, graph) for s in top}
+    found: dict[str, set[str]] = {}
+    for step in top:
+        if not isinstance(step, Transform):
+            continue
+        others = provided.union(*(w for name, w in declared.items() if name != step.name))
+        targets: set[str] = set()
+        for op in step.ops:
+            if op.get("op") in ("scale", "clip", "fill") and isinstance(op.get("field"), str):
+                targets.add(op["field"])
+            elif op.get("op") == "rule" and isinstance(op.get("rule"), str):
+                text = op["rule"]
+                body = text.split(" then ", 1)[1] if text.strip().startswith("if ") and " then " in text else text
+                targets.add(body.split("=", 1)[0].strip())
+        if targets & others:
+            found[step.name] = targets & others
+    return found
+
+
+def _waits_for_rewrite(
+    name: str, needs: tuple[str, ...], pending: dict[str, Step], rewrites: dict[str, set[str]], position: dict[str, int]
+) -> bool:
+    """Does a step that still has to run rewrite a tensor this one reads? Two transforms that
+    rewrite the same tensor run in the order they are listed."""
+    for other, tensors in rewrites.items():
+        if other == name or other not in pending or not tensors.intersection(needs):
+            continue
+        if tensors & rewrites.get(name, set()) and position[other] > position[name]:
+            continue
+        return True
+    return False
+
+
+def _explain_stuck(
+    pending: dict[str, Step], graph: CompiledPipeline, types: Types, rewrites: dict[str, set[str]]
+) -> None:
+    """Nothing more can run: a tensor nobody produces, a rewrite that waits on its own
+    readers, or a cycle."""
     every = _all_writes(graph) | {i.name for i in graph.inputs}
     for step in pending.values():
         for name in _needs(step, graph):
             if name not in every:
                 raise GraphError(f'{step.where()}: reads tensor "{name}", which no input or step produces')
+    for step in pending.values():
+        needs = _needs(step, graph)
+        if all(n in types for n in needs):  # ready but for a rewrite: the rewriter waits on it
+            other, tensors = next((o, t) for o, t in rewrites.items() if o in pending and t.intersection(needs))
+            tensor = sorted(tensors.intersection(needs))[0]
+            raise GraphError(
+                f'{step.where()}: reads tensor "{tensor}", which step "{other}" rewrites in place, but "{other}" '
+                f'needs what "{step.name}" leads to; write the rewritten tensor under a new name (outputs)'
+            )
     # All names exist, so the pending steps wait on each other.
     writer = {n: s.name for s in pending.values() for n in _declared_writes(s, graph)}
     start = next(iter(pending))
@@ -1217,8 +1273,12 @@ def _explain_stuck(pending: dict[str, Step], graph: CompiledPipeline, types: Typ
         path.append(nxt)
 
 
-def _reachable_check(graph: CompiledPipeline, producer: dict[str, str], outputs: list[str]) -> None:
-    """Every top-level step must feed the outputs (else it is unreachable, dead weight)."""
+def _reachable_check(
+    graph: CompiledPipeline, producer: dict[str, str], sources: dict[str, dict[str, str]], outputs: list[str]
+) -> None:
+    """Every top-level step must feed the outputs (else it is unreachable, dead weight);
+    `sources` says where each step's reads came from when it ran (a rewrite in place reads
+    the tensor of the step before it)."""
     needed: set[str] = set()
     stack = [producer[o] for o in outputs if producer.get(o)]
     while stack:
@@ -1226,8 +1286,7 @@ def _reachable_check(graph: CompiledPipeline, producer: dict[str, str], outputs:
         if name in needed:
             continue
         needed.add(name)
-        for tensor in _needs(graph.steps[name], graph):
-            source = producer.get(tensor)
+        for source in sources.get(name, {}).values():
             if source:
                 stack.append(source)
     for name in graph.order:
