@@ -32,6 +32,7 @@ from inference.pipelines.graph import CompiledPipeline, FeatureLookup, Model, Mo
 from inference.pool import worker_pool_transport
 from inference.runtime.errors import DeadlineExceeded
 from inference.runtime.repository import ServedModel
+from inference.spec import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_DELAY_MS
 from inference.telemetry.recorder import record_inputs
 from inference.transport import DeploymentSpec, InferResult, in_process_transport, placement_register
 
@@ -120,8 +121,8 @@ def _model_spec(ref: ModelRef, placement: str, device: str) -> DeploymentSpec:
         signature=ref.signature.to_dict(),
         device=device if placement == WORKER_POOL else "cpu",
         placement=placement,
-        max_batch_size=32,
-        max_queue_delay_ms=0.0,
+        max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+        max_queue_delay_ms=DEFAULT_MAX_QUEUE_DELAY_MS,
     )
 
 
