@@ -330,12 +330,12 @@ class DynamicBatcher:
             for request, timeout_s in queued:
                 try:
                     self._append_locked(request, timeout_s, now)
-                except RuntimeErrorBase as exc:
+                except RuntimeErrorBase as refusal:
                     assert request.future is not None
-                    refused.append((request.future, exc))
+                    refused.append((request.future, refusal))
             self._wake_locked()
-        for future, exc in refused:  # outside the lock: a callback may run here
-            future.set_exception(exc)
+        for future, error in refused:  # outside the lock: a callback may run here
+            future.set_exception(error)
         return futures
 
     def _enqueue(self, inputs: Mapping[str, Array], timeout_s: float | None, future: TimedFuture | None) -> _Request:
