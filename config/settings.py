@@ -382,15 +382,19 @@ BATCH_DISK_BUDGET_BYTES = env_int("MODELHUB_BATCH_DISK_BUDGET_BYTES", 20 * 1024*
 BATCH_DRY_RUN_MAX_ROWS = env_int("MODELHUB_BATCH_DRY_RUN_MAX_ROWS", 1000)
 BATCH_INTRA_OP_THREADS = env_int("MODELHUB_BATCH_INTRA_OP_THREADS", 0)
 BATCH_MODELS_KEPT = env_int("MODELHUB_BATCH_MODELS_KEPT", 2)
+# Feature lookups with a Feast source (docs/pipelines.md, "Feast feature servers") may call
+# only these servers (base URLs, comma-separated); empty: Feast sources are refused when saved.
+FEAST_SERVERS = [url.rstrip("/") for url in env_list("MODELHUB_FEAST_SERVERS", [])]
 # Bandit routers (docs/pipelines.md, "Routers and feedback"): how often a process re-reads
 # the arm statistics, how long a decision stays in the feedback ledger, how often the
 # sweep trims the ledger and snapshots the statistics to the database.
 BANDIT_REFRESH_S = env_float("MODELHUB_BANDIT_REFRESH_S", 1.0)
 BANDIT_LEDGER_RETENTION_S = env_float("MODELHUB_BANDIT_LEDGER_RETENTION_S", 7 * 86400.0)
 BANDIT_SWEEP_INTERVAL_S = env_float("MODELHUB_BANDIT_SWEEP_INTERVAL_S", 60.0)
-# The feedback ledger's writes (Redis store) leave the request path: each process buffers
-# its decisions and a background thread writes them in one pipeline every FLUSH_MS (0:
-# written inline, in the request, as before); at most BUFFER wait, more are dropped and counted.
+# The feedback ledger's writes leave the request path (Redis or database store): each process
+# buffers its decisions and a background thread writes them every FLUSH_MS, in one Redis
+# pipeline or one database transaction (0: written inline, in the request, as before); at
+# most BUFFER wait, more are dropped and counted.
 BANDIT_LEDGER_FLUSH_MS = env_float("MODELHUB_BANDIT_LEDGER_FLUSH_MS", 50.0)
 BANDIT_LEDGER_BUFFER = env_int("MODELHUB_BANDIT_LEDGER_BUFFER", 10_000)
 if BANDIT_LEDGER_FLUSH_MS < 0 or BANDIT_LEDGER_BUFFER < 1:

@@ -33,6 +33,7 @@ from dashboard.views import deployment_health, domain_errors_as_messages, page, 
 from inference import api_keys, environments, selectors, traffic
 from inference import endpoints as inference_endpoints
 from inference.models import ApiKey, Deployment, Endpoint, Rollout, TrafficPolicyRevision
+from inference.pipelines.models import PipelineVersion
 from inference.pool_services import deployment_warmup
 from inference.selectors import endpoint_for_user_or_404, visible_endpoints
 from registry.models import ModelVersion
@@ -40,6 +41,8 @@ from rollouts import services as rollouts
 
 ROLES = ("primary", "canary", "shadow")
 MAX_ROUTES = 8
+# A pipeline version in the forms: "pipeline:<name>:<version>" (names are slugs: no ":").
+PIPELINE_PREFIX = "pipeline:"
 
 
 @login_required
@@ -132,7 +135,7 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         )
     editor = [
         {
-            "model": r.get("model") or f"pipeline:{r.get('pipeline')}",
+            "model": r.get("model") or f"{PIPELINE_PREFIX}{r.get('pipeline')}",
             "version": r["version"],
             "role": r["role"],
             "weight": r["weight"],
@@ -143,9 +146,12 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
     primary = next((by_id.get(r.get("deployment")) for r in routes if r["role"] == "primary"), None)
     signature = primary.model_version.signature if primary else {}
     options = _version_options(request.user, endpoint)
+    pipelines = _pipeline_options(request.user, endpoint)
+    # The split editor's rows offer both, so that a pipeline route is kept when the split is saved.
+    both = options + (format_html('<optgroup label="Pipeline versions">{}</optgroup>', pipelines) if pipelines else "")
     for row in editor:
         picked = format_html('value="{}:{}"', row["model"], row["version"])
-        row["options"] = mark_safe(options.replace(picked, picked + " selected", 1))
+        row["options"] = mark_safe(both.replace(picked, picked + " selected", 1))
     base = request.build_absolute_uri("/").rstrip("/")
     payload = json.dumps(example_payload(signature or {}))
     return {
@@ -162,6 +168,7 @@ def _detail_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> d
         "keys": ApiKey.objects.filter(endpoints=endpoint).order_by("-created_at")[:20],
         "rollouts": _rollouts_context(request, endpoint),
         "version_options": mark_safe(options),  # built by _version_options from escaped parts
+        "pipeline_options": pipelines,
         "can_start_rollout": can_change(request.user, endpoint),
         "is_approver": has_role(request.user, APPROVER),
         "events": AuditEvent.objects.filter(object_type="inference.endpoint", object_id=str(endpoint.pk)).order_by(
@@ -270,6 +277,22 @@ def _version_options(user: Any, endpoint: Endpoint, limit: int = 300) -> str:
     return mark_safe("".join(options))  # every part went through format_html
 
 
+def _pipeline_options(user: Any, endpoint: Endpoint, limit: int = 100) -> str:
+    """The rollout form's <option>s for pipeline versions: those the user may see and the
+    endpoint's team may serve (its team's or no team's), newest first. Whether its models
+    may serve there is the service's decision when the rollout starts (its 409 is shown)."""
+    versions = team_scope(PipelineVersion.objects.all(), user, team_field="pipeline__team")
+    if endpoint.team_id is not None:
+        versions = versions.filter(Q(pipeline__team__isnull=True) | Q(pipeline__team=endpoint.team_id))
+    rows = versions.order_by("pipeline__name", "-version").values_list("pipeline__name", "version")[:limit]
+    return mark_safe(  # every part went through format_html
+        "".join(
+            format_html('<option value="{}{}:{}">pipeline {} v{}</option>', PIPELINE_PREFIX, name, n, name, n)
+            for name, n in rows
+        )
+    )
+
+
 @login_required
 def endpoint_detail(request: HttpRequest, name: str) -> HttpResponse:
     endpoint = _endpoint(request, name)
@@ -286,14 +309,16 @@ def routes_from_form(post: Any) -> list[dict[str, Any]]:
         picked = post.get(f"route-{i}-version", "").strip()
         if not picked:
             continue
-        model, _, number = picked.rpartition(":")
+        name, _, number = picked.rpartition(":")
         role = post.get(f"route-{i}-role", "primary")
         raw_weight = post.get(f"route-{i}-weight", "0").strip() or "0"
         try:
             version, weight = int(number), int(raw_weight)
         except ValueError:
             raise DomainError(f"row {i + 1}: weight must be a whole number, got {raw_weight!r}") from None
-        routes.append({"model": model, "version": version, "role": role, "weight": 0 if role == "shadow" else weight})
+        kind = "pipeline" if name.startswith(PIPELINE_PREFIX) else "model"
+        route = {kind: name.removeprefix(PIPELINE_PREFIX), "version": version, "role": role}
+        routes.append({**route, "weight": 0 if role == "shadow" else weight})
     return routes
 
 
@@ -387,8 +412,13 @@ def key_revoke(request: HttpRequest, name: str, prefix: str) -> HttpResponse:
 @require_POST
 @domain_errors_as_messages
 def rollout_start(request: HttpRequest, name: str) -> HttpResponse:
-    """Start a rollout from the page: a candidate and (optionally) a plan as JSON."""
-    model, _, number = request.POST.get("candidate", "").rpartition(":")
+    """Start a rollout from the page: a candidate (a model version "iris:2", or a pipeline
+    version "pipeline:fraud:3") and (optionally) a plan as JSON; the API's service decides,
+    its refusals (404, 400, 409 environment_rule, 403) come back as messages."""
+    name_part, _, number = request.POST.get("candidate", "").rpartition(":")
+    model, pipeline = name_part, None
+    if name_part.startswith(PIPELINE_PREFIX):
+        model, pipeline = None, name_part.removeprefix(PIPELINE_PREFIX)
     raw_plan = request.POST.get("plan", "").strip()
     try:
         plan = json.loads(raw_plan) if raw_plan else None
@@ -399,6 +429,7 @@ def rollout_start(request: HttpRequest, name: str) -> HttpResponse:
     rollout = rollouts.rollout_start(
         endpoint=_endpoint(request, name),
         model=model,
+        pipeline=pipeline,
         version=int(number),
         plan=plan,
         user=request.user,

@@ -394,19 +394,20 @@ class SimplePredict(InferCall):
             outputs = self.pipeline.finish(outputs)
         scorer = _scorer(self.table, spec)
         scores = None
-        answer: dict[str, Any] = {
-            "endpoint": self.name,
-            "model": spec.model,
-            "version": spec.version,
-            "outputs": outputs,
-        }
         headers = [("X-Model-Version", str(spec.version)), ("X-Model-Name", spec.model)]
+        answer: dict[str, Any]
         if spec.placement == pipelines.PLACEMENT:
             # A pipeline's answer: its request id (for feedback), bandit choices, the trace.
-            answer["pipeline"] = answer.pop("model")
-            answer["outputs"] = {k: pipelines.jsonable(v) for k, v in outputs.items()}
-            answer.update(result.extra)
+            answer = {
+                "endpoint": self.name,
+                "version": spec.version,
+                "outputs": {k: pipelines.jsonable(v) for k, v in outputs.items()},
+                "pipeline": spec.model,
+                **result.extra,
+            }
             headers.append(("X-Request-Id", result.extra["request_id"]))
+        else:
+            answer = {"endpoint": self.name, "model": spec.model, "version": spec.version, "outputs": outputs}
         if self.request.query and _wants_outliers(self.request.query):
             scores = _scores_now(scorer, self.inputs)
             answer["outliers"] = None if scores is None or scorer is None else scores.rows(scorer.names)

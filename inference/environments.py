@@ -43,12 +43,14 @@ def environment_rule_check(
     endpoint_name: str,
     routes: list[dict[str, Any]],
     stages: dict[tuple[str, int], str],
-    rollout_candidate: tuple[str, int] | None = None,
+    rollout_candidate: tuple[str, str, int] | None = None,
 ) -> None:
     """Raise EnvironmentRuleBroken (409) naming the first route the environment forbids.
 
-    `stages` maps (model, version) to its stage; `rollout_candidate` is the version an
-    approver-started rollout is moving in (it may be a Staging canary on production).
+    `stages` maps (model, version) to its stage; `rollout_candidate` is what an
+    approver-started rollout is moving in, as ("model", name, version) or ("pipeline",
+    name, version): it may be a Staging canary on production (a pipeline candidate's
+    models are checked by traffic.pipeline_environment_check, with the same exception).
     """
     for route in routes:
         if route.get("pipeline"):
@@ -56,7 +58,10 @@ def environment_rule_check(
         key = (route["model"], route["version"])
         stage = stages[key]
         if version_allowed(
-            environment=environment, stage=stage, role=route["role"], rollout_canary=key == rollout_candidate
+            environment=environment,
+            stage=stage,
+            role=route["role"],
+            rollout_canary=("model", *key) == rollout_candidate,
         ):
             continue
         raise EnvironmentRuleBroken(

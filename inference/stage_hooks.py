@@ -15,17 +15,30 @@ from registry.models import ModelVersion
 
 
 def version_serving_refuse(version: ModelVersion) -> None:
-    """Refuse archiving while a production or staging endpoint routes to the version."""
+    """Refuse archiving while a production or staging endpoint routes to the version, directly
+    or through a pipeline whose graph runs it (named by number or by a stage alias)."""
     endpoints = endpoints_routing_to(
         model=version.model.name,
         version=version.version,
         environments=(Endpoint.Environment.PRODUCTION, Endpoint.Environment.STAGING),
     )
-    if endpoints:
-        names = ", ".join(f'{e.environment} endpoint "{e.name}"' for e in endpoints)
+    serving = [f'{e.environment} endpoint "{e.name}"' for e in endpoints]
+    pipelines = traffic.pipeline_routes_using(
+        model=version.model.name,
+        version=version.version,
+        environments=(Endpoint.Environment.PRODUCTION, Endpoint.Environment.STAGING),
+        pinned_only=False,
+    )
+    serving += [
+        f'{e.environment} endpoint "{e.name}" (pipeline {route["pipeline"]} v{route["version"]}, step model "{step}")'
+        for e, route, step in pipelines
+    ]
+    if serving:
+        names = [e.name for e in endpoints] + [e.name for e, _, _ in pipelines]
         raise VersionServing(
-            f"{version} cannot be archived while it serves traffic on {names}: move their traffic off it first",
-            details={"endpoints": [e.name for e in endpoints]},
+            f"{version} cannot be archived while it serves traffic on {', '.join(serving)}: "
+            "move their traffic off it first",
+            details={"endpoints": list(dict.fromkeys(names))},
         )
 
 

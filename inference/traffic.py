@@ -163,19 +163,22 @@ def _pipeline_route_clean(where: str, route: dict[str, Any]) -> dict[str, Any]:
 
 
 def pipeline_environment_check(
-    endpoint: Endpoint, version: PipelineVersion, role: str, *, where: str = "pipeline"
+    endpoint: Endpoint, version: PipelineVersion, role: str, *, where: str = "pipeline", rollout_canary: bool = False
 ) -> CompiledPipeline:
     """The pipeline version's graph, checked now, when every model step and bandit arm may
     take `role` on the endpoint (a pipeline has no stage of its own): InvalidPolicy (400)
     if the graph no longer checks, EnvironmentRuleBroken (409) naming the first model the
     endpoint's environment forbids. A hand traffic change and a rollout's candidate both
-    pass here."""
+    pass here; `rollout_canary` (the candidate of a rollout an approver started) gives each
+    model the exception a Staging model candidate has: a canary on a production endpoint."""
     try:
         graph = compile_version(version)
     except GraphError as exc:
         raise InvalidPolicy(f"{where}: pipeline {version} no longer checks: {exc.message}") from None
     for ref in graph.models():
-        if not version_allowed(environment=endpoint.environment, stage=ref.stage, role=role):
+        if not version_allowed(
+            environment=endpoint.environment, stage=ref.stage, role=role, rollout_canary=rollout_canary
+        ):
             raise EnvironmentRuleBroken(
                 f"pipeline {version} uses {ref.label}, which is in {ref.stage}, so it cannot be the "
                 f'{role} of {endpoint.environment} endpoint "{endpoint.name}": '
@@ -191,10 +194,13 @@ def pipeline_environment_check(
     return graph
 
 
-def _pipeline_routes_check(endpoint: Endpoint, routes: list[dict[str, Any]]) -> None:
+def _pipeline_routes_check(
+    endpoint: Endpoint, routes: list[dict[str, Any]], rollout_candidate: tuple[str, str, int] | None = None
+) -> None:
     """Each pipeline route: the endpoint's team may serve it, its graph checks now, and every
     model step and bandit arm obeys the endpoint's environment for the route's role (a
-    pipeline has no stage of its own). Its models are loaded here (400 if one fails)."""
+    pipeline has no stage of its own; the candidate of a rollout an approver started has
+    the Staging-canary exception). Its models are loaded here (400 if one fails)."""
     for index, route in enumerate(routes):
         if not route.get("pipeline"):
             continue
@@ -202,7 +208,8 @@ def _pipeline_routes_check(endpoint: Endpoint, routes: list[dict[str, Any]]) -> 
         version = pipeline_version_get(
             name=route["pipeline"], version=route["version"], team_id=endpoint.team_id, where=where
         )
-        graph = pipeline_environment_check(endpoint, version, route["role"], where=where)
+        candidate = ("pipeline", route["pipeline"], route["version"]) == rollout_candidate
+        graph = pipeline_environment_check(endpoint, version, route["role"], where=where, rollout_canary=candidate)
         placement, device = route.get("placement", "in_process"), route.get("device", "cpu")
         try:
             executor.load_models(graph, placement, device)
@@ -300,7 +307,7 @@ def traffic_policy_revise(
     comment: str = "",
     source_ip: str | None = None,
     action: str = "traffic.revise",
-    rollout_candidate: tuple[str, int] | None = None,
+    rollout_candidate: tuple[str, str, int] | None = None,
 ) -> TrafficPolicyRevision:
     """Make a new revision of the endpoint's split (a full snapshot) and load what it needs.
 
@@ -325,7 +332,7 @@ def traffic_policy_revise(
         endpoint_pipeline_check(endpoint, version)
     endpoint_team_adopt(endpoint=endpoint, models=models, user=user)
     team_fit_check(endpoint_name=endpoint.name, team=endpoint.team, models=models)
-    _pipeline_routes_check(endpoint, clean)
+    _pipeline_routes_check(endpoint, clean, rollout_candidate)
     revision, to_load = _revise(
         endpoint=endpoint,
         clean=clean,
@@ -350,7 +357,7 @@ def _revise(
     comment: str,
     source_ip: str | None,
     action: str,
-    rollout_candidate: tuple[str, int] | None = None,
+    rollout_candidate: tuple[str, str, int] | None = None,
 ) -> tuple[TrafficPolicyRevision, list[int]]:
     endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
     _traffic_role_check(endpoint, user)
@@ -535,6 +542,41 @@ def endpoints_follow_production(
     return revisions
 
 
+def pipeline_routes_using(
+    *, model: str, version: int, environments: tuple[str, ...], pinned_only: bool
+) -> list[tuple[Endpoint, dict[str, Any], str]]:
+    """(endpoint, route, the step's model as written) for each current pipeline route, on
+    endpoints in `environments`, whose graph runs the version: named by number
+    ("fraud:2"), and, unless `pinned_only`, through a stage alias that resolves to it now
+    ("fraud@production"; an alias follows a stage change by itself, as the routing table
+    resolves it again). A graph that no longer checks runs nothing: its route is not ready."""
+    found = []
+    revisions = TrafficPolicyRevision.objects.filter(is_current=True, endpoint__environment__in=environments)
+    for revision in revisions.select_related("endpoint").order_by("endpoint__name"):
+        endpoint = revision.endpoint
+        for route in revision.routes:
+            if not route.get("pipeline"):
+                continue
+            try:
+                pipeline = pipeline_version_get(
+                    name=route["pipeline"], version=route["version"], team_id=endpoint.team_id, where="route"
+                )
+                graph = compile_version(pipeline)
+            except (DomainError, GraphError):
+                continue
+            step = next(
+                (
+                    ref.ref
+                    for ref in graph.models()
+                    if ref.model == model and ref.version == version and not (pinned_only and "@" in ref.ref)
+                ),
+                None,
+            )
+            if step is not None:
+                found.append((endpoint, route, step))
+    return found
+
+
 def endpoints_move_off(
     *, version: ModelVersion, replacement: ModelVersion | None, user: AbstractBaseUser | None, reason: str
 ) -> list[TrafficPolicyRevision]:
@@ -583,5 +625,28 @@ def endpoints_move_off(
                 comment=f"moved off {version} ({version.stage}): {reason}",
                 action="traffic.move_off",
             )
+        )
+    # A pipeline that names the version by number cannot be moved: its graph is a version
+    # of its own, which an engineer writes. The stage change is refused until it is replaced.
+    for endpoint, route, step in pipeline_routes_using(
+        model=name,
+        version=version.version,
+        environments=(Environment.PRODUCTION, Environment.STAGING),
+        pinned_only=True,
+    ):
+        if version_allowed(environment=endpoint.environment, stage=version.stage, role=route["role"]):
+            continue
+        instead = f"{name}:{replacement.version}" if replacement is not None else "another version"
+        raise EnvironmentRuleBroken(
+            f"{version} would be in {version.stage}, but pipeline {route['pipeline']} v{route['version']} "
+            f'({route["role"]} of {endpoint.environment} endpoint "{endpoint.name}") runs it as "{step}": '
+            f'attach a pipeline version that uses {instead} or "{name}@production" first',
+            details={
+                "endpoints": [endpoint.name],
+                "pipeline": route["pipeline"],
+                "pipeline_version": route["version"],
+                "version": version.version,
+                "stage": version.stage,
+            },
         )
     return revisions

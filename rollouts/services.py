@@ -20,9 +20,11 @@ Traffic moves only through inference.traffic.traffic_policy_revise, so the envir
 rule holds at every step: on a production endpoint a Staging candidate may be the canary
 of a rollout an approver started, and takes 100 % only once it is in Production (the
 normal approval; the rollout waits for it). A pipeline has no stage of its own: a pipeline
-candidate is checked when the rollout starts as the primary it would become
-(traffic.pipeline_environment_check, as a hand change: 409 naming the model), and at 100 %
-again (its stage aliases may resolve to other versions by then; the rollout then waits).
+candidate is checked when the rollout starts as the canary (or, with a first step of
+100 %, the primary) it would become, each of its models with the exception a model
+candidate has (traffic.pipeline_environment_check; otherwise the 409 of a hand change,
+naming the model), and as the primary before 100 % (a Staging model step must be promoted
+by then, and stage aliases may resolve to other versions; the rollout waits until it may).
 """
 
 from __future__ import annotations
@@ -209,16 +211,15 @@ def routes_at(stable: list[dict[str, Any]], candidate: dict[str, Any], weight: i
 
 
 def _revise(rollout: Rollout, routes: list[dict[str, Any]], comment: str) -> None:
-    # A Staging model candidate may be the canary of a rollout an approver started; a
-    # pipeline candidate's models obey the rule for each role like any pipeline route's.
-    canary = rollout.candidate if rollout.approved_start else None
+    # The candidate of a rollout an approver started may be a Staging canary on production:
+    # a model version, or a pipeline version for each of its models.
     traffic.traffic_policy_revise(
         endpoint=rollout.endpoint,
         routes=routes,
         user=None,  # the system, acting for the person who started the rollout
         comment=f"rollout #{rollout.pk}: {comment}",
         action="traffic.rollout",
-        rollout_candidate=(canary.model.name, canary.version) if canary is not None else None,
+        rollout_candidate=_identity(rollout.candidate_route) if rollout.approved_start else None,
     )
 
 
@@ -317,6 +318,7 @@ def rollout_start(
     if model and pipeline is not None:
         raise InvalidPlan("the candidate is a model version or a pipeline version: name model or pipeline, not both")
     now = now or timezone.now()
+    approved = has_role(user, APPROVER)
     try:
         with transaction.atomic():
             endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
@@ -327,7 +329,10 @@ def rollout_start(
                 raise RolloutConflict(f'endpoint "{endpoint.name}" has no traffic split to roll out from')
             stable = [{k: v for k, v in r.items() if k in traffic.ROUTE_KEYS} for r in current.routes]
             if pipeline is not None:
-                candidate, candidate_pipeline = None, _pipeline_candidate(endpoint, pipeline, version)
+                first = clean_plan["steps"][0]["weight"]
+                role = Deployment.Role.PRIMARY if first == 100 else Deployment.Role.CANARY
+                candidate_pipeline = _pipeline_candidate(endpoint, pipeline, version, role=role, approved=approved)
+                candidate = None
                 target: dict[str, Any] = {"pipeline": pipeline, "version": version}
             else:
                 candidate, candidate_pipeline = _model_candidate(stable, model, version), None
@@ -345,7 +350,7 @@ def rollout_start(
                 stable_routes=stable,
                 plan=clean_plan,
                 started_by=user,
-                approved_start=has_role(user, APPROVER),
+                approved_start=approved,
             )
             _record(
                 rollout,
@@ -378,12 +383,16 @@ def _model_candidate(stable: list[dict[str, Any]], model: str | None, version: i
     return candidate
 
 
-def _pipeline_candidate(endpoint: Endpoint, name: str, version: int) -> PipelineVersion:
+def _pipeline_candidate(endpoint: Endpoint, name: str, version: int, *, role: str, approved: bool) -> PipelineVersion:
     """The pipeline version to roll out, when the endpoint's team may serve it and every model
-    step and bandit arm may be the endpoint's primary (the role it takes at 100 %): refused
-    with the 404/400/409 a hand traffic change would get."""
+    step and bandit arm may take `role` (the canary, or the primary when the first step is
+    100 %; also with a shadow phase first: it is checked as what it becomes), with the
+    exception of a Staging model candidate when an approver starts it (`approved`): a
+    Staging model may then be in the canary of a production endpoint, and the rollout waits
+    before 100 % until it is in Production. Refused with the 404/400/409 a hand traffic
+    change would get."""
     candidate = pipeline_version_get(name=name, version=version, team_id=endpoint.team_id, where="candidate")
-    traffic.pipeline_environment_check(endpoint, candidate, Deployment.Role.PRIMARY, where="candidate")
+    traffic.pipeline_environment_check(endpoint, candidate, role, where="candidate", rollout_canary=approved)
     return candidate
 
 

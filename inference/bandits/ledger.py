@@ -1,17 +1,22 @@
-"""The feedback ledger's writes off the request path (the Redis store).
+"""The feedback ledger's writes off the request path (both stores).
 
 `decide()` hands each decision's ledger entry to this process's `LedgerWriter` (an append
-under a lock) instead of writing it to Redis in the request. A background thread flushes
-the buffer every MODELHUB_BANDIT_LEDGER_FLUSH_MS (default 50), or as soon as a batch of
-`WAKE_AT` entries is waiting, in one pipelined round trip (the same Lua call per entry:
-pulls + 1, the ledger hash with its TTL, the decision log).
+under a lock) instead of writing it in the request. A background thread flushes the
+buffer every MODELHUB_BANDIT_LEDGER_FLUSH_MS (default 50), or as soon as a batch of
+`WAKE_AT` entries is waiting, with the store's `record_many`: on Redis one pipelined
+round trip (the same Lua call per entry: pulls + 1, the ledger hash with its TTL, the
+decision log); on the database (the embedded default) one transaction (pulls added per
+arm, the decisions bulk-inserted), run again with back-off while SQLite reports the
+database locked. One flusher thread per process writes (and a feedback call's flush,
+which takes the same lock), so a process never has two ledger writes racing each other.
 
 - Bounded: at most MODELHUB_BANDIT_LEDGER_BUFFER entries wait; a decision that finds the
   buffer full is still served, but not recorded (feedback for it is a 404), and counted
-  (`buffer_full`). A flush that cannot reach Redis loses its entries, counted too
-  (`store_unreachable`). The counts are added to a shared Redis hash with the next flush
-  that gets through, so /metrics (`modelhub_bandit_ledger_dropped_total`) shows every
-  process's drops (this process's not yet published ones added).
+  (`buffer_full`). A flush that cannot write (Redis unreachable, the database away or
+  locked past the retries) loses its entries, counted too (`store_unreachable`). The
+  counts are added to the store's shared counters (a Redis hash, or `BanditLedgerDropped`)
+  with the next flush that gets through, so /metrics (`modelhub_bandit_ledger_dropped_total`)
+  shows every process's drops (this process's not yet published ones added).
 - Feedback that arrives before the flush: the feedback call flushes this process's buffer
   first (and waits for a flush in progress), so feedback handled by the process that
   decided always finds its entry. Handled by another process, an entry can be up to one
@@ -19,7 +24,7 @@ pulls + 1, the ledger hash with its TTL, the decision log).
   and reads the ledger once more before answering 404.
 - A crash (SIGKILL) loses the decisions of the last interval; a clean exit flushes them
   (atexit). With MODELHUB_BANDIT_LEDGER_FLUSH_MS=0 every entry is written in its request,
-  as before. The embedded default (the database store) always writes in the request.
+  as before.
 """
 
 from __future__ import annotations
@@ -77,8 +82,9 @@ class LedgerWriter:
 
     # -- the flush
     def flush(self) -> int:
-        """Write every buffered entry now, in one pipelined round trip; returns how many.
-        Waits for a flush in progress, so that what it took is written when this returns."""
+        """Write every buffered entry now (one Redis round trip, or one database
+        transaction); returns how many. Waits for a flush in progress, so that what it
+        took is written when this returns."""
         with self._flush_lock:
             with self._lock:
                 batch, self._pending = self._pending, []
@@ -134,10 +140,22 @@ class LedgerWriter:
 
     def _run(self) -> None:
         pid = self._pid
-        while pid == os.getpid() and not self._closed:
+        while pid == os.getpid():
             self._wake.wait(self.interval_s)
             self._wake.clear()
+            if self._closed:
+                return  # close() flushes in its caller's thread
             self.flush()
+            _close_db_connection()  # this thread's own (the database store), past its age or broken
+
+
+def _close_db_connection() -> None:
+    try:
+        from django.db import close_old_connections
+
+        close_old_connections()
+    except Exception:  # noqa: BLE001 - the flusher never dies of it
+        pass
 
 
 _writer: LedgerWriter | None = None
@@ -145,8 +163,8 @@ _writer_lock = threading.Lock()
 
 
 def buffering() -> bool:
-    """Whether ledger entries are buffered: the Redis store with a flush interval."""
-    return bool(settings.REDIS_URL) and float(settings.BANDIT_LEDGER_FLUSH_MS) > 0
+    """Whether ledger entries are buffered: with a flush interval (either store)."""
+    return float(settings.BANDIT_LEDGER_FLUSH_MS) > 0
 
 
 def writer() -> LedgerWriter:
@@ -173,15 +191,14 @@ def flush_pending() -> None:
 def dropped_totals() -> dict[str, int]:
     """Decisions dropped from the ledger by every process (shared counters, plus this
     process's not yet published), by reason; for /metrics."""
-    totals = dict.fromkeys(REASONS, 0)
-    if settings.REDIS_URL:
-        from inference.bandits.store import store  # as in _store
+    from inference.bandits.store import store  # as in _store
 
-        try:
-            for reason, count in store().ledger_dropped().items():  # type: ignore[union-attr]
-                totals[reason] = totals.get(reason, 0) + count
-        except Exception:  # noqa: BLE001 - /metrics shows what it has
-            pass
+    totals = dict.fromkeys(REASONS, 0)
+    try:
+        for reason, count in store().ledger_dropped().items():
+            totals[reason] = totals.get(reason, 0) + count
+    except Exception:  # noqa: BLE001 - /metrics shows what it has
+        pass
     if _writer is not None:
         for reason, count in _writer._unpublished.items():
             totals[reason] += count

@@ -62,3 +62,15 @@ class BanditDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.router_key}:{self.request_id}"
+
+
+class BanditLedgerDropped(models.Model):
+    """Decisions the ledger writers of every process dropped, by reason (buffer_full,
+    store_unreachable): the embedded default's twin of the Redis hash
+    modelhub:bandit:ledger_dropped, added to by each writer's next flush that gets through."""
+
+    reason = models.CharField(max_length=40, unique=True)
+    count = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.count}"

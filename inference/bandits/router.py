@@ -150,7 +150,7 @@ def decide(
         not router.config.frozen,
         router.config.bernoulli,
     )
-    if ledger.buffering():  # Redis: buffered, written by this process's flusher thread
+    if ledger.buffering():  # buffered, written by this process's flusher thread (either store)
         ledger.writer().add(request_id, entry)
         return decision
     try:

@@ -20,7 +20,10 @@ restarted) the next read restores it from that snapshot. The ledger and the deci
 are not snapshotted: after a Redis flush, feedback for earlier decisions is a 404.
 
 Database (embedded default): the same statistics in `BanditArm`, the ledger and the
-decision log in `BanditDecision`, its retention enforced by the same sweep.
+decision log in `BanditDecision`, its retention enforced by the same sweep, the ledger
+writers' drops in `BanditLedgerDropped`. A flush (`record_many`) is one transaction: pulls
+added per arm, the decisions bulk-inserted, run again with back-off while SQLite reports
+the database locked (config.db.retry_if_locked).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +41,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 
+from config.db import retry_if_locked
 from inference.bandits.policies import ArmStats
 
 log = logging.getLogger(__name__)
@@ -334,24 +339,56 @@ class DatabaseStore:
         return found
 
     def record(self, request_id: str, entry: LedgerEntry) -> None:
-        """Two statements: pulls + 1 and the ledger row (the arm's id is cached)."""
-        arm_id = self._arm_id(entry.router_key, entry.arm)
-        fields = {
-            "arm": entry.arm,
-            "propensity": entry.propensity,
-            "endpoint": entry.endpoint,
-            "learn": entry.learn,
-            "bernoulli": entry.bernoulli,
-            "decided_at": datetime.fromtimestamp(entry.at, UTC),
-        }
-        with transaction.atomic():
-            if not _models().BanditArm.objects.filter(pk=arm_id).update(pulls=F("pulls") + 1):
-                self._arm_ids.clear()  # the router was deleted meanwhile: create it again
-                arm_id = self._arm_id(entry.router_key, entry.arm)
-                _models().BanditArm.objects.filter(pk=arm_id).update(pulls=F("pulls") + 1)
-            _models().BanditDecision.objects.update_or_create(
-                request_id=request_id, router_key=entry.router_key, defaults=fields
+        """One entry, in its request (MODELHUB_BANDIT_LEDGER_FLUSH_MS=0)."""
+        self.record_many([(request_id, entry)])
+
+    def record_many(self, entries: list[tuple[str, LedgerEntry]], *, dropped: dict[str, int] | None = None) -> None:
+        """The ledger writer's flush (inference/bandits/ledger.py) in one transaction: pulls
+        added per arm (one UPDATE each), the decisions in one bulk INSERT (a request id
+        decided again by the same router: the last decision), `dropped` added to the shared
+        counters. Run again while SQLite reports the database locked."""
+        retry_if_locked(lambda: self._record_many(entries, dropped or {}))
+
+    def _record_many(self, entries: list[tuple[str, LedgerEntry]], dropped: dict[str, int]) -> None:
+        models = _models()
+        pulls = Counter((entry.router_key, entry.arm) for _, entry in entries)
+        latest = {(request_id, entry.router_key): entry for request_id, entry in entries}
+        rows = [
+            models.BanditDecision(
+                request_id=request_id,
+                router_key=router_key,
+                arm=entry.arm,
+                propensity=entry.propensity,
+                endpoint=entry.endpoint,
+                learn=entry.learn,
+                bernoulli=entry.bernoulli,
+                decided_at=datetime.fromtimestamp(entry.at, UTC),
             )
+            for (request_id, router_key), entry in latest.items()
+        ]
+        with transaction.atomic():
+            for (router_key, arm), count in pulls.items():
+                if not models.BanditArm.objects.filter(pk=self._arm_id(router_key, arm)).update(
+                    pulls=F("pulls") + count
+                ):
+                    # The router was deleted meanwhile, or the write that created the arm was
+                    # rolled back (a retry): create it again.
+                    self._arm_ids.pop((router_key, arm), None)
+                    models.BanditArm.objects.filter(pk=self._arm_id(router_key, arm)).update(pulls=F("pulls") + count)
+            models.BanditDecision.objects.bulk_create(
+                rows,
+                update_conflicts=True,
+                unique_fields=["request_id", "router_key"],
+                update_fields=["arm", "propensity", "endpoint", "learn", "bernoulli", "decided_at"],
+            )
+            for reason, count in dropped.items():
+                if count:
+                    row = models.BanditLedgerDropped.objects.get_or_create(reason=reason)[0]
+                    models.BanditLedgerDropped.objects.filter(pk=row.pk).update(count=F("count") + count)
+
+    def ledger_dropped(self) -> dict[str, int]:
+        """Decisions every process dropped from the ledger (shared counters), by reason."""
+        return dict(_models().BanditLedgerDropped.objects.values_list("reason", "count"))
 
     def _live(self, request_id: str) -> Any:
         cutoff = _now() - timedelta(seconds=retention_s())

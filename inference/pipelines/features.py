@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from common.errors import ModelhubError
+from inference.pipelines import feast_source
 
 if TYPE_CHECKING:
     from inference.pipelines.graph import FeatureLookup
@@ -81,10 +82,16 @@ def _redis_url() -> str:
 
 
 class Lookup:
-    """The raw rows of one batch: per unique entity its values (None when missing) and age."""
+    """The raw rows of one batch: per unique entity its values (None when missing) and age;
+    `why` says, per entity, why a value is missing when the source knows (Feast statuses)."""
 
-    def __init__(self, found: dict[str, tuple[list[float | None], float | None]], stats: dict[str, float]) -> None:
-        self.found, self.stats = found, stats
+    def __init__(
+        self,
+        found: dict[str, tuple[list[float | None], float | None]],
+        stats: dict[str, float],
+        why: dict[str, str] | None = None,
+    ) -> None:
+        self.found, self.stats, self.why = found, stats, why or {}
 
 
 def _read_redis(url: str, step: FeatureLookup, entities: list[str], timeout_s: float | None = None) -> Lookup:
@@ -134,19 +141,29 @@ def fetch(step: FeatureLookup, keys: np.ndarray, *, timeout_s: float | None = No
     Batch jobs (inference.batch) look up a whole chunk's keys at once: `timeout_s` replaces
     the step's online `timeout_ms` for that read, and `strict` lets a store error raise (the
     chunk runs again) instead of counting every row as missing."""
-    texts = [_entity_text(k) for k in keys.tolist()]
-    entities = list(dict.fromkeys(texts))
-    url = _redis_url()
+    raw_keys = keys.tolist()
+    texts = [_entity_text(k) for k in raw_keys]
+    unique = dict(zip(texts, raw_keys, strict=True))  # text -> key value (the order of first sight)
+    entities = list(unique)
+    url = "" if step.source == "feast" else _redis_url()
     unavailable = ""
     try:
-        if not step.readable:  # another team's set: nothing is read, every entity is unknown
+        if not step.readable:  # another team's set (or a server no longer allowed): nothing is read
             lookup = Lookup({}, {})
+        elif step.source == "feast":
+            if entities:
+                found, why = feast_source.read(step, unique, step.timeout_s if timeout_s is None else timeout_s)
+                lookup = Lookup(found, {}, why)
+            else:
+                lookup = Lookup({}, {})
         else:
             lookup = _read_redis(url, step, entities, timeout_s) if url else _read_database(step, entities)
     except Exception as exc:  # noqa: BLE001 - an unreachable store is a miss for every row
         import redis
 
         if strict or (url and not isinstance(exc, redis.RedisError)):
+            raise
+        if step.source == "feast" and not isinstance(exc, feast_source.FeastError):
             raise
         unavailable = f"{type(exc).__name__}: {str(exc)[:200]}"
         log.warning("feature store unreachable for %s: %s", step.feature_set, unavailable)
@@ -170,14 +187,17 @@ def fetch(step: FeatureLookup, keys: np.ndarray, *, timeout_s: float | None = No
             and now - entry[1] > step.max_age_s
         )
         if entry is None or stale:
-            why = "is unknown" if entry is None else f"is older than max_age_s={step.max_age_s:g}"
+            why = (
+                lookup.why.get(entity, "is unknown") if entry is None else f"is older than max_age_s={step.max_age_s:g}"
+            )
             _missing(step, entity, why, unavailable, fill)
             rows[entity] = fill
             continue
         values = np.array([np.nan if v is None else v for v in entry[0]], dtype=np.float32)
         holes = np.isnan(values)
         if holes.any():
-            _missing(step, entity, f'has no feature "{step.features[int(np.argmax(holes))]}"', unavailable, fill)
+            hole = lookup.why.get(entity) or f'has no feature "{step.features[int(np.argmax(holes))]}"'
+            _missing(step, entity, hole, unavailable, fill)
             values = np.where(holes, fill, values)
         rows[entity] = values
     return np.stack([rows[t] for t in texts]) if texts else np.empty((0, len(step.features)), np.float32)

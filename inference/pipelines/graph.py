@@ -19,10 +19,12 @@ their owner, on the rows (switch) or the request (router) sent to them.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -33,6 +35,7 @@ from inference.runtime.signature import TensorSpec, numpy_dtype
 KINDS = ("feature_lookup", "transform", "model", "ensemble", "switch", "router")
 COMBINE = ("mean", "weighted_mean", "majority_vote", "max", "concat")
 ON_MISSING = ("default", "impute", "refuse")
+SOURCES = ("store", "feast")  # a lookup's source: the built-in store (Redis / database), a Feast feature server
 FLOATS = ("FP16", "FP32", "FP64")
 INTS = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "BOOL")
 MAX_STEPS = 64
@@ -138,6 +141,68 @@ class Step:
 
 # ------------------------------------------------------------------ feature lookup
 
+FEAST_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+FEAST_KEYS = ("kind", "url", "feature_service", "feature_refs", "entity_key")
+
+
+@dataclass(frozen=True)
+class FeastSource:
+    """Where a lookup reads from a Feast feature server: POST {url}/get-online-features
+    with `feature_service` or `feature_refs` ("view:feature"), the batch's keys sent as
+    the join key `entity_key`. The step's `features` are Feast's feature names (without
+    the view: the answer's names when full_feature_names is off)."""
+
+    url: str  # scheme://host[:port][/path], no trailing "/"
+    entity_key: str
+    feature_service: str = ""
+    feature_refs: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], where: str, features: tuple[str, ...], key: str) -> FeastSource:
+        unknown = sorted(set(raw) - set(FEAST_KEYS))
+        if unknown:
+            raise GraphError(f"{where}: unknown field(s) {', '.join(unknown)} (expected {', '.join(FEAST_KEYS)})")
+        url = raw.get("url")
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.username
+            or parts.password
+            or parts.query
+            or parts.fragment
+        ):
+            raise GraphError(f"{where}.url: expected the feature server's http(s)://host:port, got {url!r}")
+        try:
+            parts.port  # noqa: B018 - a bad port raises here
+        except ValueError:
+            raise GraphError(f"{where}.url: bad port in {url!r}") from None
+        entity_key = raw.get("entity_key", key)
+        if not isinstance(entity_key, str) or not FEAST_NAME.fullmatch(entity_key):
+            raise GraphError(f"{where}.entity_key: expected Feast's join key name (letters, digits, _)")
+        service, refs = raw.get("feature_service"), raw.get("feature_refs")
+        if (service is None) == (refs is None):
+            raise GraphError(f"{where}: name either feature_service or feature_refs")
+        if service is not None:
+            if not isinstance(service, str) or not FEAST_NAME.fullmatch(service):
+                raise GraphError(f"{where}.feature_service: expected a Feast feature service name")
+            return cls(url=url.rstrip("/"), entity_key=entity_key, feature_service=service)
+        if not isinstance(refs, list) or not refs:
+            raise GraphError(f'{where}.feature_refs: expected a non-empty list of "view:feature"')
+        names: dict[str, str] = {}
+        for ref in refs:
+            view, _, name = ref.partition(":") if isinstance(ref, str) else ("", "", "")
+            if not FEAST_NAME.fullmatch(view) or not FEAST_NAME.fullmatch(name):
+                raise GraphError(f'{where}.feature_refs: expected "view:feature", got {ref!r}')
+            if name in names:
+                raise GraphError(f'{where}.feature_refs: "{name}" is in both {names[name]!r} and {ref!r}')
+            names[name] = ref
+        missing = [f for f in features if f not in names]
+        if missing:
+            raise GraphError(f"{where}.feature_refs: no ref names the feature(s) {', '.join(missing)}")
+        return cls(url=url.rstrip("/"), entity_key=entity_key, feature_refs=tuple(names[f] for f in features))
+
 
 @dataclass
 class FeatureLookup(Step):
@@ -149,6 +214,10 @@ class FeatureLookup(Step):
     max_age_s: float | None = None
     on_missing: str = "default"
     defaults: dict[str, float] = field(default_factory=dict)
+    # "store" (the built-in Redis hashes / database rows) or "feast" (a Feast feature
+    # server over HTTP, `feast` below; docs/pipelines.md "Feast feature servers").
+    source: str = "store"
+    feast: FeastSource | None = None
     # False when the set belongs to a team the pipeline's may not read (set by
     # services.compile_version): the lookup then reads nothing, as from an empty set.
     readable: bool = True
@@ -186,7 +255,29 @@ class FeatureLookup(Step):
             missing = [f for f in self.features if f not in self.defaults]
             if missing:
                 raise GraphError(f'{self.where()}: on_missing "default" needs defaults for {", ".join(missing)}')
+        self.parse_source(raw.get("source"))
         self.reads = (self.key,)
+
+    def parse_source(self, raw: Any) -> None:
+        where = f"{self.where()}.source"
+        if raw is None:
+            return
+        if not isinstance(raw, dict):
+            raise GraphError(f"{where}: expected an object with a kind ({', '.join(SOURCES)})")
+        self.source = raw.get("kind", "store")
+        if self.source not in SOURCES:
+            raise GraphError(f"{where}.kind: expected one of {', '.join(SOURCES)}")
+        if self.source == "store":
+            extra = sorted(set(raw) - {"kind"})
+            if extra:
+                raise GraphError(f"{where}: the built-in store takes no settings (got {', '.join(extra)})")
+            return
+        if self.on_missing == "impute":
+            raise GraphError(
+                f'{where}: on_missing "impute" needs the reference statistics of the built-in store; '
+                'a Feast source takes "default" or "refuse"'
+            )
+        self.feast = FeastSource.parse(raw, where, self.features, self.key)
 
     def check(self, types: Types, graph: CompiledPipeline) -> None:
         key = self.need(types, self.key, "key")
@@ -441,6 +532,9 @@ class Model(Step):
     ref: ModelRef | None = None
     inputs_map: dict[str, str] = field(default_factory=dict)
     outputs_map: dict[str, str] = field(default_factory=dict)
+    # Filled by parse(), read per request: (the model's tensor, the graph's name) pairs.
+    in_pairs: tuple[tuple[str, str], ...] = ()
+    out_pairs: tuple[tuple[str, str], ...] = ()
 
     def parse(self, resolve: Resolver) -> None:
         raw = self.raw
@@ -456,26 +550,31 @@ class Model(Step):
             if not signature.has_output(name):
                 raise GraphError(f'{self.where()}.outputs: {self.ref.label} has no output "{name}"')
         self.reads = tuple(self.inputs_map.get(s.name, s.name) for s in signature.inputs)
+        self.in_pairs = tuple(zip((s.name for s in signature.inputs), self.reads, strict=True))
+        exposed = self.outputs_map or {s.name: s.name for s in signature.outputs}
+        self.out_pairs = tuple(exposed.items())
 
     def check(self, types: Types, graph: CompiledPipeline) -> None:
         assert self.ref is not None
         self.writes = check_model_io(self, self.ref, self.inputs_map, self.outputs_map, types)
 
+    def model_inputs(self, env: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's inputs by its own names, from the graph's tensors."""
+        return {own: env[graph_name] for own, graph_name in self.in_pairs}
+
+    def model_outputs(self, result: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's outputs as the graph names them."""
+        return {graph_name: result[own] for own, graph_name in self.out_pairs}
+
     def calls(self, env: dict[str, np.ndarray]) -> list[tuple[ModelRef, dict[str, np.ndarray]]]:
         assert self.ref is not None
-        return [(self.ref, {s.name: env[self.inputs_map.get(s.name, s.name)] for s in self.ref.signature.inputs})]
+        return [(self.ref, self.model_inputs(env))]
 
     def finish(self, results: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        return {graph_name: results[0][own] for own, graph_name in self._exposed().items()}
+        return self.model_outputs(results[0])
 
     def run(self, runner: Runner, env: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         return call_models(self, runner, env)
-
-    def _exposed(self) -> dict[str, str]:
-        assert self.ref is not None
-        if self.outputs_map:
-            return self.outputs_map
-        return {s.name: s.name for s in self.ref.signature.outputs}
 
 
 def check_model_io(
@@ -827,7 +926,7 @@ class CompiledPipeline:
 
     def run(self, runner: Runner, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         env = dict(inputs)
-        rows = _rows(inputs)
+        rows = rows_of(inputs)
         for name in self.order:
             env.update(run_step(runner, self.steps[name], env, rows))
         return {spec.name: env[spec.name] for spec in self.outputs}
@@ -843,7 +942,7 @@ class CompiledPipeline:
     async def run_async(self, runner: Runner, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """`run` on an event loop: model calls are awaited (the batcher's futures), no thread."""
         env = dict(inputs)
-        rows = _rows(inputs)
+        rows = rows_of(inputs)
         for name in self.order:
             step = self.steps[name]
             if not isinstance(step, (Model, Ensemble)):
@@ -863,7 +962,7 @@ class CompiledPipeline:
         return {spec.name: env[spec.name] for spec in self.outputs}
 
 
-def _rows(inputs: Mapping[str, np.ndarray]) -> int:
+def rows_of(inputs: Mapping[str, np.ndarray]) -> int:
     for arr in inputs.values():
         return int(arr.shape[0]) if arr.ndim else 1
     return 0
@@ -967,12 +1066,17 @@ def pipeline_compile(
     pending = {s.name: s for s in top}
     order: list[str] = []
     owners_first = {s.name: s for s in graph.steps.values() if s.owner is not None}
+    sources: dict[str, dict[str, str]] = {}  # step -> the step each tensor it reads came from
+    rewrites = _rewrites(top, graph)
+    position = {s.name: i for i, s in enumerate(top)}
     while pending:
         progressed = False
         for step_name in list(pending):
             step = pending[step_name]
             needs = _needs(step, graph)
             if any(n not in types for n in needs):
+                continue
+            if _waits_for_rewrite(step_name, needs, pending, rewrites, position):
                 continue
             if isinstance(step, (Switch, Router)):
                 for branch in step.branches():
@@ -981,6 +1085,7 @@ def pipeline_compile(
                     owned.checked = True
             step.check(types, graph)
             step.checked = True
+            sources[step_name] = {t: producer.get(t, "") for t in _needs(step, graph)}
             for tensor, tensor_type in step.writes.items():
                 # A transform may rewrite a tensor it reads (scale, clip, a rule on it).
                 if tensor in producer and not (isinstance(step, Transform) and tensor in step.reads):
@@ -994,7 +1099,7 @@ def pipeline_compile(
             del pending[step_name]
             progressed = True
         if not progressed:
-            _explain_stuck(pending, graph, types)
+            _explain_stuck(pending, graph, types, rewrites)
     graph.order = tuple(order)
     raw_outputs = spec.get("outputs")
     if not isinstance(raw_outputs, list) or not raw_outputs or not all(isinstance(o, str) for o in raw_outputs):
@@ -1003,7 +1108,7 @@ def pipeline_compile(
         if out not in types:
             raise GraphError(f'outputs: no input or step produces "{out}"')
     graph.outputs = tuple(_spec(o, types[o].datatype, types[o].shape) for o in raw_outputs)
-    _reachable_check(graph, producer, raw_outputs)
+    _reachable_check(graph, producer, sources, raw_outputs)
     return graph
 
 
@@ -1099,13 +1204,63 @@ def _transform_reads(step: Transform) -> list[str]:
     return names
 
 
-def _explain_stuck(pending: dict[str, Step], graph: CompiledPipeline, types: Types) -> None:
-    """Nothing more can run: a tensor nobody produces, or a cycle."""
+def _rewrites(top: list[Step], graph: CompiledPipeline) -> dict[str, set[str]]:
+    """Tensors each top-level transform rewrites in place (scale, clip or fill of a field, a
+    rule assigning to a name an input or another step provides): every other reader of such
+    a tensor reads it rewritten, so it runs after the transform, whatever the steps' order."""
+    provided = {i.name for i in graph.inputs}
+    declared = {s.name: _declared_writes(s, graph) for s in top}
+    found: dict[str, set[str]] = {}
+    for step in top:
+        if not isinstance(step, Transform):
+            continue
+        others = provided.union(*(w for name, w in declared.items() if name != step.name))
+        targets: set[str] = set()
+        for op in step.ops:
+            if op.get("op") in ("scale", "clip", "fill") and isinstance(op.get("field"), str):
+                targets.add(op["field"])
+            elif op.get("op") == "rule" and isinstance(op.get("rule"), str):
+                text = op["rule"]
+                body = text.split(" then ", 1)[1] if text.strip().startswith("if ") and " then " in text else text
+                targets.add(body.split("=", 1)[0].strip())
+        if targets & others:
+            found[step.name] = targets & others
+    return found
+
+
+def _waits_for_rewrite(
+    name: str, needs: tuple[str, ...], pending: dict[str, Step], rewrites: dict[str, set[str]], position: dict[str, int]
+) -> bool:
+    """Does a step that still has to run rewrite a tensor this one reads? Two transforms that
+    rewrite the same tensor run in the order they are listed."""
+    for other, tensors in rewrites.items():
+        if other == name or other not in pending or not tensors.intersection(needs):
+            continue
+        if tensors & rewrites.get(name, set()) and position[other] > position[name]:
+            continue
+        return True
+    return False
+
+
+def _explain_stuck(
+    pending: dict[str, Step], graph: CompiledPipeline, types: Types, rewrites: dict[str, set[str]]
+) -> None:
+    """Nothing more can run: a tensor nobody produces, a rewrite that waits on its own
+    readers, or a cycle."""
     every = _all_writes(graph) | {i.name for i in graph.inputs}
     for step in pending.values():
         for name in _needs(step, graph):
             if name not in every:
                 raise GraphError(f'{step.where()}: reads tensor "{name}", which no input or step produces')
+    for step in pending.values():
+        needs = _needs(step, graph)
+        if all(n in types for n in needs):  # ready but for a rewrite: the rewriter waits on it
+            other, tensors = next((o, t) for o, t in rewrites.items() if o in pending and t.intersection(needs))
+            tensor = sorted(tensors.intersection(needs))[0]
+            raise GraphError(
+                f'{step.where()}: reads tensor "{tensor}", which step "{other}" rewrites in place, but "{other}" '
+                f'needs what "{step.name}" leads to; write the rewritten tensor under a new name (outputs)'
+            )
     # All names exist, so the pending steps wait on each other.
     writer = {n: s.name for s in pending.values() for n in _declared_writes(s, graph)}
     start = next(iter(pending))
@@ -1118,8 +1273,12 @@ def _explain_stuck(pending: dict[str, Step], graph: CompiledPipeline, types: Typ
         path.append(nxt)
 
 
-def _reachable_check(graph: CompiledPipeline, producer: dict[str, str], outputs: list[str]) -> None:
-    """Every top-level step must feed the outputs (else it is unreachable, dead weight)."""
+def _reachable_check(
+    graph: CompiledPipeline, producer: dict[str, str], sources: dict[str, dict[str, str]], outputs: list[str]
+) -> None:
+    """Every top-level step must feed the outputs (else it is unreachable, dead weight);
+    `sources` says where each step's reads came from when it ran (a rewrite in place reads
+    the tensor of the step before it)."""
     needed: set[str] = set()
     stack = [producer[o] for o in outputs if producer.get(o)]
     while stack:
@@ -1127,8 +1286,7 @@ def _reachable_check(graph: CompiledPipeline, producer: dict[str, str], outputs:
         if name in needed:
             continue
         needed.add(name)
-        for tensor in _needs(graph.steps[name], graph):
-            source = producer.get(tensor)
+        for source in sources.get(name, {}).values():
             if source:
                 stack.append(source)
     for name in graph.order:

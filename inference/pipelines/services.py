@@ -7,6 +7,7 @@ import logging
 import re
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -126,7 +127,7 @@ def compile_version(version: PipelineVersion, *, depth: int = 0) -> CompiledPipe
     )
     owners = _feature_set_owners(graph)
     for step in _lookups(graph):
-        step.readable = _may_read(owners.get(step.feature_set), team_id)
+        step.readable = _may_read(owners.get(step.feature_set), team_id) and _feast_allowed(step)
     return graph
 
 
@@ -143,6 +144,13 @@ def spec_check(spec: Any, *, team: Team | None, name: str = "") -> CompiledPipel
     owners = _feature_set_owners(graph)
     for step in _lookups(graph):
         _refuse_foreign(step, owners.get(step.feature_set), team_id)
+        if not _feast_allowed(step):
+            allowed = ", ".join(_feast_servers()) or "none (MODELHUB_FEAST_SERVERS is empty)"
+            raise GraphError(
+                f'step "{step.name}".source.url: {step.feast.url if step.feast else ""!r} is not a Feast server '
+                f"this platform may call; allowed: {allowed}",
+                details={"step": step.name, "field": "source.url"},
+            )
     return graph
 
 
@@ -158,6 +166,16 @@ def _feature_set_owners(graph: CompiledPipeline) -> dict[str, int | None]:
     if not names:
         return {}
     return dict(FeatureSet.objects.filter(name__in=names).values_list("name", "team_id"))
+
+
+def _feast_servers() -> list[str]:
+    return [url.rstrip("/") for url in settings.FEAST_SERVERS]
+
+
+def _feast_allowed(step: FeatureLookup) -> bool:
+    """A Feast source calls only a server the operator listed (MODELHUB_FEAST_SERVERS):
+    a pipeline's author must not make the platform POST to any address it can reach."""
+    return step.feast is None or step.feast.url in _feast_servers()
 
 
 def _may_read(owner: int | None, team_id: int | None) -> bool:

@@ -77,7 +77,7 @@ def spec_for(
         step_placement=placement,
         device=device,
     )
-    executor.GRAPHS[spec.deployment_id] = graph
+    executor.register(spec.deployment_id, graph)
     return spec
 
 

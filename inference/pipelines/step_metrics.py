@@ -14,12 +14,14 @@ Keys: `mh:pstep:index` (set of series, each the JSON [pipeline, step, kind]) and
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000)
+_BUCKETS = len(BUCKETS_MS)
 INDEX_KEY = "mh:pstep:index"
 Series = tuple[str, str, str]  # (pipeline label, step, kind)
 
@@ -66,11 +68,9 @@ def count(pipeline: str, step: str, kind: str, seconds: float, ok: bool) -> None
         stats.calls += 1
         stats.errors += 0 if ok else 1
         stats.seconds += seconds
-        ms = seconds * 1000.0
-        for i, bound in enumerate(BUCKETS_MS):
-            if ms <= bound:
-                stats.buckets[i] += 1
-                break
+        i = bisect_left(BUCKETS_MS, seconds * 1000.0)  # the first bound >= ms
+        if i < _BUCKETS:
+            stats.buckets[i] += 1
 
 
 def step_stats() -> dict[Series, StepStats]:

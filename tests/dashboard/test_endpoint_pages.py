@@ -217,3 +217,105 @@ def test_the_timeline_shows_the_values_that_decided_an_analysis():
     assert endpoints.check_summary(shadow) == (
         "shadow_agreement fail: 0 of 145 shadow answers agreed, min 0.99 (at least 20 compared)"
     )
+
+
+PLAN = '{"steps": [{"weight": 20, "bake_s": 60}, {"weight": 100, "bake_s": 60}]}'
+
+
+def _start(client: Client, candidate: str, plan: str = PLAN) -> str:
+    response = client.post(
+        "/endpoints/flowers/rollouts",
+        {"candidate": candidate, "plan": plan},
+        follow=True,
+        HTTP_REFERER="/endpoints/flowers/",
+    )
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def _pipeline(engineer, name: str = "iris-pipe", **step) -> None:
+    from inference.pipelines import services as pipeline_services
+    from tests.inference.test_pipeline_rollouts import iris_pipeline
+
+    spec = iris_pipeline(name, model_version=2)
+    spec["steps"][0] |= step
+    pipeline_services.pipeline_create(name=name, spec=spec, user=engineer)
+
+
+def test_a_pipeline_version_is_a_rollout_candidate_on_the_endpoint_page(browser_client, endpoint, engineer):
+    from inference.models import Rollout
+
+    split(browser_client, [("iris:1", "primary", 100)])
+    _pipeline(engineer)
+    html = browser_client.get("/endpoints/flowers/").content.decode()
+    assert (
+        '<optgroup label="Pipeline versions"><option value="pipeline:iris-pipe:1">pipeline iris-pipe v1</option>'
+        in (html)
+    )
+    html = _start(browser_client, "pipeline:iris-pipe:1")
+    assert "started: pipeline iris-pipe v1 takes its first step" in html
+    rollout = Rollout.objects.get()
+    assert rollout.candidate_route == {"pipeline": "iris-pipe", "version": 1}
+    current = endpoint.revisions.get(is_current=True)
+    assert [(r.get("model") or r.get("pipeline"), r["role"], r["weight"]) for r in current.routes] == [
+        ("iris", "primary", 80),
+        ("iris-pipe", "canary", 20),
+    ]
+    assert "pipeline iris-pipe v1 takes 20 % of the traffic" in html and ">Abort</button>" in html
+    # The split names the pipeline route (it has no model version page: its pipeline's).
+    assert '<a href="/pipelines/iris-pipe/">pipeline iris-pipe v1</a>' in html
+    assert "pipeline iris-pipe v1 canary 20%" in html  # the policy history
+    assert "pipeline iris-pipe v1" in browser_client.get("/endpoints/").content.decode()
+
+
+def test_the_pipeline_rollout_form_shows_the_services_refusals(
+    browser_client, viewer_client, endpoint, engineer, approver, django_user_model
+):
+    from accounts.models import Team
+    from inference.models import Rollout
+    from inference.pipelines.models import Pipeline
+    from registry.models import ModelVersion
+    from tests.conftest import make_user
+
+    split(browser_client, [("iris:1", "primary", 100)])
+    _pipeline(engineer)
+    assert "no version 3 of a pipeline named &#x27;iris-pipe&#x27;" in _start(browser_client, "pipeline:iris-pipe:3")
+    assert "needs the ml_engineer role" in _start(viewer_client, "pipeline:iris-pipe:1")
+    # A graph that no longer checks (its stage alias resolves to nothing now): 400.
+    ModelVersion.objects.filter(model__name="iris", version=2).update(stage="Staging")
+    _pipeline(engineer, "iris-alias", model="iris@staging", version=None)
+    ModelVersion.objects.filter(model__name="iris", version=2).update(stage="None")
+    assert "pipeline iris-alias:1 no longer checks" in _start(browser_client, "pipeline:iris-alias:1")
+    # Another team's pipeline is neither listed nor found.
+    Pipeline.objects.filter(name="iris-alias").update(team=Team.objects.create(name="others"))
+    team = Team.objects.create(name="flowers-team")
+    Endpoint.objects.filter(pk=endpoint.pk).update(team=team)
+    member = make_user(django_user_model, "mia", "ml_engineer")
+    member.teams.add(team)
+    member_client = Client()
+    member_client.force_login(member)
+    assert "iris-alias" not in member_client.get("/endpoints/flowers/").content.decode()
+    assert "no version 1 of a pipeline named &#x27;iris-alias&#x27;" in _start(member_client, "pipeline:iris-alias:1")
+    # Production: a model the endpoint may not serve is the 409 of the environment rule.
+    ModelVersion.objects.filter(model__name="iris", version=1).update(stage="Production")
+    Endpoint.objects.filter(pk=endpoint.pk).update(environment="production", team=None)
+    approver_client = Client()
+    approver_client.force_login(approver)
+    html = _start(approver_client, "pipeline:iris-pipe:1")
+    assert "pipeline iris-pipe:1 uses iris:2, which is in None, so it cannot be the canary" in html
+    assert not Rollout.objects.exists()
+
+
+def test_the_split_editor_keeps_a_pipeline_route_and_can_set_one(browser_client, endpoint, engineer):
+    split(browser_client, [("iris:1", "primary", 100)])
+    _pipeline(engineer)
+    response = split(browser_client, [("iris:1", "primary", 70), ("pipeline:iris-pipe:1", "canary", 30)])
+    assert "Revision 2 is the split of flowers now." in response.content.decode()
+    current = endpoint.revisions.get(is_current=True)
+    assert [(r.get("model") or r.get("pipeline"), r["role"], r["weight"]) for r in current.routes] == [
+        ("iris", "primary", 70),
+        ("iris-pipe", "canary", 30),
+    ]
+    # Its row shows it selected: saving the page's split as it is keeps the pipeline route.
+    html = browser_client.get("/endpoints/flowers/").content.decode()
+    assert '<option value="pipeline:iris-pipe:1" selected>pipeline iris-pipe v1</option>' in html

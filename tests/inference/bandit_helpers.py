@@ -10,8 +10,9 @@ import pytest
 import redis
 from django.conf import settings
 
-from inference.bandits import router
+from inference.bandits import ledger, router
 from inference.bandits.feedback import feedback
+from inference.bandits.ledger import LedgerWriter
 from inference.bandits.store import PREFIX
 
 
@@ -38,6 +39,19 @@ def bandit_state(settings: Any) -> Iterator[None]:
         settings.REDIS_URL = url
         forget_redis_state()
     router._routers.clear()
+
+
+@pytest.fixture
+def ledger_in_test_thread(settings: Any) -> Iterator[LedgerWriter]:
+    """This process's ledger writer swapped for one whose thread flushes only when told (an
+    hour): every flush runs in the test's thread, inside its transaction. Needed with the
+    database store (settings.REDIS_URL = ""): the thread's own connection would not see the
+    test's rows, nor they its, and would wait on their locks."""
+    writer = LedgerWriter(capacity=int(settings.BANDIT_LEDGER_BUFFER), interval_s=3600.0)
+    previous, ledger._writer = ledger._writer, writer
+    yield writer
+    writer.close()
+    ledger._writer = previous
 
 
 def simulate(

@@ -1,7 +1,10 @@
 """The feedback ledger's writes off the request path (inference/bandits/ledger.py), against
-real Redis: decide() buffers the entry and a flush writes it in one pipelined round trip;
-feedback finds a decision still buffered in its process; a full buffer or an unreachable
-Redis drops entries, never blocks, and /metrics counts them for every process."""
+real Redis and, for the embedded default's store, real PostgreSQL: decide() buffers the
+entry and a flush writes the batch (one pipelined Redis round trip, or one transaction with
+one bulk INSERT); feedback finds a decision still buffered in its process; a full buffer or
+an unreachable Redis drops entries, never blocks, and /metrics counts them for every
+process. (SQLite, a locked database and the flush at exit:
+tests/integration/test_bandit_ledger_on_sqlite.py.)"""
 
 from __future__ import annotations
 
@@ -10,11 +13,14 @@ from typing import Any
 
 import orjson
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from inference.bandits import decide, ledger
 from inference.bandits.ledger import LedgerWriter
-from inference.bandits.store import PREFIX, RedisStore, store
-from tests.inference.bandit_helpers import bandit_state, redis_client  # noqa: F401 - fixture
+from inference.bandits.models import BanditDecision
+from inference.bandits.store import DatabaseStore, RedisStore, store
+from tests.inference.bandit_helpers import bandit_state  # noqa: F401 - fixture
 from tests.inference.conftest import auth
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("bandit_state")]
@@ -23,11 +29,15 @@ CONFIG = {"policy": "epsilon_greedy", "epsilon": 0.3, "arms": ["v1", "v2"]}
 KEY = "pipeline:5:ledger"
 
 
-@pytest.fixture
-def buffered(settings: Any) -> Iterator[LedgerWriter]:
-    """This process's writer, swapped for one whose thread flushes only when told (an hour)."""
-    if not settings.REDIS_URL:
-        pytest.skip("the ledger is buffered with the Redis store only")
+@pytest.fixture(params=["redis", "database"])
+def buffered(request: Any, settings: Any) -> Iterator[LedgerWriter]:
+    """The store (Redis, or the embedded default's database), and this process's writer
+    swapped for one whose thread flushes only when told (an hour): with the database, each
+    flush then runs in the test's thread and transaction."""
+    if request.param == "redis" and not settings.REDIS_URL:
+        pytest.skip("no Redis")
+    if request.param == "database":
+        settings.REDIS_URL = ""  # make run: no Redis
     settings.BANDIT_LEDGER_FLUSH_MS = 10.0  # buffered; a feedback that finds nothing waits 20 ms
     writer = LedgerWriter(capacity=3, interval_s=3600.0)
     previous, ledger._writer = ledger._writer, writer
@@ -37,7 +47,7 @@ def buffered(settings: Any) -> Iterator[LedgerWriter]:
 
 
 def _exists(request_id: str) -> bool:
-    return bool(redis_client().exists(PREFIX + "ledger:" + request_id))
+    return bool(store().entries(request_id)[0])
 
 
 def _dropped(client: Any) -> dict[str, float]:
@@ -103,8 +113,12 @@ def test_a_full_buffer_drops_the_entry_and_metrics_count_it(client: Any, buffere
     assert _dropped(client)["buffer_full"] == 2  # not yet published: this process's own count
     buffered.flush()  # the counts travel with the next flush to the shared counters
     assert not _exists("full-3") and _exists("full-2")
-    assert redis_client().hget(PREFIX + "ledger_dropped", "buffer_full") == b"2"
-    assert _dropped(client)["buffer_full"] == 2  # counted once, from Redis now
+    assert store().ledger_dropped()["buffer_full"] == 2  # the Redis hash, or BanditLedgerDropped
+    assert _dropped(client)["buffer_full"] == 2  # counted once, from the store now
+    for i in range(5, 9):
+        decide(KEY, CONFIG["arms"], CONFIG, f"full-{i}", endpoint="iris")
+    buffered.flush()
+    assert store().ledger_dropped()["buffer_full"] == 3  # added to, not replaced
 
 
 def test_an_unreachable_store_loses_the_flush_and_counts_it(client: Any, settings: Any) -> None:
@@ -124,3 +138,21 @@ def test_an_unreachable_store_loses_the_flush_and_counts_it(client: Any, setting
         writer._closed = True
         writer._wake.set()
         ledger._writer = previous
+
+
+@pytest.mark.parametrize("buffered", ["database"], indirect=True)
+def test_the_database_store_writes_a_flush_with_one_bulk_insert(buffered: LedgerWriter) -> None:
+    assert isinstance(store(), DatabaseStore)
+    first = decide(KEY, CONFIG["arms"], CONFIG, "bulk-1", endpoint="iris")
+    decide(KEY, CONFIG["arms"], CONFIG, "bulk-2", endpoint="iris")
+    again = decide(KEY, CONFIG["arms"], CONFIG, "bulk-2", endpoint="other")  # the same request decided again
+
+    with CaptureQueriesContext(connection) as queries:
+        assert buffered.flush() == 3
+    insert = 'INSERT INTO "bandits_banditdecision"'
+    assert len([q for q in queries.captured_queries if q["sql"].startswith(insert)]) == 1  # the batch in one
+    assert sum(arm.pulls for arm in store().load(KEY).values()) == 3
+    rows = {r.request_id: r for r in BanditDecision.objects.filter(router_key=KEY)}
+    assert sorted(rows) == ["bulk-1", "bulk-2"]
+    assert (rows["bulk-1"].arm, rows["bulk-1"].propensity) == (first.arm, first.propensity)
+    assert (rows["bulk-2"].arm, rows["bulk-2"].endpoint) == (again.arm, "other")  # the last decision

@@ -20,7 +20,12 @@ from inference.bandits.models import BanditArm, BanditDecision
 from inference.bandits.selectors import router_stats
 from inference.bandits.store import PREFIX, RedisStore, store
 from inference.bandits.tasks import sweep
-from tests.inference.bandit_helpers import bandit_state, redis_client, simulate  # noqa: F401 - fixture
+from tests.inference.bandit_helpers import (  # noqa: F401 - fixtures
+    bandit_state,
+    ledger_in_test_thread,
+    redis_client,
+    simulate,
+)
 from tests.inference.conftest import auth
 from workers.embedded_scheduler import embedded_jobs
 
@@ -115,6 +120,7 @@ def test_the_sweep_is_in_the_beat_schedule_and_the_embedded_scheduler() -> None:
     assert "bandits.sweep" in {job.task for job in embedded_jobs()}
 
 
+@pytest.mark.usefixtures("ledger_in_test_thread")
 def test_the_embedded_default_keeps_state_and_ledger_in_the_database(client: Any, app_key: str, settings: Any) -> None:
     redis_there = redis_client()
     settings.REDIS_URL = ""
@@ -135,6 +141,7 @@ def test_the_embedded_default_keeps_state_and_ledger_in_the_database(client: Any
 
     # Past the retention: refused at once, and the sweep deletes it.
     decide(key, ["a", "b"], CONFIG, "old-req", endpoint="iris")
+    flush_pending()  # out of this process's ledger buffer
     old = datetime.now(UTC) - timedelta(seconds=settings.BANDIT_LEDGER_RETENTION_S + 60)
     BanditDecision.objects.filter(request_id="old-req").update(decided_at=old)
     late = client.post(

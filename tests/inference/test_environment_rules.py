@@ -105,12 +105,14 @@ def test_a_rollout_candidate_may_be_a_staging_canary_on_production(
         endpoint=production,
         routes=[route(1, weight=95), route(2, "canary", 5)],
         user=None,
-        rollout_candidate=("iris", 2),
+        rollout_candidate=("model", "iris", 2),
     )
     assert current_routes(production) == [(1, "primary", 95), (2, "canary", 5)]
     # ... but never its primary.
     with pytest.raises(environments.EnvironmentRuleBroken):
-        traffic.traffic_policy_revise(endpoint=production, routes=[route(2)], user=None, rollout_candidate=("iris", 2))
+        traffic.traffic_policy_revise(
+            endpoint=production, routes=[route(2)], user=None, rollout_candidate=("model", "iris", 2)
+        )
 
 
 def test_staging_takes_staging_or_production_versions_only(

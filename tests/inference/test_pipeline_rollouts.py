@@ -61,6 +61,15 @@ def analysis(action: str) -> dict[str, Any]:
     return next(c for c in event.after["analysis"]["checks"] if c["check"] == "error_rate")
 
 
+def hand_canary(api: Any) -> Any:
+    """The same canary as a rollout's first step, by hand: PUT .../traffic."""
+    routes = [
+        {"model": "iris", "version": 1, "role": "primary", "weight": 80},
+        {"pipeline": "iris-pipe", "version": 1, "role": "canary", "weight": 20},
+    ]
+    return api.put("/api/v1/endpoints/flowers/traffic", {"routes": routes}, format="json")
+
+
 @pytest.fixture
 def approver(django_user_model: Any) -> Any:
     return make_user(django_user_model, "alice", APPROVER)
@@ -128,37 +137,79 @@ def test_a_pipeline_candidate_that_errors_is_rolled_back_to_the_stable_routes(
     assert check["candidate_requests"] == answers.count(400)
 
 
-@pytest.mark.parametrize("plan", [PLAN, {**PLAN, "shadow": {"bake_s": 30}}], ids=["steps", "shadow-first"])
-def test_a_pipeline_candidate_using_a_version_the_endpoint_may_not_serve_is_refused_like_a_hand_change(
-    iris: list[ModelVersion], engineer: Any, approver: Any, plan: dict[str, Any]
-) -> None:
+@pytest.fixture
+def production(iris: list[ModelVersion], engineer: Any, approver: Any) -> Endpoint:
+    """A production endpoint serving iris v1 (Production); iris v2 (the pipeline's model) is
+    in the stage each test gives it."""
     ModelVersion.objects.filter(pk=iris[0].pk).update(stage="Production")
-    ModelVersion.objects.filter(pk=iris[1].pk).update(stage="Staging")  # a shadow on production, no more
-    endpoint = endpoints.endpoint_create(name="flowers", user=engineer, environment="production")
+    endpoint = endpoints.endpoint_create(name="flowers", user=engineer, environment="production", require_key=False)
     traffic_policy_revise(
         endpoint=endpoint, routes=[{"model": "iris", "version": 1, "role": "primary", "weight": 100}], user=approver
     )
     pipeline_services.pipeline_create(name="iris-pipe", spec=iris_pipeline("iris-pipe", model_version=2), user=engineer)
+    recorder.drain()
+    return endpoint
+
+
+@pytest.mark.parametrize(
+    ("stage", "plan"),
+    [
+        ("None", PLAN),
+        ("None", {**PLAN, "shadow": {"bake_s": 30}}),
+        ("Staging", {**PLAN, "steps": [{"weight": 100, "bake_s": 0.001}]}),  # the primary at once
+    ],
+    ids=["never-promoted", "never-promoted-shadow-first", "staging-straight-to-100"],
+)
+def test_a_pipeline_candidate_using_a_version_the_endpoint_may_not_serve_is_refused_like_a_hand_change(
+    production: Endpoint, iris: list[ModelVersion], approver: Any, stage: str, plan: dict[str, Any]
+) -> None:
+    ModelVersion.objects.filter(pk=iris[1].pk).update(stage=stage)
     api = client_for(approver)
-    hand = api.put(
-        "/api/v1/endpoints/flowers/traffic",
-        {
-            "routes": [
-                {"model": "iris", "version": 1, "role": "primary", "weight": 80},
-                {"pipeline": "iris-pipe", "version": 1, "role": "canary", "weight": 20},
-            ]
-        },
-        format="json",
-    )
+    hand = hand_canary(api)
     response = api.post(
         "/api/v1/endpoints/flowers/rollouts", {"pipeline": "iris-pipe", "version": 1, "plan": plan}, format="json"
     )
     assert hand.status_code == response.status_code == 409, response.content
     error = response.json()["error"]
     assert error["code"] == hand.json()["error"]["code"] == "environment_rule"
-    assert "uses iris:2, which is in Staging" in error["message"]
+    assert f"uses iris:2, which is in {stage}" in error["message"]
     assert error["details"]["pipeline"] == "iris-pipe" and error["details"]["version"] == 2
-    assert not Rollout.objects.exists() and split(endpoint) == [("iris", 1, "primary", 100)]
+    assert not Rollout.objects.exists() and split(production) == [("iris", 1, "primary", 100)]
+
+
+def test_a_staging_model_step_is_a_production_canary_only_in_a_rollout_an_approver_started(
+    client: Any, production: Endpoint, iris: list[ModelVersion], approver: Any
+) -> None:
+    """The exception a Staging model candidate has, for each model of a pipeline candidate:
+    a hand change is still refused; the rollout canaries it, waits before 100 % until the
+    model is in Production, then finishes."""
+    ModelVersion.objects.filter(pk=iris[1].pk).update(stage="Staging")
+    api = client_for(approver)
+    hand = hand_canary(api)
+    assert hand.status_code == 409 and hand.json()["error"]["code"] == "environment_rule"
+    response = api.post(
+        "/api/v1/endpoints/flowers/rollouts", {"pipeline": "iris-pipe", "version": 1, "plan": PLAN}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    rid = response.json()["id"]
+    assert split(production) == [("iris", 1, "primary", 80), ("pipeline iris-pipe", 1, "canary", 20)]
+    assert set(predict(client, ROWS, 60)) == {200}
+    flush_now()
+    assert rollouts.rollout_advance(rollout_id=rid) == "step"
+    assert split(production) == [("iris", 1, "primary", 50), ("pipeline iris-pipe", 1, "canary", 50)]
+    assert set(predict(client, ROWS, 60)) == {200}
+    flush_now()
+    assert rollouts.rollout_advance(rollout_id=rid) == "waiting"  # never the primary while iris v2 is in Staging
+    rollout = Rollout.objects.get(pk=rid)
+    assert "uses iris:2, which is in Staging" in rollout.reason and "the rollout waits" in rollout.reason
+    assert split(production) == [("iris", 1, "primary", 50), ("pipeline iris-pipe", 1, "canary", 50)]
+    assert rollouts.rollout_advance(rollout_id=rid) == "waiting"
+
+    # Approved meanwhile (one Production version per model: v1 leaves it).
+    ModelVersion.objects.filter(pk=iris[0].pk).update(stage="Archived")
+    ModelVersion.objects.filter(pk=iris[1].pk).update(stage="Production")
+    assert rollouts.rollout_advance(rollout_id=rid) == "succeeded"
+    assert split(production) == [("pipeline iris-pipe", 1, "primary", 100)]
 
 
 def test_a_candidate_names_a_model_or_a_pipeline_not_both(endpoint: Endpoint, engineer: Any) -> None:

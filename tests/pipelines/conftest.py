@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -47,6 +48,16 @@ def feature_set() -> Iterator[str]:
         keys = list(client.scan_iter(f"{features.PREFIX}{name}:*"))
         if keys:
             client.delete(*keys)
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A local port that accepts connections and never answers (a hung store or server)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield int(sock.getsockname()[1])
+    sock.close()
 
 
 SCALE = {"mean": [500.0, 300.0, 20.0, 2.0], "std": [500.0, 400.0, 15.0, 3.0]}

@@ -166,15 +166,9 @@ def test_the_pipeline_has_its_own_v2_metadata(
 
 
 @pytest.fixture
-def silent_redis(settings: Any) -> Any:
+def silent_redis(silent_port: int) -> str:
     """A Redis address that accepts connections and never answers (a hung store)."""
-    import socket
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
-    sock.close()
+    return f"redis://127.0.0.1:{silent_port}/0"
 
 
 def test_a_hung_feature_store_falls_back_to_the_defaults_or_refuses(

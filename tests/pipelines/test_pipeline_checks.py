@@ -35,6 +35,26 @@ def test_the_fraud_spec_checks_and_orders_its_steps(fraud_versions: Any) -> None
     assert [(o.name, o.datatype) for o in graph.outputs] == [("fraud_score", "FP32"), ("action", "BYTES")]
 
 
+def test_a_tensor_rewritten_in_place_is_read_rewritten_whatever_the_steps_order(fraud_versions: Any) -> None:
+    spec = fraud_spec("cards", 0.5)
+    # Listed last: "prep" and "business" read amount, and must read it capped.
+    spec["steps"].append({"name": "cap", "kind": "transform", "ops": [{"op": "clip", "field": "amount", "max": 500}]})
+    graph = pipeline_services.spec_check(spec, team=None)
+    assert graph.order == ("lookup", "cap", "prep", "ensemble", "business")
+    # Two rewrites of one tensor run in the order they are listed.
+    spec["steps"].append({"name": "floor", "kind": "transform", "rules": ["amount = amount + 1"]})
+    order = pipeline_services.spec_check(spec, team=None).order
+    assert order.index("cap") < order.index("floor") < order.index("prep")
+
+
+def test_a_rewrite_that_waits_on_its_own_readers_is_refused_naming_both(fraud_versions: Any) -> None:
+    spec = fraud_spec("cards", 0.5)
+    # "late" rewrites amount from the ensemble's answer, which prep's features (from amount) lead to.
+    spec["steps"].append({"name": "late", "kind": "transform", "rules": ["amount = amount * proba[1]"]})
+    message = refused(spec)
+    assert 'reads tensor "amount", which step "late" rewrites in place' in message
+
+
 def test_a_dtype_mismatch_names_the_step_the_tensor_and_both_types(fraud_versions: Any) -> None:
     spec = fraud_spec("cards", 0.5)
     spec["steps"][2]["ops"][0]["datatype"] = "FP64"
