@@ -231,6 +231,10 @@ class Served:
         answers: list[tuple[str, float, bool, list[_Job]]] = []
         expired = bad = requests = 0
         refusals: list[tuple[str, bytes]] = []
+        # The live requests of every frame pulled, to be submitted to the batcher at once, and
+        # where each one's future goes (its frame's jobs, its place there).
+        submits: list[tuple[dict[str, np.ndarray], float]] = []
+        places: list[tuple[list[_Job], int]] = []
         for frame in frames:
             try:
                 header, groups = wire.decode_many(frame)
@@ -262,12 +266,18 @@ class Served:
                     continue
                 live += 1
                 try:
-                    checked = self._fit(tensors, signature)
-                    jobs.append((served.submit(checked, timeout_s=remaining), None, deadline))
+                    submits.append((self._fit(tensors, signature), remaining))
                 except RuntimeErrorBase as exc:
                     jobs.append((None, exc, deadline))
+                    continue
+                places.append((jobs, len(jobs)))
+                jobs.append((None, None, deadline))  # its future, once submitted below
             if live:  # a frame whose requests all expired has no one waiting for its reply
                 answers.append((reply_to, frame_deadline, many, jobs))
+        # All at once: under one lock and one wake-up of the batcher's thread, so that the
+        # requests of the frames pulled together run in as few ONNX Runtime calls as they fit.
+        for (jobs, i), future in zip(places, served.submit_many(submits), strict=True):
+            jobs[i] = (future, None, jobs[i][2])
         with self.lock:
             self.pulled += requests
             self.frames += len(frames)

@@ -23,7 +23,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -306,27 +306,67 @@ class DynamicBatcher:
         assert request.result is not None
         return request.result, request.timing or (request.rows, 0.0, 0.0)
 
+    def submit_many(self, requests: Sequence[tuple[Mapping[str, Array], float | None]]) -> list[TimedFuture]:
+        """Queue several requests (inputs, timeout_s) at once: under one lock and with one
+        wake-up of the batcher's thread, so that they run in as few calls as `max_batch_size`
+        allows (one by one, the thread wakes on the first and takes what is queued by the
+        time it runs). Each request is admitted or refused on its own, in order: the Future
+        of a refused one holds its error (Overloaded, ModelNotReady, InputError)."""
+        now = time.monotonic()
+        futures: list[TimedFuture] = []
+        queued: list[tuple[_Request, float | None]] = []
+        for inputs, timeout_s in requests:
+            future = TimedFuture()
+            futures.append(future)
+            try:
+                rows, key = self._rows_and_key(inputs)
+            except InputError as exc:
+                future.set_exception(exc)
+                continue
+            deadline = None if timeout_s is None else now + timeout_s
+            queued.append((_Request(inputs, rows, key, deadline, now, future), timeout_s))
+        refused: list[tuple[TimedFuture, RuntimeErrorBase]] = []
+        with self._cond:
+            for request, timeout_s in queued:
+                try:
+                    self._append_locked(request, timeout_s, now)
+                except RuntimeErrorBase as refusal:
+                    assert request.future is not None
+                    refused.append((request.future, refusal))
+            self._wake_locked()
+        for future, error in refused:  # outside the lock: a callback may run here
+            future.set_exception(error)
+        return futures
+
     def _enqueue(self, inputs: Mapping[str, Array], timeout_s: float | None, future: TimedFuture | None) -> _Request:
         rows, key = self._rows_and_key(inputs)
         now = time.monotonic()
         deadline = None if timeout_s is None else now + timeout_s
         request = _Request(inputs, rows, key, deadline, now, future)
         with self._cond:
-            if self._closed:
-                raise ModelNotReady(f"{self.model.label}: batcher is closed")
-            if len(self._queue) >= self.max_queue_size:
-                self._rejected += 1
-                raise Overloaded(f"{self.model.label}: queue is full ({self.max_queue_size} requests waiting)")
-            if self.admission.enabled and self._batch_s_ewma > 0:
-                self._admit(rows, timeout_s, now)
-            self._queue.append(request)
-            self._queued_rows += rows
-            self._requests += 1
-            if self._state == _WAITING_FOR_WORK or (
-                self._state == _WAITING_TO_FILL and self._queued_rows >= self.max_batch_size
-            ):
-                self._cond.notify()
+            self._append_locked(request, timeout_s, now)
+            self._wake_locked()
         return request
+
+    def _append_locked(self, request: _Request, timeout_s: float | None, now: float) -> None:
+        """Queue one request (under _cond), or raise ModelNotReady / Overloaded."""
+        if self._closed:
+            raise ModelNotReady(f"{self.model.label}: batcher is closed")
+        if len(self._queue) >= self.max_queue_size:
+            self._rejected += 1
+            raise Overloaded(f"{self.model.label}: queue is full ({self.max_queue_size} requests waiting)")
+        if self.admission.enabled and self._batch_s_ewma > 0:
+            self._admit(request.rows, timeout_s, now)
+        self._queue.append(request)
+        self._queued_rows += request.rows
+        self._requests += 1
+
+    def _wake_locked(self) -> None:
+        """Wake the batcher's thread (under _cond) if it waits for what is queued now."""
+        if self._state == _WAITING_FOR_WORK or (
+            self._state == _WAITING_TO_FILL and self._queued_rows >= self.max_batch_size
+        ):
+            self._cond.notify()
 
     def expected_wait_s(self, rows: int = 1) -> float:
         """Seconds until a request of `rows` rows queued now would be answered (0 with no

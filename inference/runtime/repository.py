@@ -22,7 +22,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,6 +158,17 @@ class ServedModel:
         self.last_used = time.monotonic()
         if self.batcher is not None:
             return self.batcher.submit(inputs, timeout_s=timeout_s)
+        return self._run_now(inputs, timeout_s)
+
+    def submit_many(self, requests: Sequence[tuple[Mapping[str, Array], float | None]]) -> builtins.list[TimedFuture]:
+        """`submit` for several requests (inputs, timeout_s) at once: to the batcher together,
+        so that they can run in one call (`DynamicBatcher.submit_many`)."""
+        self.last_used = time.monotonic()
+        if self.batcher is not None:
+            return self.batcher.submit_many(requests)
+        return [self._run_now(inputs, timeout_s) for inputs, timeout_s in requests]
+
+    def _run_now(self, inputs: Mapping[str, Array], timeout_s: float | None) -> TimedFuture:
         future = TimedFuture()
         try:
             outputs, future.timing = self.predict_timed(inputs, timeout_s=timeout_s)

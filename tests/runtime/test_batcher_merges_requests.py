@@ -8,8 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from inference.runtime.batcher import DynamicBatcher
+from inference.runtime.errors import InputError, ModelNotReady, Overloaded
 from inference.runtime.session import LoadedModel
 from tests.runtime.conftest import GatedModel, rows
+from tests.runtime.eager_batcher import EagerBatcher
 
 
 def test_concurrent_requests_share_one_call_when_they_fill_a_batch(gated: GatedModel) -> None:
@@ -90,3 +92,52 @@ def test_its_counters_separate_queue_wait_from_model_time(identity_model: Loaded
     assert stats.model_ms_total > 0 and stats.queue_wait_ms_total >= 0
     assert stats.mean_batch_rows >= 1
     assert set(stats.to_dict()) >= {"batches", "rows", "batch_size_histogram", "queue_wait_ms_total", "model_ms_total"}
+
+
+def test_requests_submitted_together_run_in_one_call_however_the_thread_is_scheduled(
+    identity_model: LoadedModel,
+) -> None:
+    # The batcher's thread takes the queue the moment it is woken (EagerBatcher): requests
+    # submitted one by one would run as 1 + 11 rows; submitted together they run as one call.
+    frame = [(rows(1, start=10 * i), 30.0) for i in range(12)]
+    with EagerBatcher(identity_model, max_batch_size=16, max_queue_delay_ms=0) as batcher:
+        futures = batcher.submit_many(frame)
+        results = [f.result(timeout=30) for f in futures]
+        stats = batcher.stats()
+
+    assert (stats.requests, stats.batches, stats.rows) == (12, 1, 12)
+    assert stats.batch_size_histogram == {12: 1}
+    assert all(f.timing is not None and f.timing[0] == 12 for f in futures)
+    for (inputs, _), result in zip(frame, results, strict=True):
+        np.testing.assert_array_equal(result["y"], inputs["x"])
+
+
+def test_submitted_together_each_request_is_admitted_or_refused_on_its_own(gated: GatedModel) -> None:
+    gated.gate.clear()
+    with DynamicBatcher(gated, max_batch_size=4, max_queue_delay_ms=0, max_queue_size=3) as batcher:  # type: ignore[arg-type]
+        first = batcher.submit(rows(1))
+        assert gated.entered.wait(10)  # the thread is held inside the first call; the queue is empty
+        futures = batcher.submit_many(
+            [(rows(1), 30.0), ({"not_x": rows(1)["x"]}, 30.0), (rows(2), 30.0), (rows(1), 30.0), (rows(1), 30.0)]
+        )
+        gated.gate.set()
+        first.result(timeout=30)
+        outcomes = [f.exception(timeout=30) for f in futures]
+        stats = batcher.stats()
+
+    assert outcomes[0] is None and outcomes[2] is None and outcomes[3] is None
+    assert isinstance(outcomes[1], InputError)  # a missing input fails only itself
+    assert isinstance(outcomes[4], Overloaded)  # the queue (3 requests) was full: only the overflow is refused
+    assert gated.calls == [1, 4]  # the admitted three ran together
+    assert (stats.requests, stats.rejected) == (4, 1)
+
+
+def test_a_closed_batcher_refuses_requests_submitted_together_through_their_futures(
+    identity_model: LoadedModel,
+) -> None:
+    batcher = DynamicBatcher(identity_model, max_batch_size=4, max_queue_delay_ms=0)
+    batcher.close()
+
+    futures = batcher.submit_many([(rows(1), None), (rows(1), None)])
+
+    assert all(isinstance(f.exception(timeout=1), ModelNotReady) for f in futures)

@@ -97,17 +97,20 @@ def start_inference_worker(
     env: dict[str, str] | None = None,
     args: list[str] | None = None,
     frame_version: int | None = None,
+    code: str | None = None,
 ) -> InferenceWorkerProcess:
     """`python -m workers.inference_worker`; `frame_version` starts it speaking another frame version
-    (as a worker of another release would), `env` and `args` add settings."""
+    (as a worker of another release would), `code` starts it with `python -c code` (code that
+    changes a part of the worker, then calls its main()), `env` and `args` add settings."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     entry = ["-m", "workers.inference_worker"]
     if frame_version is not None:
-        entry = [
-            "-c",
+        code = (
             "import inference.pool_protocol as w, workers.inference_worker as m\n"
-            f"w.FRAME_VERSION = {int(frame_version)}\nm.main()",
-        ]
+            f"w.FRAME_VERSION = {int(frame_version)}\nm.main()"
+        )
+    if code is not None:
+        entry = ["-c", code]
     cmd = [
         sys.executable,
         *entry,

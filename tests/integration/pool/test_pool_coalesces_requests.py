@@ -28,6 +28,7 @@ from tests.integration.pool.conftest import (
     two_workers_warm,
     wait_until,
 )
+from tests.runtime.eager_batcher import EAGER_WORKER
 
 pytestmark = [pytest.mark.integration]
 
@@ -159,3 +160,40 @@ def test_killing_one_of_two_workers_under_coalesced_load_gives_503_or_504_and_ne
 
     assert_survived_the_kill(outcomes, killed_at, deadline_s)
     assert second.proc.poll() is None
+
+
+def test_the_requests_of_the_frames_a_worker_pulls_together_run_in_one_onnx_runtime_call(
+    transport, inference_workers, tmp_path, redis_url
+):
+    # Two frames (5 + 7 requests) wait in the queue before the model is loaded, so the first
+    # puller takes both at once. The worker's batcher thread takes its queue the moment it is
+    # woken (EagerBatcher): requests handed to it one by one would run in several calls, every
+    # time; the worker hands over all twelve together and they run as one call of 12 rows.
+    path = mlp_model(tmp_path / "mlp.onnx")
+    spec = pool_spec(path, max_batch_size=16, max_queue_delay_ms=0)
+    client = redis_client(redis_url)
+    deadline = time.time() + 120
+    frames = [[np.full((1, 16), 10 * f + i, np.float32) for i in range(n)] for f, n in enumerate((5, 7))]
+    replies = [wire.reply_key(uuid.uuid4().hex) for _ in frames]
+    for reply, inputs in zip(replies, frames, strict=True):
+        header = {"r": reply, "dl": deadline, "d": [deadline] * len(inputs)}
+        client.rpush(wire.queue_key(spec.key), wire.encode_many(header, [{"input": x} for x in inputs]))
+    transport.ensure_loaded(spec)
+    inference_workers(code=EAGER_WORKER)
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for reply, inputs in zip(replies, frames, strict=True):
+        popped = client.blpop([reply], timeout=60)
+        assert popped is not None, "no reply"
+        header, groups = wire.decode_many(popped[1])
+        assert header["e"] == [None] * len(inputs)
+        for x, outputs, timing in zip(inputs, groups, header["x"], strict=True):
+            np.testing.assert_allclose(outputs["output"], session.run(None, {"input": x})[0], rtol=1e-5, atol=1e-5)
+            assert timing[0] == 12  # rows in the ONNX Runtime call it ran in
+    report = wait_until(
+        lambda: [r for r in deployment_report(spec) if r.get("pulled") == 12],
+        timeout=10,
+        what="the heartbeat to count the requests",
+    )[0]
+    assert report["frames"] == 2
+    assert report["batcher"]["batch_size_histogram"] == {"12": 1}
