@@ -22,6 +22,13 @@ if [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
+# The Feast source's tests run a real `feast serve` from a venv of its own (Feast does not
+# install beside the platform's pandas): build it in the background while the suite runs,
+# when the run includes them. The tests' fixture waits for it (one builder, a file lock).
+if [ $# -eq 0 ] || [[ "$*" == *pipelines* ]]; then
+  "$PYTHON" -m tests.pipelines.feast_server >/tmp/modelhub-feast-venv.log 2>&1 &
+fi
+
 export DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 export REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
 export MODELHUB_DATA_DIR=${MODELHUB_DATA_DIR:-$(mktemp -d /tmp/modelhub-test.XXXXXX)}

@@ -186,6 +186,6 @@ class FeastServer:
             self.process.wait(timeout=30)
 
 
-if __name__ == "__main__":  # build the venv ahead of a test run
+if __name__ == "__main__":  # build the venv ahead of a test run (scripts/test.sh: in the background)
     started = time.monotonic()
     print(f"feast {FEAST_VERSION} venv: {ensure_venv().parent.parent} ({time.monotonic() - started:.0f} s)")
