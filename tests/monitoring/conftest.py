@@ -14,7 +14,14 @@ from monitoring.flusher import Flusher
 @pytest.fixture(autouse=True)
 def no_live_minutes_from_other_tests(settings: Any) -> None:
     """Alert evaluation and the window selector read the live minutes in Redis too: start
-    every monitoring test without the ones other tests' predictions left there."""
+    every monitoring test without the ones other tests' predictions left there, nor the
+    counts still waiting in this process's recorder (its background flusher would write
+    them into Redis in the middle of the test)."""
+    from inference.telemetry.recorder import recorder as process_recorder
+
+    process_recorder.drain()
+    process_recorder.drain_step_inputs()
+    process_recorder.drain_samples()
     if not settings.REDIS_URL:
         return
     import redis
