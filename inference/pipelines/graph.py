@@ -1069,6 +1069,7 @@ def pipeline_compile(
     sources: dict[str, dict[str, str]] = {}  # step -> the step each tensor it reads came from
     rewrites = _rewrites(top, graph)
     position = {s.name: i for i, s in enumerate(top)}
+    early: set[str] = set()  # steps a rewriter depends on: they read the value before it
     while pending:
         progressed = False
         for step_name in list(pending):
@@ -1076,7 +1077,7 @@ def pipeline_compile(
             needs = _needs(step, graph)
             if any(n not in types for n in needs):
                 continue
-            if _waits_for_rewrite(step_name, needs, pending, rewrites, position):
+            if step_name not in early and _waits_for_rewrite(step_name, needs, pending, rewrites, position):
                 continue
             if isinstance(step, (Switch, Router)):
                 for branch in step.branches():
@@ -1099,7 +1100,13 @@ def pipeline_compile(
             del pending[step_name]
             progressed = True
         if not progressed:
-            _explain_stuck(pending, graph, types, rewrites)
+            # Ready but for a rewrite that itself needs what they lead to: they run first.
+            ready = {n for n, st in pending.items() if all(t in types for t in _needs(st, graph))}
+            waiting = ready & _feeding_rewriters(pending, graph, rewrites, types)
+            if waiting - early:
+                early |= waiting
+                continue
+            _explain_stuck(pending, graph, types)
     graph.order = tuple(order)
     raw_outputs = spec.get("outputs")
     if not isinstance(raw_outputs, list) or not raw_outputs or not all(isinstance(o, str) for o in raw_outputs):
@@ -1207,7 +1214,8 @@ def _transform_reads(step: Transform) -> list[str]:
 def _rewrites(top: list[Step], graph: CompiledPipeline) -> dict[str, set[str]]:
     """Tensors each top-level transform rewrites in place (scale, clip or fill of a field, a
     rule assigning to a name an input or another step provides): every other reader of such
-    a tensor reads it rewritten, so it runs after the transform, whatever the steps' order."""
+    a tensor reads it rewritten, so it runs after the transform, whatever the steps' order,
+    unless the transform needs what that reader leads to (then the reader runs first)."""
     provided = {i.name for i in graph.inputs}
     declared = {s.name: _declared_writes(s, graph) for s in top}
     found: dict[str, set[str]] = {}
@@ -1242,25 +1250,30 @@ def _waits_for_rewrite(
     return False
 
 
-def _explain_stuck(
-    pending: dict[str, Step], graph: CompiledPipeline, types: Types, rewrites: dict[str, set[str]]
-) -> None:
-    """Nothing more can run: a tensor nobody produces, a rewrite that waits on its own
-    readers, or a cycle."""
+def _feeding_rewriters(
+    pending: dict[str, Step], graph: CompiledPipeline, rewrites: dict[str, set[str]], types: Types
+) -> set[str]:
+    """Pending steps that a pending in-place rewrite needs, directly or through other steps."""
+    writer = {t: name for name, st in pending.items() for t in _declared_writes(st, graph) if t not in types}
+    stack = [r for r in rewrites if r in pending]
+    seen: set[str] = set()
+    while stack:
+        name = stack.pop()
+        for tensor in _needs(pending[name], graph):
+            source = writer.get(tensor)
+            if source and source != name and source not in seen:
+                seen.add(source)
+                stack.append(source)
+    return seen
+
+
+def _explain_stuck(pending: dict[str, Step], graph: CompiledPipeline, types: Types) -> None:
+    """Nothing more can run: a tensor nobody produces, or a cycle."""
     every = _all_writes(graph) | {i.name for i in graph.inputs}
     for step in pending.values():
         for name in _needs(step, graph):
             if name not in every:
                 raise GraphError(f'{step.where()}: reads tensor "{name}", which no input or step produces')
-    for step in pending.values():
-        needs = _needs(step, graph)
-        if all(n in types for n in needs):  # ready but for a rewrite: the rewriter waits on it
-            other, tensors = next((o, t) for o, t in rewrites.items() if o in pending and t.intersection(needs))
-            tensor = sorted(tensors.intersection(needs))[0]
-            raise GraphError(
-                f'{step.where()}: reads tensor "{tensor}", which step "{other}" rewrites in place, but "{other}" '
-                f'needs what "{step.name}" leads to; write the rewritten tensor under a new name (outputs)'
-            )
     # All names exist, so the pending steps wait on each other.
     writer = {n: s.name for s in pending.values() for n in _declared_writes(s, graph)}
     start = next(iter(pending))
