@@ -1155,6 +1155,12 @@ def _all_writes(graph: CompiledPipeline) -> set[str]:
     return names
 
 
+def _rule_target(text: str) -> str:
+    """The name a rule assigns ("x = ..." or "if ... then x = ..."), read before it is parsed."""
+    body = text.split(" then ", 1)[1] if text.strip().startswith("if ") and " then " in text else text
+    return body.split("=", 1)[0].strip()
+
+
 def _declared_writes(step: Step, graph: CompiledPipeline) -> set[str]:
     if isinstance(step, FeatureLookup):
         return {step.renames.get(f, f) for f in step.features}
@@ -1162,9 +1168,7 @@ def _declared_writes(step: Step, graph: CompiledPipeline) -> set[str]:
         out = set()
         for op in step.ops:
             if op.get("op") == "rule" and isinstance(op.get("rule"), str):
-                text = op["rule"]
-                head = text.split(" then ", 1)[1] if text.strip().startswith("if ") and " then " in text else text
-                out.add(head.split("=", 1)[0].strip())
+                out.add(_rule_target(op["rule"]))
             elif isinstance(op.get("output"), str):
                 out.add(op["output"])
         return out
@@ -1228,9 +1232,7 @@ def _rewrites(top: list[Step], graph: CompiledPipeline) -> dict[str, set[str]]:
             if op.get("op") in ("scale", "clip", "fill") and isinstance(op.get("field"), str):
                 targets.add(op["field"])
             elif op.get("op") == "rule" and isinstance(op.get("rule"), str):
-                text = op["rule"]
-                body = text.split(" then ", 1)[1] if text.strip().startswith("if ") and " then " in text else text
-                targets.add(body.split("=", 1)[0].strip())
+                targets.add(_rule_target(op["rule"]))
         if targets & others:
             found[step.name] = targets & others
     return found
