@@ -18,6 +18,16 @@ deployment is in flight from a loop at a time, and the requests that arrive mean
 together in the next one (frame version 3: one frame, many requests, one reply frame split
 back per request; docs/serving-workers.md). Each keeps its own deadline and answer.
 
+On an event loop a frame goes straight to a worker that holds the deployment warm when the
+worker offers a direct socket (workers/direct_server.py; the address and token it publishes
+in `mh:direct`): one connection per event loop and worker, many frames in flight on it, the
+reply on the same connection. That skips Redis's two hops per frame; Redis stays the source
+of who is warm (the 0.5 s readiness check below) and the fallback: a worker that cannot be
+reached, or no longer holds the deployment (`not_here`), gets the frame through its Redis
+list instead. A connection lost with frames on it answers their callers 503 at once
+(the worker died or is restarting); a frame that outlives a caller's deadline answers 504.
+MODELHUB_POOL_DIRECT=0 turns it off for a web process.
+
 Redis unreachable: connects are bounded (MODELHUB_POOL_CONNECT_TIMEOUT, default 1 s)
 and so is every read, so a request answers 503 with Retry-After instead of hanging.
 No live worker holds the deployment warm (its `mh:warm:` set is empty: a worker
@@ -34,12 +44,12 @@ import threading
 import time
 import uuid
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import redis
 
-from config.env import env_float, env_str
+from config.env import env_bool, env_float, env_str
 from config.errors import ServiceUnavailable
 from inference import pool_protocol as wire
 from inference.runtime.errors import (
@@ -71,6 +81,8 @@ _ERRORS: dict[str, type[RuntimeErrorBase]] = {
     )
 }
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+# A worker whose direct socket could not be reached is not tried again for this long.
+_DIRECT_RETRY_S = 2.0
 # How long a reply or a queue outlives the request deadline before Redis drops it.
 _EXPIRE_GRACE_MS = 5000
 _READY_CACHE_S = 0.5
@@ -224,14 +236,138 @@ class _Lane:
         self.tasks: set[Any] = set()
 
 
+class _Peer(NamedTuple):
+    """A worker's direct socket, as it publishes it in `mh:direct`."""
+
+    worker: str
+    address: str
+    token: str
+
+
+def _peers(warm: list[bytes], published: dict[bytes, bytes]) -> tuple[_Peer, ...]:
+    """The direct sockets of the warm workers (those that publish one)."""
+    import orjson
+
+    peers = []
+    for raw_id in warm:
+        entry = published.get(raw_id)
+        if not entry:
+            continue
+        try:
+            info = orjson.loads(entry)
+            peers.append(_Peer(raw_id.decode(), str(info["a"]), str(info["t"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return tuple(peers)
+
+
+class _DirectConnection(asyncio.Protocol):
+    """One event loop's connection to one worker's direct socket: frames out with a call id,
+    replies back in any order, each to its call's future. Lost: every pending call is told."""
+
+    def __init__(self, peer: _Peer) -> None:
+        self.peer = peer
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self.closed = False
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._buffer = bytearray()
+        self._greeted = False
+        self._next_id = 0
+
+    async def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        host, _, port = self.peer.address.rpartition(":")
+        try:
+            await loop.create_connection(lambda: self, host.strip("[]"), int(port))
+            await self.opened
+        except BaseException as exc:
+            if not self.opened.done():
+                self.opened.set_exception(ConnectionError(str(exc)))
+                self.opened.exception()  # retrieved: no "never retrieved" warning
+            raise
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            import socket
+
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        transport.write(wire.DIRECT_HELLO + bytes([wire.DIRECT_VERSION]) + self.peer.token.encode())
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        if not self._greeted:
+            if buffer[:1] != wire.DIRECT_OK:
+                self._fail(ConnectionError("the worker refused the handshake"))
+                return
+            del buffer[:1]
+            self._greeted = True
+            if not self.opened.done():
+                self.opened.set_result(None)
+        envelope = wire.DIRECT_ENVELOPE
+        start = 0
+        while len(buffer) - start >= envelope.size:
+            length, call_id = envelope.unpack_from(buffer, start)
+            end = start + envelope.size + length
+            if len(buffer) < end:
+                break
+            future = self.pending.pop(call_id, None)
+            if future is not None and not future.done():
+                future.set_result(bytes(buffer[start + envelope.size : end]))
+            start = end
+        if start:
+            del buffer[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionError(f"connection closed{f': {exc}' if exc else ''}"))
+
+    def _fail(self, error: ConnectionError) -> None:
+        self.closed = True
+        if not self.opened.done():
+            self.opened.set_exception(error)
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(error)
+        if self.transport is not None:
+            self.transport.close()
+
+    def send(self, frame: bytes) -> tuple[int, asyncio.Future[bytes]]:
+        """Write a frame; its call id and the future of its reply. ConnectionError when closed."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise ConnectionError("closed")
+        self._next_id += 1
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.pending[self._next_id] = future
+        self.transport.write(wire.DIRECT_ENVELOPE.pack(len(frame), self._next_id) + frame)
+        return self._next_id, future
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
 class WorkerPoolTransport:
     """Serves deployments placed on inference workers; one instance per web process is enough."""
 
     def __init__(self, url: str | None = None) -> None:
         self._url = url
-        # deployment key -> (when checked, None if warm else why not): a fresh exception per
-        # request is raised from it (re-raising one instance would grow its traceback).
-        self._ready_cache: dict[str, tuple[float, str | None, float | None]] = {}
+        # deployment key -> (when checked, None if warm else why not, cold-start ms, the warm
+        # workers' direct sockets): a fresh exception per request is raised from it
+        # (re-raising one instance would grow its traceback).
+        self._ready_cache: dict[str, tuple[float, str | None, float | None, tuple[_Peer, ...]]] = {}
+        self._direct = bool(_setting("MODELHUB_POOL_DIRECT", env_bool("MODELHUB_POOL_DIRECT", True)))
+        # event loop -> worker address -> its direct connection; address -> not before (monotonic)
+        self._connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _DirectConnection]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._unreachable: dict[str, float] = {}
         # event loop -> deployment key -> its lane (requests coalesced per loop, in infer_async)
         self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Lane]] = (
             weakref.WeakKeyDictionary()
@@ -276,14 +412,31 @@ class WorkerPoolTransport:
         on its next request under a memory budget); cached for 0.5 s."""
         return self._cold(spec)[0] is None
 
+    def _ask_ready(self, pipe: Any, spec: DeploymentSpec) -> None:
+        """The readiness questions, into a pipeline (blocking or asyncio): answered by `_served_state`."""
+        now = time.time()
+        pipe.zrangebyscore(wire.warm_key(spec.key), now, "+inf")
+        pipe.zcount(wire.cold_key(spec.key), now, "+inf")
+        pipe.hget(wire.LOAD_MS_KEY, spec.key)
+        if self._direct:
+            pipe.hgetall(wire.DIRECT_KEY)
+
     def _served_state(
-        self, warm: int, cold: int, load_ms: Any, spec: DeploymentSpec
-    ) -> tuple[str | None, float | None]:
-        if warm > 0:
-            return None, None
+        self, answers: list[Any], spec: DeploymentSpec
+    ) -> tuple[str | None, float | None, tuple[_Peer, ...]]:
+        """(None if served else why not, the expected cold-start ms, the warm workers' direct sockets)."""
+        warm, cold, load_ms, *direct = answers
+        if warm:
+            return None, None, _peers(warm, direct[0]) if direct else ()
         if cold > 0:  # unloaded under a worker's memory budget: a request loads it
-            return None, float(load_ms or 0.0)
-        return _no_worker(spec), None
+            return None, float(load_ms or 0.0), ()
+        return _no_worker(spec), None, ()
+
+    def direct_peers(self, spec: DeploymentSpec) -> tuple[_Peer, ...]:
+        """The direct sockets of the workers that held the deployment warm at the last
+        readiness check (empty: send through Redis)."""
+        cached = self._ready_cache.get(spec.key)
+        return cached[3] if cached is not None else ()
 
     def _cold(self, spec: DeploymentSpec) -> tuple[ServiceUnavailable | None, float | None]:
         """(the refusal to raise or None, the expected cold-start ms when no worker holds it
@@ -296,17 +449,16 @@ class WorkerPoolTransport:
         now = time.monotonic()
         cached = self._ready_cache.get(spec.key)
         if cached is None or now - cached[0] >= _READY_CACHE_S:
+            peers: tuple[_Peer, ...] = ()
             try:
                 pipe = self.client.pipeline(transaction=False)
-                pipe.zcount(wire.warm_key(spec.key), time.time(), "+inf")
-                pipe.zcount(wire.cold_key(spec.key), time.time(), "+inf")
-                pipe.hget(wire.LOAD_MS_KEY, spec.key)
-                why, cold_ms = self._served_state(*pipe.execute(), spec)
+                self._ask_ready(pipe, spec)
+                why, cold_ms, peers = self._served_state(pipe.execute(), spec)
             except _REDIS_ERRORS as exc:
                 why, cold_ms = _unavailable(exc).message, None
             except ServiceUnavailable as exc:
                 why, cold_ms = exc.message, None
-            cached = self._ready_cache[spec.key] = (now, why, cold_ms)
+            cached = self._ready_cache[spec.key] = (now, why, cold_ms, peers)
         return (None if cached[1] is None else ServiceUnavailable(cached[1], retry_after_s=2)), cached[2]
 
     async def _cold_async(self, spec: DeploymentSpec) -> tuple[ServiceUnavailable | None, float | None]:
@@ -314,18 +466,17 @@ class WorkerPoolTransport:
         now = time.monotonic()
         cached = self._ready_cache.get(spec.key)
         if cached is None or now - cached[0] >= _READY_CACHE_S:
+            peers: tuple[_Peer, ...] = ()
             try:
                 client = _async_client(self._url or _redis_url())
                 async with client.pipeline(transaction=False) as pipe:
-                    pipe.zcount(wire.warm_key(spec.key), time.time(), "+inf")
-                    pipe.zcount(wire.cold_key(spec.key), time.time(), "+inf")
-                    pipe.hget(wire.LOAD_MS_KEY, spec.key)
-                    why, cold_ms = self._served_state(*(await pipe.execute()), spec)
+                    self._ask_ready(pipe, spec)
+                    why, cold_ms, peers = self._served_state(await pipe.execute(), spec)
             except _REDIS_ERRORS as exc:
                 why, cold_ms = _unavailable(exc).message, None
             except ServiceUnavailable as exc:
                 why, cold_ms = exc.message, None
-            cached = self._ready_cache[spec.key] = (now, why, cold_ms)
+            cached = self._ready_cache[spec.key] = (now, why, cold_ms, peers)
         return (None if cached[1] is None else ServiceUnavailable(cached[1], retry_after_s=2)), cached[2]
 
     def _cold_start(self, spec: DeploymentSpec, cold_ms: float | None, timeout_s: float) -> ColdStart | None:
@@ -464,8 +615,105 @@ class WorkerPoolTransport:
                 self._launch(lane, spec, loop)
 
     async def _round_trip(self, spec: DeploymentSpec, calls: list[_Call]) -> None:
-        """One frame for `calls`, its reply split back into each call's future, each call
-        answered by its own deadline at the latest."""
+        """One frame for `calls` (straight to a worker when one offers its direct socket, else
+        through Redis), its reply split back into each call's future, each call answered by
+        its own deadline at the latest."""
+        peers = self.direct_peers(spec)
+        if peers:
+            connection = await self._connection(peers)
+            if connection is not None:
+                rest = await self._direct_round_trip(connection, spec, calls)
+                if not rest:
+                    return
+                calls = rest  # the worker no longer holds it ready: through Redis
+        await self._redis_round_trip(spec, calls)
+
+    async def _connection(self, peers: tuple[_Peer, ...]) -> _DirectConnection | None:
+        """An open connection to one of `peers`: the one with the fewest frames in flight
+        from this loop (a hung worker collects them, so the others get the new ones)."""
+        loop = asyncio.get_running_loop()
+        connections = self._connections.get(loop)
+        if connections is None:
+            connections = self._connections[loop] = {}
+        now = time.monotonic()
+        best: _DirectConnection | None = None
+        for peer in peers:
+            connection = connections.get(peer.address)
+            if connection is None or connection.closed:
+                if self._unreachable.get(peer.address, 0.0) > now:
+                    continue
+                connection = connections[peer.address] = _DirectConnection(peer)
+            if best is None or len(connection.pending) < len(best.pending):
+                best = connection
+        if best is None:
+            return None
+        if not best.opened.done():
+            try:
+                await asyncio.wait_for(best.open(loop), timeout=_timeout("MODELHUB_POOL_CONNECT_TIMEOUT", 1.0))
+            except (TimeoutError, OSError, ConnectionError) as exc:
+                logger.warning(
+                    "inference worker %s: direct socket %s unreachable (%s); through Redis",
+                    best.peer.worker,
+                    best.peer.address,
+                    exc,
+                )
+                self._unreachable[best.peer.address] = time.monotonic() + _DIRECT_RETRY_S
+                best.close()
+                connections.pop(best.peer.address, None)
+                return None
+        elif best.opened.exception() is not None or best.closed:
+            return None
+        return best
+
+    async def _direct_round_trip(
+        self, connection: _DirectConnection, spec: DeploymentSpec, calls: list[_Call]
+    ) -> list[_Call]:
+        """`calls` in one frame on a worker's direct socket; returns the calls to send
+        through Redis instead (all of them when the worker does not hold the deployment)."""
+        now, epoch = time.monotonic(), time.time()
+        deadlines = [epoch + c.started + c.timeout_s - now for c in calls]
+        frame = wire.encode_many(
+            {"r": "", "k": spec.key, "dl": max(deadlines), "d": deadlines}, [c.inputs for c in calls]
+        )
+        try:
+            call_id, reply = connection.send(frame)
+        except ConnectionError:
+            return calls  # closed since it was chosen: nothing was sent
+        open_calls = list(zip(calls, deadlines, strict=True))
+        try:
+            while True:
+                timeout = max(min(d for _, d in open_calls) - time.time(), 0.0)
+                done, _ = await asyncio.wait((reply,), timeout=timeout)
+                if done:
+                    break
+                epoch = time.time()
+                for call, d in open_calls:
+                    if d - epoch <= 0.001 and not call.future.done():
+                        call.future.set_exception(self._late(spec, call.timeout_s, queued=False))
+                open_calls = [(c, d) for c, d in open_calls if not c.future.done()]
+                if not open_calls:
+                    return []
+            body = reply.result()
+        except ConnectionError as exc:
+            error = ServiceUnavailable(
+                f'endpoint "{spec.endpoint}" ({spec.label}): the connection to inference worker '
+                f"{connection.peer.worker} was lost with the request on it ({exc}); the worker stopped or restarted",
+                retry_after_s=1,
+            )
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(error)
+            return []
+        finally:
+            connection.pending.pop(call_id, None)
+        header, groups = _decode_many_reply(body, spec)
+        if header.get("c") == wire.NOT_HERE:
+            return [c for c in calls if not c.future.done()]
+        self._answer(spec, calls, header, groups, via="direct")
+        return []
+
+    async def _redis_round_trip(self, spec: DeploymentSpec, calls: list[_Call]) -> None:
+        """One frame for `calls` through the deployment's Redis list."""
         queue = wire.queue_key(spec.key)
         now, epoch = time.monotonic(), time.time()
         deadlines = [epoch + c.started + c.timeout_s - now for c in calls]
@@ -497,6 +745,18 @@ class WorkerPoolTransport:
             next_deadline = min(d for _, d in open_calls)
             popped = await client.blpop([reply], timeout=max(min(next_deadline - epoch, wait_cap), 0.001))
         header, groups = _decode_many_reply(popped[1], spec)
+        self._answer(spec, calls, header, groups, via="redis")
+
+    def _answer(
+        self,
+        spec: DeploymentSpec,
+        calls: list[_Call],
+        header: dict[str, Any],
+        groups: list[dict[str, np.ndarray]],
+        *,
+        via: str,
+    ) -> None:
+        """A reply frame split back into each call's future (`via`: direct or redis, in its extra)."""
         if "g" not in header:  # a refusal of the whole frame
             error = _error_from_reply(header) if not header.get("ok") else ModelExecutionError("reply without requests")
             for call in calls:
@@ -522,7 +782,7 @@ class WorkerPoolTransport:
                     queue_ms=timing[1],
                     model_ms=timing[2],
                     provider=provider,
-                    extra={"worker": worker, "round_trip_ms": (answered - call.started) * 1000.0},
+                    extra={"worker": worker, "round_trip_ms": (answered - call.started) * 1000.0, "via": via},
                 )
             )
 

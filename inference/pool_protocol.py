@@ -36,6 +36,19 @@ Redis keys (all prefixed `mh:`; documented in docs/serving-workers.md):
 - `mh:hb:{worker id}`       string: the worker's heartbeat JSON, TTL HEARTBEAT_TTL_MS
 - `mh:workers`              sorted set: worker id -> heartbeat expiry (epoch s)
 - `mh:warm:{deployment key}` sorted set: worker id -> expiry (epoch s) of workers holding it warm
+- `mh:direct`               hash: worker id -> JSON {"a": "host:port", "t": token} of the worker's direct socket
+
+The direct socket (a worker's `--direct` listener; docs/serving-workers.md, "The direct
+socket"): an event-loop web process sends its frames for a deployment straight to a worker
+that holds it warm, and reads the reply on the same connection, instead of through the
+deployment's Redis list (two Redis hops and a wake-up of the Redis process fewer per frame).
+Redis stays the membership, the readiness and the fallback queue. A connection opens with
+DIRECT_HELLO + the direct protocol version (u8) + the worker's token (the one it publishes
+in `mh:direct`, so the socket is open to exactly who can read that Redis), answered by one
+byte, DIRECT_OK. Then each message either way is `<u32 frame length><u64 call id><frame>`:
+a request frame (with `k`, the deployment key, in its header), and the reply to that call id
+(replies may come in any order). A worker that does not hold the deployment ready answers
+`{"ok": 0, "c": "not_here"}`, and the web process sends those requests through Redis.
 """
 
 from __future__ import annotations
@@ -92,6 +105,16 @@ def cold_key(deployment_key: str) -> str:
 
 # Hash: deployment key -> the last load + warm-up time in ms a worker measured for it.
 LOAD_MS_KEY = f"{PREFIX}loadms"
+# Hash: worker id -> JSON {"a": "host:port", "t": token}: where its direct socket listens.
+DIRECT_KEY = f"{PREFIX}direct"
+# The direct socket's handshake and message envelope (module doc).
+DIRECT_HELLO = b"MHDS"
+DIRECT_VERSION = 1
+DIRECT_TOKEN_BYTES = 32  # hex characters of the token
+DIRECT_OK = b"\x01"
+DIRECT_ENVELOPE = struct.Struct("<IQ")
+# The error code of a worker's reply to a direct frame for a deployment it does not hold ready.
+NOT_HERE = "not_here"
 
 
 class FrameError(ValueError):

@@ -60,6 +60,7 @@ from inference.runtime.errors import (
 )
 from inference.runtime.repository import ModelRepository, ServedModel
 from inference.runtime.session import available_providers
+from workers.direct_server import DirectServer, parse_bind
 
 logger = logging.getLogger("modelhub.inference_worker")
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -224,65 +225,24 @@ class Served:
         if served is None or not served.ready:  # unloaded to make room meanwhile: back to the queue
             client.lpush(wire.queue_key(self.spec.key), *reversed(frames))
             return
-        signature = served.signature
-        now = time.time()
-        # Per frame: its reply key and deadline, whether it carries many requests (version 3's
-        # `g`), and per request (its future, or the error that answers it, its deadline).
-        answers: list[tuple[str, float, bool, list[_Job]]] = []
-        expired = bad = requests = 0
         refusals: list[tuple[str, bytes]] = []
-        # The live requests of every frame pulled, to be submitted to the batcher at once, and
-        # where each one's future goes (its frame's jobs, its place there).
-        submits: list[tuple[dict[str, np.ndarray], float]] = []
-        places: list[tuple[list[_Job], int]] = []
+        taken: list[tuple[dict[str, Any], list[dict[str, np.ndarray]]]] = []
+        bad = 0
         for frame in frames:
             try:
                 header, groups = wire.decode_many(frame)
-                if header.get("wake"):  # a web process asked for a cold start only
-                    continue
-                frame_deadline = float(header["dl"])
-                reply_to = str(header["r"])  # a frame without a reply key is malformed
-                many = "g" in header
-                deadlines = [float(d) for d in header["d"]] if many else [frame_deadline]
-                if len(deadlines) != len(groups):
-                    raise wire.FrameError(f"{len(deadlines)} deadlines for {len(groups)} requests")
             except wire.FrameVersionMismatch as exc:
                 refusal = self._refuse_version(exc)
                 if refusal is not None:
                     refusals.append(refusal)
                 continue
-            except (wire.FrameError, KeyError, TypeError, ValueError) as exc:
+            except wire.FrameError as exc:
                 bad += 1
                 logger.warning("dropping a malformed request frame on %s: %s", self.spec.key, exc)
                 continue
-            jobs: list[_Job] = []
-            live = 0
-            for tensors, deadline in zip(groups, deadlines, strict=True):
-                requests += 1
-                remaining = deadline - now
-                if remaining <= 0:  # its caller has given up (or is about to): never run it
-                    expired += 1
-                    jobs.append((None, DeadlineExceeded(f"{self.spec.label}: expired in the queue"), deadline))
-                    continue
-                live += 1
-                try:
-                    submits.append((self._fit(tensors, signature), remaining))
-                except RuntimeErrorBase as exc:
-                    jobs.append((None, exc, deadline))
-                    continue
-                places.append((jobs, len(jobs)))
-                jobs.append((None, None, deadline))  # its future, once submitted below
-            if live:  # a frame whose requests all expired has no one waiting for its reply
-                answers.append((reply_to, frame_deadline, many, jobs))
-        # All at once: under one lock and one wake-up of the batcher's thread, so that the
-        # requests of the frames pulled together run in as few ONNX Runtime calls as they fit.
-        for (jobs, i), future in zip(places, served.submit_many(submits), strict=True):
-            jobs[i] = (future, None, jobs[i][2])
-        with self.lock:
-            self.pulled += requests
-            self.frames += len(frames)
-            self.expired += expired
-            self.bad_frames += bad
+            if not header.get("wake"):  # a wake frame: a web process asked for a cold start only
+                taken.append((header, groups))
+        answers = self._intake(served, taken, len(frames), bad)
         if not answers and not refusals:
             return
         pipe = client.pipeline(transaction=False)
@@ -291,32 +251,126 @@ class Served:
             pipe.pexpire(reply_to, 60_000)
         provider = served.model.provider
         for reply_to, frame_deadline, many, jobs in answers:
-            results = [self._result(job) for job in jobs]
-            if many:
-                body = wire.encode_many(
-                    {
-                        "ok": 1,
-                        "p": provider,
-                        "w": self.worker.worker_id,
-                        "e": [None if isinstance(r, tuple) else [r.status, r.code, r.message] for r in results],
-                        "x": [r[1] if isinstance(r, tuple) else None for r in results],
-                    },
-                    [r[0] if isinstance(r, tuple) else {} for r in results],
-                )
-            elif isinstance(results[0], tuple):
-                reply: dict[str, Any] = {"ok": 1, "p": provider, "w": self.worker.worker_id}
-                if results[0][1] is not None:  # rows in the ORT call, queue ms, model ms: for monitoring
-                    reply["b"], reply["q"], reply["m"] = results[0][1]
-                body = wire.encode_frame(reply, results[0][0])
-            else:
-                error = results[0]
-                body = wire.encode_frame(
-                    {"ok": 0, "s": error.status, "c": error.code, "e": error.message, "w": self.worker.worker_id}
-                )
+            if all(job[0] is None and isinstance(job[1], DeadlineExceeded) for job in jobs):
+                continue  # every request expired in the queue: no one waits for the reply
             ttl_ms = int(max(frame_deadline - time.time(), 0) * 1000) + 5000
-            pipe.rpush(reply_to, body)
+            pipe.rpush(reply_to, self._reply_body(many, jobs, provider))
             pipe.pexpire(reply_to, ttl_ms)
         pipe.execute()
+
+    def serve_direct(self, header: dict[str, Any], groups: list[dict[str, np.ndarray]], send: Any) -> bool:
+        """A frame from the direct socket: submitted at once, its reply sent (by `send`) from
+        the thread that finishes its last request. False when this worker does not hold the
+        deployment ready (the web process then sends it through Redis)."""
+        served = self.served
+        if served is None or not served.ready:
+            return False
+        answers = self._intake(served, [(header, groups)], 1, 0)
+        if not answers:
+            send(wire.encode_frame({"ok": 0, "s": 400, "c": "bad_frame", "e": "malformed request frame"}))
+            return True
+        _, _, many, jobs = answers[0]
+        provider = served.model.provider
+        futures = [job[0] for job in jobs if job[0] is not None]
+        if not futures:
+            send(self._reply_body(many, jobs, provider))
+            return True
+        left = [len(futures)]
+        lock = threading.Lock()
+
+        def one_done(_: Any) -> None:
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                try:
+                    send(self._reply_body(many, jobs, provider))
+                except Exception:  # noqa: BLE001 - the batcher's thread must live on
+                    logger.exception("direct reply for %s failed", self.spec.key)
+
+        for future in futures:
+            future.add_done_callback(one_done)
+        return True
+
+    def _intake(
+        self,
+        served: ServedModel,
+        taken: list[tuple[dict[str, Any], list[dict[str, np.ndarray]]]],
+        frames: int,
+        bad: int,
+    ) -> list[tuple[str, float, bool, list[_Job]]]:
+        """Submit the live requests of decoded frames to the batcher, all at once (under one
+        lock and one wake-up of its thread, so that the requests pulled together run in as few
+        ONNX Runtime calls as they fit); drop the expired ones unrun. Per frame: its reply key,
+        deadline, whether it carries many requests (version 3's `g`), and per request its
+        future or the error that answers it, and its deadline."""
+        signature = served.signature
+        now = time.time()
+        answers: list[tuple[str, float, bool, list[_Job]]] = []
+        expired = requests = 0
+        submits: list[tuple[dict[str, np.ndarray], float]] = []
+        places: list[tuple[list[_Job], int]] = []
+        for header, groups in taken:
+            try:
+                frame_deadline = float(header["dl"])
+                reply_to = str(header["r"])  # a frame without a reply key is malformed
+                many = "g" in header
+                deadlines = [float(d) for d in header["d"]] if many else [frame_deadline]
+                if len(deadlines) != len(groups):
+                    raise wire.FrameError(f"{len(deadlines)} deadlines for {len(groups)} requests")
+            except (wire.FrameError, KeyError, TypeError, ValueError) as exc:
+                bad += 1
+                logger.warning("dropping a malformed request frame on %s: %s", self.spec.key, exc)
+                continue
+            jobs: list[_Job] = []
+            for tensors, deadline in zip(groups, deadlines, strict=True):
+                requests += 1
+                remaining = deadline - now
+                if remaining <= 0:  # its caller has given up (or is about to): never run it
+                    expired += 1
+                    jobs.append((None, DeadlineExceeded(f"{self.spec.label}: expired in the queue"), deadline))
+                    continue
+                try:
+                    submits.append((self._fit(tensors, signature), remaining))
+                except RuntimeErrorBase as exc:
+                    jobs.append((None, exc, deadline))
+                    continue
+                places.append((jobs, len(jobs)))
+                jobs.append((None, None, deadline))  # its future, once submitted below
+            answers.append((reply_to, frame_deadline, many, jobs))
+        if submits:
+            for (jobs, i), future in zip(places, served.submit_many(submits), strict=True):
+                jobs[i] = (future, None, jobs[i][2])
+        with self.lock:
+            self.pulled += requests
+            self.frames += frames
+            self.expired += expired
+            self.bad_frames += bad
+        return answers
+
+    def _reply_body(self, many: bool, jobs: list[_Job], provider: str) -> bytes:
+        """The reply frame for one request frame, once its requests' futures resolve."""
+        results = [self._result(job) for job in jobs]
+        if many:
+            return wire.encode_many(
+                {
+                    "ok": 1,
+                    "p": provider,
+                    "w": self.worker.worker_id,
+                    "e": [None if isinstance(r, tuple) else [r.status, r.code, r.message] for r in results],
+                    "x": [r[1] if isinstance(r, tuple) else None for r in results],
+                },
+                [r[0] if isinstance(r, tuple) else {} for r in results],
+            )
+        if isinstance(results[0], tuple):
+            reply: dict[str, Any] = {"ok": 1, "p": provider, "w": self.worker.worker_id}
+            if results[0][1] is not None:  # rows in the ORT call, queue ms, model ms: for monitoring
+                reply["b"], reply["q"], reply["m"] = results[0][1]
+            return wire.encode_frame(reply, results[0][0])
+        error = results[0]
+        return wire.encode_frame(
+            {"ok": 0, "s": error.status, "c": error.code, "e": error.message, "w": self.worker.worker_id}
+        )
 
     def _fit(self, tensors: dict[str, np.ndarray], signature: Any) -> dict[str, np.ndarray]:
         """The request's tensors, once their names, datatypes and shapes fit the model.
@@ -435,6 +489,8 @@ class InferenceWorker:
         worker_id: str | None = None,
         artifacts: ArtifactSource | None = None,
         memory_budget_bytes: int = 0,
+        direct: tuple[str, int] | None = ("127.0.0.1", 0),
+        direct_advertise: str = "",
     ) -> None:
         self.device = device
         self.artifacts = artifacts or ArtifactSource(mode="shared", cache=ArtifactCache(_default_cache()))
@@ -457,6 +513,34 @@ class InferenceWorker:
         self.started_at = time.time()
         self.stopping = threading.Event()
         self.orphaned = False  # serving without a desired state in Redis (see reconcile)
+        # The direct socket web processes send frames to (workers/direct_server.py); None: Redis only.
+        self.direct = DirectServer(direct, self._direct_frame, advertise=direct_advertise) if direct else None
+
+    def _direct_frame(self, frame: bytes, send: Any) -> None:
+        """A frame from the direct socket (its connection's thread): decoded, handed to its
+        deployment, answered `not_here` when this worker does not hold that ready."""
+        try:
+            header, groups = wire.decode_many(frame)
+        except wire.FrameVersionMismatch as exc:
+            served = self.served.get(str(exc.header.get("k", "")))
+            refusal = served._refuse_version(exc) if served is not None else None
+            send(
+                refusal[1]
+                if refusal is not None
+                else wire.encode_frame({"ok": 0, "s": 503, "c": "frame_version", "e": str(exc), "w": self.worker_id})
+            )
+            return
+        except wire.FrameError as exc:
+            logger.warning("dropping a malformed frame from the direct socket: %s", exc)
+            send(wire.encode_frame({"ok": 0, "s": 400, "c": "bad_frame", "e": str(exc)[:200], "w": self.worker_id}))
+            return
+        served = self.served.get(str(header.get("k", "")))
+        if served is None or not served.serve_direct(header, groups, send):
+            send(
+                wire.encode_frame(
+                    {"ok": 0, "s": 503, "c": wire.NOT_HERE, "e": "not loaded on this worker", "w": self.worker_id}
+                )
+            )
 
     def reconcile(self) -> None:
         raw = self.client.hgetall(wire.assign_key(self.device))
@@ -605,6 +689,7 @@ class InferenceWorker:
             "pullers": self.pullers,
             "intra_op_threads": self.intra_op_threads,
             "frame_version": wire.FRAME_VERSION,
+            "direct": self.direct.report() if self.direct is not None else None,
             "artifact_mode": self.artifacts.mode,
             "started_at": self.started_at,
             "ts": now,
@@ -614,6 +699,8 @@ class InferenceWorker:
         pipe = self.client.pipeline(transaction=False)
         pipe.set(wire.heartbeat_key(self.worker_id), orjson.dumps(beat), px=wire.HEARTBEAT_TTL_MS)
         pipe.zadd(wire.WORKERS_KEY, {self.worker_id: expiry})
+        if self.direct is not None:
+            pipe.hset(wire.DIRECT_KEY, self.worker_id, orjson.dumps(self.direct.published()))
         pipe.zremrangebyscore(wire.WORKERS_KEY, "-inf", now - 60)
         for key, report in deployments.items():
             if report["ready"]:
@@ -635,6 +722,7 @@ class InferenceWorker:
     def _forget_me(self) -> None:
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(wire.heartbeat_key(self.worker_id))
+        pipe.hdel(wire.DIRECT_KEY, self.worker_id)
         pipe.zrem(wire.WORKERS_KEY, self.worker_id)
         for key in self.served:
             pipe.zrem(wire.warm_key(key), self.worker_id)
@@ -650,6 +738,8 @@ class InferenceWorker:
             self.pullers,
         )
         self.artifacts.cache.sweep()
+        if self.direct is not None:
+            self.direct.start()
         last_beat = 0.0
         if self.repository.budget_bytes:
             threading.Thread(target=self.cold_watch, name="cold-watch", daemon=True).start()
@@ -682,6 +772,8 @@ class InferenceWorker:
             pass
         for served in list(self.served.values()):
             served.close()
+        if self.direct is not None:  # after the drain: the replies of what it held went out on it
+            self.direct.close()
 
 
 def _only_pin_changed(raw: bytes, spec: Any) -> bool:
@@ -724,6 +816,16 @@ def main(argv: list[str] | None = None) -> None:
         default=serving.worker_memory_budget(),
         help="bytes of loaded models (default: MODELHUB_WORKER_MEMORY_BUDGET_BYTES, else half the memory; 0: none)",
     )
+    parser.add_argument(
+        "--direct",
+        default=env_str("MODELHUB_WORKER_DIRECT", "127.0.0.1:0") or "off",
+        help="host:port of the direct socket web processes send frames to (port 0: any free one); off: Redis only",
+    )
+    parser.add_argument(
+        "--direct-advertise",
+        default=env_str("MODELHUB_WORKER_DIRECT_ADVERTISE"),
+        help="host:port web processes reach the direct socket at (default: the bound address, this host's for 0.0.0.0)",
+    )
     parser.add_argument("--log-level", default=log_level())
     parser.add_argument(
         "--artifacts",
@@ -740,6 +842,10 @@ def main(argv: list[str] | None = None) -> None:
         help="disk budget of the artifact cache (0: none)",
     )
     args = parser.parse_args(argv)
+    try:
+        direct = parse_bind(args.direct)
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.device == "gpu":
         preload_cuda_libraries()
@@ -756,6 +862,8 @@ def main(argv: list[str] | None = None) -> None:
             key=env_str("MODELHUB_WORKER_KEY"),  # not a flag: a secret does not belong in `ps`
         ),
         memory_budget_bytes=args.memory_budget,
+        direct=direct,
+        direct_advertise=args.direct_advertise,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stopping.set())

@@ -1,0 +1,192 @@
+"""The direct socket: an event-loop web process sends a deployment's frames straight to a
+worker that holds it warm, and falls back to the Redis queue when it cannot. Real inference
+worker processes, real Redis, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+import pytest
+
+from config.errors import ServiceUnavailable
+from inference import pool_protocol as wire
+from inference.pool import redis_client, worker_status
+from inference.runtime.errors import DeadlineExceeded
+from tests.integration.pool.conftest import deployment_report, mlp_model, pool_spec, wait_until
+
+pytestmark = [pytest.mark.integration]
+
+# A worker that takes frames from its direct socket and never answers them (a hung worker).
+_HUNG_ON_DIRECT = (
+    "import time, workers.inference_worker as m\n"
+    "m.Served.serve_direct = lambda self, header, groups, send: time.sleep(600) or True\n"
+    "m.main()"
+)
+
+
+def _run(make: Callable[[], Coroutine[Any, Any, Any]], timeout: float = 60) -> Any:
+    # In a thread of its own: the browser tests' Playwright keeps an event loop running in
+    # the main thread for the whole session, and asyncio.run refuses to nest.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result(timeout=timeout)
+
+
+def _published(worker_count: int = 1) -> list[dict[str, Any]]:
+    entries = redis_client().hgetall(wire.DIRECT_KEY)
+    live = {b["worker"] for b in worker_status()}
+    return [orjson.loads(v) for k, v in entries.items() if k.decode() in live][:worker_count]
+
+
+def _warm(transport: Any, inference_workers: Any, tmp_path: Any, **worker: Any) -> Any:
+    path = mlp_model(tmp_path / "mlp.onnx")
+    spec = pool_spec(path, max_batch_size=16, max_queue_delay_ms=1)
+    transport.ensure_loaded(spec)
+    inference_workers(**worker)
+    wait_until(lambda: transport.ready(spec), timeout=60, what="the model to be warm")
+    return spec, path
+
+
+def test_frames_go_straight_to_the_worker_and_each_request_gets_its_own_rows(transport, inference_workers, tmp_path):
+    spec, path = _warm(transport, inference_workers, tmp_path)
+    rng = np.random.default_rng(3)
+    inputs = [rng.standard_normal((1 + i % 3, 16)).astype(np.float32) for i in range(64)]
+
+    async def calls() -> list[Any]:
+        return await asyncio.gather(*[transport.infer_async(spec, {"input": x}, timeout_s=20) for x in inputs])
+
+    answers = _run(calls)
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for x, answer in zip(inputs, answers, strict=True):
+        np.testing.assert_allclose(answer.outputs["output"], session.run(None, {"input": x})[0], rtol=1e-5, atol=1e-5)
+    assert {a.extra["via"] for a in answers} == {"direct"}
+    beat = wait_until(
+        lambda: [b for b in worker_status() if (b.get("direct") or {}).get("accepted")],
+        timeout=10,
+        what="the heartbeat to count the direct connection",
+    )[0]
+    assert beat["direct"]["accepted"] >= 1
+
+
+def test_a_worker_with_the_direct_socket_off_is_served_through_redis(transport, inference_workers, tmp_path):
+    spec, _ = _warm(transport, inference_workers, tmp_path, args=["--direct", "off"])
+    x = np.ones((2, 16), np.float32)
+
+    async def calls() -> list[Any]:
+        return await asyncio.gather(*[transport.infer_async(spec, {"input": x}, timeout_s=20) for _ in range(8)])
+
+    answers = _run(calls)
+    assert {a.extra["via"] for a in answers} == {"redis"}
+    assert not _published()
+
+
+def test_an_unreachable_direct_socket_falls_back_to_redis_at_once(transport, inference_workers, tmp_path):
+    # The worker tells web processes an address where nothing listens (a firewall, a wrong
+    # advertise setting): the connect is refused and the request goes through Redis.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    spec, _ = _warm(transport, inference_workers, tmp_path, args=["--direct-advertise", f"127.0.0.1:{closed_port}"])
+    x = np.ones((1, 16), np.float32)
+
+    async def call() -> tuple[Any, float]:
+        started = time.monotonic()
+        answer = await transport.infer_async(spec, {"input": x}, timeout_s=20)
+        return answer, time.monotonic() - started
+
+    answer, seconds = _run(call)
+    assert answer.extra["via"] == "redis"
+    assert seconds < 5
+
+
+def test_a_connection_without_the_workers_token_is_refused_and_runs_nothing(transport, inference_workers, tmp_path):
+    spec, _ = _warm(transport, inference_workers, tmp_path)
+    published = _published()[0]
+    host, _, port = published["a"].rpartition(":")
+    frame = wire.encode_many(
+        {"r": "", "k": spec.key, "dl": time.time() + 10, "d": [time.time() + 10]},
+        [{"input": np.ones((1, 16), np.float32)}],
+    )
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(wire.DIRECT_HELLO + bytes([wire.DIRECT_VERSION]) + b"0" * wire.DIRECT_TOKEN_BYTES)
+        conn.sendall(wire.DIRECT_ENVELOPE.pack(len(frame), 1) + frame)
+        assert conn.recv(64) == b""  # closed without a word
+    time.sleep(wire.HEARTBEAT_INTERVAL_S + 0.5)
+    assert [r["pulled"] for r in deployment_report(spec)] == [0]
+
+
+def test_a_frame_for_a_deployment_the_worker_does_not_hold_is_answered_not_here(transport, inference_workers, tmp_path):
+    _warm(transport, inference_workers, tmp_path)
+    published = _published()[0]
+    host, _, port = published["a"].rpartition(":")
+    frame = wire.encode_many(
+        {"r": "", "k": "d0-nothing", "dl": time.time() + 10, "d": [time.time() + 10]},
+        [{"input": np.ones((1, 16), np.float32)}],
+    )
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(wire.DIRECT_HELLO + bytes([wire.DIRECT_VERSION]) + published["t"].encode())
+        assert conn.recv(1) == wire.DIRECT_OK
+        conn.sendall(wire.DIRECT_ENVELOPE.pack(len(frame), 7) + frame)
+        reader = conn.makefile("rb")
+        length, call_id = wire.DIRECT_ENVELOPE.unpack(reader.read(wire.DIRECT_ENVELOPE.size))
+        header, _ = wire.decode_frame(reader.read(length))
+    assert call_id == 7
+    assert header["ok"] == 0 and header["c"] == wire.NOT_HERE
+
+
+def test_a_worker_killed_with_frames_on_its_socket_answers_503_at_once_not_at_the_deadline(
+    transport, inference_workers, tmp_path
+):
+    path = mlp_model(tmp_path / "mlp.onnx")
+    spec = pool_spec(path, max_batch_size=16, max_queue_delay_ms=1)
+    transport.ensure_loaded(spec)
+    hung = inference_workers(code=_HUNG_ON_DIRECT)
+    wait_until(lambda: transport.ready(spec), timeout=60, what="the model to be warm")
+    x = np.ones((1, 16), np.float32)
+
+    async def calls() -> list[tuple[BaseException | None, float]]:
+        async def one() -> tuple[BaseException | None, float]:
+            started = time.monotonic()
+            try:
+                await transport.infer_async(spec, {"input": x}, timeout_s=30)
+                return None, time.monotonic() - started
+            except Exception as exc:  # noqa: BLE001
+                return exc, time.monotonic() - started
+
+        tasks = [asyncio.ensure_future(one()) for _ in range(4)]
+        await asyncio.sleep(1.0)  # on the worker's socket, unanswered
+        hung.kill()
+        return await asyncio.gather(*tasks)
+
+    outcomes = _run(calls)
+    assert all(isinstance(error, ServiceUnavailable) for error, _ in outcomes), outcomes
+    assert "connection to inference worker" in outcomes[0][0].message
+    assert max(seconds for _, seconds in outcomes) < 10  # the deadline was 30 s
+
+
+def test_a_hung_worker_answers_504_by_the_deadline(transport, inference_workers, tmp_path):
+    path = mlp_model(tmp_path / "mlp.onnx")
+    spec = pool_spec(path, max_batch_size=16, max_queue_delay_ms=1)
+    transport.ensure_loaded(spec)
+    inference_workers(code=_HUNG_ON_DIRECT)
+    wait_until(lambda: transport.ready(spec), timeout=60, what="the model to be warm")
+
+    async def call() -> tuple[BaseException | None, float]:
+        started = time.monotonic()
+        try:
+            await transport.infer_async(spec, {"input": np.ones((1, 16), np.float32)}, timeout_s=1.0)
+            return None, time.monotonic() - started
+        except Exception as exc:  # noqa: BLE001
+            return exc, time.monotonic() - started
+
+    error, seconds = _run(call)
+    assert isinstance(error, DeadlineExceeded), error
+    assert 0.9 < seconds < 4
