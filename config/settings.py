@@ -244,6 +244,8 @@ MODELHUB_POOL_REDIS_URL = env_str("MODELHUB_POOL_REDIS_URL")  # "" = REDIS_URL
 MODELHUB_POOL_CONNECT_TIMEOUT = env_float("MODELHUB_POOL_CONNECT_TIMEOUT", 1.0)
 MODELHUB_POOL_SOCKET_TIMEOUT = env_float("MODELHUB_POOL_SOCKET_TIMEOUT", 5.0)
 MODELHUB_POOL_MAX_CONNECTIONS = env_int("MODELHUB_POOL_MAX_CONNECTIONS", 256)
+# Event-loop web processes send frames straight to a warm worker's direct socket (docs/serving-workers.md).
+MODELHUB_POOL_DIRECT = env_bool("MODELHUB_POOL_DIRECT", True)
 
 # --- First run (manage.py modelhub_bootstrap) ------------------------------------------------
 BOOTSTRAP_ADMIN_USER = env_str("MODELHUB_ADMIN_USER", "admin")

@@ -68,6 +68,10 @@ RECONCILE_INTERVAL_S = 0.5
 # One request taken from a frame: its batcher future, or the error that answers it, and its deadline.
 # Distinct request layouts a deployment remembers as checked (forgotten all at once beyond it).
 _LAYOUTS_KEPT = 256
+# A direct frame arriving while this many max-size batches already wait in the deployment's
+# batcher goes through the Redis queue instead: any worker may take it there (one started by
+# the autoscaler, which watches that queue's length), not only this busy one.
+_SPILL_BATCHES = 4
 _Job = tuple[Future[dict[str, np.ndarray]] | None, RuntimeErrorBase | None, float]
 
 
@@ -95,6 +99,7 @@ class Served:
         self.version_refused = 0
         self.pulled = 0  # requests taken from the queue
         self.frames = 0  # frames they came in (a web process coalesces requests into frames)
+        self.spilled = 0  # direct frames sent back to go through the Redis queue (the batcher was full)
         self.artifact_source = ""  # shared (the volume), cache (already here) or fetched (from the platform)
         self.path = ""  # the file loaded: on the shared volume or in the artifact cache
         self.lock = threading.Lock()
@@ -264,6 +269,11 @@ class Served:
         deployment ready (the web process then sends it through Redis)."""
         served = self.served
         if served is None or not served.ready:
+            return False
+        batcher = served.batcher
+        if batcher is not None and batcher.queued() >= _SPILL_BATCHES * max(1, self.spec.max_batch_size):
+            with self.lock:
+                self.spilled += 1
             return False
         answers = self._intake(served, [(header, groups)], 1, 0)
         if not answers:
@@ -464,6 +474,7 @@ class Served:
             "error": self.error,
             "pulled": self.pulled,
             "frames": self.frames,
+            "direct_spilled": self.spilled,
             "expired_dropped": self.expired,
             "bad_frames": self.bad_frames,
             "frame_version_refused": self.version_refused,
@@ -538,7 +549,13 @@ class InferenceWorker:
         if served is None or not served.serve_direct(header, groups, send):
             send(
                 wire.encode_frame(
-                    {"ok": 0, "s": 503, "c": wire.NOT_HERE, "e": "not loaded on this worker", "w": self.worker_id}
+                    {
+                        "ok": 0,
+                        "s": 503,
+                        "c": wire.NOT_HERE,
+                        "e": "not loaded on this worker, or its batcher is full: send it through the queue",
+                        "w": self.worker_id,
+                    }
                 )
             )
 

@@ -600,6 +600,10 @@ class DynamicBatcher:
             self._model_s += model_s
             self._histogram[rows] = self._histogram.get(rows, 0) + batches
 
+    def queued(self) -> int:
+        """Requests waiting for a batch now (read without the lock: a hint for load shedding)."""
+        return len(self._queue)
+
     def stats(self) -> BatcherStats:
         """A consistent snapshot of the counters; cheap enough for every scrape."""
         with self._cond:

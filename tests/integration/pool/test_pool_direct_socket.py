@@ -190,3 +190,43 @@ def test_a_hung_worker_answers_504_by_the_deadline(transport, inference_workers,
     error, seconds = _run(call)
     assert isinstance(error, DeadlineExceeded), error
     assert 0.9 < seconds < 4
+
+
+# A worker whose every batch takes 20 ms more: its batcher's queue fills under a burst.
+_SLOW_BATCHES = (
+    "import time, inference.runtime.batcher as b, workers.inference_worker as m\n"
+    "run = b.DynamicBatcher._run\n"
+    "b.DynamicBatcher._run = lambda self, taken: time.sleep(0.02) or run(self, taken)\n"
+    "m.main()"
+)
+
+
+def test_frames_for_a_worker_whose_batcher_is_full_go_through_the_redis_queue(transport, inference_workers, tmp_path):
+    # The queue is what an autoscaler watches (platform/k8s/keda) and where any worker can
+    # take a request: the direct socket must not hide a backlog from it.
+    path = mlp_model(tmp_path / "mlp.onnx")
+    spec = pool_spec(path, max_batch_size=2, max_queue_delay_ms=1)
+    transport.ensure_loaded(spec)
+    inference_workers(code=_SLOW_BATCHES)
+    wait_until(lambda: transport.ready(spec), timeout=60, what="the model to be warm")
+    rng = np.random.default_rng(5)
+    inputs = [rng.standard_normal((1, 16)).astype(np.float32) for _ in range(80)]
+
+    async def calls() -> list[Any]:
+        first = [asyncio.ensure_future(transport.infer_async(spec, {"input": x}, timeout_s=30)) for x in inputs[:40]]
+        await asyncio.sleep(0.2)  # the first burst waits in the worker's batcher
+        second = [transport.infer_async(spec, {"input": x}, timeout_s=30) for x in inputs[40:]]
+        return await asyncio.gather(*first, *second)
+
+    answers = _run(calls)
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for x, answer in zip(inputs, answers, strict=True):
+        np.testing.assert_allclose(answer.outputs["output"], session.run(None, {"input": x})[0], rtol=1e-5, atol=1e-5)
+    assert {a.extra["via"] for a in answers} == {"direct", "redis"}
+    report = wait_until(
+        lambda: [r for r in deployment_report(spec) if r.get("pulled") == len(inputs)],
+        timeout=10,
+        what="the heartbeat to count the requests",
+    )[0]
+    assert report["direct_spilled"] >= 1
