@@ -152,6 +152,17 @@ def two_workers_warm(
     return spec, first, second
 
 
+def assert_each_answer_is_its_own(path: Path, inputs: list[np.ndarray], answers: list[Any]) -> None:
+    """Every answer holds the outputs ONNX Runtime gives for its own request's rows."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for x, answer in zip(inputs, answers, strict=True):
+        expected = session.run(None, {"input": x})[0]
+        assert answer.outputs["output"].shape == expected.shape
+        np.testing.assert_allclose(answer.outputs["output"], expected, rtol=1e-5, atol=1e-5)
+
+
 def outcome(error: BaseException | None) -> str:
     """How a request through a pool losing a worker ended: "ok", "503", "504", or what
     else happened (which fails the test)."""
@@ -208,6 +219,7 @@ def inference_workers(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., 
         started.append(worker)
         return worker
 
+    start.started = started  # type: ignore[attr-defined]
     yield start
     for worker in started:
         worker.stop()

@@ -20,6 +20,7 @@ from inference import pool_protocol as wire
 from inference.pool import redis_client
 from inference.runtime.errors import DeadlineExceeded, InputError
 from tests.integration.pool.conftest import (
+    assert_each_answer_is_its_own,
     assert_survived_the_kill,
     deployment_report,
     mlp_model,
@@ -55,11 +56,7 @@ def test_concurrent_requests_share_frames_and_each_gets_its_own_rows(transport, 
 
     answers = _run(calls)
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for x, answer in zip(inputs, answers, strict=True):
-        expected = session.run(None, {"input": x})[0]
-        assert answer.outputs["output"].shape == (x.shape[0], 3)
-        np.testing.assert_allclose(answer.outputs["output"], expected, rtol=1e-5, atol=1e-5)
+    assert_each_answer_is_its_own(path, inputs, answers)
     report = wait_until(
         lambda: [r for r in deployment_report(spec) if r.get("pulled") == len(inputs)],
         timeout=10,

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import orjson
 import pytest
 
@@ -20,7 +19,13 @@ from config.errors import ServiceUnavailable
 from inference import pool_protocol as wire
 from inference.pool import redis_client, worker_status
 from inference.runtime.errors import DeadlineExceeded
-from tests.integration.pool.conftest import deployment_report, mlp_model, pool_spec, wait_until
+from tests.integration.pool.conftest import (
+    assert_each_answer_is_its_own,
+    deployment_report,
+    mlp_model,
+    pool_spec,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration]
 
@@ -45,9 +50,10 @@ def _published(worker_count: int = 1) -> list[dict[str, Any]]:
     return [orjson.loads(v) for k, v in entries.items() if k.decode() in live][:worker_count]
 
 
-def _warm(transport: Any, inference_workers: Any, tmp_path: Any, **worker: Any) -> Any:
+def _warm(transport: Any, inference_workers: Any, tmp_path: Any, *, max_batch_size: int = 16, **worker: Any) -> Any:
+    """A deployment of the small mlp that one real worker (started with `worker`) holds warm."""
     path = mlp_model(tmp_path / "mlp.onnx")
-    spec = pool_spec(path, max_batch_size=16, max_queue_delay_ms=1)
+    spec = pool_spec(path, max_batch_size=max_batch_size, max_queue_delay_ms=1)
     transport.ensure_loaded(spec)
     inference_workers(**worker)
     wait_until(lambda: transport.ready(spec), timeout=60, what="the model to be warm")
@@ -64,9 +70,7 @@ def test_frames_go_straight_to_the_worker_and_each_request_gets_its_own_rows(tra
 
     answers = _run(calls)
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for x, answer in zip(inputs, answers, strict=True):
-        np.testing.assert_allclose(answer.outputs["output"], session.run(None, {"input": x})[0], rtol=1e-5, atol=1e-5)
+    assert_each_answer_is_its_own(path, inputs, answers)
     assert {a.extra["via"] for a in answers} == {"direct"}
     beat = wait_until(
         lambda: [b for b in worker_status() if (b.get("direct") or {}).get("accepted")],
@@ -145,11 +149,8 @@ def test_a_frame_for_a_deployment_the_worker_does_not_hold_is_answered_not_here(
 def test_a_worker_killed_with_frames_on_its_socket_answers_503_at_once_not_at_the_deadline(
     transport, inference_workers, tmp_path
 ):
-    path = mlp_model(tmp_path / "mlp.onnx")
-    spec = pool_spec(path, max_batch_size=16, max_queue_delay_ms=1)
-    transport.ensure_loaded(spec)
-    hung = inference_workers(code=_HUNG_ON_DIRECT)
-    wait_until(lambda: transport.ready(spec), timeout=60, what="the model to be warm")
+    spec, _ = _warm(transport, inference_workers, tmp_path, code=_HUNG_ON_DIRECT)
+    (hung,) = inference_workers.started
     x = np.ones((1, 16), np.float32)
 
     async def calls() -> list[tuple[BaseException | None, float]]:
@@ -173,11 +174,7 @@ def test_a_worker_killed_with_frames_on_its_socket_answers_503_at_once_not_at_th
 
 
 def test_a_hung_worker_answers_504_by_the_deadline(transport, inference_workers, tmp_path):
-    path = mlp_model(tmp_path / "mlp.onnx")
-    spec = pool_spec(path, max_batch_size=16, max_queue_delay_ms=1)
-    transport.ensure_loaded(spec)
-    inference_workers(code=_HUNG_ON_DIRECT)
-    wait_until(lambda: transport.ready(spec), timeout=60, what="the model to be warm")
+    spec, _ = _warm(transport, inference_workers, tmp_path, code=_HUNG_ON_DIRECT)
 
     async def call() -> tuple[BaseException | None, float]:
         started = time.monotonic()
@@ -204,11 +201,7 @@ _SLOW_BATCHES = (
 def test_frames_for_a_worker_whose_batcher_is_full_go_through_the_redis_queue(transport, inference_workers, tmp_path):
     # The queue is what an autoscaler watches (platform/k8s/keda) and where any worker can
     # take a request: the direct socket must not hide a backlog from it.
-    path = mlp_model(tmp_path / "mlp.onnx")
-    spec = pool_spec(path, max_batch_size=2, max_queue_delay_ms=1)
-    transport.ensure_loaded(spec)
-    inference_workers(code=_SLOW_BATCHES)
-    wait_until(lambda: transport.ready(spec), timeout=60, what="the model to be warm")
+    spec, path = _warm(transport, inference_workers, tmp_path, max_batch_size=2, code=_SLOW_BATCHES)
     rng = np.random.default_rng(5)
     inputs = [rng.standard_normal((1, 16)).astype(np.float32) for _ in range(80)]
 
@@ -220,9 +213,7 @@ def test_frames_for_a_worker_whose_batcher_is_full_go_through_the_redis_queue(tr
 
     answers = _run(calls)
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for x, answer in zip(inputs, answers, strict=True):
-        np.testing.assert_allclose(answer.outputs["output"], session.run(None, {"input": x})[0], rtol=1e-5, atol=1e-5)
+    assert_each_answer_is_its_own(path, inputs, answers)
     assert {a.extra["via"] for a in answers} == {"direct", "redis"}
     report = wait_until(
         lambda: [r for r in deployment_report(spec) if r.get("pulled") == len(inputs)],
