@@ -274,20 +274,22 @@ class _DirectConnection(asyncio.Protocol):
         self._buffer = bytearray()
         self._greeted = False
         self._next_id = 0
+        self.opening: asyncio.Task[None] | None = None
 
     async def open(self, loop: asyncio.AbstractEventLoop) -> None:
         host, _, port = self.peer.address.rpartition(":")
         try:
             await loop.create_connection(lambda: self, host.strip("[]"), int(port))
-            await self.opened
-        except BaseException as exc:
+        except (OSError, ValueError, asyncio.CancelledError) as exc:  # ValueError: a malformed address
             if not self.opened.done():
-                self.opened.set_exception(ConnectionError(str(exc)))
+                self.opened.set_exception(ConnectionError(str(exc) or type(exc).__name__))
                 self.opened.exception()  # retrieved: no "never retrieved" warning
-            raise
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport subclass
+        if self.closed:  # given up on (connect timeout) before the connect finished
+            transport.close()
+            return
         sock = transport.get_extra_info("socket")
         if sock is not None:
             import socket
@@ -351,6 +353,11 @@ class _DirectConnection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError("closed"))
+            self.opened.exception()
+        elif self.opening is not None and not self.opening.done():
+            self.opening.cancel()
 
 
 class WorkerPoolTransport:
@@ -648,8 +655,11 @@ class WorkerPoolTransport:
         if best is None:
             return None
         if not best.opened.done():
+            if best.opening is None:  # one connect per connection, however many frames wait for it
+                best.opening = loop.create_task(best.open(loop))
             try:
-                await asyncio.wait_for(best.open(loop), timeout=_timeout("MODELHUB_POOL_CONNECT_TIMEOUT", 1.0))
+                timeout = _timeout("MODELHUB_POOL_CONNECT_TIMEOUT", 1.0)
+                await asyncio.wait_for(asyncio.shield(best.opened), timeout=timeout)
             except (TimeoutError, OSError, ConnectionError) as exc:
                 logger.warning(
                     "inference worker %s: direct socket %s unreachable (%s); through Redis",
@@ -659,7 +669,8 @@ class WorkerPoolTransport:
                 )
                 self._unreachable[best.peer.address] = time.monotonic() + _DIRECT_RETRY_S
                 best.close()
-                connections.pop(best.peer.address, None)
+                if connections.get(best.peer.address) is best:
+                    del connections[best.peer.address]
                 return None
         elif best.opened.exception() is not None or best.closed:
             return None

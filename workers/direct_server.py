@@ -135,6 +135,8 @@ class DirectServer:
         except OSError as exc:
             if not self._closing.is_set():
                 logger.info("direct socket: connection from %s ended: %s", peer, exc)
+        except Exception:  # a bug: close the connection (its callers get 503), keep the worker
+            logger.exception("direct socket: connection from %s failed", peer)
         finally:
             with self._lock:
                 if conn in self._open:

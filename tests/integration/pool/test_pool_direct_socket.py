@@ -221,3 +221,27 @@ def test_frames_for_a_worker_whose_batcher_is_full_go_through_the_redis_queue(tr
         what="the heartbeat to count the requests",
     )[0]
     assert report["direct_spilled"] >= 1
+
+
+def test_one_event_loop_opens_one_connection_to_a_worker_for_all_its_deployments(
+    transport, inference_workers, tmp_path
+):
+    path = mlp_model(tmp_path / "mlp.onnx")
+    specs = [pool_spec(path, max_batch_size=16, max_queue_delay_ms=1) for _ in range(3)]
+    for spec in specs:
+        transport.ensure_loaded(spec)
+    inference_workers()
+    wait_until(lambda: all(transport.ready(s) for s in specs), timeout=60, what="the models to be warm")
+    x = np.ones((1, 16), np.float32)
+
+    async def calls() -> list[Any]:  # the first frames of three lanes race for the one connection
+        return await asyncio.gather(*[transport.infer_async(s, {"input": x}, timeout_s=20) for s in specs * 8])
+
+    answers = _run(calls)
+    assert {a.extra["via"] for a in answers} == {"direct"}
+    beat = wait_until(
+        lambda: [b for b in worker_status() if (b.get("direct") or {}).get("accepted")],
+        timeout=10,
+        what="the heartbeat to count the direct connection",
+    )[0]
+    assert beat["direct"]["accepted"] == 1
