@@ -363,13 +363,16 @@ class _DirectConnection(asyncio.Protocol):
 class WorkerPoolTransport:
     """Serves deployments placed on inference workers; one instance per web process is enough."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, *, direct: bool | None = None) -> None:
+        """`direct`: use workers' direct sockets (None: the MODELHUB_POOL_DIRECT setting)."""
         self._url = url
         # deployment key -> (when checked, None if warm else why not, cold-start ms, the warm
         # workers' direct sockets): a fresh exception per request is raised from it
         # (re-raising one instance would grow its traceback).
         self._ready_cache: dict[str, tuple[float, str | None, float | None, tuple[_Peer, ...]]] = {}
-        self._direct = bool(_setting("MODELHUB_POOL_DIRECT", env_bool("MODELHUB_POOL_DIRECT", True)))
+        if direct is None:
+            direct = bool(_setting("MODELHUB_POOL_DIRECT", env_bool("MODELHUB_POOL_DIRECT", True)))
+        self._direct = direct
         # event loop -> worker address -> its direct connection; address -> not before (monotonic)
         self._connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _DirectConnection]] = (
             weakref.WeakKeyDictionary()
