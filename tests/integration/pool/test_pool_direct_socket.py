@@ -50,6 +50,16 @@ def _published(worker_count: int = 1) -> list[dict[str, Any]]:
     return [orjson.loads(v) for k, v in entries.items() if k.decode() in live][:worker_count]
 
 
+def _accepted_connections() -> int:
+    """Direct connections the live worker has accepted, once its heartbeat counts any."""
+    beat = wait_until(
+        lambda: [b for b in worker_status() if (b.get("direct") or {}).get("accepted")],
+        timeout=10,
+        what="the heartbeat to count the direct connection",
+    )[0]
+    return int(beat["direct"]["accepted"])
+
+
 def _warm(transport: Any, inference_workers: Any, tmp_path: Any, *, max_batch_size: int = 16, **worker: Any) -> Any:
     """A deployment of the small mlp that one real worker (started with `worker`) holds warm."""
     path = mlp_model(tmp_path / "mlp.onnx")
@@ -72,12 +82,7 @@ def test_frames_go_straight_to_the_worker_and_each_request_gets_its_own_rows(tra
 
     assert_each_answer_is_its_own(path, inputs, answers)
     assert {a.extra["via"] for a in answers} == {"direct"}
-    beat = wait_until(
-        lambda: [b for b in worker_status() if (b.get("direct") or {}).get("accepted")],
-        timeout=10,
-        what="the heartbeat to count the direct connection",
-    )[0]
-    assert beat["direct"]["accepted"] >= 1
+    assert _accepted_connections() >= 1
 
 
 def test_a_worker_with_the_direct_socket_off_is_served_through_redis(transport, inference_workers, tmp_path):
@@ -239,9 +244,4 @@ def test_one_event_loop_opens_one_connection_to_a_worker_for_all_its_deployments
 
     answers = _run(calls)
     assert {a.extra["via"] for a in answers} == {"direct"}
-    beat = wait_until(
-        lambda: [b for b in worker_status() if (b.get("direct") or {}).get("accepted")],
-        timeout=10,
-        what="the heartbeat to count the direct connection",
-    )[0]
-    assert beat["direct"]["accepted"] == 1
+    assert _accepted_connections() == 1
