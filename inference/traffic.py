@@ -588,15 +588,44 @@ def endpoints_move_off(
     replacement the caller is refused (EnvironmentRuleBroken) and nothing changes.
     """
     name = version.model.name
+    # A pipeline that names the version by number cannot be moved: its graph is a version
+    # of its own, which an engineer writes. The stage change is refused until it is replaced;
+    # a pipeline that only shadows is dropped, like a shadow of the version itself.
+    dropped: dict[int, tuple[Endpoint, set[tuple[str, int]]]] = {}
+    for endpoint, route, step in pipeline_routes_using(
+        model=name,
+        version=version.version,
+        environments=(Environment.PRODUCTION, Environment.STAGING),
+        pinned_only=True,
+    ):
+        if version_allowed(environment=endpoint.environment, stage=version.stage, role=route["role"]):
+            continue
+        if route["role"] == Deployment.Role.SHADOW:
+            dropped.setdefault(endpoint.pk, (endpoint, set()))[1].add((route["pipeline"], route["version"]))
+            continue
+        instead = f"{name}:{replacement.version}" if replacement is not None else "another version"
+        raise EnvironmentRuleBroken(
+            f"{version} would be in {version.stage}, but pipeline {route['pipeline']} v{route['version']} "
+            f'({route["role"]} of {endpoint.environment} endpoint "{endpoint.name}") runs it as "{step}": '
+            f'attach a pipeline version that uses {instead} or "{name}@production" first',
+            details={
+                "endpoints": [endpoint.name],
+                "pipeline": route["pipeline"],
+                "pipeline_version": route["version"],
+                "version": version.version,
+                "stage": version.stage,
+            },
+        )
     revisions = []
     for endpoint in endpoints_routing_to(
         model=name, version=version.version, environments=(Environment.PRODUCTION, Environment.STAGING)
     ):
         current = endpoint.revisions.get(is_current=True)
-        routes = [{k: v for k, v in r.items() if k in ROUTE_KEYS} for r in current.routes]
+        routes = _without_pipeline_shadows(current.routes, dropped.get(endpoint.pk, (endpoint, set()))[1])
         mine = next(r for r in routes if r.get("model") == name and r["version"] == version.version)
         if version_allowed(environment=endpoint.environment, stage=version.stage, role=mine["role"]):
             continue
+        dropped.pop(endpoint.pk, None)  # this revision drops them
         routes.remove(mine)
         if mine["role"] != Deployment.Role.SHADOW:
             if replacement is None:
@@ -626,27 +655,26 @@ def endpoints_move_off(
                 action="traffic.move_off",
             )
         )
-    # A pipeline that names the version by number cannot be moved: its graph is a version
-    # of its own, which an engineer writes. The stage change is refused until it is replaced.
-    for endpoint, route, step in pipeline_routes_using(
-        model=name,
-        version=version.version,
-        environments=(Environment.PRODUCTION, Environment.STAGING),
-        pinned_only=True,
-    ):
-        if version_allowed(environment=endpoint.environment, stage=version.stage, role=route["role"]):
-            continue
-        instead = f"{name}:{replacement.version}" if replacement is not None else "another version"
-        raise EnvironmentRuleBroken(
-            f"{version} would be in {version.stage}, but pipeline {route['pipeline']} v{route['version']} "
-            f'({route["role"]} of {endpoint.environment} endpoint "{endpoint.name}") runs it as "{step}": '
-            f'attach a pipeline version that uses {instead} or "{name}@production" first',
-            details={
-                "endpoints": [endpoint.name],
-                "pipeline": route["pipeline"],
-                "pipeline_version": route["version"],
-                "version": version.version,
-                "stage": version.stage,
-            },
+    for endpoint, pipelines in dropped.values():  # endpoints that only shadow it through a pipeline
+        current = endpoint.revisions.get(is_current=True)
+        revisions.append(
+            traffic_policy_revise(
+                endpoint=endpoint,
+                routes=_without_pipeline_shadows(current.routes, pipelines),
+                user=user,
+                comment=f"dropped the pipeline shadows that run {version} ({version.stage}): {reason}",
+                action="traffic.move_off",
+            )
         )
     return revisions
+
+
+def _without_pipeline_shadows(routes: list[dict[str, Any]], pipelines: set[tuple[str, int]]) -> list[dict[str, Any]]:
+    """A revision's routes (their stored keys) less the shadow routes of these (pipeline, version)s."""
+    return [
+        {k: v for k, v in r.items() if k in ROUTE_KEYS}
+        for r in routes
+        if not (
+            r.get("pipeline") and r["role"] == Deployment.Role.SHADOW and (r["pipeline"], r["version"]) in pipelines
+        )
+    ]

@@ -118,3 +118,43 @@ def test_archiving_a_version_a_staging_pipeline_runs_is_refused_naming_the_pipel
         registry_services.model_version_archive(version=v2, user=approver)
     assert refused.value.details["endpoints"] == ["flowers"]
     assert stage(v2) == Stage.STAGING
+
+
+def test_a_pipeline_that_shadows_the_replaced_version_is_dropped_like_a_direct_shadow(
+    v1: ModelVersion, v2: ModelVersion, engineer: Any, approver: Any
+) -> None:
+    pipeline_services.pipeline_create(name="iris-pipe", spec=spec("iris:1"), user=engineer)
+    endpoint = endpoints.endpoint_create(name="flowers", user=engineer, environment="production")
+    traffic.traffic_policy_revise(
+        endpoint=endpoint,
+        routes=[
+            {"model": "iris", "version": 1, "role": "primary", "weight": 100},
+            {"pipeline": "iris-pipe", "version": 1, "role": "shadow", "weight": 0},
+        ],
+        user=approver,
+    )
+    promote(v2, engineer, approver)
+    assert (stage(v1), stage(v2)) == (Stage.ARCHIVED, Stage.PRODUCTION)
+    # The direct route moved to v2; the pipeline that shadowed v1 left with it.
+    assert routes(endpoint) == [("iris", 2, "primary", 100)]
+
+
+def test_an_endpoint_that_runs_the_replaced_version_only_in_a_shadow_pipeline_drops_that_shadow(
+    v1: ModelVersion, v2: ModelVersion, engineer: Any, approver: Any
+) -> None:
+    pipeline_services.pipeline_create(name="iris-live", spec=spec("iris@production"), user=engineer)
+    pipeline_services.pipeline_create(name="iris-pipe", spec=spec("iris:1"), user=engineer)
+    endpoint = endpoints.endpoint_create(name="flowers", user=engineer, environment="production")
+    traffic.traffic_policy_revise(
+        endpoint=endpoint,
+        routes=[
+            {"pipeline": "iris-live", "version": 1, "role": "primary", "weight": 100},
+            {"pipeline": "iris-pipe", "version": 1, "role": "shadow", "weight": 0},
+        ],
+        user=approver,
+    )
+    promote(v2, engineer, approver)
+    assert (stage(v1), stage(v2)) == (Stage.ARCHIVED, Stage.PRODUCTION)
+    assert routes(endpoint) == [("pipeline iris-live", 1, "primary", 100)]
+    current = TrafficPolicyRevision.objects.get(endpoint=endpoint, is_current=True)
+    assert current.comment.startswith("dropped the pipeline shadows that run iris")
