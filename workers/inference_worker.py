@@ -735,6 +735,18 @@ class InferenceWorker:
                 pipe.hset(wire.LOAD_MS_KEY, key, round(load_ms, 1))
         pipe.execute()
         write_batch_stats({m.model.name: m.batcher.stats() for m in self.repository.served() if m.batcher is not None})
+        self._prune_direct(now)
+
+    def _prune_direct(self, now: float) -> None:
+        """Drop the `mh:direct` entries of workers gone for a minute (killed, so they never
+        removed their own): web processes read the whole hash on every readiness check."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hkeys(wire.DIRECT_KEY)
+        pipe.zrangebyscore(wire.WORKERS_KEY, now - 60, "+inf")
+        published, live = pipe.execute()
+        gone = set(published) - set(live)
+        if gone:
+            self.client.hdel(wire.DIRECT_KEY, *gone)
 
     def _forget_me(self) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -116,39 +116,67 @@ def test_an_unreachable_direct_socket_falls_back_to_redis_at_once(transport, inf
     assert seconds < 5
 
 
+def _request_frame(key: str) -> bytes:
+    deadline = time.time() + 10
+    return wire.encode_many(
+        {"r": "", "k": key, "dl": deadline, "d": [deadline]}, [{"input": np.ones((1, 16), np.float32)}]
+    )
+
+
+def _connect(token: bytes) -> socket.socket:
+    """A raw connection to the live worker's direct socket, its hello (with `token`) sent."""
+    host, _, port = _published()[0]["a"].rpartition(":")
+    conn = socket.create_connection((host, int(port)), timeout=5)
+    conn.sendall(wire.DIRECT_HELLO + bytes([wire.DIRECT_VERSION]) + token)
+    return conn
+
+
+def _call(conn: socket.socket, call_id: int, frame: bytes) -> tuple[int, dict[str, Any]]:
+    """One frame on an open connection: the call id and header of its reply."""
+    conn.sendall(wire.DIRECT_ENVELOPE.pack(len(frame), call_id) + frame)
+    head = conn.recv(wire.DIRECT_ENVELOPE.size, socket.MSG_WAITALL)
+    length, answered = wire.DIRECT_ENVELOPE.unpack(head)
+    header, _ = wire.decode_frame(conn.recv(length, socket.MSG_WAITALL))
+    return answered, header
+
+
 def test_a_connection_without_the_workers_token_is_refused_and_runs_nothing(transport, inference_workers, tmp_path):
     spec, _ = _warm(transport, inference_workers, tmp_path)
-    published = _published()[0]
-    host, _, port = published["a"].rpartition(":")
-    frame = wire.encode_many(
-        {"r": "", "k": spec.key, "dl": time.time() + 10, "d": [time.time() + 10]},
-        [{"input": np.ones((1, 16), np.float32)}],
-    )
-    with socket.create_connection((host, int(port)), timeout=5) as conn:
-        conn.sendall(wire.DIRECT_HELLO + bytes([wire.DIRECT_VERSION]) + b"0" * wire.DIRECT_TOKEN_BYTES)
+    with _connect(b"0" * wire.DIRECT_TOKEN_BYTES) as conn:
+        frame = _request_frame(spec.key)
         conn.sendall(wire.DIRECT_ENVELOPE.pack(len(frame), 1) + frame)
         assert conn.recv(64) == b""  # closed without a word
     time.sleep(wire.HEARTBEAT_INTERVAL_S + 0.5)
     assert [r["pulled"] for r in deployment_report(spec)] == [0]
 
 
-def test_a_frame_for_a_deployment_the_worker_does_not_hold_is_answered_not_here(transport, inference_workers, tmp_path):
-    _warm(transport, inference_workers, tmp_path)
-    published = _published()[0]
-    host, _, port = published["a"].rpartition(":")
-    frame = wire.encode_many(
-        {"r": "", "k": "d0-nothing", "dl": time.time() + 10, "d": [time.time() + 10]},
-        [{"input": np.ones((1, 16), np.float32)}],
-    )
-    with socket.create_connection((host, int(port)), timeout=5) as conn:
-        conn.sendall(wire.DIRECT_HELLO + bytes([wire.DIRECT_VERSION]) + published["t"].encode())
+def test_frames_for_no_deployment_here_and_malformed_frames_get_answers_and_the_connection_serves_on(
+    transport, inference_workers, tmp_path
+):
+    spec, _ = _warm(transport, inference_workers, tmp_path)
+    with _connect(_published()[0]["t"].encode()) as conn:
         assert conn.recv(1) == wire.DIRECT_OK
-        conn.sendall(wire.DIRECT_ENVELOPE.pack(len(frame), 7) + frame)
-        reader = conn.makefile("rb")
-        length, call_id = wire.DIRECT_ENVELOPE.unpack(reader.read(wire.DIRECT_ENVELOPE.size))
-        header, _ = wire.decode_frame(reader.read(length))
-    assert call_id == 7
-    assert header["ok"] == 0 and header["c"] == wire.NOT_HERE
+        assert _call(conn, 7, _request_frame("d0-nothing"))[1]["c"] == wire.NOT_HERE
+        call_id, header = _call(conn, 8, b"\x89MHF not a frame")
+        assert (call_id, header["ok"], header["s"], header["c"]) == (8, 0, 400, "bad_frame")
+        no_deadlines = wire.encode_many(
+            {"r": "", "k": spec.key, "dl": time.time() + 10}, [{"input": np.ones((1, 16), np.float32)}]
+        )
+        assert _call(conn, 9, no_deadlines)[1]["c"] == "bad_frame"
+        call_id, header = _call(conn, 10, _request_frame(spec.key))  # the same connection still serves
+    assert call_id == 10 and header["ok"] == 1
+
+
+def test_a_killed_workers_direct_socket_entry_is_pruned_by_the_live_ones(transport, inference_workers, tmp_path):
+    # A worker killed with -9 never removes its entry; web processes read the whole hash.
+    redis_client().hset(wire.DIRECT_KEY, "killed-long-ago", orjson.dumps({"a": "127.0.0.1:1", "t": "x"}))
+    _warm(transport, inference_workers, tmp_path)
+    wait_until(
+        lambda: not redis_client().hexists(wire.DIRECT_KEY, "killed-long-ago"),
+        timeout=10,
+        what="the stale entry to be pruned",
+    )
+    assert len(_published()) == 1  # the live worker's own entry stays
 
 
 def test_a_worker_killed_with_frames_on_its_socket_answers_503_at_once_not_at_the_deadline(
